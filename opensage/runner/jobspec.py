@@ -1,0 +1,100 @@
+"""What the control plane hands to a job's agent process, and what the agent hands back.
+
+The reconciler writes ``<jobdir>/jobspec.json``; the agent (``python -m opensage.runner.agent <jobdir>``)
+does everything a SageMaker instance does for one host: fetch channels, run the container command with
+``/opt/ml`` = ``<jobdir>/ml``, capture logs, upload artifacts. It reports through files only, so it can
+outlive (and be adopted by) a restarted control plane, and can run on another machine (Ray):
+
+* ``<jobdir>/logs/algo-<n>.log``  one line per output line: ``<epoch-ms> <text>`` (first space splits)
+* ``<jobdir>/events.jsonl``       ``{"time": epoch-seconds, "status": <SecondaryStatus>, "message": str}``
+* ``<jobdir>/result.json``        written last, atomically: see ``JobResult``
+* ``<jobdir>/agent.pid``          pid of the agent (process-group leader)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ChannelSpec:
+    name: str
+    s3_uri: str
+    s3_data_type: str = "S3Prefix"  # S3Prefix | ManifestFile | AugmentedManifestFile
+    distribution: str = "FullyReplicated"  # FullyReplicated | ShardedByS3Key
+    input_mode: str = "File"  # File | Pipe | FastFile (FastFile is served as File)
+    content_type: str | None = None
+    compression: str = "None"  # None | Gzip
+    record_wrapper: str = "None"  # None | RecordIO
+    attribute_names: list[str] | None = None
+    shuffle_seed: int | None = None
+
+
+@dataclass
+class ObjectStoreSpec:
+    """How the agent reaches object storage (an S3-compatible endpoint, or file:// for tests)."""
+
+    endpoint_url: str | None
+    access_key: str | None = None
+    secret_key: str | None = None
+    region: str = "us-east-1"
+
+
+@dataclass
+class JobSpec:
+    job_name: str
+    job_arn: str
+    kind: str  # "training" (later: "processing", "transform")
+    command: list[str]  # argv; may reference /opt/ml (the agent maps it to ml_root)
+    environment: dict[str, str]  # extra environment for the user process
+    channels: list[ChannelSpec]
+    object_store: ObjectStoreSpec
+    model_s3_uri: str | None = None  # where model/ goes as model.tar.gz
+    output_s3_uri: str | None = None  # where output/data goes as output.tar.gz
+    checkpoint_s3_uri: str | None = None
+    checkpoint_local_path: str = "/opt/ml/checkpoints"
+    max_runtime_seconds: int | None = None
+    stop_grace_seconds: int = 120
+    host_index: int = 0  # algo-(host_index+1)
+    host_count: int = 1
+
+    def write(self, jobdir: Path) -> None:
+        path = jobdir / "jobspec.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, jobdir: Path) -> JobSpec:
+        raw: dict[str, Any] = json.loads((jobdir / "jobspec.json").read_text())
+        raw["channels"] = [ChannelSpec(**c) for c in raw["channels"]]
+        raw["object_store"] = ObjectStoreSpec(**raw["object_store"])
+        return cls(**raw)
+
+
+@dataclass
+class JobResult:
+    exit_code: int | None  # None if the user process never started
+    failure_reason: str | None = None  # first 1024 chars of output/failure, or the agent's own reason
+    stopped: bool = False  # StopTrainingJob (SIGTERM) was honoured
+    max_runtime_exceeded: bool = False
+    model_uploaded: bool = False
+    output_uploaded: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, jobdir: Path) -> None:
+        path = jobdir / "result.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, jobdir: Path) -> JobResult | None:
+        path = jobdir / "result.json"
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
