@@ -1,0 +1,190 @@
+"""ObjectStore over any S3-compatible endpoint (SeaweedFS by default, AWS, MinIO, ...), via boto3.
+
+boto3 is imported lazily: constructing an S3Store costs nothing until the first call.
+Large files go through s3transfer's managed transfers (multipart, concurrent parts).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from opensage.objects.base import ObjectInfo, ObjectNotFound
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
+
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
+MAX_CONCURRENCY = 8
+
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
+
+
+class S3Store:
+    def __init__(
+        self,
+        endpoint_url: str | None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
+        self.endpoint_url = endpoint_url
+        self.region = region or "us-east-1"
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"S3Store(endpoint_url={self.endpoint_url!r}, region={self.region!r})"
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client (created on first use; boto3 clients are thread-safe)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
+
+    def _make_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+            retries={"max_attempts": 5, "mode": "standard"},
+            max_pool_connections=max(10, MAX_CONCURRENCY * 2),
+            connect_timeout=10,
+            read_timeout=120,
+        )
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self._access_key,
+            aws_secret_access_key=self._secret_key,
+            region_name=self.region,
+            config=config,
+        )
+
+    def _transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_CHUNKSIZE,
+            max_concurrency=MAX_CONCURRENCY,
+            use_threads=True,
+        )
+
+    def _transfer(self, run: Any) -> None:
+        """Run one managed transfer and wait; raw ClientErrors surface (no boto3 wrapper)."""
+        from boto3.s3.transfer import create_transfer_manager
+
+        with create_transfer_manager(self.client, self._transfer_config()) as manager:
+            run(manager).result()
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for obj in page.get("Contents", ()):
+                    yield ObjectInfo(key=obj["Key"], size=int(obj["Size"]))
+        except _client_error() as exc:
+            raise _translate(exc, bucket, prefix) from exc
+
+    def get_to_file(self, bucket: str, key: str, dest: Path) -> None:
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # s3transfer writes to a temporary name and renames, so dest is never half-written.
+            self._transfer(lambda m: m.download(bucket, key, str(dest)))
+        except _client_error() as exc:
+            raise _translate(exc, bucket, key) from exc
+
+    def open_read(self, bucket: str, key: str) -> BinaryIO:
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except _client_error() as exc:
+            raise _translate(exc, bucket, key) from exc
+        return response["Body"]  # botocore StreamingBody (an io.IOBase): read(n), iter_chunks, close
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        body = self.open_read(bucket, key)
+        try:
+            return body.read()
+        finally:
+            body.close()
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except _client_error() as exc:
+            if _error_code(exc) in _NOT_FOUND_CODES:
+                return False
+            raise
+        return True
+
+    # -- writes --------------------------------------------------------------------------------------
+    def put_file(self, bucket: str, key: str, src: Path) -> None:
+        src = Path(src)
+        if not src.is_file():
+            raise FileNotFoundError(f"cannot upload {src} to s3://{bucket}/{key}: not a file")
+        try:
+            self._transfer(lambda m: m.upload(str(src), bucket, key))
+        except _client_error() as exc:
+            raise _translate(exc, bucket, key) from exc
+
+    def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+        except _client_error() as exc:
+            raise _translate(exc, bucket, key) from exc
+
+    def ensure_bucket(self, bucket: str) -> None:
+        try:
+            self.client.head_bucket(Bucket=bucket)
+            return
+        except _client_error() as exc:
+            if _error_code(exc) not in _NOT_FOUND_CODES:
+                raise
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if self.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            self.client.create_bucket(**kwargs)
+        except _client_error() as exc:
+            code = _error_code(exc)
+            if code == "BucketAlreadyOwnedByYou":
+                return
+            if code == "BucketAlreadyExists":
+                raise ValueError(
+                    f"bucket {bucket!r} already exists and belongs to someone else at "
+                    f"{self.endpoint_url or 'AWS'}; choose another bucket name"
+                ) from exc
+            raise
+
+
+def _client_error() -> type[ClientError]:
+    from botocore.exceptions import ClientError
+
+    return ClientError
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _translate(exc: ClientError, bucket: str, key: str) -> Exception:
+    """ObjectNotFound for missing bucket/key; every other S3 error passes through unchanged."""
+    code = _error_code(exc)
+    if code == "NoSuchBucket":
+        return ObjectNotFound(f"bucket {bucket!r} does not exist (create it first with ensure_bucket)")
+    if code in _NOT_FOUND_CODES:
+        return ObjectNotFound(f"s3://{bucket}/{key} does not exist")
+    return exc
