@@ -1,0 +1,489 @@
+"""Reading training channels and inference payloads for the built-in algorithms.
+
+Supported content types (SageMaker's names): ``text/csv`` (label in the first column, no header; with
+``csv_weights`` the second column is the instance weight), ``text/libsvm`` (the default when a channel has no
+ContentType), ``application/x-parquet`` (label = first column) and ``application/x-recordio-protobuf``
+(features under ``features["values"]``, dense or sparse; label under ``label["values"]``). Parameters such as
+``text/csv;label_size=1`` are accepted.
+
+CSV is parsed by pyarrow's multithreaded reader straight into float32 columns; only when that fails is the
+file re-scanned line by line to name the bad line. Errors are :class:`DataError` with a message that names the
+channel, the file and (where it applies) the line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CSV = "csv"
+LIBSVM = "libsvm"
+PARQUET = "parquet"
+RECORDIO = "recordio-protobuf"
+
+_CONTENT_TYPES = {
+    "text/csv": CSV, "csv": CSV, "text/x-csv": CSV,
+    "text/libsvm": LIBSVM, "text/x-libsvm": LIBSVM, "libsvm": LIBSVM,
+    "application/x-parquet": PARQUET, "parquet": PARQUET,
+    "application/x-recordio-protobuf": RECORDIO, "recordio-protobuf": RECORDIO,
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class DataError(ValueError):
+    """Input data a user must fix (bad content type, malformed file, missing channel)."""
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def sagemaker_base_dir() -> Path:
+    """The SageMaker ``/opt/ml`` root (``SAGEMAKER_BASE_DIR`` relocates it)."""
+    return Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+
+
+@dataclass(frozen=True)
+class MlPaths:
+    """The standard paths under the ``/opt/ml`` root."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> MlPaths:
+        return cls(sagemaker_base_dir())
+
+    @property
+    def hyperparameters(self) -> Path:
+        return self.root / "input" / "config" / "hyperparameters.json"
+
+    @property
+    def inputdataconfig(self) -> Path:
+        return self.root / "input" / "config" / "inputdataconfig.json"
+
+    @property
+    def resourceconfig(self) -> Path:
+        return self.root / "input" / "config" / "resourceconfig.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "input" / "data"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def failure(self) -> Path:
+        return self.root / "output" / "failure"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+
+def read_json(path: Path, default: Any) -> Any:
+    """JSON content of ``path``, or ``default`` if the file does not exist."""
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path.name} is not valid JSON: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------- types
+
+
+@dataclass
+class ChannelData:
+    """One channel's rows: features (dense float32 ndarray or scipy CSR), labels, optional weights/qid."""
+
+    features: Any
+    labels: np.ndarray
+    weights: np.ndarray | None = None
+    qid: np.ndarray | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.features.shape[0])
+
+
+def parse_content_type(content_type: str | None, *, default: str = LIBSVM) -> tuple[str, dict[str, str]]:
+    """(format, parameters) for a MIME type such as ``text/csv;label_size=1``; DataError if unsupported."""
+    if not content_type or not content_type.strip():
+        return default, {}
+    main, *raw_params = content_type.split(";")
+    fmt = _CONTENT_TYPES.get(main.strip().lower())
+    if fmt is None:
+        raise DataError(
+            f"Content type {content_type!r} is not supported; use text/csv, text/libsvm, "
+            "application/x-parquet or application/x-recordio-protobuf.")
+    params: dict[str, str] = {}
+    for item in raw_params:
+        key, _, value = item.partition("=")
+        if key.strip():
+            params[key.strip().lower()] = value.strip()
+    return fmt, params
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file (or a Pipe-mode stream already read into memory)."""
+
+    name: str
+    path: Path | None = None
+    payload: bytes | None = None
+
+    def read_bytes(self) -> bytes:
+        raw = self.payload if self.payload is not None else self.path.read_bytes()  # type: ignore[union-attr]
+        return gzip.decompress(raw) if raw[:2] == _GZIP_MAGIC else raw
+
+    def iter_lines(self) -> Iterator[bytes]:
+        return iter(io.BytesIO(self.read_bytes()))
+
+
+# ---------------------------------------------------------------------------------------------- listing
+
+
+def _is_skipped(name: str) -> bool:
+    return name.startswith(".") or name.endswith(".amazon.manifest") or name.endswith(".sagemaker-ignore")
+
+
+def list_files(directory: Path) -> list[Path]:
+    """Data files of a File-mode channel, recursively, sorted; hidden files and manifests skipped."""
+    files: list[Path] = []
+    for root, dirs, names in os.walk(directory, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files.extend(Path(root) / n for n in sorted(names) if not _is_skipped(n))
+    return [f for f in files if f.is_file()]
+
+
+def _pipe_payload(fifo: Path, record_wrapped: bool) -> bytes:
+    with open(fifo, "rb") as stream:
+        data = stream.read()
+    if record_wrapped:
+        from opensage.algorithms import recordio
+
+        data = b"".join(recordio.iter_records(data))
+    return data
+
+
+def channel_sources(channel: str, data_dir: Path, *, input_mode: str = "File",
+                    record_wrapper: str | None = None, fmt: str = CSV) -> list[Source]:
+    """The sources of a channel: its files in File/FastFile mode, or the epoch-0 FIFO in Pipe mode."""
+    if input_mode == "Pipe":
+        fifo = data_dir / f"{channel}_0"
+        if not fifo.exists():
+            return []
+        wrapped = (record_wrapper or "None") == "RecordIO" and fmt != RECORDIO
+        payload = _pipe_payload(fifo, wrapped)
+        return [Source(name=fifo.name, payload=payload)] if payload else []
+    directory = data_dir / channel
+    if not directory.is_dir():
+        return []
+    return [Source(name=str(p.relative_to(directory)), path=p) for p in list_files(directory)
+            if p.stat().st_size > 0]
+
+
+# ---------------------------------------------------------------------------------------------- csv
+
+
+def _first_line(source: Source) -> bytes:
+    if source.payload is not None:
+        return source.read_bytes().split(b"\n", 1)[0]
+    opener = gzip.open if source.path.suffix == ".gz" else open  # type: ignore[union-attr]
+    with opener(source.path, "rb") as stream:  # type: ignore[operator]
+        return stream.readline()
+
+
+def _csv_stream(source: Source) -> Any:
+    import pyarrow as pa
+
+    if source.payload is not None:
+        return pa.BufferReader(source.read_bytes())
+    return pa.input_stream(str(source.path), compression="detect")
+
+
+def _rescan_csv(channel: str, source: Source, n_cols: int) -> DataError:
+    """Find the first bad line of a CSV source (only called after the fast reader failed)."""
+    for number, raw in enumerate(source.iter_lines(), start=1):
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = line.split(",")
+        if len(fields) != n_cols:
+            return DataError(f"{channel} channel: file {source.name} line {number}: expected {n_cols} columns "
+                             f"(as on line 1), found {len(fields)}")
+        for value in fields:
+            text = value.strip()
+            if text and text.lower() not in ("nan", "na", "null", "n/a", "-nan", "#n/a"):
+                try:
+                    float(text)
+                except ValueError:
+                    return DataError(f"{channel} channel: file {source.name} line {number}: "
+                                     f"could not convert {text!r} to float")
+    return DataError(f"{channel} channel: file {source.name}: could not be parsed as CSV")
+
+
+def _table_to_matrix(table: Any, first: int) -> np.ndarray:
+    """Columns ``first..`` of a float32 Arrow table as a C-ordered float32 matrix (nulls -> NaN)."""
+    n_cols = table.num_columns - first
+    out = np.empty((table.num_rows, n_cols), dtype=np.float32)
+    for j in range(n_cols):
+        out[:, j] = table.column(first + j).to_numpy()
+    return out
+
+
+def _read_csv_source(channel: str, source: Source, csv_weights: bool) -> ChannelData:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    n_cols = len(_first_line(source).split(b","))
+    minimum = 3 if csv_weights else 2
+    if n_cols < minimum:
+        raise DataError(f"{channel} channel: file {source.name} line 1: found {n_cols} column(s); CSV needs the "
+                        f"label{', the weight' if csv_weights else ''} and at least one feature column")
+    names = [f"c{i}" for i in range(n_cols)]
+    try:
+        table = pacsv.read_csv(
+            _csv_stream(source),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=16 << 20),
+            parse_options=pacsv.ParseOptions(delimiter=","),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float32())),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        raise _rescan_csv(channel, source, n_cols) from None
+    first = 2 if csv_weights else 1
+    labels = table.column(0).to_numpy()
+    weights = table.column(1).to_numpy() if csv_weights else None
+    return ChannelData(_table_to_matrix(table, first), labels, weights)
+
+
+# ---------------------------------------------------------------------------------------------- libsvm
+
+
+def _parse_libsvm_line(line: str) -> tuple[float, float | None, int | None, list[tuple[int, float]]]:
+    tokens = line.split()
+    head = tokens[0]
+    label_text, _, weight_text = head.partition(":")
+    label = float(label_text)
+    weight = float(weight_text) if weight_text else None
+    qid = None
+    pairs: list[tuple[int, float]] = []
+    for token in tokens[1:]:
+        if token.startswith("#"):
+            break
+        key, sep, value = token.partition(":")
+        if not sep:
+            raise ValueError(f"feature {token!r} is not index:value")
+        if key == "qid":
+            qid = int(value)
+            continue
+        index = int(key)
+        if index < 0:
+            raise ValueError(f"feature index {index} is negative")
+        pairs.append((index, float(value)))
+    return label, weight, qid, pairs
+
+
+def _read_libsvm_slow(channel: str, source: Source) -> ChannelData:
+    """Line-by-line libsvm parser: supports ``label:weight`` and names the first bad line."""
+    import scipy.sparse as sp
+
+    labels: list[float] = []
+    weights: list[float] = []
+    qids: list[int] = []
+    indptr, indices, values = [0], [], []
+    for number, raw in enumerate(source.iter_lines(), start=1):
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            label, weight, qid, pairs = _parse_libsvm_line(line)
+        except ValueError as exc:
+            raise DataError(f"{channel} channel: file {source.name} line {number}: "
+                            f"not valid libsvm ({_short(exc)})") from None
+        labels.append(label)
+        weights.append(1.0 if weight is None else weight)
+        qids.append(0 if qid is None else qid)
+        indices.extend(i for i, _ in pairs)
+        values.extend(v for _, v in pairs)
+        indptr.append(len(indices))
+    n_cols = max(indices) + 1 if indices else 0
+    matrix = sp.csr_matrix((np.array(values, np.float32), np.array(indices, np.int64), np.array(indptr)),
+                           shape=(len(labels), n_cols))
+    has_weights = any(w != 1.0 for w in weights)
+    return ChannelData(matrix, np.array(labels, np.float32),
+                       np.array(weights, np.float32) if has_weights else None,
+                       np.array(qids, np.int64) if any(qids) else None)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    if text.startswith("could not convert string to float: "):
+        return "could not convert " + text.removeprefix("could not convert string to float: ") + " to float"
+    if text.startswith("invalid literal for int() with base 10: "):
+        return "bad feature index " + text.removeprefix("invalid literal for int() with base 10: ")
+    return text
+
+
+def _read_libsvm_source(channel: str, source: Source) -> ChannelData:
+    from sklearn.datasets import load_svmlight_file
+
+    try:
+        features, labels, qid = load_svmlight_file(io.BytesIO(source.read_bytes()), dtype=np.float32,
+                                                   zero_based=True, query_id=True)
+    except (ValueError, TypeError, IndexError):
+        return _read_libsvm_slow(channel, source)
+    return ChannelData(features.tocsr(), labels.astype(np.float32), None,
+                       qid.astype(np.int64) if qid.size and qid.any() else None)
+
+
+# ---------------------------------------------------------------------------------------------- parquet / recordio
+
+
+def _read_parquet_source(channel: str, source: Source) -> ChannelData:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        target = io.BytesIO(source.read_bytes()) if source.payload is not None else str(source.path)
+        table = pq.read_table(target)
+        table = table.cast(pa.schema([pa.field(f.name, pa.float32()) for f in table.schema]))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError) as exc:
+        raise DataError(f"{channel} channel: file {source.name}: not readable as numeric Parquet ({exc})") from None
+    if table.num_columns < 2:
+        raise DataError(f"{channel} channel: file {source.name}: Parquet needs a label column and features")
+    return ChannelData(_table_to_matrix(table, 1), table.column(0).to_numpy())
+
+
+def _read_recordio_source(channel: str, source: Source) -> ChannelData:
+    from opensage.algorithms import recordio
+
+    try:
+        features, labels = recordio.decode_matrix(source.read_bytes())
+    except recordio.RecordIOError as exc:
+        raise DataError(f"{channel} channel: file {source.name}: {exc}") from None
+    if labels is None:
+        raise DataError(f"{channel} channel: file {source.name}: records carry no label['values']")
+    return ChannelData(features, labels)
+
+
+# ---------------------------------------------------------------------------------------------- combine
+
+
+def _concat(channel: str, parts: list[ChannelData]) -> ChannelData:
+    if len(parts) == 1:
+        return parts[0]
+    import scipy.sparse as sp
+
+    if any(sp.issparse(p.features) for p in parts):
+        width = max(p.features.shape[1] for p in parts)
+        mats = [sp.csr_matrix(p.features) for p in parts]
+        mats = [m if m.shape[1] == width else sp.csr_matrix((m.data, m.indices, m.indptr),
+                                                            shape=(m.shape[0], width)) for m in mats]
+        features: Any = sp.vstack(mats, format="csr")
+    else:
+        widths = {p.features.shape[1] for p in parts}
+        if len(widths) > 1:
+            raise DataError(f"{channel} channel: files have different numbers of columns ({sorted(widths)})")
+        features = np.concatenate([p.features for p in parts])
+    labels = np.concatenate([p.labels for p in parts])
+    weights = None
+    if any(p.weights is not None for p in parts):
+        weights = np.concatenate([p.weights if p.weights is not None else np.ones(p.num_rows, np.float32)
+                                  for p in parts])
+    qid = None
+    if any(p.qid is not None for p in parts):
+        qid = np.concatenate([p.qid if p.qid is not None else np.zeros(p.num_rows, np.int64) for p in parts])
+    return ChannelData(features, labels, weights, qid)
+
+
+def read_source(channel: str, source: Source, fmt: str, *, csv_weights: bool = False) -> ChannelData:
+    """Rows of one source in format ``fmt``."""
+    if fmt == CSV:
+        return _read_csv_source(channel, source, csv_weights)
+    if fmt == LIBSVM:
+        return _read_libsvm_source(channel, source)
+    if fmt == PARQUET:
+        return _read_parquet_source(channel, source)
+    if fmt == RECORDIO:
+        return _read_recordio_source(channel, source)
+    raise DataError(f"{channel} channel: unsupported format {fmt!r}")
+
+
+def read_channel(channel: str, *, data_dir: Path | None = None, content_type: str | None = None,
+                 input_mode: str = "File", record_wrapper: str | None = None,
+                 csv_weights: bool = False) -> ChannelData | None:
+    """Every row of a channel (files concatenated in sorted order); None if it has no data."""
+    fmt, params = parse_content_type(content_type)
+    if fmt == CSV and params.get("label_size", "1") != "1":
+        raise DataError(f"{channel} channel: text/csv label_size must be 1, got {params['label_size']!r}")
+    data_dir = data_dir if data_dir is not None else MlPaths.from_env().data
+    sources = channel_sources(channel, data_dir, input_mode=input_mode, record_wrapper=record_wrapper, fmt=fmt)
+    parts = [read_source(channel, s, fmt, csv_weights=csv_weights) for s in sources]
+    parts = [p for p in parts if p.num_rows]
+    return _concat(channel, parts) if parts else None
+
+
+# ---------------------------------------------------------------------------------------------- payloads
+
+
+def _payload_csv(text: str) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    stripped = text.strip()
+    if not stripped:
+        raise DataError("text/csv payload is empty")
+    n_cols = len(stripped.split("\n", 1)[0].split(","))
+    names = [f"c{i}" for i in range(n_cols)]
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(stripped.encode()),
+            read_options=pacsv.ReadOptions(column_names=names),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float32())))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        raise _rescan_csv("request", Source(name="payload", payload=stripped.encode()), n_cols) from None
+    return _table_to_matrix(table, 0)
+
+
+def _payload_libsvm(text: str) -> Any:
+    """libsvm rows; the leading label is optional in requests (a row may start with ``index:value``)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = ["0 " + ln if ":" in ln.split()[0] else ln for ln in lines]
+    body = ("\n".join(lines) + "\n").encode()
+    return _read_libsvm_source("request", Source(name="payload", payload=body)).features
+
+
+def parse_payload(payload: bytes, content_type: str | None) -> Any:
+    """Features of an inference request body (CSV rows have no label)."""
+    fmt, _ = parse_content_type(content_type, default=CSV)
+    if fmt == CSV:
+        return _payload_csv(payload.decode("utf-8"))
+    if fmt == LIBSVM:
+        return _payload_libsvm(payload.decode("utf-8"))
+    if fmt == RECORDIO:
+        from opensage.algorithms import recordio
+
+        try:
+            return recordio.decode_matrix(payload)[0]
+        except recordio.RecordIOError as exc:
+            raise DataError(f"request: {exc}") from None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(payload))
+    return _table_to_matrix(table.cast(pa.schema([(f.name, pa.float32()) for f in table.schema])), 0)

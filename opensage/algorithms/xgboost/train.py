@@ -1,0 +1,310 @@
+"""Built-in XGBoost training (algorithm mode): ``python -m opensage.algorithms.xgboost.train``.
+
+Reads the SageMaker ``/opt/ml`` tree (``SAGEMAKER_BASE_DIR`` relocates it), trains with ``xgboost.train``
+using evals named ``train`` and ``validation``, prints xgboost's eval log (``[i]\\ttrain-rmse:...``) like the
+sagemaker-xgboost container, saves ``model/xgboost-model`` with ``Booster.save_model``, and checkpoints every
+round to ``checkpoints/xgboost-checkpoint.<i>`` when that directory exists (resuming from the latest one).
+Any failure is written to ``output/failure`` and the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from opensage.algorithms.content import ChannelData, DataError, MlPaths, read_channel, read_json
+from opensage.algorithms.xgboost.hyperparameters import (
+    NATIVE_METRICS,
+    HyperparameterError,
+    XGBoostHyperparameters,
+    parse_hyperparameters,
+)
+
+log = logging.getLogger("opensage.algorithms.xgboost")
+
+MODEL_FILENAME = "xgboost-model"
+CHECKPOINT_PREFIX = "xgboost-checkpoint"
+CHECKPOINTS_TO_KEEP = 5
+TRAIN, VALIDATION = "train", "validation"
+_HIST_METHODS = (None, "auto", "hist")
+
+
+class UserError(Exception):
+    """A problem the user must fix (reported as-is in the failure file)."""
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def _channel_config(data_config: dict[str, Any], name: str) -> dict[str, Any]:
+    config = data_config.get(name) or {}
+    if not isinstance(config, dict):
+        raise UserError(f"inputdataconfig.json: channel {name!r} must be an object")
+    return config
+
+
+def load_channels(paths: MlPaths, data_config: dict[str, Any], csv_weights: bool,
+                  ) -> tuple[ChannelData, ChannelData | None]:
+    """The train and (optional) validation data; UserError if train is missing or empty."""
+    train_cfg = _channel_config(data_config, TRAIN)
+    default_type = train_cfg.get("ContentType")
+
+    def read(name: str, weights: bool) -> ChannelData | None:
+        cfg = _channel_config(data_config, name)
+        return read_channel(name, data_dir=paths.data, content_type=cfg.get("ContentType", default_type),
+                            input_mode=cfg.get("TrainingInputMode", "File"),
+                            record_wrapper=cfg.get("RecordWrapperType"), csv_weights=weights)
+
+    train = read(TRAIN, csv_weights)
+    if train is None:
+        raise UserError(f"Required channel '{TRAIN}' is missing or empty (looked in {paths.data / TRAIN}).")
+    validation = None
+    if VALIDATION in data_config or (paths.data / VALIDATION).is_dir():
+        validation = read(VALIDATION, csv_weights)
+        if validation is None and VALIDATION in data_config:
+            raise UserError(f"Channel '{VALIDATION}' is configured but has no data "
+                            f"(looked in {paths.data / VALIDATION}).")
+    ignored = sorted(set(data_config) - {TRAIN, VALIDATION})
+    if ignored:
+        log.warning("Ignoring channels not used by XGBoost: %s", ", ".join(ignored))
+    return train, validation
+
+
+def _uses_quantile_dmatrix(params: dict[str, Any]) -> bool:
+    return params.get("booster", "gbtree") != "gblinear" and params.get("tree_method") in _HIST_METHODS \
+        and "updater" not in params and params.get("process_type", "default") == "default"
+
+
+def build_dmatrix(data: ChannelData, params: dict[str, Any], ref: Any = None) -> Any:
+    """A DMatrix (a QuantileDMatrix for the hist method, which is what training builds anyway)."""
+    import xgboost as xgb
+
+    kwargs: dict[str, Any] = {"label": data.labels, "weight": data.weights, "qid": data.qid,
+                              "nthread": params.get("nthread", -1), "missing": np.nan}
+    if _uses_quantile_dmatrix(params):
+        if "max_bin" in params:
+            kwargs["max_bin"] = params["max_bin"]
+        return xgb.QuantileDMatrix(data.features, ref=ref, **kwargs)
+    return xgb.DMatrix(data.features, **kwargs)
+
+
+def _align_widths(train: ChannelData, validation: ChannelData | None) -> None:
+    """Sparse channels can disagree on their widest column; pad both to the same width."""
+    if validation is None:
+        return
+    width = max(train.features.shape[1], validation.features.shape[1])
+    for data in (train, validation):
+        if data.features.shape[1] != width:
+            if not hasattr(data.features, "tocsr"):
+                raise UserError(f"train has {train.features.shape[1]} feature columns but validation has "
+                                f"{validation.features.shape[1]}; both channels need the same columns.")
+            data.features.resize((data.features.shape[0], width))
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def _class_predictions(predt: np.ndarray) -> np.ndarray:
+    if predt.ndim == 2:
+        return predt.argmax(axis=1)
+    return (predt > 0.5).astype(np.int64) if predt.min() >= 0 and predt.max() <= 1 else np.rint(predt)
+
+
+def _sklearn_metric(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    from sklearn import metrics as skm
+
+    table: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+        "accuracy": lambda y, p: skm.accuracy_score(y, _class_predictions(p)),
+        "balanced_accuracy": lambda y, p: skm.balanced_accuracy_score(y, _class_predictions(p)),
+        "f1": lambda y, p: skm.f1_score(y, _class_predictions(p), average="binary" if p.ndim == 1 else "macro"),
+        "f1_binary": lambda y, p: skm.f1_score(y, _class_predictions(p), average="binary"),
+        "f1_macro": lambda y, p: skm.f1_score(y, _class_predictions(p), average="macro"),
+        "precision": lambda y, p: skm.precision_score(y, _class_predictions(p), zero_division=0),
+        "precision_macro": lambda y, p: skm.precision_score(y, _class_predictions(p), average="macro",
+                                                            zero_division=0),
+        "precision_micro": lambda y, p: skm.precision_score(y, _class_predictions(p), average="micro",
+                                                            zero_division=0),
+        "recall": lambda y, p: skm.recall_score(y, _class_predictions(p), zero_division=0),
+        "recall_macro": lambda y, p: skm.recall_score(y, _class_predictions(p), average="macro", zero_division=0),
+        "recall_micro": lambda y, p: skm.recall_score(y, _class_predictions(p), average="micro", zero_division=0),
+        "mse": lambda y, p: skm.mean_squared_error(y, p),
+        "r2": lambda y, p: skm.r2_score(y, p),
+    }
+    return table[name]
+
+
+def custom_metric_for(names: Sequence[str]) -> Callable[[np.ndarray, Any], list[tuple[str, float]]] | None:
+    """SageMaker's extra (sklearn-based) eval metrics as one xgboost custom metric; None if none asked."""
+    extra = [n for n in names if n.split("@")[0] not in NATIVE_METRICS]
+    if not extra:
+        return None
+    functions = [(n, _sklearn_metric(n)) for n in extra]
+
+    def metric(predt: np.ndarray, dmatrix: Any) -> list[tuple[str, float]]:
+        labels = dmatrix.get_label()
+        return [(name, float(fn(labels, predt))) for name, fn in functions]
+
+    return metric
+
+
+# ---------------------------------------------------------------------------------------------- callbacks
+
+
+def _callback_base() -> type:
+    import xgboost as xgb
+
+    return xgb.callback.TrainingCallback
+
+
+def make_eval_logger(start_iteration: int) -> Any:
+    """Print ``[i]\\t<data>-<metric>:<value>`` per round like xgboost's EvaluationMonitor, offset on resume."""
+
+    class EvalLogger(_callback_base()):  # type: ignore[misc]
+        def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+            if evals_log:
+                parts = [f"[{epoch + start_iteration}]"]
+                for data, metrics in evals_log.items():
+                    for metric, history in metrics.items():
+                        value = history[-1][0] if isinstance(history[-1], tuple) else history[-1]
+                        parts.append(f"{data}-{metric}:{value:.5f}")
+                print("\t".join(parts), flush=True)
+            return False
+
+    return EvalLogger()
+
+
+def make_checkpointer(directory: Path, start_iteration: int) -> Any:
+    """Save the booster after every round as ``xgboost-checkpoint.<i>``, keeping the latest few."""
+
+    class Checkpointer(_callback_base()):  # type: ignore[misc]
+        def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+            iteration = start_iteration + epoch
+            save_booster(model, directory / f"{CHECKPOINT_PREFIX}.{iteration}")
+            old = directory / f"{CHECKPOINT_PREFIX}.{iteration - CHECKPOINTS_TO_KEEP}"
+            if old.exists():
+                old.unlink()
+            return False
+
+    return Checkpointer()
+
+
+def latest_checkpoint(directory: Path | None) -> tuple[Path | None, int]:
+    """(path of the newest loadable checkpoint, rounds it holds) or (None, 0)."""
+    import xgboost as xgb
+
+    if directory is None or not directory.is_dir():
+        return None, 0
+    pattern = re.compile(rf"^{CHECKPOINT_PREFIX}\.([0-9]+)$")
+    found = sorted(((int(m.group(1)), p) for p in directory.iterdir() if (m := pattern.match(p.name))),
+                   reverse=True)
+    for iteration, path in found:
+        try:
+            xgb.Booster(model_file=str(path))
+        except xgb.core.XGBoostError:
+            log.warning("Skipping unreadable checkpoint %s", path)
+            continue
+        return path, iteration + 1
+    return None, 0
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def train(paths: MlPaths) -> Path:
+    """Run one training job in the ``/opt/ml`` tree at ``paths``; return the saved model's path."""
+    import xgboost as xgb
+
+    hps = parse_hyperparameters(read_json(paths.hyperparameters, {}))
+    data_config = read_json(paths.inputdataconfig, {})
+    train_data, validation_data = load_channels(paths, data_config, hps.csv_weights)
+    _align_widths(train_data, validation_data)
+    params = dict(hps.params)
+    params.setdefault("nthread", os.cpu_count() or 1)
+    log.info("Train matrix has %d rows", train_data.num_rows)
+    dtrain = build_dmatrix(train_data, params)
+    evals = [(dtrain, TRAIN)]
+    if validation_data is not None:
+        log.info("Validation matrix has %d rows", validation_data.num_rows)
+        evals.append((build_dmatrix(validation_data, params, ref=dtrain), VALIDATION))
+    del train_data, validation_data
+    return _fit(paths, hps, params, dtrain, evals, xgb)
+
+
+def _fit(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dtrain: Any,
+         evals: list[tuple[Any, str]], xgb: Any) -> Path:
+    checkpoint_dir = paths.checkpoints if paths.checkpoints.is_dir() else None
+    resume_from, start = latest_checkpoint(checkpoint_dir)
+    if resume_from is not None:
+        log.info("Resuming from checkpoint %s (iteration %d)", resume_from, start)
+    callbacks = [make_eval_logger(start)]
+    if checkpoint_dir is not None:
+        callbacks.append(make_checkpointer(checkpoint_dir, start))
+    try:
+        booster = xgb.train(params, dtrain, num_boost_round=max(hps.num_round - start, 0), evals=evals,
+                            early_stopping_rounds=hps.early_stopping_rounds,
+                            custom_metric=custom_metric_for(hps.eval_metrics),
+                            xgb_model=str(resume_from) if resume_from else None,
+                            verbose_eval=False, callbacks=callbacks)
+    except xgb.core.XGBoostError as exc:
+        raise UserError(f"XGBoost training failed: {clean_xgboost_error(exc)}") from None
+    paths.model.mkdir(parents=True, exist_ok=True)
+    target = paths.model / MODEL_FILENAME
+    save_booster(booster, target)
+    return target
+
+
+def save_booster(booster: Any, target: Path) -> None:
+    """Atomically save in xgboost's default (UBJSON) format under an extension-less name."""
+    tmp = target.with_name(f".{target.name}.tmp.ubj")
+    booster.save_model(str(tmp))
+    os.replace(tmp, target)
+
+
+def clean_xgboost_error(exc: BaseException) -> str:
+    """The useful part of an XGBoostError (no timestamps, source paths or native stack trace)."""
+    text = str(exc).split("Stack trace:")[0].strip()
+    lines = [re.sub(r"^\[[0-9:]+\]\s+\S+:\d+:\s*", "", line).strip() for line in text.splitlines()]
+    return " ".join(line for line in lines if line)
+
+
+# ---------------------------------------------------------------------------------------------- process
+
+
+def write_failure(paths: MlPaths, message: str) -> None:
+    """Write ``output/failure`` (the platform copies its first 1024 characters to FailureReason)."""
+    try:
+        paths.failure.parent.mkdir(parents=True, exist_ok=True)
+        paths.failure.write_text(message)
+    except OSError:
+        log.exception("Could not write %s", paths.failure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Process entry point: 0 on success; on failure write ``output/failure`` and return non-zero."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(levelname)s] %(message)s", stream=sys.stderr)
+    paths = MlPaths.from_env()
+    try:
+        model = train(paths)
+    except (HyperparameterError, DataError, UserError) as exc:
+        message = str(exc)
+        log.error("%s", message)
+        write_failure(paths, message)
+        return 1
+    except Exception as exc:  # an algorithm bug: keep the traceback for the logs
+        log.error("Algorithm error\n%s", traceback.format_exc())
+        write_failure(paths, f"AlgorithmError: {type(exc).__name__}: {exc}")
+        return 2
+    log.info("Model saved to %s", model)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
