@@ -1,0 +1,166 @@
+"""Wire -> (operation, params) for the protocols we serve, driven by botocore's operation models.
+
+* json (AWS JSON 1.1): ``X-Amz-Target: <targetPrefix>.<Operation>``, JSON body (sagemaker, logs)
+* rest-json: operation chosen by method + requestUri; members from uri/querystring/header/payload (runtime)
+* query: form body ``Action=...&Version=...`` (sts)
+
+Keys stay PascalCase exactly as the model names them. Timestamps become aware datetimes, blobs bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from botocore.model import OperationModel, Shape
+
+from opensage.api.spec import service_model
+from opensage.errors import ServiceError, UnknownOperation, ValidationException
+
+
+class SerializationException(ServiceError):
+    code = "SerializationException"
+
+
+@dataclass
+class ParsedRequest:
+    service: str
+    operation: OperationModel
+    params: dict[str, Any]
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except ValueError:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise ValueError(f"not a timestamp: {value!r}")
+
+
+def decode(value: Any, shape: Shape | None) -> Any:
+    """JSON-decoded value -> Python value by shape (timestamps, blobs); leaves type errors to validate."""
+    if shape is None or value is None:
+        return value
+    kind = shape.type_name
+    try:
+        if kind == "structure" and isinstance(value, dict):
+            members = shape.members
+            return {k: decode(v, members.get(k)) for k, v in value.items()}
+        if kind == "list" and isinstance(value, list):
+            return [decode(v, shape.member) for v in value]
+        if kind == "map" and isinstance(value, dict):
+            return {k: decode(v, shape.value) for k, v in value.items()}
+        if kind == "timestamp":
+            return _timestamp(value)
+        if kind == "blob" and isinstance(value, str):
+            return base64.b64decode(value)
+    except (ValueError, TypeError):
+        return value  # validate() reports it with the field's path
+    return value
+
+
+def parse_json_protocol(service: str, target: str, body: bytes) -> ParsedRequest:
+    model = service_model(service)
+    prefix, _, name = target.partition(".")
+    if prefix != model.metadata.get("targetPrefix") or not name:
+        raise UnknownOperation(f"Unrecognized X-Amz-Target header: {target!r}")
+    if name not in model.operation_names:
+        raise UnknownOperation(f"Operation {name} is not part of the {model.service_id} API.")
+    op = model.operation_model(name)
+    try:
+        raw = json.loads(body or b"{}")
+    except ValueError as e:
+        raise SerializationException(f"Request body is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise SerializationException("Request body must be a JSON object.")
+    return ParsedRequest(service, op, decode(raw, op.input_shape) or {})
+
+
+@cache
+def _rest_routes(service: str) -> list[tuple[str, re.Pattern[str], OperationModel]]:
+    model = service_model(service)
+    routes = []
+    for name in model.operation_names:
+        op = model.operation_model(name)
+        http = op.http
+        path = http["requestUri"].split("?")[0]
+        rx = re.sub(r"\\{(\w+)\\\+?\\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(path))
+        routes.append((http["method"], re.compile(rx + "$"), op))
+    return routes
+
+
+def parse_rest_json(service: str, method: str, path: str, query: str, headers: dict[str, str],
+                    body: bytes) -> ParsedRequest:
+    for verb, rx, op in _rest_routes(service):
+        m = rx.match(path)
+        if verb == method and m:
+            break
+    else:
+        raise UnknownOperation(f"No {service} operation matches {method} {path}")
+    params: dict[str, Any] = {}
+    shape = op.input_shape
+    qs = dict(parse_qsl(query, keep_blank_values=True))
+    lower = {k.lower(): v for k, v in headers.items()}
+    payload_name = shape.serialization.get("payload") if shape else None
+    for name, member in (shape.members.items() if shape else []):
+        loc = member.serialization.get("location")
+        wire = member.serialization.get("name", name)
+        if loc == "uri" and wire in m.groupdict():
+            params[name] = unquote(m.group(wire))
+        elif loc == "querystring" and wire in qs:
+            params[name] = _scalar(qs[wire], member)
+        elif loc == "header" and wire.lower() in lower:
+            params[name] = _scalar(lower[wire.lower()], member)
+    if payload_name:
+        member = shape.members[payload_name]
+        if member.type_name in ("blob", "string"):
+            params[payload_name] = body if member.type_name == "blob" else body.decode()
+        elif body:
+            params[payload_name] = decode(json.loads(body), member)
+    elif shape is not None and body:
+        try:
+            raw = json.loads(body)
+        except ValueError as e:
+            raise SerializationException(f"Request body is not valid JSON: {e}") from None
+        params.update(decode(raw, shape))
+    return ParsedRequest(service, op, params)
+
+
+def _scalar(text: str, shape: Shape) -> Any:
+    kind = shape.type_name
+    try:
+        if kind in ("integer", "long"):
+            return int(text)
+        if kind in ("float", "double"):
+            return float(text)
+        if kind == "boolean":
+            return text.lower() == "true"
+        if kind == "timestamp":
+            return _timestamp(text)
+    except ValueError:
+        raise ValidationException(f"Value '{text}' is not a valid {kind}.") from None
+    return text
+
+
+def parse_query_protocol(service: str, body: bytes, query: str) -> ParsedRequest:
+    """Form-encoded Action/Version with flat scalar members (enough for STS's calls)."""
+    form = dict(parse_qsl(body.decode() if body else query, keep_blank_values=True))
+    name = form.pop("Action", "")
+    model = service_model(service)
+    if name not in model.operation_names:
+        raise UnknownOperation(f"Could not find operation {name!r} for version {form.get('Version')!r}.")
+    op = model.operation_model(name)
+    form.pop("Version", None)
+    shape = op.input_shape
+    params = {k: _scalar(v, shape.members[k]) for k, v in form.items() if shape and k in shape.members}
+    return ParsedRequest(service, op, params)

@@ -1,0 +1,103 @@
+"""ASGI routes only: authenticate, pick the protocol, hand over to api/, write the wire response."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from opensage.api import auth, parser, serializer
+from opensage.api.dispatch import Dispatcher, RequestContext
+from opensage.errors import AccessDenied, InternalFailure, ServiceError, UnknownOperation
+
+log = logging.getLogger(__name__)
+
+JSON_TARGETS = {"SageMaker": "sagemaker", "Logs_20140328": "logs"}
+XMLNS = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
+AMZ_JSON = "application/x-amz-json-1.1"
+
+
+def _raw_path(request: Request) -> str:
+    raw = request.scope.get("raw_path")
+    return raw.decode() if raw else request.url.path
+
+
+def build_routes(dispatcher: Dispatcher, credentials: dict[str, str]) -> list[Route]:
+    async def authenticate(request: Request, body: bytes) -> auth.SignedIdentity:
+        return auth.verify(request.method, _raw_path(request), request.scope.get("query_string", b"").decode(),
+                           dict(request.headers), body, credentials)
+
+    async def control_plane(request: Request) -> Response:
+        body = await request.body()
+        ctx = RequestContext()
+        target = request.headers.get("x-amz-target")
+        protocol = "json" if target else "query"
+        service = JSON_TARGETS.get((target or "").partition(".")[0], "") if target else "sts"
+        try:
+            ident = await authenticate(request, body)
+            ctx.access_key, ctx.region = ident.access_key, ident.region
+            if protocol == "json":
+                if not service:
+                    raise UnknownOperation(f"Unrecognized X-Amz-Target header: {target!r}")
+                req = parser.parse_json_protocol(service, target, body)
+            else:
+                service = ident.service if ident.service in XMLNS else "sts"
+                req = parser.parse_query_protocol(service, body, request.url.query)
+            result = await run_in_threadpool(dispatcher.dispatch, ctx, req)
+            if protocol == "json":
+                return Response(serializer.json_response_body(req.operation, result), 200,
+                                {"x-amzn-RequestId": ctx.request_id}, media_type=AMZ_JSON)
+            return Response(serializer.query_response_body(req.operation, result, ctx.request_id,
+                                                           XMLNS[service]), 200, media_type="text/xml")
+        except ServiceError as err:
+            return _error(err, ctx, protocol)
+        except Exception:
+            log.exception("unexpected error (request %s)", ctx.request_id)
+            return _error(InternalFailure(f"Internal error (request id {ctx.request_id})."), ctx, protocol)
+
+    async def runtime(request: Request) -> Response:
+        body = await request.body()
+        ctx = RequestContext()
+        try:
+            ident = await authenticate(request, body)
+            ctx.access_key, ctx.region = ident.access_key, ident.region
+            req = parser.parse_rest_json("sagemaker-runtime", request.method, unquote(_raw_path(request)),
+                                         request.url.query, dict(request.headers), body)
+            result = await run_in_threadpool(dispatcher.dispatch, ctx, req)
+            status, headers, payload = serializer.rest_json_response(req.operation, result)
+            headers["x-amzn-RequestId"] = ctx.request_id
+            return Response(payload, status, headers)
+        except ServiceError as err:
+            return _error(err, ctx, "rest-json")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return [
+        Route("/_opensage/health", health, methods=["GET"]),
+        Route("/endpoints/{rest:path}", runtime, methods=["POST"]),
+        Route("/", control_plane, methods=["POST"]),
+    ]
+
+
+def _error(err: ServiceError, ctx: RequestContext, protocol: str) -> Response:
+    headers = {"x-amzn-RequestId": ctx.request_id}
+    if isinstance(err, AccessDenied) or err.status >= 500:
+        log.info("%s %s: %s", err.status, err.code, err.message)
+    if protocol == "query":
+        return Response(serializer.query_error_body(err, ctx.request_id), err.status, headers,
+                        media_type="text/xml")
+    if protocol == "rest-json":
+        headers["x-amzn-ErrorType"] = err.code
+        return Response(serializer.json_error_body(err), err.status, headers, media_type="application/json")
+    return Response(serializer.json_error_body(err), err.status, headers, media_type=AMZ_JSON)
+
+
+def make_asgi(dispatcher: Dispatcher, credentials: dict[str, str], on_startup=(), on_shutdown=()) -> Starlette:
+    return Starlette(routes=build_routes(dispatcher, credentials), on_startup=list(on_startup),
+                     on_shutdown=list(on_shutdown))

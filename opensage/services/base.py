@@ -1,0 +1,67 @@
+"""What every service module gets: repositories, clock, ARN builder, settings, and a way to wake runners."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from opensage.arns import ArnBuilder
+from opensage.clock import Clock
+from opensage.errors import ValidationException
+from opensage.settings import Settings
+from opensage.store.logs import LogRepository
+from opensage.store.metrics import MetricRepository
+from opensage.store.resources import ListQuery, ResourceRepository
+from opensage.store.tags import TagRepository
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    clock: Clock
+    arns: ArnBuilder
+    resources: ResourceRepository
+    tags: TagRepository
+    logs: LogRepository
+    metrics: MetricRepository
+    wake: Callable[[str], None] = field(default=lambda kind: None)  # nudge the reconciler of a kind
+
+
+def epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value)
+
+
+def list_query(params: dict[str, Any], default_sort: str = "CreationTime") -> ListQuery:
+    """The common List* request members -> ListQuery (same names on every SageMaker List* call)."""
+    return ListQuery(
+        name_contains=params.get("NameContains"),
+        status=params.get("StatusEquals"),
+        created_after=epoch(params.get("CreationTimeAfter")),
+        created_before=epoch(params.get("CreationTimeBefore")),
+        modified_after=epoch(params.get("LastModifiedTimeAfter")),
+        modified_before=epoch(params.get("LastModifiedTimeBefore")),
+        sort_by=params.get("SortBy") or default_sort,
+        descending=(params.get("SortOrder") or "Ascending") == "Descending",
+        limit=params.get("MaxResults") or 10,
+        next_token=params.get("NextToken"),
+    )
+
+
+def check_s3_uri(value: str, field_path: str) -> None:
+    """SageMaker refuses malformed S3 URIs at Create time; say which field and what shape is expected."""
+    from opensage.objects.base import split_s3_uri
+
+    try:
+        bucket, _ = split_s3_uri(value)
+    except ValueError:
+        raise ValidationException(
+            f"Invalid S3 URI '{value}' at '{field_path}': expected s3://<bucket>/<key prefix>.") from None
+    if len(bucket) < 3 or len(bucket) > 63:
+        raise ValidationException(
+            f"Invalid S3 URI '{value}' at '{field_path}': bucket names are 3 to 63 characters long.")

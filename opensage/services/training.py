@@ -1,0 +1,169 @@
+"""Training jobs: Create/Describe/List/Stop. Requests record intent; the training reconciler does the work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opensage.errors import ResourceInUse, ResourceNotFound, ValidationException
+from opensage.services.base import Deps, check_s3_uri, list_query
+from opensage.states import TERMINAL, transition
+from opensage.store.resources import AlreadyExists, ConcurrentUpdate, Resource
+
+KIND = "training-job"
+DEFAULT_STOPPING = {"MaxRuntimeInSeconds": 86400}
+
+
+def resolve_image(params: dict[str, Any]):
+    """The one call into images.py for a training request; ValueError -> ValidationException."""
+    from opensage import images
+
+    algo = params.get("AlgorithmSpecification") or {}
+    try:
+        return images.resolve_training_image(
+            algo.get("TrainingImage"), algo.get("AlgorithmName"), params.get("HyperParameters") or {},
+            algo.get("ContainerEntrypoint"), algo.get("ContainerArguments"))
+    except ValueError as e:
+        raise ValidationException(str(e)) from None
+
+
+class TrainingService:
+    def __init__(self, deps: Deps) -> None:
+        self.d = deps
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _get(self, name: str, missing=ValidationException) -> Resource:
+        res = self.d.resources.get(KIND, name)
+        if res is None:
+            if missing is ResourceNotFound:
+                raise ResourceNotFound(f"Training job {name} does not exist.")
+            raise ValidationException("Requested resource not found.")
+        return res
+
+    def _check_request(self, params: dict[str, Any]) -> None:
+        if not params.get("ServerlessJobConfig"):
+            for member in ("AlgorithmSpecification", "ResourceConfig", "StoppingCondition"):
+                if not params.get(member):
+                    raise ValidationException(
+                        f"1 validation error detected: Value null at '{member[0].lower() + member[1:]}' "
+                        "failed to satisfy constraint: Member must not be null")
+        algo = params.get("AlgorithmSpecification") or {}
+        if not algo.get("TrainingImage") and not algo.get("AlgorithmName"):
+            raise ValidationException(
+                "AlgorithmSpecification must specify either TrainingImage or AlgorithmName.")
+        check_s3_uri(params["OutputDataConfig"]["S3OutputPath"], "outputDataConfig.s3OutputPath")
+        seen: set[str] = set()
+        for i, ch in enumerate(params.get("InputDataConfig") or [], start=1):
+            name = ch["ChannelName"]
+            if name in seen:
+                raise ValidationException(f"Channel names must be unique; '{name}' appears more than once.")
+            seen.add(name)
+            s3 = (ch.get("DataSource") or {}).get("S3DataSource")
+            if s3 is None:
+                raise ValidationException(
+                    f"Channel '{name}': only S3DataSource is supported (inputDataConfig.{i}.member.dataSource).")
+            check_s3_uri(s3["S3Uri"], f"inputDataConfig.{i}.member.dataSource.s3DataSource.s3Uri")
+        ckpt = params.get("CheckpointConfig")
+        if ckpt:
+            check_s3_uri(ckpt["S3Uri"], "checkpointConfig.s3Uri")
+        resolve_image(params)
+
+    # -- operations --------------------------------------------------------------------------------
+    def create_training_job(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["TrainingJobName"]
+        arn = self.d.arns.sagemaker(KIND, name)
+        if self.d.resources.get(KIND, name) is not None:
+            raise ResourceInUse(f"Training job names must be unique within an AWS account and region, and a "
+                                f"training job with this name already exists ({arn})")
+        self._check_request(params)
+        now = self.d.clock.time()
+        state = {
+            "SecondaryStatus": "Starting",
+            "SecondaryStatusTransitions": [
+                {"Status": "Starting", "StartTime": now, "StatusMessage": "Starting the training job."}],
+        }
+        request = {k: v for k, v in params.items() if k != "Tags"}
+        try:
+            self.d.resources.create(Resource(KIND, name, arn, "InProgress", now, now, request, state,
+                                             parent_arn=params.get("_TuningJobArn")))
+        except AlreadyExists:
+            raise ResourceInUse(f"Training job {name} already exists ({arn})") from None
+        self.d.tags.put(arn, params.get("Tags") or [])
+        self.d.wake(KIND)
+        return {"TrainingJobArn": arn}
+
+    def describe_training_job(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(params["TrainingJobName"])
+        return describe(res)
+
+    def list_training_jobs(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        items, token = self.d.resources.list(KIND, list_query(params))
+        out: dict[str, Any] = {"TrainingJobSummaries": [summary(r) for r in items]}
+        if token:
+            out["NextToken"] = token
+        return out
+
+    def stop_training_job(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["TrainingJobName"]
+        for _ in range(5):
+            res = self._get(name, missing=ResourceNotFound)
+            if res.status == "Stopping":
+                return {}
+            if res.status in TERMINAL[KIND]:
+                raise ValidationException(
+                    f"The request was rejected because the training job is in status {res.status}.")
+            now = self.d.clock.time()
+            transitions = close_transition(res.state.get("SecondaryStatusTransitions", []), now)
+            transitions.append({"Status": "Stopping", "StartTime": now,
+                                "StatusMessage": "Stopping the training job."})
+            try:
+                transition(self.d.resources, res, "Stopping", now, SecondaryStatus="Stopping",
+                           SecondaryStatusTransitions=transitions)
+            except ConcurrentUpdate:
+                continue
+            self.d.wake(KIND)
+            return {}
+        raise ValidationException("The training job is being updated; retry StopTrainingJob.")
+
+
+def close_transition(transitions: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    out = [dict(t) for t in transitions]
+    if out and "EndTime" not in out[-1]:
+        out[-1]["EndTime"] = now
+    return out
+
+
+def describe(res: Resource) -> dict[str, Any]:
+    req = res.request
+    out: dict[str, Any] = dict(req)
+    out.update({k: v for k, v in res.state.items() if not k.startswith("_")})
+    out.update({
+        "TrainingJobName": res.name,
+        "TrainingJobArn": res.arn,
+        "TrainingJobStatus": res.status,
+        "CreationTime": res.creation_time,
+        "LastModifiedTime": res.last_modified_time,
+        "StoppingCondition": req.get("StoppingCondition") or DEFAULT_STOPPING,
+        "EnableNetworkIsolation": req.get("EnableNetworkIsolation", False),
+        "EnableInterContainerTrafficEncryption": req.get("EnableInterContainerTrafficEncryption", False),
+        "EnableManagedSpotTraining": req.get("EnableManagedSpotTraining", False),
+    })
+    if res.parent_arn:
+        out["TuningJobArn"] = res.parent_arn
+    out.setdefault("ModelArtifacts", None)
+    if out["ModelArtifacts"] is None:
+        del out["ModelArtifacts"]
+    return out
+
+
+def summary(res: Resource) -> dict[str, Any]:
+    out = {
+        "TrainingJobName": res.name,
+        "TrainingJobArn": res.arn,
+        "CreationTime": res.creation_time,
+        "LastModifiedTime": res.last_modified_time,
+        "TrainingJobStatus": res.status,
+        "SecondaryStatus": res.state.get("SecondaryStatus"),
+    }
+    if res.state.get("TrainingEndTime"):
+        out["TrainingEndTime"] = res.state["TrainingEndTime"]
+    return out

@@ -1,0 +1,82 @@
+"""Settings, built once (from flags and OPENSAGE_* environment) and passed down. No globals."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Credentials:
+        """One key pair per home, generated on first start and kept (0600) so clients keep working."""
+        if path.exists():
+            raw = json.loads(path.read_text())
+            return cls(raw["access_key"], raw["secret_key"])
+        creds = cls("OSAK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"access_key": creds.access_key, "secret_key": creds.secret_key}))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        return creds
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    credentials: Credentials
+    host: str = "127.0.0.1"
+    port: int = 7420
+    db_url: str | None = None  # default: sqlite under home
+    s3_endpoint: str | None = None  # None: embedded SeaweedFS
+    s3_port: int | None = None  # embedded SeaweedFS S3 port (None: pick a free one)
+    region: str = "us-east-1"
+    account: str = "000000000000"
+    default_bucket: str | None = None
+    reconcile_interval: float = 0.2  # seconds between reconciler passes when idle
+    stop_grace_seconds: int = 120
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.home / 'opensage.db'}"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def venv_cache(self) -> Path:
+        return self.home / "venvs"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def bucket(self) -> str:
+        return self.default_bucket or f"sagemaker-{self.region}-{self.account}"
+
+    @classmethod
+    def build(cls, home: str | Path | None = None, **overrides) -> Settings:
+        env = os.environ
+        home_path = Path(home or env.get("OPENSAGE_HOME") or Path.home() / ".opensage").expanduser().resolve()
+        home_path.mkdir(parents=True, exist_ok=True)
+        creds = Credentials.load_or_create(home_path / "credentials.json")
+        values: dict = {
+            "host": env.get("OPENSAGE_HOST", "127.0.0.1"),
+            "port": int(env.get("OPENSAGE_PORT", "7420")),
+            "db_url": env.get("OPENSAGE_DB"),
+            "s3_endpoint": env.get("OPENSAGE_S3_ENDPOINT"),
+            "region": env.get("OPENSAGE_REGION", "us-east-1"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(home=home_path, credentials=creds, **values)

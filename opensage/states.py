@@ -1,0 +1,38 @@
+"""One status-transition table per resource. Every status here is a value of the spec's enum (tested)."""
+
+from __future__ import annotations
+
+from opensage.store.resources import Resource, ResourceRepository
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+# resource kind -> (status enum shape in the sagemaker model, {from: {to, ...}})
+TABLES: dict[str, tuple[str, dict[str, set[str]]]] = {
+    "training-job": ("TrainingJobStatus", {
+        "InProgress": {"Stopping", "Completed", "Failed", "Stopped"},
+        "Stopping": {"Stopped", "Completed", "Failed"},
+        "Completed": {"Deleting"},
+        "Failed": {"Deleting"},
+        "Stopped": {"Deleting"},
+        "Deleting": set(),
+    }),
+}
+
+TERMINAL = {"training-job": {"Completed", "Failed", "Stopped"}}
+
+
+def check(kind: str, current: str, target: str) -> None:
+    _, table = TABLES[kind]
+    if target not in table.get(current, set()):
+        raise IllegalTransition(f"{kind} cannot go from {current} to {target}")
+
+
+def transition(repo: ResourceRepository, res: Resource, target: str, now: float, **state) -> Resource:
+    """Move ``res`` to ``target`` (compare-and-set on the row version), merging ``state`` into its state."""
+    check(res.kind, res.status, target)
+    res.status = target
+    res.state.update(state)
+    return repo.save(res, now)
