@@ -1,0 +1,185 @@
+"""Training image resolution: the one module that reads image URIs.
+
+There is no container engine here. A ``TrainingImage`` is resolved by its *repository name*, whatever
+registry host, account, region, tag or digest is in front of or behind it
+(``683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1`` -> ``sagemaker-xgboost``), and
+mapped to a command the job's agent runs with ``/opt/ml`` visible:
+
+* ``builtin``  - a built-in algorithm (``sagemaker-xgboost`` without ``sagemaker_program``, ``kmeans``, ...):
+  ``python -m <opensage.algorithms.<algo>.train>`` (see ``opensage.algorithms.registry``).
+* ``script``   - a framework image in script mode (``sagemaker-scikit-learn``, ``pytorch-training``,
+  ``sagemaker-xgboost`` with ``sagemaker_program``, ...): ``python -m opensage.frameworks.training``, our
+  equivalent of the sagemaker-training toolkit that those images run.
+* ``command``  - a framework image given ``ContainerEntrypoint`` (SDK v3 ``ModelTrainer`` sends
+  ``["/bin/bash"]`` + ``["-c", "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh && ..."]``): the
+  entrypoint + arguments run verbatim, wrapped by ``python -m opensage.frameworks.training --exec --``.
+
+What a ``command`` job needs at run time (the wrapper provides all of it, reading the job's config files
+when the job starts, so the control plane does not have to):
+
+* ``/opt/ml`` must be the job's ml root (a bind mount): ModelTrainer's ``sm_train.sh`` hard-codes
+  ``/opt/ml/input/data/sm_drivers`` and ``/opt/ml/input/data/code``.
+* ``PATH`` starts with the directory of the platform python (``python``/``python3`` -> the platform
+  interpreter: ``sm_train.sh`` runs ``python3 -m pip install -r requirements.txt`` (if the source dir has
+  one), ``python3 <driver>.py`` and the user's ``python3 <entry_script>``).
+* the sagemaker-training toolkit's ``SM_*`` variables (``opensage.frameworks.toolkit_env.toolkit_environment``);
+  ``sm_train.sh`` itself prints and exports ``SM_*`` and reads ``SM_CHANNEL_*``, ``SM_HPS``,
+  ``SM_CURRENT_HOST``...
+* the drivers (``/opt/ml/input/data/sm_drivers/distributed_drivers/basic_script_driver.py`` etc.) import
+  only their sibling ``common/utils.py`` and the standard library: the ``sagemaker`` package is *not*
+  needed inside the job.
+
+``ValueError`` from ``resolve_training_image`` carries a user-facing message; the control plane turns it
+into a ``ValidationException``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ImageKind = Literal["builtin", "script", "command"]
+
+# Framework images whose toolkit runs the user's code (script mode). repository -> framework.
+FRAMEWORK_REPOSITORIES: dict[str, str] = {
+    "sagemaker-scikit-learn": "sklearn",
+    "sagemaker-xgboost": "xgboost",
+    "xgboost": "xgboost",
+    "pytorch-training": "pytorch",
+    "tensorflow-training": "tensorflow",
+    "huggingface-pytorch-training": "huggingface",
+}
+
+# Repositories whose image, run without a user program, is a built-in algorithm (1P images keep the
+# algorithm name as the repository: "kmeans", "linear-learner", ...). Legacy "xgboost:1" = 0.72 XGBoost.
+BUILTIN_ALIASES: dict[str, str] = {"xgboost": "sagemaker-xgboost"}
+
+# Framework images that are also a built-in algorithm when no user program is given.
+ALGORITHM_FRAMEWORKS = frozenset({"sagemaker-xgboost", "xgboost"})
+
+SCRIPT_MODULE = "opensage.frameworks.training"
+PROGRAM_HYPERPARAMETER = "sagemaker_program"
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """What to run for a training image."""
+
+    kind: ImageKind
+    repository: str | None
+    framework: str | None
+    command: list[str]
+    algorithm: str | None = None
+    metric_definitions: list[dict[str, str]] = field(default_factory=list)
+    container_command: list[str] = field(default_factory=list)  # verbatim entrypoint + arguments
+
+
+def parse_repository(image_uri: str) -> str:
+    """Return the repository name of an image URI: no registry host, namespace, tag or digest."""
+    uri = image_uri.strip()
+    if not uri:
+        raise ValueError("TrainingImage is empty: give an image URI such as "
+                         "'683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1'.")
+    name = uri.split("@", 1)[0]  # digest
+    last = name.rsplit("/", 1)[-1]
+    repository = last.split(":", 1)[0]  # tag (a registry port is never in the last component)
+    if not repository:
+        raise ValueError(f"TrainingImage '{image_uri}' has no repository name.")
+    return repository.lower()
+
+
+def resolve_training_image(
+    image_uri: str | None,
+    algorithm_name: str | None,
+    hyperparameters: dict[str, str] | None,
+    container_entrypoint: list[str] | None,
+    container_arguments: list[str] | None,
+) -> ResolvedImage:
+    """Map AlgorithmSpecification (TrainingImage | AlgorithmName, ContainerEntrypoint/Arguments) to a command.
+
+    Raises ValueError with a message naming what to change when the image cannot run here.
+    """
+    hyperparameters = hyperparameters or {}
+    if algorithm_name and not image_uri:
+        return _resolve_algorithm_name(algorithm_name)
+    if not image_uri:
+        raise ValueError("AlgorithmSpecification needs a TrainingImage or an AlgorithmName.")
+    repository = parse_repository(image_uri)
+    framework = FRAMEWORK_REPOSITORIES.get(repository)
+    if container_entrypoint:
+        return _resolve_command(image_uri, repository, framework, container_entrypoint,
+                                container_arguments or [])
+    if framework and container_arguments and container_arguments != ["train"]:
+        # A framework image's own entrypoint runs any arguments other than "train" as a command.
+        return _resolve_command(image_uri, repository, framework, [], container_arguments)
+    if framework and (PROGRAM_HYPERPARAMETER in hyperparameters or repository not in ALGORITHM_FRAMEWORKS):
+        return ResolvedImage(kind="script", repository=repository, framework=framework,
+                             command=[sys.executable, "-m", SCRIPT_MODULE])
+    algo = _builtin_for(repository)
+    if algo is not None:
+        return _builtin(repository, algo)
+    raise ValueError(_unsupported_image_message(image_uri, repository))
+
+
+def supported_images_text() -> str:
+    """One line naming every repository that can run here."""
+    builtins = sorted(_builtin_registry())
+    frameworks = sorted(FRAMEWORK_REPOSITORIES)
+    return (f"built-in algorithm images: {', '.join(builtins) or '(none registered)'}; "
+            f"framework (script mode) images: {', '.join(frameworks)}")
+
+
+def _resolve_command(image_uri: str, repository: str, framework: str | None, entrypoint: list[str],
+                     arguments: list[str]) -> ResolvedImage:
+    if framework is None:
+        raise ValueError(
+            f"ContainerEntrypoint is only supported with framework images here (TrainingImage "
+            f"'{image_uri}', repository '{repository}'): this platform has no container engine, so an "
+            f"entrypoint runs on the platform's Python environment. Use one of: {supported_images_text()}.")
+    argv = [*entrypoint, *arguments]
+    return ResolvedImage(kind="command", repository=repository, framework=framework,
+                         command=[sys.executable, "-m", SCRIPT_MODULE, "--exec", "--", *argv],
+                         container_command=argv)
+
+
+def _resolve_algorithm_name(algorithm_name: str) -> ResolvedImage:
+    name = algorithm_name.rsplit("/", 1)[-1].strip().lower()  # ARN arn:aws:sagemaker:...:algorithm/<name>
+    algo = _builtin_for(name)
+    if algo is None:
+        raise ValueError(
+            f"AlgorithmName '{algorithm_name}' is not a built-in algorithm here (algorithm resources and "
+            f"Marketplace algorithms need a container engine, which this platform does not have). Use "
+            f"TrainingImage with one of: {supported_images_text()}.")
+    return _builtin(name, algo)
+
+
+def _builtin(repository: str, algo: Any) -> ResolvedImage:
+    return ResolvedImage(
+        kind="builtin", repository=repository, framework=None,
+        command=[sys.executable, "-m", algo.train_module],
+        algorithm=getattr(algo, "name", None) or BUILTIN_ALIASES.get(repository, repository),
+        metric_definitions=[dict(d) for d in algo.metric_definitions])
+
+
+def _builtin_registry() -> dict[str, Any]:
+    try:
+        from opensage.algorithms.registry import BUILTIN_ALGORITHMS
+    except ImportError:  # the registry module is optional until built-ins are installed
+        return {}
+    return dict(BUILTIN_ALGORITHMS)
+
+
+def _builtin_for(repository: str) -> Any | None:
+    registry = _builtin_registry()
+    if repository in registry:
+        return registry[repository]
+    alias = BUILTIN_ALIASES.get(repository)
+    return registry.get(alias) if alias else None
+
+
+def _unsupported_image_message(image_uri: str, repository: str) -> str:
+    return (f"TrainingImage '{image_uri}' (repository '{repository}') cannot run here: this platform has "
+            f"no container engine and runs only images it knows by repository name. Supported: "
+            f"{supported_images_text()}. For your own code, use a framework image in script mode "
+            f"(e.g. sagemaker-scikit-learn with sagemaker_program / entry_point).")

@@ -1,0 +1,127 @@
+"""Image URI -> what runs (opensage.images)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from opensage.images import parse_repository, resolve_training_image
+
+ECR = "683313688378.dkr.ecr.us-east-1.amazonaws.com"
+DLC = "763104351884.dkr.ecr.us-west-2.amazonaws.com"
+V3_ENTRYPOINT = ["/bin/bash"]
+V3_ARGUMENTS = ["-c", "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh && "
+                      "/opt/ml/input/data/sm_drivers/sm_train.sh"]
+
+
+@pytest.mark.parametrize(("uri", "repository"), [
+    (f"{ECR}/sagemaker-xgboost:1.7-1", "sagemaker-xgboost"),
+    (f"{ECR}/sagemaker-scikit-learn:1.2-1-cpu-py3", "sagemaker-scikit-learn"),
+    (f"{DLC}/pytorch-training:2.1-cpu-py310", "pytorch-training"),
+    (f"{DLC}/pytorch-training:2.1.0-cpu-py310-ubuntu20.04-sagemaker", "pytorch-training"),
+    ("811284229777.dkr.ecr.us-east-1.amazonaws.com/xgboost:1", "xgboost"),
+    ("localhost:5000/sagemaker-xgboost:1.7-1", "sagemaker-xgboost"),
+    ("public.ecr.aws/sagemaker/sagemaker-scikit-learn", "sagemaker-scikit-learn"),
+    (f"{ECR}/sagemaker-xgboost@sha256:" + "a" * 64, "sagemaker-xgboost"),
+    ("sagemaker-xgboost", "sagemaker-xgboost"),
+    (f"{ECR.replace('us-east-1', 'cn-north-1')}.cn/Sagemaker-XGBoost:1.5-1", "sagemaker-xgboost"),
+])
+def test_parse_repository_any_host_tag_or_digest_returns_name(uri: str, repository: str) -> None:
+    assert parse_repository(uri) == repository
+
+
+def test_resolve_xgboost_without_program_is_builtin() -> None:
+    resolved = resolve_training_image(f"{ECR}/sagemaker-xgboost:1.7-1", None, {"num_round": "10"}, None, None)
+    assert resolved.kind == "builtin"
+    assert resolved.command == [sys.executable, "-m", "opensage.algorithms.xgboost.train"]
+    assert resolved.algorithm == "xgboost"
+    assert resolved.framework is None
+    names = {d["Name"] for d in resolved.metric_definitions}
+    assert "validation:rmse" in names
+    assert all("#011" in d["Regex"] for d in resolved.metric_definitions)
+
+
+def test_resolve_legacy_xgboost_image_is_builtin() -> None:
+    resolved = resolve_training_image("811284229777.dkr.ecr.us-east-1.amazonaws.com/xgboost:1", None, {},
+                                      None, None)
+    assert resolved.kind == "builtin"
+    assert resolved.repository == "xgboost"
+
+
+@pytest.mark.parametrize(("uri", "hps", "framework"), [
+    (f"{ECR}/sagemaker-xgboost:1.7-1", {"sagemaker_program": '"train.py"'}, "xgboost"),
+    (f"{ECR}/sagemaker-scikit-learn:1.2-1-cpu-py3", {"sagemaker_program": '"train.py"'}, "sklearn"),
+    (f"{ECR}/sagemaker-scikit-learn:1.2-1-cpu-py3", {}, "sklearn"),
+    (f"{DLC}/pytorch-training:2.1-cpu-py310", {"sagemaker_program": '"train.py"'}, "pytorch"),
+    (f"{DLC}/pytorch-training:2.1.0-gpu-py310-cu121-ubuntu20.04-sagemaker", {}, "pytorch"),
+    (f"{DLC}/tensorflow-training:2.14-cpu-py310", {}, "tensorflow"),
+])
+def test_resolve_framework_image_is_script_mode(uri: str, hps: dict[str, str], framework: str) -> None:
+    resolved = resolve_training_image(uri, None, hps, None, None)
+    assert resolved.kind == "script"
+    assert resolved.framework == framework
+    assert resolved.command == [sys.executable, "-m", "opensage.frameworks.training"]
+    assert resolved.metric_definitions == []
+
+
+def test_resolve_sdk3_entrypoint_on_framework_image_is_command_verbatim() -> None:
+    resolved = resolve_training_image(f"{DLC}/pytorch-training:2.1-cpu-py310", None, {"lr": "0.1"},
+                                      V3_ENTRYPOINT, V3_ARGUMENTS)
+    assert resolved.kind == "command"
+    assert resolved.framework == "pytorch"
+    assert resolved.container_command == V3_ENTRYPOINT + V3_ARGUMENTS
+    assert resolved.command == [sys.executable, "-m", "opensage.frameworks.training", "--exec", "--",
+                                *V3_ENTRYPOINT, *V3_ARGUMENTS]
+
+
+def test_resolve_entrypoint_on_xgboost_image_is_command_not_builtin() -> None:
+    resolved = resolve_training_image(f"{ECR}/sagemaker-xgboost:1.7-1", None, {}, ["python3", "x.py"], None)
+    assert resolved.kind == "command"
+    assert resolved.container_command == ["python3", "x.py"]
+
+
+def test_resolve_arguments_without_entrypoint_run_as_command_except_train() -> None:
+    uri = f"{ECR}/sagemaker-scikit-learn:1.2-1-cpu-py3"
+    assert resolve_training_image(uri, None, {}, None, ["train"]).kind == "script"
+    resolved = resolve_training_image(uri, None, {}, None, ["python3", "job.py"])
+    assert resolved.kind == "command"
+    assert resolved.container_command == ["python3", "job.py"]
+
+
+@pytest.mark.parametrize("uri", [
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-custom-image:latest",
+    "ubuntu:22.04",
+    f"{DLC}/pytorch-inference:2.1-cpu-py310",
+])
+def test_resolve_unknown_image_raises_naming_supported_images(uri: str) -> None:
+    with pytest.raises(ValueError) as info:
+        resolve_training_image(uri, None, {}, None, None)
+    message = str(info.value)
+    assert uri in message
+    assert "no container engine" in message
+    assert "sagemaker-scikit-learn" in message and "sagemaker-xgboost" in message
+
+
+def test_resolve_entrypoint_on_unknown_image_raises() -> None:
+    with pytest.raises(ValueError, match="ContainerEntrypoint is only supported with framework images"):
+        resolve_training_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/mine:1", None, {},
+                               V3_ENTRYPOINT, V3_ARGUMENTS)
+
+
+def test_resolve_algorithm_name_builtin_and_arn_resolve() -> None:
+    assert resolve_training_image(None, "xgboost", {}, None, None).kind == "builtin"
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:algorithm/sagemaker-xgboost"
+    assert resolve_training_image(None, arn, {}, None, None).algorithm == "xgboost"
+
+
+def test_resolve_algorithm_name_not_builtin_raises() -> None:
+    with pytest.raises(ValueError, match="AlgorithmName 'my-marketplace-algo' is not a built-in"):
+        resolve_training_image(None, "my-marketplace-algo", {}, None, None)
+
+
+def test_resolve_neither_image_nor_algorithm_raises() -> None:
+    with pytest.raises(ValueError, match="TrainingImage or an AlgorithmName"):
+        resolve_training_image(None, None, {}, None, None)
+    with pytest.raises(ValueError, match="TrainingImage is empty"):
+        resolve_training_image("  ", None, {}, None, None)
