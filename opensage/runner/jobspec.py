@@ -61,6 +61,8 @@ class JobSpec:
     stop_grace_seconds: int = 120
     host_index: int = 0  # algo-(host_index+1)
     host_count: int = 1
+    checkpoint_sync_seconds: float = 10.0  # how often new/changed checkpoint files are uploaded
+    sandbox: str = "auto"  # auto | namespace (bind /opt/ml; root on Linux) | plain (SAGEMAKER_BASE_DIR)
 
     def write(self, jobdir: Path) -> None:
         path = jobdir / "jobspec.json"

@@ -1,0 +1,383 @@
+"""The job agent: ``python -m opensage.runner.agent <jobdir>`` does for one host what a SageMaker instance does.
+
+It reads ``<jobdir>/jobspec.json``, builds ``<jobdir>/ml`` (the ``/opt/ml`` tree), fetches channels and
+checkpoints, runs the command, uploads ``model.tar.gz`` / ``output.tar.gz`` / checkpoints, and reports
+through files only (see ``opensage.runner.jobspec``): ``events.jsonl`` as it goes, ``result.json`` last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from opensage.objects.base import ObjectNotFound, ObjectStore, split_s3_uri
+from opensage.runner import channels, sandbox
+from opensage.runner.archive import make_tar_gz
+from opensage.runner.jobspec import JobResult, JobSpec
+
+ML_DIRS = (
+    "input/config",
+    "input/data",
+    "model",
+    "output",
+    "output/data",
+    "output/intermediate",
+    "checkpoints",
+    "code",
+)
+FAILURE_REASON_MAX = 1024
+
+
+class JobInterrupted(Exception):
+    """Stop requested or MaxRuntimeInSeconds reached before the command started."""
+
+
+class AgentError(Exception):
+    """A failure of the agent's own work; the message is the job's FailureReason."""
+
+
+# ----------------------------------------------------------------------------------------- small pieces
+
+
+def make_layout(ml_root: Path) -> None:
+    for rel in ML_DIRS:
+        (ml_root / rel).mkdir(parents=True, exist_ok=True)
+
+
+def local_path(ml_root: Path, path: str) -> Path:
+    """Map a container path (``/opt/ml/...``) to the job's ml root; other paths are used as they are."""
+    if path == sandbox.OPT_ML or path.startswith(sandbox.OPT_ML + "/"):
+        return ml_root / path[len(sandbox.OPT_ML):].lstrip("/")
+    return Path(path)
+
+
+class EventLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, status: str, message: str) -> None:
+        line = json.dumps({"time": time.time(), "status": status, "message": message})
+        with open(self.path, "a") as fh:
+            fh.write(line + "\n")
+
+
+def _join_key(prefix: str, rel: str) -> str:
+    if not prefix:
+        return rel
+    return prefix.rstrip("/") + "/" + rel
+
+
+def artifact_uri(uri: str, filename: str) -> tuple[str, str]:
+    """``s3://b/p/model.tar.gz`` is used as is; ``s3://b/p`` gets ``/model.tar.gz`` appended."""
+    bucket, key = split_s3_uri(uri)
+    if not key.endswith(".tar.gz"):
+        key = _join_key(key, filename)
+    return bucket, key
+
+
+def upload_dir_as_tar(store: ObjectStore, src: Path, uri: str, filename: str) -> str:
+    bucket, key = artifact_uri(uri, filename)
+    with tempfile.TemporaryDirectory(prefix="opensage-tar-") as tmp:
+        tar_path = Path(tmp) / filename
+        make_tar_gz(src, tar_path)
+        try:
+            store.put_file(bucket, key, tar_path)
+        except (ObjectNotFound, ValueError, OSError) as exc:
+            raise AgentError(
+                f"ClientError: could not upload {filename} to s3://{bucket}/{key}: {exc}. "
+                "Check that the bucket of S3OutputPath exists."
+            ) from exc
+    return f"s3://{bucket}/{key}"
+
+
+def has_files(path: Path) -> bool:
+    return path.is_dir() and any(p.is_file() for p in path.rglob("*"))
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+
+
+class CheckpointSync:
+    """Mirrors the local checkpoint dir with CheckpointConfig.S3Uri: download at start, upload changes."""
+
+    def __init__(self, store: ObjectStore, uri: str, local_dir: Path, interval: float) -> None:
+        self.store = store
+        self.bucket, self.prefix = split_s3_uri(uri)
+        self.local_dir = local_dir
+        self.interval = interval
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.error: str | None = None
+
+    def download(self) -> int:
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        list_prefix = self.prefix.rstrip("/") + "/" if self.prefix else ""
+        count = 0
+        try:
+            infos = list(self.store.list(self.bucket, list_prefix))
+        except ObjectNotFound as exc:
+            raise AgentError(
+                f"ClientError: the bucket of CheckpointConfig.S3Uri s3://{self.bucket}/{self.prefix} "
+                "does not exist."
+            ) from exc
+        for info in infos:
+            rel = info.key[len(list_prefix):]
+            if not rel or rel.endswith("/") or ".." in rel.split("/"):
+                continue
+            dest = self.local_dir.joinpath(*rel.split("/"))
+            self.store.get_to_file(self.bucket, info.key, dest)
+            self._seen[rel] = self._signature(dest)
+            count += 1
+        return count
+
+    @staticmethod
+    def _signature(path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return (st.st_size, st.st_mtime_ns)
+
+    def upload_changes(self) -> int:
+        with self._lock:
+            count = 0
+            if not self.local_dir.is_dir():
+                return 0
+            for path in sorted(self.local_dir.rglob("*")):
+                if not path.is_file() or path.is_symlink():
+                    continue
+                rel = path.relative_to(self.local_dir).as_posix()
+                try:
+                    sig = self._signature(path)
+                except FileNotFoundError:
+                    continue
+                if self._seen.get(rel) == sig:
+                    continue
+                self.store.put_file(self.bucket, _join_key(self.prefix, rel), path)
+                self._seen[rel] = sig
+                count += 1
+            return count
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="checkpoints", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.upload_changes()
+            except Exception as exc:  # noqa: BLE001 - retried next round; the final upload reports
+                self.error = str(exc)
+
+    def finish(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        try:
+            self.upload_changes()
+        except (ObjectNotFound, ValueError, OSError) as exc:
+            raise AgentError(
+                f"ClientError: could not upload checkpoints to s3://{self.bucket}/{self.prefix}: {exc}"
+            ) from exc
+
+
+# ----------------------------------------------------------------------------------------- failure text
+
+
+def _truncate(text: str) -> str:
+    return text[:FAILURE_REASON_MAX]
+
+
+def failure_reason(outcome: sandbox.Outcome, ml_root: Path) -> str | None:
+    if outcome.exit_code == 0 or outcome.stopped:
+        return None
+    if outcome.max_runtime_exceeded:
+        return None
+    failure_file = ml_root / "output" / "failure"
+    if failure_file.is_file():
+        text = failure_file.read_text(errors="replace").strip()
+        if text:
+            return _truncate(text)
+    head = f"AlgorithmError: the training command exited with exit code {outcome.exit_code}."
+    if not outcome.tail:
+        return _truncate(head + " It printed nothing.")
+    budget = FAILURE_REASON_MAX - len(head) - len(" Last log lines:\n")
+    lines: list[str] = []
+    for line in reversed(outcome.tail):
+        cost = len(line) + 1
+        if cost > budget:
+            if not lines:
+                lines.append("..." + line[-(budget - 4):])
+            break
+        lines.insert(0, line)
+        budget -= cost
+    return _truncate(head + " Last log lines:\n" + "\n".join(lines))
+
+
+# ----------------------------------------------------------------------------------------- the job
+
+
+class Agent:
+    def __init__(self, jobdir: Path, control: sandbox.Control) -> None:
+        self.jobdir = jobdir
+        self.control = control
+        self.ml_root = jobdir / "ml"
+        self.events = EventLog(jobdir / "events.jsonl")
+        self.spec: JobSpec | None = None
+        self.store: ObjectStore | None = None
+
+    def check(self) -> None:
+        if self.control.stop_requested or self.control.deadline_passed():
+            raise JobInterrupted()
+
+    def run(self) -> JobResult:
+        self.spec = spec = JobSpec.read(self.jobdir)
+        if spec.max_runtime_seconds:
+            self.control.deadline = self.control.started + spec.max_runtime_seconds
+        make_layout(self.ml_root)
+        from opensage.objects import open_store
+
+        self.store = store = open_store(spec.object_store)
+        self.events.append("Downloading", "Downloading input data")
+        feeders = channels.prepare_channels(
+            store, spec.channels, self.ml_root / "input" / "data", spec.host_index, spec.host_count,
+            self.check,
+        )
+        ckpt = self._checkpoints()
+        self.check()
+        self.events.append("Training", "Training image download completed. Training in progress.")
+
+        def on_start() -> None:
+            for feeder in feeders:
+                feeder.start()
+            if ckpt is not None:
+                ckpt.start()
+
+        log_path = self.jobdir / "logs" / f"algo-{spec.host_index + 1}.log"
+        try:
+            outcome = sandbox.run_command(spec, self.ml_root, log_path, self.control, on_start)
+        finally:
+            for feeder in feeders:
+                feeder.stop()
+        return self._finish(outcome, feeders, ckpt)
+
+    def _checkpoints(self) -> CheckpointSync | None:
+        spec = self.spec
+        assert spec is not None and self.store is not None
+        if not spec.checkpoint_s3_uri:
+            return None
+        local = local_path(self.ml_root, spec.checkpoint_local_path)
+        ckpt = CheckpointSync(self.store, spec.checkpoint_s3_uri, local, spec.checkpoint_sync_seconds)
+        ckpt.download()
+        return ckpt
+
+    def _finish(
+        self, outcome: sandbox.Outcome, feeders: list[channels.PipeFeeder], ckpt: CheckpointSync | None
+    ) -> JobResult:
+        spec = self.spec
+        assert spec is not None and self.store is not None
+        result = JobResult(
+            exit_code=outcome.exit_code,
+            stopped=outcome.stopped,
+            max_runtime_exceeded=outcome.max_runtime_exceeded,
+        )
+        if outcome.start_error is not None:
+            result.failure_reason = _truncate(f"AlgorithmError: {outcome.start_error}")
+        else:
+            result.failure_reason = failure_reason(outcome, self.ml_root)
+            pipe_errors = [f.error for f in feeders if f.error]
+            if pipe_errors and result.failure_reason is None and not outcome.stopped:
+                result.failure_reason = _truncate(pipe_errors[0])
+        self.events.append("Uploading", "Uploading generated training model")
+        errors: list[str] = []
+        self._upload_artifacts(result, outcome, errors)
+        if ckpt is not None:
+            try:
+                ckpt.finish()
+            except AgentError as exc:
+                errors.append(str(exc))
+        if errors and result.failure_reason is None:
+            result.failure_reason = _truncate(errors[0])
+        return result
+
+    def _upload_artifacts(self, result: JobResult, outcome: sandbox.Outcome, errors: list[str]) -> None:
+        spec = self.spec
+        assert spec is not None and self.store is not None
+        model_dir = self.ml_root / "model"
+        started = outcome.start_error is None
+        ended_well = outcome.exit_code == 0 or outcome.stopped or outcome.max_runtime_exceeded
+        if spec.model_s3_uri and started and (ended_well or has_files(model_dir)):
+            try:
+                uri = upload_dir_as_tar(self.store, model_dir, spec.model_s3_uri, "model.tar.gz")
+                result.model_uploaded = True
+                result.extra["model_artifacts"] = uri
+            except AgentError as exc:
+                errors.append(str(exc))
+        out_dir = self.ml_root / "output" / "data"
+        if spec.output_s3_uri and has_files(out_dir):
+            try:
+                uri = upload_dir_as_tar(self.store, out_dir, spec.output_s3_uri, "output.tar.gz")
+                result.output_uploaded = True
+                result.extra["output_artifacts"] = uri
+            except AgentError as exc:
+                errors.append(str(exc))
+
+
+# ----------------------------------------------------------------------------------------- entry point
+
+
+def _become_group_leader() -> None:
+    try:
+        if os.getpgrp() != os.getpid():
+            os.setpgid(0, 0)
+    except OSError:
+        pass  # a session leader already leads its group
+
+
+def run_agent(jobdir: Path) -> JobResult:
+    """Run the job in ``jobdir`` and write ``result.json``; never raises (except on SIGKILL, nothing does)."""
+    control = sandbox.Control(None)
+    signal.signal(signal.SIGTERM, control.request_stop)
+    signal.signal(signal.SIGINT, control.request_stop)
+    agent = Agent(jobdir, control)
+    try:
+        result = agent.run()
+    except JobInterrupted:
+        result = JobResult(
+            exit_code=None,
+            stopped=control.stop_requested,
+            max_runtime_exceeded=not control.stop_requested,
+        )
+    except (channels.ChannelError, AgentError) as exc:
+        result = JobResult(exit_code=None, failure_reason=_truncate(str(exc)))
+    except Exception as exc:  # noqa: BLE001 - the agent must always leave a result
+        traceback.print_exc()
+        result = JobResult(
+            exit_code=None,
+            failure_reason=_truncate(f"InternalServerError: the job agent failed: {type(exc).__name__}: {exc}"),
+        )
+    result.write(jobdir)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m opensage.runner.agent <jobdir>", file=sys.stderr)
+        return 2
+    jobdir = Path(args[0]).resolve()
+    _become_group_leader()
+    (jobdir / "agent.pid").write_text(str(os.getpid()))
+    result = run_agent(jobdir)
+    print(f"job agent done: {json.dumps(result.__dict__)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Run the job's command the way a container would see it, and capture its output.
+
+The command sees ``/opt/ml``: as root on Linux it runs in a private mount namespace where ``<jobdir>/ml``
+is bind-mounted on ``/opt/ml``; otherwise ``SAGEMAKER_BASE_DIR`` points at the real directory and the
+literal ``/opt/ml`` in argv (and in the job's environment values) is rewritten to it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from opensage.runner.jobspec import JobSpec
+
+OPT_ML = "/opt/ml"
+MAX_LINE_BYTES = 256 * 1024
+TAIL_LINES = 10
+_OPT_ML_RE = re.compile(r"/opt/ml(?=/|\b|$)")
+_MOUNT_SCRIPT = 'mount --bind "$1" /opt/ml && cd /opt/ml/code && shift && exec "$@"'
+
+
+# ----------------------------------------------------------------------------------------- namespace
+
+
+@functools.cache
+def namespace_supported() -> bool:
+    """True if ``unshare --mount`` + ``mount --bind`` onto /opt/ml works here (probed once per process)."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return False
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        return False
+    try:
+        Path(OPT_ML).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="opensage-probe-") as tmp:
+            (Path(tmp) / "code").mkdir()
+            (Path(tmp) / ".probe").write_text("ok")
+            argv = _namespace_argv(Path(tmp), ["test", "-f", "/opt/ml/.probe"])
+            done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+            return done.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _namespace_argv(ml_root: Path, argv: list[str]) -> list[str]:
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _MOUNT_SCRIPT,
+            "sh", str(ml_root), *argv]
+
+
+def use_namespace(mode: str) -> bool:
+    """``mode`` is JobSpec.sandbox: auto | namespace | plain."""
+    if mode == "plain":
+        return False
+    if mode == "namespace":
+        if not namespace_supported():
+            raise RuntimeError("sandbox 'namespace' requested but unshare/mount --bind is not available "
+                               "(needs root on Linux); use sandbox 'auto' or 'plain'")
+        return True
+    return namespace_supported()
+
+
+def rewrite_opt_ml(value: str, ml_root: Path) -> str:
+    return _OPT_ML_RE.sub(str(ml_root), value)
+
+
+# ----------------------------------------------------------------------------------------- environment
+
+
+def object_store_env(spec: JobSpec) -> dict[str, str]:
+    """What user code needs to reach our object store with boto3 / the SDK."""
+    store = spec.object_store
+    env = {"AWS_DEFAULT_REGION": store.region, "AWS_REGION": store.region}
+    url = store.endpoint_url or ""
+    if url.startswith(("http://", "https://")):
+        env["AWS_ENDPOINT_URL_S3"] = url
+        env["S3_ENDPOINT_URL"] = url
+    if store.access_key:
+        env["AWS_ACCESS_KEY_ID"] = store.access_key
+    if store.secret_key:
+        env["AWS_SECRET_ACCESS_KEY"] = store.secret_key
+    return env
+
+
+def build_env(spec: JobSpec, base_dir: str, namespace: bool, ml_root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSAGE_")}
+    env.update(object_store_env(spec))
+    if spec.kind == "training":
+        env["TRAINING_JOB_NAME"] = spec.job_name
+        env["TRAINING_JOB_ARN"] = spec.job_arn
+    job_env = dict(spec.environment)
+    if not namespace:
+        job_env = {k: rewrite_opt_ml(v, ml_root) for k, v in job_env.items()}
+    env.update(job_env)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["SAGEMAKER_BASE_DIR"] = base_dir
+    return env
+
+
+# ----------------------------------------------------------------------------------------- logs
+
+
+class LogPump(threading.Thread):
+    """Copies the child's merged stdout/stderr to ``algo-<n>.log`` as ``<epoch-ms> <text>`` lines.
+
+    Each read from the pipe is written and flushed at once, so a line reaches the file within a few ms.
+    """
+
+    def __init__(self, source: BinaryIO, log_path: Path) -> None:
+        super().__init__(name="log-pump", daemon=True)
+        self.source = source
+        self.log_path = log_path
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.lines = 0
+
+    def run(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = self.source.fileno()
+        pending = b""
+        with open(self.log_path, "ab") as out:
+            while True:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                pending = self._emit(out, pending + chunk)
+                out.flush()
+            if pending:
+                self._write(out, pending)
+                out.flush()
+
+    def _emit(self, out: BinaryIO, data: bytes) -> bytes:
+        """Write every complete (or overlong) line in ``data``; return the unfinished rest."""
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0 or nl - start > MAX_LINE_BYTES:
+                if len(data) - start >= MAX_LINE_BYTES:
+                    self._write(out, data[start:start + MAX_LINE_BYTES])
+                    start += MAX_LINE_BYTES
+                    continue
+                return data[start:]
+            self._write(out, data[start:nl])
+            start = nl + 1
+
+    def _write(self, out: BinaryIO, raw: bytes) -> None:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        text = raw.decode("utf-8", errors="replace")
+        out.write(f"{int(time.time() * 1000)} {text}\n".encode())
+        self.lines += 1
+        if text.strip():
+            self.tail.append(text)
+
+
+# ----------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class Outcome:
+    exit_code: int | None  # 128+N when killed by signal N; None if the command could not start
+    stopped: bool = False
+    max_runtime_exceeded: bool = False
+    start_error: str | None = None
+    tail: list[str] = field(default_factory=list)
+
+
+class Control:
+    """Stop requests (set from a signal handler: a plain flag, no locks) and the runtime deadline."""
+
+    def __init__(self, max_runtime_seconds: float | None, started: float | None = None) -> None:
+        self.started = time.monotonic() if started is None else started
+        self.deadline = self.started + max_runtime_seconds if max_runtime_seconds else None
+        self.stop_requested = False
+
+    def request_stop(self, *_: object) -> None:
+        self.stop_requested = True
+
+    def deadline_passed(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+def _popen(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        close_fds=True,
+    )
+
+
+def _exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
+    try:
+        proc.send_signal(signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=max(grace, 0))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def kill_group_leftovers() -> None:
+    """SIGKILL every other process of our process group (background children of the user command).
+
+    Only when the agent leads its own group (as the executor starts it), never a caller's group.
+    """
+    me = os.getpid()
+    if os.getpgrp() != me:
+        return
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if os.getpgid(int(entry.name)) == me:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def run_command(
+    spec: JobSpec,
+    ml_root: Path,
+    log_path: Path,
+    control: Control,
+    on_start: Callable[[], None] | None = None,
+    namespace: bool | None = None,
+) -> Outcome:
+    """Start the job's command, pump its logs, honour stop / max runtime; return how it ended."""
+    if namespace is None:
+        namespace = use_namespace(spec.sandbox)
+    code_dir = ml_root / "code"
+    if namespace:
+        argv = _namespace_argv(ml_root, list(spec.command))
+        env = build_env(spec, OPT_ML, True, ml_root)
+    else:
+        argv = [rewrite_opt_ml(a, ml_root) for a in spec.command]
+        env = build_env(spec, str(ml_root), False, ml_root)
+    try:
+        proc = _popen(argv, env, code_dir)
+    except OSError as exc:
+        return Outcome(None, start_error=f"could not start the command {spec.command!r}: {exc}")
+    assert proc.stdout is not None
+    pump = LogPump(proc.stdout, log_path)
+    pump.start()
+    if on_start is not None:
+        on_start()
+    outcome = _supervise(proc, spec, control)
+    if sys.platform.startswith("linux"):
+        kill_group_leftovers()
+    pump.join(timeout=5)
+    proc.stdout.close()
+    outcome.tail = list(pump.tail)
+    return outcome
+
+
+def _supervise(proc: subprocess.Popen[bytes], spec: JobSpec, control: Control) -> Outcome:
+    stopped = exceeded = False
+    while proc.poll() is None:
+        if control.stop_requested:
+            stopped = True
+        elif control.deadline_passed():
+            exceeded = True
+        if stopped or exceeded:
+            _terminate(proc, spec.stop_grace_seconds)
+            break
+        time.sleep(0.05)
+    return Outcome(_exit_code(proc.wait()), stopped=stopped, max_runtime_exceeded=exceeded)
