@@ -101,12 +101,11 @@ def _rest_routes(service: str) -> list[tuple[str, re.Pattern[str], OperationMode
 
 def parse_rest_json(service: str, method: str, path: str, query: str, headers: dict[str, str],
                     body: bytes) -> ParsedRequest:
-    for verb, rx, op in _rest_routes(service):
-        m = rx.match(path)
-        if verb == method and m:
-            break
-    else:
+    found = next(((op, m) for verb, rx, op in _rest_routes(service)
+                  if verb == method and (m := rx.match(path))), None)
+    if found is None:
         raise UnknownOperation(f"No {service} operation matches {method} {path}")
+    op, m = found
     params: dict[str, Any] = {}
     shape = op.input_shape
     qs = dict(parse_qsl(query, keep_blank_values=True))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from urllib.parse import unquote
 
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -96,8 +95,3 @@ def _error(err: ServiceError, ctx: RequestContext, protocol: str) -> Response:
         headers["x-amzn-ErrorType"] = err.code
         return Response(serializer.json_error_body(err), err.status, headers, media_type="application/json")
     return Response(serializer.json_error_body(err), err.status, headers, media_type=AMZ_JSON)
-
-
-def make_asgi(dispatcher: Dispatcher, credentials: dict[str, str], on_startup=(), on_shutdown=()) -> Starlette:
-    return Starlette(routes=build_routes(dispatcher, credentials), on_startup=list(on_startup),
-                     on_shutdown=list(on_shutdown))

@@ -97,15 +97,18 @@ class ResourceRepository:
             r = conn.execute(select(resources).where(resources.c.arn == arn)).first()
         return _row(r) if r else None
 
-    def save(self, res: Resource, now: float) -> Resource:
-        """Write status/state if nobody else changed the row since ``res`` was read."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(resources)
-                .where(resources.c.kind == res.kind, resources.c.name == res.name,
-                       resources.c.version == res.version)
-                .values(status=res.status, state=dumps(res.state), request=dumps(res.request),
-                        last_modified_time=now, version=res.version + 1))
+    def save(self, res: Resource, now: float, conn=None) -> Resource:
+        """Write status/state if nobody else changed the row since ``res`` was read. Pass ``conn`` to make
+        it part of a caller's transaction (log ingestion commits events and offsets together)."""
+        if conn is None:
+            with self.engine.begin() as c:
+                return self.save(res, now, conn=c)
+        result = conn.execute(
+            update(resources)
+            .where(resources.c.kind == res.kind, resources.c.name == res.name,
+                   resources.c.version == res.version)
+            .values(status=res.status, state=dumps(res.state), request=dumps(res.request),
+                    last_modified_time=now, version=res.version + 1))
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"{res.kind} {res.name} changed concurrently")
         res.version += 1

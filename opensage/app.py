@@ -1,0 +1,87 @@
+"""create_app(settings): wires every component explicitly. Nothing happens at import time."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+
+from opensage.api.dispatch import Dispatcher
+from opensage.arns import ArnBuilder
+from opensage.clock import Clock, SystemClock
+from opensage.executors.base import Executor
+from opensage.runner.jobspec import ObjectStoreSpec
+from opensage.runner.training import TrainingReconciler
+from opensage.server.routes import build_routes
+from opensage.services.base import Deps
+from opensage.services.logs import LogsService
+from opensage.services.sts import StsService
+from opensage.services.tags import TagService
+from opensage.services.training import TrainingService
+from opensage.settings import Settings
+from opensage.store.db import make_engine, migrate
+from opensage.store.logs import LogRepository
+from opensage.store.metrics import MetricRepository
+from opensage.store.resources import ResourceRepository
+from opensage.store.tags import TagRepository
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    deps: Deps
+    dispatcher: Dispatcher
+    training: TrainingReconciler
+    asgi: Starlette
+
+    def start_background(self) -> None:
+        self.training.start()
+
+    def stop_background(self, stop_jobs: bool = True) -> None:
+        self.training.shutdown(stop_jobs=stop_jobs)
+
+
+def object_store_spec(settings: Settings) -> ObjectStoreSpec:
+    return ObjectStoreSpec(endpoint_url=settings.s3_endpoint, access_key=settings.credentials.access_key,
+                           secret_key=settings.credentials.secret_key, region=settings.region)
+
+
+def create_app(settings: Settings, executor: Executor | None = None, clock: Clock | None = None,
+               run_background: bool = True) -> Platform:
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    deps = Deps(settings=settings, clock=clock or SystemClock(),
+                arns=ArnBuilder(settings.region, settings.account), resources=ResourceRepository(engine),
+                tags=TagRepository(engine), logs=LogRepository(engine), metrics=MetricRepository(engine))
+    if executor is None:
+        from opensage.executors.local import LocalExecutor
+
+        executor = LocalExecutor()
+    training = TrainingReconciler(deps, executor, object_store_spec(settings))
+    wakers = {"training-job": training.wake}
+    deps.wake = lambda kind: wakers.get(kind, lambda: None)()
+
+    dispatcher = Dispatcher()
+    dispatcher.register("sagemaker", TrainingService(deps))
+    dispatcher.register("sagemaker", TagService(deps))
+    dispatcher.register("logs", LogsService(deps))
+    dispatcher.register("sts", StsService(deps))
+
+    platform: Platform
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        if run_background:
+            platform.start_background()
+        try:
+            yield
+        finally:
+            if run_background:
+                platform.stop_background()
+
+    creds = {settings.credentials.access_key: settings.credentials.secret_key}
+    asgi = Starlette(routes=build_routes(dispatcher, creds), lifespan=lifespan)
+    platform = Platform(settings, deps, dispatcher, training, asgi)
+    return platform

@@ -1,0 +1,57 @@
+"""The files that make unchanged boto3 / SageMaker SDK code talk to this platform.
+
+``[services]`` keys are botocore service ids in snake_case (``sagemaker_runtime``, not the hyphenated
+client name: boto3 silently ignores that).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from opensage.settings import Settings
+
+PROFILE = "opensage"
+CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker_runtime", "sts", "logs")
+
+
+def config_paths(home: Path) -> dict[str, Path]:
+    return {"config": home / "aws" / "config", "credentials": home / "aws" / "credentials",
+            "sdk": home / "sagemaker-config.yaml"}
+
+
+def write_client_config(settings: Settings, s3_endpoint: str) -> dict[str, Path]:
+    paths = config_paths(settings.home)
+    paths["config"].parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"[profile {PROFILE}]", f"region = {settings.region}", "output = json",
+             f"services = {PROFILE}-services", "s3 =", "  addressing_style = path", "",
+             f"[services {PROFILE}-services]"]
+    for service in CONTROL_PLANE_SERVICES:
+        lines += [f"{service} =", f"  endpoint_url = {settings.endpoint_url}"]
+    lines += ["s3 =", f"  endpoint_url = {s3_endpoint}", ""]
+    _write(paths["config"], "\n".join(lines))
+    creds = settings.credentials
+    _write(paths["credentials"], f"[{PROFILE}]\naws_access_key_id = {creds.access_key}\n"
+                                 f"aws_secret_access_key = {creds.secret_key}\n", private=True)
+    _write(paths["sdk"], "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n"
+                         "      TelemetryOptOut: true\n      Session:\n"
+                         f"        DefaultS3Bucket: {settings.bucket}\n")
+    return paths
+
+
+def env_exports(home: Path) -> dict[str, str]:
+    paths = config_paths(home)
+    return {
+        "AWS_CONFIG_FILE": str(paths["config"]),
+        "AWS_SHARED_CREDENTIALS_FILE": str(paths["credentials"]),
+        "AWS_PROFILE": PROFILE,
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(paths["sdk"]),
+    }
+
+
+def _write(path: Path, text: str, private: bool = False) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    if private:
+        os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

@@ -1,0 +1,110 @@
+"""`opensage up | env`."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from opensage.cli.clientconfig import env_exports, write_client_config
+from opensage.settings import Settings
+
+
+def _default_home() -> str:
+    return os.environ.get("OPENSAGE_HOME") or str(Path.home() / ".opensage")
+
+
+@click.group()
+def main() -> None:
+    """OpenSage: SageMaker's API and workflow on your own machine."""
+
+
+class AlreadyRunning(click.ClickException):
+    exit_code = 3
+
+
+def _lock(home: Path):
+    home.mkdir(parents=True, exist_ok=True)
+    handle = open(home / "opensage.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        info = handle.read().strip() or "unknown"
+        raise AlreadyRunning(f"OpenSage is already running for home {home} ({info}). "
+                             "Stop it first, or use another --home.") from None
+    return handle
+
+
+@main.command()
+@click.option("--home", default=_default_home, show_default="~/.opensage", help="Where data and config live.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=7420, show_default=True, type=int)
+@click.option("--db", default=None, help="Metadata store URL (default: SQLite under --home).")
+@click.option("--s3-endpoint", default=None, help="Use this S3-compatible endpoint instead of SeaweedFS.")
+@click.option("--log-level", default="info", show_default=True)
+def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None, log_level: str) -> None:
+    """Start the platform in the foreground (Ctrl-C stops it and everything it started)."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    home_path = Path(home).expanduser().resolve()
+    lock = _lock(home_path)
+    settings = Settings.build(home_path, host=host, port=port, db_url=db, s3_endpoint=s3_endpoint)
+    seaweed = None
+    try:
+        if not settings.s3_endpoint:
+            from opensage.objects.seaweed import SeaweedServer
+
+            seaweed = SeaweedServer(home_path / "s3", 0, settings.credentials.access_key,
+                                    settings.credentials.secret_key, host="127.0.0.1")
+            seaweed.start()
+            click.echo("Starting the object store (SeaweedFS)...", err=True)
+            seaweed.wait_ready(timeout=120)
+            from dataclasses import replace
+
+            settings = replace(settings, s3_endpoint=seaweed.endpoint_url)
+        _serve(settings, lock)
+    finally:
+        if seaweed is not None:
+            seaweed.stop()
+        lock.close()
+
+
+def _serve(settings: Settings, lock) -> None:
+    import uvicorn
+
+    from opensage.app import create_app, object_store_spec
+    from opensage.objects import open_store
+
+    open_store(object_store_spec(settings)).ensure_bucket(settings.bucket)
+    paths = write_client_config(settings, settings.s3_endpoint or "")
+    platform = create_app(settings)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(json.dumps({"pid": os.getpid(), "url": settings.endpoint_url}))
+    lock.flush()
+    exports = env_exports(settings.home)
+    click.echo(f"OpenSage control plane on {settings.endpoint_url}, S3 on {settings.s3_endpoint}", err=True)
+    click.echo(f"Client config written to {paths['config']}. In another shell run:\n"
+               f"  eval \"$({shlex.quote(sys.argv[0])} env --home {shlex.quote(str(settings.home))})\"",
+               err=True)
+    del exports
+    uvicorn.run(platform.asgi, host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=5)
+
+
+@main.command()
+@click.option("--home", default=_default_home, show_default="~/.opensage")
+def env(home: str) -> None:
+    """Print the exports that point boto3 and the SageMaker SDK at this platform."""
+    for key, value in env_exports(Path(home).expanduser().resolve()).items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+if __name__ == "__main__":
+    main()

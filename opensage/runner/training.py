@@ -1,0 +1,330 @@
+"""Training reconciler: the only writer of training-job progress.
+
+Each pass looks at every InProgress/Stopping job and moves it one step: launch its hosts' agents, ingest
+their logs / phase events / metrics, forward a stop, and finish it from the agents' result files. All it
+knows about a running job is in the job's row (handles, file offsets), so a restarted control plane adopts
+running agents, and fails (with a reason) those whose process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from opensage.executors.base import Executor
+from opensage.runner.jobspec import ChannelSpec, JobResult, JobSpec, ObjectStoreSpec
+from opensage.runner.logtail import MetricMatcher, parse_log_line, read_events, read_new_lines
+from opensage.services.base import Deps
+from opensage.services.training import KIND, close_transition, resolve_image
+from opensage.states import transition
+from opensage.store.resources import ConcurrentUpdate, Resource
+
+log = logging.getLogger(__name__)
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+# A dead agent may have written result.json just before we looked; re-check for this long before failing.
+GONE_GRACE_SECONDS = 2.0
+
+
+def host_name(index: int) -> str:
+    return f"algo-{index + 1}"
+
+
+class TrainingReconciler:
+    def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec) -> None:
+        self.d = deps
+        self.executor = executor
+        self.store_spec = store_spec
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._gone_since: dict[str, float] = {}
+
+    # -- loop ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="training-reconciler", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            busy = False
+            try:
+                busy = self.run_once()
+            except Exception:
+                log.exception("training reconciler pass failed")
+            # Poll fast while jobs run (log latency); sleep until woken when idle.
+            self._wake.wait(self.d.settings.reconcile_interval if busy else 5.0)
+            self._wake.clear()
+
+    def shutdown(self, stop_jobs: bool = True, wait_seconds: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+        if not stop_jobs:
+            return
+        jobs = self.d.resources.in_status(KIND, ("InProgress", "Stopping"))
+        handles = [h for j in jobs for h in j.state.get("_handles", [])]
+        for h in handles:
+            self.executor.stop(h)
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline and any(self.executor.is_running(h) for h in handles):
+            time.sleep(0.1)
+        for h in handles:
+            if self.executor.is_running(h):
+                self.executor.kill(h)
+        for job in jobs:
+            self._settle(job, platform_shutdown=True)
+
+    def run_once(self) -> bool:
+        jobs = self.d.resources.in_status(KIND, ("InProgress", "Stopping"))
+        for job in jobs:
+            try:
+                self._reconcile(job)
+            except ConcurrentUpdate:
+                continue  # a request changed the row; next pass sees the new version
+            except Exception as e:
+                log.exception("training job %s: reconcile failed", job.name)
+                self._fail_internal(job, e)
+        return bool(jobs)
+
+    # -- one job -------------------------------------------------------------------------------------
+    def _reconcile(self, job: Resource) -> None:
+        if "_handles" not in job.state:
+            if job.status == "Stopping":
+                self._finish(job, "Stopped", "Stopped", "Training job stopped before it started.", None)
+            else:
+                self._launch(job)
+            return
+        self._settle(job)
+
+    def _settle(self, job: Resource, platform_shutdown: bool = False) -> None:
+        job = self._ingest(job)
+        jobdirs = [Path(p) for p in job.state["_jobdirs"]]
+        results = [JobResult.read(d) for d in jobdirs]
+        handles = job.state["_handles"]
+        if job.status == "Stopping" and not job.state.get("_stop_sent"):
+            for h in handles:
+                self.executor.stop(h)
+            job.state["_stop_sent"] = True
+            job = self.d.resources.save(job, self.d.clock.time())
+        if all(r is not None for r in results):
+            self._conclude(job, results, platform_shutdown)
+            return
+        alive = [self.executor.is_running(h) for h in handles]
+        if any(r is None and not a for r, a in zip(results, alive, strict=True)):
+            first = self._gone_since.setdefault(job.name, time.monotonic())
+            if platform_shutdown or time.monotonic() - first > GONE_GRACE_SECONDS:
+                self._gone_since.pop(job.name, None)
+                for h, a in zip(handles, alive, strict=True):
+                    if a:
+                        self.executor.kill(h)
+                reason = ("InternalServerError: the job's process ended without reporting a result (it was "
+                          "killed, or the host restarted while it ran). Start the job again.")
+                if platform_shutdown:
+                    reason = ("InternalServerError: the OpenSage platform was shut down while the job was "
+                              "running. Start the job again.")
+                self._finish(job, "Failed", "Failed", reason, None)
+
+    def _conclude(self, job: Resource, results: list[JobResult | None], platform_shutdown: bool) -> None:
+        main = results[0]
+        assert main is not None
+        failed = next((r for r in results if r and not (r.stopped or r.max_runtime_exceeded)
+                       and r.exit_code != 0), None)
+        model = job.state["_model_uri"] if main.model_uploaded else None
+        if platform_shutdown and job.status != "Stopping":
+            self._finish(job, "Failed", "Failed", "InternalServerError: the OpenSage platform was shut down "
+                         "while the job was running. Start the job again.", model)
+        elif any(r and r.max_runtime_exceeded for r in results):
+            self._finish(job, "Stopped", "MaxRuntimeExceeded",
+                         "Training job reached its MaxRuntimeInSeconds and was stopped.", model)
+        elif job.status == "Stopping" or any(r and r.stopped for r in results):
+            self._finish(job, "Stopped", "Stopped", "Training job stopped.", model)
+        elif failed is not None:
+            reason = failed.failure_reason or f"AlgorithmError: the training process exited with code " \
+                                              f"{failed.exit_code}."
+            self._finish(job, "Failed", "Failed", reason, model)
+        else:
+            self._finish(job, "Completed", "Completed", "Training job completed", model)
+
+    def _finish(self, job: Resource, status: str, secondary: str, message: str, model_uri: str | None) -> None:
+        now = self.d.clock.time()
+        transitions = close_transition(job.state.get("SecondaryStatusTransitions", []), now)
+        transitions.append({"Status": secondary, "StartTime": now, "EndTime": now, "StatusMessage": message})
+        state: dict[str, Any] = {"SecondaryStatus": secondary, "SecondaryStatusTransitions": transitions,
+                                 "TrainingEndTime": now}
+        start = job.state.get("TrainingStartTime")
+        if start:
+            seconds = max(1, int(round(now - start)))
+            state["TrainingTimeInSeconds"] = seconds
+            state["BillableTimeInSeconds"] = seconds
+        if status == "Failed":
+            state["FailureReason"] = message[:1024]
+        if model_uri:
+            state["ModelArtifacts"] = {"S3ModelArtifacts": model_uri}
+        transition(self.d.resources, job, status, now, **state)
+        log.info("training job %s: %s (%s)", job.name, status, secondary)
+
+    def _fail_internal(self, job: Resource, err: Exception) -> None:
+        fresh = self.d.resources.get(KIND, job.name)
+        if fresh is None or fresh.status not in ("InProgress", "Stopping"):
+            return
+        for h in fresh.state.get("_handles", []):
+            self.executor.kill(h)
+        try:
+            self._finish(fresh, "Failed", "Failed", f"InternalServerError: {type(err).__name__}: {err}", None)
+        except Exception:
+            log.exception("could not mark training job %s failed", job.name)
+
+    # -- launch --------------------------------------------------------------------------------------
+    def _launch(self, job: Resource) -> None:
+        req = job.request
+        resolved = resolve_image(req)
+        count = int((req.get("ResourceConfig") or {}).get("InstanceCount") or 1)
+        root = self.d.settings.jobs_dir / job.name
+        if root.exists():
+            shutil.rmtree(root)  # leftovers of an older job with this name (names are unique in the store)
+        output_prefix = req["OutputDataConfig"]["S3OutputPath"].rstrip("/") + f"/{job.name}/output"
+        now = self.d.clock.time()
+        epoch = int(now)
+        jobdirs, handles = [], []
+        for i in range(count):
+            jobdir = root / host_name(i)
+            self._write_configs(jobdir / "ml", req, i, count)
+            spec = self._jobspec(job, resolved, i, count, output_prefix)
+            spec.write(jobdir)
+            jobdirs.append(str(jobdir))
+        for d in jobdirs:
+            handles.append(self.executor.submit(Path(d)))
+        definitions = list(resolved.metric_definitions or []) + list(
+            (req.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or [])
+        state = {
+            "_handles": handles, "_jobdirs": jobdirs, "_model_uri": f"{output_prefix}/model.tar.gz",
+            "_streams": [f"{job.name}/{host_name(i)}-{epoch}" for i in range(count)],
+            "_log_offsets": [0] * count, "_event_offset": 0, "_metric_definitions": definitions,
+            "TrainingStartTime": now,
+        }
+        job.state.update(state)
+        self.d.resources.save(job, now)
+        log.info("training job %s: launched %d host(s) (%s)", job.name, count, resolved.kind)
+
+    def _jobspec(self, job: Resource, resolved: Any, index: int, count: int, output_prefix: str) -> JobSpec:
+        req = job.request
+        mode = (req.get("AlgorithmSpecification") or {}).get("TrainingInputMode") or "File"
+        channels = []
+        for ch in req.get("InputDataConfig") or []:
+            s3 = ch["DataSource"]["S3DataSource"]
+            channels.append(ChannelSpec(
+                name=ch["ChannelName"], s3_uri=s3["S3Uri"], s3_data_type=s3.get("S3DataType", "S3Prefix"),
+                distribution=s3.get("S3DataDistributionType") or "FullyReplicated",
+                input_mode=ch.get("InputMode") or mode, content_type=ch.get("ContentType"),
+                compression=ch.get("CompressionType") or "None",
+                record_wrapper=ch.get("RecordWrapperType") or "None",
+                attribute_names=s3.get("AttributeNames"),
+                shuffle_seed=(ch.get("ShuffleConfig") or {}).get("Seed")))
+        ckpt = req.get("CheckpointConfig") or {}
+        main = index == 0
+        return JobSpec(
+            job_name=job.name, job_arn=job.arn, kind="training", command=list(resolved.command),
+            environment=self._environment(job, resolved, index, count), channels=channels,
+            object_store=self.store_spec,
+            model_s3_uri=f"{output_prefix}/model.tar.gz" if main else None,
+            output_s3_uri=f"{output_prefix}/output.tar.gz" if main else None,
+            checkpoint_s3_uri=ckpt.get("S3Uri"),
+            checkpoint_local_path=ckpt.get("LocalPath") or "/opt/ml/checkpoints",
+            max_runtime_seconds=(req.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds"),
+            stop_grace_seconds=self.d.settings.stop_grace_seconds, host_index=index, host_count=count)
+
+    def _environment(self, job: Resource, resolved: Any, index: int, count: int) -> dict[str, str]:
+        s = self.d.settings
+        env = {
+            "TRAINING_JOB_NAME": job.name,
+            "TRAINING_JOB_ARN": job.arn,
+            "OPENSAGE_VENV_CACHE": str(s.venv_cache),
+            "AWS_ENDPOINT_URL_SAGEMAKER": s.endpoint_url,
+            "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": s.endpoint_url,
+            "AWS_ENDPOINT_URL_STS": s.endpoint_url,
+        }
+        env.update(job.request.get("Environment") or {})
+        return env
+
+    def _write_configs(self, ml: Path, req: dict[str, Any], index: int, count: int) -> None:
+        config = ml / "input" / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        mode = (req.get("AlgorithmSpecification") or {}).get("TrainingInputMode") or "File"
+        channels = {}
+        for ch in req.get("InputDataConfig") or []:
+            s3 = ch["DataSource"]["S3DataSource"]
+            entry = {"TrainingInputMode": ch.get("InputMode") or mode,
+                     "S3DistributionType": s3.get("S3DataDistributionType") or "FullyReplicated",
+                     "RecordWrapperType": ch.get("RecordWrapperType") or "None"}
+            if ch.get("ContentType"):
+                entry["ContentType"] = ch["ContentType"]
+            channels[ch["ChannelName"]] = entry
+        rc = req.get("ResourceConfig") or {}
+        hosts = [host_name(i) for i in range(count)]
+        instance_type = rc.get("InstanceType") or "ml.m5.large"
+        resource = {"current_host": host_name(index), "current_instance_type": instance_type,
+                    "current_group_name": "homogeneousCluster", "hosts": hosts,
+                    "instance_groups": [{"instance_group_name": "homogeneousCluster",
+                                         "instance_type": instance_type, "hosts": hosts}],
+                    "network_interface_name": "eth0"}
+        files = {"hyperparameters.json": req.get("HyperParameters") or {},
+                 "inputdataconfig.json": channels, "resourceconfig.json": resource}
+        ckpt = req.get("CheckpointConfig")
+        if ckpt:
+            files["checkpointconfig.json"] = {"LocalPath": ckpt.get("LocalPath") or "/opt/ml/checkpoints",
+                                              "S3Uri": ckpt["S3Uri"]}
+        for fname, content in files.items():
+            (config / fname).write_text(json.dumps(content))
+
+    # -- ingestion -----------------------------------------------------------------------------------
+    def _ingest(self, job: Resource) -> Resource:
+        st = job.state
+        jobdirs = [Path(p) for p in st["_jobdirs"]]
+        now = self.d.clock.time()
+        now_ms = int(now * 1000)
+        new_offsets = list(st["_log_offsets"])
+        batches: list[tuple[str, list[tuple[int, str]]]] = []
+        matcher = MetricMatcher.build(st.get("_metric_definitions") or [])
+        points: list[tuple[str, float, float]] = []
+        for i, d in enumerate(jobdirs):
+            lines, new_offsets[i] = read_new_lines(d / "logs" / f"{host_name(i)}.log", st["_log_offsets"][i])
+            events = [parse_log_line(line, now_ms) for line in lines]
+            if events:
+                batches.append((st["_streams"][i], events))
+            if i == 0:
+                for ts, text in events:
+                    points.extend((name, ts / 1000.0, value) for name, value in matcher.match(text))
+        phase_events, event_offset = read_events(jobdirs[0] / "events.jsonl", st["_event_offset"])
+        if not batches and not phase_events:
+            return job
+        st["_log_offsets"], st["_event_offset"] = new_offsets, event_offset
+        if points:
+            final = {m["MetricName"]: m for m in st.get("FinalMetricDataList", [])}
+            for name, ts, value in points:
+                final[name] = {"MetricName": name, "Value": value, "Timestamp": ts}
+            st["FinalMetricDataList"] = list(final.values())
+        for ev in phase_events:
+            status = ev.get("status")
+            if not status or status == st.get("SecondaryStatus"):
+                continue
+            t = float(ev.get("time") or now)
+            transitions = close_transition(st.get("SecondaryStatusTransitions", []), t)
+            transitions.append({"Status": status, "StartTime": t, "StatusMessage": ev.get("message", "")})
+            st["SecondaryStatusTransitions"], st["SecondaryStatus"] = transitions, status
+        with self.d.resources.engine.begin() as conn:
+            for stream, events in batches:
+                self.d.logs.append(LOG_GROUP, stream, events, now_ms, conn=conn)
+            self.d.metrics.put(METRICS_NAMESPACE, {"TrainingJobName": job.name}, points, conn=conn)
+            self.d.resources.save(job, now, conn=conn)
+        return job

@@ -1,0 +1,76 @@
+"""Shared fixtures: an in-process control plane served by uvicorn on a free port, driven by real boto3."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from opensage.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    settings: Settings
+    platform: object
+    url: str
+    s3_root: Path
+
+    def client(self, service: str, **kw):
+        return boto3.client(service, endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=self.settings.credentials.access_key,
+                            aws_secret_access_key=self.settings.credentials.secret_key,
+                            config=Config(retries={"max_attempts": 1}), **kw)
+
+    def store(self):
+        from opensage.app import object_store_spec
+        from opensage.objects import open_store
+
+        return open_store(object_store_spec(self.settings))
+
+
+def start_server(home: Path, **settings_overrides) -> Iterator[Server]:
+    import uvicorn
+
+    from opensage.app import create_app
+
+    s3_root = home / "s3"
+    s3_root.mkdir(parents=True, exist_ok=True)
+    settings = Settings.build(home, port=free_port(), s3_endpoint=f"file://{s3_root}", stop_grace_seconds=5,
+                              **settings_overrides)
+    platform = create_app(settings)
+    config = uvicorn.Config(platform.asgi, host="127.0.0.1", port=settings.port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield Server(settings, platform, settings.endpoint_url, s3_root)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    yield from start_server(tmp_path_factory.mktemp("home"))
+
+
+@pytest.fixture
+def sm(server):
+    return server.client("sagemaker")
