@@ -42,7 +42,7 @@ class Server:
         return open_store(object_store_spec(self.settings))
 
 
-def start_server(home: Path, **settings_overrides) -> Iterator[Server]:
+def start_server(home: Path, executor=None, **settings_overrides) -> Iterator[Server]:
     import uvicorn
 
     from opensage.app import create_app
@@ -51,7 +51,7 @@ def start_server(home: Path, **settings_overrides) -> Iterator[Server]:
     s3_root.mkdir(parents=True, exist_ok=True)
     settings = Settings.build(home, port=free_port(), s3_endpoint=f"file://{s3_root}", stop_grace_seconds=5,
                               **settings_overrides)
-    platform = create_app(settings)
+    platform = create_app(settings, executor=executor)
     config = uvicorn.Config(platform.asgi, host="127.0.0.1", port=settings.port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -74,3 +74,41 @@ def server(tmp_path_factory) -> Iterator[Server]:
 @pytest.fixture
 def sm(server):
     return server.client("sagemaker")
+
+
+@pytest.fixture(scope="module")
+def fake_server(tmp_path_factory) -> Iterator[Server]:
+    """A control plane whose executor only writes scripted agent files (no processes)."""
+    from opensage.executors.fake import FakeExecutor
+
+    yield from start_server(tmp_path_factory.mktemp("home"), executor=FakeExecutor())
+
+
+def wait_for_status(sm, name: str, timeout: float = 120.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_training_job(TrainingJobName=name)
+        if d["TrainingJobStatus"] not in ("InProgress", "Stopping"):
+            return d
+        time.sleep(0.2)
+    raise AssertionError(f"training job {name} still {d['TrainingJobStatus']} after {timeout}s")
+
+
+XGB_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+ROLE = "arn:aws:iam::000000000000:role/SageMakerRole"
+
+
+def training_request(name: str, bucket: str = "bucket1", **overrides) -> dict:
+    req = {
+        "TrainingJobName": name,
+        "RoleArn": ROLE,
+        "AlgorithmSpecification": {"TrainingImage": XGB_IMAGE, "TrainingInputMode": "File"},
+        "HyperParameters": {"num_round": "5", "objective": "binary:logistic"},
+        "InputDataConfig": [{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train"}}}],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/out"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    }
+    req.update(overrides)
+    return req

@@ -1,0 +1,35 @@
+# `make up` and `make test` are the two entry points; both run the idempotent `make install` first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test test-fast lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,torch]'
+	@touch $(STAMP)
+
+up: install
+	$(BIN)/opensage up $(ARGS)
+
+# The whole suite, parallel on the CI box's 2 cores. Slow end-to-end tests included.
+test: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+
+# Everything but the slow end-to-end tests.
+test-fast: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check opensage tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
