@@ -1,0 +1,28 @@
+"""Built-in XGBoost (SageMaker's ``sagemaker-xgboost`` image in algorithm mode): train.py, serve.py.
+
+Model files (``xgboost-model``, ``xgboost-checkpoint.<i>``) have no extension, as in SageMaker's 1.3+
+containers; they are written in xgboost's default UBJSON format and read back by content.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+def save_booster(booster: Any, target: Path) -> None:
+    """Atomically save ``booster`` (UBJSON) under an extension-less name."""
+    tmp = target.with_name(f".{target.name}.tmp.ubj")
+    booster.save_model(str(tmp))
+    os.replace(tmp, target)
+
+
+def load_booster(path: Path) -> Any:
+    """Load a Booster saved by ``save_model`` in any format (binary, UBJSON, JSON)."""
+    import xgboost as xgb
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Unknown file format.*")
+        return xgb.Booster(model_file=str(path))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from opensage.algorithms.content import ChannelData, DataError, MlPaths, read_channel, read_json
+from opensage.algorithms.xgboost import load_booster, save_booster
 from opensage.algorithms.xgboost.hyperparameters import (
     NATIVE_METRICS,
     HyperparameterError,
@@ -207,7 +208,7 @@ def latest_checkpoint(directory: Path | None) -> tuple[Path | None, int]:
                    reverse=True)
     for iteration, path in found:
         try:
-            xgb.Booster(model_file=str(path))
+            load_booster(path)
         except xgb.core.XGBoostError:
             log.warning("Skipping unreadable checkpoint %s", path)
             continue
@@ -259,13 +260,6 @@ def _fit(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dt
     target = paths.model / MODEL_FILENAME
     save_booster(booster, target)
     return target
-
-
-def save_booster(booster: Any, target: Path) -> None:
-    """Atomically save in xgboost's default (UBJSON) format under an extension-less name."""
-    tmp = target.with_name(f".{target.name}.tmp.ubj")
-    booster.save_model(str(tmp))
-    os.replace(tmp, target)
 
 
 def clean_xgboost_error(exc: BaseException) -> str:

@@ -1,0 +1,111 @@
+"""End-to-end process contract: ``python -m opensage.algorithms.xgboost.train`` in a temporary /opt/ml."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import opensage
+from opensage.algorithms.xgboost import load_booster
+
+REPO_ROOT = Path(opensage.__file__).resolve().parent.parent
+
+
+def _ml_root(tmp_path, hyperparameters, channels):
+    root = tmp_path / "ml"
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    config = {name: {"ContentType": "text/csv", "TrainingInputMode": "File",
+                     "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"} for name in channels}
+    (root / "input" / "config" / "inputdataconfig.json").write_text(json.dumps(config))
+    for name, rows in channels.items():
+        (root / "input" / "data" / name).mkdir(parents=True)
+        if rows is not None:
+            np.savetxt(root / "input" / "data" / name / "part-0.csv", rows, delimiter=",", fmt="%.10g")
+    return root
+
+
+def _run(root):
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(root),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "opensage.algorithms.xgboost.train"], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _breast_cancer():
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    return X[order], y[order]
+
+
+def test_train_process_breast_cancer_model_predicts_held_out(tmp_path):
+    X, y = _breast_cancer()
+    train, validation, test = slice(0, 380), slice(380, 470), slice(470, None)
+    root = _ml_root(tmp_path, {"num_round": "30", "objective": "binary:logistic", "max_depth": "3",
+                               "eta": "0.3", "eval_metric": "logloss,auc", "sagemaker_program_hint": "x"},
+                    {"train": np.column_stack([y[train], X[train]]),
+                     "validation": np.column_stack([y[validation], X[validation]])})
+    result = _run(root)
+    assert result.returncode == 0, result.stderr
+    assert "[0]\ttrain-logloss:" in result.stdout
+    assert "\tvalidation-auc:" in result.stdout.splitlines()[-1]
+    booster = load_booster(root / "model" / "xgboost-model")
+    import xgboost as xgb
+
+    accuracy = ((booster.predict(xgb.DMatrix(X[test])) > 0.5) == y[test]).mean()
+    assert accuracy > 0.9
+    assert not (root / "output" / "failure").exists()
+
+
+@pytest.mark.slow
+def test_train_process_checkpoints_written_and_resumed(tmp_path):
+    X, y = _breast_cancer()
+    root = _ml_root(tmp_path, {"num_round": "4", "objective": "binary:logistic"},
+                    {"train": np.column_stack([y, X])})
+    (root / "checkpoints").mkdir()
+    assert _run(root).returncode == 0
+    assert sorted(p.name for p in (root / "checkpoints").iterdir()) == [f"xgboost-checkpoint.{i}" for i in range(4)]
+    config = root / "input" / "config" / "hyperparameters.json"
+    config.write_text(json.dumps({"num_round": "6", "objective": "binary:logistic"}))
+    result = _run(root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("[4]\ttrain-logloss:")
+    assert "[5]\t" in result.stdout and "[3]\t" not in result.stdout
+    booster = load_booster(root / "model" / "xgboost-model")
+    assert booster.num_boosted_rounds() == 6
+
+
+@pytest.mark.parametrize(("hyperparameters", "channels", "expected"), [
+    ({"num_round": "5"}, {"train": None}, "Required channel 'train' is missing or empty"),
+    ({"num_round": "5", "eta": "7"}, {"train": np.ones((4, 3))}, "eta: value 7 is out of range"),
+    ({"num_round": "5", "objective": "binary:logistic"},
+     {"train": np.column_stack([[0, 1, 2, 0], np.ones((4, 2))])},
+     "XGBoost training failed: label must be in \\(0, 1\\) for logistic regression"),
+])
+def test_train_process_failure_writes_reason_and_exits_nonzero(tmp_path, hyperparameters, channels, expected):
+    import re
+
+    root = _ml_root(tmp_path, hyperparameters, channels)
+    result = _run(root)
+    assert result.returncode != 0
+    reason = (root / "output" / "failure").read_text()
+    assert re.search(expected, reason), reason
+    assert not (root / "model" / "xgboost-model").exists()
+
+
+def test_train_process_malformed_csv_failure_names_file_and_line(tmp_path):
+    root = _ml_root(tmp_path, {"num_round": "2"}, {"train": np.ones((5, 3))})
+    path = root / "input" / "data" / "train" / "part-0.csv"
+    lines = path.read_text().splitlines()
+    lines[3] = "1,oops,1"
+    path.write_text("\n".join(lines) + "\n")
+    result = _run(root)
+    assert result.returncode == 1
+    assert (root / "output" / "failure").read_text() == (
+        "train channel: file part-0.csv line 4: could not convert 'oops' to float")
