@@ -90,13 +90,23 @@ class S3Store:
 
     # -- reads ---------------------------------------------------------------------------------------
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix`` in UTF-8 byte order of keys.
+
+        The whole listing is collected and sorted before the first yield: SeaweedFS lists a directory's
+        children before a sibling such as ``a/b-`` (tree order, not S3's byte order), and channel
+        sharding and manifests depend on the exact order.
+        """
         paginator = self.client.get_paginator("list_objects_v2")
+        found: list[ObjectInfo] = []
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                for obj in page.get("Contents", ()):
-                    yield ObjectInfo(key=obj["Key"], size=int(obj["Size"]))
+                found.extend(
+                    ObjectInfo(key=obj["Key"], size=int(obj["Size"])) for obj in page.get("Contents", ())
+                )
         except _client_error() as exc:
             raise _translate(exc, bucket, prefix) from exc
+        found.sort(key=lambda info: info.key.encode("utf-8", "surrogatepass"))
+        yield from found
 
     def get_to_file(self, bucket: str, key: str, dest: Path) -> None:
         dest = Path(dest)

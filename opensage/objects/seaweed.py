@@ -324,6 +324,7 @@ class SeaweedServer:
             "-s3",
             f"-s3.port={p.s3}",
             f"-s3.port.grpc={p.s3_grpc}",
+            "-s3.autoCreateBucket=false",  # as on AWS: writing to a missing bucket is NoSuchBucket
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.localSocket={self._socket_path('s3', p.s3)}",

@@ -1,0 +1,174 @@
+"""SeaweedServer: a real ``weed`` on pinned loopback ports, requiring our credentials, keeping data."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from opensage.objects import s3 as s3_module
+from opensage.objects.s3 import S3Store
+from opensage.objects.seaweed import (
+    SeaweedError,
+    SeaweedServer,
+    find_weed_binary,
+    free_ports,
+)
+from tests.unit.objects.conftest import ACCESS_KEY, SECRET_KEY
+
+
+def _client(server: SeaweedServer, access_key: str, secret_key: str, **config: object):
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
+    )
+
+
+def test_seaweed_wrong_secret_is_refused(seaweed: SeaweedServer) -> None:
+    with pytest.raises(ClientError) as info:
+        _client(seaweed, ACCESS_KEY, "not-the-secret").list_buckets()
+    assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    assert _client(seaweed, ACCESS_KEY, SECRET_KEY).list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_seaweed_unknown_access_key_is_refused(seaweed: SeaweedServer) -> None:
+    with pytest.raises(ClientError) as info:
+        _client(seaweed, "SOMEONEELSE", SECRET_KEY).list_buckets()
+    assert info.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+
+def test_seaweed_anonymous_write_is_refused(seaweed: SeaweedServer) -> None:
+    S3Store(seaweed.endpoint_url, ACCESS_KEY, SECRET_KEY).ensure_bucket("anon-check")
+    anonymous = _client(seaweed, ACCESS_KEY, SECRET_KEY, signature_version=UNSIGNED)
+    with pytest.raises(ClientError) as info:
+        anonymous.put_object(Bucket="anon-check", Key="k", Body=b"x")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] in (401, 403)
+    with pytest.raises(ClientError):
+        anonymous.list_objects_v2(Bucket="anon-check")
+
+
+def test_seaweed_listens_only_on_its_pinned_loopback_ports(seaweed: SeaweedServer) -> None:
+    assert seaweed.ports is not None and seaweed.pid is not None
+    listening = _listening_tcp(seaweed.pid)
+    assert listening, "weed has no listening TCP socket"
+    assert {host for host, _ in listening} == {"127.0.0.1"}
+    assert {port for _, port in listening} <= set(seaweed.ports.all())
+    assert 8080 not in seaweed.ports.all()
+    assert len(set(seaweed.ports.all())) == 8
+
+
+def test_seaweed_put_file_above_threshold_is_uploaded_in_parts(
+    seaweed: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    monkeypatch.setattr(s3_module, "MULTIPART_CHUNKSIZE", 5 * 1024 * 1024)
+    store = S3Store(seaweed.endpoint_url, ACCESS_KEY, SECRET_KEY)
+    store.ensure_bucket("multipart-check")
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(11 * 1024 * 1024))
+    store.put_file("multipart-check", "big", src)
+    etag = store.client.head_object(Bucket="multipart-check", Key="big")["ETag"]
+    assert etag.strip('"').endswith("-3")
+
+
+def test_seaweed_restart_same_data_dir_keeps_objects_and_endpoint(tmp_path: Path) -> None:
+    server = SeaweedServer(tmp_path / "sw", 0, ACCESS_KEY, SECRET_KEY)
+    try:
+        server.start()
+        first_startup = server.wait_ready(timeout=60)
+        endpoint = server.endpoint_url
+        store = S3Store(endpoint, ACCESS_KEY, SECRET_KEY)
+        store.ensure_bucket("durable")
+        store.put_bytes("durable", "models/m.tar.gz", b"weights")
+        server.stop(grace_seconds=1)  # kill after 1 s: what a crash leaves must be enough
+        assert not server.is_running()
+        server.start()
+        second_startup = server.wait_ready(timeout=60)
+        assert server.endpoint_url == endpoint
+        assert store.get_bytes("durable", "models/m.tar.gz") == b"weights"
+        store.put_bytes("durable", "after-restart", b"ok")
+        assert [o.key for o in store.list("durable", "")] == ["after-restart", "models/m.tar.gz"]
+    finally:
+        server.stop(grace_seconds=1)
+    assert first_startup < 60 and second_startup < 60
+    assert not (tmp_path / "sw" / "weed.pid").exists()
+
+
+def test_seaweed_stale_weed_on_same_data_dir_is_reaped_on_start(tmp_path: Path) -> None:
+    crashed_owner = SeaweedServer(tmp_path / "sw", 0, ACCESS_KEY, SECRET_KEY)
+    successor = SeaweedServer(tmp_path / "sw", 0, ACCESS_KEY, SECRET_KEY)
+    try:
+        crashed_owner.start()
+        stale_pid = crashed_owner.pid
+        successor.start()  # must stop the stale weed first, or both would write the same files
+        assert crashed_owner._proc is not None and crashed_owner._proc.poll() is not None
+        assert successor.pid != stale_pid
+        successor.wait_ready(timeout=60)
+    finally:
+        crashed_owner.stop(grace_seconds=1)
+        successor.stop(grace_seconds=1)
+
+
+def test_seaweed_s3_port_in_use_raises_seaweed_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = SeaweedServer(tmp_path / "sw", port, ACCESS_KEY, SECRET_KEY)
+        try:
+            with pytest.raises(SeaweedError, match=f"S3 port {port}"):
+                server.start()
+            assert not server.is_running()
+        finally:
+            server.stop(grace_seconds=1)
+
+
+def test_seaweed_endpoint_url_before_start_raises_runtime_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="start"):
+        _ = SeaweedServer(tmp_path, 0, ACCESS_KEY, SECRET_KEY).endpoint_url
+
+
+def test_find_weed_binary_returns_an_executable() -> None:
+    binary = find_weed_binary()
+    assert binary.name == "weed" and os.access(binary, os.X_OK)
+
+
+def test_free_ports_are_distinct_and_bindable() -> None:
+    ports = free_ports(8)
+    assert len(set(ports)) == 8
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
+def _listening_tcp(pid: int) -> set[tuple[str, int]]:
+    """(host, port) of every TCP socket in LISTEN state owned by ``pid`` (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:
+                found.add((_proc_host(local.split(":")[0]), int(local.split(":")[1], 16)))
+    return found
+
+
+def _proc_host(hex_addr: str) -> str:
+    if len(hex_addr) == 8:
+        return socket.inet_ntop(socket.AF_INET, bytes.fromhex(hex_addr)[::-1])
+    return "ipv6:" + hex_addr
