@@ -143,7 +143,7 @@ def _layer_on_platform(venv: Path) -> None:
     venv_site = Path(out.stdout.strip())
     venv_site.mkdir(parents=True, exist_ok=True)
     dirs = [d for d in platform_site_dirs() if Path(d).resolve() != venv_site.resolve()]
-    (venv_site / PTH_NAME).write_text(f"import site; [site.addsitedir(d) for d in {dirs!r}]\n")
+    (venv_site / PTH_NAME).write_text(f"import site; list(map(site.addsitedir, {dirs!r}))\n")
     for name in ("pip", "pip3"):  # the platform's pip, run by the venv's python, installs into the venv
         shim = venv / "bin" / name
         shim.write_text(f'#!/bin/sh\nexec "{venv_python(venv)}" -m pip "$@"\n')
