@@ -357,10 +357,9 @@ class SeaweedServer:
         """Stop a weed left running on this data_dir by a previous (crashed) owner."""
         try:
             pid = int(self.pid_path.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return
-        if any(arg == f"-dir={self.storage_dir}".encode() for arg in cmdline):
+        if f"-dir={self.storage_dir}".encode() in _cmdline(pid):
             _kill_pid(pid, DEFAULT_STOP_GRACE_SECONDS)
         self.pid_path.unlink(missing_ok=True)
 
@@ -442,6 +441,19 @@ def _kill_pid(pid: int, grace_seconds: float) -> None:
             os.kill(pid, signal.SIGKILL)
         while _alive(pid):
             time.sleep(0.05)
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    """argv of ``pid`` ([] if gone). Right after exec the kernel can briefly report it empty: retry."""
+    for _ in range(20):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return []
+        if raw:
+            return raw.split(b"\0")
+        time.sleep(0.05)
+    return []
 
 
 def _alive(pid: int) -> bool:

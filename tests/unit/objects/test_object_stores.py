@@ -16,7 +16,6 @@ from opensage.objects.memory import MemoryStore
 from opensage.objects.s3 import S3Store
 from opensage.objects.seaweed import SeaweedServer
 from opensage.runner.jobspec import ObjectStoreSpec
-from tests.unit.objects.conftest import ACCESS_KEY, SECRET_KEY
 
 _bucket_numbers = itertools.count()
 
@@ -28,7 +27,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "file":
         return FileStore(tmp_path / "root")
     server: SeaweedServer = request.getfixturevalue("seaweed")
-    return S3Store(server.endpoint_url, ACCESS_KEY, SECRET_KEY)
+    return S3Store(server.endpoint_url, server.access_key, server.secret_key)
 
 
 @pytest.fixture

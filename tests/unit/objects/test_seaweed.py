@@ -20,7 +20,9 @@ from opensage.objects.seaweed import (
     find_weed_binary,
     free_ports,
 )
-from tests.unit.objects.conftest import ACCESS_KEY, SECRET_KEY
+
+ACCESS_KEY = "RESTARTTESTKEY"
+SECRET_KEY = "restart-test-secret-abcdef"
 
 
 def _client(server: SeaweedServer, access_key: str, secret_key: str, **config: object):
@@ -36,20 +38,20 @@ def _client(server: SeaweedServer, access_key: str, secret_key: str, **config: o
 
 def test_seaweed_wrong_secret_is_refused(seaweed: SeaweedServer) -> None:
     with pytest.raises(ClientError) as info:
-        _client(seaweed, ACCESS_KEY, "not-the-secret").list_buckets()
+        _client(seaweed, seaweed.access_key, "not-the-secret").list_buckets()
     assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
-    assert _client(seaweed, ACCESS_KEY, SECRET_KEY).list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert _client(seaweed, seaweed.access_key, seaweed.secret_key).list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
 def test_seaweed_unknown_access_key_is_refused(seaweed: SeaweedServer) -> None:
     with pytest.raises(ClientError) as info:
-        _client(seaweed, "SOMEONEELSE", SECRET_KEY).list_buckets()
+        _client(seaweed, "SOMEONEELSE", seaweed.secret_key).list_buckets()
     assert info.value.response["Error"]["Code"] == "InvalidAccessKeyId"
 
 
 def test_seaweed_anonymous_write_is_refused(seaweed: SeaweedServer) -> None:
-    S3Store(seaweed.endpoint_url, ACCESS_KEY, SECRET_KEY).ensure_bucket("anon-check")
-    anonymous = _client(seaweed, ACCESS_KEY, SECRET_KEY, signature_version=UNSIGNED)
+    S3Store(seaweed.endpoint_url, seaweed.access_key, seaweed.secret_key).ensure_bucket("anon-check")
+    anonymous = _client(seaweed, seaweed.access_key, seaweed.secret_key, signature_version=UNSIGNED)
     with pytest.raises(ClientError) as info:
         anonymous.put_object(Bucket="anon-check", Key="k", Body=b"x")
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] in (401, 403)
@@ -72,7 +74,7 @@ def test_seaweed_put_file_above_threshold_is_uploaded_in_parts(
 ) -> None:
     monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
     monkeypatch.setattr(s3_module, "MULTIPART_CHUNKSIZE", 5 * 1024 * 1024)
-    store = S3Store(seaweed.endpoint_url, ACCESS_KEY, SECRET_KEY)
+    store = S3Store(seaweed.endpoint_url, seaweed.access_key, seaweed.secret_key)
     store.ensure_bucket("multipart-check")
     src = tmp_path / "big"
     src.write_bytes(os.urandom(11 * 1024 * 1024))
