@@ -12,7 +12,8 @@ from pathlib import Path
 from opensage.settings import Settings
 
 PROFILE = "opensage"
-CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker_runtime", "sts", "logs")
+# Keys are botocore service ids in snake_case: "CloudWatch Logs" -> cloudwatch_logs (not "logs").
+CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker_runtime", "sts", "cloudwatch_logs")
 
 
 def config_paths(home: Path) -> dict[str, Path]:
