@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -124,14 +125,20 @@ class SeaweedServer:
         secret_key: str,
         host: str = "127.0.0.1",
         binary: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
-        """``s3_port=0`` picks a free port (kept in ports.json for the next start)."""
+        """``s3_port=0`` picks a free port (kept in ports.json for the next start).
+
+        ``die_with_parent``: Linux only, weed gets SIGTERM when the thread that called ``start()`` exits
+        (PR_SET_PDEATHSIG), so a killed owner cannot leak it. Call ``start()`` from a long-lived thread.
+        """
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.access_key = access_key
         self.secret_key = secret_key
         self._requested_s3_port = s3_port
         self._binary = binary
+        self._die_with_parent = die_with_parent
         self.ports: SeaweedPorts | None = None
         self.startup_seconds: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -190,6 +197,7 @@ class SeaweedServer:
             cwd=self.data_dir,
             env=env,
             start_new_session=True,  # the control plane stops it explicitly; a terminal ^C must not
+            preexec_fn=_parent_death_signal() if self._die_with_parent else None,
         )
         self.pid_path.write_text(str(self._proc.pid))
 
@@ -360,7 +368,7 @@ class SeaweedServer:
         except (OSError, ValueError):
             return
         if f"-dir={self.storage_dir}".encode() in _cmdline(pid):
-            _kill_pid(pid, DEFAULT_STOP_GRACE_SECONDS)
+            _kill_pid(pid, 2.0)  # its owner is gone, so nobody is writing through it
         self.pid_path.unlink(missing_ok=True)
 
     def _probe_client(self) -> Any:
@@ -441,6 +449,24 @@ def _kill_pid(pid: int, grace_seconds: float) -> None:
             os.kill(pid, signal.SIGKILL)
         while _alive(pid):
             time.sleep(0.05)
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to SIGTERM the child when its parent thread exits (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: the child only calls it
+    parent = os.getpid()
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def set_signal() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sigterm)
+
+    return set_signal
 
 
 def _cmdline(pid: int) -> list[bytes]:

@@ -83,6 +83,7 @@ def test_seaweed_put_file_above_threshold_is_uploaded_in_parts(
     assert etag.strip('"').endswith("-3")
 
 
+@pytest.mark.slow  # two weed startups: ~9 s alone, up to ~17 s on a busy 2-core machine
 def test_seaweed_restart_same_data_dir_keeps_objects_and_endpoint(tmp_path: Path) -> None:
     server = SeaweedServer(tmp_path / "sw", 0, ACCESS_KEY, SECRET_KEY)
     try:
@@ -174,3 +175,46 @@ def _proc_host(hex_addr: str) -> str:
     if len(hex_addr) == 8:
         return socket.inet_ntop(socket.AF_INET, bytes.fromhex(hex_addr)[::-1])
     return "ipv6:" + hex_addr
+
+
+_ORPHANING_OWNER = """
+import os, sys
+from pathlib import Path
+from opensage.objects.seaweed import SeaweedServer
+server = SeaweedServer(Path(sys.argv[1]), 0, "AK", "SK", die_with_parent=True)
+server.start()
+print(server.pid, flush=True)
+os._exit(0)  # a crashed owner: no stop()
+"""
+
+
+def test_seaweed_die_with_parent_gets_sigterm_when_owner_dies(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    owner = subprocess.run(
+        [sys.executable, "-c", _ORPHANING_OWNER, str(tmp_path / "sw")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    pid = int(owner.stdout.strip())
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            log = (tmp_path / "sw" / "weed.log").read_text(errors="replace")
+            if not _pid_alive(pid) or "Gracefully stopping" in log or "received signal" in log.lower():
+                break
+            time.sleep(0.2)
+        log = (tmp_path / "sw" / "weed.log").read_text(errors="replace")
+        assert not _pid_alive(pid) or "Gracefully stopping" in log, log[-2000:]
+    finally:
+        if _pid_alive(pid):
+            os.kill(pid, 9)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
