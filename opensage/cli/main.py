@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home_path = Path(home).expanduser().resolve()
     lock = _lock(home_path)
+    # Python's default SIGTERM skips `finally`; make it unwind so SeaweedFS and jobs are stopped too.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     settings = Settings.build(home_path, host=host, port=port, db_url=db, s3_endpoint=s3_endpoint)
     seaweed = None
     try:
@@ -61,7 +64,8 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
             from opensage.objects.seaweed import SeaweedServer
 
             seaweed = SeaweedServer(home_path / "s3", 0, settings.credentials.access_key,
-                                    settings.credentials.secret_key, host="127.0.0.1")
+                                    settings.credentials.secret_key, host="127.0.0.1",
+                                    die_with_parent=True)
             seaweed.start()
             click.echo("Starting the object store (SeaweedFS)...", err=True)
             seaweed.wait_ready(timeout=120)
@@ -73,6 +77,10 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
         if seaweed is not None:
             seaweed.stop()
         lock.close()
+
+
+def _exit_on_signal(signum, frame) -> None:  # noqa: ANN001
+    raise SystemExit(128 + signum)
 
 
 def _serve(settings: Settings, lock) -> None:
@@ -88,12 +96,10 @@ def _serve(settings: Settings, lock) -> None:
     lock.truncate()
     lock.write(json.dumps({"pid": os.getpid(), "url": settings.endpoint_url}))
     lock.flush()
-    exports = env_exports(settings.home)
     click.echo(f"OpenSage control plane on {settings.endpoint_url}, S3 on {settings.s3_endpoint}", err=True)
     click.echo(f"Client config written to {paths['config']}. In another shell run:\n"
                f"  eval \"$({shlex.quote(sys.argv[0])} env --home {shlex.quote(str(settings.home))})\"",
                err=True)
-    del exports
     uvicorn.run(platform.asgi, host=settings.host, port=settings.port, log_level="warning",
                 timeout_graceful_shutdown=5)
 

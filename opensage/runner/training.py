@@ -253,6 +253,10 @@ class TrainingReconciler:
             "AWS_ENDPOINT_URL_SAGEMAKER": s.endpoint_url,
             "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": s.endpoint_url,
             "AWS_ENDPOINT_URL_STS": s.endpoint_url,
+            # The local S3 gateway can answer 500/503 for a moment while it starts or is busy; retry like
+            # a production client would instead of failing the job.
+            "AWS_RETRY_MODE": "standard",
+            "AWS_MAX_ATTEMPTS": "10",
         }
         env.update(job.request.get("Environment") or {})
         return env
