@@ -3,10 +3,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# SDK v3 (`sagemaker` 3.x) cannot share a venv with SDK v2; its end-to-end test runs it from here.
+SDK3_VENV := .venv-sdk3
+SDK3_STAMP := $(SDK3_VENV)/.installed
 
-.PHONY: install up test test-fast lint bench clean
+.PHONY: install install-sdk3 up test test-fast lint bench clean
 
 install: $(STAMP)
+
+install-sdk3: $(SDK3_STAMP)
+
+$(SDK3_STAMP):
+	@test -x $(SDK3_VENV)/bin/python || $(PYTHON) -m venv $(SDK3_VENV)
+	$(SDK3_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SDK3_VENV)/bin/python -m pip install -q 'sagemaker==3.27.0'
+	@touch $(SDK3_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +29,7 @@ up: install
 	$(BIN)/opensage up $(ARGS)
 
 # The whole suite, parallel on the CI box's 2 cores. Slow end-to-end tests included.
-test: install
+test: install install-sdk3
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
 # Everything but the slow end-to-end tests.
@@ -32,4 +43,4 @@ bench: install
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(SDK3_VENV) .pytest_cache build *.egg-info

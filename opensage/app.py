@@ -15,6 +15,7 @@ from opensage.runner.jobspec import ObjectStoreSpec
 from opensage.runner.training import TrainingReconciler
 from opensage.server.routes import build_routes
 from opensage.services.base import Deps
+from opensage.services.iam import IamService
 from opensage.services.logs import LogsService
 from opensage.services.sts import StsService
 from opensage.services.tags import TagService
@@ -68,6 +69,7 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     dispatcher.register("sagemaker", TagService(deps))
     dispatcher.register("logs", LogsService(deps))
     dispatcher.register("sts", StsService(deps))
+    dispatcher.register("iam", IamService(deps))
 
     platform: Platform
 

@@ -161,5 +161,20 @@ def parse_query_protocol(service: str, body: bytes, query: str) -> ParsedRequest
     op = model.operation_model(name)
     form.pop("Version", None)
     shape = op.input_shape
-    params = {k: _scalar(v, shape.members[k]) for k, v in form.items() if shape and k in shape.members}
+    params: dict[str, Any] = {}
+    lists: dict[str, list[tuple[int, str]]] = {}
+    for key, value in form.items():
+        name, _, rest = key.partition(".")
+        member = shape.members.get(name) if shape else None
+        if member is None:
+            continue
+        if member.type_name == "list" and rest.startswith("member."):
+            # Flat lists of scalars: Name.member.1=a&Name.member.2=b
+            index = rest.removeprefix("member.")
+            if index.isdigit():
+                lists.setdefault(name, []).append((int(index), value))
+        elif not rest:
+            params[name] = _scalar(value, member)
+    for name, items in lists.items():
+        params[name] = [_scalar(v, shape.members[name].member) for _, v in sorted(items)]
     return ParsedRequest(service, op, params)

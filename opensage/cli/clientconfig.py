@@ -13,7 +13,7 @@ from opensage.settings import Settings
 
 PROFILE = "opensage"
 # Keys are botocore service ids in snake_case: "CloudWatch Logs" -> cloudwatch_logs (not "logs").
-CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker_runtime", "sts", "cloudwatch_logs")
+CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker_runtime", "sts", "cloudwatch_logs", "iam")
 
 
 def config_paths(home: Path) -> dict[str, Path]:

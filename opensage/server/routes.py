@@ -17,7 +17,7 @@ from opensage.errors import AccessDenied, InternalFailure, ServiceError, Unknown
 log = logging.getLogger(__name__)
 
 JSON_TARGETS = {"SageMaker": "sagemaker", "Logs_20140328": "logs"}
-XMLNS = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
+XMLNS = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/", "iam": "https://iam.amazonaws.com/doc/2010-05-08/"}
 AMZ_JSON = "application/x-amz-json-1.1"
 
 
