@@ -108,3 +108,45 @@ def test_script_that_raises_fails_job_with_actionable_reason(sm_session, tmp_pat
     with pytest.raises(Exception) as e:
         est.fit(logs=False)
     assert "ValueError: column price has text in row 7" in str(e.value)
+
+
+def test_pytorch_estimator_entry_point_trains_on_cpu(sm_session, tmp_path):
+    from sagemaker.pytorch import PyTorch
+
+    bucket = sm_session.default_bucket()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 3))
+    y = X @ np.array([1.5, -2.0, 0.5]) + 0.1
+    data = tmp_path / "data.csv"
+    np.savetxt(data, np.column_stack([y, X]), delimiter=",")
+    uri = sm_session.upload_data(str(data), bucket=bucket, key_prefix="e2e/pt/train")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.py").write_text(textwrap.dedent('''
+        import argparse, os, numpy as np, torch
+        p = argparse.ArgumentParser()
+        p.add_argument("--epochs", type=int)
+        p.add_argument("--lr", type=float)
+        a = p.parse_args()
+        d = np.loadtxt(os.path.join(os.environ["SM_CHANNEL_TRAINING"], "data.csv"), delimiter=",")
+        X, y = torch.tensor(d[:, 1:], dtype=torch.float32), torch.tensor(d[:, :1], dtype=torch.float32)
+        model = torch.nn.Linear(3, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=a.lr)
+        for epoch in range(a.epochs):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(X), y)
+            loss.backward()
+            opt.step()
+        print(f"final_loss={loss.item():.6f}", flush=True)
+        torch.save(model.state_dict(), os.path.join(os.environ["SM_MODEL_DIR"], "model.pth"))
+    '''))
+    est = PyTorch(entry_point="train.py", source_dir=str(src), framework_version="2.1", py_version="py310",
+                  role=ROLE, instance_count=1, instance_type="ml.m5.large", sagemaker_session=sm_session,
+                  output_path=f"s3://{bucket}/e2e/pt/out", hyperparameters={"epochs": 200, "lr": 0.1},
+                  metric_definitions=[{"Name": "loss", "Regex": "final_loss=([0-9.]+)"}])
+    est.fit(uri, logs=False)
+    desc = est.latest_training_job.describe()
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["FinalMetricDataList"][0]["Value"] < 0.01
+    model_dir = _load_model_tar(sm_session, est.model_data, tmp_path)
+    assert (model_dir / "model.pth").exists()
