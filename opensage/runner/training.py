@@ -45,6 +45,7 @@ class TrainingReconciler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._gone_since: dict[str, float] = {}
+        self._known: set[str] = set()
 
     # -- loop ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -110,6 +111,14 @@ class TrainingReconciler:
     def _settle(self, job: Resource, platform_shutdown: bool = False) -> None:
         job = self._ingest(job)
         jobdirs = [Path(p) for p in job.state["_jobdirs"]]
+        if job.name not in self._known:
+            # First sight in this process: maybe started by an earlier control plane. Tell the executor
+            # which job dir each handle belongs to, so a reused pid is not mistaken for our agent.
+            self._known.add(job.name)
+            adopt = getattr(self.executor, "adopt", None)
+            if adopt is not None:
+                for handle, jobdir in zip(job.state["_handles"], jobdirs, strict=True):
+                    adopt(handle, jobdir)
         results = [JobResult.read(d) for d in jobdirs]
         handles = job.state["_handles"]
         if job.status == "Stopping" and not job.state.get("_stop_sent"):
@@ -138,8 +147,10 @@ class TrainingReconciler:
     def _conclude(self, job: Resource, results: list[JobResult | None], platform_shutdown: bool) -> None:
         main = results[0]
         assert main is not None
+        # exit_code is the user process's; a failure_reason alone (e.g. the upload after exit 0 failed, or
+        # the command never started: exit_code None) also fails the job.
         failed = next((r for r in results if r and not (r.stopped or r.max_runtime_exceeded)
-                       and r.exit_code != 0), None)
+                       and (r.exit_code != 0 or r.failure_reason)), None)
         model = job.state["_model_uri"] if main.model_uploaded else None
         if platform_shutdown and job.status != "Stopping":
             self._finish(job, "Failed", "Failed", "InternalServerError: the OpenSage platform was shut down "
@@ -205,6 +216,7 @@ class TrainingReconciler:
             jobdirs.append(str(jobdir))
         for d in jobdirs:
             handles.append(self.executor.submit(Path(d)))
+        self._known.add(job.name)
         definitions = list(resolved.metric_definitions or []) + list(
             (req.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or [])
         state = {
