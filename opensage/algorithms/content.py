@@ -108,7 +108,11 @@ def read_json(path: Path, default: Any) -> Any:
 
 @dataclass
 class ChannelData:
-    """One channel's rows: features (dense float32 ndarray or scipy CSR), labels, optional weights/qid."""
+    """One channel's rows: features, labels, optional weights/qid.
+
+    ``features`` is a dense float32 ndarray or a scipy CSR matrix; with ``arrow=True`` CSV and Parquet
+    channels give a float32 ``pyarrow.Table`` instead (xgboost takes it without a row-major copy).
+    """
 
     features: Any
     labels: np.ndarray
@@ -117,7 +121,17 @@ class ChannelData:
 
     @property
     def num_rows(self) -> int:
-        return int(self.features.shape[0])
+        return int(self.features.shape[0]) if hasattr(self.features, "shape") else int(self.features.num_rows)
+
+    @property
+    def num_columns(self) -> int:
+        return int(self.features.shape[1]) if hasattr(self.features, "shape") else int(self.features.num_columns)
+
+    def dense_or_sparse(self) -> Any:
+        """The features as an ndarray (Arrow tables converted) or the CSR matrix."""
+        if hasattr(self.features, "shape"):
+            return self.features
+        return _table_to_matrix(self.features, 0)
 
 
 def parse_content_type(content_type: str | None, *, default: str = LIBSVM) -> tuple[str, dict[str, str]]:
@@ -246,7 +260,7 @@ def _table_to_matrix(table: Any, first: int) -> np.ndarray:
     return out
 
 
-def _read_csv_source(channel: str, source: Source, csv_weights: bool) -> ChannelData:
+def _read_csv_source(channel: str, source: Source, csv_weights: bool, arrow: bool = False) -> ChannelData:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -259,7 +273,7 @@ def _read_csv_source(channel: str, source: Source, csv_weights: bool) -> Channel
     try:
         table = pacsv.read_csv(
             _csv_stream(source),
-            read_options=pacsv.ReadOptions(column_names=names, block_size=16 << 20),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=4 << 20),
             parse_options=pacsv.ParseOptions(delimiter=","),
             convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float32())),
         )
@@ -268,7 +282,11 @@ def _read_csv_source(channel: str, source: Source, csv_weights: bool) -> Channel
     first = 2 if csv_weights else 1
     labels = table.column(0).to_numpy()
     weights = table.column(1).to_numpy() if csv_weights else None
-    return ChannelData(_table_to_matrix(table, first), labels, weights)
+    return ChannelData(_features(table, first, arrow), labels, weights)
+
+
+def _features(table: Any, first: int, arrow: bool) -> Any:
+    return table.select(list(range(first, table.num_columns))) if arrow else _table_to_matrix(table, first)
 
 
 # ---------------------------------------------------------------------------------------------- libsvm
@@ -354,7 +372,7 @@ def _read_libsvm_source(channel: str, source: Source) -> ChannelData:
 # ---------------------------------------------------------------------------------------------- parquet / recordio
 
 
-def _read_parquet_source(channel: str, source: Source) -> ChannelData:
+def _read_parquet_source(channel: str, source: Source, arrow: bool = False) -> ChannelData:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -366,7 +384,7 @@ def _read_parquet_source(channel: str, source: Source) -> ChannelData:
         raise DataError(f"{channel} channel: file {source.name}: not readable as numeric Parquet ({exc})") from None
     if table.num_columns < 2:
         raise DataError(f"{channel} channel: file {source.name}: Parquet needs a label column and features")
-    return ChannelData(_table_to_matrix(table, 1), table.column(0).to_numpy())
+    return ChannelData(_features(table, 1, arrow), table.column(0).to_numpy())
 
 
 def _read_recordio_source(channel: str, source: Source) -> ChannelData:
@@ -389,17 +407,22 @@ def _concat(channel: str, parts: list[ChannelData]) -> ChannelData:
         return parts[0]
     import scipy.sparse as sp
 
-    if any(sp.issparse(p.features) for p in parts):
+    widths = {p.num_columns for p in parts}
+    if all(not hasattr(p.features, "shape") for p in parts) and len(widths) == 1:
+        import pyarrow as pa
+
+        tables = [p.features.rename_columns([f"f{i}" for i in range(p.num_columns)]) for p in parts]
+        features: Any = pa.concat_tables(tables)
+    elif any(sp.issparse(p.features) for p in parts):
         width = max(p.features.shape[1] for p in parts)
         mats = [sp.csr_matrix(p.features) for p in parts]
         mats = [m if m.shape[1] == width else sp.csr_matrix((m.data, m.indices, m.indptr),
                                                             shape=(m.shape[0], width)) for m in mats]
-        features: Any = sp.vstack(mats, format="csr")
+        features = sp.vstack(mats, format="csr")
     else:
-        widths = {p.features.shape[1] for p in parts}
         if len(widths) > 1:
             raise DataError(f"{channel} channel: files have different numbers of columns ({sorted(widths)})")
-        features = np.concatenate([p.features for p in parts])
+        features = np.concatenate([p.dense_or_sparse() for p in parts])
     labels = np.concatenate([p.labels for p in parts])
     weights = None
     if any(p.weights is not None for p in parts):
@@ -411,14 +434,15 @@ def _concat(channel: str, parts: list[ChannelData]) -> ChannelData:
     return ChannelData(features, labels, weights, qid)
 
 
-def read_source(channel: str, source: Source, fmt: str, *, csv_weights: bool = False) -> ChannelData:
+def read_source(channel: str, source: Source, fmt: str, *, csv_weights: bool = False,
+                arrow: bool = False) -> ChannelData:
     """Rows of one source in format ``fmt``."""
     if fmt == CSV:
-        return _read_csv_source(channel, source, csv_weights)
+        return _read_csv_source(channel, source, csv_weights, arrow)
     if fmt == LIBSVM:
         return _read_libsvm_source(channel, source)
     if fmt == PARQUET:
-        return _read_parquet_source(channel, source)
+        return _read_parquet_source(channel, source, arrow)
     if fmt == RECORDIO:
         return _read_recordio_source(channel, source)
     raise DataError(f"{channel} channel: unsupported format {fmt!r}")
@@ -426,14 +450,17 @@ def read_source(channel: str, source: Source, fmt: str, *, csv_weights: bool = F
 
 def read_channel(channel: str, *, data_dir: Path | None = None, content_type: str | None = None,
                  input_mode: str = "File", record_wrapper: str | None = None,
-                 csv_weights: bool = False) -> ChannelData | None:
-    """Every row of a channel (files concatenated in sorted order); None if it has no data."""
+                 csv_weights: bool = False, arrow: bool = False) -> ChannelData | None:
+    """Every row of a channel (files concatenated in sorted order); None if it has no data.
+
+    ``arrow=True`` lets CSV/Parquet features stay a float32 ``pyarrow.Table`` (see ChannelData).
+    """
     fmt, params = parse_content_type(content_type)
     if fmt == CSV and params.get("label_size", "1") != "1":
         raise DataError(f"{channel} channel: text/csv label_size must be 1, got {params['label_size']!r}")
     data_dir = data_dir if data_dir is not None else MlPaths.from_env().data
     sources = channel_sources(channel, data_dir, input_mode=input_mode, record_wrapper=record_wrapper, fmt=fmt)
-    parts = [read_source(channel, s, fmt, csv_weights=csv_weights) for s in sources]
+    parts = [read_source(channel, s, fmt, csv_weights=csv_weights, arrow=arrow) for s in sources]
     parts = [p for p in parts if p.num_rows]
     return _concat(channel, parts) if parts else None
 

@@ -35,7 +35,6 @@ MODEL_FILENAME = "xgboost-model"
 CHECKPOINT_PREFIX = "xgboost-checkpoint"
 CHECKPOINTS_TO_KEEP = 5
 TRAIN, VALIDATION = "train", "validation"
-_HIST_METHODS = (None, "auto", "hist")
 
 
 class UserError(Exception):
@@ -62,7 +61,8 @@ def load_channels(paths: MlPaths, data_config: dict[str, Any], csv_weights: bool
         cfg = _channel_config(data_config, name)
         return read_channel(name, data_dir=paths.data, content_type=cfg.get("ContentType", default_type),
                             input_mode=cfg.get("TrainingInputMode", "File"),
-                            record_wrapper=cfg.get("RecordWrapperType"), csv_weights=weights)
+                            record_wrapper=cfg.get("RecordWrapperType"), csv_weights=weights,
+                            arrow=True)
 
     train = read(TRAIN, csv_weights)
     if train is None:
@@ -79,35 +79,28 @@ def load_channels(paths: MlPaths, data_config: dict[str, Any], csv_weights: bool
     return train, validation
 
 
-def _uses_quantile_dmatrix(params: dict[str, Any]) -> bool:
-    return params.get("booster", "gbtree") != "gblinear" and params.get("tree_method") in _HIST_METHODS \
-        and "updater" not in params and params.get("process_type", "default") == "default"
-
-
-def build_dmatrix(data: ChannelData, params: dict[str, Any], ref: Any = None) -> Any:
-    """A DMatrix (a QuantileDMatrix for the hist method, which is what training builds anyway)."""
+def build_dmatrix(data: ChannelData, params: dict[str, Any]) -> Any:
+    """A DMatrix of the channel (Arrow tables go in column-wise, without a row-major copy)."""
     import xgboost as xgb
 
-    kwargs: dict[str, Any] = {"label": data.labels, "weight": data.weights, "qid": data.qid,
-                              "nthread": params.get("nthread", -1), "missing": np.nan}
-    if _uses_quantile_dmatrix(params):
-        if "max_bin" in params:
-            kwargs["max_bin"] = params["max_bin"]
-        return xgb.QuantileDMatrix(data.features, ref=ref, **kwargs)
-    return xgb.DMatrix(data.features, **kwargs)
+    dmatrix = xgb.DMatrix(data.features, label=data.labels, weight=data.weights, qid=data.qid,
+                          nthread=params.get("nthread", -1), missing=np.nan)
+    dmatrix.feature_names = None  # CSV/Parquet column names are not features' names in SageMaker models
+    dmatrix.feature_types = None
+    return dmatrix
 
 
 def _align_widths(train: ChannelData, validation: ChannelData | None) -> None:
     """Sparse channels can disagree on their widest column; pad both to the same width."""
     if validation is None:
         return
-    width = max(train.features.shape[1], validation.features.shape[1])
+    width = max(train.num_columns, validation.num_columns)
     for data in (train, validation):
-        if data.features.shape[1] != width:
+        if data.num_columns != width:
             if not hasattr(data.features, "tocsr"):
-                raise UserError(f"train has {train.features.shape[1]} feature columns but validation has "
-                                f"{validation.features.shape[1]}; both channels need the same columns.")
-            data.features.resize((data.features.shape[0], width))
+                raise UserError(f"train has {train.num_columns} feature columns but validation has "
+                                f"{validation.num_columns}; both channels need the same columns.")
+            data.features.resize((data.num_rows, width))
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -234,7 +227,7 @@ def train(paths: MlPaths) -> Path:
     evals = [(dtrain, TRAIN)]
     if validation_data is not None:
         log.info("Validation matrix has %d rows", validation_data.num_rows)
-        evals.append((build_dmatrix(validation_data, params, ref=dtrain), VALIDATION))
+        evals.append((build_dmatrix(validation_data, params), VALIDATION))
     del train_data, validation_data
     return _fit(paths, hps, params, dtrain, evals, xgb)
 

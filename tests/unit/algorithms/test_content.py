@@ -173,3 +173,19 @@ def test_parse_payload_csv_and_libsvm_without_label():
     np.testing.assert_array_equal(parse_payload(b"1,2\n3,4\n", "text/csv"), [[1, 2], [3, 4]])
     features = parse_payload(b"0:1 2:3\n1:5\n", "text/libsvm")
     np.testing.assert_array_equal(features.toarray(), [[1, 0, 3], [0, 5, 0]])
+
+
+def test_read_channel_arrow_csv_files_concatenated_as_table(tmp_path):
+    _write(tmp_path / "train" / "a.csv", "1,0.5,2\n")
+    _write(tmp_path / "train" / "b.csv", "0,1.5,3\n1,2.5,4\n")
+    data = read_channel("train", data_dir=tmp_path, content_type="text/csv", arrow=True)
+    assert data.num_rows == 3 and data.num_columns == 2 and not hasattr(data.features, "shape")
+    np.testing.assert_array_equal(data.dense_or_sparse(), [[0.5, 2], [1.5, 3], [2.5, 4]])
+    np.testing.assert_array_equal(data.labels, [1, 0, 1])
+
+
+def test_read_channel_csv_files_with_different_widths_raises(tmp_path):
+    _write(tmp_path / "train" / "a.csv", "1,0.5,2\n")
+    _write(tmp_path / "train" / "b.csv", "0,1.5\n")
+    with pytest.raises(DataError, match="different numbers of columns"):
+        read_channel("train", data_dir=tmp_path, content_type="text/csv")

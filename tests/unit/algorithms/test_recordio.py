@@ -79,3 +79,14 @@ def test_encode_label_records_scores_readable_by_sdk():
     body = recordio.encode_label_records({"score": np.array([0.25, 0.75])})
     records = common.read_records(io.BytesIO(body))
     assert [list(r.label["score"].float32_tensor.values) for r in records] == [[0.25], [0.75]]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int32])
+def test_decode_matrix_float64_and_int32_tensors_decoded(dtype):
+    array = (np.arange(24).reshape(6, 4) * 3).astype(dtype)
+    buf = io.BytesIO()
+    common.write_numpy_to_dense_tensor(buf, array.astype(np.float64) if dtype == np.float64 else array.astype(int),
+                                       np.zeros(6))
+    features, labels = recordio.decode_matrix(buf.getvalue())
+    np.testing.assert_array_equal(features, array.astype(np.float32))
+    np.testing.assert_array_equal(labels, np.zeros(6))
