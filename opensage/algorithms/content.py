@@ -121,17 +121,23 @@ class ChannelData:
 
     @property
     def num_rows(self) -> int:
-        return int(self.features.shape[0]) if hasattr(self.features, "shape") else int(self.features.num_rows)
+        return int(self.features.shape[0])
 
     @property
     def num_columns(self) -> int:
-        return int(self.features.shape[1]) if hasattr(self.features, "shape") else int(self.features.num_columns)
+        return int(self.features.shape[1])
+
+    @property
+    def is_arrow(self) -> bool:
+        return _is_arrow_table(self.features)
 
     def dense_or_sparse(self) -> Any:
         """The features as an ndarray (Arrow tables converted) or the CSR matrix."""
-        if hasattr(self.features, "shape"):
-            return self.features
-        return _table_to_matrix(self.features, 0)
+        return _table_to_matrix(self.features, 0) if self.is_arrow else self.features
+
+
+def _is_arrow_table(value: Any) -> bool:
+    return type(value).__module__.startswith("pyarrow") and hasattr(value, "column_names")
 
 
 def parse_content_type(content_type: str | None, *, default: str = LIBSVM) -> tuple[str, dict[str, str]]:
@@ -408,7 +414,7 @@ def _concat(channel: str, parts: list[ChannelData]) -> ChannelData:
     import scipy.sparse as sp
 
     widths = {p.num_columns for p in parts}
-    if all(not hasattr(p.features, "shape") for p in parts) and len(widths) == 1:
+    if all(p.is_arrow for p in parts) and len(widths) == 1:
         import pyarrow as pa
 
         tables = [p.features.rename_columns([f"f{i}" for i in range(p.num_columns)]) for p in parts]

@@ -9,7 +9,7 @@ reported naming the parameter and what it accepts. Keys starting with ``sagemake
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +83,6 @@ class Spec:
     name: str
     kind: str  # "int" | "float" | "cat" | "list" | "str"
     range: Interval | tuple[str, ...] | None = None
-    parse: Callable[[str], Any] | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         if isinstance(self.range, Interval):

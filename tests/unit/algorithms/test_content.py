@@ -179,7 +179,7 @@ def test_read_channel_arrow_csv_files_concatenated_as_table(tmp_path):
     _write(tmp_path / "train" / "a.csv", "1,0.5,2\n")
     _write(tmp_path / "train" / "b.csv", "0,1.5,3\n1,2.5,4\n")
     data = read_channel("train", data_dir=tmp_path, content_type="text/csv", arrow=True)
-    assert data.num_rows == 3 and data.num_columns == 2 and not hasattr(data.features, "shape")
+    assert data.num_rows == 3 and data.num_columns == 2 and data.is_arrow
     np.testing.assert_array_equal(data.dense_or_sparse(), [[0.5, 2], [1.5, 3], [2.5, 4]])
     np.testing.assert_array_equal(data.labels, [1, 0, 1])
 
