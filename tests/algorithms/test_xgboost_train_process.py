@@ -109,3 +109,43 @@ def test_train_process_malformed_csv_failure_names_file_and_line(tmp_path):
     assert result.returncode == 1
     assert (root / "output" / "failure").read_text() == (
         "train channel: file part-0.csv line 4: could not convert 'oops' to float")
+
+
+def _write_config(root, hyperparameters, data_config):
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    (root / "input" / "config" / "inputdataconfig.json").write_text(json.dumps(data_config))
+
+
+def test_train_process_recordio_multiclass_early_stopping(tmp_path):
+    from opensage.algorithms import recordio
+
+    rng = np.random.default_rng(0)
+    X = rng.random((600, 4)).astype(np.float32)
+    y = (X[:, 0] * 3).astype(np.int64).astype(np.float32)
+    root = tmp_path / "ml"
+    _write_config(root, {"num_round": "200", "objective": "multi:softprob", "num_class": "3",
+                         "eval_metric": "mlogloss,accuracy", "early_stopping_rounds": "3", "eta": "0.9"},
+                  {ch: {"ContentType": "application/x-recordio-protobuf"} for ch in ("train", "validation")})
+    for channel, rows in (("train", slice(0, 500)), ("validation", slice(500, None))):
+        (root / "input" / "data" / channel).mkdir(parents=True)
+        (root / "input" / "data" / channel / "data.pbr").write_bytes(recordio.encode_dense(X[rows], y[rows]))
+    result = _run(root)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert "\tvalidation-mlogloss:" in last and "\tvalidation-accuracy:" in last
+    assert len(result.stdout.strip().splitlines()) < 200  # stopped early
+    booster = load_booster(root / "model" / "xgboost-model")
+    import xgboost as xgb
+
+    assert booster.predict(xgb.DMatrix(X[:2])).shape == (2, 3)
+
+
+def test_train_process_libsvm_is_default_content_type(tmp_path):
+    root = tmp_path / "ml"
+    _write_config(root, {"num_round": "3"}, {"train": {"TrainingInputMode": "File"}})
+    (root / "input" / "data" / "train").mkdir(parents=True)
+    (root / "input" / "data" / "train" / "part").write_text("1 0:1 2:3\n0 1:2\n1 0:2 2:1\n0 1:1\n")
+    result = _run(root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("[0]\ttrain-rmse:")

@@ -173,6 +173,15 @@ class XGBoostHyperparameters:
     csv_weights: bool = False
     eval_metrics: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    tuning_metric: str | None = None  # e.g. "auc" from _tuning_objective_metric "validation:auc"
+
+    @property
+    def stopping_metric(self) -> str | None:
+        """The metric early stopping watches: the tuning objective, else the last eval_metric."""
+        return self.tuning_metric or (self.eval_metrics[-1] if self.eval_metrics else None)
+
+    def maximize(self, metric: str) -> bool:
+        return metric.split("@")[0] in MAXIMIZE_METRICS
 
     @property
     def objective(self) -> str:
@@ -314,9 +323,22 @@ def _xgboost_params(values: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _tuning_metric(raw: Mapping[str, Any], values: dict[str, Any]) -> str | None:
+    """The metric of ``_tuning_objective_metric`` (``validation:auc`` -> ``auc``), added to eval_metric."""
+    objective = raw.get("_tuning_objective_metric")
+    if not objective:
+        return None
+    metric = _check_metric(_strip(str(objective)).split(":", 1)[-1])
+    metrics = values.setdefault("eval_metric", [])
+    if metric not in metrics:
+        metrics.append(metric)
+    return metric
+
+
 def parse_hyperparameters(raw: Mapping[str, Any]) -> XGBoostHyperparameters:
     """Validated XGBoost hyperparameters from the HyperParameters map (string values)."""
     values = parse_values(raw)
+    tuning_metric = _tuning_metric(raw, values)
     return XGBoostHyperparameters(
         num_round=int(values["num_round"]),
         params=_xgboost_params(values),
@@ -324,4 +346,5 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> XGBoostHyperparameters:
         csv_weights=bool(values.get("csv_weights", 0)),
         eval_metrics=list(values.get("eval_metric", [])),
         raw=values,
+        tuning_metric=tuning_metric,
     )

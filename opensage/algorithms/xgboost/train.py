@@ -190,6 +190,15 @@ def make_checkpointer(directory: Path, start_iteration: int) -> Any:
     return Checkpointer()
 
 
+def make_early_stopping(hps: XGBoostHyperparameters, data_name: str, xgb: Any) -> Any:
+    """Stop when the watched metric (tuning objective or last eval_metric) has not improved on the last
+    eval set (validation when present) for early_stopping_rounds; direction from SageMaker's metric lists."""
+    metric = hps.stopping_metric
+    maximize = hps.maximize(metric) if metric else None
+    return xgb.callback.EarlyStopping(rounds=hps.early_stopping_rounds, metric_name=metric, data_name=data_name,
+                                      maximize=maximize, save_best=False)
+
+
 def latest_checkpoint(directory: Path | None) -> tuple[Path | None, int]:
     """(path of the newest loadable checkpoint, rounds it holds) or (None, 0)."""
     import xgboost as xgb
@@ -241,9 +250,10 @@ def _fit(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dt
     callbacks = [make_eval_logger(start)]
     if checkpoint_dir is not None:
         callbacks.append(make_checkpointer(checkpoint_dir, start))
+    if hps.early_stopping_rounds:
+        callbacks.append(make_early_stopping(hps, evals[-1][1], xgb))
     try:
         booster = xgb.train(params, dtrain, num_boost_round=max(hps.num_round - start, 0), evals=evals,
-                            early_stopping_rounds=hps.early_stopping_rounds,
                             custom_metric=custom_metric_for(hps.eval_metrics),
                             xgb_model=str(resume_from) if resume_from else None,
                             verbose_eval=False, callbacks=callbacks)

@@ -75,3 +75,10 @@ def test_parse_hyperparameters_legacy_values_mapped_for_modern_xgboost():
     assert "predictor" not in hps.params
     assert "eval_metric" not in hps.params  # sklearn-only metrics are computed by a custom metric
     assert hps.eval_metrics == ["accuracy", "mse"]
+
+
+def test_parse_hyperparameters_tuning_metric_added_and_watched():
+    hps = parse_hyperparameters({"num_round": "5", "objective": "binary:logistic", "eval_metric": "logloss",
+                                 "_tuning_objective_metric": "validation:accuracy"})
+    assert hps.eval_metrics == ["logloss", "accuracy"]
+    assert hps.stopping_metric == "accuracy" and hps.maximize("accuracy") and not hps.maximize("logloss")
