@@ -69,6 +69,8 @@ def test_train_process_checkpoints_written_and_resumed(tmp_path):
     root = _ml_root(tmp_path, {"num_round": "4", "objective": "binary:logistic"},
                     {"train": np.column_stack([y, X])})
     (root / "checkpoints").mkdir()
+    (root / "input" / "config" / "checkpointconfig.json").write_text(
+        json.dumps({"LocalPath": "/opt/ml/checkpoints", "S3Uri": "s3://b/ckpt"}))
     assert _run(root).returncode == 0
     assert sorted(p.name for p in (root / "checkpoints").iterdir()) == [f"xgboost-checkpoint.{i}" for i in range(4)]
     config = root / "input" / "config" / "hyperparameters.json"

@@ -3,7 +3,7 @@
 Reads the SageMaker ``/opt/ml`` tree (``SAGEMAKER_BASE_DIR`` relocates it), trains with ``xgboost.train``
 using evals named ``train`` and ``validation``, prints xgboost's eval log (``[i]\\ttrain-rmse:...``) like the
 sagemaker-xgboost container, saves ``model/xgboost-model`` with ``Booster.save_model``, and checkpoints every
-round to ``checkpoints/xgboost-checkpoint.<i>`` when that directory exists (resuming from the latest one).
+round to ``checkpoints/xgboost-checkpoint.<i>`` when the job has a CheckpointConfig (resuming from the latest one).
 Any failure is written to ``output/failure`` and the process exits non-zero.
 """
 
@@ -199,6 +199,20 @@ def make_early_stopping(hps: XGBoostHyperparameters, data_name: str, xgb: Any) -
                                       maximize=maximize, save_best=False)
 
 
+def checkpoint_directory(paths: Any) -> Path | None:
+    """Checkpoint only when the job asked for it (CheckpointConfig -> input/config/checkpointconfig.json,
+    whose LocalPath is mapped under the ml root), as SageMaker's container does: saving every round costs."""
+    config = paths.root / "input" / "config" / "checkpointconfig.json"
+    if not config.exists():
+        return None
+    import json
+
+    local = json.loads(config.read_text()).get("LocalPath") or "/opt/ml/checkpoints"
+    directory = paths.root / local.removeprefix("/opt/ml/") if local.startswith("/opt/ml/") else Path(local)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
 def latest_checkpoint(directory: Path | None) -> tuple[Path | None, int]:
     """(path of the newest loadable checkpoint, rounds it holds) or (None, 0)."""
     import xgboost as xgb
@@ -243,7 +257,7 @@ def train(paths: MlPaths) -> Path:
 
 def _fit(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dtrain: Any,
          evals: list[tuple[Any, str]], xgb: Any) -> Path:
-    checkpoint_dir = paths.checkpoints if paths.checkpoints.is_dir() else None
+    checkpoint_dir = checkpoint_directory(paths)
     resume_from, start = latest_checkpoint(checkpoint_dir)
     if resume_from is not None:
         log.info("Resuming from checkpoint %s (iteration %d)", resume_from, start)
