@@ -5,12 +5,22 @@ HTTP and a gRPC port. Every one of them is pinned to a free port on ``host`` (by
 be HTTP + 10000 and the volume server would take 8080, colliding with model servers). The ports are kept in
 ``<data_dir>/ports.json`` and reused on restart when still free, so the cluster identity stays stable.
 
+Clients talk to ``endpoint_url`` (port ``s3``): a small in-process proxy (``sse_proxy.SseKmsProxy``) that
+relays everything to weed's S3 gateway (port ``s3_backend``) and stores ``aws:kms`` uploads, which weed
+4.48 cannot serve without a key id, as plain objects (see that module). SSE-S3 (``AES256``) is served by
+weed itself with a key derived from ``sse.key`` (``WEED_S3_SSE_KEY``).
+
+weed also opens gRPC unix sockets at the fixed paths ``/tmp/seaweedfs-<kind>-grpc-<grpc port>.sock`` (no flag
+moves or disables them). They cannot collide between live instances, since each is named after a TCP port
+that instance holds; on stop we remove only our own that nothing listens on any more.
+
 Layout of ``data_dir``::
 
     weed.log     everything weed prints (appended across restarts)
     weed.pid     pid of the running weed (a stale one from a crashed control plane is reaped on start)
     ports.json   the pinned ports
     s3.json      S3 identities: only our access key / secret is accepted (mode 0600)
+    sse.key      secret SSE-S3 keys are derived from (mode 0600); losing it loses AES256-encrypted objects
     data/        master, volume and filer state: objects survive a restart with the same data_dir
 """
 
@@ -19,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,11 +43,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from opensage.objects.sse_proxy import SseKmsProxy
+
 # SIGTERM takes ~15 s to finish: the filer waits that long for the S3 gateway's metadata subscription to
 # close. Every acknowledged write is already in the volume files and the filer's leveldb journal (the
 # restart test kills weed after 1 s and finds its objects), so after this grace weed is killed.
 DEFAULT_STOP_GRACE_SECONDS = 5.0
 _SOCKET_KINDS = ("master", "volume", "filer", "s3")
+# Environment weed must not inherit: it turns AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY into an extra admin
+# identity, which would let whatever credentials the control plane happens to hold into the object store.
+_STRIPPED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+PROBE_BUCKET = "opensage-readiness-probe"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -105,8 +122,9 @@ class SeaweedPorts:
     volume_grpc: int
     filer: int
     filer_grpc: int
-    s3: int
+    s3: int  # what clients use: our proxy
     s3_grpc: int
+    s3_backend: int = 0  # weed's own S3 gateway (0 in a ports.json written before the proxy existed)
 
     def all(self) -> list[int]:
         return list(asdict(self).values())
@@ -142,6 +160,7 @@ class SeaweedServer:
         self.ports: SeaweedPorts | None = None
         self.startup_seconds: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._proxy: SseKmsProxy | None = None
         self._log: IO[bytes] | None = None
         self._started_at = 0.0
 
@@ -153,6 +172,10 @@ class SeaweedServer:
     @property
     def pid_path(self) -> Path:
         return self.data_dir / "weed.pid"
+
+    @property
+    def sse_key_path(self) -> Path:
+        return self.data_dir / "sse.key"
 
     @property
     def storage_dir(self) -> Path:
@@ -185,9 +208,10 @@ class SeaweedServer:
         self._log = open(self.log_path, "ab")
         self._log.write(f"\n=== opensage: starting weed at {time.ctime()}: {' '.join(argv)}\n".encode())
         self._log.flush()
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
         # One volume per collection (bucket) instead of 7: keeps disk and memory small on one machine.
         env.setdefault("WEED_MASTER_VOLUME_GROWTH_COPY_1", "1")
+        env["WEED_S3_SSE_KEY"] = self._sse_key()  # SSE-S3 on; also gives weed's STS its signing key
         self._started_at = time.monotonic()
         self._proc = subprocess.Popen(
             argv,
@@ -200,12 +224,16 @@ class SeaweedServer:
             preexec_fn=_parent_death_signal() if self._die_with_parent else None,
         )
         self.pid_path.write_text(str(self._proc.pid))
+        self._start_proxy()
 
     def wait_ready(self, timeout: float = 60.0) -> float:
-        """Block until S3 answers ListBuckets with our credentials and a volume server has registered.
+        """Block until the gateway serves what clients do, through ``endpoint_url``.
 
-        Returns the seconds since ``start()``. Raises SeaweedError (with the log tail) if weed exits or
-        does not answer within ``timeout``.
+        Ready means, in one pass: ListBuckets with our credentials, a volume server registered with the
+        master, and in the bucket ``PROBE_BUCKET`` (created if needed): PutObject (with SSE-KMS, as the
+        SageMaker SDK sends it), HeadObject, GetObject returning the bytes, DeleteObject, and HeadObject of
+        a missing key answering 404 (not 500). Returns the seconds since ``start()``. Raises SeaweedError
+        (with the log tail) if weed exits or is not ready within ``timeout``.
         """
         if self._proc is None:
             raise RuntimeError("SeaweedServer.wait_ready() before start()")
@@ -232,6 +260,9 @@ class SeaweedServer:
         """SIGTERM, wait up to ``grace_seconds``, then SIGKILL. Idempotent; returns weed's exit code."""
         proc, self._proc = self._proc, None
         code: int | None = None
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
         if proc is not None:
             code = _terminate(proc, grace_seconds)
         if self._log is not None:
@@ -274,20 +305,22 @@ class SeaweedServer:
         saved = self._saved_ports()
         ports = saved if saved and self._internal_ports_free(saved, requested) else None
         while ports is None:
-            candidate = SeaweedPorts(*free_ports(8, self.host))
+            candidate = SeaweedPorts(*free_ports(9, self.host))
             if requested not in candidate.all():
                 ports = candidate
         if requested:
             ports.s3 = requested
         elif not port_is_free(ports.s3, self.host):
             ports.s3 = _free_port_except(ports.all(), self.host)
+        if not ports.s3_backend:
+            ports.s3_backend = _free_port_except(ports.all() + [requested], self.host)
         tmp = self.data_dir / "ports.json.tmp"
         tmp.write_text(json.dumps(asdict(ports), indent=1))
         os.replace(tmp, self.data_dir / "ports.json")
         return ports
 
     def _internal_ports_free(self, ports: SeaweedPorts, s3_port: int) -> bool:
-        internal = [port for name, port in asdict(ports).items() if name != "s3"]
+        internal = [port for name, port in asdict(ports).items() if name != "s3" and port]
         return s3_port not in internal and all(port_is_free(port, self.host) for port in internal)
 
     def _saved_ports(self) -> SeaweedPorts | None:
@@ -331,12 +364,12 @@ class SeaweedServer:
             f"-filer.port.grpc={p.filer_grpc}",
             f"-filer.localSocket={self._socket_path('filer', p.filer)}",
             "-s3",
-            f"-s3.port={p.s3}",
+            f"-s3.port={p.s3_backend}",
             f"-s3.port.grpc={p.s3_grpc}",
             "-s3.autoCreateBucket=false",  # as on AWS: writing to a missing bucket is NoSuchBucket
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
-            f"-s3.localSocket={self._socket_path('s3', p.s3)}",
+            f"-s3.localSocket={self._socket_path('s3', p.s3_backend)}",
             f"-s3.config={s3_config}",
         ]
 
@@ -355,11 +388,39 @@ class SeaweedServer:
         tmp = Path(tempfile.gettempdir())
         stale = [tmp / f"seaweedfs-{kind}-grpc-{port}.sock" for kind, port in zip(
             _SOCKET_KINDS, (p.master_grpc, p.volume_grpc, p.filer_grpc, p.s3_grpc), strict=True)]
-        stale += [Path(self._socket_path("filer", p.filer)), Path(self._socket_path("s3", p.s3))]
+        stale += [Path(self._socket_path("filer", p.filer)), Path(self._socket_path("s3", p.s3_backend))]
         for path in stale:
             with contextlib.suppress(OSError):
-                if path.is_socket():
+                if path.is_socket() and not _socket_is_live(path):
                     path.unlink()
+
+    def _sse_key(self) -> str:
+        """The SSE-S3 secret of this data_dir, created once (objects encrypted with it need it forever)."""
+        try:
+            key = self.sse_key_path.read_text().strip()
+        except FileNotFoundError:
+            key = ""
+        if key:
+            return key
+        key = secrets.token_hex(32)
+        fd = os.open(self.sse_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        return key
+
+    def _start_proxy(self) -> None:
+        assert self.ports is not None
+        proxy = SseKmsProxy(self.host, self.ports.s3, self.host, self.ports.s3_backend,
+                            {self.access_key: self.secret_key})
+        try:
+            proxy.start()
+        except OSError as exc:
+            self.stop(grace_seconds=2)
+            raise SeaweedError(
+                f"S3 port {self.ports.s3} on {self.host} could not be bound ({exc}); "
+                "choose another port for the object store (or 0 for any free port)"
+            ) from exc
+        self._proxy = proxy
 
     def _reap_stale(self) -> None:
         """Stop a weed left running on this data_dir by a previous (crashed) owner."""
@@ -396,6 +457,11 @@ class SeaweedServer:
             return False, f"S3 ListBuckets: {exc}"
         if not self._volume_server_registered():
             return False, "no volume server registered with the master yet"
+        for step, call in _readiness_steps(client):
+            try:
+                call()
+            except Exception as exc:  # noqa: BLE001
+                return False, f"S3 {step}: {exc}"
         return True, ""
 
     def _volume_server_registered(self) -> bool:
@@ -410,6 +476,47 @@ class SeaweedServer:
         return any(
             rack.get("DataNodes") for dc in centers for rack in (dc.get("Racks") or [])
         )
+
+
+def _readiness_steps(client: Any) -> list[tuple[str, Callable[[], None]]]:
+    """What real clients do first, on a probe key: each step raises unless the gateway answered right."""
+    bucket, key, body = PROBE_BUCKET, f"probe-{os.getpid()}-{time.monotonic_ns()}", b"opensage readiness"
+
+    def ensure_bucket() -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+                raise
+            client.create_bucket(Bucket=bucket)
+
+    def get() -> None:
+        if client.get_object(Bucket=bucket, Key=key)["Body"].read() != body:
+            raise SeaweedError("GetObject returned other bytes than were put")
+
+    def head_missing() -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                return
+            raise
+        raise SeaweedError("HeadObject of a deleted key did not answer 404")
+
+    return [
+        ("HeadBucket/CreateBucket", ensure_bucket),
+        ("PutObject (SSE-KMS)", lambda: client.put_object(
+            Bucket=bucket, Key=key, Body=body, ServerSideEncryption="aws:kms")),
+        ("HeadObject", lambda: client.head_object(Bucket=bucket, Key=key)),
+        ("GetObject", get),
+        ("DeleteObject", lambda: client.delete_object(Bucket=bucket, Key=key)),
+        ("HeadObject of a missing key", head_missing),
+    ]
 
 
 def _url_host(host: str) -> str:
@@ -480,6 +587,17 @@ def _cmdline(pid: int) -> list[bytes]:
             return raw.split(b"\0")
         time.sleep(0.05)
     return []
+
+
+def _socket_is_live(path: Path) -> bool:
+    """Whether a process accepts connections on the unix socket ``path`` (so it is not ours to remove)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _alive(pid: int) -> bool:

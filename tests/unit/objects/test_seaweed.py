@@ -15,7 +15,9 @@ from botocore.exceptions import ClientError
 from opensage.objects import s3 as s3_module
 from opensage.objects.s3 import S3Store
 from opensage.objects.seaweed import (
+    PROBE_BUCKET,
     SeaweedError,
+    SeaweedPorts,
     SeaweedServer,
     find_weed_binary,
     free_ports,
@@ -66,7 +68,8 @@ def test_seaweed_listens_only_on_its_pinned_loopback_ports(seaweed: SeaweedServe
     assert {host for host, _ in listening} == {"127.0.0.1"}
     assert {port for _, port in listening} <= set(seaweed.ports.all())
     assert 8080 not in seaweed.ports.all()
-    assert len(set(seaweed.ports.all())) == 8
+    assert len(set(seaweed.ports.all())) == 9
+    assert seaweed.ports.s3 not in {port for _, port in listening}  # clients reach weed through the proxy
 
 
 def test_seaweed_put_file_above_threshold_is_uploaded_in_parts(
@@ -81,6 +84,62 @@ def test_seaweed_put_file_above_threshold_is_uploaded_in_parts(
     store.put_file("multipart-check", "big", src)
     etag = store.client.head_object(Bucket="multipart-check", Key="big")["ETag"]
     assert etag.strip('"').endswith("-3")
+
+
+def test_seaweed_put_object_sse_kms_without_key_id_round_trips(seaweed: SeaweedServer) -> None:
+    """What SDK v2 sends for sourcedir.tar.gz: aws:kms and no key id (AWS's default aws/s3 key)."""
+    client = _client(seaweed, seaweed.access_key, seaweed.secret_key)
+    S3Store(seaweed.endpoint_url, seaweed.access_key, seaweed.secret_key).ensure_bucket("sse-kms")
+    client.put_object(Bucket="sse-kms", Key="code/sourcedir.tar.gz", Body=b"tarball", ServerSideEncryption="aws:kms")
+    assert client.get_object(Bucket="sse-kms", Key="code/sourcedir.tar.gz")["Body"].read() == b"tarball"
+    client.put_object(Bucket="sse-kms", Key="with-key", Body=b"keyed", ServerSideEncryption="aws:kms",
+                      SSEKMSKeyId="arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+    assert client.get_object(Bucket="sse-kms", Key="with-key")["Body"].read() == b"keyed"
+
+
+def test_seaweed_upload_file_sse_kms_multipart_round_trips(seaweed: SeaweedServer, tmp_path: Path) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    client = _client(seaweed, seaweed.access_key, seaweed.secret_key)
+    S3Store(seaweed.endpoint_url, seaweed.access_key, seaweed.secret_key).ensure_bucket("sse-kms-parts")
+    src = tmp_path / "model.tar.gz"
+    src.write_bytes(os.urandom(11 * 1024 * 1024))
+    parts = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+    client.upload_file(str(src), "sse-kms-parts", "model.tar.gz",
+                       ExtraArgs={"ServerSideEncryption": "aws:kms"}, Config=parts)
+    assert client.head_object(Bucket="sse-kms-parts", Key="model.tar.gz")["ETag"].strip('"').endswith("-3")
+    got = client.get_object(Bucket="sse-kms-parts", Key="model.tar.gz")["Body"].read()
+    assert got == src.read_bytes()
+
+
+def test_seaweed_put_object_sse_s3_is_encrypted_and_round_trips(seaweed: SeaweedServer) -> None:
+    client = _client(seaweed, seaweed.access_key, seaweed.secret_key)
+    S3Store(seaweed.endpoint_url, seaweed.access_key, seaweed.secret_key).ensure_bucket("sse-s3")
+    client.put_object(Bucket="sse-s3", Key="k", Body=b"secret bytes", ServerSideEncryption="AES256")
+    got = client.get_object(Bucket="sse-s3", Key="k")
+    assert got["ServerSideEncryption"] == "AES256" and got["Body"].read() == b"secret bytes"
+    assert (seaweed.sse_key_path.stat().st_mode & 0o777) == 0o600
+
+
+def test_seaweed_fresh_start_is_ready_for_objects_and_ignores_env_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # weed would turn these into an extra admin identity if it inherited them
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEYFROMCONTROLPLANE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret-from-control-plane")
+    server = SeaweedServer(tmp_path / "sw", 0, ACCESS_KEY, SECRET_KEY)
+    try:
+        server.start()
+        server.wait_ready(timeout=60)
+        client = _client(server, ACCESS_KEY, SECRET_KEY)
+        with pytest.raises(ClientError) as missing:  # at once: no warm-up, no 500
+            client.head_object(Bucket=PROBE_BUCKET, Key="never-written")
+        assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+        with pytest.raises(ClientError) as env_identity:
+            _client(server, "ENVKEYFROMCONTROLPLANE", "env-secret-from-control-plane").list_buckets()
+        assert env_identity.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    finally:
+        server.stop(grace_seconds=1)
 
 
 @pytest.mark.slow  # two weed startups: ~9 s alone, up to ~17 s on a busy 2-core machine
@@ -117,9 +176,35 @@ def test_seaweed_stale_weed_on_same_data_dir_is_reaped_on_start(tmp_path: Path) 
         assert crashed_owner._proc is not None and crashed_owner._proc.poll() is not None
         assert successor.pid != stale_pid
         successor.wait_ready(timeout=60)
+        crashed_owner.stop(grace_seconds=1)  # same ports: its cleanup must not break the successor
+        client = _client(successor, ACCESS_KEY, SECRET_KEY)
+        client.put_object(Bucket=PROBE_BUCKET, Key="after-cleanup", Body=b"ok")
+        assert client.get_object(Bucket=PROBE_BUCKET, Key="after-cleanup")["Body"].read() == b"ok"
     finally:
         crashed_owner.stop(grace_seconds=1)
         successor.stop(grace_seconds=1)
+
+
+def test_seaweed_socket_cleanup_removes_only_sockets_nobody_listens_on(tmp_path: Path) -> None:
+    import tempfile
+
+    server = SeaweedServer(tmp_path / "sw", 0, ACCESS_KEY, SECRET_KEY)
+    server.ports = SeaweedPorts(*free_ports(9))
+    tmp = Path(tempfile.gettempdir())
+    live_path = tmp / f"seaweedfs-filer-grpc-{server.ports.filer_grpc}.sock"
+    dead_path = tmp / f"seaweedfs-master-grpc-{server.ports.master_grpc}.sock"
+    live, dead = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+    try:
+        live.bind(str(live_path))
+        live.listen()  # another weed that now holds this gRPC port
+        dead.bind(str(dead_path))  # a leftover of ours: bound, never listening
+        server._remove_sockets()
+        assert live_path.is_socket() and not dead_path.exists()
+    finally:
+        live.close()
+        dead.close()
+        live_path.unlink(missing_ok=True)
+        dead_path.unlink(missing_ok=True)
 
 
 def test_seaweed_s3_port_in_use_raises_seaweed_error(tmp_path: Path) -> None:
