@@ -75,7 +75,7 @@ def test_sklearn_estimator_entry_point_runs_user_script(sm_session, tmp_path):
         import argparse, os, joblib, numpy as np
         from sklearn.linear_model import LogisticRegression
         p = argparse.ArgumentParser()
-        p.add_argument("--C", type=float)
+        p.add_argument("-C", type=float)  # the toolkit passes 1-character names as -k
         p.add_argument("--solver", type=str)
         a = p.parse_args()
         data = np.loadtxt(os.path.join(os.environ["SM_CHANNEL_TRAIN"], "train.csv"), delimiter=",")

@@ -1,0 +1,117 @@
+"""Durability: killing the control plane loses no rows; running jobs are adopted or failed on restart."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import tarfile
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from tests.e2e.conftest import ROLE, start_platform, stop_platform
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+
+
+def _clients(p):
+    session = boto3.Session(profile_name="opensage")
+    cfg = Config(retries={"max_attempts": 2})
+    return session.client("sagemaker", config=cfg), session.client("s3", config=cfg)
+
+
+def _source(script: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = script.encode()
+        info = tarfile.TarInfo("train.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _create(sm, s3, bucket: str, name: str, script: str) -> None:
+    s3.put_object(Bucket=bucket, Key=f"{name}/source/sourcedir.tar.gz", Body=_source(script))
+    sm.create_training_job(
+        TrainingJobName=name, RoleArn=ROLE,
+        AlgorithmSpecification={"TrainingImage": SKLEARN_IMAGE, "TrainingInputMode": "File"},
+        HyperParameters={"sagemaker_program": '"train.py"',
+                         "sagemaker_submit_directory": f'"s3://{bucket}/{name}/source/sourcedir.tar.gz"'},
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 600})
+
+
+def _wait(sm, name: str, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_training_job(TrainingJobName=name)
+        if d["TrainingJobStatus"] not in ("InProgress", "Stopping"):
+            return d
+        time.sleep(0.5)
+    raise AssertionError(f"{name} did not finish")
+
+
+def _wait_training(sm, name: str) -> None:
+    deadline = time.time() + 60
+    while sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] != "Training":
+        assert time.time() < deadline, "job never reached Training"
+        time.sleep(0.3)
+
+
+def test_control_plane_killed_running_job_is_adopted_and_lost_agent_fails(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    p = start_platform(home)
+    for k, v in p.env.items():
+        monkeypatch.setenv(k, v)
+    sm, s3 = _clients(p)
+    bucket = "sagemaker-us-east-1-000000000000"
+    slow = ("import time, os\nfor i in range(8):\n    print('tick', i, flush=True)\n    time.sleep(1)\n"
+            "open(os.path.join(os.environ['SM_MODEL_DIR'], 'm.txt'), 'w').write('ok')\n")
+    _create(sm, s3, bucket, "adopt-me", slow)
+    _create(sm, s3, bucket, "lose-me", "import time\ntime.sleep(60)\n")
+    _wait_training(sm, "adopt-me")
+    _wait_training(sm, "lose-me")
+    # The control plane dies without any chance to clean up.
+    os.kill(p.proc.pid, signal.SIGKILL)
+    p.proc.wait()
+    # While it is down, the second job's agent (and its job) die too.
+    jobdir = home / "jobs" / "lose-me" / "algo-1"
+    agent_pid = int((jobdir / "agent.pid").read_text())
+    os.killpg(agent_pid, signal.SIGKILL)
+    p2 = start_platform(home)
+    try:
+        sm, s3 = _clients(p2)
+        adopted = _wait(sm, "adopt-me")
+        assert adopted["TrainingJobStatus"] == "Completed", adopted.get("FailureReason")
+        lost = _wait(sm, "lose-me")
+        assert lost["TrainingJobStatus"] == "Failed"
+        assert "ended without reporting a result" in lost["FailureReason"]
+        logs = boto3.Session(profile_name="opensage").client("logs")
+        stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                           logStreamNamePrefix="adopt-me/")["logStreams"][0]["logStreamName"]
+        messages = [e["message"] for e in logs.get_log_events(
+            logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, startFromHead=True)["events"]]
+        assert [m for m in messages if m.startswith("tick")] == [f"tick {i}" for i in range(8)]
+    finally:
+        stop_platform(p2)
+
+
+def test_second_up_on_same_home_says_one_is_running(tmp_path):
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    p = start_platform(home)
+    try:
+        out = subprocess.run([sys.executable, "-m", "opensage.cli.main", "up", "--home", str(home), "--port",
+                              "0"], capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0
+        assert "already running" in out.stderr
+    finally:
+        stop_platform(p)
