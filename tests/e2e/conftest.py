@@ -82,10 +82,14 @@ def platform(tmp_path_factory) -> Iterator[Platform]:
     saved = {k: os.environ.get(k) for k in p.env}
     os.environ.update(p.env)
     os.environ["SAGEMAKER_SUPPRESS_V2_WARNING"] = "1"
+    # boto3 caches a default session (and the SDK reuses boto3.DEFAULT_SESSION): one made before the env
+    # pointed at this platform would keep reading the old config files.
+    boto3.DEFAULT_SESSION = None
     try:
         yield p
     finally:
         stop_platform(p)
+        boto3.DEFAULT_SESSION = None
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

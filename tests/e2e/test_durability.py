@@ -19,8 +19,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 
 
+def _session(p):
+    # Explicit files (not the process env or boto3's cached default session): other tests in this worker
+    # point the env at another platform.
+    import botocore.session
+
+    core = botocore.session.Session()
+    core.set_config_variable("config_file", p.env["AWS_CONFIG_FILE"])
+    core.set_config_variable("credentials_file", p.env["AWS_SHARED_CREDENTIALS_FILE"])
+    core.set_config_variable("profile", "opensage")
+    return boto3.Session(botocore_session=core)
+
+
 def _clients(p):
-    session = boto3.Session(profile_name="opensage")
+    session = _session(p)
     cfg = Config(retries={"max_attempts": 2})
     return session.client("sagemaker", config=cfg), session.client("s3", config=cfg)
 
@@ -57,6 +69,13 @@ def _wait(sm, name: str, timeout: float = 120) -> dict:
     raise AssertionError(f"{name} did not finish")
 
 
+def _wait_log(path, text: str) -> None:
+    deadline = time.time() + 60
+    while not (path.exists() and text in path.read_text()):
+        assert time.time() < deadline, f"{text!r} never appeared in {path}"
+        time.sleep(0.2)
+
+
 def _wait_training(sm, name: str) -> None:
     deadline = time.time() + 60
     while sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] != "Training":
@@ -64,19 +83,19 @@ def _wait_training(sm, name: str) -> None:
         time.sleep(0.3)
 
 
-def test_control_plane_killed_running_job_is_adopted_and_lost_agent_fails(tmp_path, monkeypatch):
+def test_control_plane_killed_running_job_is_adopted_and_lost_agent_fails(tmp_path):
     home = tmp_path / "home"
     p = start_platform(home)
-    for k, v in p.env.items():
-        monkeypatch.setenv(k, v)
     sm, s3 = _clients(p)
     bucket = "sagemaker-us-east-1-000000000000"
-    slow = ("import time, os\nfor i in range(8):\n    print('tick', i, flush=True)\n    time.sleep(1)\n"
+    # Long enough to outlive the restart: S3 (SeaweedFS) goes down with `up` and comes back with it.
+    slow = ("import time, os\nfor i in range(8):\n    print('tick', i, flush=True)\n    time.sleep(2)\n"
             "open(os.path.join(os.environ['SM_MODEL_DIR'], 'm.txt'), 'w').write('ok')\n")
     _create(sm, s3, bucket, "adopt-me", slow)
     _create(sm, s3, bucket, "lose-me", "import time\ntime.sleep(60)\n")
     _wait_training(sm, "adopt-me")
     _wait_training(sm, "lose-me")
+    _wait_log(home / "jobs" / "adopt-me" / "algo-1" / "logs" / "algo-1.log", "tick 0")
     # The control plane dies without any chance to clean up.
     os.kill(p.proc.pid, signal.SIGKILL)
     p.proc.wait()
@@ -92,7 +111,7 @@ def test_control_plane_killed_running_job_is_adopted_and_lost_agent_fails(tmp_pa
         lost = _wait(sm, "lose-me")
         assert lost["TrainingJobStatus"] == "Failed"
         assert "ended without reporting a result" in lost["FailureReason"]
-        logs = boto3.Session(profile_name="opensage").client("logs")
+        logs = _session(p2).client("logs")
         stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
                                            logStreamNamePrefix="adopt-me/")["logStreams"][0]["logStreamName"]
         messages = [e["message"] for e in logs.get_log_events(

@@ -48,7 +48,7 @@ def test_model_trainer_runs_script_with_hyperparameters_and_channels(platform, t
     out = subprocess.run([str(SDK3_PYTHON), str(tmp_path / "run.py"), str(src), f"s3://{bucket}/sdk3/train"],
                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    line = next(l for l in out.stdout.splitlines() if l.startswith("JOB "))
+    line = next(x for x in out.stdout.splitlines() if x.startswith("JOB "))
     _, name, status = line.split()
     assert status == "Completed"
     logs = boto3.client("logs")
