@@ -1,0 +1,305 @@
+"""Built-in XGBoost on the platform vs the same ``xgboost.train`` in-process.
+
+Data: ``--rows`` x ``--features`` (default 1M x 50) synthetic float features rounded to 4 decimals, binary
+label from a noisy linear model (numpy, fixed seed), written once as CSV (label first, no header) and cached
+under ``--cache`` (generation time is reported apart and not counted anywhere).
+
+Hyperparameters everywhere: ``objective=binary:logistic, tree_method=hist, num_round=50``, default threads
+(the algorithm uses ``os.cpu_count()``, xgboost's own default is the same), evaluation on the train set every
+round (the built-in algorithm always evaluates its ``train`` channel, so the baseline does too).
+
+Variants, run one after the other in one invocation (nothing else runs meanwhile):
+
+* ``inproc``: this process, xgboost already imported: ``pyarrow.csv.read_csv`` (float32 columns, the same
+  reader settings the algorithm uses) -> ``xgb.DMatrix`` (load), then ``xgb.train`` (train).
+* ``direct``: ``python -m opensage.algorithms.xgboost.train`` as a subprocess with ``SAGEMAKER_BASE_DIR`` on a
+  prepared ml root (the CSV hard-linked into ``input/data/train``): process wall time, including interpreter
+  start, imports, CSV parse, DMatrix, training, eval printing and ``save_model``.
+* ``job``: a CreateTrainingJob on ``opensage up`` (SeaweedFS S3): wall time create -> Completed seen by
+  DescribeTrainingJob (20 ms polls), ``TrainingTimeInSeconds``, and from the agent's ``events.jsonl`` the
+  channel download (Downloading -> Training), the algorithm process (Training -> Uploading: spawn to exit)
+  and the model upload (Uploading -> result.json).
+
+    .venv/bin/python benchmarks/bench_xgboost_builtin.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_training_start as common  # noqa: E402  (sibling module: platform + job helpers)
+
+NUM_ROUND = 50
+PARAMS = {"objective": "binary:logistic", "tree_method": "hist"}
+HYPERPARAMETERS = {"num_round": str(NUM_ROUND), **PARAMS}
+SEED = 20240611
+DATA_PREFIX = "xgb-bench/train"
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def make_csv(path: Path, rows: int, features: int, seed: int = SEED, chunk: int = 200_000) -> None:
+    """Write the data set (label first, no header) in chunks, atomically."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(size=features).astype(np.float32)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            x = np.round(rng.normal(size=(n, features)).astype(np.float32), 4)
+            logit = x @ weights + rng.normal(scale=2.0, size=n).astype(np.float32)
+            y = (logit > 0).astype(np.int8)
+            cols = [pa.array(y)] + [pa.array(x[:, j]) for j in range(features)]
+            table = pa.Table.from_arrays(cols, names=[f"c{j}" for j in range(features + 1)])
+            pacsv.write_csv(table, out, write_options=pacsv.WriteOptions(include_header=False))
+    os.replace(tmp, path)
+
+
+def dataset(cache: Path, rows: int, features: int) -> tuple[Path, float]:
+    """(path of the cached CSV, seconds spent generating it now: 0 when it was cached)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"xgb-{rows}x{features}-seed{SEED}.csv"
+    if path.exists():
+        return path, 0.0
+    t = time.perf_counter()
+    make_csv(path, rows, features)
+    return path, time.perf_counter() - t
+
+
+# ----------------------------------------------------------------------------------------- variants
+
+
+def run_inproc(csv: Path, features: int) -> dict[str, float]:
+    """Load (CSV -> Arrow float32 -> DMatrix) and train in this process; xgboost imported beforehand."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import xgboost as xgb
+
+    names = [f"c{j}" for j in range(features + 1)]
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    table = pacsv.read_csv(csv, read_options=pacsv.ReadOptions(column_names=names, block_size=16 << 20),
+                           convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float32())))
+    label = table.column(0).to_numpy()
+    dtrain = xgb.DMatrix(table.drop_columns(["c0"]), label=label)
+    del table
+    t1 = time.perf_counter()
+    booster = xgb.train(dict(PARAMS), dtrain, num_boost_round=NUM_ROUND, evals=[(dtrain, "train")],
+                        verbose_eval=False)
+    t2 = time.perf_counter()
+    cpu = time.process_time() - cpu0
+    last = float(booster.eval(dtrain, "train").split(":")[-1])
+    del booster, dtrain
+    gc.collect()
+    return {"load": t1 - t0, "train": t2 - t1, "total": t2 - t0, "cpu": cpu, "final_eval": last}
+
+
+def prepare_ml_root(root: Path, csv: Path) -> None:
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(HYPERPARAMETERS))
+    (config / "inputdataconfig.json").write_text(json.dumps({"train": {
+        "ContentType": "text/csv", "TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
+        "RecordWrapperType": "None"}}))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    train = root / "input" / "data" / "train"
+    train.mkdir(parents=True)
+    os.link(csv, train / "data.csv")
+    (root / "model").mkdir()
+    (root / "output").mkdir()
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_direct(csv: Path) -> dict[str, Any]:
+    """``python -m opensage.algorithms.xgboost.train`` on a prepared ml root, timed from outside."""
+    with tempfile.TemporaryDirectory(prefix="opensage-bench-ml-") as tmp:
+        root = Path(tmp)
+        prepare_ml_root(root, csv)
+        env = dict(os.environ, SAGEMAKER_BASE_DIR=str(root), PYTHONUNBUFFERED="1")
+        cpu0 = _children_cpu()
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "opensage.algorithms.xgboost.train"], env=env,
+                              capture_output=True, text=True, cwd=common.REPO)
+        wall = time.perf_counter() - t0
+        cpu = _children_cpu() - cpu0
+        if done.returncode != 0:
+            raise RuntimeError(f"direct algorithm run failed ({done.returncode}): {done.stdout[-2000:]}"
+                               f"{done.stderr[-2000:]}")
+        return {"total": wall, "cpu": cpu, "final_eval": final_logloss(done.stdout.splitlines())}
+
+
+def final_logloss(lines: list[str]) -> float | None:
+    """The train logloss of the last round from the algorithm's ``[i]\ttrain-logloss:<v>`` lines."""
+    last = [line for line in lines if line.startswith(f"[{NUM_ROUND - 1}]\t")]
+    return float(last[-1].split(":")[-1]) if last else None
+
+
+def _events(jobdir: Path) -> dict[str, float]:
+    out = {}
+    for line in (jobdir / "events.jsonl").read_text().splitlines():
+        ev = json.loads(line)
+        out.setdefault(ev["status"], float(ev["time"]))
+    return out
+
+
+def run_job(p: common.Platform, home: Path) -> dict[str, Any]:
+    """The uploaded CSV as a built-in XGBoost training job on ``opensage up``."""
+    name = f"xgb-builtin-{time.time_ns()}"
+    req = common.job_request(name, "xgboost")
+    req["HyperParameters"] = dict(HYPERPARAMETERS)
+    req["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = f"s3://{common.BUCKET}/{DATA_PREFIX}"
+    assert p.pid is not None
+    others = common.child_pids(p.pid, "weed")  # SeaweedFS
+    cpu0 = common.process_cpu(p.pid)
+    others0 = sum(sum(common.process_cpu(pid)) for pid in others)
+    t0 = time.time()
+    p.sm.create_training_job(**req)
+    desc = common.wait_finished(p.sm, name, timeout=900, poll=0.25)
+    wall = time.time() - t0
+    cpu1 = common.process_cpu(p.pid)
+    others1 = sum(sum(common.process_cpu(pid)) for pid in others)
+    if desc["TrainingJobStatus"] != "Completed":
+        raise RuntimeError(f"job {name} ended {desc['TrainingJobStatus']}: {desc.get('FailureReason')}")
+    jobdir = home / "jobs" / name / "algo-1"
+    ev = _events(jobdir)
+    result_at = (jobdir / "result.json").stat().st_mtime
+    lines = [text for _, text in common._log_lines(jobdir / "logs" / "algo-1.log")]
+    agent = int((jobdir / "agent.pid").read_text())
+    try:  # the finished agent is usually an unreaped zombie whose stat still holds its (and its child's) CPU
+        job_cpu = sum(common.process_cpu(agent))
+    except OSError:  # already reaped: its CPU moved to `opensage up`'s children total
+        job_cpu = cpu1[1] - cpu0[1]
+    return {
+        "wall": wall, "training_time_s": desc["TrainingTimeInSeconds"],
+        "download": ev["Training"] - ev["Downloading"],
+        "algorithm": ev["Uploading"] - ev["Training"],
+        "model_upload": result_at - ev["Uploading"],
+        "job_cpu": job_cpu,
+        "control_plane_cpu": cpu1[0] - cpu0[0],
+        "object_store_cpu": others1 - others0,
+        "final_eval": final_logloss(lines),
+    }
+
+
+def run(rows: int, features: int, cache: Path, repeats: int) -> dict[str, Any]:
+    """``repeats`` rounds of (in-process, direct, job), interleaved so that machine noise hits all three."""
+    import xgboost  # noqa: F401  (imported before timing: the in-process baseline excludes import time)
+
+    csv, generated = dataset(cache, rows, features)
+    out: dict[str, Any] = {"rows": rows, "features": features, "csv_mb": csv.stat().st_size / 1e6,
+                           "generate": generated, "inproc": [], "direct": [], "job": [],
+                           "loadavg_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="opensage-bench-xgb-") as tmp, \
+            common.open_platform("up", Path(tmp)) as p:
+        t = time.perf_counter()
+        p.put_file(common.BUCKET, f"{DATA_PREFIX}/data.csv", csv)
+        out["upload_data"] = time.perf_counter() - t
+        for _ in range(repeats):
+            out["inproc"].append(run_inproc(csv, features))
+            out["direct"].append(run_direct(csv))
+            out["job"].append(run_job(p, Path(tmp)))
+    out["loadavg_after"] = os.getloadavg()
+    return out
+
+
+# ----------------------------------------------------------------------------------------- report
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(float(r[key]) for r in runs)
+
+
+def _cell(runs: list[dict[str, Any]], key: str, fmt: str = "{:.2f}") -> str:
+    """Median | min, with every run in brackets when there is more than one."""
+    med = fmt.format(_median(runs, key))
+    if len(runs) == 1:
+        return f"{med} | {med}"
+    low = fmt.format(min(float(r[key]) for r in runs))
+    return f"{med} ({', '.join(fmt.format(float(r[key])) for r in runs)}) | {low}"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    inproc, direct, job = r["inproc"], r["direct"], r["job"]
+    base = _median(inproc, "total")
+
+    base_min = min(float(x["total"]) for x in inproc)
+
+    def ratio(runs: list[dict[str, Any]], key: str) -> str:
+        low = min(float(x[key]) for x in runs)
+        return f"{_median(runs, key) / base:.2f}× / {low / base_min:.2f}×"
+
+    rows = [
+        f"Data: {r['rows']:,} rows × {r['features']} features CSV ({r['csv_mb']:.0f} MB), num_round={NUM_ROUND}, "
+        f"binary:logistic, hist, default threads; {len(inproc)} interleaved repeat(s): median (each run), min.",
+        "",
+        "| variant | what the time includes | median seconds (each run) | min | ÷ in-process load+train "
+        "(median / min) |",
+        "|---|---|---|---|---|",
+        f"| in-process | CSV→Arrow→DMatrix (load) | {_cell(inproc, 'load')} | |",
+        f"| in-process | xgb.train, 50 rounds, train eval each round | {_cell(inproc, 'train')} | |",
+        f"| in-process | load + train | {_cell(inproc, 'total')} | 1.00× |",
+        f"| in-process | CPU seconds of load + train (all threads) | {_cell(inproc, 'cpu')} | |",
+        f"| direct subprocess | `python -m opensage.algorithms.xgboost.train`: interpreter, imports, load, "
+        f"train, save_model | {_cell(direct, 'total')} | {ratio(direct, 'total')} |",
+        f"| direct subprocess | CPU seconds of that process (all threads) | {_cell(direct, 'cpu')} | |",
+        f"| platform job | the algorithm process inside the job (events Training→Uploading) | "
+        f"{_cell(job, 'algorithm')} | {ratio(job, 'algorithm')} |",
+        f"| platform job | CPU seconds of the job's processes (agent + algorithm, all threads) | "
+        f"{_cell(job, 'job_cpu')} | |",
+        f"| platform job | CPU seconds of the control plane (API, reconciler) during the job | "
+        f"{_cell(job, 'control_plane_cpu')} | |",
+        f"| platform job | CPU seconds of SeaweedFS during the job | {_cell(job, 'object_store_cpu')} | |",
+        f"| platform job | channel download from S3 (Downloading→Training) | {_cell(job, 'download')} | |",
+        f"| platform job | model.tar.gz upload (Uploading→result.json) | {_cell(job, 'model_upload')} | |",
+        f"| platform job | TrainingTimeInSeconds (whole seconds) | {_cell(job, 'training_time_s', '{:.0f}')} | "
+        f"{ratio(job, 'training_time_s')} |",
+        f"| platform job | wall: create_training_job → Completed seen | {_cell(job, 'wall')} | "
+        f"{ratio(job, 'wall')} |",
+        "",
+        f"Not counted: data generation {r['generate']:.1f} s (0 = cached), CSV upload to S3 "
+        f"{r['upload_data']:.2f} s. Final train logloss: in-process {inproc[-1]['final_eval']:.5f}, "
+        f"direct {direct[-1]['final_eval']}, job {job[-1]['final_eval']}. Load average before/after: "
+        f"{' '.join(f'{x:.1f}' for x in r['loadavg_before'])} / {' '.join(f'{x:.1f}' for x in r['loadavg_after'])}.",
+    ]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--features", type=int, default=50)
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "opensage-bench-data")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", type=Path, help="also write the raw results here")
+    args = ap.parse_args(argv)
+    result = run(args.rows, args.features, args.cache, args.repeats)
+    print(markdown(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Run every benchmark and print one markdown report (paste it into benchmarks/RESULTS.md).
+
+    .venv/bin/python benchmarks/run_all.py              # ~8 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py --quick      # a smoke run: few jobs, 100k rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_training_start  # noqa: E402
+import bench_xgboost_builtin  # noqa: E402
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import xgboost
+
+    return (f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB RAM, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, xgboost {xgboost.__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--start-runs", type=int, default=20, help="measured jobs per kind on `opensage up`")
+    ap.add_argument("--inproc-runs", type=int, default=5, help="measured jobs per kind in-process (0: skip)")
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--features", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the XGBoost variants")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/opensage-bench-data"))
+    ap.add_argument("--quick", action="store_true", help="3 start jobs, 100k rows, 1 repeat")
+    ap.add_argument("--json", type=Path, help="also write the raw results here")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.start_runs, args.inproc_runs, args.rows, args.repeats = 3, 2, 100_000, 1
+    began = time.time()
+    raw: dict[str, Any] = {"loadavg_before": os.getloadavg()}
+    print(f"Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}  ")
+    print(f"Machine: {machine()}  ")
+    print(f"Command: {' '.join([Path(sys.executable).name, *sys.argv])}  ", flush=True)
+    start = bench_training_start.run("up", args.start_runs)
+    if args.inproc_runs:
+        start += bench_training_start.run("inproc", args.inproc_runs)
+    raw["start"] = start
+    print("\n## Training start: CreateTrainingJob → first log line of the training code\n")
+    print(bench_training_start.markdown(start), flush=True)
+    raw["xgboost"] = bench_xgboost_builtin.run(args.rows, args.features, args.cache, args.repeats)
+    raw["loadavg_after"] = os.getloadavg()
+    print("\n## Built-in XGBoost: platform job vs in-process xgboost.train\n")
+    print(bench_xgboost_builtin.markdown(raw["xgboost"]))
+    load = " / ".join(" ".join(f"{x:.1f}" for x in raw[k]) for k in ("loadavg_before", "loadavg_after"))
+    print(f"\nTotal wall time {(time.time() - began) / 60:.1f} min; load average (1/5/15 min) before / after: "
+          f"{load}")
+    if args.json:
+        args.json.write_text(json.dumps(raw, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
