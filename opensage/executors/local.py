@@ -20,6 +20,7 @@ class LocalExecutor:
         self._jobdirs: dict[int, str] = {}
 
     def submit(self, jobdir: Path) -> str:
+        self._reap()  # finished agents of earlier jobs are never polled again once their result is read
         jobdir = Path(jobdir).resolve()
         with open(jobdir / "agent.log", "ab") as log:
             proc = subprocess.Popen(

@@ -26,3 +26,25 @@ def load_booster(path: Path) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Unknown file format.*")
         return xgb.Booster(model_file=str(path))
+
+
+def import_xgboost_fast() -> Any:
+    """Import xgboost without letting it import scikit-learn.
+
+    xgboost's ``compat`` module imports ``sklearn.base`` (and through it scipy.stats and pandas) at import
+    time, about 1 s of every job's start (benchmarks/RESULTS.md), though ``xgb.train`` never needs it.
+    Hiding sklearn during the import only disables xgboost's sklearn-style estimator classes in this
+    process; sklearn itself imports normally afterwards (the metrics we compute with it still work).
+    """
+    import sys
+
+    if "xgboost" in sys.modules or "sklearn" in sys.modules:
+        import xgboost
+
+        return xgboost
+    sys.modules["sklearn"] = None  # type: ignore[assignment]  # makes `import sklearn` raise ImportError
+    try:
+        import xgboost
+    finally:
+        del sys.modules["sklearn"]
+    return xgboost

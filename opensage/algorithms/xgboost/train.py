@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from opensage.algorithms.content import ChannelData, DataError, MlPaths, read_channel, read_json
-from opensage.algorithms.xgboost import load_booster, save_booster
+from opensage.algorithms.xgboost import import_xgboost_fast, load_booster, save_booster
 from opensage.algorithms.xgboost.hyperparameters import (
     NATIVE_METRICS,
     HyperparameterError,
@@ -303,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(levelname)s] %(message)s", stream=sys.stderr)
     paths = MlPaths.from_env()
     try:
+        import_xgboost_fast()
         model = train(paths)
     except (HyperparameterError, DataError, UserError) as exc:
         message = str(exc)
