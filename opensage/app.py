@@ -17,6 +17,7 @@ from opensage.server.routes import build_routes
 from opensage.services.base import Deps
 from opensage.services.iam import IamService
 from opensage.services.logs import LogsService
+from opensage.services.models import ModelService
 from opensage.services.sts import StsService
 from opensage.services.tags import TagService
 from opensage.services.training import TrainingService
@@ -67,6 +68,7 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     dispatcher = Dispatcher()
     dispatcher.register("sagemaker", TrainingService(deps))
     dispatcher.register("sagemaker", TagService(deps))
+    dispatcher.register("sagemaker", ModelService(deps))
     dispatcher.register("logs", LogsService(deps))
     dispatcher.register("sts", StsService(deps))
     dispatcher.register("iam", IamService(deps))

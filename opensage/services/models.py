@@ -1,0 +1,135 @@
+"""Models and endpoint configurations: definitions only (no runtime state), so Create is final.
+
+Error wording follows SageMaker's older APIs, which clients match on: a missing model or endpoint config
+is a ValidationException starting "Could not find ..."; a duplicate says "Cannot create already existing
+..." (SDK v2 `_create_resource` and `_deployment_entity_exists` depend on both).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opensage.errors import ValidationException
+from opensage.services.base import Deps, check_s3_uri, list_query
+from opensage.store.resources import AlreadyExists, Resource
+
+MODEL = "model"
+ENDPOINT_CONFIG = "endpoint-config"
+DEFINED = "Defined"  # models and configs have no SageMaker status; the row needs one
+
+
+class ModelService:
+    def __init__(self, deps: Deps) -> None:
+        self.d = deps
+
+    # -- models -------------------------------------------------------------------------------------
+    def create_model(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["ModelName"]
+        arn = self.d.arns.sagemaker(MODEL, name)
+        containers = params.get("Containers") or ([params["PrimaryContainer"]] if params.get("PrimaryContainer")
+                                                  else [])
+        if not containers:
+            raise ValidationException("Either PrimaryContainer or Containers must be specified.")
+        if params.get("PrimaryContainer") and params.get("Containers"):
+            raise ValidationException("Specify either PrimaryContainer or Containers, not both.")
+        if len(containers) > 15:
+            raise ValidationException("An inference pipeline can have at most 15 containers.")
+        for i, c in enumerate(containers, start=1):
+            where = "primaryContainer" if params.get("PrimaryContainer") else f"containers.{i}.member"
+            if c.get("ModelDataUrl"):
+                check_s3_uri(c["ModelDataUrl"], f"{where}.modelDataUrl")
+            if not c.get("Image") and not c.get("ModelPackageName"):
+                raise ValidationException(f"Container image is required at '{where}.image'.")
+        self._create(MODEL, name, arn, params, "model")
+        return {"ModelArn": arn}
+
+    def describe_model(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self.get_model(params["ModelName"])
+        out = dict(res.request)
+        out.update({"ModelArn": res.arn, "CreationTime": res.creation_time,
+                    "EnableNetworkIsolation": res.request.get("EnableNetworkIsolation", False)})
+        return out
+
+    def list_models(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        items, token = self.d.resources.list(MODEL, list_query(params))
+        out: dict[str, Any] = {"Models": [{"ModelName": r.name, "ModelArn": r.arn,
+                                           "CreationTime": r.creation_time} for r in items]}
+        if token:
+            out["NextToken"] = token
+        return out
+
+    def delete_model(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self.get_model(params["ModelName"])
+        self.d.resources.delete(MODEL, res.name)
+        self.d.tags.drop_all(res.arn)
+        return {}
+
+    def get_model(self, name: str) -> Resource:
+        res = self.d.resources.get(MODEL, name)
+        if res is None:
+            raise ValidationException(f'Could not find model "{self.d.arns.sagemaker(MODEL, name)}".')
+        return res
+
+    # -- endpoint configs ---------------------------------------------------------------------------
+    def create_endpoint_config(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["EndpointConfigName"]
+        arn = self.d.arns.sagemaker(ENDPOINT_CONFIG, name)
+        variants = list(params["ProductionVariants"]) + list(params.get("ShadowProductionVariants") or [])
+        seen: set[str] = set()
+        for v in variants:
+            vname = v["VariantName"]
+            if vname in seen:
+                raise ValidationException(f"Variant names must be unique; '{vname}' appears more than once.")
+            seen.add(vname)
+            if not v.get("ModelName"):
+                raise ValidationException(f"ModelName is required for variant '{vname}'.")
+            self.get_model(v["ModelName"])
+            if not v.get("ServerlessConfig") and not v.get("InitialInstanceCount"):
+                raise ValidationException(
+                    f"Variant '{vname}' needs InitialInstanceCount (or a ServerlessConfig).")
+        capture = params.get("DataCaptureConfig")
+        if capture:
+            check_s3_uri(capture["DestinationS3Uri"], "dataCaptureConfig.destinationS3Uri")
+        async_cfg = (params.get("AsyncInferenceConfig") or {}).get("OutputConfig") or {}
+        for key in ("S3OutputPath", "S3FailurePath"):
+            if async_cfg.get(key):
+                check_s3_uri(async_cfg[key], f"asyncInferenceConfig.outputConfig.{key[0].lower() + key[1:]}")
+        self._create(ENDPOINT_CONFIG, name, arn, params, "endpoint configuration")
+        return {"EndpointConfigArn": arn}
+
+    def describe_endpoint_config(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self.get_endpoint_config(params["EndpointConfigName"])
+        out = dict(res.request)
+        out.update({"EndpointConfigArn": res.arn, "CreationTime": res.creation_time})
+        return out
+
+    def list_endpoint_configs(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        items, token = self.d.resources.list(ENDPOINT_CONFIG, list_query(params))
+        out: dict[str, Any] = {"EndpointConfigs": [{"EndpointConfigName": r.name, "EndpointConfigArn": r.arn,
+                                                    "CreationTime": r.creation_time} for r in items]}
+        if token:
+            out["NextToken"] = token
+        return out
+
+    def delete_endpoint_config(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self.get_endpoint_config(params["EndpointConfigName"])
+        self.d.resources.delete(ENDPOINT_CONFIG, res.name)
+        self.d.tags.drop_all(res.arn)
+        return {}
+
+    def get_endpoint_config(self, name: str) -> Resource:
+        res = self.d.resources.get(ENDPOINT_CONFIG, name)
+        if res is None:
+            raise ValidationException(
+                f'Could not find endpoint configuration "{self.d.arns.sagemaker(ENDPOINT_CONFIG, name)}".')
+        return res
+
+    # -- shared -------------------------------------------------------------------------------------
+    def _create(self, kind: str, name: str, arn: str, params: dict[str, Any], noun: str) -> None:
+        now = self.d.clock.time()
+        request = {k: v for k, v in params.items() if k != "Tags"}
+        try:
+            self.d.resources.create(Resource(kind, name, arn, DEFINED, now, now, request, {}))
+        except AlreadyExists:
+            raise ValidationException(f'Cannot create already existing {noun} "{arn}".') from None
+        self.d.tags.put(arn, params.get("Tags") or [])
