@@ -15,12 +15,17 @@ from opensage.runner.jobspec import ObjectStoreSpec
 from opensage.runner.training import TrainingReconciler
 from opensage.server.routes import build_routes
 from opensage.services.base import Deps
+from opensage.services.endpoints import EndpointService
 from opensage.services.iam import IamService
 from opensage.services.logs import LogsService
 from opensage.services.models import ModelService
+from opensage.services.runtime import RuntimeService
 from opensage.services.sts import StsService
 from opensage.services.tags import TagService
 from opensage.services.training import TrainingService
+from opensage.serving.deployments import DeploymentReconciler
+from opensage.serving.replicas import ReplicaManager
+from opensage.serving.router import Router
 from opensage.settings import Settings
 from opensage.store.db import make_engine, migrate
 from opensage.store.logs import LogRepository
@@ -35,13 +40,17 @@ class Platform:
     deps: Deps
     dispatcher: Dispatcher
     training: TrainingReconciler
+    deployments: DeploymentReconciler
+    router: Router
     asgi: Starlette
 
     def start_background(self) -> None:
         self.training.start()
+        self.deployments.start()
 
     def stop_background(self, stop_jobs: bool = True) -> None:
         self.training.shutdown(stop_jobs=stop_jobs)
+        self.deployments.shutdown()
 
 
 def object_store_spec(settings: Settings) -> ObjectStoreSpec:
@@ -62,13 +71,18 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
 
         executor = LocalExecutor()
     training = TrainingReconciler(deps, executor, object_store_spec(settings))
-    wakers = {"training-job": training.wake}
+    router = Router()
+    deployments = DeploymentReconciler(deps, ReplicaManager(), router, object_store_spec(settings))
+    wakers = {"training-job": training.wake, "endpoint": deployments.wake}
     deps.wake = lambda kind: wakers.get(kind, lambda: None)()
 
     dispatcher = Dispatcher()
     dispatcher.register("sagemaker", TrainingService(deps))
     dispatcher.register("sagemaker", TagService(deps))
-    dispatcher.register("sagemaker", ModelService(deps))
+    models = ModelService(deps)
+    dispatcher.register("sagemaker", models)
+    dispatcher.register("sagemaker", EndpointService(deps, models))
+    dispatcher.register("sagemaker-runtime", RuntimeService(deps, router))
     dispatcher.register("logs", LogsService(deps))
     dispatcher.register("sts", StsService(deps))
     dispatcher.register("iam", IamService(deps))
@@ -82,10 +96,11 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
         try:
             yield
         finally:
+            await router.close()
             if run_background:
                 platform.stop_background()
 
     creds = {settings.credentials.access_key: settings.credentials.secret_key}
     asgi = Starlette(routes=build_routes(dispatcher, creds), lifespan=lifespan)
-    platform = Platform(settings, deps, dispatcher, training, asgi)
+    platform = Platform(settings, deps, dispatcher, training, deployments, router, asgi)
     return platform

@@ -19,6 +19,16 @@ TABLES: dict[str, tuple[str, dict[str, set[str]]]] = {
         "Stopped": {"Deleting"},
         "Deleting": set(),
     }),
+    "endpoint": ("EndpointStatus", {
+        "Creating": {"InService", "Failed", "Deleting"},
+        "InService": {"Updating", "Deleting", "SystemUpdating"},
+        "Updating": {"InService", "RollingBack", "Failed", "Deleting"},
+        "SystemUpdating": {"InService", "Deleting"},
+        "RollingBack": {"InService", "UpdateRollbackFailed", "Deleting"},
+        "UpdateRollbackFailed": {"Deleting"},
+        "Failed": {"Deleting"},
+        "Deleting": set(),
+    }),
 }
 
 TERMINAL = {"training-job": {"Completed", "Failed", "Stopped"}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import uuid
 from collections.abc import Callable
@@ -43,7 +44,7 @@ class Dispatcher:
                 return fn
         return None
 
-    def dispatch(self, ctx: RequestContext, req: ParsedRequest) -> dict[str, Any]:
+    def _resolve(self, req: ParsedRequest) -> Handler:
         op = req.operation
         fn = self.handler(req.service, op.name)
         if fn is None:
@@ -52,10 +53,34 @@ class Dispatcher:
                 "See the README for the operations that are supported.", status=400)
         exc = ValidationError if req.service == "sagemaker-runtime" else None
         validate(req.params, op.input_shape, **({"exc": exc} if exc else {}))
+        return fn
+
+    def dispatch(self, ctx: RequestContext, req: ParsedRequest) -> dict[str, Any]:
+        return self._call(self._resolve(req), ctx, req)
+
+    def _call(self, fn: Handler, ctx: RequestContext, req: ParsedRequest) -> dict[str, Any]:
         try:
             return fn(ctx, req.params) or {}
         except ServiceError:
             raise
         except Exception:
-            log.exception("InternalFailure in %s.%s (request %s)", req.service, op.name, ctx.request_id)
-            raise InternalFailure(f"An internal error occurred (request id {ctx.request_id}).") from None
+            raise self._internal(ctx, req) from None
+
+    async def dispatch_async(self, ctx: RequestContext, req: ParsedRequest) -> dict[str, Any]:
+        """Coroutine handlers (the runtime's proxying) run in the event loop; others in the threadpool."""
+        from starlette.concurrency import run_in_threadpool
+
+        fn = self._resolve(req)
+        if not inspect.iscoroutinefunction(fn):
+            return await run_in_threadpool(self._call, fn, ctx, req)
+        try:
+            return await fn(ctx, req.params) or {}
+        except ServiceError:
+            raise
+        except Exception:
+            raise self._internal(ctx, req) from None
+
+    @staticmethod
+    def _internal(ctx: RequestContext, req: ParsedRequest) -> InternalFailure:
+        log.exception("InternalFailure in %s.%s (request %s)", req.service, req.operation.name, ctx.request_id)
+        return InternalFailure(f"An internal error occurred (request id {ctx.request_id}).")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from urllib.parse import unquote
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -47,7 +46,7 @@ def build_routes(dispatcher: Dispatcher, credentials: dict[str, str]) -> list[Ro
             else:
                 service = ident.service if ident.service in XMLNS else "sts"
                 req = parser.parse_query_protocol(service, body, request.url.query)
-            result = await run_in_threadpool(dispatcher.dispatch, ctx, req)
+            result = await dispatcher.dispatch_async(ctx, req)
             if protocol == "json":
                 return Response(serializer.json_response_body(req.operation, result), 200,
                                 {"x-amzn-RequestId": ctx.request_id}, media_type=AMZ_JSON)
@@ -67,7 +66,7 @@ def build_routes(dispatcher: Dispatcher, credentials: dict[str, str]) -> list[Ro
             ctx.access_key, ctx.region = ident.access_key, ident.region
             req = parser.parse_rest_json("sagemaker-runtime", request.method, unquote(_raw_path(request)),
                                          request.url.query, dict(request.headers), body)
-            result = await run_in_threadpool(dispatcher.dispatch, ctx, req)
+            result = await dispatcher.dispatch_async(ctx, req)
             status, headers, payload = serializer.rest_json_response(req.operation, result)
             headers["x-amzn-RequestId"] = ctx.request_id
             return Response(payload, status, headers)

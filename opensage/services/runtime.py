@@ -1,0 +1,101 @@
+"""SageMaker Runtime: InvokeEndpoint, proxied in the server's event loop (no thread, no SQL per request)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from opensage.errors import ServiceError, ValidationError
+from opensage.services.base import Deps
+from opensage.serving.router import Router
+
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+# Only these headers cross between client and container (SageMaker drops the rest).
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+
+
+class ModelError(ServiceError):
+    code = "ModelError"
+    status = 424
+
+
+class ServiceUnavailable(ServiceError):
+    code = "ServiceUnavailable"
+    status = 503
+    sender_fault = False
+
+
+class RuntimeService:
+    def __init__(self, deps: Deps, router: Router) -> None:
+        self.d = deps
+        self.router = router
+
+    async def invoke_endpoint(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["EndpointName"]
+        body: bytes = params.get("Body") or b""
+        if len(body) > MAX_PAYLOAD_BYTES:
+            raise ValidationError(f"Received payload of {len(body)} bytes exceeds the maximum of "
+                                  f"{MAX_PAYLOAD_BYTES} bytes for InvokeEndpoint; use batch transform or "
+                                  "InvokeEndpointAsync for larger inputs.", status=413)
+        route = self.router.get(name)
+        if route is None:
+            raise ValidationError(f"Endpoint {name} of account {self.d.settings.account} not found.")
+        target = params.get("TargetVariant")
+        variant = route.pick(target)
+        if variant is None:
+            if target is not None:
+                raise ValidationError(f"Target variant {target} does not exist on endpoint {name}, or it has no "
+                                      "healthy instances.")
+            raise ValidationError(f"Endpoint {name} has no variant with healthy instances and traffic weight.")
+        headers = {"Content-Type": params.get("ContentType") or "application/octet-stream"}
+        if params.get("Accept"):
+            headers["Accept"] = params["Accept"]
+        if params.get("CustomAttributes"):
+            headers[CUSTOM_ATTRIBUTES] = params["CustomAttributes"]
+        if params.get("InferenceId"):
+            headers["X-Amzn-SageMaker-Inference-Id"] = params["InferenceId"]
+        if params.get("TargetModel"):
+            headers["X-Amzn-SageMaker-Target-Model"] = params["TargetModel"]
+        response = await self._send(variant, body, headers, name)
+        if response.status_code >= 400:
+            raise self._model_error(name, variant.name, response)
+        out: dict[str, Any] = {"Body": response.content, "InvokedProductionVariant": variant.name,
+                               "ContentType": response.headers.get("content-type", "application/octet-stream")}
+        if response.headers.get(CUSTOM_ATTRIBUTES):
+            out["CustomAttributes"] = response.headers[CUSTOM_ATTRIBUTES]
+        return out
+
+    async def _send(self, variant, body: bytes, headers: dict[str, str], name: str) -> httpx.Response:
+        client = self.router.client()
+        tried: set[str] = set()
+        while True:
+            replica = variant.pick_replica() if len(tried) == 0 else next(
+                (r for r in variant.replicas if r not in tried), None)
+            if replica is None:
+                raise ServiceUnavailable(f"No instance of endpoint {name} variant {variant.name} answered; "
+                                         "it is being replaced. Retry the request.")
+            tried.add(replica)
+            variant.outstanding[replica] = variant.outstanding.get(replica, 0) + 1
+            try:
+                return await client.post(replica + "/invocations", content=body, headers=headers)
+            except httpx.ConnectError:
+                continue  # the replica died between health checks: try another instance of the variant
+            except httpx.TimeoutException:
+                raise ModelError("Model server did not respond within 60 seconds.",
+                                 fields={"OriginalStatusCode": 504, "OriginalMessage": "timeout"}) from None
+            finally:
+                variant.outstanding[replica] -= 1
+
+    def _model_error(self, name: str, variant: str, response: httpx.Response) -> ModelError:
+        s = self.d.settings
+        kind = "client" if response.status_code < 500 else "server"
+        original = response.text[:4096]
+        group = f"/aws/sagemaker/Endpoints/{name}"
+        message = (f"Received {kind} error ({response.status_code}) from primary with message \"{original}\". "
+                   f"See https://{s.region}.console.aws.amazon.com/cloudwatch/home?region={s.region}"
+                   f"#logEventViewer:group={group} in account {s.account} for more information.")
+        return ModelError(message, fields={
+            "ErrorCode": "CLIENT_ERROR_FROM_MODEL" if kind == "client" else "SERVER_ERROR_FROM_MODEL",
+            "OriginalStatusCode": response.status_code, "OriginalMessage": original,
+            "LogStreamArn": self.d.arns.log_group(group)})

@@ -1,0 +1,125 @@
+"""The only place that spawns model servers. A replica = one model-server OS process on a local port.
+
+Replicas run in their own session (like job agents), so a restarted control plane can adopt them: the
+handle is (pid, port), checked against /proc so a reused pid is not mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+SERVER_MODULE = "opensage.serving.model_server"
+STOP_GRACE_SECONDS = 30.0  # SageMaker: SIGTERM, then SIGKILL 30 s later
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Replica:
+    pid: int
+    port: int
+    log_path: str
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def to_state(self) -> dict:
+        return {"pid": self.pid, "port": self.port, "log": self.log_path}
+
+    @classmethod
+    def from_state(cls, raw: dict) -> Replica:
+        return cls(raw["pid"], raw["port"], raw["log"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return state != "Z" and SERVER_MODULE.encode() in cmdline
+
+
+class ReplicaManager:
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python or sys.executable
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, model_dir: Path, kind: str, environment: dict[str, str], log_path: Path,
+              python: str | None = None) -> Replica:
+        """Launch a model server for ``model_dir``; returns at once (poll ``healthy``)."""
+        self._reap()
+        port = free_port()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSAGE_")}
+        env.update(environment)
+        env["PYTHONUNBUFFERED"] = "1"
+        pkg_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        argv = [python or self.python, "-m", SERVER_MODULE, "--model-dir", str(model_dir), "--port", str(port),
+                "--host", "127.0.0.1", "--kind", kind]
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True, env=env, cwd=model_dir)
+        self._children[proc.pid] = proc
+        return Replica(proc.pid, port, str(log_path))
+
+    def running(self, replica: Replica) -> bool:
+        self._reap()
+        return _alive(replica.pid)
+
+    def healthy(self, replica: Replica, timeout: float = 2.0) -> bool:
+        """GET /ping answered 200 (SageMaker's health check, 2 s timeout)."""
+        try:
+            return httpx.get(replica.url + "/ping", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, replica: Replica, grace: float = STOP_GRACE_SECONDS, wait: bool = True) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds (only waits when ``wait``)."""
+        if not _alive(replica.pid):
+            self._reap()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(replica.pid, signal.SIGTERM)
+        if not wait:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            self._reap()
+            if not _alive(replica.pid):
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(replica.pid, signal.SIGKILL)
+        self._reap()
+
+    def log_tail(self, replica: Replica, lines: int = 15) -> str:
+        try:
+            text = Path(replica.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def _reap(self) -> None:
+        for pid, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[pid]
