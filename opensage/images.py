@@ -183,3 +183,61 @@ def _unsupported_image_message(image_uri: str, repository: str) -> str:
             f"no container engine and runs only images it knows by repository name. Supported: "
             f"{supported_images_text()}. For your own code, use a framework image in script mode "
             f"(e.g. sagemaker-scikit-learn with sagemaker_program / entry_point).")
+
+
+# ---------------------------------------------------------------------------------------- inference images
+# Framework inference images whose toolkit serves the user's inference code. repository -> framework.
+INFERENCE_FRAMEWORK_REPOSITORIES: dict[str, str] = {
+    "sagemaker-scikit-learn": "sklearn",
+    "sagemaker-xgboost": "xgboost",
+    "xgboost": "xgboost",
+    "pytorch-inference": "pytorch",
+    "pytorch-training": "pytorch",
+    "sagemaker-pytorch": "pytorch",
+}
+# Model-server kind per framework (``python -m opensage.serving.model_server --kind <kind>``).
+INFERENCE_KINDS: dict[str, str] = {"sklearn": "sklearn", "pytorch": "pytorch", "xgboost": "xgboost-script"}
+MODEL_SERVER_MODULE = "opensage.serving.model_server"
+PROGRAM_ENVIRONMENT = "SAGEMAKER_PROGRAM"
+
+
+@dataclass(frozen=True)
+class ResolvedInferenceImage:
+    """How to serve a model's container image: the model server's ``--kind`` and what it stands for."""
+
+    kind: str  # builtin-<algorithm> | sklearn | pytorch | xgboost-script
+    repository: str
+    framework: str | None
+    algorithm: str | None = None
+    command: list[str] = field(default_factory=list)  # without --model-dir / --port / --host
+
+
+def resolve_inference_image(image_uri: str, environment: dict[str, str]) -> ResolvedInferenceImage:
+    """Map a container ``Image`` (+ its ``Environment``) to a model-server kind.
+
+    ``sagemaker-xgboost`` serves the built-in algorithm unless ``SAGEMAKER_PROGRAM`` is set (script mode,
+    as the SDK's ``XGBoostModel`` does). Raises ValueError naming the supported images otherwise.
+    """
+    if not (image_uri or "").strip():
+        raise ValueError("The container Image is empty: give an image URI such as "
+                         "'683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1'.")
+    repository = parse_repository(image_uri)
+    framework = INFERENCE_FRAMEWORK_REPOSITORIES.get(repository)
+    wants_script = bool((environment or {}).get(PROGRAM_ENVIRONMENT))
+    if framework and (wants_script or repository not in ALGORITHM_FRAMEWORKS):
+        kind = INFERENCE_KINDS[framework]
+        return ResolvedInferenceImage(kind=kind, repository=repository, framework=framework,
+                                      command=[sys.executable, "-m", MODEL_SERVER_MODULE, "--kind", kind])
+    algo = _builtin_for(repository)
+    if algo is not None and getattr(algo, "serve_module", None):
+        name = getattr(algo, "name", None) or repository
+        kind = f"builtin-{name}"
+        return ResolvedInferenceImage(kind=kind, repository=repository, framework=None, algorithm=name,
+                                      command=[sys.executable, "-m", MODEL_SERVER_MODULE, "--kind", kind])
+    servable = sorted({*INFERENCE_FRAMEWORK_REPOSITORIES, *(r for r, a in _builtin_registry().items()
+                                                            if getattr(a, "serve_module", None))})
+    raise ValueError(
+        f"Image '{image_uri}' (repository '{repository}') cannot be served here: this platform has no "
+        f"container engine and serves only images it knows by repository name: {', '.join(servable)}. "
+        f"For your own inference code, use a framework image (e.g. sagemaker-scikit-learn or "
+        f"pytorch-inference) with code/inference.py in model.tar.gz or SAGEMAKER_PROGRAM.")
