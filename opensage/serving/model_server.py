@@ -3,7 +3,8 @@
 ``python -m opensage.serving.model_server --model-dir DIR --port PORT [--host 127.0.0.1]
 [--kind builtin-xgboost|sklearn|pytorch|xgboost-script] [--workers N]`` serves
 
-* ``GET /ping`` - 200 once the model is loaded, 503 before;
+* ``GET /ping`` - 200 once the model is loaded (by every worker), 503 before; an invocation that arrives
+  while this worker is still loading waits for it;
 * ``POST /invocations`` - Content-Type, Accept and ``X-Amzn-SageMaker-Custom-Attributes`` passed to the
   handler, the response's Content-Type and custom attributes passed back;
 * ``GET /execution-parameters`` - the batch-transform parameters (§7 of the contracts doc).
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import mmap
 import os
 import signal
 import socket
@@ -161,13 +163,31 @@ def maybe_reexec_in_venv(config: ServerConfig, argv: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ HTTP protocol
+class ReadyFlags:
+    """One byte per worker in shared memory (created before fork): 1 once that worker's model is loaded,
+    so ``/ping`` on any worker says 200 only when every worker can answer."""
+
+    def __init__(self, workers: int) -> None:
+        self.memory = mmap.mmap(-1, max(1, workers))
+        self.expected = b"\x01" * max(1, workers)
+
+    def set(self, slot: int, value: bool) -> None:
+        self.memory[slot] = 1 if value else 0
+
+    def all_set(self) -> bool:
+        return self.memory[:] == self.expected
+
+
 class ServerState:
     """What every connection of one worker process shares."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int) -> None:
+    def __init__(self, handler: Handler, max_body_bytes: int, flags: ReadyFlags, slot: int) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
-        self.ready = False
+        self.flags = flags
+        self.slot = slot
+        self.ready = False  # this process's model is loaded
+        self.waiting: list[tuple[HttpProtocol, Request, bool]] = []  # invocations that came while loading
         self.draining = False
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self.connections: set[HttpProtocol] = set()
@@ -293,14 +313,16 @@ class HttpProtocol(asyncio.Protocol):
         if path == "/invocations":
             if method != "POST":
                 self._respond(Response(405, b"use POST /invocations", "text/plain"), keep_alive)
-            elif not state.ready:
-                self._respond(Response(503, b"the model is not loaded yet", "text/plain"), keep_alive)
             else:
                 request = Request(body, headers.get("content-type"), headers.get("accept"),
                                   headers.get("x-amzn-sagemaker-custom-attributes"))
-                self._invoke(request, keep_alive)
+                if state.ready:
+                    self._invoke(request, keep_alive)
+                else:  # answered once this worker's model is loaded (the process exits if loading fails)
+                    self.busy = True
+                    state.waiting.append((self, request, keep_alive))
         elif path == "/ping":
-            status = 200 if state.ready and not state.draining else 503
+            status = 200 if state.ready and not state.draining and state.flags.all_set() else 503
             self._respond(Response(status, b"" if status == 200 else b"not ready", "text/plain"), keep_alive)
         elif path == "/execution-parameters":
             self._respond(Response(200, state.execution_parameters, "application/json"), keep_alive)
@@ -390,10 +412,11 @@ def _keep_alive(version: str, headers: dict[str, str]) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ serving
-async def serve(config: ServerConfig, sock: socket.socket, handler: Handler) -> None:
+async def serve(config: ServerConfig, sock: socket.socket, handler: Handler, flags: ReadyFlags,
+                slot: int = 0) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT; load the model in the background meanwhile."""
     loop = asyncio.get_running_loop()
-    state = ServerState(handler, config.max_body_bytes)
+    state = ServerState(handler, config.max_body_bytes, flags, slot)
     server = await loop.create_server(lambda: HttpProtocol(state), sock=sock, backlog=1024)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -414,7 +437,11 @@ def _loaded(fut: asyncio.Future[float], state: ServerState, stop: asyncio.Event)
     exc = fut.exception()
     if exc is None:
         state.ready = True
+        state.flags.set(state.slot, True)
         log(f"model loaded in {fut.result():.2f} s; ready")
+        waiting, state.waiting = state.waiting, []
+        for conn, request, keep_alive in waiting:
+            conn._invoke(request, keep_alive)
         return
     detail = "".join(traceback.format_exception(exc))
     log(f"could not load the model: {exc}\n{detail}")
@@ -425,6 +452,10 @@ def _loaded(fut: asyncio.Future[float], state: ServerState, stop: asyncio.Event)
 async def _drain(server: asyncio.Server, state: ServerState) -> None:
     state.draining = True
     server.close()  # stop accepting
+    waiting, state.waiting = state.waiting, []
+    for conn, _request, _keep_alive in waiting:  # stopped before the model loaded
+        conn.busy = False
+        conn._respond(Response(503, b"the model server is stopping", "text/plain"), keep_alive=False)
     deadline = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < deadline:
         for conn in list(state.connections):
@@ -448,10 +479,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(config: ServerConfig, sock: socket.socket) -> int:
+def run_worker(config: ServerConfig, sock: socket.socket, flags: ReadyFlags, slot: int = 0) -> int:
     handler = build_handler(config)
     try:
-        asyncio.run(serve(config, sock, handler))
+        asyncio.run(serve(config, sock, handler, flags, slot))
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
@@ -461,13 +492,15 @@ def run_workers(config: ServerConfig, sock: socket.socket) -> int:
     """Fork ``config.workers`` processes on the shared socket; restart one that dies; SIGTERM them all."""
     children: dict[int, int] = {}
     stopping = False
+    flags = ReadyFlags(config.workers)
 
     def spawn(slot: int) -> None:
+        flags.set(slot, False)
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os._exit(run_worker(config, sock))
+            os._exit(run_worker(config, sock, flags, slot))
         children[pid] = slot
 
     def forward(signum: int, _frame: Any) -> None:
@@ -530,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"listening on {config.host}:{config.port} (kind {config.kind}, model {config.model_dir}, "
         f"{config.workers} worker(s))")
     if config.workers == 1:
-        return run_worker(config, sock)
+        return run_worker(config, sock, ReadyFlags(1))
     return run_workers(config, sock)
 
 

@@ -290,3 +290,18 @@ def test_model_server_requirements_txt_reexecs_under_venv(start_server, tmp_path
     server = start_server(model_dir, "sklearn", {"OPENSAGE_VENV_CACHE": str(cache)})
     prefix = server.post("x", "text/plain").text
     assert prefix.startswith(str(cache)), prefix
+
+
+def test_invocations_during_model_load_wait_for_it(start_server, tmp_path):
+    model_dir = tmp_path / "model"
+    write_code(model_dir, SLOW_LOAD)
+    server = start_server(model_dir, "sklearn", ready=False)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            assert httpx.get(f"{server.url}/ping", timeout=2).status_code == 503
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    response = server.post("x", "text/plain")
+    assert response.status_code == 200 and response.text == "done"
