@@ -94,7 +94,8 @@ def _rest_routes(service: str) -> list[tuple[str, re.Pattern[str], OperationMode
         op = model.operation_model(name)
         http = op.http
         path = http["requestUri"].split("?")[0]
-        rx = re.sub(r"\\{(\w+)\\\+?\\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(path))
+        # re.escape turns "{Name}" / "{Key+}" into "\\{Name\\}" / "\\{Key\\+\\}": make each a named group.
+        rx = re.sub(r"\\\{(\w+)(?:\\\+)?\\\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(path))
         routes.append((http["method"], re.compile(rx + "$"), op))
     return routes
 

@@ -1,0 +1,196 @@
+"""Endpoints through boto3: real model servers behind the in-process control plane (file:// object store)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+import time
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import ROLE, XGB_IMAGE
+
+pytestmark = pytest.mark.slow
+
+
+def _model_tar(num_round: int) -> tuple[bytes, np.ndarray]:
+    import xgboost as xgb
+    from sklearn.datasets import load_breast_cancer
+
+    from opensage.algorithms.xgboost import save_booster
+
+    X, y = load_breast_cancer(return_X_y=True)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(X, label=y), num_round)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        save_booster(booster, Path(d) / "xgboost-model")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            tar.add(Path(d) / "xgboost-model", arcname="xgboost-model")
+    return buf.getvalue(), X
+
+
+@pytest.fixture(scope="module")
+def models(server):
+    store = server.store()
+    store.ensure_bucket("bucket1")
+    sm = server.client("sagemaker")
+    rows = None
+    for name, rounds in (("ep-model-a", 5), ("ep-model-b", 20)):
+        blob, rows = _model_tar(rounds)
+        store.put_bytes("bucket1", f"models/{name}/model.tar.gz", blob)
+        sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={
+            "Image": XGB_IMAGE, "ModelDataUrl": f"s3://bucket1/models/{name}/model.tar.gz"})
+    return rows
+
+
+def _config(sm, name: str, variants: list[tuple[str, str, float, int]]) -> None:
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
+        {"VariantName": v, "ModelName": m, "InitialVariantWeight": w, "InitialInstanceCount": n,
+         "InstanceType": "ml.m5.large"} for v, m, w, n in variants])
+
+
+def _wait(sm, name: str, timeout: float = 90) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_endpoint(EndpointName=name)
+        if d["EndpointStatus"] not in ("Creating", "Updating"):
+            return d
+        time.sleep(0.2)
+    raise AssertionError(f"endpoint {name} still {d['EndpointStatus']}")
+
+
+def _csv(rows: np.ndarray) -> str:
+    return "\n".join(",".join(f"{v:.6g}" for v in row) for row in rows)
+
+
+def test_create_endpoint_invoke_csv_returns_one_score_per_line(server, models):
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    _config(sm, "ep-basic-cfg", [("AllTraffic", "ep-model-a", 1.0, 1)])
+    arn = sm.create_endpoint(EndpointName="ep-Basic", EndpointConfigName="ep-basic-cfg")["EndpointArn"]
+    assert arn.endswith(":endpoint/ep-basic")
+    d = _wait(sm, "ep-Basic")
+    assert d["EndpointStatus"] == "InService", d.get("FailureReason")
+    pv = d["ProductionVariants"][0]
+    assert (pv["VariantName"], pv["CurrentInstanceCount"], pv["CurrentWeight"]) == ("AllTraffic", 1, 1.0)
+    r = rt.invoke_endpoint(EndpointName="ep-Basic", ContentType="text/csv", Body=_csv(models[:3]))
+    scores = r["Body"].read().decode().strip().splitlines()
+    assert len(scores) == 3 and all(0 <= float(s) <= 1 for s in scores)
+    assert r["InvokedProductionVariant"] == "AllTraffic"
+    assert r["ContentType"].startswith("text/csv")
+
+
+def test_invoke_endpoint_bad_payload_is_model_error_424(server, models):
+    rt = server.client("sagemaker-runtime")
+    with pytest.raises(ClientError) as e:
+        rt.invoke_endpoint(EndpointName="ep-Basic", ContentType="text/csv", Body="not,a,number\n")
+    err = e.value.response
+    assert err["Error"]["Code"] == "ModelError"
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert err["OriginalStatusCode"] == 400
+    assert "Received client error (400) from primary" in err["Error"]["Message"]
+
+
+def test_invoke_missing_endpoint_is_validation_error(server):
+    rt = server.client("sagemaker-runtime")
+    with pytest.raises(ClientError) as e:
+        rt.invoke_endpoint(EndpointName="nope", ContentType="text/csv", Body="1")
+    assert e.value.response["Error"]["Code"] == "ValidationError"
+    assert "Endpoint nope of account" in str(e.value)
+
+
+def test_two_variants_route_by_weight_and_target_variant(server, models):
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    _config(sm, "ep-ab-cfg", [("A", "ep-model-a", 1.0, 1), ("B", "ep-model-b", 3.0, 1)])
+    sm.create_endpoint(EndpointName="ep-ab", EndpointConfigName="ep-ab-cfg")
+    assert _wait(sm, "ep-ab")["EndpointStatus"] == "InService"
+    seen = [rt.invoke_endpoint(EndpointName="ep-ab", ContentType="text/csv", Body=_csv(models[:1]))[
+        "InvokedProductionVariant"] for _ in range(80)]
+    assert 0.55 < seen.count("B") / len(seen) < 0.95
+    only_a = {rt.invoke_endpoint(EndpointName="ep-ab", ContentType="text/csv", Body=_csv(models[:1]),
+                                 TargetVariant="A")["InvokedProductionVariant"] for _ in range(10)}
+    assert only_a == {"A"}
+    sm.update_endpoint_weights_and_capacities(EndpointName="ep-ab", DesiredWeightsAndCapacities=[
+        {"VariantName": "B", "DesiredWeight": 0.0}])
+    assert _wait(sm, "ep-ab")["EndpointStatus"] == "InService"
+    after = {rt.invoke_endpoint(EndpointName="ep-ab", ContentType="text/csv", Body=_csv(models[:1]))[
+        "InvokedProductionVariant"] for _ in range(20)}
+    assert after == {"A"}
+
+
+def test_update_endpoint_under_load_has_zero_failed_requests(server, models):
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    _config(sm, "ep-upd-1", [("AllTraffic", "ep-model-a", 1.0, 1)])
+    _config(sm, "ep-upd-2", [("AllTraffic", "ep-model-b", 1.0, 2)])
+    sm.create_endpoint(EndpointName="ep-upd", EndpointConfigName="ep-upd-1")
+    assert _wait(sm, "ep-upd")["EndpointStatus"] == "InService"
+    body = _csv(models[:1])
+    before = rt.invoke_endpoint(EndpointName="ep-upd", ContentType="text/csv", Body=body)["Body"].read()
+    failures, ok, stop = [], [0], threading.Event()
+
+    def load() -> None:
+        client = server.client("sagemaker-runtime")
+        while not stop.is_set():
+            try:
+                client.invoke_endpoint(EndpointName="ep-upd", ContentType="text/csv", Body=body)["Body"].read()
+                ok[0] += 1
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    sm.update_endpoint(EndpointName="ep-upd", EndpointConfigName="ep-upd-2")
+    d = _wait(sm, "ep-upd")
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert d["EndpointStatus"] == "InService" and d["EndpointConfigName"] == "ep-upd-2"
+    assert failures == [] and ok[0] > 20
+    after = rt.invoke_endpoint(EndpointName="ep-upd", ContentType="text/csv", Body=body)["Body"].read()
+    assert after != before  # the new model answers
+    assert d["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+
+
+def test_update_to_broken_model_keeps_old_fleet_serving(server, models):
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    server.store().put_bytes("bucket1", "models/broken/model.tar.gz", _empty_tar())
+    sm.create_model(ModelName="ep-broken", ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": XGB_IMAGE, "ModelDataUrl": "s3://bucket1/models/broken/model.tar.gz"})
+    _config(sm, "ep-broken-cfg", [("AllTraffic", "ep-broken", 1.0, 1)])
+    sm.update_endpoint(EndpointName="ep-Basic", EndpointConfigName="ep-broken-cfg")
+    d = _wait(sm, "ep-Basic")
+    assert d["EndpointStatus"] == "InService"
+    assert d["EndpointConfigName"] == "ep-basic-cfg"
+    assert "ping health check" in d["FailureReason"]
+    r = rt.invoke_endpoint(EndpointName="ep-Basic", ContentType="text/csv", Body=_csv(models[:1]))
+    assert r["Body"].read()
+
+
+def test_delete_endpoint_then_describe_is_could_not_find(server, models):
+    sm = server.client("sagemaker")
+    sm.delete_endpoint(EndpointName="ep-ab")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            sm.describe_endpoint(EndpointName="ep-ab")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ValidationException"
+            assert "Could not find endpoint" in str(e)
+            return
+        time.sleep(0.2)
+    raise AssertionError("endpoint was not deleted")
+
+
+def _empty_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz"):
+        pass
+    return buf.getvalue()
