@@ -72,9 +72,8 @@ class EndpointService:
 
     def update_endpoint(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         config = self.models.get_endpoint_config(params["EndpointConfigName"])
-        changes = {"_target_config": config.name, "_target": config.request}
-        if params.get("DeploymentConfig"):
-            changes["_deployment"] = params["DeploymentConfig"]
+        changes = {"_target_config": config.name, "_target": config.request, "_shift": None,
+                   "_deployment": params.get("DeploymentConfig")}
         return self._change(params["EndpointName"], "Updating", changes, allowed={"InService"})
 
     def update_endpoint_weights_and_capacities(self, ctx, params: dict[str, Any]) -> dict[str, Any]:

@@ -130,8 +130,10 @@ class DeploymentReconciler:
         if not all(r["ready"] for v in pending["variants"] for r in v["replicas"]):
             self.d.resources.save(ep, self.d.clock.time())  # readiness flags
             return True
-        old_route = self.router.get(ep.name)
         old_fleet = st.get("_fleet")
+        if old_fleet and ep.status == "Updating" and self._shift_traffic(ep, pending, old_fleet):
+            return True
+        old_route = self.router.get(ep.name)
         self._route(ep.name, pending)
         st["_fleet"], st["_pending"] = pending, None
         st.pop("FailureReason", None)
@@ -145,6 +147,37 @@ class DeploymentReconciler:
         if old_fleet:
             self._old_routes[ep.name] = (old_route, [old_fleet], time.monotonic())
         log.info("endpoint %s: InService on %s", ep.name, st["EndpointConfigName"])
+        return True
+
+    def _shift_traffic(self, ep: Resource, new: dict[str, Any], old: dict[str, Any]) -> bool:
+        """Canary / Linear: move traffic to the new fleet in steps; True while the shift is unfinished.
+
+        The old fleet keeps its share until the last step; then the caller routes everything to the new
+        fleet and drains the old one, as for ALL_AT_ONCE.
+        """
+        config = ep.state.get("_deployment") or ep.request.get("DeploymentConfig") or {}
+        policy = config.get("BlueGreenUpdatePolicy") or {}
+        routing = policy.get("TrafficRoutingConfiguration") or {}
+        steps = traffic_steps(routing, sum(v["count"] for v in new["variants"]))
+        if not steps:
+            return False
+        shift = ep.state.get("_shift") or {"step": -1, "next_at": 0.0}
+        ep.state["_shift"] = shift
+        now = self.d.clock.time()
+        if now < shift["next_at"]:
+            return True
+        shift["step"] += 1
+        if shift["step"] >= len(steps):
+            ep.state.pop("_shift", None)
+            return False
+        fraction = steps[shift["step"]]
+        shift["next_at"] = now + float(routing.get("WaitIntervalInSeconds") or 0)
+        route = self._build_route(old)
+        route.shifted, route.shifted_fraction = self._build_route(new), fraction
+        self.router.set(ep.name, route)
+        self.d.resources.save(ep, now)
+        log.info("endpoint %s: %s traffic shift, %.0f%% to the new fleet", ep.name, routing.get("Type"),
+                 fraction * 100)
         return True
 
     def _maintain(self, ep: Resource) -> bool:
@@ -223,8 +256,8 @@ class DeploymentReconciler:
         fresh = self.d.resources.get(KIND, ep.name)
         if fresh is None or fresh.status not in ("Creating", "Updating"):
             return
-        fresh.state.pop("_pending", None)
-        fresh.state.pop("_desired", None)
+        for key in ("_pending", "_desired", "_shift"):
+            fresh.state.pop(key, None)
         fresh.state["FailureReason"] = reason[:1024]
         # A failed update leaves the endpoint serving its previous fleet.
         target = "InService" if fresh.status == "Updating" and fresh.state.get("_fleet") else "Failed"
@@ -290,9 +323,13 @@ class DeploymentReconciler:
         return None
 
     def _route(self, endpoint: str, fleet: dict[str, Any]) -> None:
-        self.router.set(endpoint, EndpointRoute([
+        self.router.set(endpoint, self._build_route(fleet))
+
+    @staticmethod
+    def _build_route(fleet: dict[str, Any]) -> EndpointRoute:
+        return EndpointRoute([
             VariantRoute(v["name"], v["weight"], [Replica.from_state(r).url for r in v["replicas"] if r["ready"]])
-            for v in fleet["variants"]]))
+            for v in fleet["variants"]])
 
     def _finish_drain(self, endpoint: str) -> bool:
         entry = self._old_routes.get(endpoint)
@@ -359,6 +396,28 @@ class DeploymentReconciler:
             for stream, events in batches:
                 self.d.logs.append(LOG_GROUP_PREFIX + ep.name, stream, events, now_ms, conn=conn)
             self.d.resources.save(ep, self.d.clock.time(), conn=conn)
+
+
+def traffic_steps(routing: dict[str, Any], new_capacity: int) -> list[float]:
+    """Fractions of traffic on the new fleet, one per wait interval ([] = all at once)."""
+    kind = routing.get("Type") or "ALL_AT_ONCE"
+
+    def fraction(size: dict[str, Any] | None) -> float:
+        size = size or {}
+        if size.get("Type") == "INSTANCE_COUNT":
+            return min(1.0, float(size.get("Value", 1)) / max(1, new_capacity))
+        return min(1.0, float(size.get("Value", 10)) / 100.0)
+
+    if kind == "CANARY":
+        return [fraction(routing.get("CanarySize"))]
+    if kind == "LINEAR":
+        step = max(fraction(routing.get("LinearStepSize")), 0.01)
+        out, f = [], step
+        while f < 1.0 - 1e-9:
+            out.append(round(f, 6))
+            f += step
+        return out
+    return []
 
 
 _ALL = ("Creating", "Updating", "InService", "Deleting", "SystemUpdating", "RollingBack")

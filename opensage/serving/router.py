@@ -30,8 +30,15 @@ class VariantRoute:
 @dataclass
 class EndpointRoute:
     variants: list[VariantRoute]
+    # During a Canary/Linear blue/green update: this share of requests goes to the new fleet's route.
+    shifted: EndpointRoute | None = None
+    shifted_fraction: float = 0.0
 
     def pick(self, target_variant: str | None) -> VariantRoute | None:
+        if self.shifted is not None and random.random() < self.shifted_fraction:
+            picked = self.shifted.pick(target_variant)
+            if picked is not None:
+                return picked
         live = [v for v in self.variants if v.replicas]
         if target_variant is not None:
             return next((v for v in live if v.name == target_variant), None)
@@ -62,7 +69,7 @@ class Router:
     def outstanding(route: EndpointRoute | None) -> int:
         if route is None:
             return 0
-        return sum(sum(v.outstanding.values()) for v in route.variants)
+        return sum(sum(v.outstanding.values()) for v in route.variants)  # the shifted route is the new fleet
 
     def client(self) -> httpx.AsyncClient:
         # Created lazily inside the server's event loop; pooled keep-alive connections to the replicas.

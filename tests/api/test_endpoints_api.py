@@ -194,3 +194,28 @@ def _empty_tar() -> bytes:
     with tarfile.open(fileobj=buf, mode="w:gz"):
         pass
     return buf.getvalue()
+
+
+def test_update_endpoint_canary_shifts_part_of_traffic_then_all(server, models):
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    _config(sm, "ep-can-1", [("AllTraffic", "ep-model-a", 1.0, 1)])
+    _config(sm, "ep-can-2", [("AllTraffic", "ep-model-b", 1.0, 1)])
+    sm.create_endpoint(EndpointName="ep-can", EndpointConfigName="ep-can-1")
+    assert _wait(sm, "ep-can")["EndpointStatus"] == "InService"
+    body = _csv(models[:1])
+    old = rt.invoke_endpoint(EndpointName="ep-can", ContentType="text/csv", Body=body)["Body"].read()
+    sm.update_endpoint(EndpointName="ep-can", EndpointConfigName="ep-can-2", DeploymentConfig={
+        "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {
+            "Type": "CANARY", "WaitIntervalInSeconds": 4, "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 50}}}})
+    seen: set[bytes] = set()
+    deadline = time.time() + 60
+    while time.time() < deadline and len(seen) < 2:
+        if sm.describe_endpoint(EndpointName="ep-can")["EndpointStatus"] != "Updating":
+            break
+        seen.add(rt.invoke_endpoint(EndpointName="ep-can", ContentType="text/csv", Body=body)["Body"].read())
+    assert len(seen) == 2, "during the canary both fleets should answer"
+    d = _wait(sm, "ep-can")
+    assert d["EndpointStatus"] == "InService" and d["EndpointConfigName"] == "ep-can-2"
+    after = {rt.invoke_endpoint(EndpointName="ep-can", ContentType="text/csv", Body=body)["Body"].read()
+             for _ in range(10)}
+    assert after == seen - {old}
