@@ -219,3 +219,40 @@ def test_update_endpoint_canary_shifts_part_of_traffic_then_all(server, models):
     after = {rt.invoke_endpoint(EndpointName="ep-can", ContentType="text/csv", Body=body)["Body"].read()
              for _ in range(10)}
     assert after == seen - {old}
+
+
+def test_dead_replica_is_replaced_and_endpoint_keeps_serving(server, models):
+    import os
+    import signal
+
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    _config(sm, "ep-heal-cfg", [("AllTraffic", "ep-model-a", 1.0, 1)])
+    sm.create_endpoint(EndpointName="ep-heal", EndpointConfigName="ep-heal-cfg")
+    assert _wait(sm, "ep-heal")["EndpointStatus"] == "InService"
+    row = server.platform.deps.resources.get("endpoint", "ep-heal")
+    pid = row.state["_fleet"]["variants"][0]["replicas"][0]["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            rt.invoke_endpoint(EndpointName="ep-heal", ContentType="text/csv", Body=_csv(models[:1]))
+            break
+        except ClientError:
+            time.sleep(0.3)
+    else:
+        raise AssertionError("the endpoint never recovered")
+    new_pid = server.platform.deps.resources.get("endpoint", "ep-heal").state["_fleet"]["variants"][0][
+        "replicas"][0]["pid"]
+    assert new_pid != pid
+
+
+def test_oversized_payload_and_unknown_variant_are_validation_errors(server, models):
+    rt = server.client("sagemaker-runtime")
+    with pytest.raises(ClientError) as e:
+        rt.invoke_endpoint(EndpointName="ep-heal", ContentType="text/csv", Body=b"1" * (6 * 1024 * 1024 + 1))
+    assert e.value.response["Error"]["Code"] == "ValidationError"
+    with pytest.raises(ClientError) as e:
+        rt.invoke_endpoint(EndpointName="ep-heal", ContentType="text/csv", Body=_csv(models[:1]),
+                           TargetVariant="Nope")
+    assert e.value.response["Error"]["Code"] == "ValidationError"
+    assert "Nope" in str(e.value)
