@@ -14,6 +14,7 @@ from opensage.executors.base import Executor
 from opensage.runner.jobspec import ObjectStoreSpec
 from opensage.runner.training import TrainingReconciler
 from opensage.server.routes import build_routes
+from opensage.services.autoscaling import AutoscalingService
 from opensage.services.base import Deps
 from opensage.services.endpoints import EndpointService
 from opensage.services.iam import IamService
@@ -23,6 +24,7 @@ from opensage.services.runtime import RuntimeService
 from opensage.services.sts import StsService
 from opensage.services.tags import TagService
 from opensage.services.training import TrainingService
+from opensage.serving.autoscaler import Autoscaler, internal_scale
 from opensage.serving.deployments import DeploymentReconciler
 from opensage.serving.replicas import ReplicaManager
 from opensage.serving.router import Router
@@ -42,13 +44,16 @@ class Platform:
     training: TrainingReconciler
     deployments: DeploymentReconciler
     router: Router
+    autoscaler: Autoscaler
     asgi: Starlette
 
     def start_background(self) -> None:
         self.training.start()
         self.deployments.start()
+        self.autoscaler.start()
 
     def stop_background(self, stop_jobs: bool = True) -> None:
+        self.autoscaler.shutdown()
         self.training.shutdown(stop_jobs=stop_jobs)
         self.deployments.shutdown()
 
@@ -81,7 +86,10 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     dispatcher.register("sagemaker", TagService(deps))
     models = ModelService(deps)
     dispatcher.register("sagemaker", models)
-    dispatcher.register("sagemaker", EndpointService(deps, models))
+    endpoints = EndpointService(deps, models)
+    dispatcher.register("sagemaker", endpoints)
+    dispatcher.register("application-autoscaling", AutoscalingService(deps))
+    autoscaler = Autoscaler(deps, internal_scale(endpoints))
     dispatcher.register("sagemaker-runtime", RuntimeService(deps, router))
     dispatcher.register("logs", LogsService(deps))
     dispatcher.register("sts", StsService(deps))
@@ -102,5 +110,5 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
 
     creds = {settings.credentials.access_key: settings.credentials.secret_key}
     asgi = Starlette(routes=build_routes(dispatcher, creds), lifespan=lifespan)
-    platform = Platform(settings, deps, dispatcher, training, deployments, router, asgi)
+    platform = Platform(settings, deps, dispatcher, training, deployments, router, autoscaler, asgi)
     return platform

@@ -13,7 +13,8 @@ from opensage.settings import Settings
 
 PROFILE = "opensage"
 # Keys are botocore service ids in snake_case: "CloudWatch Logs" -> cloudwatch_logs (not "logs").
-CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker_runtime", "sts", "cloudwatch_logs", "iam")
+CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker_runtime", "sts", "cloudwatch_logs", "cloudwatch", "iam",
+                          "application_autoscaling")
 
 
 def config_paths(home: Path) -> dict[str, Path]:

@@ -9,13 +9,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from opensage.api import auth, parser, serializer
+from opensage.api import auth, cbor_protocol, parser, serializer
 from opensage.api.dispatch import Dispatcher, RequestContext
 from opensage.errors import AccessDenied, InternalFailure, ServiceError, UnknownOperation
 
 log = logging.getLogger(__name__)
 
-JSON_TARGETS = {"SageMaker": "sagemaker", "Logs_20140328": "logs"}
+JSON_TARGETS = {"SageMaker": "sagemaker", "Logs_20140328": "logs",
+                "AnyScaleFrontendService": "application-autoscaling"}
 XMLNS = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/", "iam": "https://iam.amazonaws.com/doc/2010-05-08/"}
 AMZ_JSON = "application/x-amz-json-1.1"
 
@@ -73,12 +74,33 @@ def build_routes(dispatcher: Dispatcher, credentials: dict[str, str]) -> list[Ro
         except ServiceError as err:
             return _error(err, ctx, "rest-json")
 
+    async def rpc_v2_cbor(request: Request) -> Response:
+        body = await request.body()
+        ctx = RequestContext()
+        service = cbor_protocol.service_for_prefix(request.path_params["prefix"])
+        try:
+            if service is None:
+                raise UnknownOperation(f"No service answers RPC v2 CBOR as {request.path_params['prefix']!r}.")
+            ident = await authenticate(request, body)
+            ctx.access_key, ctx.region = ident.access_key, ident.region
+            req = cbor_protocol.parse_request(service, request.path_params["operation"], body)
+            status, headers, payload = cbor_protocol.response(req.operation, await dispatcher.dispatch_async(ctx, req))
+        except ServiceError as err:
+            status, headers, payload = cbor_protocol.error_response(service, err)
+        except Exception:
+            log.exception("unexpected error (request %s)", ctx.request_id)
+            err = InternalFailure(f"Internal error (request id {ctx.request_id}).")
+            status, headers, payload = cbor_protocol.error_response(service, err)
+        headers["x-amzn-RequestId"] = ctx.request_id
+        return Response(payload, status, headers)
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     return [
         Route("/_opensage/health", health, methods=["GET"]),
         Route("/endpoints/{rest:path}", runtime, methods=["POST"]),
+        Route("/service/{prefix}/operation/{operation}", rpc_v2_cbor, methods=["POST"]),
         Route("/", control_plane, methods=["POST"]),
     ]
 
