@@ -16,6 +16,7 @@ from opensage.runner.training import TrainingReconciler
 from opensage.server.routes import build_routes
 from opensage.services.autoscaling import AutoscalingService
 from opensage.services.base import Deps
+from opensage.services.cloudwatch import CloudWatchService
 from opensage.services.endpoints import EndpointService
 from opensage.services.iam import IamService
 from opensage.services.logs import LogsService
@@ -26,6 +27,7 @@ from opensage.services.tags import TagService
 from opensage.services.training import TrainingService
 from opensage.serving.autoscaler import Autoscaler, internal_scale
 from opensage.serving.deployments import DeploymentReconciler
+from opensage.serving.metrics import EndpointMetrics
 from opensage.serving.replicas import ReplicaManager
 from opensage.serving.router import Router
 from opensage.settings import Settings
@@ -46,16 +48,21 @@ class Platform:
     router: Router
     autoscaler: Autoscaler
     asgi: Starlette
+    endpoint_metrics: EndpointMetrics | None = None
 
     def start_background(self) -> None:
         self.training.start()
         self.deployments.start()
+        if self.endpoint_metrics is not None:
+            self.endpoint_metrics.start()
         self.autoscaler.start()
 
     def stop_background(self, stop_jobs: bool = True) -> None:
         self.autoscaler.shutdown()
         self.training.shutdown(stop_jobs=stop_jobs)
         self.deployments.shutdown()
+        if self.endpoint_metrics is not None:
+            self.endpoint_metrics.shutdown()
 
 
 def object_store_spec(settings: Settings) -> ObjectStoreSpec:
@@ -90,7 +97,9 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     dispatcher.register("sagemaker", endpoints)
     dispatcher.register("application-autoscaling", AutoscalingService(deps))
     autoscaler = Autoscaler(deps, internal_scale(endpoints))
-    dispatcher.register("sagemaker-runtime", RuntimeService(deps, router))
+    endpoint_metrics = EndpointMetrics(deps)
+    dispatcher.register("sagemaker-runtime", RuntimeService(deps, router, endpoint_metrics))
+    dispatcher.register("cloudwatch", CloudWatchService(deps, before_read=endpoint_metrics.flush))
     dispatcher.register("logs", LogsService(deps))
     dispatcher.register("sts", StsService(deps))
     dispatcher.register("iam", IamService(deps))
@@ -110,5 +119,6 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
 
     creds = {settings.credentials.access_key: settings.credentials.secret_key}
     asgi = Starlette(routes=build_routes(dispatcher, creds), lifespan=lifespan)
-    platform = Platform(settings, deps, dispatcher, training, deployments, router, autoscaler, asgi)
+    platform = Platform(settings, deps, dispatcher, training, deployments, router, autoscaler, asgi,
+                        endpoint_metrics=endpoint_metrics)
     return platform

@@ -114,20 +114,27 @@ def _error_shape(model: ServiceModel, code: str) -> Shape | None:
     return None
 
 
-def error_response(service: str | None, err: ServiceError) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of an error, named by the service's modeled error shape when it has one."""
-    headers = {**PROTOCOL_HEADERS, "Content-Type": CBOR}
+def modeled_error(service: str | None, err: ServiceError) -> tuple[str, dict[str, str]]:
+    """(``__type``, extra headers) for an error: the service's modeled error shape when one matches the code,
+    and for ``awsQueryCompatible`` services the ``x-amzn-query-error: <Code>;<Sender|Receiver>`` header that
+    botocore maps to ``client.exceptions.<Shape>`` (used by the JSON protocol too)."""
     model = service_model(service) if service else None
-    shape = _error_shape(model, err.code) if model else None
+    if model is None:
+        return err.code, {}
+    shape = _error_shape(model, err.code)
     type_name, query_code = err.code, err.code
     if shape is not None:
         type_name = shape.name
         query_code = shape.metadata.get("error", {}).get("code", shape.name)
-    if model is not None:
-        namespace = f"com.amazonaws.{model.endpoint_prefix}"
-        type_name = f"{namespace}#{type_name}"
-        if "awsQueryCompatible" in model.metadata:
-            headers["x-amzn-query-error"] = f"{query_code};{'Sender' if err.sender_fault else 'Receiver'}"
+    headers = {}
+    if "awsQueryCompatible" in model.metadata:
+        headers["x-amzn-query-error"] = f"{query_code};{'Sender' if err.sender_fault else 'Receiver'}"
+    return f"com.amazonaws.{model.endpoint_prefix}#{type_name}", headers
+
+
+def error_response(service: str | None, err: ServiceError) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of an RPC v2 CBOR error."""
+    type_name, extra = modeled_error(service, err)
     body: dict[str, Any] = {"__type": type_name, "message": err.message}
     body.update(err.fields)
-    return err.status, headers, cbor2.dumps(body)
+    return err.status, {**PROTOCOL_HEADERS, "Content-Type": CBOR, **extra}, cbor2.dumps(body)

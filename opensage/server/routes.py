@@ -16,7 +16,8 @@ from opensage.errors import AccessDenied, InternalFailure, ServiceError, Unknown
 log = logging.getLogger(__name__)
 
 JSON_TARGETS = {"SageMaker": "sagemaker", "Logs_20140328": "logs",
-                "AnyScaleFrontendService": "application-autoscaling"}
+                "AnyScaleFrontendService": "application-autoscaling",
+                "GraniteServiceVersion20100801": "cloudwatch"}
 XMLNS = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/", "iam": "https://iam.amazonaws.com/doc/2010-05-08/"}
 AMZ_JSON = "application/x-amz-json-1.1"
 
@@ -54,7 +55,7 @@ def build_routes(dispatcher: Dispatcher, credentials: dict[str, str]) -> list[Ro
             return Response(serializer.query_response_body(req.operation, result, ctx.request_id,
                                                            XMLNS[service]), 200, media_type="text/xml")
         except ServiceError as err:
-            return _error(err, ctx, protocol)
+            return _error(err, ctx, protocol, service)
         except Exception:
             log.exception("unexpected error (request %s)", ctx.request_id)
             return _error(InternalFailure(f"Internal error (request id {ctx.request_id})."), ctx, protocol)
@@ -105,8 +106,10 @@ def build_routes(dispatcher: Dispatcher, credentials: dict[str, str]) -> list[Ro
     ]
 
 
-def _error(err: ServiceError, ctx: RequestContext, protocol: str) -> Response:
+def _error(err: ServiceError, ctx: RequestContext, protocol: str, service: str | None = None) -> Response:
     headers = {"x-amzn-RequestId": ctx.request_id}
+    if protocol == "json" and service:
+        headers.update(cbor_protocol.modeled_error(service, err)[1])  # query-compatible services' error code
     if isinstance(err, AccessDenied) or err.status >= 500:
         log.info("%s %s: %s", err.status, err.code, err.message)
     if protocol == "query":

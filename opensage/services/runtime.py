@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 
 from opensage.errors import ServiceError, ValidationError
 from opensage.services.base import Deps
+from opensage.serving.metrics import EndpointMetrics
 from opensage.serving.router import Router
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -27,11 +29,13 @@ class ServiceUnavailable(ServiceError):
 
 
 class RuntimeService:
-    def __init__(self, deps: Deps, router: Router) -> None:
+    def __init__(self, deps: Deps, router: Router, metrics: EndpointMetrics | None = None) -> None:
         self.d = deps
         self.router = router
+        self.metrics = metrics  # per-minute aggregates in memory; nothing is written per request
 
     async def invoke_endpoint(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
         name = params["EndpointName"]
         body: bytes = params.get("Body") or b""
         if len(body) > MAX_PAYLOAD_BYTES:
@@ -57,14 +61,32 @@ class RuntimeService:
             headers["X-Amzn-SageMaker-Inference-Id"] = params["InferenceId"]
         if params.get("TargetModel"):
             headers["X-Amzn-SageMaker-Target-Model"] = params["TargetModel"]
-        response = await self._send(variant, body, headers, name)
+        sent = time.perf_counter()
+        try:
+            response = await self._send(variant, body, headers, name)
+        except ServiceError:
+            self._record(name, variant, started, sent, None, None)
+            raise
+        answered = time.perf_counter()
         if response.status_code >= 400:
+            self._record(name, variant, started, sent, answered, response.status_code)
             raise self._model_error(name, variant.name, response)
         out: dict[str, Any] = {"Body": response.content, "InvokedProductionVariant": variant.name,
                                "ContentType": response.headers.get("content-type", "application/octet-stream")}
         if response.headers.get(CUSTOM_ATTRIBUTES):
             out["CustomAttributes"] = response.headers[CUSTOM_ATTRIBUTES]
+        self._record(name, variant, started, sent, answered, response.status_code)
         return out
+
+    def _record(self, name: str, variant, started: float, sent: float, answered: float | None,
+                status: int | None) -> None:
+        """ModelLatency is the model server's round trip; OverheadLatency the rest of our handling."""
+        if self.metrics is None:
+            return
+        end = time.perf_counter()
+        model = answered - sent if answered is not None else None
+        overhead = (end - started) - (model if model is not None else end - sent)
+        self.metrics.record(name, variant.name, len(variant.replicas), model, overhead, status)
 
     async def _send(self, variant, body: bytes, headers: dict[str, str], name: str) -> httpx.Response:
         client = self.router.client()

@@ -1,0 +1,288 @@
+"""Endpoint metrics as SageMaker publishes them, aggregated in memory and flushed as statistic sets.
+
+InvokeEndpoint is latency-critical, so ``record`` only adds numbers to a per (endpoint, variant, minute)
+bucket under an uncontended lock; a background thread (``start``) flushes the buckets every few seconds as
+CloudWatch statistic sets (four rows per metric per minute, whatever the request rate) and samples the
+replicas' CPU and memory from /proc. Reads through the CloudWatch API call ``flush`` first.
+
+Namespace ``AWS/SageMaker``, dimensions EndpointName + VariantName:
+  Invocations, InvocationsPerInstance (1/instances per request), ModelLatency and OverheadLatency
+  (microseconds), Invocation4XXErrors / Invocation5XXErrors (1 when the model answered 4xx / 5xx, else 0),
+  InvocationModelErrors (1 when the model did not answer 2xx: error status, timeout, unreachable).
+Namespace ``/aws/sagemaker/Endpoints``, same dimensions: CPUUtilization (percent, summed over cores, so up
+to 100 x cores) and MemoryUtilization (percent of the machine's memory), one sample per instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+INVOCATION_NAMESPACE = "AWS/SageMaker"
+UTILIZATION_NAMESPACE = "/aws/sagemaker/Endpoints"
+FLUSH_INTERVAL_SECONDS = 10.0
+LIVE_STATUSES = ("InService", "Updating", "SystemUpdating", "RollingBack")
+KNOWN_UNITS = {
+    **{(INVOCATION_NAMESPACE, n): "None" for n in (
+        "Invocations", "InvocationsPerInstance", "Invocation4XXErrors", "Invocation5XXErrors",
+        "InvocationModelErrors")},
+    (INVOCATION_NAMESPACE, "ModelLatency"): "Microseconds",
+    (INVOCATION_NAMESPACE, "OverheadLatency"): "Microseconds",
+    (UTILIZATION_NAMESPACE, "CPUUtilization"): "Percent",
+    (UTILIZATION_NAMESPACE, "MemoryUtilization"): "Percent",
+}
+
+StatSet = tuple[str, float, float, float, float, float]  # name, timestamp, count, sum, min, max
+
+
+@dataclass
+class _Stat:
+    count: int = 0
+    total: float = 0.0
+    minimum: float = math.inf
+    maximum: float = -math.inf
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        if value < self.minimum:
+            self.minimum = value
+        if value > self.maximum:
+            self.maximum = value
+
+    def as_set(self, name: str, t: float) -> StatSet | None:
+        return (name, t, self.count, self.total, self.minimum, self.maximum) if self.count else None
+
+
+@dataclass
+class _Bucket:
+    invocations: int = 0
+    per_instance: _Stat = field(default_factory=_Stat)
+    model: _Stat = field(default_factory=_Stat)
+    overhead: _Stat = field(default_factory=_Stat)
+    errors_4xx: int = 0
+    errors_5xx: int = 0
+    model_errors: int = 0
+
+    def sets(self, t: float) -> list[StatSet]:
+        n = self.invocations
+        out = [("Invocations", t, n, n, 1.0, 1.0),
+               self.per_instance.as_set("InvocationsPerInstance", t),
+               self.model.as_set("ModelLatency", t), self.overhead.as_set("OverheadLatency", t)]
+        for name, k in (("Invocation4XXErrors", self.errors_4xx), ("Invocation5XXErrors", self.errors_5xx),
+                        ("InvocationModelErrors", self.model_errors)):
+            out.append((name, t, n, k, 0.0 if k < n else 1.0, 1.0 if k else 0.0))
+        return [s for s in out if s is not None]
+
+
+class EndpointMetrics:
+    """``record`` in the request path; ``flush`` / the flusher thread write to the metric store."""
+
+    def __init__(self, deps: Any, interval: float = FLUSH_INTERVAL_SECONDS) -> None:
+        self.d = deps
+        self.interval = interval
+        self._pending: dict[tuple[str, str, int], _Bucket] = {}
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cpu = CpuSampler()
+
+    # -- request path --------------------------------------------------------------------------------
+    def record(self, endpoint: str, variant: str, instances: int, model_seconds: float | None,
+               overhead_seconds: float, model_status: int | None) -> None:
+        """One InvokeEndpoint that reached a variant. ``model_seconds`` / ``model_status`` are None when the
+        model server never answered (timeout, unreachable)."""
+        minute = int(self.d.clock.time() // 60 * 60)
+        key = (endpoint, variant, minute)
+        with self._lock:
+            b = self._pending.get(key)
+            if b is None:
+                b = self._pending[key] = _Bucket()
+            b.invocations += 1
+            b.per_instance.add(1.0 / max(instances, 1))
+            b.overhead.add(overhead_seconds * 1e6)
+            if model_seconds is not None:
+                b.model.add(model_seconds * 1e6)
+            if model_status is None or not 200 <= model_status < 300:
+                b.model_errors += 1
+            if model_status is not None and 400 <= model_status < 500:
+                b.errors_4xx += 1
+            elif model_status is not None and model_status >= 500:
+                b.errors_5xx += 1
+
+    # -- flushing ------------------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Write what was recorded since the last flush; returns the number of statistic sets written."""
+        with self._flush_lock:
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            if not pending:
+                return 0
+            written = 0
+            with self.d.metrics.engine.begin() as conn:
+                for (endpoint, variant, minute), bucket in pending.items():
+                    sets = bucket.sets(float(minute))
+                    self.d.metrics.put_stats(INVOCATION_NAMESPACE, _dims(endpoint, variant), sets, conn=conn)
+                    written += len(sets)
+            return written
+
+    def sample_utilization(self) -> int:
+        """CPU / memory of every live replica (its whole process tree), one point per instance."""
+        fleets = live_fleets(self.d)
+        if not fleets:
+            self._cpu.forget_all()
+            return 0
+        tree = ProcessTree.scan()
+        now = self.d.clock.time()
+        written = 0
+        with self.d.metrics.engine.begin() as conn:
+            for (endpoint, variant), pids in fleets.items():
+                points = []
+                for pid in pids:
+                    family = tree.family(pid)
+                    cpu = self._cpu.percent(pid, sum(tree.cpu_ticks(p) for p in family))
+                    if cpu is not None:
+                        points.append(("CPUUtilization", now, cpu))
+                    points.append(("MemoryUtilization", now, tree.memory_percent(family)))
+                self.d.metrics.put(UTILIZATION_NAMESPACE, _dims(endpoint, variant), points, conn=conn)
+                written += len(points)
+        self._cpu.keep({p for pids in fleets.values() for p in pids})
+        return written
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="endpoint-metrics", daemon=True)
+            self._thread.start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._safely(self.flush)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._safely(self.flush)
+            self._safely(self.sample_utilization)
+
+    @staticmethod
+    def _safely(fn: Callable[[], int]) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("endpoint metrics: %s failed", getattr(fn, "__name__", fn))
+
+
+def _dims(endpoint: str, variant: str) -> dict[str, str]:
+    return {"EndpointName": endpoint, "VariantName": variant}
+
+
+def live_fleets(deps: Any) -> dict[tuple[str, str], list[int]]:
+    """(endpoint, variant) -> replica pids of the routed fleet, from the endpoint rows' state."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for ep in deps.resources.in_status("endpoint", LIVE_STATUSES):
+        for variant in (ep.state.get("_fleet") or {}).get("variants", []):
+            pids = [int(r["pid"]) for r in variant.get("replicas", []) if r.get("pid")]
+            if pids:
+                out[(ep.name, variant["name"])] = pids
+    return out
+
+
+class ProcessTree:
+    """One pass over /proc: parent links, CPU ticks and resident memory of every process."""
+
+    PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def __init__(self, stats: dict[int, tuple[int, int, int]], mem_total: int) -> None:
+        self.stats = stats  # pid -> (ppid, utime + stime ticks, rss pages)
+        self.mem_total = mem_total
+        self.children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in stats.items():
+            self.children.setdefault(ppid, []).append(pid)
+
+    @classmethod
+    def scan(cls, proc: str = "/proc") -> ProcessTree:
+        stats: dict[int, tuple[int, int, int]] = {}
+        for entry in os.listdir(proc):
+            if entry.isdigit():
+                parsed = _read_stat(f"{proc}/{entry}/stat")
+                if parsed is not None:
+                    stats[int(entry)] = parsed
+        return cls(stats, _mem_total(f"{proc}/meminfo"))
+
+    def family(self, pid: int) -> list[int]:
+        if pid not in self.stats:
+            return []
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo.extend(self.children.get(p, []))
+        return out
+
+    def cpu_ticks(self, pid: int) -> int:
+        return self.stats[pid][1]
+
+    def memory_percent(self, pids: list[int]) -> float:
+        rss = sum(self.stats[p][2] for p in pids) * self.PAGE
+        return 100.0 * rss / self.mem_total if self.mem_total else 0.0
+
+
+def _read_stat(path: str) -> tuple[int, int, int] | None:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None  # the process exited during the scan
+    fields = text[text.rfind(")") + 2:].split()  # the command name may contain spaces and parentheses
+    # fields[0] is field 3 of proc(5): state; ppid is field 4, utime 14, stime 15, rss 24.
+    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[21])
+
+
+def _mem_total(path: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class CpuSampler:
+    """CPU percent of a process tree between two samples (100 = one core busy)."""
+
+    HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.clock = clock or time.monotonic
+        self._last: dict[int, tuple[float, int]] = {}
+
+    def percent(self, pid: int, ticks: int) -> float | None:
+        now = self.clock()
+        prev = self._last.get(pid)
+        self._last[pid] = (now, ticks)
+        if prev is None or now <= prev[0]:
+            return None
+        return max(0.0, 100.0 * (ticks - prev[1]) / self.HZ / (now - prev[0]))
+
+    def keep(self, pids: set[int]) -> None:
+        for pid in list(self._last):
+            if pid not in pids:
+                del self._last[pid]
+
+    def forget_all(self) -> None:
+        self._last.clear()
