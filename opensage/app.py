@@ -13,6 +13,7 @@ from opensage.clock import Clock, SystemClock
 from opensage.executors.base import Executor
 from opensage.runner.jobspec import ObjectStoreSpec
 from opensage.runner.training import TrainingReconciler
+from opensage.runner.transform import TransformReconciler
 from opensage.server.routes import build_routes
 from opensage.services.autoscaling import AutoscalingService
 from opensage.services.base import Deps
@@ -25,6 +26,7 @@ from opensage.services.runtime import RuntimeService
 from opensage.services.sts import StsService
 from opensage.services.tags import TagService
 from opensage.services.training import TrainingService
+from opensage.services.transform import TransformService
 from opensage.serving.autoscaler import Autoscaler, internal_scale
 from opensage.serving.deployments import DeploymentReconciler
 from opensage.serving.metrics import EndpointMetrics
@@ -49,9 +51,12 @@ class Platform:
     autoscaler: Autoscaler
     asgi: Starlette
     endpoint_metrics: EndpointMetrics | None = None
+    transform: TransformReconciler | None = None
 
     def start_background(self) -> None:
         self.training.start()
+        if self.transform is not None:
+            self.transform.start()
         self.deployments.start()
         if self.endpoint_metrics is not None:
             self.endpoint_metrics.start()
@@ -60,6 +65,8 @@ class Platform:
     def stop_background(self, stop_jobs: bool = True) -> None:
         self.autoscaler.shutdown()
         self.training.shutdown(stop_jobs=stop_jobs)
+        if self.transform is not None:
+            self.transform.shutdown(stop_jobs=stop_jobs)
         self.deployments.shutdown()
         if self.endpoint_metrics is not None:
             self.endpoint_metrics.shutdown()
@@ -85,7 +92,8 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     training = TrainingReconciler(deps, executor, object_store_spec(settings))
     router = Router()
     deployments = DeploymentReconciler(deps, ReplicaManager(), router, object_store_spec(settings))
-    wakers = {"training-job": training.wake, "endpoint": deployments.wake}
+    transform = TransformReconciler(deps, executor, object_store_spec(settings))
+    wakers = {"training-job": training.wake, "endpoint": deployments.wake, "transform-job": transform.wake}
     deps.wake = lambda kind: wakers.get(kind, lambda: None)()
 
     dispatcher = Dispatcher()
@@ -93,6 +101,7 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     dispatcher.register("sagemaker", TagService(deps))
     models = ModelService(deps)
     dispatcher.register("sagemaker", models)
+    dispatcher.register("sagemaker", TransformService(deps, models))
     endpoints = EndpointService(deps, models)
     dispatcher.register("sagemaker", endpoints)
     dispatcher.register("application-autoscaling", AutoscalingService(deps))
@@ -120,5 +129,5 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     creds = {settings.credentials.access_key: settings.credentials.secret_key}
     asgi = Starlette(routes=build_routes(dispatcher, creds), lifespan=lifespan)
     platform = Platform(settings, deps, dispatcher, training, deployments, router, autoscaler, asgi,
-                        endpoint_metrics=endpoint_metrics)
+                        endpoint_metrics=endpoint_metrics, transform=transform)
     return platform

@@ -29,9 +29,17 @@ TABLES: dict[str, tuple[str, dict[str, set[str]]]] = {
         "Failed": {"Deleting"},
         "Deleting": set(),
     }),
+    "transform-job": ("TransformJobStatus", {
+        "InProgress": {"Stopping", "Completed", "Failed", "Stopped"},
+        "Stopping": {"Stopped", "Completed", "Failed"},
+        "Completed": set(),
+        "Failed": set(),
+        "Stopped": set(),
+    }),
 }
 
-TERMINAL = {"training-job": {"Completed", "Failed", "Stopped"}}
+TERMINAL = {"training-job": {"Completed", "Failed", "Stopped"},
+            "transform-job": {"Completed", "Failed", "Stopped"}}
 
 
 def check(kind: str, current: str, target: str) -> None:

@@ -366,6 +366,13 @@ def run_agent(jobdir: Path) -> JobResult:
     return result
 
 
+def _job_kind(jobdir: Path) -> str:
+    try:
+        return str(json.loads((jobdir / "jobspec.json").read_text()).get("kind") or "training")
+    except (OSError, ValueError):
+        return "training"  # run_agent reports the unreadable spec
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -374,7 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     jobdir = Path(args[0]).resolve()
     _become_group_leader()
     (jobdir / "agent.pid").write_text(str(os.getpid()))
-    result = run_agent(jobdir)
+    if _job_kind(jobdir) == "transform":
+        from opensage.runner.transform_worker import run_worker
+
+        result = run_worker(jobdir)
+    else:
+        result = run_agent(jobdir)
     print(f"job agent done: {json.dumps(result.__dict__)}", file=sys.stderr)
     return 0
 

@@ -1,0 +1,285 @@
+"""Transform reconciler: the only writer of transform-job progress (same shape as the training reconciler).
+
+Each pass moves every InProgress/Stopping job one step: launch one worker per instance (a job agent with
+JobSpec kind ``transform``, see ``runner.transform_worker``), ingest the workers' data logs and their model
+servers' output into ``/aws/sagemaker/TransformJobs`` (stream ``<job>/<instance-id>-<epoch>``, data log in
+``<stream>/data-log``), forward a Stop, and finish the job from the workers' ``result.json``. Everything it
+needs is in the job's row, so a restarted control plane adopts running workers and fails (with a reason)
+those that are gone, stopping their model servers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from opensage.executors.base import Executor
+from opensage.runner.jobspec import JobResult, JobSpec, ObjectStoreSpec
+from opensage.runner.logtail import parse_log_line, read_new_lines
+from opensage.runner.transform_worker import DATA_LOG, SERVER_FILE, SERVER_LOG, TRANSFORM_FILE
+from opensage.services.base import Deps
+from opensage.services.transform import KIND, model_container, resolve_model
+from opensage.states import transition
+from opensage.store.resources import ConcurrentUpdate, Resource
+
+log = logging.getLogger(__name__)
+
+LOG_GROUP = "/aws/sagemaker/TransformJobs"
+GONE_GRACE_SECONDS = 2.0
+ACTIVE = ("InProgress", "Stopping")
+
+
+class TransformReconciler:
+    def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec) -> None:
+        self.d = deps
+        self.executor = executor
+        self.store_spec = store_spec
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._gone_since: dict[str, float] = {}
+        self._known: set[str] = set()
+
+    # -- loop ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="transform-reconciler", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            busy = False
+            try:
+                busy = self.run_once()
+            except Exception:
+                log.exception("transform reconciler pass failed")
+            self._wake.wait(self.d.settings.reconcile_interval if busy else 5.0)
+            self._wake.clear()
+
+    def shutdown(self, stop_jobs: bool = True, wait_seconds: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+        if not stop_jobs:
+            return
+        jobs = self.d.resources.in_status(KIND, ACTIVE)
+        handles = [h for j in jobs for h in j.state.get("_handles", [])]
+        for h in handles:
+            self.executor.stop(h)
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline and any(self.executor.is_running(h) for h in handles):
+            time.sleep(0.1)
+        for h in handles:
+            if self.executor.is_running(h):
+                self.executor.kill(h)
+        for job in jobs:
+            if "_handles" in job.state:
+                try:
+                    self._settle(job, platform_shutdown=True)
+                except Exception:
+                    log.exception("transform job %s: could not settle at shutdown", job.name)
+
+    def run_once(self) -> bool:
+        jobs = self.d.resources.in_status(KIND, ACTIVE)
+        for job in jobs:
+            try:
+                self._reconcile(job)
+            except ConcurrentUpdate:
+                continue
+            except Exception as e:
+                log.exception("transform job %s: reconcile failed", job.name)
+                self._fail_internal(job, e)
+        return bool(jobs)
+
+    # -- one job -------------------------------------------------------------------------------------
+    def _reconcile(self, job: Resource) -> None:
+        if "_handles" not in job.state:
+            if job.status == "Stopping":
+                self._finish(job, "Stopped", None)
+            else:
+                self._launch(job)
+            return
+        self._settle(job)
+
+    def _settle(self, job: Resource, platform_shutdown: bool = False) -> None:
+        job = self._ingest(job)
+        jobdirs = [Path(p) for p in job.state["_jobdirs"]]
+        handles = job.state["_handles"]
+        if job.name not in self._known:
+            self._known.add(job.name)
+            adopt = getattr(self.executor, "adopt", None)
+            if adopt is not None:
+                for handle, jobdir in zip(handles, jobdirs, strict=True):
+                    adopt(handle, jobdir)
+        if job.status == "Stopping" and not job.state.get("_stop_sent"):
+            for h in handles:
+                self.executor.stop(h)
+            job.state["_stop_sent"] = True
+            job = self.d.resources.save(job, self.d.clock.time())
+        results = [JobResult.read(d) for d in jobdirs]
+        if all(r is not None for r in results):
+            self._conclude(job, results, platform_shutdown)
+            return
+        alive = [self.executor.is_running(h) for h in handles]
+        if any(r is None and not a for r, a in zip(results, alive, strict=True)):
+            first = self._gone_since.setdefault(job.name, time.monotonic())
+            if platform_shutdown or time.monotonic() - first > GONE_GRACE_SECONDS:
+                self._gone_since.pop(job.name, None)
+                for h, a in zip(handles, alive, strict=True):
+                    if a:
+                        self.executor.kill(h)
+                reason = ("InternalServerError: the OpenSage platform was shut down while the job was running. "
+                          "Start the job again." if platform_shutdown else
+                          "InternalServerError: a transform worker ended without reporting a result (it was "
+                          "killed, or the host restarted while it ran). Start the job again.")
+                self._finish(job, "Failed", reason)
+
+    def _conclude(self, job: Resource, results: list[JobResult | None], platform_shutdown: bool) -> None:
+        failed = next((r for r in results if r and not r.stopped and (r.failure_reason or r.exit_code != 0)),
+                      None)
+        if platform_shutdown and job.status != "Stopping":
+            self._finish(job, "Failed", "InternalServerError: the OpenSage platform was shut down while the job "
+                                        "was running. Start the job again.")
+        elif job.status == "Stopping" or any(r and r.stopped for r in results):
+            self._finish(job, "Stopped", None)
+        elif failed is not None:
+            self._finish(job, "Failed", failed.failure_reason or
+                         f"AlgorithmError: the transform worker exited with code {failed.exit_code}.")
+        else:
+            self._finish(job, "Completed", None)
+
+    def _finish(self, job: Resource, status: str, reason: str | None) -> None:
+        self._stop_servers(job)
+        now = self.d.clock.time()
+        state: dict[str, Any] = {"TransformEndTime": now}
+        if reason:
+            state["FailureReason"] = reason[:1024]
+        transition(self.d.resources, job, status, now, **state)
+        log.info("transform job %s: %s%s", job.name, status, f" ({reason[:200]})" if reason else "")
+
+    def _stop_servers(self, job: Resource) -> None:
+        """A worker that was killed leaves its model server (own session) behind: stop it."""
+        from opensage.serving.replicas import Replica, ReplicaManager
+
+        manager = None
+        for d in job.state.get("_jobdirs", []):
+            path = Path(d) / SERVER_FILE
+            try:
+                replica = Replica.from_state(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError):
+                continue
+            manager = manager or ReplicaManager()
+            if manager.running(replica):
+                manager.stop(replica, grace=5.0, wait=False)
+
+    def _fail_internal(self, job: Resource, err: Exception) -> None:
+        fresh = self.d.resources.get(KIND, job.name)
+        if fresh is None or fresh.status not in ACTIVE:
+            return
+        for h in fresh.state.get("_handles", []):
+            self.executor.kill(h)
+        try:
+            self._finish(fresh, "Failed", f"InternalServerError: {type(err).__name__}: {err}")
+        except Exception:
+            log.exception("could not mark transform job %s failed", job.name)
+
+    # -- launch --------------------------------------------------------------------------------------
+    def _launch(self, job: Resource) -> None:
+        req = job.request
+        model = self.d.resources.get("model", req["ModelName"])
+        if model is None:
+            self._finish(job, "Failed", f"ClientError: model {req['ModelName']} no longer exists.")
+            return
+        try:
+            resolved = resolve_model(model)
+        except Exception as e:  # noqa: BLE001 - the request was valid at Create; the model changed since
+            self._finish(job, "Failed", f"ClientError: {e}")
+            return
+        container = model_container(model)
+        count = int(req["TransformResources"].get("InstanceCount") or 1)
+        root = self.d.settings.jobs_dir / job.name
+        if root.exists():
+            shutil.rmtree(root)
+        now = self.d.clock.time()
+        epoch = int(now)
+        env = self._environment(job, container)
+        jobdirs, instances = [], []
+        for i in range(count):
+            instance = "i-" + hashlib.sha1(f"{job.arn}/{i}/{time.time_ns()}".encode()).hexdigest()[:17]
+            jobdir = root / instance
+            (jobdir / "logs").mkdir(parents=True)
+            (jobdir / TRANSFORM_FILE).write_text(json.dumps({
+                "request": req, "model_data_url": container.get("ModelDataUrl"), "model_kind": resolved.kind,
+                "models_root": str(self.d.settings.home / "models"), "instance": instance}))
+            JobSpec(job_name=job.name, job_arn=job.arn, kind="transform", command=[], environment=env,
+                    channels=[], object_store=self.store_spec, host_index=i, host_count=count,
+                    stop_grace_seconds=self.d.settings.stop_grace_seconds).write(jobdir)
+            jobdirs.append(str(jobdir))
+            instances.append(instance)
+        handles = [self.executor.submit(Path(d)) for d in jobdirs]
+        self._known.add(job.name)
+        job.state.update({
+            "_handles": handles, "_jobdirs": jobdirs,
+            "_streams": [f"{job.name}/{inst}-{epoch}" for inst in instances],
+            "_offsets": [[0, 0] for _ in instances],
+            "TransformStartTime": now,
+        })
+        self.d.resources.save(job, now)
+        log.info("transform job %s: launched %d instance(s) (%s)", job.name, count, resolved.kind)
+
+    def _environment(self, job: Resource, container: dict[str, Any]) -> dict[str, str]:
+        """The model server's environment: the model's and the job's Environment, SAGEMAKER_BATCH and the
+        batch parameters the user set (§7), and how to reach this platform's object store."""
+        s, req = self.d.settings, job.request
+        env = dict(container.get("Environment") or {})
+        env.update(req.get("Environment") or {})
+        env.setdefault("SAGEMAKER_REGION", s.region)
+        env["SAGEMAKER_BATCH"] = "true"
+        env["OPENSAGE_VENV_CACHE"] = str(s.venv_cache)
+        if req.get("MaxPayloadInMB") is not None:
+            env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] = str(req["MaxPayloadInMB"])
+        if req.get("BatchStrategy"):
+            env["SAGEMAKER_BATCH_STRATEGY"] = "SINGLE_RECORD" if req["BatchStrategy"] == "SingleRecord" \
+                else "MULTI_RECORD"
+        if req.get("MaxConcurrentTransforms"):
+            env["SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"] = str(req["MaxConcurrentTransforms"])
+        url = self.store_spec.endpoint_url or ""
+        if url.startswith(("http://", "https://")):
+            env.update({"AWS_ENDPOINT_URL_S3": url, "S3_ENDPOINT_URL": url})
+        if self.store_spec.access_key:
+            env.update({"AWS_ACCESS_KEY_ID": self.store_spec.access_key,
+                        "AWS_SECRET_ACCESS_KEY": self.store_spec.secret_key or "", "AWS_DEFAULT_REGION": s.region})
+        return env
+
+    # -- logs ----------------------------------------------------------------------------------------
+    def _ingest(self, job: Resource) -> Resource:
+        """Model-server output -> the instance's stream; the worker's data log -> ``<stream>/data-log``."""
+        st = job.state
+        now = self.d.clock.time()
+        now_ms = int(now * 1000)
+        offsets = [list(o) for o in st["_offsets"]]
+        batches: list[tuple[str, list[tuple[int, str]]]] = []
+        for i, d in enumerate(st["_jobdirs"]):
+            stream = st["_streams"][i]
+            for slot, (fname, suffix) in enumerate(((SERVER_LOG, ""), (DATA_LOG, "/data-log"))):
+                lines, offsets[i][slot] = read_new_lines(Path(d) / "logs" / fname, offsets[i][slot])
+                if lines:
+                    events = [parse_log_line(ln, now_ms) if suffix else (now_ms, ln) for ln in lines]
+                    batches.append((stream + suffix, events))
+        if not batches:
+            return job
+        st["_offsets"] = offsets
+        with self.d.resources.engine.begin() as conn:
+            for stream, events in batches:
+                self.d.logs.append(LOG_GROUP, stream, events, now_ms, conn=conn)
+            self.d.resources.save(job, now, conn=conn)
+        return job

@@ -1,0 +1,467 @@
+"""Batch-transform worker: one per transform instance, run by the executor as a job agent (JobSpec kind
+``transform``; ``opensage.runner.agent`` hands such job dirs here).
+
+It does what a SageMaker batch-transform instance does (contracts §7): stage the model, start one model
+server (``serving.replicas``) with ``SAGEMAKER_BATCH=true``, wait for ``/ping``, read
+``/execution-parameters``, then for each input object of this instance (S3Prefix / ManifestFile, split across
+instances by key) split it by SplitType, pack requests by BatchStrategy and MaxPayloadInMB, keep up to
+MaxConcurrentTransforms requests in flight on keep-alive connections (retrying per ModelClientConfig),
+apply DataProcessing, assemble the answers in input order and write ``<S3OutputPath>/<relative key>.out``
+once the whole object succeeded. A record the model refuses fails the job with a reason naming the file
+and line (a failing multi-record request is bisected to find it).
+
+Files (besides those of ``runner.jobspec``): ``<jobdir>/transform.json`` (written by the reconciler: the
+request and the resolved model), ``logs/data-log.log`` (``<epoch-ms> <text>`` lines),
+``logs/model-server.log`` and ``model_server.json`` (the server's pid/port, so the control plane can stop
+a server whose worker was killed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import signal
+import tempfile
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from opensage.objects.base import ObjectNotFound, ObjectStore, split_s3_uri
+from opensage.runner import channels
+from opensage.runner.jobspec import ChannelSpec, JobResult, JobSpec
+from opensage.runner.transform_data import (
+    MB,
+    Batch,
+    DataError,
+    DataProcessor,
+    line_batches,
+    make_batches,
+    split_records,
+)
+
+TRANSFORM_FILE = "transform.json"
+SERVER_FILE = "model_server.json"
+DATA_LOG = "data-log.log"
+SERVER_LOG = "model-server.log"
+STARTUP_TIMEOUT_SECONDS = 600.0
+DEFAULT_TIMEOUT_SECONDS = 600
+DEFAULT_RETRIES = 3
+DEFAULTS = {"MaxConcurrentTransforms": 1, "BatchStrategy": "MultiRecord", "MaxPayloadInMB": 6}
+STRATEGIES = {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}
+REASON_MAX = 1024
+
+
+class TransformFailed(Exception):
+    """The job fails; the message is its FailureReason."""
+
+
+class TransformStopped(Exception):
+    pass
+
+
+@dataclass
+class Reply:
+    status: int | None  # None: no HTTP answer (connection failure / timeout)
+    body: bytes
+    content_type: str | None = None
+
+    def message(self) -> str:
+        text = self.body.decode("utf-8", errors="replace").strip()
+        first = text.splitlines()[0] if text else "(empty body)"
+        return first[:400]
+
+
+@dataclass
+class Parameters:
+    concurrency: int
+    strategy: str
+    max_payload_mb: int
+
+    @property
+    def limit(self) -> int:
+        return self.max_payload_mb * MB
+
+
+# ------------------------------------------------------------------------------------------- model client
+class ModelClient:
+    """POST /invocations on keep-alive HTTP/1.1 connections (one per thread), with retries."""
+
+    def __init__(self, port: int, timeout: float, retries: int, content_type: str | None,
+                 accept: str | None, log: Any) -> None:
+        self.port, self.timeout, self.retries, self.log = port, timeout, retries, log
+        self.headers = {"Content-Type": content_type or "application/octet-stream"}
+        if accept:
+            self.headers["Accept"] = accept
+        self._local = threading.local()
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+
+    def invoke(self, body: bytes) -> Reply:
+        reply = Reply(None, b"")
+        for attempt in range(self.retries + 1):
+            try:
+                conn = self._conn()
+                conn.request("POST", "/invocations", body=body, headers=self.headers)
+                resp = conn.getresponse()
+                reply = Reply(resp.status, resp.read(), resp.getheader("Content-Type"))
+                if resp.getheader("Connection", "").lower() == "close":
+                    self._drop()
+                if reply.status < 500:
+                    return reply
+            except TimeoutError:
+                self._drop()
+                reply = Reply(None, f"the model did not answer within {self.timeout:.0f} s "
+                                    "(ModelClientConfig.InvocationsTimeoutInSeconds)".encode())
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                reply = Reply(None, f"connection to the model server failed: {type(exc).__name__}: {exc}".encode())
+            if attempt < self.retries:
+                self.log(f"invocation failed ({reply.status or 'no answer'}: {reply.message()}); retrying "
+                         f"({attempt + 1}/{self.retries})")
+                time.sleep(min(0.2 * 2 ** attempt, 2.0))
+        return reply
+
+    def close(self) -> None:
+        self._drop()
+
+
+def describe_failure(reply: Reply) -> str:
+    if reply.status is None:
+        return reply.message()
+    return f"model returned {reply.status}: {reply.message()}"
+
+
+# ------------------------------------------------------------------------------------------- one object
+class ObjectTask:
+    """One input object: its records out, its assembled output in a temporary file, uploaded at the end."""
+
+    def __init__(self, ref: channels.ObjectRef, output_uri: str, tmpdir: Path) -> None:
+        self.ref = ref
+        bucket, prefix = split_s3_uri(output_uri)
+        prefix = prefix.rstrip("/")
+        self.out_bucket = bucket
+        self.out_key = f"{prefix}/{ref.rel}.out" if prefix else f"{ref.rel}.out"
+        self.out_path = tmpdir / f"{abs(hash(ref.key))}-{time.time_ns()}.out"
+        self.out: BinaryIO = open(self.out_path, "wb")  # noqa: SIM115 - closed in finish/discard
+        self.records = 0
+
+    @property
+    def name(self) -> str:
+        return self.ref.rel
+
+    def finish(self, store: ObjectStore) -> str:
+        self.out.close()
+        try:
+            store.put_file(self.out_bucket, self.out_key, self.out_path)
+        except (ObjectNotFound, OSError, ValueError) as exc:
+            raise TransformFailed(f"ClientError: could not write s3://{self.out_bucket}/{self.out_key}: {exc}. "
+                                  "Check that the bucket of TransformOutput.S3OutputPath exists.") from exc
+        finally:
+            self.out_path.unlink(missing_ok=True)
+        return f"s3://{self.out_bucket}/{self.out_key}"
+
+    def discard(self) -> None:
+        self.out.close()
+        self.out_path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------- the worker
+class Worker:
+    def __init__(self, jobdir: Path) -> None:
+        self.jobdir = jobdir
+        self.stop_requested = False  # set from the SIGTERM handler: a plain flag, never an Event
+        self.spec: JobSpec | None = None
+        self.config: dict[str, Any] = {}
+        self.request: dict[str, Any] = {}
+        self.store: ObjectStore | None = None
+        self.client: ModelClient | None = None
+        (jobdir / "logs").mkdir(parents=True, exist_ok=True)
+        self._log_file = open(jobdir / "logs" / DATA_LOG, "a", encoding="utf-8")  # noqa: SIM115
+        self._log_lock = threading.Lock()
+        self.records = 0
+        self.outputs: list[str] = []
+
+    # -- small pieces ---------------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        with self._log_lock:
+            for line in message.splitlines() or [""]:
+                self._log_file.write(f"{int(time.time() * 1000)} [sagemaker logs]: {line}\n")
+            self._log_file.flush()
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop_requested = True
+
+    def check(self) -> None:
+        if self.stop_requested:
+            raise TransformStopped()
+
+    # -- run ------------------------------------------------------------------------------------------
+    def run(self) -> JobResult:
+        self.spec = spec = JobSpec.read(self.jobdir)
+        self.config = json.loads((self.jobdir / TRANSFORM_FILE).read_text())
+        self.request = self.config["request"]
+        from opensage.objects import open_store
+
+        self.store = open_store(spec.object_store)
+        objects = self._plan()
+        if not objects:
+            self.log("No input objects for this instance (more instances than objects).")
+            return JobResult(exit_code=0)
+        model_dir = self._stage_model()
+        from opensage.serving.replicas import Replica, ReplicaManager
+
+        manager = ReplicaManager()
+        replica = manager.start(model_dir, self.config["model_kind"], spec.environment,
+                                self.jobdir / "logs" / SERVER_LOG)
+        (self.jobdir / SERVER_FILE).write_text(json.dumps(replica.to_state()))
+        try:
+            self._wait_ready(manager, replica)
+            params = self._parameters(replica)
+            self._transform(objects, params, replica)
+        finally:
+            if self.client is not None:
+                self.client.close()
+            manager.stop(Replica.from_state(replica.to_state()), grace=10.0)
+        self.log(f"Transformed {self.records} record(s) in {len(objects)} object(s).")
+        return JobResult(exit_code=0, extra={"records": self.records, "outputs": self.outputs})
+
+    def _plan(self) -> list[channels.ObjectRef]:
+        assert self.spec is not None and self.store is not None
+        source = self.request["TransformInput"]["DataSource"]["S3DataSource"]
+        channel = ChannelSpec(name="TransformInput", s3_uri=source["S3Uri"],
+                              s3_data_type=source.get("S3DataType") or "S3Prefix", distribution="ShardedByS3Key")
+        try:
+            plan = channels.plan_channel(self.store, channel, self.spec.host_index, self.spec.host_count)
+        except channels.ChannelError as exc:
+            raise TransformFailed(str(exc)) from exc
+        return plan.objects
+
+    def _stage_model(self) -> Path:
+        assert self.store is not None
+        from opensage.serving.staging import stage_model
+
+        url = self.config.get("model_data_url")
+        try:
+            return stage_model(self.store, Path(self.config["models_root"]), url)
+        except (ObjectNotFound, ValueError, OSError) as exc:
+            raise TransformFailed(f"ClientError: could not download the model artifact {url} (ModelDataUrl of "
+                                  f"model {self.request['ModelName']}): {exc}") from exc
+
+    def _wait_ready(self, manager: Any, replica: Any) -> None:
+        started = time.monotonic()
+        while not manager.healthy(replica):
+            self.check()
+            if not manager.running(replica):
+                raise TransformFailed("AlgorithmError: the model server exited before answering /ping. Last log "
+                                      "lines:\n" + manager.log_tail(replica))
+            if time.monotonic() - started > STARTUP_TIMEOUT_SECONDS:
+                raise TransformFailed(f"AlgorithmError: the model server did not answer /ping within "
+                                      f"{STARTUP_TIMEOUT_SECONDS:.0f} s.")
+            time.sleep(0.05)
+        self.log(f"Model server is ready after {time.monotonic() - started:.2f} s.")
+
+    def _parameters(self, replica: Any) -> Parameters:
+        """The job's values; else the server's /execution-parameters; else SageMaker's defaults."""
+        served: dict[str, Any] = {}
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=10)
+            conn.request("GET", "/execution-parameters")
+            resp = conn.getresponse()
+            body = resp.read()
+            conn.close()
+            if resp.status == 200:
+                served = json.loads(body)
+        except (OSError, http.client.HTTPException, ValueError):
+            served = {}
+        if served.get("BatchStrategy"):
+            served["BatchStrategy"] = STRATEGIES.get(str(served["BatchStrategy"]).upper(), "MultiRecord")
+
+        def pick(key: str) -> Any:
+            value = self.request.get(key)
+            if value is None:
+                value = served.get(key)
+            return DEFAULTS[key] if value is None else value
+
+        params = Parameters(max(1, int(pick("MaxConcurrentTransforms"))), pick("BatchStrategy"),
+                            int(pick("MaxPayloadInMB")))
+        self.log(f"MaxConcurrentTransforms={params.concurrency}, MaxPayloadInMB={params.max_payload_mb}, "
+                 f"BatchStrategy={params.strategy}")
+        return params
+
+    # -- the data path --------------------------------------------------------------------------------
+    def _transform(self, objects: list[channels.ObjectRef], params: Parameters, replica: Any) -> None:
+        assert self.store is not None
+        tin, tout = self.request["TransformInput"], self.request["TransformOutput"]
+        mcc = self.request.get("ModelClientConfig") or {}
+        self.client = ModelClient(
+            replica.port, float(mcc.get("InvocationsTimeoutInSeconds") or DEFAULT_TIMEOUT_SECONDS),
+            int(mcc.get("InvocationsMaxRetries", DEFAULT_RETRIES)), tin.get("ContentType"), tout.get("Accept"),
+            self.log)
+        processor = DataProcessor(self.request.get("DataProcessing"), tin.get("ContentType"))
+        split_type = tin.get("SplitType") or "None"
+        line_end = (tout.get("AssembleWith") or "None") == "Line"
+        window = params.concurrency * 2
+        pending: deque[tuple[ObjectTask, Batch | None, Future[Reply] | None]] = deque()
+        with tempfile.TemporaryDirectory(prefix="opensage-transform-") as tmp, \
+                ThreadPoolExecutor(params.concurrency, thread_name_prefix="invoke") as pool:
+            try:
+                for ref in objects:
+                    self.check()
+                    task = ObjectTask(ref, tout["S3OutputPath"], Path(tmp))
+                    for batch in self._batches(task, split_type, params, processor):
+                        self.check()
+                        pending.append((task, batch, pool.submit(self.client.invoke, batch.body)))
+                        while len(pending) > window:
+                            self._consume(*pending.popleft(), processor, split_type, line_end)
+                    pending.append((task, None, None))
+                while pending:
+                    self.check()
+                    self._consume(*pending.popleft(), processor, split_type, line_end)
+            finally:
+                for task, _batch, future in pending:
+                    if future is not None:
+                        future.cancel()
+                    if not task.out.closed:
+                        task.discard()
+
+    def _read(self, task: ObjectTask) -> bytes:
+        assert self.store is not None
+        ref = task.ref
+        try:
+            data = self.store.get_bytes(ref.bucket, ref.key)
+        except ObjectNotFound as exc:
+            raise TransformFailed(f"ClientError: input object s3://{ref.bucket}/{ref.key} does not exist.") from exc
+        if (self.request["TransformInput"].get("CompressionType") or "None") == "Gzip":
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError) as exc:
+                raise TransformFailed(f"ClientError: input object s3://{ref.bucket}/{ref.key} is not gzip data "
+                                      f"(TransformInput.CompressionType is Gzip): {exc}") from exc
+        return data
+
+    def _batches(self, task: ObjectTask, split_type: str, params: Parameters,
+                 processor: DataProcessor) -> Iterator[Batch]:
+        data = self._read(task)
+        self.log(f"s3://{task.ref.bucket}/{task.ref.key}: {len(data)} bytes")
+        try:
+            if split_type == "Line" and params.strategy == "MultiRecord" and not processor.per_record_input:
+                yield from line_batches(data, params.limit)
+                return
+            records = split_records(data, split_type)
+            triples: Iterator[tuple[int, bytes, Any]] = (
+                _filtered(task, records, processor) if processor.per_record_input
+                else ((n, r, None) for n, r in records))
+            yield from make_batches(triples, split_type, params.strategy, params.limit, sources=processor.join)
+        except DataError as exc:
+            raise TransformFailed(f"Bad input in {task.name}: {exc}") from exc
+
+    def _consume(self, task: ObjectTask, batch: Batch | None, future: Future[Reply] | None,
+                 processor: DataProcessor, split_type: str, line_end: bool) -> None:
+        assert self.store is not None
+        if batch is None or future is None:
+            uri = task.finish(self.store)
+            self.outputs.append(uri)
+            self.log(f"Wrote {uri} ({task.records} record(s)).")
+            return
+        reply = future.result()
+        if reply.status != 200:
+            raise TransformFailed(self._locate(task, batch, reply, split_type))
+        if processor.per_record_output:
+            try:
+                written = processor.outputs(batch, reply.body, reply.content_type)
+            except DataError as exc:
+                raise TransformFailed(f"Bad output for {task.name} line {batch.label()}: {exc}") from exc
+            sep = b"\n" if line_end else b""
+            task.out.write(b"".join(w + sep for w in written))
+        else:
+            task.out.write(reply.body)
+            if line_end and not reply.body.endswith(b"\n"):
+                task.out.write(b"\n")
+        task.records += batch.count
+        self.records += batch.count
+
+    def _locate(self, task: ObjectTask, batch: Batch, reply: Reply, split_type: str) -> str:
+        """Find the first record the model refuses (bisecting a multi-record request) for the reason."""
+        noun = "line" if split_type in ("Line", "None") else "record"
+        if batch.count <= 1 or split_type == "None" or self.client is None:
+            return f"Bad input in {task.name} {noun} {batch.label()}: {describe_failure(reply)}"
+        records = _batch_records(batch, split_type)
+        sep = b"\n" if split_type == "Line" else b""
+        budget = 2 * max(1, len(records)).bit_length() + 2
+        while len(records) > 1 and budget > 0:
+            half = records[:len(records) // 2]
+            budget -= 1
+            probe = self.client.invoke(b"".join(r + sep for _, r in half))
+            if probe.status != 200:
+                records, reply = half, probe
+            else:
+                records = records[len(records) // 2:]
+        if len(records) == 1:
+            probe = self.client.invoke(records[0][1] + sep)
+            if probe.status != 200:
+                return f"Bad input in {task.name} {noun} {records[0][0]}: {describe_failure(probe)}"
+        return f"Bad input in {task.name} {noun} {batch.label()}: {describe_failure(reply)}"
+
+
+def _filtered(task: ObjectTask, records: Iterator[tuple[int, bytes]],
+              processor: DataProcessor) -> Iterator[tuple[int, bytes, Any]]:
+    for number, record in records:
+        try:
+            sent, parsed = processor.filter_input(record)
+        except DataError as exc:
+            raise TransformFailed(f"Bad input in {task.name} line {number}: {exc}") from exc
+        yield number, sent, parsed
+
+
+def _batch_records(batch: Batch, split_type: str) -> list[tuple[int, bytes]]:
+    """(number, record) of a batch's body, numbered as in the input object."""
+    if split_type == "Line":
+        if batch.numbers:
+            lines = [ln for ln in batch.body.split(b"\n") if ln.strip()]
+            return list(zip(batch.numbers, lines, strict=False))
+        return [(batch.first + i, ln) for i, ln in enumerate(batch.body.split(b"\n")) if ln.strip()]
+    parts = [r for _, r in split_records(batch.body, split_type)]
+    numbers = batch.numbers or list(range(batch.first, batch.first + len(parts)))
+    return list(zip(numbers, parts, strict=False))
+
+
+# ------------------------------------------------------------------------------------------- entry point
+def run_worker(jobdir: Path) -> JobResult:
+    """Run the transform instance in ``jobdir`` and write ``result.json``; never raises."""
+    worker = Worker(jobdir)
+    signal.signal(signal.SIGTERM, worker.request_stop)
+    signal.signal(signal.SIGINT, worker.request_stop)
+    try:
+        result = worker.run()
+    except TransformStopped:
+        worker.log("Stopped.")
+        result = JobResult(exit_code=None, stopped=True)
+    except TransformFailed as exc:
+        worker.log(f"Failed: {exc}")
+        result = JobResult(exit_code=1, failure_reason=str(exc)[:REASON_MAX])
+    except Exception as exc:  # noqa: BLE001 - the worker must always leave a result
+        traceback.print_exc()
+        result = JobResult(exit_code=None, failure_reason=(
+            f"InternalServerError: the transform worker failed: {type(exc).__name__}: {exc}")[:REASON_MAX])
+    if worker.stop_requested and result.failure_reason is None:
+        result.stopped = True
+    result.write(jobdir)
+    return result
