@@ -22,7 +22,6 @@ from opensage.store.resources import ListQuery, Resource
 
 log = logging.getLogger(__name__)
 
-WINDOW_SECONDS = 60.0
 DEFAULT_COOLDOWN = 300.0
 
 # (endpoint, variant, since epoch seconds) -> invocations counted since then
@@ -44,8 +43,9 @@ def desired_capacity(invocations_per_minute: float, target_value: float, minimum
 
 class Autoscaler:
     def __init__(self, deps: Deps, scale: Callable[[str, str, int], None], source: InvocationSource | None = None,
-                 interval: float = 10.0) -> None:
+                 interval: float = 10.0, before_read: Callable[[], None] | None = None) -> None:
         self.d = deps
+        self.before_read = before_read  # flush in-memory invocation counts to the metric store
         self.scale = scale  # (endpoint, variant, count): UpdateEndpointWeightsAndCapacities
         self.source = source or metric_store_source(deps)
         self.interval = interval
@@ -94,7 +94,7 @@ class Autoscaler:
             return None
         cfg = req["TargetTrackingScalingPolicyConfiguration"]
         now = self.d.clock.time()
-        per_minute = self.source(endpoint_name, variant, now - WINDOW_SECONDS) * (60.0 / WINDOW_SECONDS)
+        per_minute = self._per_minute(endpoint_name, variant, now)
         desired = desired_capacity(per_minute, float(cfg["TargetValue"]), int(target.request["MinCapacity"]),
                                    int(target.request["MaxCapacity"]))
         if desired == current:
@@ -116,6 +116,18 @@ class Autoscaler:
         log.info("autoscaler: %s %d -> %d (%.1f invocations/min, target %.1f per instance)", resource_id, current,
                  desired, per_minute, float(cfg["TargetValue"]))
         return endpoint_name, variant, desired
+
+    def _per_minute(self, endpoint: str, variant: str, now: float) -> float:
+        """Invocations per minute over the last complete minute and the current partial one.
+
+        Metric points are per-minute buckets stamped at the minute's start, so a plain "last 60 s" window
+        would drop the previous minute just after a boundary and undercount the load.
+        """
+        if self.before_read is not None:
+            self.before_read()
+        since = math.floor(now / 60.0) * 60.0 - 60.0
+        minutes = max((now - since) / 60.0, 1.0)
+        return self.source(endpoint, variant, since) / minutes
 
     def _record(self, resource_id: str, current: int, desired: int, per_minute: float, target: float,
                 now: float) -> None:

@@ -48,9 +48,10 @@ def test_register_target_put_policy_and_scale_out_then_in(server, models):  # no
     assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(RID, 1, 3)]
     assert aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"][0]["PolicyName"] == "p"
 
-    load = {"value": 250.0}  # invocations in the last minute, as the metrics would report
+    load = {"value": 250.0}  # invocations per minute; the source reports that rate since `since`
     scaler = Autoscaler(server.platform.deps, internal_scale(server.platform.dispatcher.handler(
-        "sagemaker", "UpdateEndpointWeightsAndCapacities").__self__), source=lambda e, v, since: load["value"])
+        "sagemaker", "UpdateEndpointWeightsAndCapacities").__self__),
+        source=lambda e, v, since: load["value"] * max((time.time() - since) / 60.0, 1.0))
     assert scaler.run_once() == [("ep-auto", "AllTraffic", 3)]
     d = _wait(sm, "ep-auto")
     assert d["ProductionVariants"][0]["CurrentInstanceCount"] == 3
