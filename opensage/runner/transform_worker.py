@@ -296,7 +296,7 @@ class Worker:
 
         def pick(key: str) -> Any:
             value = self.request.get(key)
-            if value is None:
+            if value is None or (key == "MaxConcurrentTransforms" and value == 0):  # 0 means unset
                 value = served.get(key)
             return DEFAULTS[key] if value is None else value
 
