@@ -254,3 +254,31 @@ def test_create_transform_job_bad_data_processing_is_refused(server, xgb):
         sm.create_transform_job(**_job("tx-badpath", "tx-xgb", "in/single/",
                                        DataProcessing={"InputFilter": "$.features"}))
     assert "CSV input allows index paths only" in str(e.value)
+
+
+def test_killed_worker_fails_job_and_stops_its_model_server(server, script_model):
+    import os
+    import signal
+
+    from opensage.serving.replicas import _alive
+
+    store, sm = server.store(), server.client("sagemaker")
+    store.put_bytes("tbucket", "in/killed/s.jsonl", b"".join(b'{"sleep": 0.5}\n' for _ in range(200)))
+    sm.create_transform_job(**_job("tx-killed", script_model, "in/killed/", BatchStrategy="SingleRecord",
+                                   TransformInput={"ContentType": "application/jsonlines"}))
+    deadline = time.time() + 30
+    server_files: list = []
+    while time.time() < deadline and not server_files:
+        server_files = list(server.settings.jobs_dir.glob("tx-killed/*/model_server.json"))
+        time.sleep(0.2)
+    assert server_files
+    jobdir = server_files[0].parent
+    model_server_pid = json.loads(server_files[0].read_text())["pid"]
+    os.killpg(int((jobdir / "agent.pid").read_text()), signal.SIGKILL)
+    d = _wait(sm, "tx-killed", timeout=30)
+    assert d["TransformJobStatus"] == "Failed"
+    assert "ended without reporting a result" in d["FailureReason"]
+    deadline = time.time() + 10
+    while time.time() < deadline and _alive(model_server_pid):
+        time.sleep(0.1)
+    assert not _alive(model_server_pid)
