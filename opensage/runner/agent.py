@@ -380,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     jobdir = Path(args[0]).resolve()
     _become_group_leader()
-    (jobdir / "agent.pid").write_text(str(os.getpid()))
+    pid_tmp = jobdir / "agent.pid.tmp"  # atomic: a reader must never see an empty pid file
+    pid_tmp.write_text(str(os.getpid()))
+    os.replace(pid_tmp, jobdir / "agent.pid")
     if _job_kind(jobdir) == "transform":
         from opensage.runner.transform_worker import run_worker
 

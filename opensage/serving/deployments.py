@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from opensage.runner.archive import extract_tar_gz
 from opensage.runner.jobspec import ObjectStoreSpec
 from opensage.runner.logtail import read_new_lines
 from opensage.services.base import Deps
@@ -350,33 +348,10 @@ class DeploymentReconciler:
 
     def _stage_model(self, model_data_url: str | None) -> Path:
         """model.tar.gz -> an unpacked directory, cached per URL (the replica's /opt/ml/model)."""
-        root = self.d.settings.home / "models"
-        if not model_data_url:
-            empty = root / "empty"
-            empty.mkdir(parents=True, exist_ok=True)
-            return empty
-        target = root / hashlib.sha256(model_data_url.encode()).hexdigest()[:24]
-        if target.exists():
-            return target
         from opensage.objects import open_store
-        from opensage.objects.base import split_s3_uri
+        from opensage.serving.staging import stage_model
 
-        bucket, key = split_s3_uri(model_data_url)
-        tmp = root / f".tmp-{target.name}-{time.time_ns()}"
-        tmp.mkdir(parents=True)
-        try:
-            archive = tmp / "model.tar.gz"
-            open_store(self.store_spec).get_to_file(bucket, key, archive)
-            if key.endswith((".tar.gz", ".tgz")):
-                extract_tar_gz(archive, tmp / "model")
-                archive.unlink()
-            else:
-                (tmp / "model").mkdir()
-                archive.rename(tmp / "model" / Path(key).name)
-            (tmp / "model").rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return stage_model(open_store(self.store_spec), self.d.settings.home / "models", model_data_url)
 
     # -- logs ----------------------------------------------------------------------------------------
     def _ingest_logs(self, ep: Resource) -> None:
