@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
-
 from opensage.errors import ServiceError, ValidationError
 from opensage.services.base import Deps
 from opensage.serving.metrics import EndpointMetrics
 from opensage.serving.router import Router
+from opensage.serving.upstream import UpstreamConnectError, UpstreamResponse
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 # Only these headers cross between client and container (SageMaker drops the rest).
@@ -73,8 +72,8 @@ class RuntimeService:
             raise self._model_error(name, variant.name, response)
         out: dict[str, Any] = {"Body": response.content, "InvokedProductionVariant": variant.name,
                                "ContentType": response.headers.get("content-type", "application/octet-stream")}
-        if response.headers.get(CUSTOM_ATTRIBUTES):
-            out["CustomAttributes"] = response.headers[CUSTOM_ATTRIBUTES]
+        if response.headers.get(CUSTOM_ATTRIBUTES.lower()):
+            out["CustomAttributes"] = response.headers[CUSTOM_ATTRIBUTES.lower()]
         self._record(name, variant, started, sent, answered, response.status_code)
         return out
 
@@ -88,7 +87,7 @@ class RuntimeService:
         overhead = (end - started) - (model if model is not None else end - sent)
         self.metrics.record(name, variant.name, len(variant.replicas), model, overhead, status)
 
-    async def _send(self, variant, body: bytes, headers: dict[str, str], name: str) -> httpx.Response:
+    async def _send(self, variant, body: bytes, headers: dict[str, str], name: str) -> UpstreamResponse:
         client = self.router.client()
         tried: set[str] = set()
         while True:
@@ -100,16 +99,16 @@ class RuntimeService:
             tried.add(replica)
             variant.outstanding[replica] = variant.outstanding.get(replica, 0) + 1
             try:
-                return await client.post(replica + "/invocations", content=body, headers=headers)
-            except httpx.ConnectError:
+                return await client.post(replica, "/invocations", body, headers, timeout=60.0)
+            except UpstreamConnectError:
                 continue  # the replica died between health checks: try another instance of the variant
-            except httpx.TimeoutException:
+            except TimeoutError:
                 raise ModelError("Model server did not respond within 60 seconds.",
                                  fields={"OriginalStatusCode": 504, "OriginalMessage": "timeout"}) from None
             finally:
                 variant.outstanding[replica] -= 1
 
-    def _model_error(self, name: str, variant: str, response: httpx.Response) -> ModelError:
+    def _model_error(self, name: str, variant: str, response: UpstreamResponse) -> ModelError:
         s = self.d.settings
         kind = "client" if response.status_code < 500 else "server"
         original = response.text[:4096]

@@ -287,6 +287,10 @@ class DeploymentReconciler:
         s = self.d.settings
         env = dict(variant["env"])
         env.setdefault("SAGEMAKER_REGION", s.region)
+        # One-row real-time predictions: XGBoost/OpenMP worker threads spin after each request and burned
+        # 5-12 ms of CPU per request (1 ms single-threaded), starving the control plane on small machines.
+        # More throughput comes from more instances; a user's own setting wins.
+        env.setdefault("OMP_NUM_THREADS", "1")
         env["OPENSAGE_VENV_CACHE"] = str(s.venv_cache)
         url = self.store_spec.endpoint_url or ""
         if url.startswith(("http://", "https://")):

@@ -11,7 +11,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 
-import httpx
+from opensage.serving.upstream import UpstreamPool
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Router:
     def __init__(self) -> None:
         self._routes: dict[str, EndpointRoute] = {}
         self._lock = threading.Lock()
-        self._client: httpx.AsyncClient | None = None
+        self._client: UpstreamPool | None = None
 
     def set(self, endpoint: str, route: EndpointRoute) -> None:
         with self._lock:
@@ -71,15 +71,13 @@ class Router:
             return 0
         return sum(sum(v.outstanding.values()) for v in route.variants)  # the shifted route is the new fleet
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> UpstreamPool:
         # Created lazily inside the server's event loop; pooled keep-alive connections to the replicas.
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=2.0),
-                                             limits=httpx.Limits(max_connections=256,
-                                                                 max_keepalive_connections=64))
+            self._client = UpstreamPool()
         return self._client
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
