@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from opensage.executors.base import Executor
 from opensage.runner.jobspec import ChannelSpec, JobResult, JobSpec, ObjectStoreSpec
 from opensage.runner.logtail import MetricMatcher, parse_log_line, read_events, read_new_lines
+from opensage.runner.loop import ReconcileLoop
 from opensage.services.base import Deps
 from opensage.services.training import KIND, close_transition, resolve_image
 from opensage.states import transition
@@ -36,41 +36,17 @@ def host_name(index: int) -> str:
     return f"algo-{index + 1}"
 
 
-class TrainingReconciler:
+class TrainingReconciler(ReconcileLoop):
     def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec) -> None:
         self.d = deps
         self.executor = executor
         self.store_spec = store_spec
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_loop("training-reconciler", deps.settings.reconcile_interval, 5.0)
         self._gone_since: dict[str, float] = {}
         self._known: set[str] = set()
 
-    # -- loop ----------------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="training-reconciler", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            busy = False
-            try:
-                busy = self.run_once()
-            except Exception:
-                log.exception("training reconciler pass failed")
-            # Poll fast while jobs run (log latency); sleep until woken when idle.
-            self._wake.wait(self.d.settings.reconcile_interval if busy else 5.0)
-            self._wake.clear()
-
     def shutdown(self, stop_jobs: bool = True, wait_seconds: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=30)
+        self._stop_loop()
         if not stop_jobs:
             return
         jobs = self.d.resources.in_status(KIND, ("InProgress", "Stopping"))

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from opensage.executors.base import Executor
 from opensage.runner.jobspec import JobResult, JobSpec, ObjectStoreSpec
 from opensage.runner.logtail import parse_log_line, read_new_lines
+from opensage.runner.loop import ReconcileLoop
 from opensage.runner.transform_worker import DATA_LOG, SERVER_FILE, SERVER_LOG, TRANSFORM_FILE
 from opensage.services.base import Deps
 from opensage.services.transform import KIND, model_container, resolve_model
@@ -35,40 +35,17 @@ GONE_GRACE_SECONDS = 2.0
 ACTIVE = ("InProgress", "Stopping")
 
 
-class TransformReconciler:
+class TransformReconciler(ReconcileLoop):
     def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec) -> None:
         self.d = deps
         self.executor = executor
         self.store_spec = store_spec
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_loop("transform-reconciler", deps.settings.reconcile_interval, 5.0)
         self._gone_since: dict[str, float] = {}
         self._known: set[str] = set()
 
-    # -- loop ----------------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="transform-reconciler", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            busy = False
-            try:
-                busy = self.run_once()
-            except Exception:
-                log.exception("transform reconciler pass failed")
-            self._wake.wait(self.d.settings.reconcile_interval if busy else 5.0)
-            self._wake.clear()
-
     def shutdown(self, stop_jobs: bool = True, wait_seconds: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=30)
+        self._stop_loop()
         if not stop_jobs:
             return
         jobs = self.d.resources.in_status(KIND, ACTIVE)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from opensage.runner.jobspec import ObjectStoreSpec
 from opensage.runner.logtail import read_new_lines
+from opensage.runner.loop import ReconcileLoop
 from opensage.services.base import Deps
 from opensage.services.endpoints import KIND
 from opensage.serving.replicas import Replica, ReplicaManager
@@ -33,43 +33,20 @@ DRAIN_TIMEOUT_SECONDS = 60.0
 LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 
 
-class DeploymentReconciler:
+class DeploymentReconciler(ReconcileLoop):
     def __init__(self, deps: Deps, replicas: ReplicaManager, router: Router, store_spec: ObjectStoreSpec) -> None:
         self.d = deps
         self.replicas = replicas
         self.router = router
         self.store_spec = store_spec
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_loop("deployment-reconciler", deps.settings.reconcile_interval, 1.0)
         self._known: set[str] = set()
         self._old_routes: dict[str, tuple[EndpointRoute | None, list[dict], float]] = {}
         self._stopper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="replica-stop")
 
-    # -- loop ----------------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="deployment-reconciler", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            busy = False
-            try:
-                busy = self.run_once()
-            except Exception:
-                log.exception("deployment reconciler pass failed")
-            self._wake.wait(self.d.settings.reconcile_interval if busy else 1.0)
-            self._wake.clear()
-
     def shutdown(self) -> None:
         """Stop every model server (the platform is going down); endpoints are re-deployed on restart."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=30)
+        self._stop_loop()
         for ep in self.d.resources.in_status(KIND, tuple(_ALL)):
             for r in _all_replicas(ep.state):
                 self.replicas.stop(Replica.from_state(r), grace=5.0, wait=False)
