@@ -11,6 +11,7 @@ from opensage.api.dispatch import Dispatcher
 from opensage.arns import ArnBuilder
 from opensage.clock import Clock, SystemClock
 from opensage.executors.base import Executor
+from opensage.objects import open_store
 from opensage.runner.jobspec import ObjectStoreSpec
 from opensage.runner.training import TrainingReconciler
 from opensage.runner.transform import TransformReconciler
@@ -28,6 +29,7 @@ from opensage.services.tags import TagService
 from opensage.services.training import TrainingService
 from opensage.services.transform import TransformService
 from opensage.serving.autoscaler import Autoscaler, internal_scale
+from opensage.serving.capture import DataCapture
 from opensage.serving.deployments import DeploymentReconciler
 from opensage.serving.metrics import EndpointMetrics
 from opensage.serving.replicas import ReplicaManager
@@ -46,30 +48,29 @@ class Platform:
     deps: Deps
     dispatcher: Dispatcher
     training: TrainingReconciler
+    transform: TransformReconciler
     deployments: DeploymentReconciler
     router: Router
     autoscaler: Autoscaler
+    endpoint_metrics: EndpointMetrics
+    capture: DataCapture
     asgi: Starlette
-    endpoint_metrics: EndpointMetrics | None = None
-    transform: TransformReconciler | None = None
 
     def start_background(self) -> None:
         self.training.start()
-        if self.transform is not None:
-            self.transform.start()
+        self.transform.start()
         self.deployments.start()
-        if self.endpoint_metrics is not None:
-            self.endpoint_metrics.start()
+        self.endpoint_metrics.start()
+        self.capture.start()
         self.autoscaler.start()
 
     def stop_background(self, stop_jobs: bool = True) -> None:
         self.autoscaler.shutdown()
         self.training.shutdown(stop_jobs=stop_jobs)
-        if self.transform is not None:
-            self.transform.shutdown(stop_jobs=stop_jobs)
+        self.transform.shutdown(stop_jobs=stop_jobs)
         self.deployments.shutdown()
-        if self.endpoint_metrics is not None:
-            self.endpoint_metrics.shutdown()
+        self.endpoint_metrics.shutdown()
+        self.capture.shutdown()
 
 
 def object_store_spec(settings: Settings) -> ObjectStoreSpec:
@@ -107,7 +108,8 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     dispatcher.register("application-autoscaling", AutoscalingService(deps))
     endpoint_metrics = EndpointMetrics(deps)
     autoscaler = Autoscaler(deps, internal_scale(endpoints), before_read=endpoint_metrics.flush)
-    dispatcher.register("sagemaker-runtime", RuntimeService(deps, router, endpoint_metrics))
+    capture = DataCapture(lambda: open_store(object_store_spec(settings)))
+    dispatcher.register("sagemaker-runtime", RuntimeService(deps, router, endpoint_metrics, capture))
     dispatcher.register("cloudwatch", CloudWatchService(deps, before_read=endpoint_metrics.flush))
     dispatcher.register("logs", LogsService(deps))
     dispatcher.register("sts", StsService(deps))
@@ -128,6 +130,7 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
 
     creds = {settings.credentials.access_key: settings.credentials.secret_key}
     asgi = Starlette(routes=build_routes(dispatcher, creds), lifespan=lifespan)
-    platform = Platform(settings, deps, dispatcher, training, deployments, router, autoscaler, asgi,
-                        endpoint_metrics=endpoint_metrics, transform=transform)
+    platform = Platform(settings, deps, dispatcher, training=training, transform=transform,
+                        deployments=deployments, router=router, autoscaler=autoscaler,
+                        endpoint_metrics=endpoint_metrics, capture=capture, asgi=asgi)
     return platform

@@ -7,6 +7,7 @@ from typing import Any
 
 from opensage.errors import ServiceError, ValidationError
 from opensage.services.base import Deps
+from opensage.serving.capture import DataCapture, sampled
 from opensage.serving.metrics import EndpointMetrics
 from opensage.serving.router import Router
 from opensage.serving.upstream import UpstreamConnectError, UpstreamResponse
@@ -28,10 +29,12 @@ class ServiceUnavailable(ServiceError):
 
 
 class RuntimeService:
-    def __init__(self, deps: Deps, router: Router, metrics: EndpointMetrics | None = None) -> None:
+    def __init__(self, deps: Deps, router: Router, metrics: EndpointMetrics | None = None,
+                 capture: DataCapture | None = None) -> None:
         self.d = deps
         self.router = router
         self.metrics = metrics  # per-minute aggregates in memory; nothing is written per request
+        self.capture = capture  # sampled request/response pairs, buffered; written to S3 in the background
 
     async def invoke_endpoint(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -75,6 +78,9 @@ class RuntimeService:
         if response.headers.get(CUSTOM_ATTRIBUTES.lower()):
             out["CustomAttributes"] = response.headers[CUSTOM_ATTRIBUTES.lower()]
         self._record(name, variant, started, sent, answered, response.status_code)
+        if self.capture is not None and sampled(route.capture):
+            self.capture.record(name, variant.name, route.capture, body, headers["Content-Type"], response.content,
+                                out["ContentType"], params.get("InferenceId"))
         return out
 
     def _record(self, name: str, variant, started: float, sent: float, answered: float | None,

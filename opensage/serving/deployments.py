@@ -258,7 +258,8 @@ class DeploymentReconciler(ReconcileLoop):
                        "model_dir": str(model_dir), "env": env, "replicas": []}
             variant["replicas"] = [self._start_replica(ep.name, variant, i) for i in range(count)]
             variants.append(variant)
-        return {"config": config_name, "variants": variants, "started": self.d.clock.time()}
+        return {"config": config_name, "variants": variants, "started": self.d.clock.time(),
+                "capture": config.get("DataCaptureConfig")}
 
     def _start_replica(self, endpoint: str, variant: dict[str, Any], index: int) -> dict[str, Any]:
         s = self.d.settings
@@ -308,7 +309,7 @@ class DeploymentReconciler(ReconcileLoop):
     def _build_route(fleet: dict[str, Any]) -> EndpointRoute:
         return EndpointRoute([
             VariantRoute(v["name"], v["weight"], [Replica.from_state(r).url for r in v["replicas"] if r["ready"]])
-            for v in fleet["variants"]])
+            for v in fleet["variants"]], capture=fleet.get("capture"))
 
     def _finish_drain(self, endpoint: str) -> bool:
         entry = self._old_routes.get(endpoint)

@@ -33,6 +33,7 @@ class EndpointRoute:
     # During a Canary/Linear blue/green update: this share of requests goes to the new fleet's route.
     shifted: EndpointRoute | None = None
     shifted_fraction: float = 0.0
+    capture: dict | None = None  # the endpoint config's DataCaptureConfig
 
     def pick(self, target_variant: str | None) -> VariantRoute | None:
         if self.shifted is not None and random.random() < self.shifted_fraction:

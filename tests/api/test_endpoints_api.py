@@ -256,3 +256,31 @@ def test_oversized_payload_and_unknown_variant_are_validation_errors(server, mod
                            TargetVariant="Nope")
     assert e.value.response["Error"]["Code"] == "ValidationError"
     assert "Nope" in str(e.value)
+
+
+def test_data_capture_writes_sampled_pairs_in_capture_format(server, models):
+    import json
+
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    sm.create_endpoint_config(EndpointConfigName="ep-cap-cfg", ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": "ep-model-a", "InitialInstanceCount": 1,
+         "InstanceType": "ml.m5.large"}], DataCaptureConfig={
+        "EnableCapture": True, "InitialSamplingPercentage": 100, "DestinationS3Uri": "s3://bucket1/capture",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]})
+    sm.create_endpoint(EndpointName="ep-cap", EndpointConfigName="ep-cap-cfg")
+    assert _wait(sm, "ep-cap")["EndpointStatus"] == "InService"
+    body = _csv(models[:1])
+    for i in range(3):
+        rt.invoke_endpoint(EndpointName="ep-cap", ContentType="text/csv", Body=body, InferenceId=f"id-{i}")
+    server.platform.capture.flush()
+    store = server.store()
+    keys = [o.key for o in store.list("bucket1", "capture/ep-cap/AllTraffic/")]
+    assert keys and all(k.endswith(".jsonl") for k in keys)
+    assert keys[0].count("/") == 7  # capture/<endpoint>/<variant>/yyyy/mm/dd/hh/<file>
+    lines = [json.loads(line) for k in keys for line in store.get_bytes("bucket1", k).decode().splitlines()]
+    assert [r["eventMetadata"]["inferenceId"] for r in lines] == ["id-0", "id-1", "id-2"]
+    first = lines[0]["captureData"]
+    assert first["endpointInput"] == {"observedContentType": "text/csv", "mode": "INPUT", "data": body,
+                                      "encoding": "CSV"}
+    assert first["endpointOutput"]["mode"] == "OUTPUT" and float(first["endpointOutput"]["data"]) >= 0
+    assert lines[0]["eventVersion"] == "0"
