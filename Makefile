@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 # SDK v3 (`sagemaker` 3.x) cannot share a venv with SDK v2; its end-to-end test runs it from here.
 SDK3_VENV := .venv-sdk3
 SDK3_STAMP := $(SDK3_VENV)/.installed
 
-.PHONY: install install-sdk3 up test test-fast lint bench clean
+.PHONY: install install-test install-sdk3 up test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -19,27 +20,35 @@ $(SDK3_STAMP):
 	$(SDK3_VENV)/bin/python -m pip install -q 'sagemaker==3.27.0'
 	@touch $(SDK3_STAMP)
 
+# The platform itself: the core dependencies only (torch and the test tools are extras).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,torch]'
+	$(BIN)/python -m pip install -q -e .
 	@touch $(STAMP)
+
+# What the tests need on top: pytest & co., SDK v2, and torch for the PyTorch estimator tests.
+install-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,torch]'
+	@touch $(TEST_STAMP)
 
 up: install
 	$(BIN)/opensage up $(ARGS)
 
 # The whole suite, parallel on the CI box's 2 cores. Slow end-to-end tests included.
-test: install install-sdk3
+test: install-test install-sdk3
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
 # Everything but the slow end-to-end tests.
-test-fast: install
+test-fast: install-test
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow" $(PYTEST_ARGS)
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check opensage tests benchmarks
 
-bench: install
+bench: install-test
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
