@@ -13,9 +13,6 @@ from botocore.model import OperationModel, ServiceModel
 
 PATCH_FILE = Path(__file__).with_name("spec_patches.json")
 
-# Services we speak, by botocore name.
-SERVICES = ("sagemaker", "sagemaker-runtime", "logs", "sts", "iam")
-
 
 def _merge(base: dict[str, Any], patch: dict[str, Any]) -> None:
     for key, value in patch.items():
