@@ -11,114 +11,39 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from opensage.executors.base import Executor
+from opensage.runner.agentjobs import SHUTDOWN_REASON, AgentJobReconciler
 from opensage.runner.jobspec import ChannelSpec, JobResult, JobSpec, ObjectStoreSpec
 from opensage.runner.logtail import MetricMatcher, parse_log_line, read_events, read_new_lines
-from opensage.runner.loop import ReconcileLoop
 from opensage.services.base import Deps
 from opensage.services.training import KIND, close_transition, resolve_image
 from opensage.states import transition
-from opensage.store.resources import ConcurrentUpdate, Resource
+from opensage.store.resources import Resource
 
 log = logging.getLogger(__name__)
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
-# A dead agent may have written result.json just before we looked; re-check for this long before failing.
-GONE_GRACE_SECONDS = 2.0
 
 
 def host_name(index: int) -> str:
     return f"algo-{index + 1}"
 
 
-class TrainingReconciler(ReconcileLoop):
+class TrainingReconciler(AgentJobReconciler):
+    KIND = KIND
+
     def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec) -> None:
-        self.d = deps
-        self.executor = executor
-        self.store_spec = store_spec
-        self._init_loop("training-reconciler", deps.settings.reconcile_interval, 5.0)
-        self._gone_since: dict[str, float] = {}
-        self._known: set[str] = set()
+        super().__init__(deps, executor, store_spec, "training-reconciler")
 
-    def shutdown(self, stop_jobs: bool = True, wait_seconds: float = 10.0) -> None:
-        self._stop_loop()
-        if not stop_jobs:
-            return
-        jobs = self.d.resources.in_status(KIND, ("InProgress", "Stopping"))
-        handles = [h for j in jobs for h in j.state.get("_handles", [])]
-        for h in handles:
-            self.executor.stop(h)
-        deadline = time.monotonic() + wait_seconds
-        while time.monotonic() < deadline and any(self.executor.is_running(h) for h in handles):
-            time.sleep(0.1)
-        for h in handles:
-            if self.executor.is_running(h):
-                self.executor.kill(h)
-        for job in jobs:
-            self._settle(job, platform_shutdown=True)
+    def _stopped_before_start(self, job: Resource) -> None:
+        self._finish(job, "Stopped", "Stopped", "Training job stopped before it started.", None)
 
-    def run_once(self) -> bool:
-        jobs = self.d.resources.in_status(KIND, ("InProgress", "Stopping"))
-        for job in jobs:
-            try:
-                self._reconcile(job)
-            except ConcurrentUpdate:
-                continue  # a request changed the row; next pass sees the new version
-            except Exception as e:
-                log.exception("training job %s: reconcile failed", job.name)
-                self._fail_internal(job, e)
-        return bool(jobs)
-
-    # -- one job -------------------------------------------------------------------------------------
-    def _reconcile(self, job: Resource) -> None:
-        if "_handles" not in job.state:
-            if job.status == "Stopping":
-                self._finish(job, "Stopped", "Stopped", "Training job stopped before it started.", None)
-            else:
-                self._launch(job)
-            return
-        self._settle(job)
-
-    def _settle(self, job: Resource, platform_shutdown: bool = False) -> None:
-        job = self._ingest(job)
-        jobdirs = [Path(p) for p in job.state["_jobdirs"]]
-        if job.name not in self._known:
-            # First sight in this process: maybe started by an earlier control plane. Tell the executor
-            # which job dir each handle belongs to, so a reused pid is not mistaken for our agent.
-            self._known.add(job.name)
-            adopt = getattr(self.executor, "adopt", None)
-            if adopt is not None:
-                for handle, jobdir in zip(job.state["_handles"], jobdirs, strict=True):
-                    adopt(handle, jobdir)
-        results = [JobResult.read(d) for d in jobdirs]
-        handles = job.state["_handles"]
-        if job.status == "Stopping" and not job.state.get("_stop_sent"):
-            for h in handles:
-                self.executor.stop(h)
-            job.state["_stop_sent"] = True
-            job = self.d.resources.save(job, self.d.clock.time())
-        if all(r is not None for r in results):
-            self._conclude(job, results, platform_shutdown)
-            return
-        alive = [self.executor.is_running(h) for h in handles]
-        if any(r is None and not a for r, a in zip(results, alive, strict=True)):
-            first = self._gone_since.setdefault(job.name, time.monotonic())
-            if platform_shutdown or time.monotonic() - first > GONE_GRACE_SECONDS:
-                self._gone_since.pop(job.name, None)
-                for h, a in zip(handles, alive, strict=True):
-                    if a:
-                        self.executor.kill(h)
-                reason = ("InternalServerError: the job's process ended without reporting a result (it was "
-                          "killed, or the host restarted while it ran). Start the job again.")
-                if platform_shutdown:
-                    reason = ("InternalServerError: the OpenSage platform was shut down while the job was "
-                              "running. Start the job again.")
-                self._finish(job, "Failed", "Failed", reason, None)
+    def _fail(self, job: Resource, reason: str) -> None:
+        self._finish(job, "Failed", "Failed", reason, None)
 
     def _conclude(self, job: Resource, results: list[JobResult | None], platform_shutdown: bool) -> None:
         main = results[0]
@@ -129,8 +54,7 @@ class TrainingReconciler(ReconcileLoop):
                        and (r.exit_code != 0 or r.failure_reason)), None)
         model = job.state["_model_uri"] if main.model_uploaded else None
         if platform_shutdown and job.status != "Stopping":
-            self._finish(job, "Failed", "Failed", "InternalServerError: the OpenSage platform was shut down "
-                         "while the job was running. Start the job again.", model)
+            self._finish(job, "Failed", "Failed", SHUTDOWN_REASON, model)
         elif any(r and r.max_runtime_exceeded for r in results):
             self._finish(job, "Stopped", "MaxRuntimeExceeded",
                          "Training job reached its MaxRuntimeInSeconds and was stopped.", model)
@@ -160,17 +84,6 @@ class TrainingReconciler(ReconcileLoop):
             state["ModelArtifacts"] = {"S3ModelArtifacts": model_uri}
         transition(self.d.resources, job, status, now, **state)
         log.info("training job %s: %s (%s)", job.name, status, secondary)
-
-    def _fail_internal(self, job: Resource, err: Exception) -> None:
-        fresh = self.d.resources.get(KIND, job.name)
-        if fresh is None or fresh.status not in ("InProgress", "Stopping"):
-            return
-        for h in fresh.state.get("_handles", []):
-            self.executor.kill(h)
-        try:
-            self._finish(fresh, "Failed", "Failed", f"InternalServerError: {type(err).__name__}: {err}", None)
-        except Exception:
-            log.exception("could not mark training job %s failed", job.name)
 
     # -- launch --------------------------------------------------------------------------------------
     def _launch(self, job: Resource) -> None:

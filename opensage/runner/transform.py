@@ -19,113 +19,39 @@ from pathlib import Path
 from typing import Any
 
 from opensage.executors.base import Executor
+from opensage.runner.agentjobs import SHUTDOWN_REASON, AgentJobReconciler
 from opensage.runner.jobspec import JobResult, JobSpec, ObjectStoreSpec
 from opensage.runner.logtail import parse_log_line, read_new_lines
-from opensage.runner.loop import ReconcileLoop
 from opensage.runner.transform_worker import DATA_LOG, SERVER_FILE, SERVER_LOG, TRANSFORM_FILE
 from opensage.services.base import Deps
 from opensage.services.transform import KIND, model_container, resolve_model
 from opensage.states import transition
-from opensage.store.resources import ConcurrentUpdate, Resource
+from opensage.store.resources import Resource
 
 log = logging.getLogger(__name__)
 
 LOG_GROUP = "/aws/sagemaker/TransformJobs"
-GONE_GRACE_SECONDS = 2.0
-ACTIVE = ("InProgress", "Stopping")
 
 
-class TransformReconciler(ReconcileLoop):
+class TransformReconciler(AgentJobReconciler):
+    KIND = KIND
+    GONE_REASON = ("InternalServerError: a transform worker ended without reporting a result (it was killed, "
+                   "or the host restarted while it ran). Start the job again.")
+
     def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec) -> None:
-        self.d = deps
-        self.executor = executor
-        self.store_spec = store_spec
-        self._init_loop("transform-reconciler", deps.settings.reconcile_interval, 5.0)
-        self._gone_since: dict[str, float] = {}
-        self._known: set[str] = set()
+        super().__init__(deps, executor, store_spec, "transform-reconciler")
 
-    def shutdown(self, stop_jobs: bool = True, wait_seconds: float = 10.0) -> None:
-        self._stop_loop()
-        if not stop_jobs:
-            return
-        jobs = self.d.resources.in_status(KIND, ACTIVE)
-        handles = [h for j in jobs for h in j.state.get("_handles", [])]
-        for h in handles:
-            self.executor.stop(h)
-        deadline = time.monotonic() + wait_seconds
-        while time.monotonic() < deadline and any(self.executor.is_running(h) for h in handles):
-            time.sleep(0.1)
-        for h in handles:
-            if self.executor.is_running(h):
-                self.executor.kill(h)
-        for job in jobs:
-            if "_handles" in job.state:
-                try:
-                    self._settle(job, platform_shutdown=True)
-                except Exception:
-                    log.exception("transform job %s: could not settle at shutdown", job.name)
+    def _stopped_before_start(self, job: Resource) -> None:
+        self._finish(job, "Stopped", None)
 
-    def run_once(self) -> bool:
-        jobs = self.d.resources.in_status(KIND, ACTIVE)
-        for job in jobs:
-            try:
-                self._reconcile(job)
-            except ConcurrentUpdate:
-                continue
-            except Exception as e:
-                log.exception("transform job %s: reconcile failed", job.name)
-                self._fail_internal(job, e)
-        return bool(jobs)
-
-    # -- one job -------------------------------------------------------------------------------------
-    def _reconcile(self, job: Resource) -> None:
-        if "_handles" not in job.state:
-            if job.status == "Stopping":
-                self._finish(job, "Stopped", None)
-            else:
-                self._launch(job)
-            return
-        self._settle(job)
-
-    def _settle(self, job: Resource, platform_shutdown: bool = False) -> None:
-        job = self._ingest(job)
-        jobdirs = [Path(p) for p in job.state["_jobdirs"]]
-        handles = job.state["_handles"]
-        if job.name not in self._known:
-            self._known.add(job.name)
-            adopt = getattr(self.executor, "adopt", None)
-            if adopt is not None:
-                for handle, jobdir in zip(handles, jobdirs, strict=True):
-                    adopt(handle, jobdir)
-        if job.status == "Stopping" and not job.state.get("_stop_sent"):
-            for h in handles:
-                self.executor.stop(h)
-            job.state["_stop_sent"] = True
-            job = self.d.resources.save(job, self.d.clock.time())
-        results = [JobResult.read(d) for d in jobdirs]
-        if all(r is not None for r in results):
-            self._conclude(job, results, platform_shutdown)
-            return
-        alive = [self.executor.is_running(h) for h in handles]
-        if any(r is None and not a for r, a in zip(results, alive, strict=True)):
-            first = self._gone_since.setdefault(job.name, time.monotonic())
-            if platform_shutdown or time.monotonic() - first > GONE_GRACE_SECONDS:
-                self._gone_since.pop(job.name, None)
-                for h, a in zip(handles, alive, strict=True):
-                    if a:
-                        self.executor.kill(h)
-                reason = ("InternalServerError: the OpenSage platform was shut down while the job was running. "
-                          "Start the job again." if platform_shutdown else
-                          "InternalServerError: a transform worker ended without reporting a result (it was "
-                          "killed, or the host restarted while it ran). Start the job again.")
-                self._finish(job, "Failed", reason)
+    def _fail(self, job: Resource, reason: str) -> None:
+        self._finish(job, "Failed", reason)
 
     def _conclude(self, job: Resource, results: list[JobResult | None], platform_shutdown: bool) -> None:
         failed = next((r for r in results if r and not r.stopped and (r.failure_reason or r.exit_code != 0)),
                       None)
         if platform_shutdown and job.status != "Stopping":
-            self._finish(job, "Failed", "InternalServerError: the OpenSage platform was shut down while the job "
-                                        "was running. Start the job again.")
+            self._finish(job, "Failed", SHUTDOWN_REASON)
         elif job.status == "Stopping" or any(r and r.stopped for r in results):
             self._finish(job, "Stopped", None)
         elif failed is not None:
@@ -157,17 +83,6 @@ class TransformReconciler(ReconcileLoop):
             manager = manager or ReplicaManager()
             if manager.running(replica):
                 manager.stop(replica, grace=5.0, wait=False)
-
-    def _fail_internal(self, job: Resource, err: Exception) -> None:
-        fresh = self.d.resources.get(KIND, job.name)
-        if fresh is None or fresh.status not in ACTIVE:
-            return
-        for h in fresh.state.get("_handles", []):
-            self.executor.kill(h)
-        try:
-            self._finish(fresh, "Failed", f"InternalServerError: {type(err).__name__}: {err}")
-        except Exception:
-            log.exception("could not mark transform job %s failed", job.name)
 
     # -- launch --------------------------------------------------------------------------------------
     def _launch(self, job: Resource) -> None:
