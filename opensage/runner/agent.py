@@ -82,13 +82,39 @@ def artifact_uri(uri: str, filename: str) -> tuple[str, str]:
     return bucket, key
 
 
+UNREACHABLE_RETRY_SECONDS = 120.0
+
+
+def _put_while_unreachable(store: ObjectStore, bucket: str, key: str, path: Path) -> None:
+    """Upload, waiting out an object store that cannot be reached at all.
+
+    The embedded S3 store restarts with the control plane; an adopted job that finishes meanwhile must not
+    lose its artifacts to a connection refused. Other errors (missing bucket, denied) fail at once.
+    """
+    deadline = time.monotonic() + UNREACHABLE_RETRY_SECONDS
+    delay = 1.0
+    while True:
+        try:
+            store.put_file(bucket, key, path)
+            return
+        except Exception as exc:
+            unreachable = type(exc).__name__ in ("EndpointConnectionError", "ConnectionClosedError",
+                                                 "ConnectTimeoutError")
+            if not unreachable or time.monotonic() + delay > deadline:
+                raise
+            print(f"object store unreachable ({exc}); retrying the upload in {delay:.0f} s", file=sys.stderr,
+                  flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 def upload_dir_as_tar(store: ObjectStore, src: Path, uri: str, filename: str) -> str:
     bucket, key = artifact_uri(uri, filename)
     with tempfile.TemporaryDirectory(prefix="opensage-tar-") as tmp:
         tar_path = Path(tmp) / filename
         make_tar_gz(src, tar_path)
         try:
-            store.put_file(bucket, key, tar_path)
+            _put_while_unreachable(store, bucket, key, tar_path)
         except (ObjectNotFound, ValueError, OSError) as exc:
             raise AgentError(
                 f"ClientError: could not upload {filename} to s3://{bucket}/{key}: {exc}. "
