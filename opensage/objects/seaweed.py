@@ -304,12 +304,17 @@ class SeaweedServer:
             )
         saved = self._saved_ports()
         ports = saved if saved and self._internal_ports_free(saved, requested) else None
+        keep = saved.s3 if saved else None
         while ports is None:
             candidate = SeaweedPorts(*free_ports(9, self.host))
-            if requested not in candidate.all():
+            if requested not in candidate.all() and keep not in candidate.all():
                 ports = candidate
         if requested:
             ports.s3 = requested
+        elif keep and port_is_free(keep, self.host):
+            # Clients' config and running jobs' specs name this port: keep it even when weed's internal
+            # ports must move (a killed weed may still hold them for a moment).
+            ports.s3 = keep
         elif not port_is_free(ports.s3, self.host):
             ports.s3 = _free_port_except(ports.all(), self.host)
         if not ports.s3_backend:
