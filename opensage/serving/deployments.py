@@ -241,21 +241,18 @@ class DeploymentReconciler(ReconcileLoop):
 
     # -- fleets --------------------------------------------------------------------------------------
     def _start_fleet(self, ep: Resource, config_name: str, config: dict[str, Any]) -> dict[str, Any]:
-        from opensage import images
+        from opensage.serving.plan import plan_model_server
 
         variants = []
         for v in config["ProductionVariants"]:
             model = self.d.resources.get("model", v["ModelName"])
             if model is None:
                 raise ValueError(f"model {v['ModelName']} of variant {v['VariantName']} no longer exists")
-            container = model.request.get("PrimaryContainer") or model.request["Containers"][0]
-            env = dict(container.get("Environment") or {})
-            resolved = images.resolve_inference_image(container["Image"], env)
-            model_dir = self._stage_model(container.get("ModelDataUrl"))
+            plan = plan_model_server(model.request, self._stage_model, self.d.settings.home / "plans")
             count = int(v.get("InitialInstanceCount") or 1)
             variant = {"name": v["VariantName"], "weight": float(v.get("InitialVariantWeight", 1.0)),
-                       "count": count, "model": model.name, "image": container["Image"], "kind": resolved.kind,
-                       "model_dir": str(model_dir), "env": env, "replicas": []}
+                       "count": count, "model": model.name, "image": plan.images[0], "images": plan.images,
+                       "kind": plan.kind, "model_dir": str(plan.model_dir), "env": plan.env, "replicas": []}
             variant["replicas"] = [self._start_replica(ep.name, variant, i) for i in range(count)]
             variants.append(variant)
         return {"config": config_name, "variants": variants, "started": self.d.clock.time(),
@@ -388,7 +385,8 @@ def _all_replicas(state: dict[str, Any]) -> list[dict[str, Any]]:
 def _summaries(fleet: dict[str, Any], now: float) -> list[dict[str, Any]]:
     return [{
         "VariantName": v["name"],
-        "DeployedImages": [{"SpecifiedImage": v["image"], "ResolvedImage": v["image"], "ResolutionTime": now}],
+        "DeployedImages": [{"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": now}
+                           for image in v.get("images") or [v["image"]]],
         "CurrentWeight": v["weight"], "DesiredWeight": v["weight"],
         "CurrentInstanceCount": len(v["replicas"]), "DesiredInstanceCount": v["count"],
     } for v in fleet["variants"]]
