@@ -32,6 +32,11 @@ from opensage.serving import codecs
 
 DEFAULT_PROGRAM = "inference.py"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
+TARGET_CONTAINER = "X-Amzn-SageMaker-Target-Container-Hostname"
+# A 400 carrying this header (value ValidationError) is the caller's mistake, not the model's: the runtime
+# reports it as a ValidationError with the body as the message instead of a ModelError.
+ERROR_TYPE_HEADER = "X-OpenSage-Error-Type"
 
 
 @dataclass
@@ -40,6 +45,8 @@ class Request:
     content_type: str | None
     accept: str | None
     custom_attributes: str | None = None
+    target_model: str | None = None  # X-Amzn-SageMaker-Target-Model (multi-model endpoints)
+    target_container_hostname: str | None = None  # X-Amzn-SageMaker-Target-Container-Hostname (Direct)
 
 
 @dataclass
@@ -58,6 +65,11 @@ class Handler(Protocol):
 
 class ModelLoadError(RuntimeError):
     """The model or the user module could not be loaded; the message says what to fix."""
+
+
+def validation_error(message: str) -> Response:
+    """The request is invalid for this endpoint (e.g. a TargetModel it does not have): a ValidationError."""
+    return Response(400, message.encode("utf-8", "replace"), "text/plain", {ERROR_TYPE_HEADER: "ValidationError"})
 
 
 def error_response(exc: BaseException, *, with_traceback: bool = True) -> Response:

@@ -1,13 +1,18 @@
 """The model server: one OS process per endpoint instance (or batch-transform worker).
 
 ``python -m opensage.serving.model_server --model-dir DIR --port PORT [--host 127.0.0.1]
-[--kind builtin-xgboost|sklearn|pytorch|xgboost-script] [--workers N]`` serves
+[--kind builtin-xgboost|sklearn|pytorch|xgboost-script|pipeline] [--workers N]`` serves
 
 * ``GET /ping`` - 200 once the model is loaded (by every worker), 503 before; an invocation that arrives
   while this worker is still loading waits for it;
 * ``POST /invocations`` - Content-Type, Accept and ``X-Amzn-SageMaker-Custom-Attributes`` passed to the
   handler, the response's Content-Type and custom attributes passed back;
 * ``GET /execution-parameters`` - the batch-transform parameters (§7 of the contracts doc).
+
+Kind ``pipeline`` fronts one child server per container of an inference pipeline (``serving.pipeline``);
+with ``OPENSAGE_MULTI_MODEL_URL`` set the server is a multi-model server (``serving.multimodel``) loading
+``X-Amzn-SageMaker-Target-Model`` per request. Any other server answers a request carrying a TargetModel
+or TargetContainerHostname with 400 and ``X-OpenSage-Error-Type: ValidationError``.
 
 Every flag can come from the environment instead: ``OPENSAGE_MODEL_KIND``, ``SAGEMAKER_BIND_TO_PORT``
 (8080), ``OPENSAGE_MODEL_SERVER_HOST`` (127.0.0.1), the model dir from ``$SAGEMAKER_BASE_DIR/model``
@@ -51,9 +56,11 @@ from opensage.serving.handlers import (
     Response,
     ScriptHandler,
     default_accept,
+    validation_error,
 )
+from opensage.serving.plan import MULTI_MODEL_ENV, PIPELINE_KIND
 
-KINDS = ("builtin-xgboost", "sklearn", "pytorch", "xgboost-script")
+KINDS = ("builtin-xgboost", "sklearn", "pytorch", "xgboost-script", PIPELINE_KIND)
 SCRIPT_FRAMEWORKS = {"sklearn": "sklearn", "pytorch": "pytorch", "xgboost-script": "xgboost"}
 REEXEC_ENV = "OPENSAGE_MODEL_SERVER_VENV"
 MAX_HEADER_BYTES = 64 * 1024
@@ -94,7 +101,7 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
     parser.add_argument("--workers", type=int, default=int(env.get("SAGEMAKER_MODEL_SERVER_WORKERS") or 1))
     parser.add_argument("--code-dir", default=None, help="resolved script-mode code directory (internal)")
     args = parser.parse_args(argv)
-    if args.kind not in SCRIPT_FRAMEWORKS and not args.kind.startswith("builtin-"):
+    if args.kind not in SCRIPT_FRAMEWORKS and args.kind != PIPELINE_KIND and not args.kind.startswith("builtin-"):
         parser.error(f"--kind {args.kind!r} is not one of {', '.join(KINDS)} (or builtin-<algorithm>)")
     max_mb = env.get("SAGEMAKER_MAX_PAYLOAD_IN_MB")
     max_bytes = int(float(max_mb) * 1024 * 1024) if max_mb and float(max_mb) > 0 else \
@@ -131,10 +138,25 @@ def resolve_code_dir(model_dir: Path, submit_directory: str | None) -> Path | No
 
 
 def build_handler(config: ServerConfig) -> Handler:
+    if config.kind == PIPELINE_KIND:
+        from opensage.serving.pipeline import PipelineHandler
+
+        return PipelineHandler(config.model_dir)
+    if os.environ.get(MULTI_MODEL_ENV):
+        from opensage.serving.multimodel import MultiModelHandler
+
+        return MultiModelHandler.from_environment(config.model_dir, lambda d: model_handler(config, d))
+    return model_handler(config, config.model_dir)
+
+
+def model_handler(config: ServerConfig, model_dir: Path) -> Handler:
+    """The handler of ``config.kind`` over one unpacked model (a multi-model server makes one per model)."""
     if config.kind.startswith("builtin-"):
-        return BuiltinHandler(_serve_module(config.kind.removeprefix("builtin-")), config.model_dir)
-    return ScriptHandler(SCRIPT_FRAMEWORKS[config.kind], config.model_dir, config.code_dir, config.program,
-                         default_accept())
+        return BuiltinHandler(_serve_module(config.kind.removeprefix("builtin-")), model_dir)
+    code_dir = config.code_dir
+    if code_dir is None and model_dir != config.model_dir and (model_dir / "code").is_dir():
+        code_dir = model_dir / "code"
+    return ScriptHandler(SCRIPT_FRAMEWORKS[config.kind], model_dir, code_dir, config.program, default_accept())
 
 
 def _serve_module(algorithm: str) -> str:
@@ -189,7 +211,8 @@ class ServerState:
         self.ready = False  # this process's model is loaded
         self.waiting: list[tuple[HttpProtocol, Request, bool]] = []  # invocations that came while loading
         self.draining = False
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        threads = int(getattr(handler, "threads", 1))  # a pipeline front waits on its children, not the CPU
+        self.executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="predict")
         self.connections: set[HttpProtocol] = set()
         self.in_flight = 0
         self.load_failed = False
@@ -318,7 +341,9 @@ class HttpProtocol(asyncio.Protocol):
                 self._respond(Response(405, b"use POST /invocations", "text/plain"), keep_alive)
             else:
                 request = Request(body, headers.get("content-type"), headers.get("accept"),
-                                  headers.get("x-amzn-sagemaker-custom-attributes"))
+                                  headers.get("x-amzn-sagemaker-custom-attributes"),
+                                  headers.get("x-amzn-sagemaker-target-model") or None,
+                                  headers.get("x-amzn-sagemaker-target-container-hostname") or None)
                 if state.ready:
                     self._invoke(request, keep_alive)
                 else:  # answered once this worker's model is loaded (the process exits if loading fails)
@@ -381,7 +406,24 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+def misrouted(handler: Handler, request: Request) -> Response | None:
+    """A ValidationError for routing headers this server cannot honour (single model, single container)."""
+    if request.target_model and not getattr(handler, "multi_model", False):
+        return validation_error(
+            f"TargetModel '{request.target_model}' was given, but this endpoint hosts a single model (its "
+            f"container's Mode is SingleModel): TargetModel is only for multi-model endpoints. Leave it out.")
+    if request.target_container_hostname and not getattr(handler, "multi_container", False):
+        return validation_error(
+            f"TargetContainerHostname '{request.target_container_hostname}' was given, but this endpoint is not "
+            f"configured for direct invocation (a model with several Containers and InferenceExecutionConfig "
+            f"Mode Direct). Leave it out.")
+    return None
+
+
 def _safe_invoke(handler: Handler, request: Request) -> Response:
+    rejected = misrouted(handler, request)
+    if rejected is not None:
+        return rejected
     try:
         response = handler.invoke(request)
     except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the connection
@@ -430,6 +472,13 @@ async def serve(config: ServerConfig, sock: socket.socket, handler: Handler, fla
     await _drain(server, state)
 
 
+def _fatal(state: ServerState, stop: asyncio.Event, reason: str) -> None:
+    """The handler cannot serve any more (a pipeline container died): exit 1 so the replica is replaced."""
+    log(f"stopping: {reason}")
+    state.load_failed = True
+    stop.set()
+
+
 def _load(handler: Handler, config: ServerConfig) -> float:
     started = time.monotonic()
     handler.load()
@@ -439,6 +488,10 @@ def _load(handler: Handler, config: ServerConfig) -> float:
 def _loaded(fut: asyncio.Future[float], state: ServerState, stop: asyncio.Event) -> None:
     exc = fut.exception()
     if exc is None:
+        watch = getattr(state.handler, "watch", None)
+        if watch is not None:
+            loop = asyncio.get_running_loop()
+            watch(lambda reason: loop.call_soon_threadsafe(_fatal, state, stop, reason))
         state.ready = True
         state.flags.set(state.slot, True)
         log(f"model loaded in {fut.result():.2f} s; ready")
@@ -482,13 +535,28 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(config: ServerConfig, sock: socket.socket, flags: ReadyFlags, slot: int = 0) -> int:
-    handler = build_handler(config)
+def run_worker(config: ServerConfig, sock: socket.socket, flags: ReadyFlags, slot: int = 0,
+               handler: Handler | None = None) -> int:
+    handler = handler or build_handler(config)
     try:
         asyncio.run(serve(config, sock, handler, flags, slot))
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def run_pipeline(config: ServerConfig, sock: socket.socket) -> int:
+    """The pipeline front: children started from this (main) thread, stopped after the front drains."""
+    try:
+        handler = build_handler(config)
+    except ModelLoadError as exc:
+        log(str(exc))
+        return 1
+    handler.start()  # type: ignore[attr-defined]
+    try:
+        return run_worker(config, sock, ReadyFlags(1), handler=handler)
+    finally:
+        handler.close()  # type: ignore[attr-defined]
 
 
 def run_workers(config: ServerConfig, sock: socket.socket) -> int:
@@ -565,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log(f"listening on {config.host}:{config.port} (kind {config.kind}, model {config.model_dir}, "
         f"{config.workers} worker(s))")
+    if config.kind == PIPELINE_KIND:
+        return run_pipeline(config, sock)
     if config.workers == 1:
         return run_worker(config, sock, ReadyFlags(1))
     return run_workers(config, sock)
