@@ -43,6 +43,7 @@ class Settings:
     default_bucket: str | None = None
     reconcile_interval: float = 0.2  # seconds between reconciler passes when idle
     stop_grace_seconds: int = 120
+    serverless_idle_seconds: float = 300.0  # a serverless variant with no request for this long scales to zero
     extra: dict = field(default_factory=dict)
 
     @property
@@ -77,6 +78,7 @@ class Settings:
             "db_url": env.get("OPENSAGE_DB"),
             "s3_endpoint": env.get("OPENSAGE_S3_ENDPOINT"),
             "region": env.get("OPENSAGE_REGION", "us-east-1"),
+            "serverless_idle_seconds": float(env.get("OPENSAGE_SERVERLESS_IDLE_SECONDS", "300")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(home=home_path, credentials=creds, **values)

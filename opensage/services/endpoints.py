@@ -95,6 +95,9 @@ class EndpointService:
                 raise ValidationException(
                     f'Cannot update in-progress endpoint "{res.arn}".' if res.status in ("Creating", "Updating")
                     else f"Endpoint {name} is in status {res.status}; it must be InService.")
+            if "_target_config" in changes and res.status == "InService":  # UpdateEndpoint: what to roll back to
+                changes = {**changes, "_previous_config": res.state.get("EndpointConfigName"),
+                           "_update_started": self.d.clock.time()}
             try:
                 transition(self.d.resources, res, target, self.d.clock.time(), **changes)
             except ConcurrentUpdate:

@@ -87,6 +87,15 @@ class ModelService:
             if not v.get("ServerlessConfig") and not v.get("InitialInstanceCount"):
                 raise ValidationException(
                     f"Variant '{vname}' needs InitialInstanceCount (or a ServerlessConfig).")
+        if params.get("ShadowProductionVariants") and (len(params["ProductionVariants"]) != 1
+                                                       or len(params["ShadowProductionVariants"]) != 1):
+            raise ValidationException("An endpoint configuration with ShadowProductionVariants must have exactly "
+                                      "one variant in ProductionVariants and one in ShadowProductionVariants.")
+        for v in variants:
+            memory = (v.get("ServerlessConfig") or {}).get("MemorySizeInMB")
+            if memory is not None and memory not in (1024, 2048, 3072, 4096, 5120, 6144):
+                raise ValidationException(f"ServerlessConfig.MemorySizeInMB of variant '{v['VariantName']}' must be "
+                                          f"one of 1024, 2048, 3072, 4096, 5120 or 6144; got {memory}.")
         capture = params.get("DataCaptureConfig")
         if capture:
             check_s3_uri(capture["DestinationS3Uri"], "dataCaptureConfig.destinationS3Uri")

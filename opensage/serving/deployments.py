@@ -43,6 +43,8 @@ class DeploymentReconciler(ReconcileLoop):
         self._known: set[str] = set()
         self._old_routes: dict[str, tuple[EndpointRoute | None, list[dict], float]] = {}
         self._stopper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="replica-stop")
+        # CloudWatch alarms (``firing(names) -> [(name, reason)]``) for AutoRollbackConfiguration; set by app.
+        self.alarms: Any | None = None
 
     def shutdown(self) -> None:
         """Stop every model server (the platform is going down); endpoints are re-deployed on restart."""
@@ -80,6 +82,10 @@ class DeploymentReconciler(ReconcileLoop):
             return self._scale(ep)
         if ep.status == "Updating" and ep.state.get("_scaling"):
             return self._scaling_progress(ep)
+        if ep.status == "Updating" and ep.state.get("_baking"):
+            return self._bake(ep)
+        if ep.status == "RollingBack":
+            return self._rolling_back(ep)
         if ep.status in ("Creating", "Updating"):
             return self._deploy(ep)
         return False
@@ -106,23 +112,121 @@ class DeploymentReconciler(ReconcileLoop):
             self.d.resources.save(ep, self.d.clock.time())  # readiness flags
             return True
         old_fleet = st.get("_fleet")
-        if old_fleet and ep.status == "Updating" and self._shift_traffic(ep, pending, old_fleet):
-            return True
+        if old_fleet and ep.status == "Updating":
+            if self._rollback_if_alarmed(ep, pending, old_fleet):
+                return True
+            if self._shift_traffic(ep, pending, old_fleet):
+                return True
         old_route = self.router.get(ep.name)
         self._route(ep.name, pending)
         st["_fleet"], st["_pending"] = pending, None
         st.pop("FailureReason", None)
-        st["EndpointConfigName"] = st["_target_config"]
-        st["ProductionVariants"] = _summaries(pending, self.d.clock.time())
-        for key in ("DataCaptureConfig", "AsyncInferenceConfig", "ShadowProductionVariants"):
-            if st["_target"].get(key):
-                st[key] = st["_target"][key]
+        self._describe_fleet(st, pending, st["_target_config"], st["_target"])
         st.pop("_pending", None)
+        wait = float(self._blue_green(ep).get("TerminationWaitInSeconds") or 0)
+        if old_fleet and wait > 0:
+            # Baking: all traffic is on the new fleet, the old one stays up so an alarm can roll back to it.
+            st["_baking"] = {"fleet": old_fleet, "until": self.d.clock.time() + wait}
+            self.d.resources.save(ep, self.d.clock.time())
+            log.info("endpoint %s: baking %.0f s before retiring the old fleet", ep.name, wait)
+            return True
         transition(self.d.resources, ep, "InService", self.d.clock.time())
         if old_fleet:
-            self._old_routes[ep.name] = (old_route, [old_fleet], time.monotonic())
+            self._retire(ep.name, old_route, old_fleet)
         log.info("endpoint %s: InService on %s", ep.name, st["EndpointConfigName"])
         return True
+
+    def _describe_fleet(self, st: dict[str, Any], fleet: dict[str, Any], config_name: str | None,
+                        config: dict[str, Any]) -> None:
+        """What DescribeEndpoint shows for the fleet that takes the traffic."""
+        now = self.d.clock.time()
+        st["EndpointConfigName"] = config_name
+        st["ProductionVariants"] = _summaries(fleet, now, shadow=False)
+        for key in ("DataCaptureConfig", "AsyncInferenceConfig", "ShadowProductionVariants"):
+            st.pop(key, None)
+            if config.get(key):
+                st[key] = config[key]
+        if any(v.get("shadow") for v in fleet["variants"]):
+            st["ShadowProductionVariants"] = _summaries(fleet, now, shadow=True)
+
+    def _blue_green(self, ep: Resource) -> dict[str, Any]:
+        config = ep.state.get("_deployment") or ep.request.get("DeploymentConfig") or {}
+        return config.get("BlueGreenUpdatePolicy") or {}
+
+    def _alarm_reason(self, ep: Resource) -> str | None:
+        """Why to roll back: an AutoRollbackConfiguration alarm in ALARM, or MaximumExecutionTimeout passed."""
+        config = ep.state.get("_deployment") or ep.request.get("DeploymentConfig") or {}
+        names = [a["AlarmName"] for a in (config.get("AutoRollbackConfiguration") or {}).get("Alarms") or []]
+        if names and self.alarms is not None:
+            firing = self.alarms.firing(names)
+            if firing:
+                name, reason = firing[0]
+                return f"Rolled back: alarm {name} went into ALARM during the deployment ({reason})"
+        limit = self._blue_green(ep).get("MaximumExecutionTimeoutInSeconds")
+        started = ep.state.get("_update_started")
+        if limit and started and self.d.clock.time() - started > float(limit):
+            return (f"Rolled back: the deployment did not finish within MaximumExecutionTimeoutInSeconds "
+                    f"({limit} s)")
+        return None
+
+    def _rollback_if_alarmed(self, ep: Resource, new: dict[str, Any], old: dict[str, Any]) -> bool:
+        reason = self._alarm_reason(ep)
+        if reason is None:
+            return False
+        self._rollback(ep, new, old, reason)
+        return True
+
+    def _rollback(self, ep: Resource, new: dict[str, Any], old: dict[str, Any], reason: str) -> None:
+        """Traffic back to the old fleet at once; the new one drains and stops (status RollingBack)."""
+        st = ep.state
+        new_route = self.router.get(ep.name)
+        self._route(ep.name, old)
+        st["_fleet"] = old
+        for key in ("_pending", "_shift", "_baking"):
+            st.pop(key, None)
+        st["_rollback"] = {"reason": reason}
+        st["FailureReason"] = reason[:1024]
+        self._retire(ep.name, new_route, new)
+        transition(self.d.resources, ep, "RollingBack", self.d.clock.time())
+        log.warning("endpoint %s: %s", ep.name, reason)
+
+    def _rolling_back(self, ep: Resource) -> bool:
+        """RollingBack -> InService on the previous configuration once the new fleet has drained."""
+        if self._finish_drain(ep.name):
+            return True
+        st = ep.state
+        previous = st.get("_previous_config")
+        config = self.d.resources.get("endpoint-config", previous) if previous else None
+        self._describe_fleet(st, st["_fleet"], previous or st.get("EndpointConfigName"),
+                             config.request if config is not None else {})
+        st.pop("_rollback", None)
+        transition(self.d.resources, ep, "InService", self.d.clock.time())
+        return True
+
+    def _bake(self, ep: Resource) -> bool:
+        st = ep.state
+        baking = st["_baking"]
+        reason = self._alarm_reason(ep)
+        if reason is not None:
+            self._rollback(ep, st["_fleet"], baking["fleet"], reason)
+            return True
+        if self.d.clock.time() < baking["until"]:
+            return False  # nothing to do until the wait ends (the loop's idle interval re-checks)
+        st.pop("_baking")
+        transition(self.d.resources, ep, "InService", self.d.clock.time())
+        self._retire(ep.name, None, baking["fleet"])
+        log.info("endpoint %s: InService on %s after baking", ep.name, st["EndpointConfigName"])
+        return True
+
+    def _retire(self, endpoint: str, route: EndpointRoute | None, fleet: dict[str, Any]) -> None:
+        """Stop ``fleet``'s replicas once the requests in flight on ``route`` have finished."""
+        previous = self._old_routes.get(endpoint)
+        if previous is not None:
+            old_route, fleets, since = previous
+            routes = old_route if route is None else _merge_routes(old_route, route)
+            self._old_routes[endpoint] = (routes, [*fleets, fleet], since)
+        else:
+            self._old_routes[endpoint] = (route, [fleet], time.monotonic())
 
     def _shift_traffic(self, ep: Resource, new: dict[str, Any], old: dict[str, Any]) -> bool:
         """Canary / Linear: move traffic to the new fleet in steps; True while the shift is unfinished.
@@ -130,10 +234,8 @@ class DeploymentReconciler(ReconcileLoop):
         The old fleet keeps its share until the last step; then the caller routes everything to the new
         fleet and drains the old one, as for ALL_AT_ONCE.
         """
-        config = ep.state.get("_deployment") or ep.request.get("DeploymentConfig") or {}
-        policy = config.get("BlueGreenUpdatePolicy") or {}
-        routing = policy.get("TrafficRoutingConfiguration") or {}
-        steps = traffic_steps(routing, sum(v["count"] for v in new["variants"]))
+        routing = self._blue_green(ep).get("TrafficRoutingConfiguration") or {}
+        steps = traffic_steps(routing, sum(v["count"] for v in new["variants"] if not v.get("shadow")))
         if not steps:
             return False
         shift = ep.state.get("_shift") or {"step": -1, "next_at": 0.0}
@@ -165,6 +267,14 @@ class DeploymentReconciler(ReconcileLoop):
             for i, r in enumerate(variant["replicas"]):
                 replica = Replica.from_state(r)
                 if not self.replicas.running(replica):
+                    if variant.get("serverless") and not r["ready"]:
+                        reason = ("The serverless variant's model server exited while starting. Last log lines:\n"
+                                  + self.replicas.log_tail(replica))
+                        self.router.cold_start_failed(ep.name, variant["name"], reason)
+                        variant["replicas"].pop(i)
+                        variant["count"] = len(variant["replicas"])
+                        changed = True
+                        break
                     log.warning("endpoint %s: replica %s of %s died; replacing it", ep.name, r["pid"],
                                 variant["name"])
                     variant["replicas"][i] = self._start_replica(ep.name, variant, i)
@@ -172,10 +282,35 @@ class DeploymentReconciler(ReconcileLoop):
                 elif not r["ready"] and self.replicas.healthy(replica):
                     r["ready"] = True
                     changed = True
+        changed |= self._serverless(ep, fleet)
         if changed:
             self._route(ep.name, fleet)
             self.d.resources.save(ep, self.d.clock.time())
         return busy or any(not r["ready"] for v in fleet["variants"] for r in v["replicas"])
+
+    def _serverless(self, ep: Resource, fleet: dict[str, Any]) -> bool:
+        """Cold-start a serverless variant a request waits for; scale an idle one to zero."""
+        demanded = self.router.take_demand(ep.name)
+        changed = False
+        for variant in fleet["variants"]:
+            config = variant.get("serverless")
+            if not config:
+                continue
+            if variant["name"] in demanded and not variant["replicas"]:
+                log.info("endpoint %s: cold start of serverless variant %s", ep.name, variant["name"])
+                variant["replicas"].append(self._start_replica(ep.name, variant, 0))
+                variant["count"] = 1
+                changed = True
+            elif (variant["replicas"] and not config.get("ProvisionedConcurrency")
+                  and all(r["ready"] for r in variant["replicas"])
+                  and self.router.idle_seconds(ep.name, variant["name"]) > self.d.settings.serverless_idle_seconds):
+                log.info("endpoint %s: serverless variant %s idle; scaling to zero", ep.name, variant["name"])
+                self._retire(ep.name, self.router.get(ep.name), {"variants": [{"replicas": variant["replicas"]}]})
+                variant["replicas"], variant["count"] = [], 0
+                changed = True
+        if changed:
+            ep.state["ProductionVariants"] = _summaries(fleet, self.d.clock.time(), shadow=False)
+        return changed
 
     def _scale(self, ep: Resource) -> bool:
         st = ep.state
@@ -197,7 +332,7 @@ class DeploymentReconciler(ReconcileLoop):
         old_route = self.router.get(ep.name)
         self._route(ep.name, fleet)
         if retired:
-            self._old_routes[ep.name] = (old_route, [{"variants": [{"replicas": retired}]}], time.monotonic())
+            self._retire(ep.name, old_route, {"variants": [{"replicas": retired}]})
         self.d.resources.save(ep, self.d.clock.time())
         return True
 
@@ -214,7 +349,7 @@ class DeploymentReconciler(ReconcileLoop):
             st["FailureReason"] = problem[:1024]
         self._route(ep.name, fleet)
         st.pop("_scaling", None)
-        st["ProductionVariants"] = _summaries(fleet, self.d.clock.time())
+        st["ProductionVariants"] = _summaries(fleet, self.d.clock.time(), shadow=False)
         transition(self.d.resources, ep, "InService", self.d.clock.time())
         return True
 
@@ -231,7 +366,7 @@ class DeploymentReconciler(ReconcileLoop):
         fresh = self.d.resources.get(KIND, ep.name)
         if fresh is None or fresh.status not in ("Creating", "Updating"):
             return
-        for key in ("_pending", "_desired", "_shift"):
+        for key in ("_pending", "_desired", "_shift", "_baking"):
             fresh.state.pop(key, None)
         fresh.state["FailureReason"] = reason[:1024]
         # A failed update leaves the endpoint serving its previous fleet.
@@ -244,15 +379,21 @@ class DeploymentReconciler(ReconcileLoop):
         from opensage.serving.plan import plan_model_server
 
         variants = []
-        for v in config["ProductionVariants"]:
+        shadows = {v["VariantName"] for v in config.get("ShadowProductionVariants") or []}
+        for v in [*config["ProductionVariants"], *(config.get("ShadowProductionVariants") or [])]:
             model = self.d.resources.get("model", v["ModelName"])
             if model is None:
                 raise ValueError(f"model {v['ModelName']} of variant {v['VariantName']} no longer exists")
             plan = plan_model_server(model.request, self._stage_model, self.d.settings.home / "plans")
-            count = int(v.get("InitialInstanceCount") or 1)
+            serverless = v.get("ServerlessConfig")
+            # Serverless variants start without instances (cold start on the first request) unless they
+            # have ProvisionedConcurrency, which keeps one warm.
+            count = (1 if serverless.get("ProvisionedConcurrency") else 0) if serverless else \
+                int(v.get("InitialInstanceCount") or 1)
             variant = {"name": v["VariantName"], "weight": float(v.get("InitialVariantWeight", 1.0)),
                        "count": count, "model": model.name, "image": plan.images[0], "images": plan.images,
-                       "kind": plan.kind, "model_dir": str(plan.model_dir), "env": plan.env, "replicas": []}
+                       "kind": plan.kind, "model_dir": str(plan.model_dir), "env": plan.env, "replicas": [],
+                       "shadow": v["VariantName"] in shadows, "serverless": serverless}
             variant["replicas"] = [self._start_replica(ep.name, variant, i) for i in range(count)]
             variants.append(variant)
         return {"config": config_name, "variants": variants, "started": self.d.clock.time(),
@@ -304,9 +445,17 @@ class DeploymentReconciler(ReconcileLoop):
 
     @staticmethod
     def _build_route(fleet: dict[str, Any]) -> EndpointRoute:
-        return EndpointRoute([
-            VariantRoute(v["name"], v["weight"], [Replica.from_state(r).url for r in v["replicas"] if r["ready"]])
-            for v in fleet["variants"]], capture=fleet.get("capture"))
+        def route(v: dict[str, Any]) -> VariantRoute:
+            return VariantRoute(v["name"], v["weight"], [Replica.from_state(r).url for r in v["replicas"] if r["ready"]],
+                                serverless=v.get("serverless"))
+
+        production = [route(v) for v in fleet["variants"] if not v.get("shadow")]
+        shadows = [route(v) for v in fleet["variants"] if v.get("shadow")]
+        # A shadow variant's weight relative to the production variant's is the share of requests copied to it.
+        total = sum(v.weight for v in production) or 1.0
+        for shadow in shadows:
+            shadow.sample = min(1.0, shadow.weight / total)
+        return EndpointRoute(production, capture=fleet.get("capture"), shadows=shadows)
 
     def _finish_drain(self, endpoint: str) -> bool:
         entry = self._old_routes.get(endpoint)
@@ -378,15 +527,31 @@ _ALL = ("Creating", "Updating", "InService", "Deleting", "SystemUpdating", "Roll
 
 
 def _all_replicas(state: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for key in ("_fleet", "_pending") for v in (state.get(key) or {}).get("variants", [])
-            for r in v["replicas"]]
+    fleets = [state.get("_fleet"), state.get("_pending"), (state.get("_baking") or {}).get("fleet")]
+    return [r for fleet in fleets for v in (fleet or {}).get("variants", []) for r in v["replicas"]]
 
 
-def _summaries(fleet: dict[str, Any], now: float) -> list[dict[str, Any]]:
-    return [{
-        "VariantName": v["name"],
-        "DeployedImages": [{"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": now}
-                           for image in v.get("images") or [v["image"]]],
-        "CurrentWeight": v["weight"], "DesiredWeight": v["weight"],
-        "CurrentInstanceCount": len(v["replicas"]), "DesiredInstanceCount": v["count"],
-    } for v in fleet["variants"]]
+def _summaries(fleet: dict[str, Any], now: float, shadow: bool) -> list[dict[str, Any]]:
+    out = []
+    for v in fleet["variants"]:
+        if bool(v.get("shadow")) != shadow:
+            continue
+        summary: dict[str, Any] = {
+            "VariantName": v["name"],
+            "DeployedImages": [{"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": now}
+                               for image in v.get("images") or [v["image"]]],
+            "CurrentWeight": v["weight"], "DesiredWeight": v["weight"],
+            "CurrentInstanceCount": len(v["replicas"]), "DesiredInstanceCount": v["count"],
+        }
+        if v.get("serverless"):  # SageMaker shows no instance counts for serverless variants
+            del summary["CurrentInstanceCount"], summary["DesiredInstanceCount"]
+            summary["CurrentServerlessConfig"] = summary["DesiredServerlessConfig"] = v["serverless"]
+        out.append(summary)
+    return out
+
+
+def _merge_routes(a: EndpointRoute | None, b: EndpointRoute | None) -> EndpointRoute | None:
+    """One route whose in-flight count covers both (for draining several retired fleets at once)."""
+    if a is None or b is None:
+        return a or b
+    return EndpointRoute(a.variants + b.variants, shadows=a.shadows + b.shadows)
