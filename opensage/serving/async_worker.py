@@ -44,7 +44,8 @@ DEFAULT_TTL_SECONDS = 21600  # RequestTTLSeconds default (6 hours)
 DEFAULT_TIMEOUT_SECONDS = 900  # InvocationTimeoutSeconds default (15 minutes)
 # SageMaker "chooses an optimal value" when ClientConfig.MaxConcurrentInvocationsPerInstance is unset.
 DEFAULT_CONCURRENCY_PER_INSTANCE = 4
-MAX_RETRIES = 3  # of a request no instance answered (the fleet was being replaced)
+MAX_RETRIES = 8  # of a request no instance answered (the fleet was being replaced), with backoff
+MAX_BACKOFF_SECONDS = 30.0
 RETENTION_SECONDS = 86400  # finished rows are purged after a day
 BACKLOG_METRIC_PERIOD = 60.0
 NAMESPACE = "AWS/SageMaker"
@@ -88,7 +89,7 @@ def put_object(store: ObjectStore, uri: str, data: bytes, content_type: str | No
 
 class AsyncInferenceWorker(ReconcileLoop):
     def __init__(self, deps: Deps, invoke: Invoke, store_factory: Callable[[], ObjectStore], router: Router,
-                 busy_interval: float = 0.1, idle_interval: float = 5.0) -> None:
+                 busy_interval: float = 0.2, idle_interval: float = 1.0) -> None:
         self.d = deps
         self.invoke = invoke
         self._store_factory = store_factory
@@ -152,11 +153,12 @@ class AsyncInferenceWorker(ReconcileLoop):
         by_endpoint: dict[str, list[Resource]] = {}
         for row in rows:
             by_endpoint.setdefault(row.request["EndpointName"], []).append(row)
+        busy = False
         for endpoint, items in by_endpoint.items():
-            self._start_some(endpoint, items)
+            busy |= self._start_some(endpoint, items)
         self._emit_backlog(by_endpoint)
         self._purge()
-        return bool(rows) or bool(self._inflight)
+        return busy  # a finishing call wakes the loop; otherwise the idle interval rechecks routes and TTLs
 
     def _recover(self) -> None:
         """Rows InProgress in the store but not running here were cut off by a restart: queue them again."""
@@ -167,23 +169,27 @@ class AsyncInferenceWorker(ReconcileLoop):
                 self._save(row)
         self._recovered = True
 
-    def _start_some(self, endpoint: str, items: list[Resource]) -> None:
+    def _start_some(self, endpoint: str, items: list[Resource]) -> bool:
+        """Launch the oldest requests that fit; True when a quick next pass is useful."""
         route = self.router.get(endpoint)
         if route is None:
             if self.d.resources.get("endpoint", endpoint) is None:
                 for row in items:
                     self._fail(row, f"Endpoint {endpoint} was deleted before the request ran.")
-            return  # not routed yet (creating, or a restart re-adopting its fleet): wait
+            return False  # not routed yet (creating, or a restart re-adopting its fleet): wait
         instances = sum(len(v.replicas) for v in route.variants)
         running = sum(1 for f in self._inflight.values() if f.row.request["EndpointName"] == endpoint)
         free = _concurrency(items[0].request) * instances - running
+        backing_off = False
         for row in items:
             if free <= 0:
-                return
-            if self._expired(row):
+                break
+            if row.state.get("RetryAt", 0) > self.d.clock.time():
+                backing_off = True
                 continue
-            if self._launch(row):
+            if not self._expired(row) and self._launch(row):
                 free -= 1
+        return backing_off
 
     def _expired(self, row: Resource) -> bool:
         ttl = row.request.get("RequestTTLSeconds") or DEFAULT_TTL_SECONDS
@@ -261,7 +267,8 @@ class AsyncInferenceWorker(ReconcileLoop):
         if isinstance(error, ServiceError) and error.code == "ServiceUnavailable" and \
                 row.state.get("Retries", 0) < MAX_RETRIES:
             row.status = PENDING  # the fleet was being replaced: keep the request's place in the queue
-            row.state["Retries"] = row.state.get("Retries", 0) + 1
+            row.state["Retries"] = retries = row.state.get("Retries", 0) + 1
+            row.state["RetryAt"] = self.d.clock.time() + min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** retries)
             self._save(row)
             return
         self._fail(row, _describe(error, flight.timeout))
