@@ -24,7 +24,7 @@ from opensage.runner.jobspec import JobResult, JobSpec, ObjectStoreSpec
 from opensage.runner.logtail import parse_log_line, read_new_lines
 from opensage.runner.transform_worker import DATA_LOG, SERVER_FILE, SERVER_LOG, TRANSFORM_FILE
 from opensage.services.base import Deps
-from opensage.services.transform import KIND, model_container, resolve_model
+from opensage.services.transform import KIND, resolve_model
 from opensage.states import transition
 from opensage.store.resources import Resource
 
@@ -96,22 +96,21 @@ class TransformReconciler(AgentJobReconciler):
         except Exception as e:  # noqa: BLE001 - the request was valid at Create; the model changed since
             self._finish(job, "Failed", f"ClientError: {e}")
             return
-        container = model_container(model)
         count = int(req["TransformResources"].get("InstanceCount") or 1)
         root = self.d.settings.jobs_dir / job.name
         if root.exists():
             shutil.rmtree(root)
         now = self.d.clock.time()
         epoch = int(now)
-        env = self._environment(job, container)
+        env = self._environment(job)
         jobdirs, instances = [], []
         for i in range(count):
             instance = "i-" + hashlib.sha1(f"{job.arn}/{i}/{time.time_ns()}".encode()).hexdigest()[:17]
             jobdir = root / instance
             (jobdir / "logs").mkdir(parents=True)
             (jobdir / TRANSFORM_FILE).write_text(json.dumps({
-                "request": req, "model_data_url": container.get("ModelDataUrl"), "model_kind": resolved.kind,
-                "models_root": str(self.d.settings.home / "models"), "instance": instance}))
+                "request": req, "model": model.request, "models_root": str(self.d.settings.home / "models"),
+                "plans_root": str(self.d.settings.home / "plans"), "instance": instance}))
             JobSpec(job_name=job.name, job_arn=job.arn, kind="transform", command=[], environment=env,
                     channels=[], object_store=self.store_spec, host_index=i, host_count=count,
                     stop_grace_seconds=self.d.settings.stop_grace_seconds).write(jobdir)
@@ -126,14 +125,16 @@ class TransformReconciler(AgentJobReconciler):
             "TransformStartTime": now,
         })
         self.d.resources.save(job, now)
-        log.info("transform job %s: launched %d instance(s) (%s)", job.name, count, resolved.kind)
+        log.info("transform job %s: launched %d instance(s) (%s)", job.name, count,
+                 " -> ".join(r.kind for r in resolved))
 
-    def _environment(self, job: Resource, container: dict[str, Any]) -> dict[str, str]:
-        """The model server's environment: the model's and the job's Environment, SAGEMAKER_BATCH and the
-        batch parameters the user set (§7), and how to reach this platform's object store."""
+    def _environment(self, job: Resource) -> dict[str, str]:
+        """The model server's environment: the job's Environment, SAGEMAKER_BATCH and the batch parameters
+        the user set (§7), and how to reach this platform's object store. The containers' own Environment
+        comes from the worker's plan (serving/plan.py): under the job's for one container; over it for each
+        container of a pipeline."""
         s, req = self.d.settings, job.request
-        env = dict(container.get("Environment") or {})
-        env.update(req.get("Environment") or {})
+        env = dict(req.get("Environment") or {})
         env.setdefault("SAGEMAKER_REGION", s.region)
         env["SAGEMAKER_BATCH"] = "true"
         env["OPENSAGE_VENV_CACHE"] = str(s.venv_cache)

@@ -18,7 +18,6 @@ a server whose worker was killed).
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import json
 import signal
@@ -26,6 +25,7 @@ import tempfile
 import threading
 import time
 import traceback
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,9 +41,9 @@ from opensage.runner.transform_data import (
     Batch,
     DataError,
     DataProcessor,
-    line_batches,
     make_batches,
     split_records,
+    stream_line_batches,
 )
 
 TRANSFORM_FILE = "transform.json"
@@ -56,6 +56,8 @@ DEFAULT_RETRIES = 3
 DEFAULTS = {"MaxConcurrentTransforms": 1, "BatchStrategy": "MultiRecord", "MaxPayloadInMB": 6}
 STRATEGIES = {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}
 REASON_MAX = 1024
+READ_CHUNK = 1 << 20  # bytes per read from the object store
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer
 
 
 class TransformFailed(Exception):
@@ -225,11 +227,11 @@ class Worker:
         if not objects:
             self.log("No input objects for this instance (more instances than objects).")
             return JobResult(exit_code=0)
-        model_dir = self._stage_model()
+        plan = self._plan_server()
         from opensage.serving.replicas import Replica, ReplicaManager
 
         manager = ReplicaManager()
-        replica = manager.start(model_dir, self.config["model_kind"], spec.environment,
+        replica = manager.start(plan.model_dir, plan.kind, {**plan.env, **spec.environment},
                                 self.jobdir / "logs" / SERVER_LOG)
         (self.jobdir / SERVER_FILE).write_text(json.dumps(replica.to_state()))
         try:
@@ -254,11 +256,22 @@ class Worker:
             raise TransformFailed(str(exc)) from exc
         return plan.objects
 
-    def _stage_model(self) -> Path:
+    def _plan_server(self) -> Any:
+        """The model server to start (serving/plan.py): one container's, or an inference pipeline's front."""
+        assert self.spec is not None
+        from opensage.serving.plan import plan_model_server
+
+        root = Path(self.config.get("plans_root") or self.jobdir / "plans")
+        try:
+            return plan_model_server(self.config["model"], self._stage_model, root,
+                                     self.spec.object_store.endpoint_url)
+        except ValueError as exc:  # an image that cannot be served (the model changed since Create)
+            raise TransformFailed(f"ClientError: model {self.request['ModelName']}: {exc}") from exc
+
+    def _stage_model(self, url: str | None) -> Path:
         assert self.store is not None
         from opensage.serving.staging import stage_model
 
-        url = self.config.get("model_data_url")
         try:
             return stage_model(self.store, Path(self.config["models_root"]), url)
         except (ObjectNotFound, ValueError, OSError) as exc:
@@ -342,36 +355,43 @@ class Worker:
                     if not task.out.closed:
                         task.discard()
 
-    def _read(self, task: ObjectTask) -> bytes:
+    def _chunks(self, task: ObjectTask) -> Iterator[bytes]:
+        """The object's bytes as they arrive from the store (gunzipped on the fly for CompressionType Gzip);
+        logs its size once it has been read in full."""
         assert self.store is not None
         ref = task.ref
         try:
-            data = self.store.get_bytes(ref.bucket, ref.key)
+            stream = self.store.open_read(ref.bucket, ref.key)
         except ObjectNotFound as exc:
             raise TransformFailed(f"ClientError: input object s3://{ref.bucket}/{ref.key} does not exist.") from exc
-        if (self.request["TransformInput"].get("CompressionType") or "None") == "Gzip":
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError) as exc:
-                raise TransformFailed(f"ClientError: input object s3://{ref.bucket}/{ref.key} is not gzip data "
-                                      f"(TransformInput.CompressionType is Gzip): {exc}") from exc
-        return data
+        size = 0
+        try:
+            raw = iter(lambda: stream.read(READ_CHUNK), b"")
+            gzipped = (self.request["TransformInput"].get("CompressionType") or "None") == "Gzip"
+            for chunk in _gunzip(raw, f"s3://{ref.bucket}/{ref.key}") if gzipped else raw:
+                size += len(chunk)
+                yield chunk
+        finally:
+            stream.close()
+        self.log(f"s3://{ref.bucket}/{ref.key}: {size} bytes")
 
     def _batches(self, task: ObjectTask, split_type: str, params: Parameters,
                  processor: DataProcessor) -> Iterator[Batch]:
-        data = self._read(task)
-        self.log(f"s3://{task.ref.bucket}/{task.ref.key}: {len(data)} bytes")
+        chunks = self._chunks(task)
         try:
             if split_type == "Line" and params.strategy == "MultiRecord" and not processor.per_record_input:
-                yield from line_batches(data, params.limit)
+                # Requests start with the first MaxPayloadInMB of the object, while the rest downloads.
+                yield from stream_line_batches(chunks, params.limit)
                 return
-            records = split_records(data, split_type)
+            records = split_records(b"".join(chunks), split_type)
             triples: Iterator[tuple[int, bytes, Any]] = (
                 _filtered(task, records, processor) if processor.per_record_input
                 else ((n, r, None) for n, r in records))
             yield from make_batches(triples, split_type, params.strategy, params.limit, sources=processor.join)
         except DataError as exc:
             raise TransformFailed(f"Bad input in {task.name}: {exc}") from exc
+        finally:
+            chunks.close()
 
     def _consume(self, task: ObjectTask, batch: Batch | None, future: Future[Reply] | None,
                  processor: DataProcessor, split_type: str, line_end: bool) -> None:
@@ -419,6 +439,26 @@ class Worker:
             if probe.status != 200:
                 return f"Bad input in {task.name} {noun} {records[0][0]}: {describe_failure(probe)}"
         return f"Bad input in {task.name} {noun} {batch.label()}: {describe_failure(reply)}"
+
+
+def _gunzip(chunks: Iterator[bytes], uri: str) -> Iterator[bytes]:
+    """Decompress a gzip stream chunk by chunk (several concatenated members allowed, as gzip.decompress)."""
+    decomp, fed = zlib.decompressobj(GZIP_WBITS), False
+    try:
+        for chunk in chunks:
+            while chunk:
+                fed = True
+                out = decomp.decompress(chunk)
+                if out:
+                    yield out
+                if not decomp.eof:
+                    break
+                chunk, decomp, fed = decomp.unused_data, zlib.decompressobj(GZIP_WBITS), False
+        if fed and not decomp.eof:
+            raise EOFError("the gzip stream ends before its end-of-stream marker (truncated)")
+    except (zlib.error, EOFError) as exc:
+        raise TransformFailed(f"ClientError: input object {uri} is not gzip data (TransformInput.CompressionType "
+                              f"is Gzip): {exc}") from exc
 
 
 def _filtered(task: ObjectTask, records: Iterator[tuple[int, bytes]],

@@ -18,6 +18,51 @@ ENDPOINT_CONFIG = "endpoint-config"
 DEFINED = "Defined"  # models and configs have no SageMaker status; the row needs one
 
 
+CONTAINER_MODES = ("SingleModel", "MultiModel")
+EXECUTION_MODES = ("Serial", "Direct")
+
+
+def _check_mode(container: dict[str, Any], where: str) -> None:
+    """Mode is SingleModel|MultiModel; a MultiModel container's ModelDataUrl is the S3 prefix of its models."""
+    mode = container.get("Mode") or "SingleModel"
+    if mode not in CONTAINER_MODES:
+        raise ValidationException(f"Value '{mode}' at '{where}.mode' failed to satisfy constraint: Member must "
+                                  f"satisfy enum value set: [{', '.join(CONTAINER_MODES)}]")
+    if mode != "MultiModel":
+        return
+    url = container.get("ModelDataUrl")
+    if not url:
+        raise ValidationException(f"A container with Mode MultiModel needs ModelDataUrl at '{where}.modelDataUrl': "
+                                  "the S3 prefix under which the model archives are (e.g. s3://bucket/models/).")
+    if url.endswith((".tar.gz", ".tgz")):
+        raise ValidationException(
+            f"ModelDataUrl '{url}' at '{where}.modelDataUrl' names one archive, but a container with Mode MultiModel "
+            "takes the S3 prefix holding its model archives (e.g. s3://bucket/models/); invocations then pick one "
+            "with TargetModel (e.g. 'model-a.tar.gz').")
+
+
+def _check_execution(params: dict[str, Any], containers: list[dict[str, Any]]) -> None:
+    """InferenceExecutionConfig.Mode and ContainerHostname rules of a multi-container model."""
+    mode = (params.get("InferenceExecutionConfig") or {}).get("Mode") or "Serial"
+    if mode not in EXECUTION_MODES:
+        raise ValidationException(f"Value '{mode}' at 'inferenceExecutionConfig.mode' failed to satisfy constraint: "
+                                  f"Member must satisfy enum value set: [{', '.join(EXECUTION_MODES)}]")
+    if not params.get("Containers"):
+        if mode == "Direct":
+            raise ValidationException("InferenceExecutionConfig Mode Direct needs a model with Containers (a "
+                                      "multi-container model); this one has a PrimaryContainer.")
+        return
+    hostnames = [c.get("ContainerHostname") for c in containers]
+    named = [h for h in hostnames if h]
+    if named and len(named) != len(hostnames):
+        raise ValidationException("ContainerHostname must be specified for every container or for none: "
+                                  f"{len(named)} of {len(hostnames)} containers have one.")
+    duplicates = sorted({h for h in named if named.count(h) > 1})
+    if duplicates:
+        raise ValidationException(f"ContainerHostname values must be unique within a model: "
+                                  f"{', '.join(duplicates)} appears more than once.")
+
+
 class ModelService:
     def __init__(self, deps: Deps) -> None:
         self.d = deps
@@ -40,6 +85,8 @@ class ModelService:
                 check_s3_uri(c["ModelDataUrl"], f"{where}.modelDataUrl")
             if not c.get("Image") and not c.get("ModelPackageName"):
                 raise ValidationException(f"Container image is required at '{where}.image'.")
+            _check_mode(c, where)
+        _check_execution(params, containers)
         self._create(MODEL, name, arn, params, "model")
         return {"ModelArn": arn}
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from opensage.errors import ResourceInUse, ResourceNotFound, ValidationException
 from opensage.services.base import Deps, check_s3_uri, list_query
+from opensage.serving.plan import model_containers
 from opensage.states import TERMINAL, transition
 from opensage.store.resources import AlreadyExists, ConcurrentUpdate, Resource
 
@@ -18,20 +19,22 @@ KIND = "transform-job"
 MAX_TOTAL_PAYLOAD_MB = 100  # MaxConcurrentTransforms x MaxPayloadInMB
 
 
-def model_container(model: Resource) -> dict[str, Any]:
-    """The container a transform job runs (an inference pipeline's first container)."""
-    return model.request.get("PrimaryContainer") or (model.request.get("Containers") or [{}])[0]
-
-
-def resolve_model(model: Resource):
-    """The one call into images.py for a transform job's model; ValueError -> ValidationException."""
+def resolve_model(model: Resource) -> list:
+    """Every container's model-server kind (``images.resolve_inference_image``), in order; a container
+    that cannot be served here -> ValidationException naming it."""
     from opensage import images
+    from opensage.serving.plan import container_hostnames
 
-    container = model_container(model)
-    try:
-        return images.resolve_inference_image(container.get("Image") or "", container.get("Environment") or {})
-    except ValueError as e:
-        raise ValidationException(f"Model {model.name}: {e}") from None
+    containers = model_containers(model.request)
+    resolved = []
+    for container, hostname in zip(containers, container_hostnames(containers), strict=True):
+        try:
+            resolved.append(images.resolve_inference_image(container.get("Image") or "",
+                                                           container.get("Environment") or {}))
+        except ValueError as e:
+            where = f" (container {hostname})" if len(containers) > 1 else ""
+            raise ValidationException(f"Model {model.name}{where}: {e}") from None
+    return resolved
 
 
 class TransformService:
@@ -50,10 +53,14 @@ class TransformService:
 
     def _check_request(self, params: dict[str, Any]) -> None:
         model = self.models.get_model(params["ModelName"])
-        if len(model.request.get("Containers") or []) > 1:
-            raise ValidationException(f"Model {model.name} is an inference pipeline; batch transform runs "
-                                      "single-container models only here.")
         resolve_model(model)
+        if any(c.get("Mode") == "MultiModel" for c in model_containers(model.request)):
+            raise ValidationException(f"Model {model.name} is a multi-model model (a container with Mode MultiModel); "
+                                      "batch transform needs a model with one artifact per container.")
+        if (model.request.get("InferenceExecutionConfig") or {}).get("Mode") == "Direct":
+            raise ValidationException(f"Model {model.name} is configured for direct invocation (InferenceExecution"
+                                      "Config Mode Direct); batch transform runs a model's containers as a serial "
+                                      "pipeline. Create the model without InferenceExecutionConfig (or Serial).")
         tin, tout = params["TransformInput"], params["TransformOutput"]
         source = tin["DataSource"].get("S3DataSource")
         if not source:
