@@ -258,15 +258,17 @@ def describe_alarm(res: Resource) -> dict[str, Any]:
 
 
 def _encode_token(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode()
+    return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode()
 
 
 def _decode_token(token: str, operation: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        raw = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise InvalidNextToken(f"The NextToken is invalid: pass the value from the previous {operation} "
-                               "response.") from None
+        raw = ""
+    if not raw.startswith("v1:"):
+        raise InvalidNextToken(f"The NextToken is invalid: pass the value from the previous {operation} response.")
+    return raw[3:]
 
 
 class AlarmService:
@@ -398,7 +400,12 @@ class AlarmService:
         relatives = params.get("ChildrenOfAlarmName") or params.get("ParentsOfAlarmName")
         if "MetricAlarm" not in types or relatives:
             return out  # no composite alarms exist, so no alarm has parents or children
-        found = [r for r in self.all_alarms() if self._matches(r, params)]
+        if names:  # a handful of rows by key instead of every alarm
+            candidates = sorted((r for n in set(names) if (r := self.d.resources.get(ALARM_KIND, n)) is not None),
+                                key=lambda r: r.name)
+        else:
+            candidates = self.all_alarms()
+        found = [r for r in candidates if self._matches(r, params)]
         start = 0
         if params.get("NextToken"):
             after = _decode_token(params["NextToken"], "DescribeAlarms")
