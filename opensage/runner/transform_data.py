@@ -1,12 +1,13 @@
 """Batch-transform data handling (contracts §7): split objects into records, pack requests, filter and join.
 
-Pure functions over bytes, no I/O, so every rule is testable on its own:
+Pure functions over bytes (or iterables of byte chunks), no I/O, so every rule is testable on its own:
 
 * ``split_records``: SplitType ``None`` (the whole object), ``Line``, ``RecordIO`` (dmlc frames; a split
   record's parts stay together) and ``TFRecord`` -> ``(number, record)`` with 1-based line/record numbers.
 * ``make_batches``: BatchStrategy ``SingleRecord`` / ``MultiRecord`` (as many records as fit in
   MaxPayloadInMB; batches never span objects). ``line_batches`` is the same for ``Line`` without any
-  per-record work: it cuts the object at newlines, so no Python object per line is made.
+  per-record work: it cuts the object at newlines, so no Python object per line is made;
+  ``stream_line_batches`` cuts the same batches from an object that is still arriving in chunks.
 * ``JsonPath``: the documented subset (``$``, ``.name``, ``*``, ``['a','b']``, ``[1,3,-1]``, ``[2:5]``);
   ``DataProcessor``: InputFilter / JoinSource / OutputFilter for JSON, JSON Lines and CSV records.
 """
@@ -18,7 +19,7 @@ import io
 import json
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +175,37 @@ def line_batches(data: bytes, limit: int) -> Iterator[Batch]:
             yield Batch(body, line, lines)
         line += lines
         start = end
+
+
+def stream_line_batches(chunks: Iterable[bytes], limit: int) -> Iterator[Batch]:
+    """``line_batches`` over an object that arrives in chunks: the same batches, each yielded as soon as the
+    bytes it needs are in (a batch is cut once more than ``limit`` bytes are buffered, or at the end), so
+    requests start while the object is still downloading and at most ~``limit`` + one chunk is held."""
+    buf = bytearray()
+    line = 1
+    done = False
+    it = iter(chunks)
+    while not done:
+        chunk = next(it, None)
+        if chunk is None:
+            done = True
+        else:
+            buf += chunk
+        while buf and (done or (limit and len(buf) > limit)):
+            end = len(buf) if not limit or len(buf) <= limit else buf.rfind(b"\n", 0, limit) + 1
+            if end <= 0:  # one line longer than the limit: report its full length once it is known
+                nl = buf.find(b"\n")
+                if nl < 0 and not done:
+                    break
+                raise _too_big(line, nl if nl >= 0 else len(buf), limit, "line")
+            body = bytes(buf[:end])
+            del buf[:end]
+            lines = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+            if body.strip():
+                if not body.endswith(b"\n"):
+                    body += b"\n"
+                yield Batch(body, line, lines)
+            line += lines
 
 
 def records_of(batch: Batch) -> list[tuple[int, bytes]]:
