@@ -122,9 +122,10 @@ class MultiModelHandler:
                     f"Failed to download model data(bucket: {bucket}, key: {key}). Please ensure that there is "
                     f"an object located at the URL and that the role passed to CreateModel has permissions to "
                     f"download the model.")
-            except (ModelLoadError, ValueError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a bad archive, an unreachable store: the model's error
+                log(f"could not load {target}: {type(exc).__name__}: {exc}")
                 return Response(500, f"Could not load model {target} ({multi_model_url(self.prefix, target)}): "
-                                     f"{exc}".encode(), "text/plain")
+                                     f"{type(exc).__name__}: {exc}".encode(), "text/plain")
             response = handler.invoke(request)
             if self.max_loaded == 0:
                 self._evict(target)
