@@ -87,6 +87,24 @@ def put_object(store: ObjectStore, uri: str, data: bytes, content_type: str | No
     store.put_bytes(bucket, key, data)
 
 
+def get_object(store: ObjectStore, uri: str) -> tuple[bytes, str | None]:
+    """The object at ``uri`` and, on S3, its Content-Type (the SDK's AsyncPredictor sets the request's
+    content type only there, on the uploaded input)."""
+    bucket, key = split_s3_uri(uri)
+    from opensage.objects.s3 import S3Store
+
+    if isinstance(store, S3Store):
+        try:
+            response = store.client.get_object(Bucket=bucket, Key=key)
+        except Exception as e:
+            if getattr(e, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchBucket"):
+                raise ObjectNotFound(f"{uri} does not exist") from None
+            raise
+        with response["Body"] as body:
+            return body.read(), response.get("ContentType")
+    return store.get_bytes(bucket, key), None
+
+
 class AsyncInferenceWorker(ReconcileLoop):
     def __init__(self, deps: Deps, invoke: Invoke, store_factory: Callable[[], ObjectStore], router: Router,
                  busy_interval: float = 0.2, idle_interval: float = 1.0) -> None:
@@ -206,12 +224,14 @@ class AsyncInferenceWorker(ReconcileLoop):
         if not self._save(row):
             return False
         try:
-            body = self._input(row.request)
+            body, stored_type = self._input(row.request)
         except (ObjectNotFound, ValueError) as e:
             self._fail(row, f"Could not read the input at {row.request.get('InputLocation')}: {e}")
             return False
         params = {k: row.request[k] for k in ("EndpointName", "ContentType", "Accept", "CustomAttributes",
                                               "InferenceId") if row.request.get(k)}
+        if "ContentType" not in params and stored_type:
+            params["ContentType"] = stored_type
         params["Body"] = body
         timeout = float(row.request.get("InvocationTimeoutSeconds") or DEFAULT_TIMEOUT_SECONDS)
         assert self._events is not None, "start() the worker before it runs requests"
@@ -224,11 +244,10 @@ class AsyncInferenceWorker(ReconcileLoop):
         self._done.put(name)  # runs on the event loop: hand over, never block it
         self.wake()
 
-    def _input(self, request: dict[str, Any]) -> bytes:
+    def _input(self, request: dict[str, Any]) -> tuple[bytes, str | None]:
         if request.get("InlineBody") is not None:
-            return base64.b64decode(request["InlineBody"])
-        bucket, key = split_s3_uri(request["InputLocation"])
-        return self.store().get_bytes(bucket, key)
+            return base64.b64decode(request["InlineBody"]), None
+        return get_object(self.store(), request["InputLocation"])
 
     def store(self) -> ObjectStore:
         if self._store is None:
