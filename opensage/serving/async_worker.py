@@ -42,6 +42,7 @@ KIND = "async-invocation"
 PENDING, IN_PROGRESS, COMPLETED, FAILED = "Pending", "InProgress", "Completed", "Failed"
 DEFAULT_TTL_SECONDS = 21600  # RequestTTLSeconds default (6 hours)
 DEFAULT_TIMEOUT_SECONDS = 900  # InvocationTimeoutSeconds default (15 minutes)
+MAX_ASYNC_PAYLOAD_BYTES = 1024 ** 3  # asynchronous inference takes payloads up to 1 GB
 # SageMaker "chooses an optimal value" when ClientConfig.MaxConcurrentInvocationsPerInstance is unset.
 DEFAULT_CONCURRENCY_PER_INSTANCE = 4
 MAX_RETRIES = 8  # of a request no instance answered (the fleet was being replaced), with backoff
@@ -61,17 +62,21 @@ class Flight:
 
 
 def runtime_invoker(runtime: Any) -> Invoke:
-    """RuntimeService.invoke_endpoint as an Invoke; passes the timeout when the runtime accepts one."""
+    """RuntimeService.invoke_endpoint as an Invoke. Passes ``timeout`` (InvocationTimeoutSeconds) and
+    ``max_payload`` (1 GB for async requests) when the runtime accepts them as keyword arguments."""
     import inspect
 
     from opensage.api.dispatch import RequestContext
 
-    takes_timeout = "timeout" in inspect.signature(runtime.invoke_endpoint).parameters
+    accepted = inspect.signature(runtime.invoke_endpoint).parameters
 
     def invoke(params: dict[str, Any], timeout: float) -> Awaitable[dict[str, Any]]:
-        if takes_timeout:
-            return runtime.invoke_endpoint(RequestContext(), params, timeout=timeout)
-        return runtime.invoke_endpoint(RequestContext(), params)
+        extra: dict[str, Any] = {}
+        if "timeout" in accepted:
+            extra["timeout"] = timeout
+        if "max_payload" in accepted:
+            extra["max_payload"] = MAX_ASYNC_PAYLOAD_BYTES
+        return runtime.invoke_endpoint(RequestContext(), params, **extra)
 
     return invoke
 
