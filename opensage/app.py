@@ -16,6 +16,8 @@ from opensage.runner.jobspec import ObjectStoreSpec
 from opensage.runner.training import TrainingReconciler
 from opensage.runner.transform import TransformReconciler
 from opensage.server.routes import build_routes
+from opensage.services.alarms import AlarmService
+from opensage.services.async_inference import AsyncInferenceService
 from opensage.services.autoscaling import AutoscalingService
 from opensage.services.base import Deps
 from opensage.services.cloudwatch import CloudWatchService
@@ -28,6 +30,8 @@ from opensage.services.sts import StsService
 from opensage.services.tags import TagService
 from opensage.services.training import TrainingService
 from opensage.services.transform import TransformService
+from opensage.serving.alarms import AlarmEvaluator
+from opensage.serving.async_worker import AsyncInferenceWorker, runtime_invoker
 from opensage.serving.autoscaler import Autoscaler, internal_scale
 from opensage.serving.capture import DataCapture
 from opensage.serving.deployments import DeploymentReconciler
@@ -55,6 +59,8 @@ class Platform:
     endpoint_metrics: EndpointMetrics
     capture: DataCapture
     asgi: Starlette
+    alarms: AlarmEvaluator
+    async_inference: AsyncInferenceWorker
 
     def start_background(self) -> None:
         self.training.start()
@@ -63,9 +69,13 @@ class Platform:
         self.endpoint_metrics.start()
         self.capture.start()
         self.autoscaler.start()
+        self.alarms.start()
+        self.async_inference.start()
 
     def stop_background(self, stop_jobs: bool = True) -> None:
         self.autoscaler.shutdown()
+        self.alarms.shutdown()
+        self.async_inference.shutdown()
         self.training.shutdown(stop_jobs=stop_jobs)
         self.transform.shutdown(stop_jobs=stop_jobs)
         self.deployments.shutdown()
@@ -93,6 +103,7 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     training = TrainingReconciler(deps, executor, object_store_spec(settings))
     router = Router()
     deployments = DeploymentReconciler(deps, ReplicaManager(), router, object_store_spec(settings))
+    router.on_demand = deployments.wake  # a request waits for a serverless cold start
     transform = TransformReconciler(deps, executor, object_store_spec(settings))
     wakers = {"training-job": training.wake, "endpoint": deployments.wake, "transform-job": transform.wake}
     deps.wake = lambda kind: wakers.get(kind, lambda: None)()
@@ -109,8 +120,15 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     endpoint_metrics = EndpointMetrics(deps)
     autoscaler = Autoscaler(deps, internal_scale(endpoints), before_read=endpoint_metrics.flush)
     capture = DataCapture(lambda: open_store(object_store_spec(settings)))
-    dispatcher.register("sagemaker-runtime", RuntimeService(deps, router, endpoint_metrics, capture))
+    runtime = RuntimeService(deps, router, endpoint_metrics, capture)
+    dispatcher.register("sagemaker-runtime", runtime)
+    async_inference = AsyncInferenceWorker(deps, runtime_invoker(runtime),
+                                           lambda: open_store(object_store_spec(settings)), router)
+    dispatcher.register("sagemaker-runtime", AsyncInferenceService(deps, async_inference))
     dispatcher.register("cloudwatch", CloudWatchService(deps, before_read=endpoint_metrics.flush))
+    alarms = AlarmEvaluator(deps, before_read=endpoint_metrics.flush)
+    deployments.alarms = alarms  # UpdateEndpoint's AutoRollbackConfiguration
+    dispatcher.register("cloudwatch", AlarmService(deps, on_change=alarms.schedule))
     dispatcher.register("logs", LogsService(deps))
     dispatcher.register("sts", StsService(deps))
     dispatcher.register("iam", IamService(deps))
@@ -132,5 +150,6 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     asgi = Starlette(routes=build_routes(dispatcher, creds), lifespan=lifespan)
     platform = Platform(settings, deps, dispatcher, training=training, transform=transform,
                         deployments=deployments, router=router, autoscaler=autoscaler,
-                        endpoint_metrics=endpoint_metrics, capture=capture, asgi=asgi)
+                        endpoint_metrics=endpoint_metrics, capture=capture, asgi=asgi, alarms=alarms,
+                        async_inference=async_inference)
     return platform

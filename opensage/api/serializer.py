@@ -49,8 +49,9 @@ def rest_json_response(op: OperationModel, result: dict[str, Any]) -> tuple[int,
     """(status, headers, body) for a rest-json output: header members, then payload or JSON body."""
     shape = op.output_shape
     headers: dict[str, str] = {}
+    status = int(op.http.get("responseCode", 200))  # e.g. InvokeEndpointAsync answers 202
     if shape is None:
-        return 200, headers, b""
+        return status, headers, b""
     payload_name = shape.serialization.get("payload")
     for name, member in shape.members.items():
         if member.serialization.get("location") == "header" and result.get(name) is not None:
@@ -59,9 +60,9 @@ def rest_json_response(op: OperationModel, result: dict[str, Any]) -> tuple[int,
         body = result.get(payload_name, b"")
         if isinstance(body, str):
             body = body.encode()
-        return 200, headers, body or b""
+        return status, headers, body or b""
     headers["Content-Type"] = "application/json"
-    return 200, headers, json.dumps(to_wire(result, shape)).encode()
+    return status, headers, json.dumps(to_wire(result, shape)).encode()
 
 
 def json_error_body(err: ServiceError) -> bytes:

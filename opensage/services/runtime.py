@@ -18,6 +18,7 @@ from opensage.serving.upstream import UpstreamConnectError, UpstreamResponse
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+MODEL_TIMEOUT_SECONDS = 60.0  # SageMaker: a container must answer /invocations within 60 s
 # Only these headers cross between client and container (SageMaker drops the rest).
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
@@ -58,13 +59,15 @@ class RuntimeService:
         self.capture = capture  # sampled request/response pairs, buffered; written to S3 in the background
         self._shadow_tasks: set[asyncio.Task] = set()
 
-    async def invoke_endpoint(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+    async def invoke_endpoint(self, ctx, params: dict[str, Any], *, timeout: float = MODEL_TIMEOUT_SECONDS,
+                              max_payload: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+        """``timeout`` and ``max_payload``: asynchronous inference calls this with its own limits."""
         started = time.perf_counter()
         name = params["EndpointName"]
         body: bytes = params.get("Body") or b""
-        if len(body) > MAX_PAYLOAD_BYTES:
+        if len(body) > max_payload:
             raise ValidationError(f"Received payload of {len(body)} bytes exceeds the maximum of "
-                                  f"{MAX_PAYLOAD_BYTES} bytes for InvokeEndpoint; use batch transform or "
+                                  f"{max_payload} bytes for InvokeEndpoint; use batch transform or "
                                   "InvokeEndpointAsync for larger inputs.", status=413)
         route = self.router.get(name)
         if route is None:
@@ -94,7 +97,7 @@ class RuntimeService:
             self._mirror(name, route, body, headers, params.get("InferenceId"))
         sent = time.perf_counter()
         try:
-            response = await self._send(variant, body, headers, name, params.get("TargetModel"))
+            response = await self._send(variant, body, headers, name, params.get("TargetModel"), timeout)
         except ServiceError:
             self._record(name, variant, started, sent, None, None)
             raise
@@ -181,7 +184,7 @@ class RuntimeService:
         self.metrics.record(name, variant.name, len(variant.replicas), model, overhead, status)
 
     async def _send(self, variant: VariantRoute, body: bytes, headers: dict[str, str], name: str,
-                    affinity: str | None = None) -> UpstreamResponse:
+                    affinity: str | None = None, timeout: float = MODEL_TIMEOUT_SECONDS) -> UpstreamResponse:
         client = self.router.client()
         tried: set[str] = set()
         while True:
@@ -193,11 +196,11 @@ class RuntimeService:
             tried.add(replica)
             variant.outstanding[replica] = variant.outstanding.get(replica, 0) + 1
             try:
-                return await client.post(replica, "/invocations", body, headers, timeout=60.0)
+                return await client.post(replica, "/invocations", body, headers, timeout=timeout)
             except UpstreamConnectError:
                 continue  # the replica died between health checks: try another instance of the variant
             except TimeoutError:
-                raise ModelError("Model server did not respond within 60 seconds.",
+                raise ModelError(f"Model server did not respond within {timeout:.0f} seconds.",
                                  fields={"OriginalStatusCode": 504, "OriginalMessage": "timeout"}) from None
             finally:
                 variant.outstanding[replica] -= 1

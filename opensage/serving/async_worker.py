@@ -62,21 +62,12 @@ class Flight:
 
 
 def runtime_invoker(runtime: Any) -> Invoke:
-    """RuntimeService.invoke_endpoint as an Invoke. Passes ``timeout`` (InvocationTimeoutSeconds) and
-    ``max_payload`` (1 GB for async requests) when the runtime accepts them as keyword arguments."""
-    import inspect
-
+    """RuntimeService.invoke_endpoint as an Invoke, with the asynchronous limits: ``timeout``
+    (InvocationTimeoutSeconds) and ``max_payload`` (1 GB)."""
     from opensage.api.dispatch import RequestContext
 
-    accepted = inspect.signature(runtime.invoke_endpoint).parameters
-
     def invoke(params: dict[str, Any], timeout: float) -> Awaitable[dict[str, Any]]:
-        extra: dict[str, Any] = {}
-        if "timeout" in accepted:
-            extra["timeout"] = timeout
-        if "max_payload" in accepted:
-            extra["max_payload"] = MAX_ASYNC_PAYLOAD_BYTES
-        return runtime.invoke_endpoint(RequestContext(), params, **extra)
+        return runtime.invoke_endpoint(RequestContext(), params, timeout=timeout, max_payload=MAX_ASYNC_PAYLOAD_BYTES)
 
     return invoke
 

@@ -384,7 +384,8 @@ class DeploymentReconciler(ReconcileLoop):
             model = self.d.resources.get("model", v["ModelName"])
             if model is None:
                 raise ValueError(f"model {v['ModelName']} of variant {v['VariantName']} no longer exists")
-            plan = plan_model_server(model.request, self._stage_model, self.d.settings.home / "plans")
+            plan = plan_model_server(model.request, self._stage_model, self.d.settings.home / "plans",
+                                     object_store_url=self.store_spec.endpoint_url)
             serverless = v.get("ServerlessConfig")
             # Serverless variants start without instances (cold start on the first request) unless they
             # have ProvisionedConcurrency, which keeps one warm.

@@ -220,21 +220,15 @@ def test_worker_emits_backlog_metrics(env):
     assert sizes[0] == 3 and sizes[-1] == 0
 
 
-def test_runtime_invoker_passes_timeout_and_payload_limit_only_when_accepted():
+def test_runtime_invoker_passes_async_timeout_and_payload_limit():
     from opensage.serving.async_worker import MAX_ASYNC_PAYLOAD_BYTES, runtime_invoker
 
     seen: list[dict] = []
 
-    class NewRuntime:
+    class Runtime:
         async def invoke_endpoint(self, ctx, params, *, timeout: float = 60.0, max_payload: int = 1):
             seen.append({"timeout": timeout, "max_payload": max_payload})
             return {}
 
-    class OldRuntime:
-        async def invoke_endpoint(self, ctx, params):
-            seen.append({})
-            return {}
-
-    asyncio.run(runtime_invoker(NewRuntime())({"EndpointName": "ep"}, 30.0))
-    asyncio.run(runtime_invoker(OldRuntime())({"EndpointName": "ep"}, 30.0))
-    assert seen == [{"timeout": 30.0, "max_payload": MAX_ASYNC_PAYLOAD_BYTES}, {}]
+    asyncio.run(runtime_invoker(Runtime())({"EndpointName": "ep"}, 30.0))
+    assert seen == [{"timeout": 30.0, "max_payload": MAX_ASYNC_PAYLOAD_BYTES}]
