@@ -40,6 +40,14 @@ def test_xgboost_estimator_deploy_predict_csv_and_delete(sm_session, tmp_path):
         desc = sm_session.sagemaker_client.describe_endpoint(EndpointName=predictor.endpoint_name)
         assert desc["EndpointStatus"] == "InService"
         assert desc["ProductionVariants"][0]["VariantName"] == "AllTraffic"
+        # Predictor.update_endpoint: a new endpoint config with 2 instances, a blue/green UpdateEndpoint.
+        # (wait=True polls every 30 s; the SDK's own waiter with a short poll checks the same states.)
+        predictor.update_endpoint(initial_instance_count=2, instance_type="ml.m5.large", wait=False)
+        sm_session.wait_for_endpoint(predictor.endpoint_name, poll=1)
+        desc = sm_session.sagemaker_client.describe_endpoint(EndpointName=predictor.endpoint_name)
+        assert desc["EndpointConfigName"] != predictor.endpoint_name
+        assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+        assert [float(r[0]) for r in predictor.predict(X[:4])] == scores
     finally:
         predictor.delete_endpoint()
 
