@@ -18,6 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_batch_transform  # noqa: E402
 import bench_invoke_endpoint  # noqa: E402
 import bench_training_start  # noqa: E402
 import bench_xgboost_builtin  # noqa: E402
@@ -46,12 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--features", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the XGBoost variants")
+    ap.add_argument("--transform-rows", type=int, default=500_000, help="rows of the batch transform CSV")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/opensage-bench-data"))
     ap.add_argument("--quick", action="store_true", help="3 start jobs, 100k rows, 1 repeat, short invoke runs")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args(argv)
     if args.quick:
         args.start_runs, args.inproc_runs, args.rows, args.repeats = 3, 2, 100_000, 1
+        args.transform_rows = 100_000
     began = time.time()
     raw: dict[str, Any] = {"loadavg_before": os.getloadavg()}
     print(f"Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}  ")
@@ -68,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     print(bench_xgboost_builtin.markdown(raw["xgboost"]), flush=True)
     raw["invoke"] = bench_invoke_endpoint.run(**({"requests": 300, "warmup": 50, "seconds": 2.0, "create_runs": 2}
                                                  if args.quick else {}))
-    raw["loadavg_after"] = os.getloadavg()
     print("\n## Real-time endpoint: InvokeEndpoint vs a bare Starlette app and `mlflow models serve`\n")
-    print(bench_invoke_endpoint.markdown(raw["invoke"]) + "\n\n" + bench_invoke_endpoint.verdict(raw["invoke"]))
+    print(bench_invoke_endpoint.markdown(raw["invoke"]) + "\n\n" + bench_invoke_endpoint.verdict(raw["invoke"]), flush=True)
+    raw["transform"] = bench_batch_transform.run(args.transform_rows, args.features, args.cache, args.repeats)
+    raw["loadavg_after"] = os.getloadavg()
+    print("\n## Batch transform: rows/s vs in-process Booster.predict over the same file\n")
+    print(bench_batch_transform.markdown(raw["transform"]) + "\n\n" + bench_batch_transform.verdict(raw["transform"]))
     load = " / ".join(" ".join(f"{x:.1f}" for x in raw[k]) for k in ("loadavg_before", "loadavg_after"))
     print(f"\nTotal wall time {(time.time() - began) / 60:.1f} min; load average (1/5/15 min) before / after: "
           f"{load}")
