@@ -17,8 +17,9 @@ Variants, interleaved ``--repeats`` times (nothing else of ours runs meanwhile):
   XGBoost image, ``SplitType=Line``, ``AssembleWith=Line``, ``text/csv`` in and out; ``explicit`` also sets
   ``BatchStrategy=MultiRecord`` and ``MaxPayloadInMB=6``; ``defaults`` sets nothing else (the model server's
   ``/execution-parameters`` decide: MultiRecord, 6 MB, ``MaxConcurrentTransforms`` = its default);
-  ``c1`` is ``explicit`` with ``MaxConcurrentTransforms=1``. Timed: create -> Completed seen by
-  DescribeTransformJob (50 ms polls); ``TransformStartTime`` -> ``TransformEndTime``; and from the worker's
+  ``c1`` is ``explicit`` with ``MaxConcurrentTransforms=1``; ``omp1`` is ``explicit`` with the job Environment
+  ``OMP_NUM_THREADS=1`` (the model server's XGBoost on one thread). Timed: create -> Completed seen by
+  DescribeTransformJob (100 ms polls); ``TransformStartTime`` -> ``TransformEndTime``; and from the worker's
   data log (``<home>/jobs/<job>/<instance>/logs/data-log.log``, ms stamps): model server ready, the data path
   (parameters known -> the ``.out`` uploaded: the S3 read, which the worker streams so requests start with the
   first MaxPayloadInMB, every request, the assembly and the upload), when the object's last byte was read and
@@ -63,8 +64,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "explicit": {"BatchStrategy": "MultiRecord", "MaxPayloadInMB": 6},
     "defaults": {},
     "c1": {"BatchStrategy": "MultiRecord", "MaxPayloadInMB": 6, "MaxConcurrentTransforms": 1},
+    "omp1": {"BatchStrategy": "MultiRecord", "MaxPayloadInMB": 6, "Environment": {"OMP_NUM_THREADS": "1"}},
 }
-POLL = 0.05
+POLL = 0.1  # DescribeTransformJob poll (each call costs the control plane CPU, on the same 2 cores)
 
 
 # ----------------------------------------------------------------------------------------- data and model
@@ -383,6 +385,10 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{_each([j['worker_cpu'] for j in jobs])} / {_each([j['server_cpu'] for j in jobs])} / "
                      f"{_each([j['control_plane_cpu'] for j in jobs])} / "
                      f"{_each([j['object_store_cpu'] for j in jobs])} | | |")
+        totals = [j["worker_cpu"] + j["server_cpu"] + j["control_plane_cpu"] + j["object_store_cpu"] for j in jobs]
+        lines.append(f"| {label} | CPU s of all four (÷ in-process CPU s: median of per-repeat ratios) | "
+                     f"{_each(totals)} | | {_each([t / x['cpu'] for t, x in zip(totals, inproc, strict=False)], '{:.2f}×')}"
+                     " |")
     params = sorted({j["params"] for j in r["jobs"]})
     lines += [
         "",
@@ -394,14 +400,16 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def verdict(r: dict[str, Any], target: float = 0.9) -> str:
+    """Median of the per-repeat ratios (the verdict), and best job ÷ best in-process run (less load-sensitive)."""
     rows, base = r["rows"], [_rate(r["rows"], x["total"]) for x in r["inproc"]]
-    out = ["| target | measured | met? |", "|---|---|---|"]
+    best = min(x["total"] for x in r["inproc"])
+    out = ["| target | measured: median of per-repeat ratios (best ÷ best) | met? |", "|---|---|---|"]
     for config in r["configs"]:
         jobs = [j for j in r["jobs"] if j["config"] == config]
         for key, what in (("wall", "create→Completed"), ("data_path", "worker data path")):
             ratio = statistics.median(_rate(rows, j[key]) / b for j, b in zip(jobs, base, strict=False))
-            out.append(f"| batch transform rows/s ≥ {target}× in-process (`{config}`, {what}) | {ratio:.2f}× | "
-                       f"{'yes' if ratio >= target else 'no'} |")
+            out.append(f"| batch transform rows/s ≥ {target}× in-process (`{config}`, {what}) | {ratio:.2f}× "
+                       f"({best / min(j[key] for j in jobs):.2f}×) | {'yes' if ratio >= target else 'no'} |")
     return "\n".join(out)
 
 
