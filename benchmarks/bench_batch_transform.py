@@ -329,6 +329,69 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+# ----------------------------------------------------------------------------------------- model-server stages
+
+
+def server_stages(csv: Path, features: int, rounds: int, payload_mb: int = 6) -> str:
+    """CPU seconds per stage of the built-in server's ``serve.predict`` over every MaxPayloadInMB batch of the
+    file, in this process (no HTTP), next to cheaper alternatives for the same output; and the wall time of
+    all batches on one thread (the server's single predict thread) vs two."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import xgboost as xgb
+
+    from opensage.algorithms import content
+    from opensage.algorithms.xgboost import serve
+    from opensage.runner.transform_data import line_batches
+
+    with tempfile.TemporaryDirectory(prefix="opensage-bench-bt-") as tmp:
+        train_model(Path(tmp), features, rounds)
+        model = serve.load(tmp)
+    bodies = [b.body for b in line_batches(csv.read_bytes(), payload_mb << 20)]
+    names = [f"c{i}" for i in range(features)]
+    read_opts = pacsv.ReadOptions(column_names=names)
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float32()))
+    cpu: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        t = time.process_time()
+        out = fn()
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - t
+        return out
+
+    for body in bodies:
+        timed("serve.predict (all of it)", lambda body=body: serve.predict(model, body, "text/csv", "text/csv"))
+        feats = timed("parse_payload", lambda body=body: content.parse_payload(body, "text/csv"))
+        timed("of which pyarrow read_csv on the bytes", lambda body=body: pacsv.read_csv(
+            pa.BufferReader(body), read_options=read_opts, convert_options=convert))
+        dm = timed("xgb.DMatrix(numpy)", lambda feats=feats: xgb.DMatrix(feats, missing=np.nan))
+        scores = timed("Booster.predict(DMatrix)", lambda dm=dm: model.booster.predict(dm, validate_features=False))
+        timed("encode text/csv", lambda scores=scores: serve.encode(scores, "text/csv"))
+        same = timed("alternative: Booster.inplace_predict(numpy), no DMatrix", lambda feats=feats:
+                     model.booster.inplace_predict(feats, missing=np.nan, validate_features=False))
+        if not np.array_equal(same, scores):
+            raise RuntimeError("inplace_predict differs from predict(DMatrix)")
+
+    def wall(threads: int) -> float:
+        t = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda body: serve.predict(model, body, "text/csv", "text/csv"), bodies))
+        return time.perf_counter() - t
+
+    walls = {n: min(wall(n) for _ in range(3)) for n in (1, 2)}
+    rows = sum(b.count(b"\n") for b in bodies)
+    lines = [f"Model-server stages over {len(bodies)} requests of {payload_mb} MB ({rows:,} rows), "
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load {os.getloadavg()[0]:.1f}:", "",
+             "| stage | CPU seconds |", "|---|---|"]
+    lines += [f"| {name} | {value:.2f} |" for name, value in cpu.items()]
+    lines += ["", f"All requests through serve.predict, best of 3: one thread {walls[1]:.2f} s "
+                  f"({rows / walls[1]:,.0f} rows/s), two threads {walls[2]:.2f} s ({rows / walls[2]:,.0f} rows/s)."]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------- report
 
 
@@ -423,7 +486,12 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated job configurations out of {', '.join(CONFIGS)}")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "opensage-bench-data")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--stages", action="store_true",
+                    help="only the model-server stage breakdown (in this process, no platform)")
     args = ap.parse_args(argv)
+    if args.stages:
+        print(server_stages(dataset(args.cache, args.rows, args.features)[0], args.features, args.rounds))
+        return 0
     configs = tuple(c.strip() for c in args.configs.split(",") if c.strip())
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
