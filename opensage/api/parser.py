@@ -100,6 +100,29 @@ def _rest_routes(service: str) -> list[tuple[str, re.Pattern[str], OperationMode
     return routes
 
 
+@dataclass(frozen=True)
+class _RestPlan:
+    """Where each input member of a rest-json operation comes from, worked out once per operation."""
+
+    bound: tuple[tuple[str, str, str, Shape], ...]  # (member, location, wire name, shape) in member order
+    payload: str | None
+    has_shape: bool
+
+
+@cache
+def _rest_plan(op: OperationModel) -> _RestPlan:
+    shape = op.input_shape
+    if shape is None:
+        return _RestPlan((), None, False)
+    bound = []
+    for name, member in shape.members.items():
+        loc = member.serialization.get("location")
+        if loc in ("uri", "querystring", "header"):
+            wire = member.serialization.get("name", name)
+            bound.append((name, loc, wire.lower() if loc == "header" else wire, member))
+    return _RestPlan(tuple(bound), shape.serialization.get("payload"), True)
+
+
 def parse_rest_json(service: str, method: str, path: str, query: str, headers: dict[str, str],
                     body: bytes) -> ParsedRequest:
     found = next(((op, m) for verb, rx, op in _rest_routes(service)
@@ -108,26 +131,27 @@ def parse_rest_json(service: str, method: str, path: str, query: str, headers: d
         raise UnknownOperation(f"No {service} operation matches {method} {path}")
     op, m = found
     params: dict[str, Any] = {}
-    shape = op.input_shape
-    qs = dict(parse_qsl(query, keep_blank_values=True))
+    plan = _rest_plan(op)
+    groups = m.groupdict()
+    qs = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
     lower = {k.lower(): v for k, v in headers.items()}
-    payload_name = shape.serialization.get("payload") if shape else None
-    for name, member in (shape.members.items() if shape else []):
-        loc = member.serialization.get("location")
-        wire = member.serialization.get("name", name)
-        if loc == "uri" and wire in m.groupdict():
-            params[name] = unquote(m.group(wire))
-        elif loc == "querystring" and wire in qs:
+    for name, loc, wire, member in plan.bound:
+        if loc == "header":
+            if wire in lower:
+                params[name] = _scalar(lower[wire], member)
+        elif loc == "uri":
+            if wire in groups:
+                params[name] = unquote(groups[wire])
+        elif wire in qs:
             params[name] = _scalar(qs[wire], member)
-        elif loc == "header" and wire.lower() in lower:
-            params[name] = _scalar(lower[wire.lower()], member)
-    if payload_name:
-        member = shape.members[payload_name]
+    shape = op.input_shape
+    if plan.payload:
+        member = shape.members[plan.payload]
         if member.type_name in ("blob", "string"):
-            params[payload_name] = body if member.type_name == "blob" else body.decode()
+            params[plan.payload] = body if member.type_name == "blob" else body.decode()
         elif body:
-            params[payload_name] = decode(json.loads(body), member)
-    elif shape is not None and body:
+            params[plan.payload] = decode(json.loads(body), member)
+    elif plan.has_shape and body:
         try:
             raw = json.loads(body)
         except ValueError as e:

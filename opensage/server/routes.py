@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from urllib.parse import unquote
 
-from starlette.requests import Request
+from starlette.datastructures import URL
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from opensage.api import auth, cbor_protocol, parser, serializer
 from opensage.api.dispatch import Dispatcher, RequestContext
@@ -60,21 +62,6 @@ def build_routes(dispatcher: Dispatcher, credentials: dict[str, str]) -> list[Ro
             log.exception("unexpected error (request %s)", ctx.request_id)
             return _error(InternalFailure(f"Internal error (request id {ctx.request_id})."), ctx, protocol)
 
-    async def runtime(request: Request) -> Response:
-        body = await request.body()
-        ctx = RequestContext()
-        try:
-            ident = await authenticate(request, body)
-            ctx.access_key, ctx.region = ident.access_key, ident.region
-            req = parser.parse_rest_json("sagemaker-runtime", request.method, unquote(_raw_path(request)),
-                                         request.url.query, dict(request.headers), body)
-            result = await dispatcher.dispatch_async(ctx, req)
-            status, headers, payload = serializer.rest_json_response(req.operation, result)
-            headers["x-amzn-RequestId"] = ctx.request_id
-            return Response(payload, status, headers)
-        except ServiceError as err:
-            return _error(err, ctx, "rest-json")
-
     async def rpc_v2_cbor(request: Request) -> Response:
         body = await request.body()
         ctx = RequestContext()
@@ -99,11 +86,80 @@ def build_routes(dispatcher: Dispatcher, credentials: dict[str, str]) -> list[Ro
         return JSONResponse({"status": "ok"})
 
     return [
+        Route("/endpoints/{rest:path}", RuntimeEndpoint(dispatcher, credentials), methods=["POST"]),
         Route("/_opensage/health", health, methods=["GET"]),
-        Route("/endpoints/{rest:path}", runtime, methods=["POST"]),
         Route("/service/{prefix}/operation/{operation}", rpc_v2_cbor, methods=["POST"]),
         Route("/", control_plane, methods=["POST"]),
     ]
+
+
+class RuntimeEndpoint:
+    """POST /endpoints/... (SageMaker Runtime, rest-json) as a plain ASGI app: the InvokeEndpoint hot path.
+
+    Same steps and answers as the other routes (SigV4 check, parse, dispatch, serialize, ``_error``), minus
+    Starlette's per-request Request object and wrappers: the scope's headers, path and body are read
+    directly, as ``Request`` would present them.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, credentials: dict[str, str]) -> None:
+        self.dispatcher = dispatcher
+        self.credentials = credentials
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        ctx = RequestContext()
+        try:
+            method, raw_path, headers = scope["method"], _scope_raw_path(scope), _header_dict(scope["headers"])
+            ident = auth.verify(method, raw_path, scope.get("query_string", b"").decode(), headers, body,
+                                self.credentials)
+            ctx.access_key, ctx.region = ident.access_key, ident.region
+            req = parser.parse_rest_json("sagemaker-runtime", method, unquote(raw_path), _url_query(scope),
+                                         headers, body)
+            result = await self.dispatcher.dispatch_async(ctx, req)
+            status, out_headers, payload = serializer.rest_json_response(req.operation, result)
+            out_headers["x-amzn-RequestId"] = ctx.request_id
+            response = Response(payload, status, out_headers)
+        except ServiceError as err:
+            response = _error(err, ctx, "rest-json")
+        await response(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body, as ``Request.body()`` reads it (ClientDisconnect if the client went away)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+
+
+def _header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """``dict(request.headers)``: names as the server gives them (lower-case), a repeated name's first value."""
+    out: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1")
+        if key not in out:
+            out[key] = value.decode("latin-1")
+    return out
+
+
+def _scope_raw_path(scope: Scope) -> str:
+    raw = scope.get("raw_path")
+    return raw.decode() if raw else URL(scope=scope).path
+
+
+def _url_query(scope: Scope) -> str:
+    """``request.url.query`` without building the URL in the usual case (no query string, plain path)."""
+    path = scope["path"]
+    if scope.get("query_string") or "?" in path or "#" in path:
+        return URL(scope=scope).query
+    return ""
 
 
 def _error(err: ServiceError, ctx: RequestContext, protocol: str, service: str | None = None) -> Response:

@@ -1,15 +1,21 @@
 """A minimal keep-alive HTTP/1.1 client for the InvokeEndpoint hop to local model servers.
 
 Why not httpx: on this hop httpx.AsyncClient cost ~0.95 ms of CPU per request against ~0.06 ms for plain
-asyncio streams (benchmarks/RESULTS.md, hosting section), and that CPU is the control plane's. The peers are
-our own model servers on loopback, so the protocol subset is small: one POST at a time per connection,
-Content-Length or chunked responses, keep-alive unless the server says close.
+asyncio streams (benchmarks/RESULTS.md, hosting section), and that CPU is the control plane's. Why not
+asyncio streams either: a StreamReader costs one await (and a future) per header line, plus a task for
+``wait_for``; an ``asyncio.Protocol`` that parses what ``data_received`` hands it costs about half as much
+CPU per request. The peers are our own model servers on loopback, so the protocol subset is small: one POST
+at a time per connection, Content-Length, chunked or close-delimited responses, keep-alive unless the
+server says close.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+LARGE_BODY_BYTES = 65536  # bodies this size or more are written separately, not copied onto the head
 
 
 class UpstreamConnectError(ConnectionError):
@@ -27,33 +33,191 @@ class UpstreamResponse:
         return self.content.decode("utf-8", errors="replace")
 
 
-class _Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+class _IncompleteResponse(ConnectionError):
+    """The connection ended before a whole response arrived."""
+
+
+class MalformedResponse(ValueError):
+    """The model server's bytes are not an HTTP/1.1 response."""
+
+
+class _ResponseParser:
+    """Incremental HTTP/1.1 response parser: feed bytes, get (response, keep-alive) once it is complete."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.status = 0
+        self.version = ""
+        self.headers: dict[str, str] | None = None
+        self.length = -1  # Content-Length; -1 chunked or close-delimited
+        self.chunked = False
+        self.pos = 0  # start of the unparsed body
+        self.chunks: list[bytes] = []
+
+    def feed(self, data: bytes) -> tuple[UpstreamResponse, bool] | None:
+        self.buf += data
+        if self.headers is None and not self._parse_head():
+            return None
+        if self.chunked:
+            return self._parse_chunks()
+        if self.length >= 0:
+            if len(self.buf) - self.pos < self.length:
+                return None
+            return self._done(bytes(self.buf[self.pos:self.pos + self.length]))
+        return None  # close-delimited: finished by eof()
+
+    def eof(self) -> tuple[UpstreamResponse, bool] | None:
+        """The peer closed: a close-delimited body is complete; anything else is an incomplete response."""
+        if self.headers is None or self.chunked or self.length >= 0:
+            return None
+        self.headers["connection"] = "close"
+        return self._done(bytes(self.buf[self.pos:]))
+
+    def _parse_head(self) -> bool:
+        buf = self.buf
+        end, sep = buf.find(b"\r\n\r\n"), 4
+        bare = buf.find(b"\n\n")
+        if bare >= 0 and (end < 0 or bare < end):
+            end, sep = bare, 2
+        if end < 0:
+            return False
+        lines = bytes(buf[:end]).decode("latin-1").split("\n")
+        parts = lines[0].split(" ", 2)
+        self.version, self.status = parts[0], int(parts[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self.headers = headers
+        self.pos = end + sep
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            self.chunked = True
+        elif "content-length" in headers:
+            self.length = int(headers["content-length"])
+        return True
+
+    def _parse_chunks(self) -> tuple[UpstreamResponse, bool] | None:
+        buf = self.buf
+        while True:
+            eol = buf.find(b"\n", self.pos)
+            if eol < 0:
+                return None
+            size = int(bytes(buf[self.pos:eol]).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                trailer = buf.find(b"\n", eol + 1)
+                if trailer < 0:
+                    return None
+                return self._done(b"".join(self.chunks))
+            end = eol + 1 + size
+            after = buf.find(b"\n", end)
+            if after < 0:
+                return None
+            self.chunks.append(bytes(buf[eol + 1:end]))
+            self.pos = after + 1
+
+    def _done(self, content: bytes) -> tuple[UpstreamResponse, bool]:
+        headers = self.headers or {}
+        keep = headers.get("connection", "").lower() != "close" and self.version == "HTTP/1.1"
+        return UpstreamResponse(self.status, headers, content), keep
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection; at most one request in flight."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._parser: _ResponseParser | None = None
+        self._waiter: asyncio.Future[tuple[UpstreamResponse, bool]] | None = None
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is None:  # nothing asked for: the connection is out of step, never reuse it
+            self.close()
+            return
+        try:
+            done = self._parser.feed(data)
+        except (ValueError, IndexError) as e:
+            self._finish(None, MalformedResponse(f"malformed response from the model server: {e}"))
+            self.close()
+            return
+        if done is not None:
+            self._finish(done)
+
+    def eof_received(self) -> bool | None:
+        self.closed = True
+        if self._parser is not None:
+            done = self._parser.eof()
+            self._finish(done, None if done else _IncompleteResponse("connection closed before a response"))
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._parser is not None:
+            done = self._parser.eof() if exc is None else None
+            self._finish(done, None if done else _IncompleteResponse(str(exc or "connection closed")))
+
+    # -- requests
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    async def request(self, head: bytes, body: bytes, timeout: float) -> tuple[UpstreamResponse, bool]:
+        waiter = self.loop.create_future()
+        self._waiter, self._parser = waiter, _ResponseParser()
+        transport = self.transport
+        assert transport is not None
+        if len(body) < LARGE_BODY_BYTES:
+            transport.write(head + body)
+        else:
+            transport.write(head)
+            transport.write(body)
+        timer = self.loop.call_later(timeout, self._expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = self._parser = None
+
+    def _expire(self, waiter: asyncio.Future) -> None:
+        if not waiter.done():
+            waiter.set_exception(TimeoutError())
+
+    def _finish(self, done: tuple[UpstreamResponse, bool] | None, exc: BaseException | None = None) -> None:
+        waiter, self._parser = self._waiter, None
+        if waiter is None or waiter.done():
+            return
+        if done is not None:
+            waiter.set_result(done)
+        else:
+            waiter.set_exception(exc or _IncompleteResponse("connection closed"))
 
     def close(self) -> None:
-        self.writer.close()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 class UpstreamPool:
     def __init__(self, max_idle_per_host: int = 64) -> None:
         self.max_idle = max_idle_per_host
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
+        self._heads: dict[str, tuple[str, int, bytes]] = {}  # base URL -> host, port, "POST ... Host:" line
 
     async def post(self, base_url: str, path: str, body: bytes, headers: dict[str, str],
                    timeout: float) -> UpstreamResponse:
-        host, port = _host_port(base_url)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"
-                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
+        host, port, head = self._head(base_url, path, body, headers)
         for attempt in (0, 1):
             conn, reused = await self._acquire(host, port)
             try:
-                conn.writer.write(head + body if len(body) < 65536 else head)
-                if len(body) >= 65536:
-                    conn.writer.write(body)
-                response, keep = await asyncio.wait_for(_read_response(conn.reader), timeout)
-            except (ConnectionError, asyncio.IncompleteReadError, OSError) as e:
+                response, keep = await conn.request(head, body, timeout)
+            except TimeoutError:
+                conn.close()  # the model server is still busy with it: never reuse this connection
+                raise
+            except (ConnectionError, OSError) as e:
                 conn.close()
                 if reused and attempt == 0:
                     continue  # the server closed an idle keep-alive connection: retry on a fresh one
@@ -61,25 +225,40 @@ class UpstreamPool:
             except BaseException:
                 conn.close()
                 raise
-            if keep:
+            if keep and conn.usable():
                 self._release(host, port, conn)
             else:
                 conn.close()
             return response
         raise UpstreamConnectError("connection closed")
 
+    def _head(self, base_url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[str, int, bytes]:
+        key = f"{base_url} {path}"
+        cached = self._heads.get(key)
+        if cached is None:
+            host, port = _host_port(base_url)
+            cached = (host, port, f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode("latin-1"))
+            if len(self._heads) > 4096:
+                self._heads.clear()
+            self._heads[key] = cached
+        host, port, first = cached
+        rest = f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        return host, port, first + rest.encode("latin-1")
+
     async def _acquire(self, host: str, port: int) -> tuple[_Conn, bool]:
         idle = self._idle.get((host, port))
         while idle:
             conn = idle.pop()
-            if not conn.writer.is_closing() and not conn.reader.at_eof():
+            if conn.usable():
                 return conn, True
             conn.close()
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                _, conn = await loop.create_connection(lambda: _Conn(loop), host, port)
         except (TimeoutError, OSError) as e:
             raise UpstreamConnectError(str(e) or type(e).__name__) from None
-        return _Conn(reader, writer), False
+        return conn, False
 
     def _release(self, host: str, port: int, conn: _Conn) -> None:
         idle = self._idle.setdefault((host, port), [])
@@ -99,35 +278,3 @@ def _host_port(base_url: str) -> tuple[str, int]:
     hostport = base_url.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     return host, int(port)
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[UpstreamResponse, bool]:
-    status_line = await reader.readline()
-    if not status_line:
-        raise asyncio.IncompleteReadError(b"", None)
-    parts = status_line.decode("latin-1").split(" ", 2)
-    status = int(parts[1])
-    headers: dict[str, str] = {}
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b"\n", b""):
-            break
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        chunks = []
-        while True:
-            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                await reader.readline()
-                break
-            chunks.append(await reader.readexactly(size))
-            await reader.readline()
-        content = b"".join(chunks)
-    elif "content-length" in headers:
-        content = await reader.readexactly(int(headers["content-length"]))
-    else:
-        content = await reader.read()  # close-delimited
-        headers["connection"] = "close"
-    keep = headers.get("connection", "").lower() != "close" and parts[0] == "HTTP/1.1"
-    return UpstreamResponse(status, headers, content), keep
