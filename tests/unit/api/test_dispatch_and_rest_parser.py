@@ -1,0 +1,81 @@
+"""Dispatcher handler caching, request ids, and the rest-json parser's per-operation plan."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from opensage.api import parser
+from opensage.api.dispatch import Dispatcher, RequestContext, new_request_id
+from opensage.errors import UnknownOperation, ValidationError
+
+
+def test_new_request_id_many_are_distinct_version_4_uuids():
+    ids = {new_request_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for rid in list(ids)[:200]:
+        parsed = uuid.UUID(rid)
+        assert str(parsed) == rid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert uuid.UUID(RequestContext().request_id).version == 4
+
+
+class _Runtime:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    async def invoke_endpoint(self, ctx, params):
+        return {"Body": self.tag.encode(), "ContentType": "text/plain"}
+
+
+def _invoke(name: str = "ep") -> parser.ParsedRequest:
+    return parser.parse_rest_json("sagemaker-runtime", "POST", f"/endpoints/{name}/invocations", "",
+                                  {"Content-Type": "text/csv"}, b"1,2")
+
+
+def test_dispatch_async_runtime_invalid_name_raises_validation_error_every_time():
+    d = Dispatcher()
+    d.register("sagemaker-runtime", _Runtime("a"))
+    for _ in range(2):  # the second call takes the cached handler; validation still runs
+        with pytest.raises(ValidationError, match="endpointName"):
+            asyncio.run(d.dispatch_async(RequestContext(), _invoke("bad_name!")))
+
+
+def test_dispatch_async_handler_registered_later_is_found():
+    d = Dispatcher()
+    with pytest.raises(UnknownOperation):
+        asyncio.run(d.dispatch_async(RequestContext(), _invoke()))
+    d.register("sagemaker-runtime", _Runtime("late"))
+    assert asyncio.run(d.dispatch_async(RequestContext(), _invoke()))["Body"] == b"late"
+
+
+def test_dispatch_sync_handler_runs_in_threadpool_and_returns_result():
+    class Sync:
+        def invoke_endpoint(self, ctx, params):
+            return {"Body": params["Body"]}
+
+    d = Dispatcher()
+    d.register("sagemaker-runtime", Sync())
+    assert asyncio.run(d.dispatch_async(RequestContext(), _invoke()))["Body"] == b"1,2"
+
+
+def test_parse_rest_json_headers_any_case_fill_members_in_model_order():
+    req = parser.parse_rest_json(
+        "sagemaker-runtime", "POST", "/endpoints/my-ep/invocations", "",
+        {"x-amzn-sagemaker-target-variant": "B", "Accept": "text/csv", "Content-Type": "text/csv",
+         "X-Amzn-SageMaker-Custom-Attributes": "k=v", "X-Unrelated": "1"}, b"1,2")
+    assert req.operation.name == "InvokeEndpoint"
+    assert req.params == {"EndpointName": "my-ep", "ContentType": "text/csv", "Accept": "text/csv",
+                          "CustomAttributes": "k=v", "TargetVariant": "B", "Body": b"1,2"}
+    assert list(req.params) == ["EndpointName", "ContentType", "Accept", "CustomAttributes", "TargetVariant",
+                                "Body"]
+
+
+def test_parse_rest_json_integer_header_bad_value_names_the_value():
+    with pytest.raises(Exception, match="'soon' is not a valid integer"):
+        parser.parse_rest_json("sagemaker-runtime", "POST", "/endpoints/ep/async-invocations", "",
+                               {"X-Amzn-SageMaker-RequestTTLSeconds": "soon"}, b"")
+
+
+def test_parse_rest_json_unknown_path_is_unknown_operation():
+    with pytest.raises(UnknownOperation, match="POST /endpoints/ep/elsewhere"):
+        parser.parse_rest_json("sagemaker-runtime", "POST", "/endpoints/ep/elsewhere", "", {}, b"")

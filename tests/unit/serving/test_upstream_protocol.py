@@ -1,0 +1,137 @@
+"""UpstreamPool's protocol parser: responses cut anywhere, close-delimited bodies, timeouts, garbage."""
+
+import asyncio
+
+import pytest
+
+from opensage.serving.upstream import MalformedResponse, UpstreamConnectError, UpstreamPool, _ResponseParser
+
+
+def _feed_in_pieces(raw: bytes, size: int):
+    parser = _ResponseParser()
+    done = None
+    for i in range(0, len(raw), size):
+        assert done is None, "complete before the last byte"
+        done = parser.feed(raw[i:i + size])
+    return done
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1000])
+def test_parser_chunked_response_cut_anywhere_is_reassembled(size):
+    raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Amzn-SageMaker-Custom-Attributes: a=1\r\n\r\n"
+           b"4;ext=1\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n")
+    response, keep = _feed_in_pieces(raw, size)
+    assert (response.status_code, response.content, keep) == (200, b"abcdefg", True)
+    assert response.headers["x-amzn-sagemaker-custom-attributes"] == "a=1"
+
+
+@pytest.mark.parametrize("size", [1, 5, 1000])
+def test_parser_content_length_response_cut_anywhere_is_complete_at_last_byte(size):
+    raw = b"HTTP/1.1 424 Failed Dependency\r\ncontent-length: 5\r\nConnection: close\r\n\r\nerror"
+    response, keep = _feed_in_pieces(raw, size)
+    assert (response.status_code, response.text, keep) == (424, "error", False)
+
+
+def test_parser_http_1_0_and_bare_newlines_are_not_kept_alive():
+    response, keep = _ResponseParser().feed(b"HTTP/1.0 200 OK\nContent-Length: 2\n\nok")
+    assert (response.content, keep) == (b"ok", False)
+
+
+def test_parser_close_delimited_body_ends_at_eof():
+    parser = _ResponseParser()
+    assert parser.feed(b"HTTP/1.1 200 OK\r\n\r\npart one, ") is None
+    assert parser.feed(b"part two") is None
+    response, keep = parser.eof()
+    assert (response.content, response.headers["connection"], keep) == (b"part one, part two", "close", False)
+
+
+async def _serve(reply):
+    """A server that answers each request with ``reply(n)`` (bytes, or None to stay silent)."""
+    count = 0
+
+    async def handle(reader, writer):
+        nonlocal count
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+                         .split(b":")[1])
+            await reader.readexactly(length)
+            count += 1
+            answer = reply(count)
+            if answer is None:
+                continue
+            writer.write(answer)
+            await writer.drain()
+            if b"Content-Length" not in answer and b"chunked" not in answer:
+                writer.close()
+                return
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def test_post_close_delimited_response_is_read_to_eof_and_not_reused():
+    async def main():
+        server, url = await _serve(lambda n: b"HTTP/1.1 200 OK\r\n\r\n" + str(n).encode() * 3)
+        pool = UpstreamPool()
+        first = await pool.post(url, "/invocations", b"a", {}, timeout=5)
+        second = await pool.post(url, "/invocations", b"b", {}, timeout=5)
+        await pool.close()
+        server.close()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert (first.content, second.content) == (b"111", b"222")
+
+
+def test_post_silent_server_raises_timeout_error_and_next_request_uses_a_new_connection():
+    async def main():
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        server, url = await _serve(lambda n: None if n == 1 else ok)
+        pool = UpstreamPool()
+        with pytest.raises(TimeoutError):
+            await pool.post(url, "/invocations", b"a", {}, timeout=0.2)
+        again = await pool.post(url, "/invocations", b"b", {}, timeout=5)
+        await pool.close()
+        server.close()
+        return again
+
+    assert asyncio.run(main()).content == b"ok"
+
+
+def test_post_garbage_response_raises_malformed_response():
+    async def main():
+        server, url = await _serve(lambda n: b"HTTP/1.1 abc\r\nContent-Length: 0\r\n\r\n")
+        pool = UpstreamPool()
+        try:
+            await pool.post(url, "/invocations", b"a", {}, timeout=5)
+        finally:
+            await pool.close()
+            server.close()
+
+    with pytest.raises(MalformedResponse):
+        asyncio.run(main())
+
+
+def test_post_server_closing_mid_response_on_fresh_connection_is_connect_error():
+    async def main():
+        async def handle(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        pool = UpstreamPool()
+        try:
+            await pool.post(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", "/invocations", b"", {},
+                            timeout=5)
+        finally:
+            await pool.close()
+            server.close()
+
+    with pytest.raises(UpstreamConnectError, match="closed before a response"):
+        asyncio.run(main())
