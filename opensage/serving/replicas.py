@@ -7,6 +7,7 @@ handle is (pid, port), checked against /proc so a reused pid is not mistaken for
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -15,8 +16,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 SERVER_MODULE = "opensage.serving.model_server"
 STOP_GRACE_SECONDS = 30.0  # SageMaker: SIGTERM, then SIGKILL 30 s later
@@ -88,10 +87,16 @@ class ReplicaManager:
 
     def healthy(self, replica: Replica, timeout: float = 2.0) -> bool:
         """GET /ping answered 200 (SageMaker's health check, 2 s timeout)."""
+        # http.client, not httpx.get: a throwaway httpx client builds an SSL context per call (~35 ms CPU,
+        # taken from the model server that is loading; this is polled several times a second).
+        conn = http.client.HTTPConnection(replica.host, replica.port, timeout=timeout)
         try:
-            return httpx.get(replica.url + "/ping", timeout=timeout).status_code == 200
-        except httpx.HTTPError:
+            conn.request("GET", "/ping")
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
             return False
+        finally:
+            conn.close()
 
     def stop(self, replica: Replica, grace: float = STOP_GRACE_SECONDS, wait: bool = True) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds (only waits when ``wait``)."""

@@ -118,12 +118,14 @@ def predict_array(model: XGBoostModel, payload: bytes, content_type: str | None)
         raise InferenceError(str(exc), status=status) from None
     if features.shape[0] == 0:
         raise InferenceError("request has no rows")
-    dmatrix = _dmatrix(model, features)
     kwargs: dict[str, Any] = {"validate_features": False}
     if model.best_iteration is not None:
         kwargs["iteration_range"] = (0, model.best_iteration + 1)
     try:
-        return np.asarray(model.booster.predict(dmatrix, **kwargs))
+        if isinstance(features, np.ndarray) and features.ndim == 2 and features.shape[1] == model.num_features:
+            # Dense rows: predict in place (no DMatrix copy; about half the CPU of DMatrix + predict).
+            return np.asarray(model.booster.inplace_predict(features, missing=np.nan, **kwargs))
+        return np.asarray(model.booster.predict(_dmatrix(model, features), **kwargs))
     except xgb.core.XGBoostError as exc:
         raise InferenceError(f"prediction failed: {str(exc).split('Stack trace:')[0].strip()}") from None
 
