@@ -3,12 +3,12 @@
 import asyncio
 import json
 
+import httpx
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from starlette.applications import Starlette
-from starlette.testclient import TestClient
 
 from opensage.api.dispatch import Dispatcher
 from opensage.errors import ValidationError
@@ -37,12 +37,32 @@ def runtime():
     return _Runtime()
 
 
+class _Client:
+    """Requests through httpx's ASGI transport, one event loop per call."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def request(self, method: str, path: str, **kw) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+                return await c.request(method, path, **kw)
+
+        return asyncio.run(go())
+
+    def post(self, path: str, **kw) -> httpx.Response:
+        return self.request("POST", path, **kw)
+
+    def get(self, path: str, **kw) -> httpx.Response:
+        return self.request("GET", path, **kw)
+
+
 @pytest.fixture()
 def client(runtime):
     dispatcher = Dispatcher()
     dispatcher.register("sagemaker-runtime", runtime)
-    with TestClient(Starlette(routes=build_routes(dispatcher, CREDS)), raise_server_exceptions=False) as c:
-        yield c
+    return _Client(Starlette(routes=build_routes(dispatcher, CREDS)))
 
 
 def _signed(path: str, body: bytes, headers: dict[str, str], secret: str = "secret") -> dict[str, str]:
