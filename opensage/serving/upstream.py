@@ -166,6 +166,8 @@ class _Conn(asyncio.Protocol):
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     async def request(self, head: bytes, body: bytes, timeout: float) -> tuple[UpstreamResponse, bool]:
+        if not self.usable():  # closed by the peer since it was opened: nothing would ever answer
+            raise _IncompleteResponse("connection closed before the request was sent")
         waiter = self.loop.create_future()
         self._waiter, self._parser = waiter, _ResponseParser()
         transport = self.transport
