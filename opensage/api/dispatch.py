@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from botocore import xform_name
@@ -40,12 +41,21 @@ class RequestContext:
 
 Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any] | None]
 
+# Runtime requests repeat the same few scalar members (endpoint name, content types) with a new body: a
+# request whose members were already found valid is not walked again. Only flat scalar params are
+# remembered, keyed by (name, type, value); a blob's bytes are never looked at by validate() (only their
+# type), so a body is keyed by its type alone.
+_SCALARS = (str, int, float, bool, datetime)
+_BLOBS = (bytes, bytearray)
+VALID_CACHE_SIZE = 4096
+
 
 class Dispatcher:
     def __init__(self) -> None:
         self._services: dict[str, list[object]] = {}
         # (service, Operation) -> (handler, is it a coroutine function); found once, not per request
         self._resolved: dict[tuple[str, str], tuple[Handler, bool]] = {}
+        self._valid: set[tuple] = set()  # runtime requests already validated (see _SCALARS)
 
     def register(self, service: str, impl: object) -> None:
         """``impl`` answers every operation of ``service`` for which it has a method xform_name(Op)."""
@@ -72,10 +82,20 @@ class Dispatcher:
                     "See the README for the operations that are supported.", status=400)
             found = self._resolved[key] = (fn, inspect.iscoroutinefunction(fn))
         if req.service == "sagemaker-runtime":
-            validate(req.params, op.input_shape, exc=ValidationError)
+            self._validate_runtime(req)
         else:
             validate(req.params, op.input_shape)
         return found
+
+    def _validate_runtime(self, req: ParsedRequest) -> None:
+        key = _flat_key(req.operation.name, req.params)
+        if key is not None and key in self._valid:
+            return
+        validate(req.params, req.operation.input_shape, exc=ValidationError)
+        if key is not None:
+            if len(self._valid) >= VALID_CACHE_SIZE:
+                self._valid.clear()
+            self._valid.add(key)
 
     def dispatch(self, ctx: RequestContext, req: ParsedRequest) -> dict[str, Any]:
         return self._call(self._resolve(req)[0], ctx, req)
@@ -106,3 +126,17 @@ class Dispatcher:
     def _internal(ctx: RequestContext, req: ParsedRequest) -> InternalFailure:
         log.exception("InternalFailure in %s.%s (request %s)", req.service, req.operation.name, ctx.request_id)
         return InternalFailure(f"An internal error occurred (request id {ctx.request_id}).")
+
+
+def _flat_key(operation: str, params: dict[str, Any]) -> tuple | None:
+    """What validate() can see of flat params: (name, type, value), a blob's type only; None if nested."""
+    items: list[tuple] = [(operation,)]
+    for name, value in params.items():
+        kind = type(value)
+        if kind in _BLOBS:
+            items.append((name, kind))
+        elif value is None or kind in _SCALARS:
+            items.append((name, kind, value))
+        else:
+            return None
+    return tuple(items)

@@ -79,3 +79,27 @@ def test_parse_rest_json_integer_header_bad_value_names_the_value():
 def test_parse_rest_json_unknown_path_is_unknown_operation():
     with pytest.raises(UnknownOperation, match="POST /endpoints/ep/elsewhere"):
         parser.parse_rest_json("sagemaker-runtime", "POST", "/endpoints/ep/elsewhere", "", {}, b"")
+
+
+def test_dispatch_async_remembered_valid_request_still_rejects_changed_members():
+    d = Dispatcher()
+    d.register("sagemaker-runtime", _Runtime("ok"))
+    good = _invoke("ep")
+    for _ in range(2):
+        assert asyncio.run(d.dispatch_async(RequestContext(), good))["Body"] == b"ok"
+    too_long = _invoke("ep")
+    too_long.params["ContentType"] = "x" * 1025
+    with pytest.raises(ValidationError, match="contentType"):
+        asyncio.run(d.dispatch_async(RequestContext(), too_long))
+    not_bytes = _invoke("ep")
+    not_bytes.params["Body"] = "1,2"
+    with pytest.raises(ValidationError, match="body"):
+        asyncio.run(d.dispatch_async(RequestContext(), not_bytes))
+
+
+def test_flat_key_distinguishes_types_and_skips_nested_values():
+    from opensage.api.dispatch import _flat_key
+
+    assert _flat_key("Op", {"A": True}) != _flat_key("Op", {"A": 1})
+    assert _flat_key("Op", {"Body": b"a"}) == _flat_key("Op", {"Body": b"bb"})
+    assert _flat_key("Op", {"A": ["x"]}) is None and _flat_key("Op", {"A": {"k": "v"}}) is None
