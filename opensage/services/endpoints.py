@@ -78,11 +78,15 @@ class EndpointService:
 
     def update_endpoint_weights_and_capacities(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         res = self._get(params["EndpointName"])
-        variants = {v["VariantName"] for v in res.state.get("ProductionVariants", [])}
+        variants = {v["VariantName"]: v for v in res.state.get("ProductionVariants", [])}
         for item in params["DesiredWeightsAndCapacities"]:
             if item["VariantName"] not in variants:
                 raise ValidationException(
                     f"The variant name(s) [{item['VariantName']}] is/are not present in the endpoint.")
+            if "CurrentServerlessConfig" in variants[item["VariantName"]] and "DesiredInstanceCount" in item:
+                raise ValidationException(
+                    f"Variant {item['VariantName']} is serverless: it has no instance count to set (its "
+                    "instances follow the requests); change ServerlessConfig with UpdateEndpoint instead.")
         return self._change(params["EndpointName"], "Updating",
                             {"_desired": params["DesiredWeightsAndCapacities"]}, allowed={"InService"})
 

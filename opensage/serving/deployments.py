@@ -52,6 +52,12 @@ class DeploymentReconciler(ReconcileLoop):
         for ep in self.d.resources.in_status(KIND, tuple(_ALL)):
             for r in _all_replicas(ep.state):
                 self.replicas.stop(Replica.from_state(r), grace=5.0, wait=False)
+        for _route, fleets, _since in self._old_routes.values():  # retired fleets still draining
+            for fleet in fleets:
+                for v in fleet["variants"]:
+                    for r in v["replicas"]:
+                        self.replicas.stop(Replica.from_state(r), grace=5.0, wait=False)
+        self._old_routes.clear()
         self._stopper.shutdown(wait=True)
 
     def run_once(self) -> bool:

@@ -135,6 +135,10 @@ def test_serverless_variant_cold_starts_and_scales_to_zero_when_idle(server, row
     assert _live_replicas(server, "sls-ep", "AllTraffic") == 0, "an idle serverless variant scales to zero"
     again, _ = _predict(rt, "sls-ep", rows[:4])
     assert again == cold
+    with pytest.raises(ClientError) as err:
+        sm.update_endpoint_weights_and_capacities(EndpointName="sls-ep", DesiredWeightsAndCapacities=[
+            {"VariantName": "AllTraffic", "DesiredInstanceCount": 3}])
+    assert "serverless" in err.value.response["Error"]["Message"]
     sm.delete_endpoint(EndpointName="sls-ep")
 
 
