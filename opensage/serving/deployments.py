@@ -136,9 +136,9 @@ class DeploymentReconciler(ReconcileLoop):
             self.d.resources.save(ep, self.d.clock.time())
             log.info("endpoint %s: baking %.0f s before retiring the old fleet", ep.name, wait)
             return True
-        transition(self.d.resources, ep, "InService", self.d.clock.time())
         if old_fleet:
-            self._retire(ep.name, old_route, old_fleet)
+            self._retire(ep, old_route, old_fleet)
+        transition(self.d.resources, ep, "InService", self.d.clock.time())
         log.info("endpoint %s: InService on %s", ep.name, st["EndpointConfigName"])
         return True
 
@@ -192,13 +192,13 @@ class DeploymentReconciler(ReconcileLoop):
             st.pop(key, None)
         st["_rollback"] = {"reason": reason}
         st["FailureReason"] = reason[:1024]
-        self._retire(ep.name, new_route, new)
+        self._retire(ep, new_route, new)
         transition(self.d.resources, ep, "RollingBack", self.d.clock.time())
         log.warning("endpoint %s: %s", ep.name, reason)
 
     def _rolling_back(self, ep: Resource) -> bool:
         """RollingBack -> InService on the previous configuration once the new fleet has drained."""
-        if self._finish_drain(ep.name):
+        if self._finish_drain(ep):
             return True
         st = ep.state
         previous = st.get("_previous_config")
@@ -219,13 +219,19 @@ class DeploymentReconciler(ReconcileLoop):
         if self.d.clock.time() < baking["until"]:
             return False  # nothing to do until the wait ends (the loop's idle interval re-checks)
         st.pop("_baking")
+        self._retire(ep, None, baking["fleet"])
         transition(self.d.resources, ep, "InService", self.d.clock.time())
-        self._retire(ep.name, None, baking["fleet"])
         log.info("endpoint %s: InService on %s after baking", ep.name, st["EndpointConfigName"])
         return True
 
-    def _retire(self, endpoint: str, route: EndpointRoute | None, fleet: dict[str, Any]) -> None:
-        """Stop ``fleet``'s replicas once the requests in flight on ``route`` have finished."""
+    def _retire(self, ep: Resource, route: EndpointRoute | None, fleet: dict[str, Any]) -> None:
+        """Stop ``fleet``'s replicas once the requests in flight on ``route`` have finished.
+
+        The fleet is also listed in the row (``_retiring``; the caller saves it), so a control plane
+        restarted mid-drain still stops it.
+        """
+        endpoint = ep.name
+        ep.state.setdefault("_retiring", []).append(fleet)
         previous = self._old_routes.get(endpoint)
         if previous is not None:
             old_route, fleets, since = previous
@@ -264,7 +270,7 @@ class DeploymentReconciler(ReconcileLoop):
         return True
 
     def _maintain(self, ep: Resource) -> bool:
-        busy = self._finish_drain(ep.name)
+        busy = self._finish_drain(ep)
         fleet = ep.state.get("_fleet")
         if not fleet:
             return busy
@@ -311,7 +317,7 @@ class DeploymentReconciler(ReconcileLoop):
                   and all(r["ready"] for r in variant["replicas"])
                   and self.router.idle_seconds(ep.name, variant["name"]) > self.d.settings.serverless_idle_seconds):
                 log.info("endpoint %s: serverless variant %s idle; scaling to zero", ep.name, variant["name"])
-                self._retire(ep.name, self.router.get(ep.name), {"variants": [{"replicas": variant["replicas"]}]})
+                self._retire(ep, self.router.get(ep.name), {"variants": [{"replicas": variant["replicas"]}]})
                 variant["replicas"], variant["count"] = [], 0
                 changed = True
         if changed:
@@ -338,7 +344,7 @@ class DeploymentReconciler(ReconcileLoop):
         old_route = self.router.get(ep.name)
         self._route(ep.name, fleet)
         if retired:
-            self._retire(ep.name, old_route, {"variants": [{"replicas": retired}]})
+            self._retire(ep, old_route, {"variants": [{"replicas": retired}]})
         self.d.resources.save(ep, self.d.clock.time())
         return True
 
@@ -361,6 +367,7 @@ class DeploymentReconciler(ReconcileLoop):
 
     def _delete(self, ep: Resource) -> None:
         self.router.remove(ep.name)
+        self._old_routes.pop(ep.name, None)  # its fleets are in _all_replicas (``_retiring``)
         for r in _all_replicas(ep.state):
             self._stopper.submit(self.replicas.stop, Replica.from_state(r))
         self.d.resources.delete(KIND, ep.name)
@@ -464,16 +471,23 @@ class DeploymentReconciler(ReconcileLoop):
             shadow.sample = min(1.0, shadow.weight / total)
         return EndpointRoute(production, capture=fleet.get("capture"), shadows=shadows)
 
-    def _finish_drain(self, endpoint: str) -> bool:
-        entry = self._old_routes.get(endpoint)
+    def _finish_drain(self, ep: Resource) -> bool:
+        """True while retired fleets drain; then stop them (and forget them in the row)."""
+        entry = self._old_routes.get(ep.name)
         if entry is None:
+            if ep.state.get("_retiring"):  # listed before a restart: nothing routes to them any more
+                for fleet in ep.state.pop("_retiring"):
+                    self._stop_fleet(fleet)
+                self.d.resources.save(ep, self.d.clock.time())
             return False
         route, fleets, since = entry
         if Router.outstanding(route) and time.monotonic() - since < DRAIN_TIMEOUT_SECONDS:
             return True
-        del self._old_routes[endpoint]
+        del self._old_routes[ep.name]
         for fleet in fleets:
             self._stop_fleet(fleet)
+        ep.state.pop("_retiring", None)
+        self.d.resources.save(ep, self.d.clock.time())
         return False
 
     def _stop_fleet(self, fleet: dict[str, Any]) -> None:
@@ -534,7 +548,8 @@ _ALL = ("Creating", "Updating", "InService", "Deleting", "SystemUpdating", "Roll
 
 
 def _all_replicas(state: dict[str, Any]) -> list[dict[str, Any]]:
-    fleets = [state.get("_fleet"), state.get("_pending"), (state.get("_baking") or {}).get("fleet")]
+    fleets = [state.get("_fleet"), state.get("_pending"), (state.get("_baking") or {}).get("fleet"),
+              *(state.get("_retiring") or [])]
     return [r for fleet in fleets for v in (fleet or {}).get("variants", []) for r in v["replicas"]]
 
 

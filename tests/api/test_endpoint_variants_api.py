@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -204,3 +205,36 @@ def test_update_rolls_back_when_a_rollback_alarm_fires_during_baking(server, row
     assert "rb-errors" in d["FailureReason"]
     assert _predict(rt, "rb-ep", rows[:3])[0] == old_scores
     sm.delete_endpoint(EndpointName="rb-ep")
+
+
+def test_retired_fleet_listed_in_the_row_is_stopped_by_a_restarted_reconciler(server, rows):
+    """A control plane killed mid-drain: the fleet it was retiring is in the row, and the next one stops it."""
+    from opensage.serving.deployments import DeploymentReconciler
+    from opensage.serving.replicas import Replica, ReplicaManager
+    from opensage.serving.router import Router
+
+    sm = server.client("sagemaker")
+    sm.create_endpoint_config(EndpointConfigName="retire-cfg", ProductionVariants=[
+        _variant("AllTraffic", "var-model-a", InitialInstanceCount=1)])
+    sm.create_endpoint(EndpointName="retire-ep", EndpointConfigName="retire-cfg")
+    assert _wait(sm, "retire-ep")["EndpointStatus"] == "InService"
+    deps = server.platform.deps
+    variant = deps.resources.get("endpoint", "retire-ep").state["_fleet"]["variants"][0]
+    manager = ReplicaManager()
+    orphan = manager.start(Path(variant["model_dir"]), variant["kind"], {"OMP_NUM_THREADS": "1"},
+                           server.settings.home / "orphan.log")
+    try:
+        ep = deps.resources.get("endpoint", "retire-ep")
+        ep.state["_retiring"] = [{"variants": [{"replicas": [{**orphan.to_state(), "ready": True}]}]}]
+        deps.resources.save(ep, time.time())
+        fresh = DeploymentReconciler(deps, ReplicaManager(), Router(), server.platform.deployments.store_spec)
+        fresh.run_once()
+        deadline = time.time() + 10
+        while time.time() < deadline and manager.running(orphan):
+            time.sleep(0.1)
+        assert not manager.running(orphan)
+        assert "_retiring" not in deps.resources.get("endpoint", "retire-ep").state
+        assert _predict(server.client("sagemaker-runtime"), "retire-ep", rows[:2])[1] == "AllTraffic"
+    finally:
+        manager.stop(Replica.from_state(orphan.to_state()), grace=1.0)
+        sm.delete_endpoint(EndpointName="retire-ep")
