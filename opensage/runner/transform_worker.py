@@ -45,12 +45,12 @@ from opensage.runner.transform_data import (
     split_records,
     stream_line_batches,
 )
+from opensage.serving.replicas import STARTUP_TIMEOUT_SECONDS
 
 TRANSFORM_FILE = "transform.json"
 SERVER_FILE = "model_server.json"
 DATA_LOG = "data-log.log"
 SERVER_LOG = "model-server.log"
-STARTUP_TIMEOUT_SECONDS = 600.0
 DEFAULT_TIMEOUT_SECONDS = 600
 DEFAULT_RETRIES = 3
 DEFAULTS = {"MaxConcurrentTransforms": 1, "BatchStrategy": "MultiRecord", "MaxPayloadInMB": 6}

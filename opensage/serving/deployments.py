@@ -21,14 +21,13 @@ from opensage.runner.logtail import read_new_lines
 from opensage.runner.loop import ReconcileLoop
 from opensage.services.base import Deps
 from opensage.services.endpoints import KIND
-from opensage.serving.replicas import Replica, ReplicaManager
+from opensage.serving.replicas import STARTUP_TIMEOUT_SECONDS, Replica, ReplicaManager
 from opensage.serving.router import EndpointRoute, Router, VariantRoute
 from opensage.states import transition
 from opensage.store.resources import ConcurrentUpdate, Resource
 
 log = logging.getLogger(__name__)
 
-STARTUP_TIMEOUT_SECONDS = 600.0  # SAGEMAKER_STARTUP_TIMEOUT's default
 DRAIN_TIMEOUT_SECONDS = 60.0
 LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 

@@ -45,10 +45,14 @@ from opensage.serving.handlers import (
     validation_error,
 )
 from opensage.serving.plan import MULTI_MODEL_ENV, PIPELINE_FILE
+from opensage.serving.replicas import (
+    STARTUP_TIMEOUT_SECONDS,
+    STOP_GRACE_SECONDS,
+    free_port,
+    ping,
+    server_argv,
+)
 
-SERVER_MODULE = "opensage.serving.model_server"
-STARTUP_TIMEOUT_SECONDS = 600.0
-STOP_GRACE_SECONDS = 30.0
 INVOKE_TIMEOUT_SECONDS = 60.0
 PR_SET_PDEATHSIG = 1
 # The front's own settings must not reach a child (each child gets its flags on the command line).
@@ -114,14 +118,11 @@ class PipelineHandler:
     # -- lifecycle
     def start(self) -> None:
         """Spawn every child (call from the main thread: PR_SET_PDEATHSIG follows the spawning thread)."""
-        from opensage.serving.replicas import free_port
-
         base = {k: v for k, v in os.environ.items() if k not in FRONT_ONLY_ENV}
         for child in self.children:
             child.port = free_port()
             env = {**base, **child.env}
-            argv = [sys.executable, "-m", SERVER_MODULE, "--model-dir", str(child.model_dir), "--port",
-                    str(child.port), "--host", "127.0.0.1", "--kind", child.kind]
+            argv = server_argv(sys.executable, child.model_dir, child.port, child.kind)
             child.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, cwd=child.model_dir,
                                           close_fds=True, preexec_fn=_die_with_parent(os.getpid()))
             log(f"container {child.hostname} ({child.kind}, {child.image or 'no image'}): pid {child.proc.pid}, "
@@ -137,7 +138,7 @@ class PipelineHandler:
                 if code is not None:
                     raise ModelLoadError(f"Container {child.hostname} ({child.image}) exited with code {code} "
                                          f"before answering /ping; see its log lines above.")
-                if _ping(child.port):
+                if ping("127.0.0.1", child.port):
                     pending.remove(child)
             if pending and time.monotonic() > deadline:
                 raise ModelLoadError(f"Containers {', '.join(c.hostname for c in pending)} did not answer "
@@ -250,15 +251,4 @@ def _passed_headers(resp: http.client.HTTPResponse) -> dict[str, str]:
         if value is not None:
             out[name] = value
     return out
-
-
-def _ping(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2.0)
-    try:
-        conn.request("GET", "/ping")
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 SERVER_MODULE = "opensage.serving.model_server"
 STOP_GRACE_SECONDS = 30.0  # SageMaker: SIGTERM, then SIGKILL 30 s later
+STARTUP_TIMEOUT_SECONDS = 600.0  # SAGEMAKER_STARTUP_TIMEOUT's default: /ping must pass within this
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -57,6 +58,28 @@ def _alive(pid: int) -> bool:
     return state != "Z" and SERVER_MODULE.encode() in cmdline
 
 
+def server_argv(python: str, model_dir: Path, port: int, kind: str, host: str = "127.0.0.1") -> list[str]:
+    """The model-server command line (also used by a pipeline front for its per-container children)."""
+    return [python, "-m", SERVER_MODULE, "--model-dir", str(model_dir), "--port", str(port), "--host", host,
+            "--kind", kind]
+
+
+def ping(host: str, port: int, timeout: float = 2.0) -> bool:
+    """GET /ping answered 200 (SageMaker's health check, 2 s timeout).
+
+    http.client, not httpx.get: a throwaway httpx client builds an SSL context per call (~35 ms CPU, taken
+    from the model server that is loading; this is polled several times a second).
+    """
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/ping")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
 class ReplicaManager:
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
@@ -73,8 +96,7 @@ class ReplicaManager:
         env["PYTHONUNBUFFERED"] = "1"
         pkg_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = [python or self.python, "-m", SERVER_MODULE, "--model-dir", str(model_dir), "--port", str(port),
-                "--host", "127.0.0.1", "--kind", kind]
+        argv = server_argv(python or self.python, model_dir, port, kind)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, env=env, cwd=model_dir)
@@ -86,17 +108,7 @@ class ReplicaManager:
         return _alive(replica.pid)
 
     def healthy(self, replica: Replica, timeout: float = 2.0) -> bool:
-        """GET /ping answered 200 (SageMaker's health check, 2 s timeout)."""
-        # http.client, not httpx.get: a throwaway httpx client builds an SSL context per call (~35 ms CPU,
-        # taken from the model server that is loading; this is polled several times a second).
-        conn = http.client.HTTPConnection(replica.host, replica.port, timeout=timeout)
-        try:
-            conn.request("GET", "/ping")
-            return conn.getresponse().status == 200
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            conn.close()
+        return ping(replica.host, replica.port, timeout)
 
     def stop(self, replica: Replica, grace: float = STOP_GRACE_SECONDS, wait: bool = True) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds (only waits when ``wait``)."""
