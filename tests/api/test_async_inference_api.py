@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import ROLE, XGB_IMAGE, start_server
+from tests.modelfiles import breast_cancer_xgb
 
 pytestmark = pytest.mark.slow
 
@@ -20,22 +17,6 @@ BUCKET = "bucket1"
 ASYNC_CONFIG = {"OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/async-out/",
                                  "S3FailurePath": f"s3://{BUCKET}/async-fail"},
                 "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 2}}
-
-
-def _model_tar() -> tuple[bytes, np.ndarray]:
-    import xgboost as xgb
-    from sklearn.datasets import load_breast_cancer
-
-    from opensage.algorithms.xgboost import save_booster
-
-    X, y = load_breast_cancer(return_X_y=True)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(X, label=y), 5)
-    with tempfile.TemporaryDirectory() as d:
-        save_booster(booster, Path(d) / "xgboost-model")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            tar.add(Path(d) / "xgboost-model", arcname="xgboost-model")
-    return buf.getvalue(), X
 
 
 def _csv(rows: np.ndarray) -> str:
@@ -64,7 +45,7 @@ def _deploy(server, endpoint: str, async_config: dict | None) -> None:
 def _create_model(server) -> np.ndarray:
     store = server.store()
     store.ensure_bucket(BUCKET)
-    blob, rows = _model_tar()
+    blob, rows, _, _ = breast_cancer_xgb(5)
     store.put_bytes(BUCKET, "models/async/model.tar.gz", blob)
     server.client("sagemaker").create_model(ModelName="async-model", ExecutionRoleArn=ROLE, PrimaryContainer={
         "Image": XGB_IMAGE, "ModelDataUrl": f"s3://{BUCKET}/models/async/model.tar.gz"})

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
-import tarfile
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROLE, XGB_IMAGE
+from tests.modelfiles import train_xgb, xgb_model_tar
 
 pytestmark = pytest.mark.slow
 
@@ -22,21 +19,13 @@ FEATURES = 4
 @pytest.fixture(scope="module")
 def endpoint(server):
     import numpy as np
-    import xgboost as xgb
-
-    from opensage.algorithms.xgboost import save_booster
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, FEATURES))
-    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(X, label=X[:, 0] > 0), 3)
-    with tempfile.TemporaryDirectory() as d:
-        save_booster(booster, Path(d) / "xgboost-model")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            tar.add(Path(d) / "xgboost-model", arcname="xgboost-model")
+    booster = train_xgb(X, X[:, 0] > 0, 3, max_depth=6)
     store = server.store()
     store.ensure_bucket("bucket1")
-    store.put_bytes("bucket1", "models/metrics/model.tar.gz", buf.getvalue())
+    store.put_bytes("bucket1", "models/metrics/model.tar.gz", xgb_model_tar(booster))
     sm = server.client("sagemaker")
     sm.create_model(ModelName="metrics-model", ExecutionRoleArn=ROLE, PrimaryContainer={
         "Image": XGB_IMAGE, "ModelDataUrl": "s3://bucket1/models/metrics/model.tar.gz"})

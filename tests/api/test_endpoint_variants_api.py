@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.api.test_endpoints_api import _csv, _model_tar, _wait
+from tests.api.test_endpoints_api import _csv, _wait
 from tests.conftest import ROLE, XGB_IMAGE, start_server
+from tests.modelfiles import breast_cancer_xgb
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ def rows(server):
     sm = server.client("sagemaker")
     X = None
     for name, rounds in (("var-model-a", 5), ("var-model-b", 20)):
-        blob, X = _model_tar(rounds)
+        blob, X, _, _ = breast_cancer_xgb(rounds)
         store.put_bytes("bucket1", f"models/{name}/model.tar.gz", blob)
         sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={
             "Image": XGB_IMAGE, "ModelDataUrl": f"s3://bucket1/models/{name}/model.tar.gz"})

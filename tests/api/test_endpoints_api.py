@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 import threading
 import time
 
@@ -12,27 +10,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import ROLE, XGB_IMAGE
+from tests.modelfiles import breast_cancer_xgb, tar_gz
 
 pytestmark = pytest.mark.slow
-
-
-def _model_tar(num_round: int) -> tuple[bytes, np.ndarray]:
-    import xgboost as xgb
-    from sklearn.datasets import load_breast_cancer
-
-    from opensage.algorithms.xgboost import save_booster
-
-    X, y = load_breast_cancer(return_X_y=True)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(X, label=y), num_round)
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as d:
-        save_booster(booster, Path(d) / "xgboost-model")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            tar.add(Path(d) / "xgboost-model", arcname="xgboost-model")
-    return buf.getvalue(), X
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +22,7 @@ def models(server):
     sm = server.client("sagemaker")
     rows = None
     for name, rounds in (("ep-model-a", 5), ("ep-model-b", 20)):
-        blob, rows = _model_tar(rounds)
+        blob, rows, _, _ = breast_cancer_xgb(rounds)
         store.put_bytes("bucket1", f"models/{name}/model.tar.gz", blob)
         sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={
             "Image": XGB_IMAGE, "ModelDataUrl": f"s3://bucket1/models/{name}/model.tar.gz"})
@@ -161,7 +141,7 @@ def test_update_endpoint_under_load_has_zero_failed_requests(server, models):
 
 def test_update_to_broken_model_keeps_old_fleet_serving(server, models):
     sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
-    server.store().put_bytes("bucket1", "models/broken/model.tar.gz", _empty_tar())
+    server.store().put_bytes("bucket1", "models/broken/model.tar.gz", tar_gz({}))
     sm.create_model(ModelName="ep-broken", ExecutionRoleArn=ROLE, PrimaryContainer={
         "Image": XGB_IMAGE, "ModelDataUrl": "s3://bucket1/models/broken/model.tar.gz"})
     _config(sm, "ep-broken-cfg", [("AllTraffic", "ep-broken", 1.0, 1)])
@@ -187,13 +167,6 @@ def test_delete_endpoint_then_describe_is_could_not_find(server, models):
             return
         time.sleep(0.2)
     raise AssertionError("endpoint was not deleted")
-
-
-def _empty_tar() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz"):
-        pass
-    return buf.getvalue()
 
 
 def test_update_endpoint_canary_shifts_part_of_traffic_then_all(server, models):

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
-import tempfile
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import ROLE, XGB_IMAGE
+from tests.modelfiles import tar_gz, train_xgb, xgb_model_tar
 
 pytestmark = pytest.mark.slow
 
@@ -28,30 +25,6 @@ SCALER = textwrap.dedent(f'''
 ''')
 SCALER_ENV = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv"}
 BUCKET = "pmbucket"
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _booster(X: np.ndarray, y: np.ndarray, rounds: int):
-    import xgboost as xgb
-
-    return xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(X, label=y), rounds)
-
-
-def _booster_tar(booster) -> bytes:
-    from opensage.algorithms.xgboost import save_booster
-
-    with tempfile.TemporaryDirectory() as d:
-        save_booster(booster, Path(d) / "xgboost-model")
-        return _tar({"xgboost-model": (Path(d) / "xgboost-model").read_bytes()})
 
 
 def _predict(booster, rows: np.ndarray) -> np.ndarray:
@@ -71,12 +44,12 @@ def artifacts(server):
 
     X, y = load_breast_cancer(return_X_y=True)
     X = np.round(X, 4)
-    boosters = {"small": _booster(X, y, 2), "big": _booster(X, y, 25)}
+    boosters = {"small": train_xgb(X, y, 2), "big": train_xgb(X, y, 25)}
     store = server.store()
     store.ensure_bucket(BUCKET)
-    store.put_bytes(BUCKET, "scaler/model.tar.gz", _tar({"code/inference.py": SCALER.encode()}))
+    store.put_bytes(BUCKET, "scaler/model.tar.gz", tar_gz({"code/inference.py": SCALER.encode()}))
     for name, booster in boosters.items():
-        blob = _booster_tar(booster)
+        blob = xgb_model_tar(booster)
         store.put_bytes(BUCKET, f"xgb/{name}/model.tar.gz", blob)
         store.put_bytes(BUCKET, f"mme/{name}.tar.gz", blob)
     return boosters, X

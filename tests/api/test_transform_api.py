@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import textwrap
 import time
 
@@ -13,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import ROLE, XGB_IMAGE
+from tests.modelfiles import breast_cancer_xgb, tar_gz
 
 pytestmark = pytest.mark.slow
 
@@ -43,32 +42,10 @@ INFERENCE = textwrap.dedent('''
 ''')
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def xgb(server):
     """A trained built-in XGBoost model ("tx-xgb"), its booster and the rows it was trained on."""
-    import xgboost as xgb
-    from sklearn.datasets import load_breast_cancer
-
-    from opensage.algorithms.xgboost import save_booster
-
-    X, y = load_breast_cancer(return_X_y=True)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(X, label=y), 5)
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as d:
-        save_booster(booster, Path(d) / "xgboost-model")
-        blob = _tar({"xgboost-model": (Path(d) / "xgboost-model").read_bytes()})
+    blob, X, _, booster = breast_cancer_xgb(5)
     store = server.store()
     store.ensure_bucket("tbucket")
     store.put_bytes("tbucket", "models/xgb/model.tar.gz", blob)
@@ -81,7 +58,7 @@ def xgb(server):
 def script_model(server):
     store = server.store()
     store.ensure_bucket("tbucket")
-    store.put_bytes("tbucket", "models/script/model.tar.gz", _tar({"code/inference.py": INFERENCE.encode()}))
+    store.put_bytes("tbucket", "models/script/model.tar.gz", tar_gz({"code/inference.py": INFERENCE.encode()}))
     server.client("sagemaker").create_model(ModelName="tx-script", ExecutionRoleArn=ROLE, PrimaryContainer={
         "Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://tbucket/models/script/model.tar.gz"})
     return "tx-script"

@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 import gzip
-import io
-import tarfile
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import ROLE, XGB_IMAGE
+from tests.modelfiles import train_xgb, xgb_model_tar
 
 pytestmark = pytest.mark.slow
 
 
 def _model(server, name: str) -> tuple[object, np.ndarray]:
-    import xgboost as xgb
-
-    from opensage.algorithms.xgboost import save_booster
-
     rng = np.random.default_rng(7)
     X = np.round(rng.normal(size=(400, 8)), 4).astype(np.float32)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3},
-                        xgb.DMatrix(X, label=(X[:, 0] > 0).astype(np.float32)), 5)
-    with tempfile.TemporaryDirectory() as d:
-        save_booster(booster, Path(d) / "xgboost-model")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            tar.add(Path(d) / "xgboost-model", arcname="xgboost-model")
+    booster = train_xgb(X, (X[:, 0] > 0).astype(np.float32), 5)
     store = server.store()
     store.ensure_bucket("sbucket")
-    store.put_bytes("sbucket", f"models/{name}/model.tar.gz", buf.getvalue())
+    store.put_bytes("sbucket", f"models/{name}/model.tar.gz", xgb_model_tar(booster))
     server.client("sagemaker").create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={
         "Image": XGB_IMAGE, "ModelDataUrl": f"s3://sbucket/models/{name}/model.tar.gz"})
     return booster, X

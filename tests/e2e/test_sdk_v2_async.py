@@ -3,35 +3,15 @@ AsyncPredictor.predict / predict_async, which upload the input, call InvokeEndpo
 
 from __future__ import annotations
 
-import io
-import tarfile
-
-import numpy as np
 import pytest
 
 from tests.e2e.conftest import ROLE
+from tests.modelfiles import breast_cancer_xgb
 
 # AsyncPredictor polls the output and the failure object in two threads and leaves the losing one polling
 # until its max attempts: it fails noisily once the platform is stopped at the end of the session.
 pytestmark = [pytest.mark.slow, pytest.mark.e2e,
               pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")]
-
-
-def _model_tar(tmp_path) -> tuple[str, np.ndarray, np.ndarray]:
-    import xgboost as xgb
-    from sklearn.datasets import load_breast_cancer
-
-    from opensage.algorithms.xgboost import save_booster
-
-    X, y = load_breast_cancer(return_X_y=True)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(X, label=y), 10)
-    save_booster(booster, tmp_path / "xgboost-model")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(tmp_path / "xgboost-model", arcname="xgboost-model")
-    path = tmp_path / "model.tar.gz"
-    path.write_bytes(buf.getvalue())
-    return str(path), X, y
 
 
 def test_async_predictor_predict_and_failure_path(sm_session, tmp_path):
@@ -44,9 +24,11 @@ def test_async_predictor_predict_and_failure_path(sm_session, tmp_path):
     from sagemaker.predictor_async import AsyncPredictor
     from sagemaker.serializers import CSVSerializer
 
-    path, X, y = _model_tar(tmp_path)
+    blob, X, y, _ = breast_cancer_xgb(10)
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(blob)
     bucket = sm_session.default_bucket()
-    model_data = sm_session.upload_data(path, bucket=bucket, key_prefix="e2e/async/model")
+    model_data = sm_session.upload_data(str(path), bucket=bucket, key_prefix="e2e/async/model")
     model = Model(image_uri=sagemaker.image_uris.retrieve("xgboost", "us-east-1", "1.7-1"), model_data=model_data,
                   role=ROLE, sagemaker_session=sm_session)
     config = AsyncInferenceConfig(output_path=f"s3://{bucket}/e2e/async/out",

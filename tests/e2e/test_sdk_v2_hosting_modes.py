@@ -4,8 +4,6 @@ preprocessing feeding built-in XGBoost)."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 import textwrap
 from pathlib import Path
 
@@ -13,29 +11,17 @@ import numpy as np
 import pytest
 
 from tests.e2e.conftest import ROLE
+from tests.modelfiles import tar_gz, train_xgb, xgb_model_tar
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
-def _tar(path: Path, files: dict[str, Path]) -> str:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for arcname, src in files.items():
-            tar.add(src, arcname=arcname)
-    path.write_bytes(buf.getvalue())
-    return str(path)
-
-
 def _xgb_model(tmp_path: Path, name: str, X: np.ndarray, y: np.ndarray, rounds: int):
-    import xgboost as xgb
-
-    from opensage.algorithms.xgboost import save_booster
-
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(X, label=y), rounds)
-    d = tmp_path / name
-    d.mkdir()
-    save_booster(booster, d / "xgboost-model")
-    return _tar(tmp_path / f"{name}.tar.gz", {"xgboost-model": d / "xgboost-model"}), booster
+    """A built-in XGBoost model.tar.gz written under ``tmp_path``: (its path, the booster)."""
+    booster = train_xgb(X, y, rounds)
+    path = tmp_path / f"{name}.tar.gz"
+    path.write_bytes(xgb_model_tar(booster))
+    return str(path), booster
 
 
 def _xgb_image() -> str:
@@ -132,8 +118,9 @@ def test_pipeline_model_chains_sklearn_preprocessing_into_xgboost(sm_session, tm
     bucket = sm_session.default_bucket()
     xgb_data = sm_session.upload_data(path, bucket=bucket, key_prefix="e2e/pipe/xgb")
     joblib.dump(scaler, tmp_path / "scaler.joblib")
-    scaler_data = sm_session.upload_data(_tar(tmp_path / "scaler.tar.gz", {"scaler.joblib": tmp_path / "scaler.joblib"}),
-                                         bucket=bucket, key_prefix="e2e/pipe/scaler")
+    scaler_tar = tmp_path / "scaler.tar.gz"
+    scaler_tar.write_bytes(tar_gz({"scaler.joblib": (tmp_path / "scaler.joblib").read_bytes()}))
+    scaler_data = sm_session.upload_data(str(scaler_tar), bucket=bucket, key_prefix="e2e/pipe/scaler")
     code = tmp_path / "code"
     code.mkdir()
     (code / "preprocess.py").write_text(textwrap.dedent('''

@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from tests.e2e.conftest import ROLE
+from tests.modelfiles import breast_cancer_xgb
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
-def _xgb_model_tar() -> tuple[bytes, np.ndarray, np.ndarray]:
-    import xgboost as xgb
-    from sklearn.datasets import load_breast_cancer
-
-    from opensage.algorithms.xgboost import save_booster
-
-    X, y = load_breast_cancer(return_X_y=True)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(X, label=y), 10)
-    with tempfile.TemporaryDirectory() as d:
-        save_booster(booster, Path(d) / "xgboost-model")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            tar.add(Path(d) / "xgboost-model", arcname="xgboost-model")
-    return buf.getvalue(), X, booster.predict(xgb.DMatrix(X))
-
-
 def test_transformer_transform_csv_lines_and_wait(sm_session, tmp_path):
     import sagemaker
+    import xgboost as xgb
     from sagemaker.transformer import Transformer
 
-    blob, X, expected = _xgb_model_tar()
+    blob, X, _, booster = breast_cancer_xgb(10)
+    expected = booster.predict(xgb.DMatrix(X))
     bucket = sm_session.default_bucket()
     model_tar = tmp_path / "model.tar.gz"
     model_tar.write_bytes(blob)

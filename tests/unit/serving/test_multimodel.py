@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from opensage.objects.file import FileStore
 from opensage.serving.handlers import ERROR_TYPE_HEADER, Request, Response
 from opensage.serving.multimodel import MultiModelHandler
 from opensage.serving.plan import MULTI_MODEL_ENV, OBJECT_STORE_ENV, plan_model_server
+from tests.modelfiles import tar_gz, train_xgb, xgb_model_tar
 from tests.unit.serving.conftest import csv_rows
 
 XGB_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 TARGET = "X-Amzn-SageMaker-Target-Model"
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class EchoHandler:
@@ -51,7 +39,7 @@ def store(tmp_path: Path) -> FileStore:
     store = FileStore(tmp_path / "s3")
     store.ensure_bucket("bucket1")
     for name in ("a", "b", "c"):
-        store.put_bytes("bucket1", f"models/{name}.tar.gz", _tar({"name": name.encode()}))
+        store.put_bytes("bucket1", f"models/{name}.tar.gz", tar_gz({"name": name.encode()}))
     EchoHandler.loads = []
     return store
 
@@ -125,24 +113,12 @@ def test_plan_multimodel_sets_prefix_and_cache_without_staging(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ the server
-def _xgb_tar(features: np.ndarray, labels: np.ndarray, rounds: int, tmp_path: Path) -> bytes:
-    import xgboost as xgb
-
-    from opensage.algorithms.xgboost import save_booster
-
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2}, xgb.DMatrix(features, label=labels),
-                        rounds)
-    path = tmp_path / f"xgb-{rounds}"
-    save_booster(booster, path)
-    return _tar({"xgboost-model": path.read_bytes()})
-
-
 def test_multimodel_server_serves_each_target_and_survives_eviction(start_server, tmp_path, breast_cancer):
     features, labels = breast_cancer
     store = FileStore(tmp_path / "s3")
     store.ensure_bucket("bucket1")
-    store.put_bytes("bucket1", "mme/one.tar.gz", _xgb_tar(features, labels, 1, tmp_path))
-    store.put_bytes("bucket1", "mme/sub/two.tar.gz", _xgb_tar(features, labels, 30, tmp_path))
+    store.put_bytes("bucket1", "mme/one.tar.gz", xgb_model_tar(train_xgb(features, labels, 1, max_depth=2)))
+    store.put_bytes("bucket1", "mme/sub/two.tar.gz", xgb_model_tar(train_xgb(features, labels, 30, max_depth=2)))
     cache = tmp_path / "cache"
     cache.mkdir()
     server = start_server(cache, "builtin-xgboost", {MULTI_MODEL_ENV: "s3://bucket1/mme/",
