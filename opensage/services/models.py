@@ -18,17 +18,10 @@ ENDPOINT_CONFIG = "endpoint-config"
 DEFINED = "Defined"  # models and configs have no SageMaker status; the row needs one
 
 
-CONTAINER_MODES = ("SingleModel", "MultiModel")
-EXECUTION_MODES = ("Serial", "Direct")
-
-
 def _check_mode(container: dict[str, Any], where: str) -> None:
-    """Mode is SingleModel|MultiModel; a MultiModel container's ModelDataUrl is the S3 prefix of its models."""
-    mode = container.get("Mode") or "SingleModel"
-    if mode not in CONTAINER_MODES:
-        raise ValidationException(f"Value '{mode}' at '{where}.mode' failed to satisfy constraint: Member must "
-                                  f"satisfy enum value set: [{', '.join(CONTAINER_MODES)}]")
-    if mode != "MultiModel":
+    """A MultiModel container's ModelDataUrl is the S3 prefix of its models (the Mode and
+    InferenceExecutionConfig.Mode enums are checked from botocore's model by api/validate.py)."""
+    if container.get("Mode") != "MultiModel":
         return
     url = container.get("ModelDataUrl")
     if not url:
@@ -44,9 +37,6 @@ def _check_mode(container: dict[str, Any], where: str) -> None:
 def _check_execution(params: dict[str, Any], containers: list[dict[str, Any]]) -> None:
     """InferenceExecutionConfig.Mode and ContainerHostname rules of a multi-container model."""
     mode = (params.get("InferenceExecutionConfig") or {}).get("Mode") or "Serial"
-    if mode not in EXECUTION_MODES:
-        raise ValidationException(f"Value '{mode}' at 'inferenceExecutionConfig.mode' failed to satisfy constraint: "
-                                  f"Member must satisfy enum value set: [{', '.join(EXECUTION_MODES)}]")
     if not params.get("Containers"):
         if mode == "Direct":
             raise ValidationException("InferenceExecutionConfig Mode Direct needs a model with Containers (a "
