@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from opensage.api.dispatch import Dispatcher
 from opensage.arns import ArnBuilder
 from opensage.clock import Clock, SystemClock
+from opensage.credentials import CredentialAuthority, resource_is_active
 from opensage.executors.base import Executor
 from opensage.objects import open_store
 from opensage.runner.jobspec import ObjectStoreSpec
@@ -39,6 +40,7 @@ from opensage.serving.metrics import EndpointMetrics
 from opensage.serving.replicas import ReplicaManager
 from opensage.serving.router import Router
 from opensage.settings import Settings
+from opensage.states import TERMINAL
 from opensage.store.db import make_engine, migrate
 from opensage.store.logs import LogRepository
 from opensage.store.metrics import MetricRepository
@@ -59,6 +61,7 @@ class Platform:
     endpoint_metrics: EndpointMetrics
     capture: DataCapture
     asgi: Starlette
+    credentials: CredentialAuthority
     alarms: AlarmEvaluator
     async_inference: AsyncInferenceWorker
 
@@ -89,13 +92,18 @@ def object_store_spec(settings: Settings) -> ObjectStoreSpec:
 
 
 def create_app(settings: Settings, executor: Executor | None = None, clock: Clock | None = None,
-               run_background: bool = True) -> Platform:
+               run_background: bool = True, credentials: CredentialAuthority | None = None) -> Platform:
+    """``credentials``: the authority the S3 proxy already verifies with (``opensage up`` builds it before
+    the object store starts); a new one over ``settings.credentials`` if None."""
     engine = make_engine(settings.database_url)
     migrate(engine)
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     deps = Deps(settings=settings, clock=clock or SystemClock(),
                 arns=ArnBuilder(settings.region, settings.account), resources=ResourceRepository(engine),
                 tags=TagRepository(engine), logs=LogRepository(engine), metrics=MetricRepository(engine))
+    authority = credentials or CredentialAuthority(settings.credentials)
+    # A job's / endpoint's temporary credentials work while its row exists and is not terminal.
+    authority.is_active = lambda owner: resource_is_active(deps.resources.get, TERMINAL, owner)
     if executor is None:
         from opensage.executors.local import LocalExecutor
 
@@ -146,10 +154,10 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
             if run_background:
                 platform.stop_background()
 
-    creds = {settings.credentials.access_key: settings.credentials.secret_key}
-    asgi = Starlette(routes=build_routes(dispatcher, creds), lifespan=lifespan)
+    asgi = Starlette(routes=build_routes(dispatcher, authority), lifespan=lifespan)
     platform = Platform(settings, deps, dispatcher, training=training, transform=transform,
                         deployments=deployments, router=router, autoscaler=autoscaler,
-                        endpoint_metrics=endpoint_metrics, capture=capture, asgi=asgi, alarms=alarms,
+                        endpoint_metrics=endpoint_metrics, capture=capture, asgi=asgi, credentials=authority,
+                        alarms=alarms,
                         async_inference=async_inference)
     return platform

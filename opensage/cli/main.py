@@ -58,6 +58,10 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
     # Python's default SIGTERM skips `finally`; make it unwind so SeaweedFS and jobs are stopped too.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     settings = Settings.build(home_path, host=host, port=port, db_url=db, s3_endpoint=s3_endpoint)
+    from opensage.credentials import CredentialAuthority
+
+    # One authority for the control plane and the S3 proxy: both accept jobs' temporary credentials.
+    authority = CredentialAuthority(settings.credentials)
     seaweed = None
     try:
         if not settings.s3_endpoint:
@@ -72,7 +76,7 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
             from dataclasses import replace
 
             settings = replace(settings, s3_endpoint=seaweed.endpoint_url)
-        _serve(settings, lock)
+        _serve(settings, lock, authority)
     finally:
         if seaweed is not None:
             seaweed.stop()
@@ -83,7 +87,7 @@ def _exit_on_signal(signum, frame) -> None:  # noqa: ANN001
     raise SystemExit(128 + signum)
 
 
-def _serve(settings: Settings, lock) -> None:
+def _serve(settings: Settings, lock, authority) -> None:
     import uvicorn
 
     from opensage.app import create_app, object_store_spec
@@ -91,7 +95,7 @@ def _serve(settings: Settings, lock) -> None:
 
     open_store(object_store_spec(settings)).ensure_bucket(settings.bucket)
     paths = write_client_config(settings, settings.s3_endpoint or "")
-    platform = create_app(settings)
+    platform = create_app(settings, credentials=authority)
     lock.seek(0)
     lock.truncate()
     lock.write(json.dumps({"pid": os.getpid(), "url": settings.endpoint_url}))

@@ -40,6 +40,7 @@ def open_store(spec: ObjectStoreSpec) -> ObjectStore:
         access_key=spec.access_key,
         secret_key=spec.secret_key,
         region=spec.region,
+        session_token=spec.session_token,
     )
 
 

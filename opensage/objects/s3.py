@@ -30,11 +30,13 @@ class S3Store:
         access_key: str | None = None,
         secret_key: str | None = None,
         region: str = "us-east-1",
+        session_token: str | None = None,
     ) -> None:
         self.endpoint_url = endpoint_url
         self.region = region or "us-east-1"
         self._access_key = access_key
         self._secret_key = secret_key
+        self._session_token = session_token
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -67,6 +69,7 @@ class S3Store:
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self._access_key,
             aws_secret_access_key=self._secret_key,
+            aws_session_token=self._session_token,
             region_name=self.region,
             config=config,
         )

@@ -42,6 +42,7 @@ class ObjectStoreSpec:
     access_key: str | None = None
     secret_key: str | None = None
     region: str = "us-east-1"
+    session_token: str | None = None  # with a job's temporary credentials (opensage.credentials)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from opensage.api import auth, cbor_protocol, parser, serializer
 from opensage.api.dispatch import Dispatcher, RequestContext
+from opensage.credentials import CredentialAuthority
 from opensage.errors import AccessDenied, InternalFailure, ServiceError, UnknownOperation
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,10 @@ def _raw_path(request: Request) -> str:
     return raw.decode() if raw else request.url.path
 
 
-def build_routes(dispatcher: Dispatcher, credentials: dict[str, str]) -> list[Route]:
+def build_routes(dispatcher: Dispatcher, authority: CredentialAuthority) -> list[Route]:
+    # TODO(issue 7 item 1/3): verify against the authority (temporary credentials, session tokens).
+    credentials = {authority.root.access_key: authority.root.secret_key}
+
     async def authenticate(request: Request, body: bytes) -> auth.SignedIdentity:
         return auth.verify(request.method, _raw_path(request), request.scope.get("query_string", b"").decode(),
                            dict(request.headers), body, credentials)

@@ -11,8 +11,10 @@ from botocore.credentials import Credentials
 from starlette.applications import Starlette
 
 from opensage.api.dispatch import Dispatcher
+from opensage.credentials import CredentialAuthority
 from opensage.errors import ValidationError
 from opensage.server.routes import RuntimeEndpoint, build_routes
+from opensage.settings import Credentials as PlatformCredentials
 
 CREDS = {"AKID": "secret"}
 BASE = "http://testserver"
@@ -62,7 +64,7 @@ class _Client:
 def client(runtime):
     dispatcher = Dispatcher()
     dispatcher.register("sagemaker-runtime", runtime)
-    return _Client(Starlette(routes=build_routes(dispatcher, CREDS)))
+    return _Client(Starlette(routes=build_routes(dispatcher, CredentialAuthority(PlatformCredentials("AKID", "secret")))))
 
 
 def _signed(path: str, body: bytes, headers: dict[str, str], secret: str = "secret") -> dict[str, str]:
