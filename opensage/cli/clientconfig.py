@@ -1,7 +1,9 @@
 """The files that make unchanged boto3 / SageMaker SDK code talk to this platform.
 
 ``[services]`` keys are botocore service ids in snake_case (``sagemaker_runtime``, not the hyphenated
-client name: boto3 silently ignores that).
+client name: boto3 silently ignores that), so they are derived from botocore's models, never typed. The
+profile's global ``endpoint_url`` is the control plane too: a client for a service we do not serve is
+answered here (an error naming it) and never sends the platform's keys to AWS.
 """
 
 from __future__ import annotations
@@ -12,9 +14,18 @@ from pathlib import Path
 from opensage.settings import Settings
 
 PROFILE = "opensage"
-# Keys are botocore service ids in snake_case: "CloudWatch Logs" -> cloudwatch_logs (not "logs").
-CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker_runtime", "sts", "cloudwatch_logs", "cloudwatch", "iam",
-                          "application_autoscaling")
+# botocore service names (client names) the control plane answers; their config keys are derived.
+CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker-runtime", "sts", "logs", "cloudwatch", "iam",
+                          "application-autoscaling")
+
+
+def service_config_key(service_name: str) -> str:
+    """The ``[services]`` key botocore reads for a client name: its service id, hyphenized, in snake_case
+    ("logs" -> cloudwatch_logs, "application-autoscaling" -> application_auto_scaling)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model(service_name)
+    return model.service_id.hyphenize().replace("-", "_")
 
 
 def config_paths(home: Path) -> dict[str, Path]:
@@ -26,10 +37,12 @@ def write_client_config(settings: Settings, s3_endpoint: str) -> dict[str, Path]
     paths = config_paths(settings.home)
     paths["config"].parent.mkdir(parents=True, exist_ok=True)
     lines = [f"[profile {PROFILE}]", f"region = {settings.region}", "output = json",
+             # every other service: answered by the control plane ("not implemented"), never real AWS
+             f"endpoint_url = {settings.endpoint_url}",
              f"services = {PROFILE}-services", "s3 =", "  addressing_style = path", "",
              f"[services {PROFILE}-services]"]
     for service in CONTROL_PLANE_SERVICES:
-        lines += [f"{service} =", f"  endpoint_url = {settings.endpoint_url}"]
+        lines += [f"{service_config_key(service)} =", f"  endpoint_url = {settings.endpoint_url}"]
     lines += ["s3 =", f"  endpoint_url = {s3_endpoint}", ""]
     _write(paths["config"], "\n".join(lines))
     creds = settings.credentials
