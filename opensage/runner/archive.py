@@ -1,18 +1,65 @@
-"""tar.gz helpers for model / output artifacts (``model.tar.gz`` holds files at the archive root)."""
+"""tar.gz helpers for model / output / source artifacts (``model.tar.gz`` holds files at the archive root).
+
+``extract_tar_gz`` is the project's only way to unpack an archive (model.tar.gz for endpoints, batch
+transform and multi-model loads, sourcedir.tar.gz for training). It does not use ``TarFile.extract`` /
+``extractall`` or their ``filter=`` at all: tarfile only parses headers and hands out each regular member's
+bytes (``extractfile``); every decision about what lands on disk, and where, is made here.
+
+Why: ``filter="data"`` decides whether a link stays inside the destination with ``os.path.realpath``,
+which on Python < 3.11.13 / 3.12.11 stops expanding once a path passes PATH_MAX, so a chain of long
+symlinks let a crafted archive write anywhere the process can (CVE-2025-4517 / CVE-2025-4138; later
+bypasses of the same filter keep being found). The issue asks the platform to refuse to start on an
+interpreter whose tarfile is known-vulnerable *unless* its own extraction does not depend on it: this
+module is that exception, by construction, so no interpreter check is needed:
+
+* no link is ever created: symbolic and hard links, devices and FIFOs are refused (UnsafeArchiveError
+  naming the archive and the member), so nothing in the archive can redirect a later write;
+* names are checked lexically (no absolute names, no ``..``), and are then walked one component at a
+  time from a descriptor of the destination with ``O_NOFOLLOW`` (``openat``), so a symlink that already
+  sits in the destination cannot redirect a write either, and no long path is ever built or resolved;
+* each file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` and filled from ``extractfile`` in chunks
+  (model archives can be GBs); modes lose setuid / setgid / sticky and group / other write.
+
+Model archives refuse every link, even one that points inside (the safest reading of the issue): no
+SageMaker artifact the platform produces needs one (``make_tar_gz`` stores an in-directory symlink to a
+file as that file), and allowing "inside" links means resolving targets against a tree the archive itself
+is building, which is exactly the check that keeps being bypassed.
+"""
 
 from __future__ import annotations
 
+import errno
+import gzip
+import lzma
+import os
+import shutil
+import stat
 import tarfile
+import zlib
+from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 
+_COPY_CHUNK = 1 << 20
+_DIR_CACHE = 32  # directory descriptors kept open while extracting (members usually come dir by dir)
+# Errors that mean "this member cannot be placed here" rather than "the machine is in trouble".
+_MEMBER_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EINVAL}
+# What a damaged compressed stream raises besides tarfile's own errors.
+_DAMAGED = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
 
-class UnsafeArchiveError(ValueError):
-    """An archive member would land outside the destination directory."""
+
+class ArchiveError(ValueError):
+    """An archive that cannot be read (corrupt, truncated, not a tar)."""
+
+
+class UnsafeArchiveError(ArchiveError):
+    """An archive member would land outside the destination directory, or is a link / special file."""
 
 
 def make_tar_gz(src_dir: Path, dest_file: Path) -> int:
     """Pack every entry under ``src_dir`` with paths relative to it (no ``./`` prefix).
 
+    A symlink to a regular file inside ``src_dir`` is stored as that file (extraction refuses links);
+    other symlinks are stored as links, never followed (the job's code could point one at a host file).
     Returns the number of regular files written. An empty ``src_dir`` gives a valid, empty archive.
     """
     src_dir = Path(src_dir)
@@ -22,37 +69,163 @@ def make_tar_gz(src_dir: Path, dest_file: Path) -> int:
     with tarfile.open(dest_file, "w:gz") as tar:
         if not src_dir.is_dir():
             return 0
+        root = src_dir.resolve()
         for path in sorted(src_dir.rglob("*")):
             rel = path.relative_to(src_dir).as_posix()
+            if path.is_symlink():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):  # dangling or a loop: keep the link itself
+                    target = None
+                if target is not None and target.is_relative_to(root) and target.is_file():
+                    tar.add(target, arcname=rel, recursive=False)
+                    count += 1
+                else:
+                    tar.add(path, arcname=rel, recursive=False)
+                continue
             tar.add(path, arcname=rel, recursive=False)
-            if path.is_file() and not path.is_symlink():
+            if path.is_file():
                 count += 1
     return count
 
 
-def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
+def _member_parts(member: tarfile.TarInfo, archive: Path) -> tuple[str, ...]:
+    """The member's path components below the destination (``()`` for the archive root ``./``)."""
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts:
         raise UnsafeArchiveError(
             f"archive {archive} has an unsafe member {member.name!r}: absolute paths and '..' are refused"
         )
+    if member.issym() or member.islnk():
+        kind = "symbolic link" if member.issym() else "hard link"
+        raise UnsafeArchiveError(
+            f"archive {archive} has an unsafe member {member.name!r}: it is a {kind} (to {member.linkname!r}); "
+            f"links are refused in archives - store the file itself")
+    if not (member.isreg() or member.isdir()):
+        raise UnsafeArchiveError(
+            f"archive {archive} has an unsafe member {member.name!r}: device files and FIFOs are refused")
+    parts = name.parts
+    if not parts and not member.isdir():
+        raise UnsafeArchiveError(f"archive {archive} has a member with an empty name that is not a directory")
+    return parts
+
+
+def _file_mode(member: tarfile.TarInfo) -> int:
+    # As tarfile's data filter: no setuid/setgid/sticky, no group/other write, the owner can read+write.
+    return (member.mode & 0o755) | 0o600
+
+
+class _Writer:
+    """Creates directories and files below one directory descriptor, never following a symlink."""
+
+    def __init__(self, dest_dir: Path, archive: Path) -> None:
+        self.archive = archive
+        self.root = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.dirs: OrderedDict[tuple[str, ...], int] = OrderedDict()
+
+    def close(self) -> None:
+        for fd in self.dirs.values():
+            os.close(fd)
+        self.dirs.clear()
+        os.close(self.root)
+
+    def _refuse(self, member: tarfile.TarInfo, why: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(f"archive {self.archive}: member {member.name!r} cannot be extracted: {why}")
+
+    def directory(self, parts: tuple[str, ...], member: tarfile.TarInfo) -> int:
+        """A descriptor of ``dest/parts`` (created as needed); the caller must not close it."""
+        if not parts:
+            return self.root
+        fd = self.dirs.get(parts)
+        if fd is not None:
+            self.dirs.move_to_end(parts)
+            return fd
+        parent = self.directory(parts[:-1], member)
+        name = parts[-1]
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._refuse(member, f"'{'/'.join(parts)}' exists in the destination and is not a "
+                                           f"directory (a symbolic link is never followed)") from None
+            if exc.errno in _MEMBER_ERRNOS:
+                raise self._refuse(member, exc.strerror or str(exc)) from None
+            raise
+        self.dirs[parts] = fd
+        while len(self.dirs) > _DIR_CACHE:
+            _, old = self.dirs.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def file(self, parts: tuple[str, ...], member: tarfile.TarInfo, data: tarfile.ExFileObject) -> None:
+        parent = self.directory(parts[:-1], member)
+        name = parts[-1]
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(name, flags, 0o600, dir_fd=parent)
+            except FileExistsError:
+                # A later member of the same name replaces the earlier one, as tar does - but only a regular
+                # file is replaced; a symlink or directory already there is refused, never written through.
+                existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISLNK(existing.st_mode):
+                    raise self._refuse(member, "a symbolic link of that name exists in the destination and "
+                                               "is never written through") from None
+                if not stat.S_ISREG(existing.st_mode):
+                    raise self._refuse(member, "something that is not a regular file exists there") from None
+                os.unlink(name, dir_fd=parent)
+                fd = os.open(name, flags, 0o600, dir_fd=parent)
+        except UnsafeArchiveError:
+            raise
+        except OSError as exc:
+            if exc.errno in _MEMBER_ERRNOS:
+                raise self._refuse(member, exc.strerror or str(exc)) from None
+            raise
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(data, out, _COPY_CHUNK)
+            os.fchmod(out.fileno(), _file_mode(member))
+            try:
+                os.utime(out.fileno(), (member.mtime, member.mtime))
+            except (OSError, OverflowError, TypeError, ValueError):
+                pass  # a nonsense mtime is not worth failing a model for
 
 
 def extract_tar_gz(src_file: Path, dest_dir: Path) -> list[str]:
-    """Extract a (gzip or plain) tar safely into ``dest_dir``; returns the member names.
+    """Extract a (gzip, bzip2, xz or plain) tar into ``dest_dir``; returns the member names in order.
 
-    Absolute paths and ``..`` components are refused with UnsafeArchiveError; links and special files
-    are filtered by tarfile's ``data`` filter.
+    Refuses with UnsafeArchiveError (a ValueError naming the archive and the member) absolute names,
+    ``..``, symbolic and hard links, devices and FIFOs, and any write that would go through a symlink
+    already in ``dest_dir``; an unreadable archive raises ArchiveError (also a ValueError). Members are
+    streamed to disk one by one; on an error, what was written so far stays in ``dest_dir`` (callers
+    extract into a fresh directory and discard it).
     """
     src_file = Path(src_file)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(src_file, "r:*") as tar:
-        members = tar.getmembers()
-        for member in members:
-            _check_member(member, src_file)
-        try:
-            tar.extractall(dest_dir, members=members, filter="data")
-        except tarfile.FilterError as exc:
-            raise UnsafeArchiveError(f"archive {src_file} refused: {exc}") from exc
-    return [m.name for m in members]
+    names: list[str] = []
+    try:
+        tar = tarfile.open(src_file, "r:*")
+    except _DAMAGED as exc:
+        raise ArchiveError(f"archive {src_file} is not a readable tar archive: {exc}") from exc
+    writer = _Writer(dest_dir, src_file)
+    try:
+        with tar:
+            for member in tar:  # header by header: the archive is never read whole
+                parts = _member_parts(member, src_file)
+                names.append(member.name)
+                if member.isdir():
+                    writer.directory(parts, member)
+                    continue
+                data = tar.extractfile(member)
+                assert data is not None  # a regular file always has a data stream
+                with data:
+                    writer.file(parts, member, data)
+    except _DAMAGED as exc:
+        raise ArchiveError(f"archive {src_file} is damaged (after {len(names)} member(s)): {exc}") from exc
+    finally:
+        writer.close()
+    return names

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -55,3 +56,31 @@ def test_extract_tar_gz_link_outside_refused(tmp_path: Path) -> None:
         tar.addfile(info)
     with pytest.raises(UnsafeArchiveError):
         extract_tar_gz(path, tmp_path / "out")
+
+
+def test_make_tar_gz_symlink_inside_stored_as_file_and_round_trips(tmp_path: Path) -> None:
+    """Extraction refuses links, so an in-directory link to a file (e.g. ``latest`` -> ``ckpt-3``) is packed
+    as the file itself; a link pointing out of the directory is kept as a link, never followed."""
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "ckpt-3").write_text("weights")
+    (src / "latest").symlink_to("ckpt-3")
+    (tmp_path / "secret").write_text("host file")
+    (src / "leak").symlink_to(tmp_path / "secret")
+    assert make_tar_gz(src, tmp_path / "m.tar.gz") == 2
+    with tarfile.open(tmp_path / "m.tar.gz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["latest"].isreg() and members["leak"].issym()
+    with pytest.raises(UnsafeArchiveError, match="'leak'"):
+        extract_tar_gz(tmp_path / "m.tar.gz", tmp_path / "out")
+
+
+def test_extract_tar_gz_truncated_archive_raises_value_error(tmp_path: Path) -> None:
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(200_000))
+    make_tar_gz(src, tmp_path / "m.tar.gz")
+    data = (tmp_path / "m.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.tar.gz"):
+        extract_tar_gz(tmp_path / "cut.tar.gz", tmp_path / "out")
