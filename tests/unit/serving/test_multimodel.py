@@ -99,6 +99,36 @@ def test_multimodel_parent_path_is_refused(store, tmp_path):
     assert response.status == 400 and b"'..'" in response.body
 
 
+def test_multimodel_overwritten_archive_loads_new_model_after_restart_or_eviction(store, tmp_path):
+    """The disk cache is keyed by the object's version, not its URL (issue 7 item 8): a model server that
+    restarts (same cache directory) or evicts the model loads the overwritten archive, not the old copy."""
+    handler = _handler(store, tmp_path, 1)
+    assert _call(handler, "a.tar.gz").body == b"a"
+    store.put_bytes("bucket1", "models/a.tar.gz", tar_gz({"name": b"a-retrained"}))
+    assert _call(handler, "b.tar.gz").body == b"b"  # evicts a (at most one loaded)
+    assert _call(handler, "a.tar.gz").body == b"a-retrained"
+    restarted = _handler(store, tmp_path, 8)
+    assert _call(restarted, "a.tar.gz").body == b"a-retrained"
+    assert _call(restarted, "b.tar.gz").body == b"b"
+
+
+def test_multimodel_unsafe_archive_refused_nothing_outside_cache(store, tmp_path):
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        link = tarfile.TarInfo("up")
+        link.type, link.linkname = tarfile.SYMTYPE, str(tmp_path)
+        tar.addfile(link)
+        tar.addfile(tarfile.TarInfo("up/planted"), io.BytesIO(b""))
+    store.put_bytes("bucket1", "models/evil.tar.gz", buf.getvalue())
+    response = _call(_handler(store, tmp_path, 8), "evil.tar.gz")
+    assert response.status == 500 and b"UnsafeArchiveError" in response.body and b"'up'" in response.body
+    assert not (tmp_path / "planted").exists()
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".tmp-")]
+
+
 def test_plan_multimodel_sets_prefix_and_cache_without_staging(tmp_path):
     def stage(url):
         raise AssertionError(f"a multi-model plan must not stage {url}")

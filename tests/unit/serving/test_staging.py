@@ -1,0 +1,144 @@
+"""serving/staging.py: model artifacts unpacked once per URL *and object version* (issue 7 item 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opensage.objects.base import ObjectNotFound
+from opensage.objects.file import FileStore
+from opensage.objects.memory import MemoryStore
+from opensage.objects.s3 import S3Store
+from opensage.serving.staging import object_version, stage_model, staged_model_dir
+from tests.modelfiles import tar_gz
+
+URL = "s3://bucket1/job/output/model.tar.gz"
+
+
+class CountingFileStore(FileStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.downloads = 0
+
+    def get_to_file(self, bucket: str, key: str, dest: Path) -> None:
+        self.downloads += 1
+        super().get_to_file(bucket, key, dest)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CountingFileStore:
+    store = CountingFileStore(tmp_path / "s3")
+    store.ensure_bucket("bucket1")
+    return store
+
+
+def test_stage_model_overwritten_object_stages_new_content(store: CountingFileStore, tmp_path: Path) -> None:
+    """A user re-training to the same output path gets the new model on the next endpoint."""
+    models = tmp_path / "models"
+    store.put_bytes("bucket1", "job/output/model.tar.gz", tar_gz({"weights": b"v1"}))
+    first = stage_model(store, models, URL)
+    assert (first / "weights").read_bytes() == b"v1"
+    store.put_bytes("bucket1", "job/output/model.tar.gz", tar_gz({"weights": b"v2-retrained"}))
+    second = stage_model(store, models, URL)
+    assert (second / "weights").read_bytes() == b"v2-retrained"
+    assert second != first
+    assert (first / "weights").read_bytes() == b"v1"  # a running fleet keeps the directory it was given
+
+
+def test_stage_model_unchanged_object_same_dir_no_second_download(store: CountingFileStore,
+                                                                  tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    store.put_bytes("bucket1", "job/output/model.tar.gz", tar_gz({"weights": b"v1"}))
+    first = stage_model(store, models, URL)
+    # A replica restart, a second endpoint, a restarted control plane (a new store object): all hits.
+    again = stage_model(store, models, URL)
+    restarted = CountingFileStore(store.root)
+    after_restart = stage_model(restarted, models, URL)
+    assert first == again == after_restart
+    assert store.downloads == 1 and restarted.downloads == 0
+    assert not [p for p in models.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_stage_model_memory_store_overwrite_stages_new_content(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.ensure_bucket("bucket1")
+    store.put_bytes("bucket1", "job/output/model.tar.gz", tar_gz({"weights": b"v1"}))
+    first = stage_model(store, tmp_path, URL)
+    assert stage_model(store, tmp_path, URL) == first
+    store.put_bytes("bucket1", "job/output/model.tar.gz", tar_gz({"weights": b"v2"}))
+    assert (stage_model(store, tmp_path, URL) / "weights").read_bytes() == b"v2"
+
+
+def test_stage_model_overwritten_during_download_keyed_by_downloaded_bytes(store: CountingFileStore,
+                                                                           tmp_path: Path) -> None:
+    """The object changes between the HEAD and the GET: the directory must not be filed under the old
+    version (a later stage of the old version would get the new bytes, or the reverse)."""
+    models = tmp_path / "models"
+    store.put_bytes("bucket1", "job/output/model.tar.gz", tar_gz({"weights": b"v1"}))
+    v1 = object_version(store, "bucket1", "job/output/model.tar.gz")
+    original = store.get_to_file
+
+    def racing_get(bucket: str, key: str, dest: Path) -> None:
+        store.put_bytes(bucket, key, tar_gz({"weights": b"v2"}))
+        original(bucket, key, dest)
+
+    store.get_to_file = racing_get  # type: ignore[method-assign]
+    staged = stage_model(store, models, URL)
+    assert (staged / "weights").read_bytes() == b"v2"
+    assert staged != staged_model_dir(models, URL, v1 or "")
+
+
+def test_stage_model_store_without_head_keys_by_content(tmp_path: Path) -> None:
+    """A store that cannot say the object's version: always downloaded, but never served stale."""
+    class Opaque:
+        def __init__(self) -> None:
+            self.inner = MemoryStore()
+            self.downloads = 0
+
+        def get_to_file(self, bucket: str, key: str, dest: Path) -> None:
+            self.downloads += 1
+            self.inner.get_to_file(bucket, key, dest)
+
+    store = Opaque()
+    store.inner.ensure_bucket("bucket1")
+    store.inner.put_bytes("bucket1", "job/output/model.tar.gz", tar_gz({"weights": b"v1"}))
+    first = stage_model(store, tmp_path, URL)  # type: ignore[arg-type]
+    assert stage_model(store, tmp_path, URL) == first  # type: ignore[arg-type]
+    store.inner.put_bytes("bucket1", "job/output/model.tar.gz", tar_gz({"weights": b"v2"}))
+    assert (stage_model(store, tmp_path, URL) / "weights").read_bytes() == b"v2"  # type: ignore[arg-type]
+    assert store.downloads == 3
+
+
+def test_stage_model_plain_object_and_missing_object(store: CountingFileStore, tmp_path: Path) -> None:
+    store.put_bytes("bucket1", "models/model.pkl", b"pickle")
+    staged = stage_model(store, tmp_path / "models", "s3://bucket1/models/model.pkl")
+    assert (staged / "model.pkl").read_bytes() == b"pickle"
+    with pytest.raises(ObjectNotFound):
+        stage_model(store, tmp_path / "models", "s3://bucket1/models/missing.tar.gz")
+    with pytest.raises(ObjectNotFound):
+        stage_model(store, tmp_path / "models", "s3://nobucket/model.tar.gz")
+    assert stage_model(store, tmp_path / "models", None).is_dir()
+
+
+class _FakeS3Client:
+    def __init__(self, etag: str, size: int) -> None:
+        self.etag, self.size = etag, size
+
+    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        from botocore.exceptions import ClientError
+
+        if Key == "missing":
+            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
+        return {"ETag": self.etag, "ContentLength": self.size}
+
+
+def test_object_version_s3_uses_head_object_etag_and_size() -> None:
+    store = S3Store(endpoint_url="http://127.0.0.1:1", access_key="a", secret_key="b", region="us-east-1")
+    store._client = _FakeS3Client('"abc"', 10)  # noqa: SLF001 - no network in a unit test
+    assert object_version(store, "b", "k") == 'etag:"abc":10'
+    store._client = _FakeS3Client('"def"', 10)  # noqa: SLF001
+    assert object_version(store, "b", "k") == 'etag:"def":10'
+    with pytest.raises(ObjectNotFound):
+        object_version(store, "b", "missing")
