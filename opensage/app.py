@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -91,13 +92,26 @@ def object_store_spec(settings: Settings) -> ObjectStoreSpec:
                            secret_key=settings.credentials.secret_key, region=settings.region)
 
 
+def _make_database_private(settings: Settings) -> None:
+    """The SQLite file (and its WAL / shared-memory files) owner-only: it holds every request and state."""
+    if settings.db_url is not None:  # a database the operator configured: theirs to protect
+        return
+    base = settings.home / "opensage.db"
+    for path in (base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")):
+        try:
+            os.chmod(path, 0o600)
+        except FileNotFoundError:
+            continue
+
+
 def create_app(settings: Settings, executor: Executor | None = None, clock: Clock | None = None,
                run_background: bool = True, credentials: CredentialAuthority | None = None) -> Platform:
     """``credentials``: the authority the S3 proxy already verifies with (``opensage up`` builds it before
     the object store starts); a new one over ``settings.credentials`` if None."""
     engine = make_engine(settings.database_url)
     migrate(engine)
-    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    _make_database_private(settings)
+    settings.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     deps = Deps(settings=settings, clock=clock or SystemClock(),
                 arns=ArnBuilder(settings.region, settings.account), resources=ResourceRepository(engine),
                 tags=TagRepository(engine), logs=LogRepository(engine), metrics=MetricRepository(engine))
@@ -108,11 +122,13 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
         from opensage.executors.local import LocalExecutor
 
         executor = LocalExecutor()
-    training = TrainingReconciler(deps, executor, object_store_spec(settings))
+    # Jobs and endpoints get temporary credentials of their own from the authority, never the key pair.
+    training = TrainingReconciler(deps, executor, object_store_spec(settings), authority)
     router = Router()
-    deployments = DeploymentReconciler(deps, ReplicaManager(), router, object_store_spec(settings))
+    deployments = DeploymentReconciler(deps, ReplicaManager(), router, object_store_spec(settings),
+                                       credentials=authority)
     router.on_demand = deployments.wake  # a request waits for a serverless cold start
-    transform = TransformReconciler(deps, executor, object_store_spec(settings))
+    transform = TransformReconciler(deps, executor, object_store_spec(settings), authority)
     wakers = {"training-job": training.wake, "endpoint": deployments.wake, "transform-job": transform.wake}
     deps.wake = lambda kind: wakers.get(kind, lambda: None)()
 

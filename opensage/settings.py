@@ -29,6 +29,16 @@ class Credentials:
         return creds
 
 
+def make_private_home(home: Path) -> None:
+    """Create the home 0700 (it holds the key pair, the database, the object store's data and every job's
+    files), and tighten an existing one the platform owns: a job's code, run as another user, must not
+    even list it."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = home.stat()
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(home, 0o700)
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -70,7 +80,7 @@ class Settings:
     def build(cls, home: str | Path | None = None, **overrides) -> Settings:
         env = os.environ
         home_path = Path(home or env.get("OPENSAGE_HOME") or Path.home() / ".opensage").expanduser().resolve()
-        home_path.mkdir(parents=True, exist_ok=True)
+        make_private_home(home_path)
         creds = Credentials.load_or_create(home_path / "credentials.json")
         values: dict = {
             "host": env.get("OPENSAGE_HOST", "127.0.0.1"),

@@ -77,9 +77,12 @@ class LocalExecutor:
 def agent_env() -> dict[str, str]:
     """This environment, with the directory holding the ``opensage`` package first on PYTHONPATH."""
     import opensage
+    from opensage.runner.sandbox import PLATFORM_CLIENT_ENV
 
     root = str(Path(opensage.__file__).resolve().parents[1])
-    env = dict(os.environ)
+    # The agent transfers with the job's own credentials (jobspec.json); the platform's client profile
+    # and key pair stay out of everything a job's process tree inherits.
+    env = {k: v for k, v in os.environ.items() if k not in PLATFORM_CLIENT_ENV}
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
     env["PYTHONPATH"] = os.pathsep.join([root, *parts])
     return env

@@ -102,8 +102,28 @@ def validate_entry_point(name: str | None) -> str:
     return name
 
 
-def fetch_source(uri: str, code_dir: Path) -> None:
-    """Put ``sagemaker_submit_directory`` into ``code_dir`` (left alone if it already holds code)."""
+def container_path(uri: str, root: Path) -> Path:
+    """A local ``sagemaker_submit_directory`` is a path inside the container: ``/opt/ml/...`` (mapped onto
+    ``root``, the job's ml root) or a path under ``root`` itself. A path elsewhere on the host is refused:
+    the code that reads it may run with more rights than the job (a model server, or an agent as root)."""
+    root_real = os.path.realpath(root)
+    if uri == "/opt/ml" or uri.startswith("/opt/ml/"):
+        candidate = os.path.join(root_real, uri[len("/opt/ml"):].lstrip("/"))
+    else:
+        candidate = uri
+    real = os.path.realpath(candidate)
+    if real != root_real and not real.startswith(root_real.rstrip("/") + "/"):
+        raise ClientError(
+            f"sagemaker_submit_directory '{uri}' is a local path outside the job's /opt/ml: give the s3:// URI "
+            f"of a sourcedir.tar.gz (the SDK uploads source_dir there) or a path under /opt/ml.")
+    return Path(real)
+
+
+def fetch_source(uri: str, code_dir: Path, root: Path | None = None) -> None:
+    """Put ``sagemaker_submit_directory`` into ``code_dir`` (left alone if it already holds code).
+
+    ``root``: the directory local paths must stay inside (the job's ml root; default ``code_dir``'s parent).
+    """
     code_dir.mkdir(parents=True, exist_ok=True)
     if any(code_dir.iterdir()):
         print(f"Source directory {code_dir} is not empty; using the code already there.", flush=True)
@@ -115,7 +135,7 @@ def fetch_source(uri: str, code_dir: Path) -> None:
             s3_download(uri, archive)
             extract_tar(archive, code_dir, uri)
         return
-    source = Path(uri)
+    source = container_path(uri, root or code_dir.parent)
     if source.is_dir():
         if source.resolve() != code_dir.resolve():
             shutil.copytree(source, code_dir, dirs_exist_ok=True)
@@ -149,11 +169,15 @@ def s3_download(uri: str, dest: Path) -> None:
 
 
 def extract_tar(archive: Path, dest: Path, uri: str) -> None:
+    # The project's hardened extraction: tarfile's own "data" filter is bypassable on this interpreter
+    # (CVE-2025-4517).
+    from opensage.runner.archive import extract_tar_gz
+
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise ClientError(f"sagemaker_submit_directory '{uri}' is not a readable tar.gz archive: {exc}") from exc
+        extract_tar_gz(archive, dest)
+    except (tarfile.TarError, OSError, ValueError) as exc:
+        raise ClientError(f"sagemaker_submit_directory '{uri}' is not a readable, safe tar.gz archive: "
+                          f"{exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -230,7 +254,7 @@ def check_exit(cmd: list[str], code: int, stderr_tail: str) -> None:
 def run_script_mode(env: ToolkitEnvironment) -> int:
     entry = validate_entry_point(env.user_entry_point)
     code_dir = Path(env.code_dir)
-    fetch_source(env.module_dir, code_dir)
+    fetch_source(env.module_dir, code_dir, Path(env.base_dir))
     if not (code_dir / entry).exists():
         present = sorted(p.name for p in code_dir.iterdir())[:20]
         raise ClientError(

@@ -51,11 +51,19 @@ def make_layout(ml_root: Path) -> None:
         (ml_root / rel).mkdir(parents=True, exist_ok=True)
 
 
-def local_path(ml_root: Path, path: str) -> Path:
-    """Map a container path (``/opt/ml/...``) to the job's ml root; other paths are used as they are."""
-    if path == sandbox.OPT_ML or path.startswith(sandbox.OPT_ML + "/"):
+def local_path(ml_root: Path, path: str, what: str = "CheckpointConfig.LocalPath") -> Path:
+    """Map a container path (``/opt/ml/...``) to the job's ml root.
+
+    Anything else is refused: the agent may run as root, and a path of the host would have it write into
+    (and upload from) any directory. CreateTrainingJob refuses such paths already; this is the backstop
+    for rows written before that check.
+    """
+    parts = path.split("/")
+    if path.startswith(sandbox.OPT_ML) and ".." not in parts and (
+            path == sandbox.OPT_ML or path.startswith(sandbox.OPT_ML + "/")):
         return ml_root / path[len(sandbox.OPT_ML):].lstrip("/")
-    return Path(path)
+    raise AgentError(f"ClientError: {what} '{path}' is not a path under {sandbox.OPT_ML}; "
+                     f"use a path inside the job's container directory, e.g. {sandbox.OPT_ML}/checkpoints.")
 
 
 class EventLog:

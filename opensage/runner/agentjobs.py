@@ -8,10 +8,12 @@ except a grace timer and the set of jobs already adopted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
 
+from opensage.credentials import CredentialAuthority, resource_owner
 from opensage.executors.base import Executor
 from opensage.runner.jobspec import JobResult, ObjectStoreSpec
 from opensage.runner.loop import ReconcileLoop
@@ -32,10 +34,12 @@ class AgentJobReconciler(ReconcileLoop):
     GONE_REASON = ("InternalServerError: the job's process ended without reporting a result (it was killed, "
                    "or the host restarted while it ran). Start the job again.")
 
-    def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec, name: str) -> None:
+    def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec, name: str,
+                 credentials: CredentialAuthority | None = None) -> None:
         self.d = deps
         self.executor = executor
-        self.store_spec = store_spec
+        self.store_spec = store_spec  # endpoint and region; never handed to a job with the platform's keys
+        self.credentials = credentials
         self._init_loop(name, deps.settings.reconcile_interval, 5.0)
         self._gone_since: dict[str, float] = {}
         self._known: set[str] = set()
@@ -55,6 +59,17 @@ class AgentJobReconciler(ReconcileLoop):
 
     def _fail(self, job: Resource, reason: str) -> None:
         raise NotImplementedError
+
+    # -- what a job gets -----------------------------------------------------------------------------
+    def _job_store_spec(self, job: Resource) -> ObjectStoreSpec:
+        """The object store as the job reaches it: with temporary credentials of its own (valid while the
+        job's row is active), never the platform's key pair. The agent uses them for its transfers too, so
+        the platform's secret is in no job file or environment."""
+        if self.credentials is None:  # tests wiring a reconciler by hand, without an authority
+            return dataclasses.replace(self.store_spec, access_key=None, secret_key=None, session_token=None)
+        creds = self.credentials.issue(resource_owner(self.KIND, job.name, job.creation_time))
+        return dataclasses.replace(self.store_spec, access_key=creds.access_key_id,
+                                   secret_key=creds.secret_access_key, session_token=creds.session_token)
 
     # -- the shared lifecycle ------------------------------------------------------------------------
     def run_once(self) -> bool:

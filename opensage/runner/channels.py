@@ -162,8 +162,16 @@ def _augmented_lines(store: ObjectStore, spec: ChannelSpec) -> list[dict[str, An
     return lines
 
 
+def check_channel_name(name: str) -> str:
+    """A channel is one directory under input/data: no separator, not '.' or '..'."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise ChannelError(f"ClientError: channel name {name!r} is not a valid directory name.")
+    return name
+
+
 def plan_channel(store: ObjectStore, spec: ChannelSpec, host_index: int, host_count: int) -> ChannelPlan:
     """Resolve a channel's data source and keep this host's share."""
+    check_channel_name(spec.name)
     try:
         split_s3_uri(spec.s3_uri)
     except ValueError as exc:
@@ -205,7 +213,7 @@ def download_channel(
     ``check`` is called before each object; it may raise to abort (stop request, time limit).
     """
     channel = plan.channel.name
-    dest_root = data_dir / channel
+    dest_root = data_dir / check_channel_name(channel)
     dest_root.mkdir(parents=True, exist_ok=True)
     if plan.manifest_lines is not None:
         body = "".join(json.dumps(line) + "\n" for line in plan.manifest_lines)

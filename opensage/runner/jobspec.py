@@ -20,6 +20,17 @@ from pathlib import Path
 from typing import Any
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only (0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)  # an older tmp file may have had wider permissions
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 @dataclass
 class ChannelSpec:
     name: str
@@ -64,12 +75,13 @@ class JobSpec:
     host_count: int = 1
     checkpoint_sync_seconds: float = 10.0  # how often new/changed checkpoint files are uploaded
     sandbox: str = "auto"  # auto | namespace (bind /opt/ml; root on Linux) | plain (SAGEMAKER_BASE_DIR)
+    # The unprivileged uid the user command runs as when the agent is root (None: the agent picks one).
+    # One per host, so "every process of this uid" is exactly this host's user processes.
+    run_as_uid: int | None = None
 
     def write(self, jobdir: Path) -> None:
-        path = jobdir / "jobspec.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, path)
+        # It carries the job's (temporary) credentials: owner-only, like every file of the platform's home.
+        write_private(jobdir / "jobspec.json", json.dumps(asdict(self), indent=1))
 
     @classmethod
     def read(cls, jobdir: Path) -> JobSpec:
@@ -90,10 +102,7 @@ class JobResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def write(self, jobdir: Path) -> None:
-        path = jobdir / "result.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
-        os.replace(tmp, path)
+        write_private(jobdir / "result.json", json.dumps(asdict(self)))
 
     @classmethod
     def read(cls, jobdir: Path) -> JobResult | None:

@@ -75,11 +75,45 @@ def rewrite_opt_ml(value: str, ml_root: Path) -> str:
     return _OPT_ML_RE.sub(str(ml_root), value)
 
 
+# ----------------------------------------------------------------------------------------- job user
+
+# User code runs as a uid of its own when the agent is root: from a range no distribution hands out
+# (system and login users sit far below; container runtimes' subordinate ranges start at 100000 and span
+# 65536 per user) and with no /etc/passwd entry, so no file on the host belongs to it.
+JOB_UID_MIN = 0x3000_0000
+JOB_UID_MAX = 0x6FFF_FFFF
+# All job users share one group: the group of the jobs' shared requirements-venv cache (never gid 0).
+JOB_GID = JOB_UID_MIN - 1
+
+
+def pick_job_uid() -> int:
+    """A fresh uid for one host of one job (random: two live jobs share one with odds ~1e-9)."""
+    import secrets
+
+    return JOB_UID_MIN + secrets.randbelow(JOB_UID_MAX - JOB_UID_MIN)
+
+
 # ----------------------------------------------------------------------------------------- environment
 
 
+# The platform's own client configuration (``opensage env`` exports it into the shell that may have started
+# ``opensage up``): it names the platform's key pair and files in the private home. A job gets its own
+# temporary credentials and endpoints instead (and, run as another user, could not read those files anyway:
+# a profile it cannot load makes boto3 fail).
+PLATFORM_CLIENT_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                       "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+                       "SAGEMAKER_USER_CONFIG_OVERRIDE")
+
+
+def inherited_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The platform's environment minus its settings (OPENSAGE_*) and its client credentials/profile."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if not k.startswith("OPENSAGE_") and k not in PLATFORM_CLIENT_ENV}
+
+
 def object_store_env(spec: JobSpec) -> dict[str, str]:
-    """What user code needs to reach our object store with boto3 / the SDK."""
+    """What user code needs to reach our object store with boto3 / the SDK: endpoint, region and the job's
+    own (temporary) credentials."""
     store = spec.object_store
     env = {"AWS_DEFAULT_REGION": store.region, "AWS_REGION": store.region}
     url = store.endpoint_url or ""
@@ -90,11 +124,13 @@ def object_store_env(spec: JobSpec) -> dict[str, str]:
         env["AWS_ACCESS_KEY_ID"] = store.access_key
     if store.secret_key:
         env["AWS_SECRET_ACCESS_KEY"] = store.secret_key
+    if store.session_token:
+        env["AWS_SESSION_TOKEN"] = store.session_token
     return env
 
 
 def build_env(spec: JobSpec, base_dir: str, namespace: bool, ml_root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSAGE_")}
+    env = inherited_env()
     env.update(object_store_env(spec))
     if spec.kind == "training":
         env["TRAINING_JOB_NAME"] = spec.job_name

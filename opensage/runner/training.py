@@ -14,10 +14,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from opensage.credentials import CredentialAuthority
 from opensage.executors.base import Executor
 from opensage.runner.agentjobs import SHUTDOWN_REASON, AgentJobReconciler
 from opensage.runner.jobspec import ChannelSpec, JobResult, JobSpec, ObjectStoreSpec
 from opensage.runner.logtail import MetricMatcher, parse_log_line, read_events, read_new_lines
+from opensage.runner.sandbox import pick_job_uid
 from opensage.services.base import Deps
 from opensage.services.training import KIND, close_transition, resolve_image
 from opensage.states import transition
@@ -36,8 +38,9 @@ def host_name(index: int) -> str:
 class TrainingReconciler(AgentJobReconciler):
     KIND = KIND
 
-    def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec) -> None:
-        super().__init__(deps, executor, store_spec, "training-reconciler")
+    def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec,
+                 credentials: CredentialAuthority | None = None) -> None:
+        super().__init__(deps, executor, store_spec, "training-reconciler", credentials)
 
     def _stopped_before_start(self, job: Resource) -> None:
         self._finish(job, "Stopped", "Stopped", "Training job stopped before it started.", None)
@@ -97,10 +100,11 @@ class TrainingReconciler(AgentJobReconciler):
         now = self.d.clock.time()
         epoch = int(now)
         jobdirs, handles = [], []
+        store = self._job_store_spec(job)
         for i in range(count):
             jobdir = root / host_name(i)
             self._write_configs(jobdir / "ml", req, i, count)
-            spec = self._jobspec(job, resolved, i, count, output_prefix)
+            spec = self._jobspec(job, resolved, i, count, output_prefix, store)
             spec.write(jobdir)
             jobdirs.append(str(jobdir))
         for d in jobdirs:
@@ -118,7 +122,8 @@ class TrainingReconciler(AgentJobReconciler):
         self.d.resources.save(job, now)
         log.info("training job %s: launched %d host(s) (%s)", job.name, count, resolved.kind)
 
-    def _jobspec(self, job: Resource, resolved: Any, index: int, count: int, output_prefix: str) -> JobSpec:
+    def _jobspec(self, job: Resource, resolved: Any, index: int, count: int, output_prefix: str,
+                 store: ObjectStoreSpec) -> JobSpec:
         req = job.request
         mode = (req.get("AlgorithmSpecification") or {}).get("TrainingInputMode") or "File"
         channels = []
@@ -137,13 +142,14 @@ class TrainingReconciler(AgentJobReconciler):
         return JobSpec(
             job_name=job.name, job_arn=job.arn, kind="training", command=list(resolved.command),
             environment=self._environment(job, resolved, index, count), channels=channels,
-            object_store=self.store_spec,
+            object_store=store,
             model_s3_uri=f"{output_prefix}/model.tar.gz" if main else None,
             output_s3_uri=f"{output_prefix}/output.tar.gz" if main else None,
             checkpoint_s3_uri=ckpt.get("S3Uri"),
             checkpoint_local_path=ckpt.get("LocalPath") or "/opt/ml/checkpoints",
             max_runtime_seconds=(req.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds"),
-            stop_grace_seconds=self.d.settings.stop_grace_seconds, host_index=index, host_count=count)
+            stop_grace_seconds=self.d.settings.stop_grace_seconds, host_index=index, host_count=count,
+            run_as_uid=pick_job_uid())
 
     def _environment(self, job: Resource, resolved: Any, index: int, count: int) -> dict[str, str]:
         s = self.d.settings
@@ -151,6 +157,8 @@ class TrainingReconciler(AgentJobReconciler):
             "TRAINING_JOB_NAME": job.name,
             "TRAINING_JOB_ARN": job.arn,
             "OPENSAGE_VENV_CACHE": str(s.venv_cache),
+            # Every AWS service the job's code calls is this platform (S3: AWS_ENDPOINT_URL_S3), never AWS.
+            "AWS_ENDPOINT_URL": s.endpoint_url,
             "AWS_ENDPOINT_URL_SAGEMAKER": s.endpoint_url,
             "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": s.endpoint_url,
             "AWS_ENDPOINT_URL_STS": s.endpoint_url,

@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from opensage.credentials import CredentialAuthority
 from opensage.executors.base import Executor
 from opensage.runner.agentjobs import SHUTDOWN_REASON, AgentJobReconciler
 from opensage.runner.jobspec import JobResult, JobSpec, ObjectStoreSpec
 from opensage.runner.logtail import parse_log_line, read_new_lines
+from opensage.runner.sandbox import pick_job_uid
 from opensage.runner.transform_worker import DATA_LOG, SERVER_FILE, SERVER_LOG, TRANSFORM_FILE
 from opensage.services.base import Deps
 from opensage.services.transform import KIND, resolve_model
@@ -38,8 +40,9 @@ class TransformReconciler(AgentJobReconciler):
     GONE_REASON = ("InternalServerError: a transform worker ended without reporting a result (it was killed, "
                    "or the host restarted while it ran). Start the job again.")
 
-    def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec) -> None:
-        super().__init__(deps, executor, store_spec, "transform-reconciler")
+    def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec,
+                 credentials: CredentialAuthority | None = None) -> None:
+        super().__init__(deps, executor, store_spec, "transform-reconciler", credentials)
 
     def _stopped_before_start(self, job: Resource) -> None:
         self._finish(job, "Stopped", None)
@@ -102,7 +105,8 @@ class TransformReconciler(AgentJobReconciler):
             shutil.rmtree(root)
         now = self.d.clock.time()
         epoch = int(now)
-        env = self._environment(job)
+        store = self._job_store_spec(job)
+        env = self._environment(job, store)
         jobdirs, instances = [], []
         for i in range(count):
             instance = "i-" + hashlib.sha1(f"{job.arn}/{i}/{time.time_ns()}".encode()).hexdigest()[:17]
@@ -112,8 +116,8 @@ class TransformReconciler(AgentJobReconciler):
                 "request": req, "model": model.request, "models_root": str(self.d.settings.home / "models"),
                 "plans_root": str(self.d.settings.home / "plans"), "instance": instance}))
             JobSpec(job_name=job.name, job_arn=job.arn, kind="transform", command=[], environment=env,
-                    channels=[], object_store=self.store_spec, host_index=i, host_count=count,
-                    stop_grace_seconds=self.d.settings.stop_grace_seconds).write(jobdir)
+                    channels=[], object_store=store, host_index=i, host_count=count,
+                    stop_grace_seconds=self.d.settings.stop_grace_seconds, run_as_uid=pick_job_uid()).write(jobdir)
             jobdirs.append(str(jobdir))
             instances.append(instance)
         handles = [self.executor.submit(Path(d)) for d in jobdirs]
@@ -128,7 +132,7 @@ class TransformReconciler(AgentJobReconciler):
         log.info("transform job %s: launched %d instance(s) (%s)", job.name, count,
                  " -> ".join(r.kind for r in resolved))
 
-    def _environment(self, job: Resource) -> dict[str, str]:
+    def _environment(self, job: Resource, store: ObjectStoreSpec) -> dict[str, str]:
         """The model server's environment: the job's Environment, SAGEMAKER_BATCH and the batch parameters
         the user set (§7), and how to reach this platform's object store. The containers' own Environment
         comes from the worker's plan (serving/plan.py): under the job's for one container; over it for each
@@ -145,12 +149,13 @@ class TransformReconciler(AgentJobReconciler):
                 else "MULTI_RECORD"
         if req.get("MaxConcurrentTransforms"):
             env["SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"] = str(req["MaxConcurrentTransforms"])
-        url = self.store_spec.endpoint_url or ""
+        env["AWS_ENDPOINT_URL"] = s.endpoint_url  # any AWS call of the model's code stays on this platform
+        url = store.endpoint_url or ""
         if url.startswith(("http://", "https://")):
             env.update({"AWS_ENDPOINT_URL_S3": url, "S3_ENDPOINT_URL": url})
-        if self.store_spec.access_key:
-            env.update({"AWS_ACCESS_KEY_ID": self.store_spec.access_key,
-                        "AWS_SECRET_ACCESS_KEY": self.store_spec.secret_key or "", "AWS_DEFAULT_REGION": s.region})
+        if store.access_key:  # the job's temporary credentials, never the platform's key pair
+            env.update({"AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key or "",
+                        "AWS_SESSION_TOKEN": store.session_token or "", "AWS_DEFAULT_REGION": s.region})
         return env
 
     # -- logs ----------------------------------------------------------------------------------------

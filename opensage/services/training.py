@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from opensage.errors import ResourceInUse, ResourceNotFound, ValidationException
@@ -24,6 +25,25 @@ def resolve_image(params: dict[str, Any]):
             algo.get("ContainerEntrypoint"), algo.get("ContainerArguments"))
     except ValueError as e:
         raise ValidationException(str(e)) from None
+
+
+CONTAINER_ROOT = "/opt/ml"
+
+
+def check_container_path(value: str, field_path: str) -> str:
+    """A path inside the job's container tree (``/opt/ml/...``), normalized; else ValidationException.
+
+    In SageMaker such a path is inside the container; here the container is a directory of the host, and the
+    agent (root in a plain install) writes into and uploads from it, so nothing outside /opt/ml is taken.
+    """
+    normalized = posixpath.normpath(value) if value else value
+    if not value or not value.startswith("/") or ".." in value.split("/") or not (
+            normalized == CONTAINER_ROOT or normalized.startswith(CONTAINER_ROOT + "/")):
+        raise ValidationException(
+            f"1 validation error detected: Value '{value}' at '{field_path}' failed to satisfy constraint: "
+            f"Member must be an absolute path under {CONTAINER_ROOT} (the job's container directory), "
+            f"e.g. {CONTAINER_ROOT}/checkpoints")
+    return normalized
 
 
 class TrainingService:
@@ -54,6 +74,11 @@ class TrainingService:
         seen: set[str] = set()
         for i, ch in enumerate(params.get("InputDataConfig") or [], start=1):
             name = ch["ChannelName"]
+            if name in (".", ".."):  # the pattern allows dots; these would name input/data or its parent
+                raise ValidationException(
+                    f"1 validation error detected: Value '{name}' at 'inputDataConfig.{i}.member.channelName' "
+                    "failed to satisfy constraint: Member must not be '.' or '..' (a channel is a directory "
+                    "under /opt/ml/input/data)")
             if name in seen:
                 raise ValidationException(f"Channel names must be unique; '{name}' appears more than once.")
             seen.add(name)
@@ -65,6 +90,8 @@ class TrainingService:
         ckpt = params.get("CheckpointConfig")
         if ckpt:
             check_s3_uri(ckpt["S3Uri"], "checkpointConfig.s3Uri")
+            if ckpt.get("LocalPath") is not None:
+                check_container_path(ckpt["LocalPath"], "checkpointConfig.localPath")
         resolve_image(params)
 
     # -- operations --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from opensage.credentials import CredentialAuthority, resource_owner
 from opensage.runner.jobspec import ObjectStoreSpec
 from opensage.runner.logtail import read_new_lines
 from opensage.runner.loop import ReconcileLoop
@@ -33,11 +34,13 @@ LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 
 
 class DeploymentReconciler(ReconcileLoop):
-    def __init__(self, deps: Deps, replicas: ReplicaManager, router: Router, store_spec: ObjectStoreSpec) -> None:
+    def __init__(self, deps: Deps, replicas: ReplicaManager, router: Router, store_spec: ObjectStoreSpec,
+                 credentials: CredentialAuthority | None = None) -> None:
         self.d = deps
         self.replicas = replicas
         self.router = router
-        self.store_spec = store_spec
+        self.store_spec = store_spec  # the control plane's own (staging); replicas get temporary credentials
+        self.credentials = credentials
         self._init_loop("deployment-reconciler", deps.settings.reconcile_interval, 1.0)
         self._known: set[str] = set()
         self._old_routes: dict[str, tuple[EndpointRoute | None, list[dict], float]] = {}
@@ -421,19 +424,29 @@ class DeploymentReconciler(ReconcileLoop):
         # More throughput comes from more instances; a user's own setting wins.
         env.setdefault("OMP_NUM_THREADS", "1")
         env["OPENSAGE_VENV_CACHE"] = str(s.venv_cache)
+        env["AWS_ENDPOINT_URL"] = s.endpoint_url  # any AWS call of the model's code stays on this platform
         url = self.store_spec.endpoint_url or ""
         if url.startswith(("http://", "https://")):
             env.update({"AWS_ENDPOINT_URL_S3": url, "S3_ENDPOINT_URL": url})
-        if self.store_spec.access_key:
-            env.update({"AWS_ACCESS_KEY_ID": self.store_spec.access_key,
-                        "AWS_SECRET_ACCESS_KEY": self.store_spec.secret_key or "",
-                        "AWS_DEFAULT_REGION": s.region})
+        env.update(self._replica_credentials(endpoint))
+        env.setdefault("AWS_DEFAULT_REGION", s.region)
         seed = f"{endpoint}/{variant['name']}/{index}/{time.time()}".encode()
         instance = "i-" + hashlib.sha1(seed).hexdigest()[:17]
         log_path = s.home / "endpoints" / endpoint / variant["name"] / f"{instance}.log"
         replica = self.replicas.start(Path(variant["model_dir"]), variant["kind"], env, log_path)
         return {**replica.to_state(), "ready": False, "instance": instance, "started": time.time(),
                 "offset": 0}
+
+    def _replica_credentials(self, endpoint: str) -> dict[str, str]:
+        """The endpoint's temporary credentials (valid while the endpoint exists; a deleted and recreated
+        endpoint of the same name gets new ones), for the user's inference code, multi-model loads and
+        SAGEMAKER_SUBMIT_DIRECTORY fetches. Never the platform's key pair."""
+        if self.credentials is None:
+            return {}
+        ep = self.d.resources.get(KIND, endpoint)
+        if ep is None:
+            return {}
+        return self.credentials.issue(resource_owner(KIND, endpoint, ep.creation_time)).env()
 
     def _check_ready(self, fleet: dict[str, Any]) -> str | None:
         """Mark replicas that answer /ping; a reason if one died or missed the startup deadline."""

@@ -120,17 +120,24 @@ def resolve_code_dir(model_dir: Path, submit_directory: str | None) -> Path | No
     repacked models; mapped onto ``model_dir``). Without it, ``<model_dir>/code`` if present.
     """
     if submit_directory:
-        uri = submit_directory.removeprefix("file://")
-        if uri.startswith("/opt/ml/model"):
-            return model_dir / uri.removeprefix("/opt/ml/model").lstrip("/")
-        local = Path(uri)
-        if local.is_dir():
-            return local
         from opensage.frameworks.training import ClientError, fetch_source
 
+        uri = submit_directory.removeprefix("file://")
+        if uri == "/opt/ml/model" or uri.startswith("/opt/ml/model/"):
+            uri = str(model_dir / uri.removeprefix("/opt/ml/model").lstrip("/"))
+        if not uri.startswith("s3://"):
+            # A local path is a path in the container: only the model's own directory is the container
+            # here. Elsewhere on the host it would be read by the model server (root in a plain install).
+            real, root = os.path.realpath(uri), os.path.realpath(model_dir)
+            if real != root and not real.startswith(root.rstrip("/") + "/"):
+                raise ModelLoadError(
+                    f"SAGEMAKER_SUBMIT_DIRECTORY '{submit_directory}' is a local path outside /opt/ml/model: "
+                    "give the s3:// URI of a sourcedir.tar.gz or a path under /opt/ml/model.")
+            if Path(real).is_dir():
+                return Path(real)
         target = Path(tempfile.mkdtemp(prefix="opensage-inference-code-"))
         try:
-            fetch_source(uri, target)
+            fetch_source(uri, target, root=Path(model_dir))
         except ClientError as exc:
             raise ModelLoadError(f"SAGEMAKER_SUBMIT_DIRECTORY: {exc}") from exc
         return target

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from opensage.runner.sandbox import inherited_env
+
 SERVER_MODULE = "opensage.serving.model_server"
 STOP_GRACE_SECONDS = 30.0  # SageMaker: SIGTERM, then SIGKILL 30 s later
 STARTUP_TIMEOUT_SECONDS = 600.0  # SAGEMAKER_STARTUP_TIMEOUT's default: /ping must pass within this
@@ -91,7 +93,9 @@ class ReplicaManager:
         self._reap()
         port = free_port()
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSAGE_")}
+        # Not the platform's settings nor its client profile / key pair: the caller passes the replica's
+        # own temporary credentials in ``environment``.
+        env = inherited_env()
         env.update(environment)
         env["PYTHONUNBUFFERED"] = "1"
         pkg_root = str(Path(__file__).resolve().parents[2])

@@ -29,7 +29,9 @@ TRAIN_PY = textwrap.dedent("""
 
 
 def _job(tmp_path: Path, program: str, files: dict[str, str], extra_hps: dict[str, str] | None = None) -> Path:
-    tar = make_sourcedir_tar(tmp_path / "sourcedir.tar.gz", files)
+    # A local submit directory must be inside the job's /opt/ml (here: its ml root).
+    (tmp_path / "ml" / "input" / "data" / "code").mkdir(parents=True, exist_ok=True)
+    tar = make_sourcedir_tar(tmp_path / "ml" / "input" / "data" / "code" / "sourcedir.tar.gz", files)
     hps = {"epochs": "3", "opt": '"adam"', "flag": "true", "k": '"v"',
            "sagemaker_program": json.dumps(program), "sagemaker_submit_directory": json.dumps(str(tar)),
            "sagemaker_job_name": '"job-1"', "sagemaker_container_log_level": "20", **(extra_hps or {})}
@@ -89,11 +91,11 @@ def test_training_package_with_setup_py_runs_as_module(tmp_path: Path) -> None:
 
 
 def test_training_local_submit_directory_is_copied(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
+    src = tmp_path / "ml" / "input" / "data" / "src"
+    src.mkdir(parents=True)
     (src / "train.py").write_text(TRAIN_PY)
     root = _job(tmp_path, "train.py", {"unused.py": ""},
-                {"sagemaker_submit_directory": json.dumps(f"file://{src}")})
+                {"sagemaker_submit_directory": json.dumps("file:///opt/ml/input/data/src")})
     result = run_toolkit(root, tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     assert (root / "model" / "model.txt").exists()

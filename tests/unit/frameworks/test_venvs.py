@@ -119,10 +119,11 @@ def test_training_with_requirements_second_job_reuses_venv(tmp_path: Path) -> No
                          ".write(str(localpkg.VALUE))\n",
              "requirements.txt": "./localpkg\n"}
     files.update({f"localpkg/{p.name}": p.read_text() for p in package.iterdir() if p.is_file()})
-    tar = make_sourcedir_tar(tmp_path / "sourcedir.tar.gz", files)
-    hps = {"sagemaker_program": '"train.py"', "sagemaker_submit_directory": json.dumps(str(tar))}
     outputs = []
     for job in ("job-a", "job-b"):
+        (tmp_path / job).mkdir()
+        make_sourcedir_tar(tmp_path / job / "sourcedir.tar.gz", files)
+        hps = {"sagemaker_program": '"train.py"', "sagemaker_submit_directory": '"/opt/ml/sourcedir.tar.gz"'}
         root = make_ml_root(tmp_path / job, hps)
         result = run_toolkit(root, tmp_path / "cache")
         assert result.returncode == 0, result.stderr + result.stdout
