@@ -8,13 +8,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore import xform_name
 
 from opensage.api.parser import ParsedRequest
 from opensage.api.validate import validate
 from opensage.errors import InternalFailure, ServiceError, UnknownOperation, ValidationError
+
+if TYPE_CHECKING:
+    from opensage.credentials import Principal
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,19 @@ class RequestContext:
     request_id: str = field(default_factory=new_request_id)
     access_key: str | None = None
     region: str = "us-east-1"
+    # Who signed the request (set by the routes once the signature checks out): the platform's key pair,
+    # or a job's / endpoint's temporary credentials. None for calls made inside the platform.
+    principal: Principal | None = None
+
+    @property
+    def owner(self) -> str | None:
+        """The resource behind temporary credentials ("training-job/<name>/<generation>"), else None."""
+        return self.principal.owner if self.principal is not None else None
+
+    @property
+    def caller(self) -> str:
+        """How logs name whoever made the request."""
+        return self.principal.name if self.principal is not None else "platform"
 
 
 Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any] | None]
