@@ -89,7 +89,7 @@ def make_tar_gz(src_dir: Path, dest_file: Path) -> int:
     return count
 
 
-def _member_parts(member: tarfile.TarInfo, archive: Path) -> tuple[str, ...]:
+def _member_parts(member: tarfile.TarInfo, archive: str) -> tuple[str, ...]:
     """The member's path components below the destination (``()`` for the archive root ``./``)."""
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts:
@@ -102,8 +102,11 @@ def _member_parts(member: tarfile.TarInfo, archive: Path) -> tuple[str, ...]:
             f"archive {archive} has an unsafe member {member.name!r}: it is a {kind} (to {member.linkname!r}); "
             f"links are refused in archives - store the file itself")
     if not (member.isreg() or member.isdir()):
+        kind = {tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
+                tarfile.FIFOTYPE: "a FIFO"}.get(member.type, f"of tar type {member.type!r}")
         raise UnsafeArchiveError(
-            f"archive {archive} has an unsafe member {member.name!r}: device files and FIFOs are refused")
+            f"archive {archive} has an unsafe member {member.name!r}: it is {kind}; only regular files and "
+            f"directories are extracted")
     parts = name.parts
     if not parts and not member.isdir():
         raise UnsafeArchiveError(f"archive {archive} has a member with an empty name that is not a directory")
@@ -118,7 +121,7 @@ def _file_mode(member: tarfile.TarInfo) -> int:
 class _Writer:
     """Creates directories and files below one directory descriptor, never following a symlink."""
 
-    def __init__(self, dest_dir: Path, archive: Path) -> None:
+    def __init__(self, dest_dir: Path, archive: str) -> None:
         self.archive = archive
         self.root = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.dirs: OrderedDict[tuple[str, ...], int] = OrderedDict()
@@ -194,28 +197,30 @@ class _Writer:
                 pass  # a nonsense mtime is not worth failing a model for
 
 
-def extract_tar_gz(src_file: Path, dest_dir: Path) -> list[str]:
+def extract_tar_gz(src_file: Path, dest_dir: Path, label: str | None = None) -> list[str]:
     """Extract a (gzip, bzip2, xz or plain) tar into ``dest_dir``; returns the member names in order.
 
     Refuses with UnsafeArchiveError (a ValueError naming the archive and the member) absolute names,
     ``..``, symbolic and hard links, devices and FIFOs, and any write that would go through a symlink
     already in ``dest_dir``; an unreadable archive raises ArchiveError (also a ValueError). Members are
     streamed to disk one by one; on an error, what was written so far stays in ``dest_dir`` (callers
-    extract into a fresh directory and discard it).
+    extract into a fresh directory and discard it). ``label`` names the archive in messages instead of
+    the local file (e.g. the ``s3://`` URL the user gave, rather than a temporary path on the host).
     """
     src_file = Path(src_file)
     dest_dir = Path(dest_dir)
+    archive = label or str(src_file)
     dest_dir.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
     try:
         tar = tarfile.open(src_file, "r:*")
     except _DAMAGED as exc:
-        raise ArchiveError(f"archive {src_file} is not a readable tar archive: {exc}") from exc
-    writer = _Writer(dest_dir, src_file)
+        raise ArchiveError(f"archive {archive} is not a readable tar archive: {exc}") from exc
+    writer = _Writer(dest_dir, archive)
     try:
         with tar:
             for member in tar:  # header by header: the archive is never read whole
-                parts = _member_parts(member, src_file)
+                parts = _member_parts(member, archive)
                 names.append(member.name)
                 if member.isdir():
                     writer.directory(parts, member)
@@ -225,7 +230,7 @@ def extract_tar_gz(src_file: Path, dest_dir: Path) -> list[str]:
                 with data:
                     writer.file(parts, member, data)
     except _DAMAGED as exc:
-        raise ArchiveError(f"archive {src_file} is damaged (after {len(names)} member(s)): {exc}") from exc
+        raise ArchiveError(f"archive {archive} is damaged (after {len(names)} member(s)): {exc}") from exc
     finally:
         writer.close()
     return names

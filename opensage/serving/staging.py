@@ -118,7 +118,7 @@ def stage_model(store: ObjectStore, models_root: Path, model_data_url: str | Non
         if target.exists():
             return target
         if key.endswith((".tar.gz", ".tgz")):
-            extract_tar_gz(archive, tmp / "model")
+            extract_tar_gz(archive, tmp / "model", label=model_data_url)
             archive.unlink()
         else:
             (tmp / "model").mkdir()

@@ -23,8 +23,10 @@ def test_stage_model_cve_2025_4517_archive_refused_nothing_outside(tmp_path: Pat
     # Long names are sized for a destination at models/.tmp-<pid>-<ns>/model, as stage_model uses.
     archive = _cve_2025_4517_archive(tmp_path / "evil.tar.gz", models / ".tmp-1234567-1764150000000000000" / "model")
     store.put_file("bucket1", "job/model.tar.gz", archive)
-    with pytest.raises(UnsafeArchiveError, match="link"):
+    with pytest.raises(UnsafeArchiveError, match="link") as raised:
         stage_model(store, models, "s3://bucket1/job/model.tar.gz")
+    # The user's URL is named, not a temporary path on the host.
+    assert str(raised.value).startswith("archive s3://bucket1/job/model.tar.gz ")
     assert sorted(p.name for p in outer.iterdir()) == ["flag", "models"]
     assert (outer / "flag").read_text() == "original"
     assert list(models.iterdir()) == []  # no staged directory, no temporary directory left
