@@ -160,12 +160,17 @@ def s3_download(uri: str, dest: Path) -> None:
     endpoint = os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or None
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get(
         "SAGEMAKER_REGION") or None
+    from opensage.runner.transfers import describe_s3_error, retry_transient
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=region)
     try:
-        boto3.client("s3", endpoint_url=endpoint, region_name=region).download_file(bucket, key, str(dest))
+        # Waits out a restart of the platform (connection refused / 503), as every transfer of a job does.
+        retry_transient(lambda: client.download_file(bucket, key, str(dest)), f"download of {uri}")
     except (BotoClientError, BotoCoreError) as exc:
         raise ClientError(
             f"Could not download sagemaker_submit_directory '{uri}' (S3 endpoint {endpoint or 'default'}): "
-            f"{exc}. Check that the object exists (the SDK uploads <bucket>/<job>/source/sourcedir.tar.gz).") from exc
+            f"{describe_s3_error(exc, uri)}. Check that the object exists (the SDK uploads "
+            f"<bucket>/<job>/source/sourcedir.tar.gz).") from exc
 
 
 def extract_tar(archive: Path, dest: Path, uri: str) -> None:

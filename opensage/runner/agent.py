@@ -21,6 +21,7 @@ from opensage.objects.base import ObjectNotFound, ObjectStore, split_s3_uri
 from opensage.runner import channels, sandbox
 from opensage.runner.archive import make_tar_gz
 from opensage.runner.jobspec import JobResult, JobSpec
+from opensage.runner.transfers import RetryingStore, describe_s3_error
 
 ML_DIRS = (
     "input/config",
@@ -90,43 +91,17 @@ def artifact_uri(uri: str, filename: str) -> tuple[str, str]:
     return bucket, key
 
 
-UNREACHABLE_RETRY_SECONDS = 120.0
-
-
-def _put_while_unreachable(store: ObjectStore, bucket: str, key: str, path: Path) -> None:
-    """Upload, waiting out an object store that cannot be reached at all.
-
-    The embedded S3 store restarts with the control plane; an adopted job that finishes meanwhile must not
-    lose its artifacts to a connection refused. Other errors (missing bucket, denied) fail at once.
-    """
-    deadline = time.monotonic() + UNREACHABLE_RETRY_SECONDS
-    delay = 1.0
-    while True:
-        try:
-            store.put_file(bucket, key, path)
-            return
-        except Exception as exc:
-            unreachable = type(exc).__name__ in ("EndpointConnectionError", "ConnectionClosedError",
-                                                 "ConnectTimeoutError")
-            if not unreachable or time.monotonic() + delay > deadline:
-                raise
-            print(f"object store unreachable ({exc}); retrying the upload in {delay:.0f} s", file=sys.stderr,
-                  flush=True)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-
 def upload_dir_as_tar(store: ObjectStore, src: Path, uri: str, filename: str) -> str:
     bucket, key = artifact_uri(uri, filename)
     with tempfile.TemporaryDirectory(prefix="opensage-tar-") as tmp:
         tar_path = Path(tmp) / filename
         make_tar_gz(src, tar_path)
         try:
-            _put_while_unreachable(store, bucket, key, tar_path)
-        except (ObjectNotFound, ValueError, OSError) as exc:
+            store.put_file(bucket, key, tar_path)  # a RetryingStore waits out a restarting object store
+        except Exception as exc:  # noqa: BLE001 - any store error is the job's FailureReason
             raise AgentError(
-                f"ClientError: could not upload {filename} to s3://{bucket}/{key}: {exc}. "
-                "Check that the bucket of S3OutputPath exists."
+                f"ClientError: could not upload {filename} to s3://{bucket}/{key}: "
+                f"{describe_s3_error(exc, f's3://{bucket}/{key}')}. Check that the bucket of S3OutputPath exists."
             ) from exc
     return f"s3://{bucket}/{key}"
 
@@ -156,19 +131,26 @@ class CheckpointSync:
         self.local_dir.mkdir(parents=True, exist_ok=True)
         list_prefix = self.prefix.rstrip("/") + "/" if self.prefix else ""
         count = 0
+        uri = f"s3://{self.bucket}/{self.prefix}"
         try:
             infos = list(self.store.list(self.bucket, list_prefix))
         except ObjectNotFound as exc:
             raise AgentError(
-                f"ClientError: the bucket of CheckpointConfig.S3Uri s3://{self.bucket}/{self.prefix} "
-                "does not exist."
+                f"ClientError: the bucket of CheckpointConfig.S3Uri {uri} does not exist."
             ) from exc
+        except Exception as exc:  # noqa: BLE001 - worded for the user
+            raise AgentError(f"ClientError: could not list the checkpoints at CheckpointConfig.S3Uri: "
+                             f"{describe_s3_error(exc, uri)}.") from exc
         for info in infos:
             rel = info.key[len(list_prefix):]
             if not rel or rel.endswith("/") or ".." in rel.split("/"):
                 continue
             dest = self.local_dir.joinpath(*rel.split("/"))
-            self.store.get_to_file(self.bucket, info.key, dest)
+            try:
+                self.store.get_to_file(self.bucket, info.key, dest)
+            except Exception as exc:  # noqa: BLE001 - worded for the user
+                raise AgentError(f"ClientError: could not download checkpoint "
+                                 f"{describe_s3_error(exc, f's3://{self.bucket}/{info.key}')}.") from exc
             self._seen[rel] = self._signature(dest)
             count += 1
         return count
@@ -215,10 +197,9 @@ class CheckpointSync:
             self._thread.join(timeout=60)
         try:
             self.upload_changes()
-        except (ObjectNotFound, ValueError, OSError) as exc:
-            raise AgentError(
-                f"ClientError: could not upload checkpoints to s3://{self.bucket}/{self.prefix}: {exc}"
-            ) from exc
+        except Exception as exc:  # noqa: BLE001 - worded for the user
+            uri = f"s3://{self.bucket}/{self.prefix}"
+            raise AgentError(f"ClientError: could not upload checkpoints: {describe_s3_error(exc, uri)}") from exc
 
 
 # ----------------------------------------------------------------------------------------- failure text
@@ -277,7 +258,8 @@ class Agent:
         make_layout(self.ml_root)
         from opensage.objects import open_store
 
-        self.store = store = open_store(spec.object_store)
+        # Every transfer of the job waits out a restart of the platform's object store.
+        self.store = store = RetryingStore(open_store(spec.object_store))
         self.events.append("Downloading", "Downloading input data")
         feeders = channels.prepare_channels(
             store, spec.channels, self.ml_root / "input" / "data", spec.host_index, spec.host_count,

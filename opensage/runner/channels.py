@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from opensage.objects.base import ObjectNotFound, ObjectStore, split_s3_uri
 from opensage.runner.jobspec import ChannelSpec
+from opensage.runner.transfers import describe_s3_error
 
 DOWNLOAD_WORKERS = 8
 RECORDIO_MAGIC = 0xCED7230A
@@ -83,6 +84,9 @@ def _list_objects(store: ObjectStore, channel: str, uri: str) -> list[ObjectRef]
             f"ClientError: Data download failed: bucket '{bucket}' of S3 URL \"{uri}\" given in input data "
             f"source for channel '{channel}' does not exist. Create the bucket or fix the channel's S3Uri."
         ) from exc
+    except Exception as exc:  # noqa: BLE001 - botocore's text alone does not say what to fix
+        raise ChannelError(f"ClientError: Could not list S3 URL \"{uri}\" given in input data source for channel "
+                           f"'{channel}': {describe_s3_error(exc, uri)}.") from exc
     refs = [ObjectRef(bucket, i.key, _relative_name(prefix, i.key)) for i in infos if not i.key.endswith("/")]
     if not refs:
         raise ChannelError(
@@ -101,6 +105,9 @@ def _read_manifest_object(store: ObjectStore, channel: str, uri: str) -> bytes:
             f"ClientError: Data download failed: the manifest file \"{uri}\" of channel '{channel}' "
             f"does not exist (or its bucket does not). Fix the channel's S3Uri."
         ) from exc
+    except Exception as exc:  # noqa: BLE001 - worded for the user
+        raise ChannelError(f"ClientError: Could not download the manifest file \"{uri}\" of channel "
+                           f"'{channel}': {describe_s3_error(exc, uri)}.") from exc
 
 
 def _manifest_refs(store: ObjectStore, channel: str, uri: str) -> list[ObjectRef]:
@@ -231,6 +238,12 @@ def download_channel(
                 f"ClientError: Data download failed: object s3://{ref.bucket}/{ref.key} of channel "
                 f"'{channel}' does not exist."
             ) from exc
+        except ChannelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - worded for the user
+            uri = f"s3://{ref.bucket}/{ref.key}"
+            raise ChannelError(f"ClientError: Could not download {uri} for channel '{channel}': "
+                               f"{describe_s3_error(exc, uri)}.") from exc
 
     if not plan.objects:
         return 0

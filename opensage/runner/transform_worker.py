@@ -173,8 +173,11 @@ class ObjectTask:
         self.out.close()
         try:
             store.put_file(self.out_bucket, self.out_key, self.out_path)
-        except (ObjectNotFound, OSError, ValueError) as exc:
-            raise TransformFailed(f"ClientError: could not write s3://{self.out_bucket}/{self.out_key}: {exc}. "
+        except Exception as exc:  # noqa: BLE001 - worded for the user
+            from opensage.runner.transfers import describe_s3_error
+
+            uri = f"s3://{self.out_bucket}/{self.out_key}"
+            raise TransformFailed(f"ClientError: could not write {uri}: {describe_s3_error(exc, uri)}. "
                                   "Check that the bucket of TransformOutput.S3OutputPath exists.") from exc
         finally:
             self.out_path.unlink(missing_ok=True)
@@ -221,8 +224,10 @@ class Worker:
         self.config = json.loads((self.jobdir / TRANSFORM_FILE).read_text())
         self.request = self.config["request"]
         from opensage.objects import open_store
+        from opensage.runner.transfers import RetryingStore
 
-        self.store = open_store(spec.object_store)
+        # Inputs and outputs wait out a restart of the platform's object store.
+        self.store = RetryingStore(open_store(spec.object_store))
         objects = self._plan()
         if not objects:
             self.log("No input objects for this instance (more instances than objects).")
