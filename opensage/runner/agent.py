@@ -175,7 +175,14 @@ class CheckpointSync:
                     continue
                 if self._seen.get(rel) == sig:
                     continue
-                self.store.put_file(self.bucket, _join_key(self.prefix, rel), path)
+                # The job writes here while we read: open it safely (no link, inside the dir), upload that.
+                fd = sandbox.open_job_file(path, self.local_dir)
+                if fd is None:
+                    continue
+                try:
+                    self.store.put_file(self.bucket, _join_key(self.prefix, rel), Path(f"/proc/self/fd/{fd}"))
+                finally:
+                    os.close(fd)
                 self._seen[rel] = sig
                 count += 1
             return count
@@ -214,11 +221,10 @@ def failure_reason(outcome: sandbox.Outcome, ml_root: Path) -> str | None:
         return None
     if outcome.max_runtime_exceeded:
         return None
-    failure_file = ml_root / "output" / "failure"
-    if failure_file.is_file():
-        text = failure_file.read_text(errors="replace").strip()
-        if text:
-            return _truncate(text)
+    # Written by the job's code: never followed through a link (it could point at the platform's secrets).
+    text = (sandbox.read_job_text(ml_root / "output" / "failure", ml_root) or "").strip()
+    if text:
+        return _truncate(text)
     head = f"AlgorithmError: the training command exited with exit code {outcome.exit_code}."
     if not outcome.tail:
         return _truncate(head + " It printed nothing.")

@@ -390,7 +390,9 @@ def _make_fifo(path: Path) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(path, 0o660)
+    os.mkfifo(path, 0o644)
+    # Readable by the job's own user (the agent, maybe root, writes it): its input/data is not shared.
+    os.chmod(path, 0o644)
 
 
 # ----------------------------------------------------------------------------------------- all channels

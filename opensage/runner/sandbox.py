@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,48 @@ def namespace_supported() -> bool:
             return done.returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+JOBEXEC = str(Path(__file__).with_name("jobexec.py"))
+
+
+def _jobexec_argv(env: dict[str, str], options: list[str], uid: int | None) -> list[str]:
+    """``python -I runner/jobexec.py <options> -- `` (then the command): see jobexec's docstring."""
+    argv = [sys.executable, "-I", JOBEXEC, *options]
+    if uid is not None:
+        argv += ["--uid", str(uid), "--gid", str(JOB_GID)]
+        for path in readable_roots(env):
+            argv += ["--expose", path]
+    return [*argv, "--"]
+
+
+def readable_roots(env: dict[str, str]) -> list[str]:
+    """Directories the job user must reach: the interpreter, the platform's venv and package, the jobs'
+    requirements-venv cache. jobexec uncovers them where an ancestor is closed (e.g. a 0700 /root)."""
+    import opensage
+
+    roots = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)),
+             str(Path(opensage.__file__).resolve().parents[1])]
+    if env.get("OPENSAGE_VENV_CACHE"):
+        roots.append(env["OPENSAGE_VENV_CACHE"])
+    return [os.path.realpath(r) for r in dict.fromkeys(roots)]
+
+
+def give_to_job(ml_root: Path, uid: int) -> None:
+    """The job user owns its /opt/ml tree (it writes model/, output/, checkpoints/, code/). Links are
+    changed themselves, never followed."""
+    os.lchown(ml_root, uid, JOB_GID)
+    for dirpath, dirnames, filenames in os.walk(ml_root):
+        for name in (*dirnames, *filenames):
+            os.lchown(os.path.join(dirpath, name), uid, JOB_GID)
+
+
+def prepare_job_venv_cache(path: Path) -> None:
+    """The jobs' requirements-venv cache: shared by every job user (group JOB_GID, setgid + sticky: each
+    job builds its venvs, none can delete another's), closed to other users of the host."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, 0, JOB_GID)
+    os.chmod(path, 0o3770)
 
 
 def _namespace_argv(ml_root: Path, argv: list[str]) -> list[str]:
@@ -229,6 +272,34 @@ class Control:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
 
+def open_job_file(path: Path, root: Path) -> int | None:
+    """Open a file the job's code may have written, for reading by the agent (perhaps root): not through a
+    link, a regular file, and really inside ``root`` (checked on the opened file, so a link swapped in
+    meanwhile changes nothing). None if it is not such a file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}") if Path("/proc/self/fd").is_dir() else os.path.realpath(path)
+        inside = real.startswith(os.path.realpath(root).rstrip("/") + "/")
+        if inside and stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def read_job_text(path: Path, root: Path, limit: int = 64 * 1024) -> str | None:
+    """The text of a file the job wrote (see ``open_job_file``), at most ``limit`` bytes."""
+    fd = open_job_file(path, root)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(limit).decode("utf-8", errors="replace")
+
+
 def _popen(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
@@ -257,22 +328,74 @@ def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
         proc.wait()
 
 
-def kill_group_leftovers() -> None:
-    """SIGKILL every other process of our process group (background children of the user command).
+def kill_group_leftovers(run_as_uid: int | None = None) -> None:
+    """SIGKILL every other process of our process group (background children of the user command), and
+    every process of the job's own user (those that left the group with setsid).
 
-    Only when the agent leads its own group (as the executor starts it), never a caller's group.
+    The group only when the agent leads its own group (as the executor starts it), never a caller's group.
     """
     me = os.getpid()
-    if os.getpgrp() != me:
-        return
+    kill_job_processes(me if os.getpgrp() == me else None, job_uid(run_as_uid), exclude=me)
+
+
+def job_uid(run_as_uid: int | None) -> int | None:
+    """The uid the job's processes run as, if they run as one of their own (the agent is root)."""
+    if run_as_uid is None or os.geteuid() != 0 or not JOB_UID_MIN <= run_as_uid <= JOB_UID_MAX:
+        return None
+    return run_as_uid
+
+
+def _proc_ids(pid: int) -> tuple[int, int] | None:
+    """(real uid, process group) of ``pid``, or None if it is gone / a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        stat_fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    if stat_fields[0] in ("Z", "X"):
+        return None
+    uid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")), -1)
+    return uid, int(stat_fields[2])
+
+
+def kill_job_processes(pgid: int | None, uid: int | None, exclude: int | None = None,
+                       marker: bytes | None = None) -> int:
+    """SIGKILL the processes of one job: those running as its own ``uid`` (no one else has it), and those
+    in process group ``pgid``, which when ``marker`` is given must also carry it in their environment
+    (the agent that led the group may be dead and its pid reused). Returns how many were signalled."""
+    if not Path("/proc").is_dir() or (pgid is None and uid is None):
+        return 0
+    killed = 0
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
+        if not entry.name.isdigit() or int(entry.name) == exclude:
             continue
-        try:
-            if os.getpgid(int(entry.name)) == me:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+        pid = int(entry.name)
+        ids = _proc_ids(pid)
+        if ids is None:
             continue
+        mine = uid is not None and ids[0] == uid
+        if not mine and pgid is not None and ids[1] == pgid:
+            mine = marker is None or _environ_has(pid, marker)
+        if mine:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                continue
+    return killed
+
+
+def _environ_has(pid: int, marker: bytes) -> bool:
+    try:
+        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def job_marker(ml_root: Path) -> bytes:
+    """An environment entry every user process of the job carries (``SAGEMAKER_BASE_DIR`` in plain mode is
+    the ml root; with a namespace it is /opt/ml for all jobs, so the job's jobspec uid is what counts)."""
+    return f"SAGEMAKER_BASE_DIR={ml_root}".encode()
 
 
 def run_command(
@@ -287,12 +410,19 @@ def run_command(
     if namespace is None:
         namespace = use_namespace(spec.sandbox)
     code_dir = ml_root / "code"
+    uid = job_uid(spec.run_as_uid) if namespace else None
     if namespace:
-        argv = _namespace_argv(ml_root, list(spec.command))
         env = build_env(spec, OPT_ML, True, ml_root)
+        if uid is not None:
+            give_to_job(ml_root, uid)
+            if env.get("OPENSAGE_VENV_CACHE"):
+                prepare_job_venv_cache(Path(env["OPENSAGE_VENV_CACHE"]))
+        argv = ["unshare", "--mount", "--propagation", "private", "--",
+                *_jobexec_argv(env, ["--ml-root", str(ml_root), "--cwd", f"{OPT_ML}/code"], uid),
+                *spec.command]
     else:
-        argv = [rewrite_opt_ml(a, ml_root) for a in spec.command]
         env = build_env(spec, str(ml_root), False, ml_root)
+        argv = [*_jobexec_argv(env, [], None), *[rewrite_opt_ml(a, ml_root) for a in spec.command]]
     try:
         proc = _popen(argv, env, code_dir)
     except OSError as exc:
@@ -304,7 +434,7 @@ def run_command(
         on_start()
     outcome = _supervise(proc, spec, control)
     if sys.platform.startswith("linux"):
-        kill_group_leftovers()
+        kill_group_leftovers(uid)
     pump.join(timeout=5)
     proc.stdout.close()
     outcome.tail = list(pump.tail)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from opensage.runner.logtail import MetricMatcher, parse_log_line, read_events, 
 from opensage.runner.sandbox import pick_job_uid
 from opensage.services.base import Deps
 from opensage.services.training import KIND, close_transition, resolve_image
+from opensage.settings import Settings
 from opensage.states import transition
 from opensage.store.resources import Resource
 
@@ -33,6 +35,13 @@ METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 
 def host_name(index: int) -> str:
     return f"algo-{index + 1}"
+
+
+def job_venv_cache(settings: Settings) -> Path:
+    """Where training jobs build their requirements venvs. With a root platform, jobs run as users of their
+    own: their cache is theirs (``job-venvs``), apart from the one model servers (root) run code from, so no
+    root process ever runs a venv a job's code wrote."""
+    return settings.home / "job-venvs" if os.geteuid() == 0 else settings.venv_cache
 
 
 class TrainingReconciler(AgentJobReconciler):
@@ -156,7 +165,7 @@ class TrainingReconciler(AgentJobReconciler):
         env = {
             "TRAINING_JOB_NAME": job.name,
             "TRAINING_JOB_ARN": job.arn,
-            "OPENSAGE_VENV_CACHE": str(s.venv_cache),
+            "OPENSAGE_VENV_CACHE": str(job_venv_cache(s)),
             # Every AWS service the job's code calls is this platform (S3: AWS_ENDPOINT_URL_S3), never AWS.
             "AWS_ENDPOINT_URL": s.endpoint_url,
             "AWS_ENDPOINT_URL_SAGEMAKER": s.endpoint_url,

@@ -1,0 +1,157 @@
+"""Starts a job's user command: ``python -I jobexec.py [options] -- argv...`` (standard library only).
+
+Run by the agent (``runner/sandbox.py``), in a private mount namespace when the agent is root
+(``unshare --mount``). As root it:
+
+1. bind-mounts the job's ml directory on ``/opt/ml`` (``--ml-root``);
+2. makes the directories the job must read (``--expose``: the interpreter, the platform's venv and package,
+   the jobs' requirements-venv cache) reachable when an ancestor is closed to other users (a 0700 ``/root``
+   holding pyenv, the 0700 platform home holding the cache): a tmpfs is mounted over that ancestor *in
+   this namespace only* and each exposed directory bound back at its path. The ancestor's other contents
+   (the platform's key pair, database, other jobs' files) are then not even visible;
+3. drops to ``--uid`` / ``--gid`` (no supplementary groups), with HOME / USER / LOGNAME set;
+
+then, as the job user, asks the kernel to SIGKILL it when the agent dies (PR_SET_PDEATHSIG) and execs the
+command. Without ``--uid`` (the agent is not root) only step 3's death signal and the exec happen.
+
+It is run with ``-I`` by path, not imported from ``opensage``: the job's environment (PYTHONPATH) is the
+user's to set and must not decide what runs as root here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import stat
+import sys
+
+PR_SET_PDEATHSIG = 1
+OPT_ML = "/opt/ml"
+
+
+MS_BIND = 0x1000
+MS_REC = 0x4000
+
+
+def _mount(source: str, target: str, fstype: str | None = None, flags: int = 0, data: str | None = None) -> None:
+    """mount(2) itself: mount(8) would canonicalize a /proc/self/fd source into a (covered) path name."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    if libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                  data.encode() if data else None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+def _bind(source: str, target: str) -> None:
+    _mount(source, target, None, MS_BIND | MS_REC)
+
+
+def closed_ancestor(path: str) -> str | None:
+    """The shallowest ancestor of ``path`` (or ``path``'s parent chain) other users cannot traverse."""
+    parts = os.path.realpath(path).split("/")[1:]
+    current = ""
+    for part in parts[:-1]:
+        current += "/" + part
+        try:
+            mode = os.stat(current).st_mode
+        except OSError:
+            return None
+        if not mode & stat.S_IXOTH:
+            return current
+    return None
+
+
+def expose(paths: list[str]) -> None:
+    """Make each of ``paths`` reachable by any user in this mount namespace (see the module doc)."""
+    plan: list[tuple[str, str]] = []  # (path, closed ancestor)
+    for path in paths:
+        real = os.path.realpath(path)
+        if not os.path.isdir(real):
+            continue
+        ancestor = closed_ancestor(real)
+        if ancestor is not None:
+            plan.append((real, ancestor))
+    covers = sorted({a for _, a in plan}, key=len)
+    covers = [a for a in covers if not any(a != b and a.startswith(b + "/") for b in covers)]
+    # Hold every exposed directory open before anything is covered: bound back from /proc/self/fd.
+    fds = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path, _ in plan}
+    for ancestor in covers:
+        _mount("opensage-hidden", ancestor, "tmpfs", 0, "mode=0755,size=1m")
+    for path, fd in fds.items():
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _bind(f"/proc/self/fd/{fd}", path)
+        os.close(fd)
+
+
+def make_home(uid: int, gid: int) -> str:
+    """A private HOME for the job user (pip's cache, dotfiles); never a path someone else prepared."""
+    home = f"/tmp/opensage-job-{uid}"
+    try:
+        os.mkdir(home, 0o700)
+    except FileExistsError:
+        st = os.lstat(home)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, uid):
+            raise SystemExit(f"jobexec: {home} exists and is not this job's") from None
+    os.lchown(home, uid, gid)  # lstat said: a directory, not a link
+    return home
+
+
+def drop_privileges(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise SystemExit("jobexec: could not drop privileges")
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the agent dies (set after setuid: a credential change clears it)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the agent died before the death signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="jobexec")
+    parser.add_argument("--ml-root")
+    parser.add_argument("--uid", type=int)
+    parser.add_argument("--gid", type=int)
+    parser.add_argument("--expose", action="append", default=[])
+    parser.add_argument("--cwd")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise SystemExit("jobexec: no command")
+    parent = os.getppid()
+    if args.ml_root:
+        _bind(args.ml_root, OPT_ML)
+    env = dict(os.environ)
+    if args.uid is not None:
+        expose(args.expose)
+        home = make_home(args.uid, args.gid if args.gid is not None else args.uid)
+        drop_privileges(args.uid, args.gid if args.gid is not None else args.uid)
+        user = f"job{args.uid}"
+        env.update({"HOME": home, "USER": user, "LOGNAME": user})
+    die_with_parent(parent)
+    if args.cwd:
+        os.chdir(args.cwd)
+    os.execvpe(command[0], command, env)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except FileNotFoundError as exc:
+        print(f"jobexec: {exc}", file=sys.stderr)
+        sys.exit(127)
+    except OSError as exc:
+        print(f"jobexec: {exc}", file=sys.stderr)
+        sys.exit(126)
