@@ -216,9 +216,9 @@ def extract_tar_gz(src_file: Path, dest_dir: Path, label: str | None = None) -> 
         tar = tarfile.open(src_file, "r:*")
     except _DAMAGED as exc:
         raise ArchiveError(f"archive {archive} is not a readable tar archive: {exc}") from exc
-    writer = _Writer(dest_dir, archive)
-    try:
-        with tar:
+    with tar:
+        writer = _Writer(dest_dir, archive)
+        try:
             for member in tar:  # header by header: the archive is never read whole
                 parts = _member_parts(member, archive)
                 names.append(member.name)
@@ -229,8 +229,8 @@ def extract_tar_gz(src_file: Path, dest_dir: Path, label: str | None = None) -> 
                 assert data is not None  # a regular file always has a data stream
                 with data:
                     writer.file(parts, member, data)
-    except _DAMAGED as exc:
-        raise ArchiveError(f"archive {archive} is damaged (after {len(names)} member(s)): {exc}") from exc
-    finally:
-        writer.close()
+        except _DAMAGED as exc:
+            raise ArchiveError(f"archive {archive} is damaged (after {len(names)} member(s)): {exc}") from exc
+        finally:
+            writer.close()
     return names
