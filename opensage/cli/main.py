@@ -92,6 +92,10 @@ def _serve(settings: Settings, lock, authority) -> None:
 
     from opensage.app import create_app, object_store_spec
     from opensage.objects import open_store
+    from opensage.server.http_limits import raise_open_files_limit, server_config
+
+    # Before anything opens files: idle clients must not starve the reconcilers of descriptors (issue 7).
+    open_files = raise_open_files_limit()
 
     open_store(object_store_spec(settings)).ensure_bucket(settings.bucket)
     paths = write_client_config(settings, settings.s3_endpoint or "")
@@ -104,8 +108,8 @@ def _serve(settings: Settings, lock, authority) -> None:
     click.echo(f"Client config written to {paths['config']}. In another shell run:\n"
                f"  eval \"$({shlex.quote(sys.argv[0])} env --home {shlex.quote(str(settings.home))})\"",
                err=True)
-    uvicorn.run(platform.asgi, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=5)
+    # Read deadline per request, connection cap and keep-alive timeout: see server/http_limits.py.
+    uvicorn.Server(server_config(platform.asgi, settings.host, settings.port, open_files=open_files)).run()
 
 
 @main.command()

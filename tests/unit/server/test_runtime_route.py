@@ -153,3 +153,58 @@ def test_runtime_endpoint_body_in_several_messages_is_joined(runtime):
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 200 and sent[1]["body"] == b"0.5\n"
     assert runtime.seen[0]["Body"] == b"1,2,3"
+
+
+def test_invoke_with_temporary_credentials_reaches_the_handler_as_their_owner(runtime):
+    dispatcher = Dispatcher()
+    seen = []
+
+    class _Owned(_Runtime):
+        async def invoke_endpoint(self, ctx, params):
+            seen.append((ctx.owner, ctx.caller))
+            return {"Body": b"ok"}
+
+    dispatcher.register("sagemaker-runtime", _Owned())
+    authority = CredentialAuthority(PlatformCredentials("AKID", "secret"))
+    temp = authority.issue("endpoint/ep/7")
+    client = _Client(Starlette(routes=build_routes(dispatcher, authority)))
+    path = "/endpoints/my-ep/invocations"
+    req = AWSRequest(method="POST", url=BASE + path, data=b"1", headers={"Content-Type": "text/csv"})
+    SigV4Auth(Credentials(temp.access_key_id, temp.secret_access_key, temp.session_token), "sagemaker",
+              "us-east-1").add_auth(req)
+    r = client.post(path, content=b"1", headers=dict(req.headers.items()))
+    assert r.status_code == 200 and seen == [("endpoint/ep/7", "endpoint/ep/7")]
+
+
+def test_invoke_refused_before_the_body_closes_the_connection(client):
+    r = client.post("/endpoints/my-ep/invocations", content=b"1", headers={})
+    assert r.status_code == 403 and r.headers["connection"] == "close"
+    path = "/endpoints/my-ep/invocations"
+    r = client.post(path, content=b"1", headers=_signed(path, b"1", {"Content-Type": "text/csv"}, secret="x"))
+    assert r.status_code == 403 and "connection" not in r.headers  # body read: the connection may be reused
+
+
+def _health_client(health) -> _Client:
+    authority = CredentialAuthority(PlatformCredentials("AKID", "secret"))
+    return _Client(Starlette(routes=build_routes(Dispatcher(), authority, health=health)))
+
+
+def test_health_without_components_is_ok():
+    r = _health_client(None).get("/_opensage/health")
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+
+
+def test_health_all_components_ok_is_200_and_one_down_is_503():
+    r = _health_client(lambda: {"object-store": "ok", "database": "ok"}).get("/_opensage/health")
+    assert (r.status_code, r.json()) == (200, {"status": "ok", "components": {"object-store": "ok", "database": "ok"}})
+    r = _health_client(lambda: {"object-store": "restarting (exit 137)", "database": "ok"}).get("/_opensage/health")
+    assert r.status_code == 503 and r.json()["components"]["object-store"] == "restarting (exit 137)"
+    assert r.json()["status"] != "ok"
+
+
+def test_health_check_that_raises_is_503():
+    def broken():
+        raise RuntimeError("boom")
+
+    r = _health_client(broken).get("/_opensage/health")
+    assert r.status_code == 503 and r.json()["status"] == "error"

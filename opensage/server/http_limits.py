@@ -1,0 +1,131 @@
+"""The control plane's HTTP server: uvicorn with limits that hold against idle, slow and numerous clients.
+
+uvicorn's own ``timeout_keep_alive`` is only armed after a response: a connection that never sends a request
+(or sends its headers one byte at a time) is kept forever, and each one costs a file descriptor — 20,500
+of them left the reconcilers failing with "Too many open files" (issue 7). ``GuardedHttpToolsProtocol``
+adds, to uvicorn's httptools protocol:
+
+* a request read deadline: from the connection's start (and from the first byte of each later request on a
+  keep-alive connection) the whole request, headers and body, must arrive within ``read_timeout``, or the
+  connection is closed. A request that arrives in one piece (the usual case) arms no timer at all;
+* a connection cap: past ``max_connections`` open connections a new one is closed as soon as it is
+  accepted, so the descriptors the reconcilers, the S3 proxy and the jobs' pipes need stay free. Unlike
+  uvicorn's ``limit_concurrency`` (which answers 503 to every request, on every connection, once the count
+  is reached) the connections already open keep working.
+
+Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_SECONDS = 15.0  # connection start / first byte of a request -> the whole request received
+KEEP_ALIVE_SECONDS = 5  # idle time between requests on a keep-alive connection (uvicorn's default)
+BACKLOG = 2048  # accept queue: held by the kernel, costs this process no descriptor
+GRACEFUL_SHUTDOWN_SECONDS = 5
+MAX_CONNECTIONS_CEILING = 4096
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a request read deadline and a connection cap (class attributes:
+    ``guarded_protocol`` makes a subclass with the values wanted)."""
+
+    read_timeout: float = READ_TIMEOUT_SECONDS
+    max_connections: int = MAX_CONNECTIONS_CEILING
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._reading = False  # between a request's first byte and its last
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            log.warning("more than %d open connections: closing a new one", self.max_connections)
+            transport.close()
+            return
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._reading and self._read_timer is None and not self.transport.is_closing():
+            self._arm()  # a request that did not arrive in one piece: it has read_timeout to finish
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading = True
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading = False
+        self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()  # an app waiting for the body sees http.disconnect
+
+
+def guarded_protocol(read_timeout: float, max_connections: int) -> type[GuardedHttpToolsProtocol]:
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
+                {"read_timeout": read_timeout, "max_connections": max_connections})
+
+
+def raise_open_files_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (a plain shell often starts at 1024); the soft
+    limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:  # e.g. a hard limit above the kernel's nr_open
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, target, e)
+    return soft
+
+
+def max_connections_for(open_files: int) -> int:
+    """A quarter of the descriptors for client connections: the rest stays for the metadata store, the
+    jobs' log pipes, model-server connections and the in-process S3 proxy."""
+    if open_files == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS_CEILING
+    return max(64, min(MAX_CONNECTIONS_CEILING, open_files // 4))
+
+
+def server_config(app: Any, host: str, port: int, *, open_files: int | None = None,
+                  read_timeout: float = READ_TIMEOUT_SECONDS, keep_alive: int = KEEP_ALIVE_SECONDS,
+                  max_connections: int | None = None, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration ``opensage up`` serves the control plane with."""
+    if max_connections is None:
+        if open_files is None:
+            open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        max_connections = max_connections_for(open_files)
+    options: dict[str, Any] = {
+        "log_level": "warning", "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        "timeout_keep_alive": keep_alive, "backlog": BACKLOG,
+        "http": guarded_protocol(read_timeout, max_connections),
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, host=host, port=port, **options)
