@@ -41,6 +41,25 @@ class LocalExecutor:
         """Remember the job directory of a handle from an earlier control plane (stronger pid-reuse check)."""
         self._jobdirs[int(handle)] = str(Path(jobdir).resolve())
 
+    def kill_job(self, handle: str, jobdir: Path) -> int:
+        """Kill what is left of a job whose agent is gone (or going): the agent's group and the job's user.
+
+        The user's processes outlive a SIGKILLed agent (PDEATHSIG covers only the command's first process;
+        a child that called setsid leaves the group). Pid reuse: a process is the job's when it runs as the
+        job's own uid (jobspec) or carries the job's marker in its environment, never by pid alone.
+        """
+        from opensage.runner.jobspec import JobSpec
+        from opensage.runner.sandbox import job_marker, job_uid, kill_job_processes
+
+        jobdir = Path(jobdir).resolve()
+        try:
+            uid = job_uid(JobSpec.read(jobdir).run_as_uid)
+        except (OSError, ValueError, TypeError, KeyError):
+            uid = None
+        if self.is_running(handle):  # the agent itself (verified against the job dir): the whole group
+            self._signal(handle, signal.SIGKILL, group=True)
+        return kill_job_processes(uid, job_marker(jobdir / "ml"))
+
     def _reap(self) -> None:
         for pid, proc in list(self._children.items()):
             if proc.poll() is not None:

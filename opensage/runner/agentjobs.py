@@ -99,6 +99,8 @@ class AgentJobReconciler(ReconcileLoop):
             if self.executor.is_running(h):
                 self.executor.kill(h)
         for job in jobs:
+            self._kill_leftovers(job.state.get("_handles", []), [Path(p) for p in job.state.get("_jobdirs", [])])
+        for job in jobs:
             if "_handles" in job.state:
                 try:
                     self._settle(job, platform_shutdown=True)
@@ -143,7 +145,22 @@ class AgentJobReconciler(ReconcileLoop):
                 for h, a in zip(handles, alive, strict=True):
                     if a:
                         self.executor.kill(h)
+                self._kill_leftovers(handles, jobdirs)
                 self._fail(job, SHUTDOWN_REASON if platform_shutdown else self.GONE_REASON)
+
+    def _kill_leftovers(self, handles: list[str], jobdirs: list[Path]) -> None:
+        """A dead agent leaves the user's processes running: end them with the job (executor permitting)."""
+        kill_job = getattr(self.executor, "kill_job", None)
+        if kill_job is None:
+            return
+        for handle, jobdir in zip(handles, jobdirs, strict=False):
+            try:
+                killed = kill_job(handle, jobdir)
+            except Exception:  # noqa: BLE001 - never keeps the job from being concluded
+                log.exception("%s: could not kill the processes left in %s", self.KIND, jobdir)
+                continue
+            if killed:
+                log.warning("%s: killed %d process(es) a dead agent left in %s", self.KIND, killed, jobdir)
 
     def _fail_internal(self, job: Resource, err: Exception) -> None:
         fresh = self.d.resources.get(self.KIND, job.name)
@@ -151,6 +168,7 @@ class AgentJobReconciler(ReconcileLoop):
             return
         for h in fresh.state.get("_handles", []):
             self.executor.kill(h)
+        self._kill_leftovers(fresh.state.get("_handles", []), [Path(p) for p in fresh.state.get("_jobdirs", [])])
         try:
             self._fail(fresh, f"InternalServerError: {type(err).__name__}: {err}")
         except Exception:

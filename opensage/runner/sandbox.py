@@ -184,6 +184,8 @@ def build_env(spec: JobSpec, base_dir: str, namespace: bool, ml_root: Path) -> d
     env.update(job_env)
     env["PYTHONUNBUFFERED"] = "1"
     env["SAGEMAKER_BASE_DIR"] = base_dir
+    key, _, value = job_marker(ml_root).decode().partition("=")
+    env[key] = value  # found again by kill_job_processes, whatever group or session the process is in
     return env
 
 
@@ -328,14 +330,23 @@ def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
         proc.wait()
 
 
-def kill_group_leftovers(run_as_uid: int | None = None) -> None:
+def kill_group_leftovers(run_as_uid: int | None = None, ml_root: Path | None = None) -> None:
     """SIGKILL every other process of our process group (background children of the user command), and
-    every process of the job's own user (those that left the group with setsid).
+    every process of the job's own user or carrying its marker (those that left the group with setsid).
 
     The group only when the agent leads its own group (as the executor starts it), never a caller's group.
     """
     me = os.getpid()
-    kill_job_processes(me if os.getpgrp() == me else None, job_uid(run_as_uid), exclude=me)
+    if os.getpgrp() == me:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                if os.getpgid(int(entry.name)) == me:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+    kill_job_processes(job_uid(run_as_uid), job_marker(ml_root) if ml_root is not None else None, exclude=me)
 
 
 def job_uid(run_as_uid: int | None) -> int | None:
@@ -358,12 +369,11 @@ def _proc_ids(pid: int) -> tuple[int, int] | None:
     return uid, int(stat_fields[2])
 
 
-def kill_job_processes(pgid: int | None, uid: int | None, exclude: int | None = None,
-                       marker: bytes | None = None) -> int:
+def kill_job_processes(uid: int | None, marker: bytes | None, exclude: int | None = None) -> int:
     """SIGKILL the processes of one job: those running as its own ``uid`` (no one else has it), and those
-    in process group ``pgid``, which when ``marker`` is given must also carry it in their environment
-    (the agent that led the group may be dead and its pid reused). Returns how many were signalled."""
-    if not Path("/proc").is_dir() or (pgid is None and uid is None):
+    carrying its ``marker`` in their environment (``job_marker``: also found after they left the agent's
+    process group, and never a process that merely reused a pid). Returns how many were signalled."""
+    if not Path("/proc").is_dir() or (uid is None and marker is None):
         return 0
     killed = 0
     for entry in Path("/proc").iterdir():
@@ -373,10 +383,7 @@ def kill_job_processes(pgid: int | None, uid: int | None, exclude: int | None = 
         ids = _proc_ids(pid)
         if ids is None:
             continue
-        mine = uid is not None and ids[0] == uid
-        if not mine and pgid is not None and ids[1] == pgid:
-            mine = marker is None or _environ_has(pid, marker)
-        if mine:
+        if (uid is not None and ids[0] == uid) or (marker is not None and _environ_has(pid, marker)):
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
@@ -392,10 +399,16 @@ def _environ_has(pid: int, marker: bytes) -> bool:
         return False
 
 
+JOB_MARKER_ENV = "_OPENSAGE_JOB_ID"  # not OPENSAGE_*: those are the platform settings jobs never get
+
+
 def job_marker(ml_root: Path) -> bytes:
-    """An environment entry every user process of the job carries (``SAGEMAKER_BASE_DIR`` in plain mode is
-    the ml root; with a namespace it is /opt/ml for all jobs, so the job's jobspec uid is what counts)."""
-    return f"SAGEMAKER_BASE_DIR={ml_root}".encode()
+    """The environment entry every user process of one job carries: a digest of its ml root's path (unique
+    per job and host, and says nothing of the host's layout)."""
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(ml_root).resolve()).encode()).hexdigest()[:24]
+    return f"{JOB_MARKER_ENV}={digest}".encode()
 
 
 def run_command(
@@ -434,7 +447,7 @@ def run_command(
         on_start()
     outcome = _supervise(proc, spec, control)
     if sys.platform.startswith("linux"):
-        kill_group_leftovers(uid)
+        kill_group_leftovers(uid, ml_root)
     pump.join(timeout=5)
     proc.stdout.close()
     outcome.tail = list(pump.tail)
