@@ -5,10 +5,22 @@ HTTP and a gRPC port. Every one of them is pinned to a free port on ``host`` (by
 be HTTP + 10000 and the volume server would take 8080, colliding with model servers). The ports are kept in
 ``<data_dir>/ports.json`` and reused on restart when still free, so the cluster identity stays stable.
 
-Clients talk to ``endpoint_url`` (port ``s3``): a small in-process proxy (``sse_proxy.SseKmsProxy``) that
-relays everything to weed's S3 gateway (port ``s3_backend``) and stores ``aws:kms`` uploads, which weed
-4.48 cannot serve without a key id, as plain objects (see that module). SSE-S3 (``AES256``) is served by
-weed itself with a key derived from ``sse.key`` (``WEED_S3_SSE_KEY``).
+Clients talk to ``endpoint_url`` (port ``s3``): an in-process proxy (``sse_proxy.SseKmsProxy``) that
+authenticates every request (root key or a job's temporary credentials, via the ``CredentialAuthority``),
+signs it again with the root key (the one identity weed knows) and relays it to weed's S3 gateway through
+its unix socket; ``aws:kms`` uploads, which weed 4.48 cannot serve without a key id, are stored as plain
+objects (see that module). SSE-S3 (``AES256``) is served by weed itself with a key derived from ``sse.key``
+(``WEED_S3_SSE_KEY``).
+
+Nothing but the proxy may reach weed: its master, volume and filer answer anonymous reads and writes. So
+weed runs in a network namespace of its own (as root: a new net namespace; otherwise: an unprivileged user
+namespace with one), where its TCP ports exist only for itself, and with umask 077, so its unix sockets
+(the S3 socket in the 0700 data_dir, the gRPC ones in /tmp) only accept our user. Where no namespace can be
+created, weed runs on loopback with JWT signing keys for its volume servers and filer (``security.toml``);
+the master's HTTP port stays open then (``protection`` says which is active; it is logged at start).
+
+weed is supervised: a monitor thread restarts it with backoff when it dies (same ports, sockets and
+data_dir) and ``health()`` says ``ok`` / ``restarting: <why>`` / ``down: <why>``.
 
 weed also opens gRPC unix sockets at the fixed paths ``/tmp/seaweedfs-<kind>-grpc-<grpc port>.sock`` (no flag
 moves or disables them). They cannot collide between live instances, since each is named after a TCP port
@@ -20,6 +32,7 @@ Layout of ``data_dir``::
     weed.pid     pid of the running weed (a stale one from a crashed control plane is reaped on start)
     ports.json   the pinned ports
     s3.json      S3 identities: only our access key / secret is accepted (mode 0600)
+    security.toml  JWT signing keys (only where weed runs without a namespace; mode 0600)
     sse.key      secret SSE-S3 keys are derived from (mode 0600); losing it loses AES256-encrypted objects
     data/        master, volume and filer state: objects survive a restart with the same data_dir
 """
@@ -28,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -36,6 +50,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -43,7 +58,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from opensage.credentials import CredentialAuthority
 from opensage.objects.sse_proxy import SseKmsProxy
+from opensage.settings import Credentials
+
+log = logging.getLogger(__name__)
 
 # SIGTERM takes ~15 s to finish: the filer waits that long for the S3 gateway's metadata subscription to
 # close. Every acknowledged write is already in the volume files and the filer's leveldb journal (the
@@ -54,6 +73,12 @@ _SOCKET_KINDS = ("master", "volume", "filer", "s3")
 # identity, which would let whatever credentials the control plane happens to hold into the object store.
 _STRIPPED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 PROBE_BUCKET = "opensage-readiness-probe"
+# How weed is kept from other local users (see the module docstring), strongest first.
+PROTECTIONS = ("netns", "userns", "jwt")
+RESTART_BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30)
+# A request arriving while weed restarts waits this long for it before answering 503 (a restart takes ~4 s).
+BACKEND_WAIT_SECONDS = 15.0
+_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -144,8 +169,14 @@ class SeaweedServer:
         host: str = "127.0.0.1",
         binary: Path | None = None,
         die_with_parent: bool = False,
+        authority: CredentialAuthority | None = None,
+        protection: str = "auto",
     ) -> None:
         """``s3_port=0`` picks a free port (kept in ports.json for the next start).
+
+        ``authority``: who may sign S3 requests (default: only ``access_key``/``secret_key``); ``opensage up``
+        passes the platform's one authority so jobs' temporary credentials work. ``protection``: "auto" (the
+        strongest of ``PROTECTIONS`` this machine allows) or one of them.
 
         ``die_with_parent``: Linux only, weed gets SIGTERM when the thread that called ``start()`` exits
         (PR_SET_PDEATHSIG), so a killed owner cannot leak it. Call ``start()`` from a long-lived thread.
@@ -163,6 +194,16 @@ class SeaweedServer:
         self._proxy: SseKmsProxy | None = None
         self._log: IO[bytes] | None = None
         self._started_at = 0.0
+        self.authority = authority or CredentialAuthority(Credentials(access_key, secret_key))
+        if protection != "auto" and protection not in PROTECTIONS:
+            raise ValueError(f"protection must be 'auto' or one of {PROTECTIONS}")
+        self._protection_wanted = protection
+        self.protection: str | None = None  # what is active once started
+        self._lock = threading.RLock()  # start / stop / restart of the process
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._health = "down: not started"
+        self.restarts = 0
 
     # -- paths and addresses -------------------------------------------------------------------------
     @property
@@ -196,35 +237,109 @@ class SeaweedServer:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Launch weed (returns at once; call ``wait_ready``)."""
-        if self.is_running():
-            return
+        """Launch weed and its supervisor (returns at once; call ``wait_ready``)."""
+        with self._lock:
+            if self.is_running():
+                return
+            self._stopping.clear()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.data_dir, 0o700)  # weed's S3 socket lives here
+            self.storage_dir.mkdir(parents=True, exist_ok=True)
+            self._reap_stale()
+            self.ports = self._choose_ports()
+            self._launch()
+            self._health = "restarting: starting up"
+            self._start_proxy()
+            self._monitor = threading.Thread(target=self._supervise, name="seaweed-monitor", daemon=True)
+            self._monitor.start()
+
+    def _launch(self) -> None:
+        """Start the weed process on ``self.ports`` (first start and restarts)."""
+        assert self.ports is not None
         binary = self._binary or find_weed_binary()
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
-        self._reap_stale()
-        self.ports = self._choose_ports()
         config = self._write_s3_config()
         argv = self._argv(binary, self.ports, config)
-        self._log = open(self.log_path, "ab")
+        if self._log is None:
+            self._log = open(self.log_path, "ab")
         self._log.write(f"\n=== opensage: starting weed at {time.ctime()}: {' '.join(argv)}\n".encode())
         self._log.flush()
         env = {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
         # One volume per collection (bucket) instead of 7: keeps disk and memory small on one machine.
         env.setdefault("WEED_MASTER_VOLUME_GROWTH_COPY_1", "1")
         env["WEED_S3_SSE_KEY"] = self._sse_key()  # SSE-S3 on; also gives weed's STS its signing key
-        self._started_at = time.monotonic()
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            env=env,
-            start_new_session=True,  # the control plane stops it explicitly; a terminal ^C must not
-            preexec_fn=_parent_death_signal() if self._die_with_parent else None,
-        )
+        self._remove_sockets()
+        choices = [self.protection] if self.protection else (
+            list(PROTECTIONS) if self._protection_wanted == "auto" else [self._protection_wanted])
+        for protection in choices:
+            self._write_security_config(protection == "jwt")
+            self._started_at = time.monotonic()
+            try:
+                self._proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=self._log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.data_dir,
+                    env=env,
+                    start_new_session=True,  # the control plane stops it explicitly; a terminal ^C must not
+                    preexec_fn=_isolate(protection, self._die_with_parent),
+                )
+            except subprocess.SubprocessError as exc:  # the namespace could not be created here
+                log.info("object store: %s isolation not available (%s)", protection, exc)
+                continue
+            if self.protection != protection:
+                self.protection = protection
+                log.info("object store: %s", _PROTECTION_TEXT[protection])
+            break
+        else:
+            raise SeaweedError(f"weed could not be started with protection {choices}")
         self.pid_path.write_text(str(self._proc.pid))
-        self._start_proxy()
+
+    def health(self) -> str:
+        """"ok", "restarting: <why>" or "down: <why>" (for GET /_opensage/health)."""
+        return self._health
+
+    def _owns_data_dir(self, pid: int) -> bool:
+        try:
+            return self.pid_path.read_text().strip() == str(pid)
+        except OSError:
+            return False
+
+    def _supervise(self) -> None:
+        """Restart weed with backoff whenever it exits without stop() being called."""
+        while not self._stopping.wait(0.5):
+            proc = self._proc
+            if proc is None or proc.poll() is None:
+                continue
+            why = f"weed exited with code {proc.returncode}"
+            if not self._owns_data_dir(proc.pid):
+                self._health = f"down: {why}; another owner took over {self.data_dir}"
+                log.error("object store: %s", self._health)
+                return
+            log.error("object store: %s; restarting it (log: %s)", why, self.log_path)
+            self._health = f"restarting: {why}"
+            failures = 0
+            while not self._stopping.is_set():
+                try:
+                    with self._lock:
+                        if self._stopping.is_set():
+                            return
+                        self._launch()
+                    self.wait_ready(timeout=60)
+                    self.restarts += 1
+                    self._health = "ok"
+                    log.warning("object store: weed restarted after: %s", why)
+                    break
+                except Exception as exc:  # noqa: BLE001 - keep trying; health says why
+                    failures += 1
+                    with self._lock:
+                        if self._proc is not None and not self._stopping.is_set():
+                            _terminate(self._proc, 2.0)
+                    delay = RESTART_BACKOFF_SECONDS[min(failures, len(RESTART_BACKOFF_SECONDS)) - 1]
+                    state = "down" if failures >= 3 else "restarting"
+                    self._health = f"{state}: {why}; restart {failures} failed: {str(exc).splitlines()[0]}"
+                    log.error("object store: %s (next try in %s s)", self._health, delay)
+                    self._stopping.wait(delay)
 
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Block until the gateway serves what clients do, through ``endpoint_url``.
@@ -241,14 +356,18 @@ class SeaweedServer:
         client = self._probe_client()
         last_error = "no answer yet"
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            proc = self._proc
+            if proc is None or self._stopping.is_set():
+                raise SeaweedError("the object store was stopped while starting")
+            if proc.poll() is not None:
                 raise SeaweedError(
-                    f"weed exited with code {self._proc.returncode} while starting; see {self.log_path}:\n"
+                    f"weed exited with code {proc.returncode} while starting; see {self.log_path}:\n"
                     + self.log_tail()
                 )
             ok, last_error = self._probe_once(client)
             if ok:
                 self.startup_seconds = time.monotonic() - self._started_at
+                self._health = "ok"
                 return self.startup_seconds
             time.sleep(0.25)
         raise SeaweedError(
@@ -258,7 +377,13 @@ class SeaweedServer:
 
     def stop(self, grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS) -> int | None:
         """SIGTERM, wait up to ``grace_seconds``, then SIGKILL. Idempotent; returns weed's exit code."""
-        proc, self._proc = self._proc, None
+        self._stopping.set()
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if self._monitor is not None and self._monitor is not threading.current_thread():
+            self._monitor.join(timeout=grace_seconds + 5)
+            self._monitor = None
+        self._health = "down: stopped"
         code: int | None = None
         if self._proxy is not None:
             self._proxy.stop()
@@ -326,6 +451,8 @@ class SeaweedServer:
 
     def _internal_ports_free(self, ports: SeaweedPorts, s3_port: int) -> bool:
         internal = [port for name, port in asdict(ports).items() if name != "s3" and port]
+        if self.protection in ("netns", "userns"):  # a restart: they live in weed's own namespace
+            return s3_port not in internal
         return s3_port not in internal and all(port_is_free(port, self.host) for port in internal)
 
     def _saved_ports(self) -> SeaweedPorts | None:
@@ -346,6 +473,21 @@ class SeaweedServer:
             json.dump({"identities": [identity]}, fh)
         os.replace(path.with_suffix(".tmp"), path)
         return path
+
+    def _write_security_config(self, enabled: bool) -> None:
+        """JWT keys for weed's volume servers and filer (random per start); removed when a namespace protects
+        weed instead."""
+        path = self.data_dir / "security.toml"
+        if not enabled:
+            path.unlink(missing_ok=True)
+            return
+        sections = ["jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"]
+        text = "".join(f'[{name}]\nkey = "{secrets.token_urlsafe(32)}"\nexpires_after_seconds = 60\n\n'
+                       for name in sections)
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(path.with_suffix(".tmp"), path)
 
     def _argv(self, binary: Path, p: SeaweedPorts, s3_config: Path) -> list[str]:
         return [
@@ -415,8 +557,11 @@ class SeaweedServer:
 
     def _start_proxy(self) -> None:
         assert self.ports is not None
-        proxy = SseKmsProxy(self.host, self.ports.s3, self.host, self.ports.s3_backend,
-                            {self.access_key: self.secret_key})
+        ports = self.ports
+        proxy = SseKmsProxy(self.host, ports.s3, self.host, ports.s3_backend, authority=self.authority,
+                            root=(self.access_key, self.secret_key),
+                            backend_socket=lambda: self._socket_path("s3", ports.s3_backend),
+                            backend_wait=BACKEND_WAIT_SECONDS)
         try:
             proxy.start()
         except OSError as exc:
@@ -460,7 +605,8 @@ class SeaweedServer:
             client.list_buckets()
         except Exception as exc:  # noqa: BLE001 - any failure just means "not yet"
             return False, f"S3 ListBuckets: {exc}"
-        if not self._volume_server_registered():
+        if self.protection == "jwt" and not self._volume_server_registered():
+            # (In a namespace the master is out of reach; the PutObject step below then tells the same.)
             return False, "no volume server registered with the master yet"
         for step, call in _readiness_steps(client):
             try:
@@ -561,6 +707,54 @@ def _kill_pid(pid: int, grace_seconds: float) -> None:
             os.kill(pid, signal.SIGKILL)
         while _alive(pid):
             time.sleep(0.05)
+
+
+_PROTECTION_TEXT = {
+    "netns": "weed runs in its own network namespace; its master/volume/filer ports are unreachable from "
+             "the host, the S3 proxy (which verifies every signature) is the only way in",
+    "userns": "weed runs in an unprivileged user + network namespace; its master/volume/filer ports are "
+              "unreachable from the host, the S3 proxy (which verifies every signature) is the only way in",
+    "jwt": "no namespace could be created: weed listens on loopback with JWT signing keys on its volume "
+           "servers and filer (security.toml); its master's HTTP port still answers local users",
+}
+
+
+def _isolate(protection: str, die_with_parent: bool) -> Callable[[], None]:
+    """A preexec_fn: umask 077 (weed's sockets: ours only), then the namespace ``protection`` names."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork: the child only calls it
+    parent_signal = _parent_death_signal() if die_with_parent else None
+    uid, gid = os.getuid(), os.getgid()
+
+    def preexec() -> None:
+        os.umask(0o077)
+        if protection == "netns" and libc.unshare(_CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+        if protection == "userns":
+            if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER|CLONE_NEWNET) failed")
+            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as fh:
+                    fh.write(text)
+        if protection in ("netns", "userns"):
+            _loopback_up()
+        if parent_signal is not None:
+            parent_signal()
+
+    return preexec
+
+
+def _loopback_up() -> None:
+    """``ip link set lo up`` in the current network namespace (SIOCSIFFLAGS), without needing iproute2."""
+    import fcntl
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s, siocgifflags, request))[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
 
 
 def _parent_death_signal() -> Callable[[], None] | None:

@@ -1,34 +1,43 @@
-"""A pass-through HTTP front for SeaweedFS's S3 gateway that turns SSE-KMS writes into plain writes.
+"""The object store's front door: authenticates every S3 request, then relays it to SeaweedFS's S3 gateway.
 
-Why: the SageMaker Python SDK v2 uploads ``sourcedir.tar.gz`` and repacked model artifacts with
-``ServerSideEncryption=aws:kms`` and usually no ``SSEKMSKeyId`` (AWS then uses the account's ``aws/s3``
-key). SeaweedFS 4.48 refuses that with 500 InternalError whatever is configured: ``generateKMSDataKey``
-rejects an empty key id before any KMS provider is asked, and its only serverless provider (``local``)
-draws a random master key at every start, so objects written through it would be unreadable after a
-restart. Nothing in weed's configuration maps an empty ``aws:kms`` to a default key.
+Why a proxy: SeaweedFS keeps exactly one identity (the platform's root key, in ``s3.json``), while clients sign
+with the root key *or* a job's temporary credentials (``opensage.credentials``); and weed 4.48 neither checks
+a body against its signed ``x-amz-content-sha256`` nor accepts a presigned PUT whose Content-Type is not
+signed. So here, for every request:
 
-So every request goes through this proxy unchanged, except a PUT/POST whose
-``x-amz-server-side-encryption`` is ``aws:kms`` (PutObject, CreateMultipartUpload, CopyObject): after
-checking the client's SigV4 signature with our own secret, the SSE-KMS headers are dropped and the request
-is signed again with the same secret, date and scope. The object is then stored like any other one and
-reads back after restarts. A request whose signature does not verify, that uses presigned query
-authentication or signed streaming chunks, or that names another access key, is forwarded untouched, so
-SeaweedFS still answers it (and refuses bad signatures) itself.
+1. its SigV4 (``Authorization`` header, or presigned ``X-Amz-*`` query) is verified against
+   ``authority.principal(access key, session token)`` (``s3auth.verify``); a bad one is answered here with
+   S3's XML error and never reaches weed;
+2. ``aws:kms`` writes lose their SSE-KMS headers: the SageMaker SDK uploads with ``ServerSideEncryption=
+   aws:kms`` and no key id, which weed refuses (500); they are stored as plain objects instead;
+3. the request is signed again with the root key (header form, fresh date) and relayed;
+4. the body is checked while it streams: a hex ``x-amz-content-sha256`` must match (the last piece is held
+   back until it does, and the backend connection is aborted otherwise, so weed never commits it); signed
+   ``aws-chunked`` uploads have every chunk signature verified and reach weed decoded. ``UNSIGNED-PAYLOAD``
+   and ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` (checked by weed against its CRC trailer) pass as S3 allows.
+
+It is event-driven (asyncio, one thread for all connections): an idle connection costs a socket, not a thread.
+Headers must arrive within ``header_timeout``, a keep-alive connection idle for ``idle_timeout`` is closed,
+and at most ``max_connections`` are open at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-import hmac
-import http.client
 import logging
 import socket
 import threading
-from dataclasses import dataclass
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import quote, unquote
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from xml.sax.saxutils import escape
+
+from opensage.credentials import CredentialAuthority, Principal
+from opensage.objects import s3auth
+from opensage.objects.s3auth import Headers, PayloadRule, S3AuthError
+from opensage.settings import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -39,229 +48,48 @@ SSE_KMS_HEADERS = (
     "x-amz-server-side-encryption-context",
     "x-amz-server-side-encryption-bucket-key-enabled",
 )
-_HOP_BY_HOP = {
+_HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "expect",
-}
+    "transfer-encoding", "upgrade", "expect", "content-length",
+})
 _CHUNK = 1024 * 1024
-_ALGORITHM = "AWS4-HMAC-SHA256"
-_STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+_MAX_HEAD = 64 * 1024
+_STREAM_LIMIT = 256 * 1024
 
 
-# -- SigV4 (header form) ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SigV4Authorization:
-    access_key: str
-    scope: str  # date/region/service/aws4_request
-    signed_headers: tuple[str, ...]
-    signature: str
-
-    @classmethod
-    def parse(cls, value: str | None) -> SigV4Authorization | None:
-        """The parts of an ``AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`` header."""
-        if not value or not value.startswith(_ALGORITHM + " "):
-            return None
-        fields: dict[str, str] = {}
-        for part in value[len(_ALGORITHM) + 1:].split(","):
-            name, sep, val = part.strip().partition("=")
-            if sep:
-                fields[name] = val
-        credential = fields.get("Credential", "")
-        access_key, sep, scope = credential.partition("/")
-        if not sep or "SignedHeaders" not in fields or "Signature" not in fields:
-            return None
-        return cls(access_key, scope, tuple(fields["SignedHeaders"].split(";")), fields["Signature"])
-
-    def header(self, signed_headers: tuple[str, ...], signature: str) -> str:
-        return (f"{_ALGORITHM} Credential={self.access_key}/{self.scope}, "
-                f"SignedHeaders={';'.join(signed_headers)}, Signature={signature}")
+class _ClientGone(Exception):
+    """The client closed or stalled mid-request: drop the connection without an answer."""
 
 
-def sigv4_signature(
-    secret_key: str,
-    method: str,
-    target: str,
-    headers: Message,
-    signed_headers: tuple[str, ...],
-    scope: str,
-) -> str:
-    """The SigV4 signature of a request whose payload hash is its ``x-amz-content-sha256`` header."""
-    path, _, query = target.partition("?")
-    canonical_headers = "".join(
-        f"{name}:{','.join(' '.join(v.split()) for v in headers.get_all(name, []))}\n"
-        for name in signed_headers
-    )
-    canonical_request = "\n".join([
-        method,
-        quote(unquote(path), safe="/~"),
-        _canonical_query(query),
-        canonical_headers,
-        ";".join(signed_headers),
-        headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
-    ])
-    string_to_sign = "\n".join([
-        _ALGORITHM,
-        headers.get("x-amz-date", ""),
-        scope,
-        hashlib.sha256(canonical_request.encode()).hexdigest(),
-    ])
-    key = ("AWS4" + secret_key).encode()
-    for part in scope.split("/"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+class _BodyRefused(Exception):
+    def __init__(self, error: S3AuthError) -> None:
+        self.error = error
 
 
-def _canonical_query(query: str) -> str:
-    pairs = []
-    for part in query.split("&"):
-        if part:
-            name, _, value = part.partition("=")
-            pairs.append((quote(unquote(name), safe="-_.~"), quote(unquote(value), safe="-_.~")))
-    return "&".join(f"{name}={value}" for name, value in sorted(pairs))
+def _error_body(code: str, message: str, resource: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}'
+            f"</Message><Resource>{escape(resource)}</Resource><RequestId>{uuid.uuid4().hex[:16].upper()}"
+            "</RequestId></Error>").encode()
 
 
-def strip_sse_kms(method: str, target: str, headers: Message, secrets: dict[str, str]) -> bool:
-    """Drop the SSE-KMS headers of a verified SigV4 request and sign it again, in place.
-
-    Returns False (headers untouched) unless ``headers`` ask for ``aws:kms`` with a valid header
-    signature from one of ``secrets`` (access key -> secret key).
-    """
-    if headers.get(SSE_HEADER, "").strip().lower() != "aws:kms":
-        return False
-    auth = SigV4Authorization.parse(headers.get("Authorization"))
-    secret = secrets.get(auth.access_key) if auth else None
-    if auth is None or secret is None or headers.get("x-amz-content-sha256") == _STREAMING_SIGNED:
-        return False
-    expected = sigv4_signature(secret, method, target, headers, auth.signed_headers, auth.scope)
-    if not hmac.compare_digest(expected, auth.signature):
-        return False
-    for name in SSE_KMS_HEADERS:
-        del headers[name]
-    signed = tuple(name for name in auth.signed_headers if name not in SSE_KMS_HEADERS)
-    del headers["Authorization"]
-    headers["Authorization"] = auth.header(
-        signed, sigv4_signature(secret, method, target, headers, signed, auth.scope))
-    return True
-
-
-# -- the proxy -------------------------------------------------------------------------------------
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], proxy: SseKmsProxy) -> None:
-        self.proxy = proxy
-        super().__init__(address, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 300  # an idle keep-alive connection is closed after this
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.proxy.track(self.connection, add=True)
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.server.proxy.track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        log.debug("s3 proxy: " + format, *args)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._forward()
-
-    do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = do_GET  # noqa: N815
-
-    def _forward(self) -> None:
-        proxy = self.server.proxy
-        if strip_sse_kms(self.command, self.path, self.headers, proxy.secrets):
-            log.debug("s3 proxy: stored %s %s without SSE-KMS", self.command, self.path)
-        upstream = http.client.HTTPConnection(proxy.backend_host, proxy.backend_port, timeout=proxy.timeout)
-        try:
-            try:
-                self._send_request(upstream)
-                response = upstream.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
-                self._send_unavailable(exc)
-                return
-            self._relay_response(response)
-        except (OSError, http.client.HTTPException) as exc:  # either side went away mid-transfer
-            log.debug("s3 proxy: %s %s aborted: %s", self.command, self.path, exc)
-            self.close_connection = True
-        finally:
-            upstream.close()
-
-    def _send_request(self, upstream: http.client.HTTPConnection) -> None:
-        upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-        for name, value in self.headers.items():
-            if name.lower() not in _HOP_BY_HOP:
-                upstream.putheader(name, value)
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        if chunked:
-            upstream.putheader("Transfer-Encoding", "chunked")
-        upstream.endheaders()
-        if chunked:
-            self._copy_chunked_body(upstream)
-        else:
-            self._copy_body(upstream, int(self.headers.get("Content-Length") or 0))
-
-    def _copy_body(self, upstream: http.client.HTTPConnection, remaining: int) -> None:
-        while remaining > 0:
-            data = self.rfile.read(min(_CHUNK, remaining))
-            if not data:
-                raise ConnectionError("client closed the connection in the middle of the body")
-            upstream.send(data)
-            remaining -= len(data)
-
-    def _copy_chunked_body(self, upstream: http.client.HTTPConnection) -> None:
-        while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-            data = self.rfile.read(size) if size else b""
-            self.rfile.readline()  # CRLF after the chunk (or after the trailers' end)
-            upstream.send(b"%x\r\n%s\r\n" % (size, data))
-            if size == 0:
-                return
-
-    def _relay_response(self, response: http.client.HTTPResponse) -> None:
-        self.send_response_only(response.status, response.reason)
-        length = response.getheader("Content-Length")
-        bodyless = self.command == "HEAD" or response.status in (204, 304) or response.status < 200
-        for name, value in response.getheaders():
-            if name.lower() not in _HOP_BY_HOP:
-                self.send_header(name, value)
-        chunked = length is None and not bodyless
-        if chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        if bodyless:
-            return
-        while data := response.read(_CHUNK):
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
-        if chunked:
-            self.wfile.write(b"0\r\n\r\n")
-
-    def _send_unavailable(self, exc: Exception) -> None:
-        """503 (which SDKs retry) when weed cannot be reached; the client's connection is then closed."""
-        self.close_connection = True
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ServiceUnavailable</Code>'
-            f"<Message>object store backend unreachable: {type(exc).__name__}</Message></Error>"
-        ).encode()
-        self.send_response_only(503, "Service Unavailable")
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+def _parse_head(head: bytes) -> tuple[str, str, str, Headers]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise ValueError(f"bad request line {lines[0][:100]!r}")
+    items = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise ValueError("bad header line")
+        items.append((name, value.strip()))
+    return parts[0], parts[1], parts[2], Headers(items)
 
 
 class SseKmsProxy:
-    """Listens on ``host:port`` and relays every request to ``backend_host:backend_port``."""
+    """Listens on ``host:port``; relays authenticated requests to the backend (a unix socket or host:port)."""
 
     def __init__(
         self,
@@ -269,48 +97,472 @@ class SseKmsProxy:
         port: int,
         backend_host: str,
         backend_port: int,
-        secrets: dict[str, str],
+        secrets: dict[str, str] | None = None,
         timeout: float = 600.0,
+        *,
+        authority: CredentialAuthority | None = None,
+        backend_socket: str | Callable[[], str] | None = None,
+        root: tuple[str, str] | None = None,
+        header_timeout: float = 20.0,
+        idle_timeout: float = 60.0,
+        max_connections: int = 4096,
+        backend_wait: float = 0.0,
     ) -> None:
+        """``authority`` decides who may sign; without one, the first of ``secrets`` (access key -> secret) is
+        the only key. ``root`` is the key weed knows (default: the authority's root key)."""
         self.host, self.port = host, port
         self.backend_host, self.backend_port = backend_host, backend_port
-        self.secrets = dict(secrets)
-        self.timeout = timeout
-        self._server: _Server | None = None
+        self.backend_socket = backend_socket
+        self.secrets = dict(secrets or {})
+        if authority is None:
+            if not self.secrets:
+                raise ValueError("SseKmsProxy needs an authority or secrets")
+            key, secret = next(iter(self.secrets.items()))
+            authority = CredentialAuthority(Credentials(key, secret))
+        self.authority = authority
+        self.root = root or (authority.root.access_key, authority.root.secret_key)
+        self.timeout = timeout  # one read or write of the body / backend answer may stall this long
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.backend_wait = backend_wait  # how long a request waits for an unreachable backend to come back
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._started = threading.Event()
 
+    @property
+    def connections(self) -> int:
+        return len(self._writers)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Bind (raises OSError if the port is taken) and serve in a daemon thread."""
-        if self._server is not None:
+        """Bind (raises OSError if the port is taken) and serve from one daemon thread."""
+        if self._thread is not None:
             return
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-            name=f"s3-proxy-{self.port}", daemon=True,
-        )
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, args=(sock,), name=f"s3-proxy-{self.port}", daemon=True)
         self._thread.start()
+        self._started.wait(10)
+
+    def _run(self, sock: socket.socket) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(self._connection, sock=sock, limit=_STREAM_LIMIT,
+                                                      backlog=1024)
+            self._started.set()
+
+        loop.run_until_complete(serve())
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     def stop(self) -> None:
         """Stop listening and cut the open client connections. Idempotent."""
-        server, self._server = self._server, None
-        if server is None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
             return
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            open_connections = list(self._connections)
-        for conn in open_connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._loop = self._thread = None
 
-    def track(self, conn: socket.socket, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            loop.stop()
+
+        with contextlib.suppress(RuntimeError):
+            asyncio.run_coroutine_threadsafe(close(), loop)
+        thread.join(timeout=5)
+
+    # -- one client connection ----------------------------------------------------------------------
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._writers) >= self.max_connections:
+            writer.transport.abort()
+            return
+        self._writers.add(writer)
+        try:
+            first = True
+            while True:
+                try:
+                    head = await self._read_head(reader, first)
+                except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                first = False
+                if not await self._request(head, reader, writer):
+                    return
+        except (ConnectionError, _ClientGone, TimeoutError, asyncio.CancelledError):
+            return  # (cancelled: the proxy is stopping; finishing quietly keeps asyncio from logging it)
+        except Exception:  # noqa: BLE001 - one broken request must not take the proxy down
+            log.exception("s3 proxy: request failed")
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _read_head(self, reader: asyncio.StreamReader, first: bool) -> bytes:
+        # A new connection must send its headers within header_timeout; a kept-alive one may idle for
+        # idle_timeout before the next request starts, then has header_timeout for the rest.
+        start = await asyncio.wait_for(reader.readexactly(1), self.header_timeout if first else self.idle_timeout)
+        rest = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.header_timeout)
+        return start + rest
+
+    async def _request(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Handle one request; True if the connection may carry another."""
+        try:
+            method, target, version, headers = _parse_head(head)
+        except ValueError:
+            await self._answer_error(writer, 400, "BadRequest", "Malformed HTTP request", "")
+            return False
+        resource = target.partition("?")[0]
+        try:
+            rule = await self._verify(method, target, headers)
+        except S3AuthError as exc:
+            log.debug("s3 proxy: refused %s %s: %s", method, resource, exc.code)
+            await self._answer_error(writer, exc.status, exc.code, exc.message, resource)
+            return False  # the body (if any) was not read: the connection cannot be reused
+        if (headers.get("expect") or "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        keep_alive = version == "HTTP/1.1" and (headers.get("connection") or "").lower() != "close"
+        try:
+            return await self._relay(method, target, headers, rule, reader, writer) and keep_alive
+        except S3AuthError as exc:
+            await self._answer_error(writer, exc.status, exc.code, exc.message, resource)
+            return False
+
+    async def _verify(self, method: str, target: str, headers: Headers) -> PayloadRule:
+        def lookup(access_key: str, token: str | None) -> Principal | None:
+            return self.authority.principal(access_key, token)
+
+        if _temporary_key(headers, target):
+            # is_active may read the database: keep it off the event loop.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, s3auth.verify, method, target, headers, lookup)
+        return s3auth.verify(method, target, headers, lookup)
+
+    async def _answer_error(self, writer: asyncio.StreamWriter, status: int, code: str, message: str,
+                            resource: str, close: bool = True) -> None:
+        body = _error_body(code, message, resource)
+        reason = {400: "Bad Request", 403: "Forbidden", 503: "Service Unavailable"}.get(status, "Error")
+        writer.write((f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
+                      f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
+                      ).encode() + body)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(writer.drain(), 10)
+
+    # -- relaying -----------------------------------------------------------------------------------
+    async def _relay(self, method: str, target: str, headers: Headers, rule: PayloadRule,
+                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        body = self._client_body(headers, reader, rule)
+        payload = rule.content_sha256
+        if payload in (s3auth.STREAMING_SIGNED, s3auth.STREAMING_SIGNED_TRAILER):
+            decoded = headers.get("x-amz-decoded-content-length")
+            headers.remove("x-amz-decoded-content-length", "x-amz-trailer")
+            encodings = [e.strip() for e in (headers.get("content-encoding") or "").split(",")
+                         if e.strip() and e.strip() != "aws-chunked"]
+            headers.remove("content-encoding")
+            if encodings:
+                headers.set("Content-Encoding", ",".join(encodings))
+            length = int(decoded) if decoded and decoded.isdigit() else None
+            body = _decode_signed_chunks(body, s3auth.ChunkVerifier(rule), payload == s3auth.STREAMING_SIGNED_TRAILER)
+            payload = s3auth.UNSIGNED
+        else:
+            length = _content_length(headers)
+            if s3auth._HEX64.fullmatch(payload):
+                body = _check_sha256(body, payload)
+            elif rule.presigned:
+                payload = s3auth.UNSIGNED
+        if method in ("PUT", "POST") and (headers.get(SSE_HEADER) or "").strip().lower() == "aws:kms":
+            headers.remove(*SSE_KMS_HEADERS)
+        path, pairs, backend_target = s3auth.backend_target(target)
+        s3auth.sign_for_backend(method, path, pairs, headers, self.root[0], self.root[1], payload)
+        deadline = time.monotonic() + self.backend_wait
+        while True:
+            try:
+                upstream_reader, upstream_writer = await asyncio.wait_for(self._open_backend(), 10)
+                break
+            except (OSError, TimeoutError) as exc:
+                # weed restarting (its supervisor brings it back within seconds): wait rather than fail
+                if time.monotonic() >= deadline:
+                    await self._answer_error(writer, 503, "ServiceUnavailable",
+                                             f"object store backend unreachable: {type(exc).__name__}", path)
+                    return False
+                await asyncio.sleep(0.25)
+        try:
+            return await self._exchange(method, backend_target, headers, body, length, upstream_reader,
+                                        upstream_writer, writer, path)
+        finally:
+            upstream_writer.transport.abort()
+
+    async def _open_backend(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.backend_socket is not None:
+            path = self.backend_socket() if callable(self.backend_socket) else self.backend_socket
+            return await asyncio.open_unix_connection(path, limit=_STREAM_LIMIT)
+        return await asyncio.open_connection(self.backend_host, self.backend_port, limit=_STREAM_LIMIT)
+
+    async def _exchange(self, method: str, target: str, headers: Headers, body: AsyncIterator[bytes],
+                        length: int | None, up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
+                        writer: asyncio.StreamWriter, path: str) -> bool:
+        lines = [f"{method} {target} HTTP/1.1"]
+        lines += [f"{k}: {v}" for k, v in headers.items if k.lower() not in _HOP_BY_HOP]
+        has_body = length is not None and length > 0 or length is None and _has_body(headers)
+        if length is not None:
+            lines.append(f"Content-Length: {length}")
+        elif has_body:
+            lines.append("Transfer-Encoding: chunked")
+        pieces = body.__aiter__()
+        try:
+            # Nothing reaches weed before the first piece checked out: weed stores an empty object when a
+            # request is cut before any of its body arrived (but nothing when cut mid-body).
+            first = [await pieces.__anext__()]
+        except StopAsyncIteration:
+            first = []
+        except _BodyRefused as refused:
+            exc = refused.error
+            await self._answer_error(writer, exc.status, exc.code, exc.message, path)
+            return False
+        up_writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        try:
+            async for piece in _chain(first, pieces):
+                if piece:
+                    up_writer.write(piece if length is not None else b"%x\r\n%s\r\n" % (len(piece), piece))
+                    await asyncio.wait_for(up_writer.drain(), self.timeout)
+            if length is None and has_body:
+                up_writer.write(b"0\r\n\r\n")
+            await asyncio.wait_for(up_writer.drain(), self.timeout)
+        except _BodyRefused as refused:
+            up_writer.transport.abort()  # weed sees a cut body and stores nothing
+            exc = refused.error
+            await self._answer_error(writer, exc.status, exc.code, exc.message, path)
+            return False
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            await self._answer_error(writer, 503, "ServiceUnavailable",
+                                     f"object store backend unreachable: {type(exc).__name__}", path)
+            return False
+        try:
+            head = await asyncio.wait_for(up_reader.readuntil(b"\r\n\r\n"), self.timeout)
+            while head.startswith(b"HTTP/1.1 1"):  # interim answers (100 Continue) are ours to give
+                head = await asyncio.wait_for(up_reader.readuntil(b"\r\n\r\n"), self.timeout)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, TimeoutError) as exc:
+            await self._answer_error(writer, 503, "ServiceUnavailable",
+                                     f"object store backend unreachable: {type(exc).__name__}", path)
+            return False
+        return await self._relay_response(method, head, up_reader, writer)
+
+    async def _relay_response(self, method: str, head: bytes, up_reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> bool:
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = Headers([(n, v.strip()) for n, _, v in (line.partition(":") for line in lines[1:] if line)])
+        bodyless = method == "HEAD" or status in (204, 304)
+        length = _content_length(headers)
+        chunked = "chunked" in (headers.get("transfer-encoding") or "").lower()
+        out = [lines[0]] + [f"{k}: {v}" for k, v in headers.items
+                            if k.lower() not in _HOP_BY_HOP or k.lower() == "content-length"]
+        if not bodyless and length is None:
+            out.append("Transfer-Encoding: chunked")
+        writer.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1"))
+        if bodyless:
+            await self._drain(writer)
+            return True
+        if chunked:
+            async for piece in _chunked_pieces(up_reader, self.timeout):
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await self._drain(writer)
+            writer.write(b"0\r\n\r\n")
+        elif length is not None:
+            remaining = length
+            while remaining > 0:
+                data = await asyncio.wait_for(up_reader.read(min(_CHUNK, remaining)), self.timeout)
+                if not data:
+                    return False  # weed died mid-answer: the client sees a short body and a closed connection
+                writer.write(data)
+                remaining -= len(data)
+                await self._drain(writer)
+        else:
+            while data := await asyncio.wait_for(up_reader.read(_CHUNK), self.timeout):
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                await self._drain(writer)
+            writer.write(b"0\r\n\r\n")
+        await self._drain(writer)
+        return True
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(writer.drain(), self.timeout)
+        except (ConnectionError, TimeoutError) as exc:
+            raise _ClientGone() from exc
+
+    async def _client_body(self, headers: Headers, reader: asyncio.StreamReader,
+                           rule: PayloadRule) -> AsyncIterator[bytes]:
+        """The request body as sent (HTTP framing removed)."""
+        try:
+            if "chunked" in (headers.get("transfer-encoding") or "").lower():
+                async for piece in _chunked_pieces(reader, self.timeout):
+                    yield piece
+                return
+            remaining = _content_length(headers) or 0
+            while remaining > 0:
+                data = await asyncio.wait_for(reader.read(min(_CHUNK, remaining)), self.timeout)
+                if not data:
+                    raise _ClientGone()
+                remaining -= len(data)
+                yield data
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, TimeoutError,
+                ValueError) as exc:
+            raise _ClientGone() from exc
+
+
+async def _chain(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for piece in first:
+        yield piece
+    if first:
+        async for piece in rest:
+            yield piece
+
+
+def _temporary_key(headers: Headers, target: str) -> bool:
+    auth = headers.get("authorization") or ""
+    return "Credential=ASIA" in auth or "X-Amz-Credential=ASIA" in target
+
+
+def _content_length(headers: Headers) -> int | None:
+    value = headers.get("content-length")
+    if value is None or "chunked" in (headers.get("transfer-encoding") or "").lower():
+        return None
+    if not value.isdigit():
+        raise S3AuthError(400, "BadRequest", "Invalid Content-Length")
+    return int(value)
+
+
+def _has_body(headers: Headers) -> bool:
+    return "chunked" in (headers.get("transfer-encoding") or "").lower()
+
+
+async def _chunked_pieces(reader: asyncio.StreamReader, timeout: float) -> AsyncIterator[bytes]:
+    """The data of an HTTP/1.1 chunked body (trailers skipped)."""
+    while True:
+        line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
+        size = int(line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while (await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)) != b"\r\n":
+                pass
+            return
+        remaining = size
+        while remaining > 0:
+            data = await asyncio.wait_for(reader.read(min(_CHUNK, remaining)), timeout)
+            if not data:
+                raise asyncio.IncompleteReadError(b"", remaining)
+            remaining -= len(data)
+            yield data
+        await asyncio.wait_for(reader.readexactly(2), timeout)
+
+
+async def _check_sha256(body: AsyncIterator[bytes], expected: str) -> AsyncIterator[bytes]:
+    """Pass the body on, holding its last piece back until the whole body hashes to ``expected``."""
+    digest = hashlib.sha256()
+    held: bytes | None = None
+    async for piece in body:
+        digest.update(piece)
+        if held is not None:
+            yield held
+        held = piece
+    if digest.hexdigest() != expected:
+        raise _BodyRefused(S3AuthError(400, "XAmzContentSHA256Mismatch",
+                                       "The provided 'x-amz-content-sha256' header does not match what was "
+                                       "computed."))
+    if held is not None:
+        yield held
+
+
+class _Buffered:
+    """readline / readexactly over an async iterator of byte pieces."""
+
+    def __init__(self, source: AsyncIterator[bytes]) -> None:
+        self._source = source
+        self._buf = bytearray()
+
+    async def _fill(self) -> bool:
+        try:
+            piece = await self._source.__anext__()
+        except StopAsyncIteration:
+            return False
+        self._buf += piece
+        return True
+
+    async def readline(self, limit: int = 8192) -> bytes:
+        while (end := self._buf.find(b"\r\n")) < 0:
+            if len(self._buf) > limit or not await self._fill():
+                raise _BodyRefused(S3AuthError(400, "IncompleteBody", "Malformed aws-chunked body"))
+        line = bytes(self._buf[:end])
+        del self._buf[:end + 2]
+        return line
+
+    async def readexactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            if not await self._fill():
+                raise _BodyRefused(S3AuthError(400, "IncompleteBody", "The request body ended early"))
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+
+async def _decode_signed_chunks(body: AsyncIterator[bytes], verifier: s3auth.ChunkVerifier,
+                                trailer: bool) -> AsyncIterator[bytes]:
+    """The payload of an ``aws-chunked`` body, each chunk yielded only after its signature verified."""
+    source = _Buffered(body)
+    while True:
+        line = (await source.readline()).decode("latin-1")
+        size_text, _, ext = line.partition(";")
+        name, _, provided = ext.partition("=")
+        try:
+            size = int(size_text.strip(), 16)
+        except ValueError:
+            size = -1
+        if size < 0 or size > 64 * 1024 * 1024 or name.strip() != "chunk-signature":
+            raise _BodyRefused(S3AuthError(400, "IncompleteBody", "Malformed aws-chunked body"))
+        data = await source.readexactly(size) if size else b""
+        try:
+            verifier.chunk(data, provided.strip())
+        except S3AuthError as exc:
+            raise _BodyRefused(exc) from None
+        if size:
+            await source.readexactly(2)
+            yield data
+            continue
+        if not trailer:
+            return
+        lines = []
+        while line_bytes := await source.readline():
+            lines.append(line_bytes)
+        signature_lines = [ln for ln in lines if ln.startswith(b"x-amz-trailer-signature:")]
+        checks = [ln for ln in lines if not ln.startswith(b"x-amz-trailer-signature:")]
+        if not signature_lines:
+            raise _BodyRefused(S3AuthError(400, "IncompleteBody", "The trailer signature is missing"))
+        try:
+            verifier.trailer(b"".join(ln + b"\n" for ln in checks),
+                             signature_lines[0].partition(b":")[2].strip().decode())
+        except S3AuthError as exc:
+            raise _BodyRefused(exc) from None
+        return
+

@@ -1,102 +1,191 @@
-"""The SSE-KMS stripping proxy: SigV4 checked and redone exactly as botocore signs, nothing else touched."""
+"""The object store's proxy in front of a real weed: every request authenticated, bodies checked, connections
+cheap (event-driven, with header and idle timeouts), presigned URLs and chunked uploads working."""
 
 from __future__ import annotations
 
+import http.client
+import os
 import socket
-from email.message import Message
-from urllib.parse import urlsplit
+import threading
+import time
+import zlib
+from base64 import b64encode
 
 import boto3
 import pytest
+import requests
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials as BotoCredentials
 from botocore.exceptions import ClientError
 
-from opensage.objects.seaweed import free_port, port_is_free
-from opensage.objects.sse_proxy import (
-    SSE_KMS_HEADERS,
-    SigV4Authorization,
-    SseKmsProxy,
-    sigv4_signature,
-    strip_sse_kms,
-)
+from opensage.credentials import CredentialAuthority
+from opensage.objects import s3auth
+from opensage.objects.s3 import S3Store
+from opensage.objects.s3auth import Headers
+from opensage.objects.seaweed import SeaweedServer, free_port, port_is_free
+from opensage.objects.sse_proxy import SseKmsProxy
+from opensage.settings import Credentials
+from tests.unit.objects.test_s3auth import _request, streaming_request
 
-AK, SK = "PROXYTESTKEY", "proxy-test-secret"
-
-
-def _signed(method: str, url: str, headers: dict[str, str], secret: str = SK) -> tuple[str, Message]:
-    """(request target, headers) of a request signed by botocore's own S3 SigV4 signer."""
-    request = AWSRequest(method=method, url=url, data=b"payload", headers=headers)
-    S3SigV4Auth(Credentials(AK, secret), "s3", "us-east-1").add_auth(request)
-    parts = urlsplit(request.url)
-    message = Message()
-    message["Host"] = parts.netloc
-    for name, value in request.headers.items():
-        message[name] = value
-    return parts.path + ("?" + parts.query if parts.query else ""), message
+BUCKET = "proxy-tests"
 
 
-def _signature_verifies(method: str, target: str, headers: Message) -> bool:
-    auth = SigV4Authorization.parse(headers["Authorization"])
-    assert auth is not None
-    return sigv4_signature(SK, method, target, headers, auth.signed_headers, auth.scope) == auth.signature
+def _client(endpoint: str, ak: str, sk: str, token: str | None = None, **config: object):  # noqa: ANN202
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak, aws_secret_access_key=sk,
+                        aws_session_token=token, region_name="us-east-1",
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
 
 
-def test_sigv4_signature_matches_botocore_for_keys_needing_quoting() -> None:
-    target, headers = _signed("PUT", "http://127.0.0.1:9000/bkt/dir/a%20b%2Bc~d.tar.gz?uploads=&x=1", {
-        "x-amz-server-side-encryption": "aws:kms", "Content-Type": "application/x-tar"})
-    assert _signature_verifies("PUT", target, headers)
+@pytest.fixture(scope="module")
+def root(seaweed: SeaweedServer):  # noqa: ANN201
+    S3Store(seaweed.endpoint_url, seaweed.access_key, seaweed.secret_key).ensure_bucket(BUCKET)
+    return _client(seaweed.endpoint_url, seaweed.access_key, seaweed.secret_key)
 
 
-def test_strip_sse_kms_valid_signature_drops_kms_headers_and_resigns() -> None:
-    target, headers = _signed("PUT", "http://127.0.0.1:9000/bkt/code/sourcedir.tar.gz", {
-        "x-amz-server-side-encryption": "aws:kms",
-        "x-amz-server-side-encryption-aws-kms-key-id": "arn:aws:kms:us-east-1:123456789012:key/k",
-        "x-amz-meta-owner": "me"})
-    assert strip_sse_kms("PUT", target, headers, {AK: SK})
-    assert not any(headers.get(name) for name in SSE_KMS_HEADERS)
-    auth = SigV4Authorization.parse(headers["Authorization"])
-    assert auth is not None and not set(SSE_KMS_HEADERS) & set(auth.signed_headers)
-    assert "x-amz-meta-owner" in auth.signed_headers and headers["x-amz-meta-owner"] == "me"
-    assert _signature_verifies("PUT", target, headers)
+def _send(endpoint: str, method: str, target: str, headers: Headers, body: bytes) -> tuple[int, bytes]:
+    host, port = endpoint.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items:
+            conn.putheader(name, value)
+        conn.endheaders()
+        conn.send(body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
-@pytest.mark.parametrize("case", ["wrong secret", "unknown key", "no sse", "aes256", "signed chunks"])
-def test_strip_sse_kms_unverifiable_or_other_requests_are_left_untouched(case: str) -> None:
-    sse = "AES256" if case == "aes256" else "aws:kms"
-    extra = {} if case == "no sse" else {"x-amz-server-side-encryption": sse}
-    target, headers = _signed("PUT", "http://127.0.0.1:9000/bkt/k", extra,
-                              secret="not-the-secret" if case == "wrong secret" else SK)
-    if case == "signed chunks":  # each chunk is signed from the seed signature: it cannot be redone
-        headers.replace_header("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
-        auth = SigV4Authorization.parse(headers["Authorization"])
-        assert auth is not None
-        headers.replace_header("Authorization", auth.header(auth.signed_headers, sigv4_signature(
-            SK, "PUT", target, headers, auth.signed_headers, auth.scope)))
-        assert _signature_verifies("PUT", target, headers)
-    before = list(headers.items())
-    secrets = {"SOMEONEELSE": SK} if case == "unknown key" else {AK: SK}
-    assert not strip_sse_kms("PUT", target, headers, secrets)
-    assert list(headers.items()) == before
+def _missing(client, key: str) -> bool:  # noqa: ANN001
+    try:
+        client.head_object(Bucket=BUCKET, Key=key)
+    except ClientError as exc:
+        return exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    return False
+
+
+# -- item 12: presigned PUT with a Content-Type ------------------------------------------------------
+def test_presigned_put_v4_with_content_type_header_is_stored_with_it(seaweed: SeaweedServer, root) -> None:  # noqa: ANN001
+    signer = _client(seaweed.endpoint_url, seaweed.access_key, seaweed.secret_key, signature_version="s3v4")
+    url = signer.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": "pre-v4"}, ExpiresIn=300)
+    answer = requests.put(url, data=b"v4 body", headers={"Content-Type": "text/csv"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    got = root.get_object(Bucket=BUCKET, Key="pre-v4")
+    assert got["ContentType"] == "text/csv" and got["Body"].read() == b"v4 body"
+
+
+def test_presigned_put_default_signer_with_content_type_param_is_stored(seaweed: SeaweedServer, root) -> None:  # noqa: ANN001
+    url = root.generate_presigned_url("put_object", ExpiresIn=300,
+                                      Params={"Bucket": BUCKET, "Key": "pre-v2", "ContentType": "text/plain"})
+    answer = requests.put(url, data=b"v2 body", headers={"Content-Type": "text/plain"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert root.get_object(Bucket=BUCKET, Key="pre-v2")["Body"].read() == b"v2 body"
+    get_url = root.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "pre-v2"})
+    assert requests.get(get_url, timeout=30).content == b"v2 body"
+
+
+# -- chunked uploads ---------------------------------------------------------------------------------
+def test_put_streaming_signed_chunks_is_stored_decoded(seaweed: SeaweedServer, root) -> None:  # noqa: ANN001
+    chunks = [os.urandom(64 * 1024), os.urandom(1000)]
+    target, headers, body = streaming_request(f"{seaweed.endpoint_url}/{BUCKET}/chunked", chunks,
+                                              BotoCredentials(seaweed.access_key, seaweed.secret_key))
+    status, text = _send(seaweed.endpoint_url, "PUT", target, headers, body)
+    assert status == 200, text
+    assert root.get_object(Bucket=BUCKET, Key="chunked")["Body"].read() == b"".join(chunks)
+
+
+def test_put_streaming_chunk_with_bad_signature_is_refused_and_not_stored(seaweed: SeaweedServer, root) -> None:  # noqa: ANN001
+    chunks = [b"x" * 5000, b"y" * 10]
+    target, headers, body = streaming_request(f"{seaweed.endpoint_url}/{BUCKET}/chunked-bad", chunks,
+                                              BotoCredentials(seaweed.access_key, seaweed.secret_key))
+    status, text = _send(seaweed.endpoint_url, "PUT", target, headers, body.replace(b"y" * 10, b"z" * 10))
+    assert status == 403 and b"SignatureDoesNotMatch" in text
+    assert _missing(root, "chunked-bad")
+
+
+class _TrailerSigner(S3SigV4Auth):
+    def payload(self, request: AWSRequest) -> str:  # noqa: ARG002
+        return s3auth.STREAMING_UNSIGNED_TRAILER
+
+
+def test_put_unsigned_payload_with_crc_trailer_is_stored(seaweed: SeaweedServer, root) -> None:  # noqa: ANN001
+    """What boto3 sends over https (STREAMING-UNSIGNED-PAYLOAD-TRAILER): relayed to weed, which checks the CRC."""
+    data = os.urandom(3000)
+    crc = b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    request = AWSRequest(method="PUT", url=f"{seaweed.endpoint_url}/{BUCKET}/trailer", headers={
+        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
+        "x-amz-trailer": "x-amz-checksum-crc32", "x-amz-sdk-checksum-algorithm": "CRC32"})
+    _TrailerSigner(BotoCredentials(seaweed.access_key, seaweed.secret_key), "s3", "us-east-1").add_auth(request)
+    target, headers = _request(request)
+    body = b"%x\r\n%s\r\n0\r\nx-amz-checksum-crc32:%s\r\n\r\n" % (len(data), data, crc.encode())
+    headers.set("Content-Length", str(len(body)))
+    status, text = _send(seaweed.endpoint_url, "PUT", target, headers, body)
+    assert status == 200, text
+    assert root.get_object(Bucket=BUCKET, Key="trailer")["Body"].read() == data
+
+
+def test_boto3_multipart_upload_through_proxy_round_trips(seaweed: SeaweedServer, root, tmp_path) -> None:  # noqa: ANN001
+    from boto3.s3.transfer import TransferConfig
+
+    src = tmp_path / "parts"
+    src.write_bytes(os.urandom(11 * 1024 * 1024))
+    parts = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+    root.upload_file(str(src), BUCKET, "parts", Config=parts)
+    assert root.get_object(Bucket=BUCKET, Key="parts")["Body"].read() == src.read_bytes()
+
+
+# -- item 7: connections -----------------------------------------------------------------------------
+def test_proxy_idle_connections_use_no_threads_and_are_closed_after_timeout(seaweed: SeaweedServer) -> None:
+    assert seaweed.ports is not None
+    proxy = SseKmsProxy("127.0.0.1", 0, "", 0, authority=CredentialAuthority(
+        Credentials(seaweed.access_key, seaweed.secret_key)),
+        backend_socket=seaweed._socket_path("s3", seaweed.ports.s3_backend), header_timeout=2, idle_timeout=2)
+    proxy.start()
+    idle: list[socket.socket] = []
+    try:
+        threads_before = threading.active_count()
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", proxy.port)))
+        idle[0].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a slow client that never finishes its headers
+        deadline = time.monotonic() + 10
+        while proxy.connections < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proxy.connections == 300
+        assert threading.active_count() - threads_before < 10
+        client = _client(f"http://127.0.0.1:{proxy.port}", seaweed.access_key, seaweed.secret_key)
+        assert client.list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200  # still serving
+        time.sleep(3)
+        for sock in idle:
+            sock.settimeout(5)
+            assert sock.recv(1) == b""  # closed by the proxy
+        assert proxy.connections <= 1  # (boto3's own kept-alive connection may still be open)
+    finally:
+        for sock in idle:
+            sock.close()
+        proxy.stop()
+    assert port_is_free(proxy.port)
 
 
 def test_proxy_backend_down_answers_503_service_unavailable() -> None:
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
         dead_port = closed.getsockname()[1]
-    proxy = SseKmsProxy("127.0.0.1", free_port(), "127.0.0.1", dead_port, {AK: SK})
+    ak, sk = "AKIAPROXYDOWN0000000", "proxy-down-secret"
+    proxy = SseKmsProxy("127.0.0.1", free_port(), "127.0.0.1", dead_port, {ak: sk})
     proxy.start()
     try:
-        client = boto3.client(
-            "s3", endpoint_url=f"http://127.0.0.1:{proxy.port}", aws_access_key_id=AK,
-            aws_secret_access_key=SK, region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-        )
         with pytest.raises(ClientError) as info:
-            client.list_buckets()
+            _client(f"http://127.0.0.1:{proxy.port}", ak, sk).list_buckets()
         assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     finally:
         proxy.stop()
     assert port_is_free(proxy.port)  # stop() released it
+
+
+def test_proxy_large_object_round_trips_through_both_directions(seaweed: SeaweedServer, root) -> None:  # noqa: ANN001
+    data = os.urandom(40 * 1024 * 1024)
+    root.put_object(Bucket=BUCKET, Key="large", Body=data)
+    assert root.get_object(Bucket=BUCKET, Key="large")["Body"].read() == data
