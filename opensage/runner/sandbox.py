@@ -448,6 +448,8 @@ def run_command(
     outcome = _supervise(proc, spec, control)
     if sys.platform.startswith("linux"):
         kill_group_leftovers(uid, ml_root)
+    if uid is not None:  # jobexec's HOME for the job user (pip cache, dotfiles); rmtree never follows links
+        shutil.rmtree(f"/tmp/opensage-job-{uid}", ignore_errors=True)
     pump.join(timeout=5)
     proc.stdout.close()
     outcome.tail = list(pump.tail)
