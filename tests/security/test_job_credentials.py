@@ -73,20 +73,24 @@ def test_transform_and_endpoint_replicas_get_temporary_credentials(fake_server) 
     assert owner.startswith("endpoint/ep-creds/")
 
 
-@pytest.mark.skip(reason="needs the control plane's SigV4 and the S3 proxy to accept session tokens "
-                         "(issue 7 item 3a, other engineer); the lead enables it when both land")
 def test_training_job_script_uses_temporary_credentials_against_api(server) -> None:
     """Once verification accepts AWS_SESSION_TOKEN: a job's own boto3 call (DescribeTrainingJob on itself)
     succeeds with the job's credentials, and the root secret is not in its environment."""
     sm = server.client("sagemaker")
+    store = server.store()
+    store.ensure_bucket("bucket1")
+    store.put_bytes("bucket1", "data/train/x.csv", b"1,2\n")
     code = ("import boto3, os, json; d = boto3.client('sagemaker').describe_training_job("
             "TrainingJobName=os.environ['TRAINING_JOB_NAME']); "
             "open('/opt/ml/model/env.json','w').write(json.dumps(dict(os.environ)))")
     req = training_request("creds-api", AlgorithmSpecification={
-        "TrainingImage": "opensage/command:latest", "TrainingInputMode": "File",
+        "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
+        "TrainingInputMode": "File",
         "ContainerEntrypoint": [sys.executable, "-c", code]})
     sm.create_training_job(**req)
     from tests.conftest import wait_for_status
 
     d = wait_for_status(sm, "creds-api")
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    env = json.loads((server.settings.jobs_dir / "creds-api" / "algo-1" / "ml" / "model" / "env.json").read_text())
+    assert env["AWS_SESSION_TOKEN"] and server.settings.credentials.secret_key not in json.dumps(env)
