@@ -134,3 +134,43 @@ def test_second_up_on_same_home_says_one_is_running(tmp_path):
         assert "already running" in out.stderr
     finally:
         stop_platform(p)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_agent_killed_job_failed_and_user_script_gone(tmp_path):
+    """Issue 7 item 10: SIGKILL of the agent alone (not its group) must not leave the user's script running,
+    nor a child that left the group."""
+    home = tmp_path / "home"
+    p = start_platform(home)
+    try:
+        sm, s3 = _clients(p)
+        bucket = "sagemaker-us-east-1-000000000000"
+        script = ("import os, subprocess, sys, time\n"
+                  "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
+                  "start_new_session=True)\n"
+                  "open(os.path.join(os.environ['SM_MODEL_DIR'], 'pids'), 'w').write(f'{os.getpid()} {child.pid}')\n"
+                  "time.sleep(300)\n")
+        _create(sm, s3, bucket, "orphan-me", script)
+        jobdir = home / "jobs" / "orphan-me" / "algo-1"
+        pids_file = jobdir / "ml" / "model" / "pids"
+        deadline = time.time() + 90
+        while not (pids_file.exists() and len(pids_file.read_text().split()) == 2):
+            assert time.time() < deadline, "the script never started"
+            time.sleep(0.2)
+        pids = [int(x) for x in pids_file.read_text().split()]
+        os.kill(int((jobdir / "agent.pid").read_text()), signal.SIGKILL)
+        d = _wait(sm, "orphan-me")
+        assert d["TrainingJobStatus"] == "Failed" and "ended without reporting a result" in d["FailureReason"]
+        deadline = time.time() + 5
+        while any(_running(pid) for pid in pids):
+            assert time.time() < deadline, "the job's processes outlived the job"
+            time.sleep(0.1)
+    finally:
+        stop_platform(p)
