@@ -146,6 +146,17 @@ def test_verify_presigned_v2_with_signed_content_type_is_accepted() -> None:
     assert _code(lambda: s3auth.verify("PUT", target, other, lookup)) == "SignatureDoesNotMatch"
 
 
+def test_verify_presigned_v2_without_content_type_accepts_any_content_type() -> None:
+    """boto3 presigns SigV2 for our endpoint but SigV4 for AWS, where an unsigned Content-Type is accepted."""
+    request = AWSRequest(method="PUT", url=URL)
+    HmacV1QueryAuth(BotoCredentials(AK, SK), expires=600).add_auth(request)
+    target, _ = _request(request)
+    sent = Headers([("Host", "127.0.0.1:9000"), ("Content-Type", "application/x-tar")])
+    assert s3auth.verify("PUT", target, sent, lookup).presigned
+    wrong_key = target.replace("a%20b", "a%20c")
+    assert _code(lambda: s3auth.verify("PUT", wrong_key, sent, lookup)) == "SignatureDoesNotMatch"
+
+
 def test_backend_target_drops_presigned_authentication_only() -> None:
     target, _ = _presigned(url=URL + "?uploadId=u1&partNumber=3")
     path, pairs, sent = s3auth.backend_target(target)

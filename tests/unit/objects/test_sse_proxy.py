@@ -87,6 +87,15 @@ def test_presigned_put_default_signer_with_content_type_param_is_stored(seaweed:
     assert requests.get(get_url, timeout=30).content == b"v2 body"
 
 
+def test_presigned_put_default_signer_then_content_type_header_is_stored(seaweed: SeaweedServer, root) -> None:  # noqa: ANN001
+    """Issue 7 item 12: boto3's default presigned PUT URL, then a PUT that sends a Content-Type header."""
+    url = root.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": "pre-ct"}, ExpiresIn=300)
+    answer = requests.put(url, data=b"csv,rows", headers={"Content-Type": "text/csv"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    got = root.get_object(Bucket=BUCKET, Key="pre-ct")
+    assert got["ContentType"] == "text/csv" and got["Body"].read() == b"csv,rows"
+
+
 # -- chunked uploads ---------------------------------------------------------------------------------
 def test_put_streaming_signed_chunks_is_stored_decoded(seaweed: SeaweedServer, root) -> None:  # noqa: ANN001
     chunks = [os.urandom(64 * 1024), os.urandom(1000)]
