@@ -22,7 +22,7 @@ from typing import Any
 import cbor2
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from opensage.api.parser import ParsedRequest, SerializationException, decode
+from opensage.api.parser import ParsedRequest, SerializationException, check_document, decode
 from opensage.api.spec import service_model
 from opensage.errors import ServiceError, UnknownOperation
 
@@ -49,10 +49,11 @@ def parse_request(service: str, operation: str, body: bytes) -> ParsedRequest:
     op = model.operation_model(operation)
     try:
         raw = cbor2.loads(body) if body else {}
-    except (cbor2.CBORDecodeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever cbor2 cannot read (tags, lengths, depth) is the client's
         raise SerializationException(f"Request body is not valid CBOR: {e}") from None
     if not isinstance(raw, dict):
         raise SerializationException("Request body must be a CBOR map of the operation's input members.")
+    check_document(raw)  # depth (cbor2 allows 400 levels; decode/validate recurse per level)
     return ParsedRequest(service, op, decode(_plain(raw), op.input_shape) or {})
 
 

@@ -5,6 +5,11 @@
 * query: form body ``Action=...&Version=...`` (sts)
 
 Keys stay PascalCase exactly as the model names them. Timestamps become aware datetimes, blobs bytes.
+
+Nothing a client sends may end in a 500 (boto3 retries those): a body that is not a document of the protocol
+(not JSON / CBOR, invalid UTF-8, ``NaN`` literals, nested deeper than ``MAX_DEPTH``, lone surrogates) is a
+``SerializationException``; a well-formed document with a bad member value (a timestamp out of range) is left
+to ``validate``, which names the member.
 """
 
 from __future__ import annotations
@@ -28,6 +33,57 @@ class SerializationException(ServiceError):
     code = "SerializationException"
 
 
+class MalformedQueryString(ServiceError):
+    """The query protocol's spelling of a body that cannot be read (AWS's common error for query APIs)."""
+
+    code = "MalformedQueryString"
+
+
+# Deepest nesting a request document may have. botocore's deepest SageMaker input is ~12 levels; recursive
+# shapes (SearchExpression) are far shallower in practice. Parsing, decode() and validate() recurse once or
+# twice per level, so this keeps every request far from Python's recursion limit (1000).
+MAX_DEPTH = 64
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise SerializationException(f"Request body is not valid JSON: {name} is not a JSON number.")
+
+
+def load_json(body: bytes) -> Any:
+    """Bytes -> JSON value, or SerializationException: never RecursionError / UnicodeDecodeError / NaN."""
+    try:
+        raw = json.loads(body, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise SerializationException(f"Request body is nested deeper than {MAX_DEPTH} levels.") from None
+    except ValueError as e:
+        raise SerializationException(f"Request body is not valid JSON: {e}") from None
+    # Cheap pre-checks keep the walk off ordinary requests: depth needs that many brackets, a lone surrogate
+    # an escape (raw surrogates are invalid UTF-8 and already refused).
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH or b"\\u" in body:
+        check_document(raw)
+    return raw
+
+
+def check_document(raw: Any) -> None:
+    """Refuse documents nested deeper than MAX_DEPTH or holding strings that are not Unicode text
+    (lone surrogates cannot be stored or encoded). Iterative: a hostile document cannot exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(raw, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise SerializationException("Request body holds a string that is not valid Unicode text.")
+        elif isinstance(value, dict | list | tuple):
+            if depth >= MAX_DEPTH:
+                raise SerializationException(f"Request body is nested deeper than {MAX_DEPTH} levels.")
+            items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+            for key, item in items:
+                if isinstance(key, str):
+                    stack.append((key, depth + 1))
+                stack.append((item, depth + 1))
+
+
 @dataclass
 class ParsedRequest:
     service: str
@@ -36,14 +92,19 @@ class ParsedRequest:
 
 
 def _timestamp(value: Any) -> datetime:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str):
-        try:
-            return datetime.fromtimestamp(float(value), UTC)
-        except ValueError:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    """Epoch seconds (number or numeric string) or ISO 8601 -> aware datetime; ValueError for anything else,
+    including values outside datetime's range (``1e308`` raises OverflowError / OSError in fromtimestamp)."""
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, UTC)
+        if isinstance(value, str):
+            try:
+                return datetime.fromtimestamp(float(value), UTC)
+            except ValueError:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (OverflowError, OSError) as e:
+        raise ValueError(f"timestamp out of range: {value!r}") from e
     raise ValueError(f"not a timestamp: {value!r}")
 
 
@@ -77,10 +138,7 @@ def parse_json_protocol(service: str, target: str, body: bytes) -> ParsedRequest
     if name not in model.operation_names:
         raise UnknownOperation(f"Operation {name} is not part of the {model.service_id} API.")
     op = model.operation_model(name)
-    try:
-        raw = json.loads(body or b"{}")
-    except ValueError as e:
-        raise SerializationException(f"Request body is not valid JSON: {e}") from None
+    raw = load_json(body or b"{}")
     if not isinstance(raw, dict):
         raise SerializationException("Request body must be a JSON object.")
     return ParsedRequest(service, op, decode(raw, op.input_shape) or {})
@@ -147,15 +205,19 @@ def parse_rest_json(service: str, method: str, path: str, query: str, headers: d
     shape = op.input_shape
     if plan.payload:
         member = shape.members[plan.payload]
-        if member.type_name in ("blob", "string"):
-            params[plan.payload] = body if member.type_name == "blob" else body.decode()
+        if member.type_name == "blob":
+            params[plan.payload] = body
+        elif member.type_name == "string":
+            try:
+                params[plan.payload] = body.decode()
+            except UnicodeDecodeError:
+                raise SerializationException("Request body is not valid UTF-8 text.") from None
         elif body:
-            params[plan.payload] = decode(json.loads(body), member)
+            params[plan.payload] = decode(load_json(body), member)
     elif plan.has_shape and body:
-        try:
-            raw = json.loads(body)
-        except ValueError as e:
-            raise SerializationException(f"Request body is not valid JSON: {e}") from None
+        raw = load_json(body)
+        if not isinstance(raw, dict):
+            raise SerializationException("Request body must be a JSON object.")
         params.update(decode(raw, shape))
     return ParsedRequest(service, op, params)
 
@@ -171,14 +233,18 @@ def _scalar(text: str, shape: Shape) -> Any:
             return text.lower() == "true"
         if kind == "timestamp":
             return _timestamp(text)
-    except ValueError:
+    except ValueError:  # includes out-of-range timestamps (see _timestamp)
         raise ValidationException(f"Value '{text}' is not a valid {kind}.") from None
     return text
 
 
 def parse_query_protocol(service: str, body: bytes, query: str) -> ParsedRequest:
     """Form-encoded Action/Version with flat scalar members (enough for STS's calls)."""
-    form = dict(parse_qsl(body.decode() if body else query, keep_blank_values=True))
+    try:
+        text = body.decode() if body else query
+        form = dict(parse_qsl(text, keep_blank_values=True, errors="strict"))
+    except UnicodeError:
+        raise MalformedQueryString("The request body is not valid UTF-8 form data.") from None
     name = form.pop("Action", "")
     model = service_model(service)
     if name not in model.operation_names:

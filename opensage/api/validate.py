@@ -11,6 +11,7 @@ satisfy regular expression pattern: ...`` and, for several, ``2 validation error
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from functools import lru_cache
@@ -33,12 +34,19 @@ def _lower_first(name: str) -> str:
     return name[:1].lower() + name[1:]
 
 
+# Smithy's integer / long are 32- / 64-bit: AWS's deserializer refuses anything wider, and SQLite cannot
+# store it (OverflowError -> a 500), so a wider value is the caller's error, named like a range violation.
+_INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+MAX_SHOWN = 256  # a hostile 1 MB value is not echoed back in full
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, list | dict):
         return "'" + str(value)[:100] + "'"
-    return f"'{value}'"
+    text = str(value)
+    return f"'{text[:MAX_SHOWN]}...'" if len(text) > MAX_SHOWN else f"'{text}'"
 
 
 def validate(params: dict[str, Any], shape: Shape | None, exc: type[Exception] = ValidationException) -> None:
@@ -82,7 +90,8 @@ def _check(value: Any, shape: Shape, path: str, problems: list[str]) -> None:
         if not isinstance(value, str):
             _fail(problems, value, path, "Member must be a string")
             return
-        _check_length(value, shape, path, problems)
+        if not _check_length(value, shape, path, problems):
+            return  # a value already too long is not also run through the pattern (regex cost)
         enum = shape.enum
         if enum and value not in enum:
             _fail(problems, value, path, f"Member must satisfy enum value set: [{', '.join(enum)}]")
@@ -95,10 +104,18 @@ def _check(value: Any, shape: Shape, path: str, problems: list[str]) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(problems, value, path, f"Member must be an {kind}")
             return
+        low, high = _INT_RANGE[kind]
+        if not low <= value <= high:
+            bound = f"less than or equal to {high}" if value > high else f"greater than or equal to {low}"
+            _fail(problems, value, path, f"Member must have value {bound}")
+            return
         _check_range(value, shape, path, problems)
     elif kind in ("float", "double"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             _fail(problems, value, path, "Member must be a number")
+            return
+        if not _finite(value):  # NaN passes every comparison; inf / 10**400 break arithmetic later
+            _fail(problems, value, path, "Member must be a finite number")
             return
         _check_range(value, shape, path, problems)
     elif kind == "boolean":
@@ -128,13 +145,22 @@ def _check_structure(value: dict[str, Any], shape: Shape, path: str, problems: l
         _check(item, member, prefix + _lower_first(name), problems)
 
 
-def _check_length(value: Any, shape: Shape, path: str, problems: list[str]) -> None:
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int wider than a double
+        return False
+
+
+def _check_length(value: Any, shape: Shape, path: str, problems: list[str]) -> bool:
+    """False (and a problem recorded) when the value is longer than the shape's maximum."""
     meta = shape.metadata
-    what = "length" if isinstance(value, str) else "length"
     if "min" in meta and len(value) < meta["min"]:
-        _fail(problems, value, path, f"Member must have {what} greater than or equal to {meta['min']}")
+        _fail(problems, value, path, f"Member must have length greater than or equal to {meta['min']}")
     if "max" in meta and len(value) > meta["max"]:
-        _fail(problems, value, path, f"Member must have {what} less than or equal to {meta['max']}")
+        _fail(problems, value, path, f"Member must have length less than or equal to {meta['max']}")
+        return False
+    return True
 
 
 def _check_range(value: float, shape: Shape, path: str, problems: list[str]) -> None:

@@ -59,3 +59,17 @@ def test_parse_request_garbage_body_is_serialization_exception():
 def test_parse_request_unknown_operation_names_it():
     with pytest.raises(UnknownOperation, match="Nope"):
         cbor_protocol.parse_request("cloudwatch", "Nope", b"")
+
+
+# Issue 7 item 11: whatever cbor2 cannot read, and documents nested past MAX_DEPTH, are the client's error.
+@pytest.mark.parametrize("body", [
+    b"\xa1\x61a\xc1\xfb\x7f\xef\xff\xff\xff\xff\xff\xff",  # tag 1 epoch 1.8e308
+    b"\xa1\x61a\xd8\x23\x61(",  # tag 35: a regular expression that does not compile
+    b"\xa1\x61a\x62\xff\xfe",  # invalid UTF-8 text
+    b"\xa1\x61a\x5b\x7f\xff\xff\xff\xff\xff\xff\xff",  # a byte string claiming 2**63 bytes
+    b"\xa1\x61a" + b"\x81" * 300 + b"\x00",  # within cbor2's 400 levels, deeper than ours
+    b"\x81" * 100_000 + b"\x00",
+])
+def test_parse_request_hostile_cbor_is_serialization_exception(body):
+    with pytest.raises(SerializationException):
+        cbor_protocol.parse_request("cloudwatch", "ListMetrics", body)

@@ -103,3 +103,48 @@ def test_flat_key_distinguishes_types_and_skips_nested_values():
     assert _flat_key("Op", {"A": True}) != _flat_key("Op", {"A": 1})
     assert _flat_key("Op", {"Body": b"a"}) == _flat_key("Op", {"Body": b"bb"})
     assert _flat_key("Op", {"A": ["x"]}) is None and _flat_key("Op", {"A": {"k": "v"}}) is None
+
+
+# Issue 7 item 11: malformed documents are SerializationException (400), never RecursionError / 500.
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,  # RecursionError inside json.loads
+    b'{"NameContains":' + b"[" * 100 + b"]" * 100 + b"}",  # parses, but deeper than MAX_DEPTH
+    b'{"MaxResults": NaN}',
+    b'{"NameContains": "\\ud800"}',  # a lone surrogate cannot be stored or encoded
+    b'{"NameContains": "\xff"}',
+    b"[1]",
+])
+def test_parse_json_protocol_malformed_body_is_serialization_exception(body):
+    with pytest.raises(parser.SerializationException):
+        parser.parse_json_protocol("sagemaker", "SageMaker.ListTrainingJobs", body)
+
+
+def test_parse_json_protocol_nesting_within_limit_parses():
+    body = b'{"NameContains":' + b"[" * 40 + b"]" * 40 + b"}"
+    assert parser.parse_json_protocol("sagemaker", "SageMaker.ListTrainingJobs", body).params["NameContains"]
+
+
+@pytest.mark.parametrize("value", [b"1e308", b"-1e308", b"1e400", b'"1e308"', b'"9999-99-99"'])
+def test_parse_json_protocol_timestamp_out_of_range_is_validation_exception_naming_member(value):
+    from opensage.api.validate import validate
+    from opensage.errors import ValidationException
+
+    req = parser.parse_json_protocol("sagemaker", "SageMaker.ListTrainingJobs",
+                                     b'{"CreationTimeAfter": ' + value + b"}")
+    with pytest.raises(ValidationException, match="creationTimeAfter.*Member must be a timestamp"):
+        validate(req.params, req.operation.input_shape)
+
+
+def test_parse_rest_json_timestamp_header_out_of_range_is_validation_error():
+    from opensage.api.spec import service_model
+
+    shape = service_model("sagemaker").operation_model("ListTrainingJobs").input_shape.members["CreationTimeAfter"]
+    with pytest.raises(parser.ValidationException):
+        parser._scalar("1e308", shape)
+
+
+def test_parse_query_protocol_invalid_utf8_body_is_malformed_query_string():
+    with pytest.raises(parser.MalformedQueryString):
+        parser.parse_query_protocol("sts", b"Action=GetCallerIdentity&Version=2011-06-15&X=\xff", "")
+    with pytest.raises(parser.MalformedQueryString):
+        parser.parse_query_protocol("sts", b"Action=GetCallerIdentity&Version=2011-06-15&X=%ff", "")

@@ -40,3 +40,30 @@ def test_validate_wrong_types_reported():
 
 def test_validate_valid_request_passes():
     validate({"MaxResults": 10, "SortOrder": "Descending", "NameContains": "x"}, _shape("ListTrainingJobs"))
+
+
+# Issue 7 item 11: values a hostile client sends are the caller's error (400), never a 500 later on.
+def test_validate_long_wider_than_64_bits_is_refused():
+    shape = operation_model("logs", "GetLogEvents").input_shape  # startTime is a long without a maximum
+    with pytest.raises(ValidationException, match="startTime.*less than or equal to 9223372036854775807"):
+        validate({"logStreamName": "s", "startTime": 2**64}, shape)
+
+
+def test_validate_integer_wider_than_32_bits_is_refused():
+    with pytest.raises(ValidationException, match="maxResults.*less than or equal to 2147483647"):
+        validate({"MaxResults": 2**40}, _shape("ListTrainingJobs"))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 10**400])
+def test_validate_double_not_finite_is_refused(value):
+    shape = operation_model("cloudwatch", "PutMetricData").input_shape
+    params = {"Namespace": "N", "MetricData": [{"MetricName": "M", "Value": value}]}
+    with pytest.raises(ValidationException, match="metricData.1.member.value.*finite number"):
+        validate(params, shape)
+
+
+def test_validate_huge_value_is_not_echoed_in_full():
+    with pytest.raises(ValidationException) as e:
+        validate({"TrainingJobName": "a" * 100_000}, _shape("DescribeTrainingJob"))
+    assert len(str(e.value)) < 1000 and "length less than or equal to 63" in str(e.value)
+    assert "regular expression" not in str(e.value)  # too long already: the pattern is not run
