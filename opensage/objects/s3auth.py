@@ -158,8 +158,12 @@ def _parse_authorization(value: str) -> tuple[str, str, tuple[str, ...], str]:
 
 
 def _parse_amz_date(value: str | None) -> float | None:
+    """Seconds since the epoch of ``yyyyMMddTHHmmssZ`` (None if malformed)."""
+    if not value or len(value) != 16 or value[8] != "T" or value[15] != "Z" or not (value[:8] + value[9:15]).isdigit():
+        return None
     try:
-        return datetime.strptime(value or "", "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+        return datetime(int(value[:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]), int(value[11:13]),
+                        int(value[13:15]), tzinfo=UTC).timestamp()
     except ValueError:
         return None
 

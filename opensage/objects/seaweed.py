@@ -725,9 +725,9 @@ def _isolate(protection: str, die_with_parent: bool) -> Callable[[], None]:
 
     libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork: the child only calls it
     parent_signal = _parent_death_signal() if die_with_parent else None
-    uid, gid = os.getuid(), os.getgid()
 
     def preexec() -> None:
+        uid, gid = os.getuid(), os.getgid()
         os.umask(0o077)
         if protection == "netns" and libc.unshare(_CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")

@@ -172,6 +172,53 @@ def test_object_store_without_namespace_protects_volume_and_filer_with_jwt(tmp_p
         server.stop(grace_seconds=1)
 
 
+_AS_NOBODY = """
+import ctypes, json, os, sys, traceback
+import boto3, requests
+from botocore.config import Config
+from opensage.objects.seaweed import SeaweedServer
+boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")  # import all now
+os.setgid(65534); os.setuid(65534)  # (this interpreter's files under /root are unreadable to nobody)
+ctypes.CDLL(None).prctl(4, 1)  # PR_SET_DUMPABLE: a process that was root may not write its /proc/self maps
+out = {}
+s = SeaweedServer(sys.argv[1], 0, "AKIANOBODY0000000001", "nobody-secret-0123456789")
+try:
+    s.start(); s.wait_ready(60); out["protection"] = s.protection
+    c = boto3.client("s3", endpoint_url=s.endpoint_url, aws_access_key_id="AKIANOBODY0000000001",
+                     aws_secret_access_key="nobody-secret-0123456789", region_name="us-east-1",
+                     config=Config(s3={"addressing_style": "path"}))
+    c.put_object(Bucket="opensage-readiness-probe", Key="k", Body=b"abc")
+    out["get"] = c.get_object(Bucket="opensage-readiness-probe", Key="k")["Body"].read().decode()
+    for name in ("master", "volume", "filer"):
+        try:
+            out[name] = requests.get(f"http://127.0.0.1:{getattr(s.ports, name)}/", timeout=2).status_code
+        except requests.ConnectionError:
+            out[name] = "refused"
+except Exception:
+    out["error"] = traceback.format_exc()
+finally:
+    s.stop(2)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_object_store_started_by_non_root_user_hides_weed_in_user_namespace() -> None:
+    import json
+    import shutil
+
+    data = Path(tempfile.mkdtemp(prefix="opensage-nobody-"))  # (pytest's tmp_path is root-only)
+    try:
+        os.chown(data, 65534, 65534)
+        out = subprocess.run([sys.executable, "-c", _AS_NOBODY, str(data / "sw")], capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result.get("protection") == "userns", result
+    assert result["get"] == "abc" and result["master"] == result["volume"] == result["filer"] == "refused"
+
+
 # -- item 9: supervised ------------------------------------------------------------------------------
 def test_object_store_killed_weed_is_restarted_with_its_objects(store: SeaweedServer) -> None:
     client = _client(store)
