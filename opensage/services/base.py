@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +15,7 @@ from opensage.errors import ValidationException
 from opensage.settings import Settings
 from opensage.store.logs import LogRepository
 from opensage.store.metrics import MetricRepository
-from opensage.store.resources import ListQuery, ResourceRepository
+from opensage.store.resources import ListQuery, PageTokens, ResourceRepository
 from opensage.store.tags import TagRepository
 
 
@@ -27,6 +29,14 @@ class Deps:
     logs: LogRepository
     metrics: MetricRepository
     wake: Callable[[str], None] = field(default=lambda kind: None)  # nudge the reconciler of a kind
+    # NextTokens of every list (resources, tags, and services with their own paging) are sealed with one key
+    # derived from the platform's secret: unforgeable, and still valid after a restart.
+    tokens: PageTokens = field(init=False)
+
+    def __post_init__(self) -> None:
+        secret = self.settings.credentials.secret_key.encode()
+        self.tokens = PageTokens(hmac.digest(secret, b"opensage/next-token/v1", hashlib.sha256))
+        self.resources.tokens = self.tokens
 
 
 def epoch(value: Any) -> float | None:

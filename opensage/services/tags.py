@@ -7,6 +7,7 @@ from typing import Any
 from opensage.arns import parse_sagemaker_arn
 from opensage.errors import ResourceNotFound, ValidationException
 from opensage.services.base import Deps
+from opensage.store.resources import InvalidPageToken
 
 
 class TagService:
@@ -25,12 +26,17 @@ class TagService:
         return {"Tags": params["Tags"]}
 
     def list_tags(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
-        self._require(params["ResourceArn"])
-        items, token = self.d.tags.list(params["ResourceArn"], params.get("NextToken"),
-                                        params.get("MaxResults") or 50)
+        arn = params["ResourceArn"]
+        self._require(arn)
+        # The token carries the last key seen, sealed to this resource (another ARN's token is refused).
+        scope = f"ListTags:{arn}"
+        after = self.d.tokens.open(params["NextToken"], scope, None) if params.get("NextToken") else None
+        if after is not None and not isinstance(after, str):
+            raise InvalidPageToken("the token cannot be read")
+        items, last = self.d.tags.list(arn, after, params.get("MaxResults") or 50)
         out: dict[str, Any] = {"Tags": items}
-        if token:
-            out["NextToken"] = token
+        if last is not None:
+            out["NextToken"] = self.d.tokens.seal(scope, None, last)
         return out
 
     def delete_tags(self, ctx, params: dict[str, Any]) -> dict[str, Any]:

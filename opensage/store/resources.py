@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from opensage.errors import ValidationException
 from opensage.store.schema import resources
 
 
@@ -63,6 +67,68 @@ class ListQuery:
     next_token: str | None = None
 
 
+class InvalidPageToken(ValidationException):
+    """A NextToken this platform did not issue, altered, or issued for another list (SageMaker's answer is a
+    ValidationException "Invalid pagination token because ...")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f'Invalid pagination token because "{reason}".')
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def digest(value: Any) -> str:
+    """A short stable hash of JSON-able filters (what a token is bound to besides its scope)."""
+    raw = json.dumps(value, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return _b64(hashlib.sha256(raw).digest()[:12])
+
+
+class PageTokens:
+    """NextTokens bound to what made them, and authenticated so they cannot be forged or edited.
+
+    A token is ``<payload>.<mac>``: payload = base64url JSON ``{"s": scope, "f": filters digest, "p":
+    position}``; mac = HMAC-SHA256(key, payload), 16 bytes. ``scope`` names the list (a resource kind, a tag
+    ARN, an operation) and ``filters`` everything that shaped the result except the page size, so a token of
+    ListTrainingJobs is refused by ListModels and a token made with NameContains=a is refused with
+    NameContains=b (the keyset position would silently skip or repeat rows otherwise).
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        # A random key works within one process; Deps gives the platform's (derived from its secret) so
+        # tokens survive a restart.
+        self.key = key or secrets.token_bytes(32)
+
+    def _mac(self, payload: str) -> str:
+        return _b64(hmac.digest(self.key, payload.encode(), "sha256")[:16])
+
+    def seal(self, scope: str, filters: Any, position: Any) -> str:
+        payload = _b64(json.dumps({"s": scope, "f": digest(filters), "p": position},
+                                  separators=(",", ":")).encode())
+        return f"{payload}.{self._mac(payload)}"
+
+    def open(self, token: str, scope: str, filters: Any) -> Any:
+        """The position sealed in ``token``; InvalidPageToken unless it was sealed here for this list."""
+        payload, dot, mac = token.partition(".")
+        if not dot or not hmac.compare_digest(mac, self._mac(payload)):
+            raise InvalidPageToken("the token was not returned by a previous call or was changed")
+        try:
+            body = json.loads(_unb64(payload))
+        except ValueError:  # cannot happen for a token we sealed; kept so a bug here is not a 500
+            raise InvalidPageToken("the token cannot be read") from None
+        if body.get("s") != scope:
+            raise InvalidPageToken("the token was returned by a different list operation")
+        if body.get("f") != digest(filters):
+            raise InvalidPageToken("the token was returned for different filters or sort order; "
+                                   "repeat the request that returned it, changing only MaxResults")
+        return body.get("p")
+
+
 _SORT_COLUMNS = {"Name": resources.c.name, "CreationTime": resources.c.creation_time, "Status": resources.c.status}
 
 
@@ -72,9 +138,17 @@ def _row(r: Any) -> Resource:
                     state=json.loads(r.state), parent_arn=r.parent_arn, version=r.version)
 
 
+def _filters(q: ListQuery) -> dict[str, Any]:
+    """What a NextToken is bound to: every query field but the page size and the token itself."""
+    bound = asdict(q)
+    del bound["limit"], bound["next_token"]
+    return bound
+
+
 class ResourceRepository:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, tokens: PageTokens | None = None) -> None:
         self.engine = engine
+        self.tokens = tokens or PageTokens()
 
     def create(self, res: Resource) -> None:
         try:
@@ -146,7 +220,7 @@ class ResourceRepository:
         if q.parent_arn is not None:
             conds.append(c.parent_arn == q.parent_arn)
         if q.next_token:
-            last_sort, last_name = decode_token(q.next_token)
+            last_sort, last_name = self._position(kind, q)
             if col is c.name:
                 conds.append(c.name < last_name if q.descending else c.name > last_name)
             elif q.descending:
@@ -163,20 +237,11 @@ class ResourceRepository:
         if len(rows) > q.limit:
             last = items[-1]
             sort_value = {"Name": last.name, "Status": last.status}.get(q.sort_by, last.creation_time)
-            token = encode_token(sort_value, last.name)
+            token = self.tokens.seal(kind, _filters(q), [sort_value, last.name])
         return items, token
 
-
-def encode_token(sort_value: Any, name: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([sort_value, name]).encode()).decode()
-
-
-def decode_token(token: str) -> tuple[Any, str]:
-    from opensage.errors import ValidationException
-
-    try:
-        sort_value, name = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return sort_value, str(name)
-    except (ValueError, TypeError):
-        raise ValidationException("The NextToken is invalid. Use the token returned by the previous call.") \
-            from None
+    def _position(self, kind: str, q: ListQuery) -> tuple[Any, str]:
+        position = self.tokens.open(q.next_token or "", kind, _filters(q))
+        if not (isinstance(position, list) and len(position) == 2 and isinstance(position[1], str)):
+            raise InvalidPageToken("the token cannot be read")
+        return position[0], position[1]

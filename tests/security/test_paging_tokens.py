@@ -1,0 +1,92 @@
+"""Issue 7 item 12: a NextToken works only for the list that returned it (same operation, filters and sort;
+MaxResults may change), and cannot be forged or edited."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from opensage.store.resources import InvalidPageToken, PageTokens
+from tests.conftest import training_request
+
+INVALID = "Invalid pagination token"  # SageMaker's ValidationException wording (as moto copies it)
+
+
+@pytest.fixture(scope="module")
+def sm(fake_server):
+    client = fake_server.client("sagemaker")
+    for i in range(3):
+        client.create_training_job(**training_request(f"tok-{i}"))
+    return client
+
+
+def _refused(call, **kw) -> str:
+    with pytest.raises(ClientError) as e:
+        call(**kw)
+    err = e.value.response["Error"]
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert err["Code"] == "ValidationException"
+    assert INVALID in err["Message"]
+    return err["Message"]
+
+
+def _token(sm, **kw) -> str:
+    page = sm.list_training_jobs(NameContains="tok-", MaxResults=1, **kw)
+    assert page["NextToken"]
+    return page["NextToken"]
+
+
+def test_list_models_list_training_jobs_token_is_validation_exception(sm):
+    message = _refused(sm.list_models, NextToken=_token(sm))
+    assert "different list operation" in message
+    _refused(sm.list_endpoints, NextToken=_token(sm))
+    _refused(sm.list_transform_jobs, NextToken=_token(sm))
+
+
+@pytest.mark.parametrize("changed", [{"NameContains": "tok-1"}, {"SortOrder": "Descending"}, {"SortBy": "Name"},
+                                     {"StatusEquals": "Completed"}])
+def test_list_training_jobs_token_with_other_filters_or_sort_is_refused(sm, changed):
+    token = _token(sm)
+    kw = {"NameContains": "tok-", "MaxResults": 1, **changed}
+    assert "different filters" in _refused(sm.list_training_jobs, NextToken=token, **kw)
+
+
+def test_list_training_jobs_token_with_other_max_results_pages_on(sm):
+    token = _token(sm)
+    page = sm.list_training_jobs(NameContains="tok-", MaxResults=5, NextToken=token)
+    assert [s["TrainingJobName"] for s in page["TrainingJobSummaries"]] == ["tok-1", "tok-2"]
+
+
+def test_list_training_jobs_tampered_or_forged_token_is_refused(sm):
+    token = _token(sm)
+    payload, _, mac = token.partition(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    body["p"][1] = "tok-9"  # jump elsewhere in the list
+    edited = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    _refused(sm.list_training_jobs, NameContains="tok-", MaxResults=1, NextToken=f"{edited}.{mac}")
+    old_style = base64.urlsafe_b64encode(json.dumps([0, "tok-0"]).encode()).decode()  # the unsigned format
+    _refused(sm.list_training_jobs, NameContains="tok-", MaxResults=1, NextToken=old_style)
+    _refused(sm.list_training_jobs, NameContains="tok-", MaxResults=1, NextToken="not-a-token")
+
+
+def test_list_tags_token_of_another_resource_is_refused(sm, fake_server):
+    # ListTags pages only past 50 tags (MaxResults >= 50) and a resource holds at most 50: a token is sealed
+    # here as the platform would seal it, to check it is bound to its ARN.
+    arns = [sm.describe_training_job(TrainingJobName=f"tok-{i}")["TrainingJobArn"] for i in range(2)]
+    for arn in arns:
+        sm.add_tags(ResourceArn=arn, Tags=[{"Key": f"k{j}", "Value": "v"} for j in range(3)])
+    token = fake_server.platform.deps.tokens.seal(f"ListTags:{arns[0]}", None, "k0")
+    rest = sm.list_tags(ResourceArn=arns[0], NextToken=token)["Tags"]
+    assert [t["Key"] for t in rest] == ["k1", "k2"]
+    _refused(sm.list_tags, ResourceArn=arns[1], NextToken=token)
+    _refused(sm.list_tags, ResourceArn=arns[0], NextToken="k0")  # the old format: a bare key
+
+
+def test_page_tokens_same_key_opens_after_restart_other_key_refuses():
+    token = PageTokens(b"k" * 32).seal("training-job", {"a": 1}, [1.5, "x"])
+    assert PageTokens(b"k" * 32).open(token, "training-job", {"a": 1}) == [1.5, "x"]
+    with pytest.raises(InvalidPageToken):
+        PageTokens(b"z" * 32).open(token, "training-job", {"a": 1})
