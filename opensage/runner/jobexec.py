@@ -31,6 +31,8 @@ PR_SET_PDEATHSIG = 1
 OPT_ML = "/opt/ml"
 
 
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 
@@ -64,13 +66,13 @@ def closed_ancestor(path: str) -> str | None:
     return None
 
 
-def expose(paths: list[str]) -> None:
-    """Make each of ``paths`` reachable by any user in this mount namespace (see the module doc)."""
+def expose(paths: list[str], read_only: list[str] | None = None) -> None:
+    """Make each of ``paths`` (and ``read_only``, which are also made read-only) reachable by any user in
+    this mount namespace (see the module doc)."""
+    read_only = [os.path.realpath(p) for p in read_only or [] if os.path.isdir(p)]
+    wanted = [os.path.realpath(p) for p in paths if os.path.isdir(p)] + read_only
     plan: list[tuple[str, str]] = []  # (path, closed ancestor)
-    for path in paths:
-        real = os.path.realpath(path)
-        if not os.path.isdir(real):
-            continue
+    for real in dict.fromkeys(wanted):
         ancestor = closed_ancestor(real)
         if ancestor is not None:
             plan.append((real, ancestor))
@@ -84,6 +86,10 @@ def expose(paths: list[str]) -> None:
         os.makedirs(path, mode=0o755, exist_ok=True)
         _bind(f"/proc/self/fd/{fd}", path)
         os.close(fd)
+    for path in read_only:
+        if path not in fds:
+            _bind(path, path)  # a mount of its own, so that it alone turns read-only
+        _mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
 def make_home(uid: int, gid: int) -> str:
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--uid", type=int)
     parser.add_argument("--gid", type=int)
     parser.add_argument("--expose", action="append", default=[])
+    parser.add_argument("--expose-ro", action="append", default=[])
     parser.add_argument("--cwd")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         _bind(args.ml_root, OPT_ML)
     env = dict(os.environ)
     if args.uid is not None:
-        expose(args.expose)
+        expose(args.expose, args.expose_ro)
         home = make_home(args.uid, args.gid if args.gid is not None else args.uid)
         drop_privileges(args.uid, args.gid if args.gid is not None else args.uid)
         user = f"job{args.uid}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -66,6 +67,65 @@ def server_argv(python: str, model_dir: Path, port: int, kind: str, host: str = 
             "--kind", kind]
 
 
+def _model_dirs(model_dir: Path, kind: str) -> list[str]:
+    """The directories a model server reads its model(s) from: its own, and a pipeline's containers'."""
+    dirs = [str(model_dir)]
+    if kind == "pipeline":
+        try:
+            spec = json.loads((model_dir / "pipeline.json").read_text())
+            dirs += [str(c["model_dir"]) for c in spec.get("containers", [])]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return dirs
+
+
+def _open_for_reading(path: str) -> None:
+    """Readable by the model server's own user: a staged model unpacked as root may hold 0600 files (the
+    platform's home, closed to everyone, is what protects it on the host)."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                os.chmod(full, os.stat(full).st_mode | 0o555)
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                os.chmod(full, os.stat(full).st_mode | 0o444)
+    if not os.path.islink(path):
+        os.chmod(path, os.stat(path).st_mode | 0o555)
+
+
+def isolated_argv(model_dir: Path, kind: str, env: dict[str, str], argv: list[str]) -> list[str]:
+    """``argv`` run as a user of its own in a private mount namespace (runner/jobexec.py): it reads the
+    interpreter, the platform package, its model directories (read-only; a multi-model server's cache
+    directory writable: it unpacks models there) and the requirements-venv cache, and nothing else of the
+    platform's home."""
+    from opensage.runner.sandbox import JOB_GID, JOBEXEC, pick_job_uid, prepare_job_venv_cache, readable_roots
+
+    uid = pick_job_uid()
+    multi_model = bool(env.get("OPENSAGE_MULTI_MODEL_URL"))
+    options = ["--uid", str(uid), "--gid", str(JOB_GID), "--cwd", str(model_dir)]
+    for path in readable_roots(env):
+        options += ["--expose", path]
+    if env.get("OPENSAGE_VENV_CACHE"):
+        prepare_job_venv_cache(Path(env["OPENSAGE_VENV_CACHE"]))
+    store_url = env.get("OPENSAGE_OBJECT_STORE_URL", "")
+    if multi_model and store_url.startswith("file://"):  # a file:// store (tests): read in place
+        options += ["--expose", store_url.removeprefix("file://")]
+    for path in _model_dirs(model_dir, kind):
+        if multi_model and path == str(model_dir):
+            # The cache every replica of this prefix unpacks models into (each as its own user).
+            Path(path).mkdir(parents=True, exist_ok=True)
+            os.chown(path, 0, JOB_GID)
+            os.chmod(path, 0o2770)
+            options += ["--expose", path]
+        else:
+            _open_for_reading(path)
+            options += ["--expose-ro", path]
+    return ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-I", JOBEXEC, *options,
+            "--", *argv]
+
+
 def ping(host: str, port: int, timeout: float = 2.0) -> bool:
     """GET /ping answered 200 (SageMaker's health check, 2 s timeout).
 
@@ -83,9 +143,12 @@ def ping(host: str, port: int, timeout: float = 2.0) -> bool:
 
 
 class ReplicaManager:
-    def __init__(self, python: str | None = None) -> None:
+    def __init__(self, python: str | None = None, isolate: bool | None = None) -> None:
+        """``isolate``: run model servers as users of their own (default: when root and mount namespaces
+        work), like training jobs: the user's inference code cannot read the platform's home."""
         self.python = python or sys.executable
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._isolate = isolate
 
     def start(self, model_dir: Path, kind: str, environment: dict[str, str], log_path: Path,
               python: str | None = None) -> Replica:
@@ -101,11 +164,20 @@ class ReplicaManager:
         pkg_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         argv = server_argv(python or self.python, model_dir, port, kind)
+        if self.isolating():
+            argv = isolated_argv(model_dir, kind, env, argv)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, env=env, cwd=model_dir)
         self._children[proc.pid] = proc
         return Replica(proc.pid, port, str(log_path))
+
+    def isolating(self) -> bool:
+        if self._isolate is None:
+            from opensage.runner.sandbox import namespace_supported
+
+            self._isolate = namespace_supported()
+        return self._isolate
 
     def running(self, replica: Replica) -> bool:
         self._reap()

