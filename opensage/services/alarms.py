@@ -11,14 +11,13 @@ executed: OpenSage has no targets for them.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from opensage.errors import ResourceNotFound, ServiceError, ValidationError
-from opensage.services.base import Deps, epoch
+from opensage.services.base import Deps, epoch, open_next_token, seal_next_token
 from opensage.services.cloudwatch import (
     STATISTICS,
     InvalidNextToken,
@@ -257,20 +256,6 @@ def describe_alarm(res: Resource) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _encode_token(value: str) -> str:
-    return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode()
-
-
-def _decode_token(token: str, operation: str) -> str:
-    try:
-        raw = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
-        raw = ""
-    if not raw.startswith("v1:"):
-        raise InvalidNextToken(f"The NextToken is invalid: pass the value from the previous {operation} response.")
-    return raw[3:]
-
-
 class AlarmService:
     """``on_change(name)`` tells the evaluator that an alarm was created or reconfigured (evaluate it soon)."""
 
@@ -407,14 +392,14 @@ class AlarmService:
             candidates = self.all_alarms()
         found = [r for r in candidates if self._matches(r, params)]
         start = 0
-        if params.get("NextToken"):
-            after = _decode_token(params["NextToken"], "DescribeAlarms")
-            start = next((i for i, r in enumerate(found) if r.name > after), len(found))
+        after = open_next_token(self.d, "DescribeAlarms", params, InvalidNextToken)
+        if after is not None:
+            start = next((i for i, r in enumerate(found) if r.name > str(after)), len(found))
         limit = params.get("MaxRecords") or DEFAULT_MAX_RECORDS
         page = found[start:start + limit]
         out["MetricAlarms"] = [describe_alarm(r) for r in page]
         if start + limit < len(found):
-            out["NextToken"] = _encode_token(page[-1].name)
+            out["NextToken"] = seal_next_token(self.d, "DescribeAlarms", params, page[-1].name)
         return out
 
     @staticmethod
@@ -469,17 +454,14 @@ class AlarmService:
         descending = (params.get("ScanBy") or "TimestampDescending") == "TimestampDescending"
         order = {id(i): n for n, i in enumerate(items)}  # items of one alarm are stored oldest first
         items.sort(key=lambda i: (i["Timestamp"], order[id(i)]), reverse=descending)
-        offset = 0
-        if params.get("NextToken"):
-            raw = _decode_token(params["NextToken"], "DescribeAlarmHistory")
-            if not raw.isdigit():
-                raise InvalidNextToken("The NextToken is invalid: pass the value from the previous "
-                                       "DescribeAlarmHistory response.")
-            offset = int(raw)
+        offset = open_next_token(self.d, "DescribeAlarmHistory", params, InvalidNextToken) or 0
+        if not isinstance(offset, int):
+            raise InvalidNextToken("The NextToken is invalid: pass the value from the previous "
+                                   "DescribeAlarmHistory response.")
         limit = params.get("MaxRecords") or DEFAULT_MAX_RECORDS
         out: dict[str, Any] = {"AlarmHistoryItems": items[offset:offset + limit]}
         if offset + limit < len(items):
-            out["NextToken"] = _encode_token(str(offset + limit))
+            out["NextToken"] = seal_next_token(self.d, "DescribeAlarmHistory", params, offset + limit)
         return out
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from opensage.arns import ArnBuilder
 from opensage.clock import Clock
-from opensage.errors import ValidationException
+from opensage.errors import ServiceError, ValidationException
 from opensage.settings import Settings
 from opensage.store.logs import LogRepository
 from opensage.store.metrics import MetricRepository
-from opensage.store.resources import ListQuery, PageTokens, ResourceRepository
+from opensage.store.resources import InvalidPageToken, ListQuery, PageTokens, ResourceRepository
 from opensage.store.tags import TagRepository
 
 
@@ -45,6 +45,35 @@ def epoch(value: Any) -> float | None:
     if isinstance(value, datetime):
         return value.timestamp()
     return float(value)
+
+
+# Request members that only size or continue a page: a NextToken stays valid when they change.
+PAGING_MEMBERS = frozenset({"NextToken", "nextToken", "MaxResults", "maxResults", "MaxRecords", "limit"})
+
+
+def request_filters(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in PAGING_MEMBERS}
+
+
+def seal_next_token(deps: Deps, operation: str, params: dict[str, Any], position: Any) -> str:
+    """A NextToken for a service that pages in Python (offsets, last names): bound to ``operation`` and the
+    request's filters, authenticated with the platform's key (see ``PageTokens``)."""
+    return deps.tokens.seal(operation, request_filters(params), position)
+
+
+def open_next_token(deps: Deps, operation: str, params: dict[str, Any],
+                    invalid: Callable[[str], ServiceError] | None = None) -> Any:
+    """The position in the request's NextToken (None without one). A token of another operation or filters,
+    or not sealed here, raises ``invalid(message)`` (the service's own error), else ValidationException."""
+    token = params.get("NextToken") or params.get("nextToken")
+    if not token:
+        return None
+    try:
+        return deps.tokens.open(token, operation, request_filters(params))
+    except InvalidPageToken as e:
+        if invalid is None:
+            raise
+        raise invalid(e.message) from None
 
 
 def list_query(params: dict[str, Any], default_sort: str = "CreationTime") -> ListQuery:

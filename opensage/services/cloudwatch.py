@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opensage.errors import ServiceError
-from opensage.services.base import Deps, epoch
+from opensage.services.base import Deps, epoch, open_next_token, seal_next_token
 from opensage.serving.metrics import KNOWN_UNITS
 from opensage.store.metrics import Sample, parse_dimension_key
 
@@ -186,10 +186,12 @@ class CloudWatchService:
             if all(f["Name"] in dims and f.get("Value") in (None, dims[f["Name"]]) for f in filters):
                 found.append({"Namespace": namespace, "MetricName": name,
                               "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()]})
-        offset = _offset(params.get("NextToken"))
+        offset = open_next_token(self.d, "ListMetrics", params, InvalidNextToken) or 0
+        if not isinstance(offset, int):
+            raise InvalidNextToken("The NextToken is invalid: pass the value from the previous ListMetrics response.")
         out: dict[str, Any] = {"Metrics": found[offset:offset + LIST_PAGE]}
         if offset + LIST_PAGE < len(found):
-            out["NextToken"] = f"o{offset + LIST_PAGE}"
+            out["NextToken"] = seal_next_token(self.d, "ListMetrics", params, offset + LIST_PAGE)
         return out
 
     # -- writes --------------------------------------------------------------------------------------
@@ -255,10 +257,3 @@ def _finite(value: float, field: str) -> float:
                                     "numbers between -2^360 and 2^360.")
     return value
 
-
-def _offset(token: str | None) -> int:
-    if not token:
-        return 0
-    if not token.startswith("o") or not token[1:].isdigit():
-        raise InvalidNextToken("The NextToken is invalid: pass the value from the previous ListMetrics response.")
-    return int(token[1:])

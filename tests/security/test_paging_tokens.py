@@ -90,3 +90,20 @@ def test_page_tokens_same_key_opens_after_restart_other_key_refuses():
     assert PageTokens(b"k" * 32).open(token, "training-job", {"a": 1}) == [1.5, "x"]
     with pytest.raises(InvalidPageToken):
         PageTokens(b"z" * 32).open(token, "training-job", {"a": 1})
+
+
+def test_describe_alarms_token_with_other_prefix_or_operation_is_invalid_next_token(fake_server):
+    cw = fake_server.client("cloudwatch")
+    for i in range(3):
+        cw.put_metric_alarm(AlarmName=f"tokalarm-{i}", Namespace="App", MetricName="Errors", Statistic="Sum",
+                            Period=60, EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold")
+    token = cw.describe_alarms(AlarmNamePrefix="tokalarm-", MaxRecords=1)["NextToken"]
+    assert [a["AlarmName"] for a in cw.describe_alarms(AlarmNamePrefix="tokalarm-", MaxRecords=5,
+                                                       NextToken=token)["MetricAlarms"]] == ["tokalarm-1",
+                                                                                             "tokalarm-2"]
+    with pytest.raises(cw.exceptions.InvalidNextToken):
+        cw.describe_alarms(AlarmNamePrefix="tokalarm-1", MaxRecords=1, NextToken=token)
+    with pytest.raises(cw.exceptions.InvalidNextToken):
+        cw.describe_alarm_history(NextToken=token)
+    with pytest.raises(cw.exceptions.InvalidNextToken):
+        cw.list_metrics(NextToken=token)
