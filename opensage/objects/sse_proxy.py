@@ -482,8 +482,12 @@ async def _check_sha256(body: AsyncIterator[bytes], expected: str) -> AsyncItera
     """Pass the body on, holding its last piece back until the whole body hashes to ``expected``."""
     digest = hashlib.sha256()
     held: bytes | None = None
+    loop = asyncio.get_running_loop()
     async for piece in body:
-        digest.update(piece)
+        if len(piece) >= 256 * 1024:  # hashlib lets go of the GIL: other connections go on meanwhile
+            await loop.run_in_executor(None, digest.update, piece)
+        else:
+            digest.update(piece)
         if held is not None:
             yield held
         held = piece
