@@ -50,8 +50,11 @@ def test_validate_long_wider_than_64_bits_is_refused():
 
 
 def test_validate_integer_wider_than_32_bits_is_refused():
-    with pytest.raises(ValidationException, match="maxResults.*less than or equal to 2147483647"):
-        validate({"MaxResults": 2**40}, _shape("ListTrainingJobs"))
+    shape = operation_model("cloudwatch", "GetMetricData").input_shape  # MaxDatapoints: an integer, no maximum
+    params = {"MetricDataQueries": [], "StartTime": datetime.now(UTC), "EndTime": datetime.now(UTC),
+              "MaxDatapoints": 2**40}
+    with pytest.raises(ValidationException, match="maxDatapoints.*less than or equal to 2147483647"):
+        validate(params, shape)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 10**400])
