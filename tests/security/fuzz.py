@@ -295,7 +295,7 @@ class ProbeBuilder:
     def rest_json_probes(self, op: OperationModel) -> Iterator[Probe]:
         shape = op.input_shape
         uri = op.http["requestUri"].split("?")[0]
-        for label in ("hostile members", "nearly valid"):
+        for label in ("hostile members", "nearly valid") * self._repeats(op):
             values = self.values.hostile(shape) if label == "hostile members" else self.values.nearly_valid(shape)
             if not isinstance(values, dict):
                 values = {}
@@ -305,7 +305,7 @@ class ProbeBuilder:
                 wire = member.serialization.get("name", name)
                 value = values.get(name, self.rng.choice(HOSTILE_STRINGS[:8]))
                 if loc == "uri":
-                    path = path.replace("{" + wire + "}", quote(_text(value)[:300], safe="") or "x")
+                    path = path.replace("{" + wire + "}", quote(_text(value)[:300], safe="", errors="surrogatepass") or "x")
                 elif loc == "header" and name in values:
                     headers[wire] = _text(value)[:2000].encode("ascii", "replace").decode()
                 elif loc == "querystring" and name in values:
