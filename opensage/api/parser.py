@@ -53,7 +53,8 @@ def _refuse_constant(name: str) -> Any:
 def load_json(body: bytes) -> Any:
     """Bytes -> JSON value, or SerializationException: never RecursionError / UnicodeDecodeError / NaN."""
     try:
-        raw = json.loads(body, parse_constant=_refuse_constant)
+        # Strict UTF-8 first: json.loads(bytes) would accept UTF-16/32 and encoded surrogates ("surrogatepass").
+        raw = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
     except RecursionError:
         raise SerializationException(f"Request body is nested deeper than {MAX_DEPTH} levels.") from None
     except ValueError as e:

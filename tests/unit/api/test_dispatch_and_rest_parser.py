@@ -111,6 +111,8 @@ def test_flat_key_distinguishes_types_and_skips_nested_values():
     b'{"NameContains":' + b"[" * 100 + b"]" * 100 + b"}",  # parses, but deeper than MAX_DEPTH
     b'{"MaxResults": NaN}',
     b'{"NameContains": "\\ud800"}',  # a lone surrogate cannot be stored or encoded
+    b'{"NameContains": "\xed\xa0\x80"}',  # the same surrogate UTF-8-encoded (json.loads would let it pass)
+    '{"NameContains": "x"}'.encode("utf-16"),
     b'{"NameContains": "\xff"}',
     b"[1]",
 ])
