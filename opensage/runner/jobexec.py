@@ -1,14 +1,15 @@
 """Starts a job's user command: ``python -I jobexec.py [options] -- argv...`` (standard library only).
 
-Run by the agent (``runner/sandbox.py``), in a private mount namespace when the agent is root
-(``unshare --mount``). As root it:
+Run by the agent (``runner/sandbox.py``) for a job's command and by ``serving/replicas.py`` for a model
+server, in a private mount namespace when they are root (``unshare --mount``). As root it:
 
 1. bind-mounts the job's ml directory on ``/opt/ml`` (``--ml-root``);
 2. makes the directories the job must read (``--expose``: the interpreter, the platform's venv and package,
    the jobs' requirements-venv cache) reachable when an ancestor is closed to other users (a 0700 ``/root``
    holding pyenv, the 0700 platform home holding the cache): a tmpfs is mounted over that ancestor *in
    this namespace only* and each exposed directory bound back at its path. The ancestor's other contents
-   (the platform's key pair, database, other jobs' files) are then not even visible;
+   (the platform's key pair, database, other jobs' files) are then not even visible; ``--expose-ro``
+   directories (a model server's model) are also made read-only;
 3. drops to ``--uid`` / ``--gid`` (no supplementary groups), with HOME / USER / LOGNAME set;
 
 then, as the job user, asks the kernel to SIGKILL it when the agent dies (PR_SET_PDEATHSIG) and execs the

@@ -3,6 +3,16 @@
 The command sees ``/opt/ml``: as root on Linux it runs in a private mount namespace where ``<jobdir>/ml``
 is bind-mounted on ``/opt/ml``; otherwise ``SAGEMAKER_BASE_DIR`` points at the real directory and the
 literal ``/opt/ml`` in argv (and in the job's environment values) is rewritten to it.
+
+Isolation (issue 7): as root, the command runs as a uid of its own (``JobSpec.run_as_uid``, no passwd
+entry, group ``JOB_GID``) that owns its ml tree and nothing else; directories closed to other users on the
+way to the interpreter, the platform package or the jobs' venv cache are hidden under a tmpfs in the
+namespace and only those directories bound back (``jobexec.py``), so the platform's home is not visible.
+Every user process carries a marker (``job_marker``) and dies with its agent (PR_SET_PDEATHSIG); what
+outlives it is found by uid or marker (``kill_job_processes``). Its environment has the job's temporary
+credentials, never the platform's key pair or client profile (``inherited_env``). Not isolated: network,
+CPU / memory (no cgroup limits), and ``/tmp`` (shared with the host; other job users cannot read a job's
+0600 files there, but default-umask files are world-readable).
 """
 
 from __future__ import annotations
