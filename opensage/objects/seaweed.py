@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from opensage.credentials import CredentialAuthority
+from opensage.objects.isolation import PROTECTION_TEXT, PROTECTIONS, isolate
 from opensage.objects.sse_proxy import SseKmsProxy
 from opensage.settings import Credentials
 
@@ -73,12 +74,9 @@ _SOCKET_KINDS = ("master", "volume", "filer", "s3")
 # identity, which would let whatever credentials the control plane happens to hold into the object store.
 _STRIPPED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 PROBE_BUCKET = "opensage-readiness-probe"
-# How weed is kept from other local users (see the module docstring), strongest first.
-PROTECTIONS = ("netns", "userns", "jwt")
 RESTART_BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30)
 # A request arriving while weed restarts waits this long for it before answering 503 (a restart takes ~4 s).
 BACKEND_WAIT_SECONDS = 15.0
-_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -282,14 +280,14 @@ class SeaweedServer:
                     cwd=self.data_dir,
                     env=env,
                     start_new_session=True,  # the control plane stops it explicitly; a terminal ^C must not
-                    preexec_fn=_isolate(protection, self._die_with_parent),
+                    preexec_fn=isolate(protection, self._die_with_parent),
                 )
             except subprocess.SubprocessError as exc:  # the namespace could not be created here
                 log.info("object store: %s isolation not available (%s)", protection, exc)
                 continue
             if self.protection != protection:
                 self.protection = protection
-                log.info("object store: %s", _PROTECTION_TEXT[protection])
+                log.info("object store: %s", PROTECTION_TEXT[protection])
             break
         else:
             raise SeaweedError(f"weed could not be started with protection {choices}")
@@ -707,72 +705,6 @@ def _kill_pid(pid: int, grace_seconds: float) -> None:
             os.kill(pid, signal.SIGKILL)
         while _alive(pid):
             time.sleep(0.05)
-
-
-_PROTECTION_TEXT = {
-    "netns": "weed runs in its own network namespace; its master/volume/filer ports are unreachable from "
-             "the host, the S3 proxy (which verifies every signature) is the only way in",
-    "userns": "weed runs in an unprivileged user + network namespace; its master/volume/filer ports are "
-              "unreachable from the host, the S3 proxy (which verifies every signature) is the only way in",
-    "jwt": "no namespace could be created: weed listens on loopback with JWT signing keys on its volume "
-           "servers and filer (security.toml); its master's HTTP port still answers local users",
-}
-
-
-def _isolate(protection: str, die_with_parent: bool) -> Callable[[], None]:
-    """A preexec_fn: umask 077 (weed's sockets: ours only), then the namespace ``protection`` names."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork: the child only calls it
-    parent_signal = _parent_death_signal() if die_with_parent else None
-
-    def preexec() -> None:
-        uid, gid = os.getuid(), os.getgid()
-        os.umask(0o077)
-        if protection == "netns" and libc.unshare(_CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
-        if protection == "userns":
-            if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER|CLONE_NEWNET) failed")
-            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-                with open(f"/proc/self/{name}", "w") as fh:
-                    fh.write(text)
-        if protection in ("netns", "userns"):
-            _loopback_up()
-        if parent_signal is not None:
-            parent_signal()
-
-    return preexec
-
-
-def _loopback_up() -> None:
-    """``ip link set lo up`` in the current network namespace (SIOCSIFFLAGS), without needing iproute2."""
-    import fcntl
-    import struct
-
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        request = struct.pack("16sH22x", b"lo", 0)
-        flags = struct.unpack("16sH22x", fcntl.ioctl(s, siocgifflags, request))[1]
-        fcntl.ioctl(s, siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A preexec_fn asking the kernel to SIGTERM the child when its parent thread exits (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: the child only calls it
-    parent = os.getpid()
-    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
-
-    def set_signal() -> None:
-        prctl(pr_set_pdeathsig, sigterm)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sigterm)
-
-    return set_signal
 
 
 def _cmdline(pid: int) -> list[bytes]:
