@@ -303,3 +303,23 @@ def _pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def test_seaweed_weed_that_keeps_dying_is_reported_down_and_stop_is_prompt(tmp_path: Path) -> None:
+    import time
+
+    crashing = tmp_path / "weed"
+    crashing.write_text("#!/bin/sh\nexit 3\n")
+    crashing.chmod(0o755)
+    server = SeaweedServer(tmp_path / "sw", 0, ACCESS_KEY, SECRET_KEY, binary=crashing)
+    try:
+        server.start()
+        deadline = time.monotonic() + 30
+        while not server.health().startswith("down") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.health().startswith("down: weed exited with code 3"), server.health()
+    finally:
+        started = time.monotonic()
+        server.stop(grace_seconds=1)
+    assert time.monotonic() - started < 5
+    assert server.health() == "down: stopped"
