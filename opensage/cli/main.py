@@ -69,7 +69,7 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
 
             seaweed = SeaweedServer(home_path / "s3", 0, settings.credentials.access_key,
                                     settings.credentials.secret_key, host="127.0.0.1",
-                                    die_with_parent=True)
+                                    die_with_parent=True, authority=authority)
             seaweed.start()
             click.echo("Starting the object store (SeaweedFS)...", err=True)
             seaweed.wait_ready(timeout=120)
