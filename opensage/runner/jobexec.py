@@ -10,10 +10,12 @@ server, in a private mount namespace when they are root (``unshare --mount``). A
    this namespace only* and each exposed directory bound back at its path. The ancestor's other contents
    (the platform's key pair, database, other jobs' files) are then not even visible; ``--expose-ro``
    directories (a model server's model) are also made read-only;
-3. drops to ``--uid`` / ``--gid`` (no supplementary groups), with HOME / USER / LOGNAME set;
+3. binds the job's own ``--tmp`` directory on ``/tmp`` (nothing shared with other jobs or the host);
+4. drops to ``--uid`` / ``--gid`` (no supplementary groups), with HOME (``/tmp/opensage-job-<uid>``) /
+   USER / LOGNAME set;
 
 then, as the job user, asks the kernel to SIGKILL it when the agent dies (PR_SET_PDEATHSIG) and execs the
-command. Without ``--uid`` (the agent is not root) only step 3's death signal and the exec happen.
+command. Without ``--uid`` (the agent is not root) only the death signal and the exec happen.
 
 It is run with ``-I`` by path, not imported from ``opensage``: the job's environment (PYTHONPATH) is the
 user's to set and must not decide what runs as root here.
@@ -67,28 +69,32 @@ def closed_ancestor(path: str) -> str | None:
     return None
 
 
-def expose(paths: list[str], read_only: list[str] | None = None) -> None:
+def expose(paths: list[str], read_only: list[str] | None = None, tmp: str | None = None) -> None:
     """Make each of ``paths`` (and ``read_only``, which are also made read-only) reachable by any user in
-    this mount namespace (see the module doc)."""
+    this mount namespace (see the module doc); then bind ``tmp`` on /tmp, keeping exposed paths under /tmp
+    reachable."""
     read_only = [os.path.realpath(p) for p in read_only or [] if os.path.isdir(p)]
-    wanted = [os.path.realpath(p) for p in paths if os.path.isdir(p)] + read_only
-    plan: list[tuple[str, str]] = []  # (path, closed ancestor)
-    for real in dict.fromkeys(wanted):
-        ancestor = closed_ancestor(real)
-        if ancestor is not None:
-            plan.append((real, ancestor))
-    covers = sorted({a for _, a in plan}, key=len)
+    wanted = list(dict.fromkeys([os.path.realpath(p) for p in paths if os.path.isdir(p)] + read_only))
+    # Held open before anything is covered: bound back from /proc/self/fd.
+    fds = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in wanted}
+    tmp_fd = os.open(tmp, os.O_PATH | os.O_DIRECTORY) if tmp else None
+    plan = {path: closed_ancestor(path) for path in wanted}
+    covers = sorted({a for a in plan.values() if a is not None}, key=len)
     covers = [a for a in covers if not any(a != b and a.startswith(b + "/") for b in covers)]
-    # Hold every exposed directory open before anything is covered: bound back from /proc/self/fd.
-    fds = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path, _ in plan}
     for ancestor in covers:
         _mount("opensage-hidden", ancestor, "tmpfs", 0, "mode=0755,size=1m")
-    for path, fd in fds.items():
+    bound = [path for path, ancestor in plan.items() if ancestor is not None]
+    if tmp_fd is not None:
+        _bind(f"/proc/self/fd/{tmp_fd}", "/tmp")
+        os.close(tmp_fd)
+        bound += [p for p in wanted if p.startswith("/tmp/") and p not in bound]
+    for path in bound:
         os.makedirs(path, mode=0o755, exist_ok=True)
-        _bind(f"/proc/self/fd/{fd}", path)
+        _bind(f"/proc/self/fd/{fds[path]}", path)
+    for fd in fds.values():
         os.close(fd)
     for path in read_only:
-        if path not in fds:
+        if path not in bound:
             _bind(path, path)  # a mount of its own, so that it alone turns read-only
         _mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
@@ -133,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--expose", action="append", default=[])
     parser.add_argument("--expose-ro", action="append", default=[])
     parser.add_argument("--cwd")
+    parser.add_argument("--tmp", help="a directory of the job's own, bound on /tmp (with --uid)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         _bind(args.ml_root, OPT_ML)
     env = dict(os.environ)
     if args.uid is not None:
-        expose(args.expose, args.expose_ro)
+        expose(args.expose, args.expose_ro, args.tmp)
         home = make_home(args.uid, args.gid if args.gid is not None else args.uid)
         drop_privileges(args.uid, args.gid if args.gid is not None else args.uid)
         user = f"job{args.uid}"

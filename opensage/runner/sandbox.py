@@ -10,9 +10,9 @@ way to the interpreter, the platform package or the jobs' venv cache are hidden 
 namespace and only those directories bound back (``jobexec.py``), so the platform's home is not visible.
 Every user process carries a marker (``job_marker``) and dies with its agent (PR_SET_PDEATHSIG); what
 outlives it is found by uid or marker (``kill_job_processes``). Its environment has the job's temporary
-credentials, never the platform's key pair or client profile (``inherited_env``). Not isolated: network,
-CPU / memory (no cgroup limits), and ``/tmp`` (shared with the host; other job users cannot read a job's
-0600 files there, but default-umask files are world-readable).
+credentials, never the platform's key pair or client profile (``inherited_env``); ``/tmp`` is a directory
+of its own beside its ml tree. Not isolated: network, CPU / memory (no cgroup limits), other processes
+(visible in /proc; not signalable).
 """
 
 from __future__ import annotations
@@ -97,6 +97,15 @@ def give_to_job(ml_root: Path, uid: int) -> None:
     for dirpath, dirnames, filenames in os.walk(ml_root):
         for name in (*dirnames, *filenames):
             os.lchown(os.path.join(dirpath, name), uid, JOB_GID)
+
+
+def private_tmp(path: Path, uid: int) -> Path:
+    """A fresh directory the job user owns, its /tmp in the namespace (on disk, beside its ml tree)."""
+    if path.is_symlink() or path.exists():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    path.mkdir(mode=0o700)
+    os.lchown(path, uid, JOB_GID)
+    return path
 
 
 def prepare_job_venv_cache(path: Path) -> None:
@@ -436,12 +445,13 @@ def run_command(
     uid = job_uid(spec.run_as_uid) if namespace else None
     if namespace:
         env = build_env(spec, OPT_ML, True, ml_root)
+        options = ["--ml-root", str(ml_root), "--cwd", f"{OPT_ML}/code"]
         if uid is not None:
             give_to_job(ml_root, uid)
+            options += ["--tmp", str(private_tmp(ml_root.parent / "tmp", uid))]
             if env.get("OPENSAGE_VENV_CACHE"):
                 prepare_job_venv_cache(Path(env["OPENSAGE_VENV_CACHE"]))
-        argv = ["unshare", "--mount", "--propagation", "private", "--",
-                *_jobexec_argv(env, ["--ml-root", str(ml_root), "--cwd", f"{OPT_ML}/code"], uid),
+        argv = ["unshare", "--mount", "--propagation", "private", "--", *_jobexec_argv(env, options, uid),
                 *spec.command]
     else:
         env = build_env(spec, str(ml_root), False, ml_root)
@@ -458,8 +468,8 @@ def run_command(
     outcome = _supervise(proc, spec, control)
     if sys.platform.startswith("linux"):
         kill_group_leftovers(uid, ml_root)
-    if uid is not None:  # jobexec's HOME for the job user (pip cache, dotfiles); rmtree never follows links
-        shutil.rmtree(f"/tmp/opensage-job-{uid}", ignore_errors=True)
+    if uid is not None:  # the job's /tmp (and HOME in it); rmtree never follows links
+        shutil.rmtree(ml_root.parent / "tmp", ignore_errors=True)
     pump.join(timeout=5)
     proc.stdout.close()
     outcome.tail = list(pump.tail)

@@ -95,16 +95,26 @@ def _open_for_reading(path: str) -> None:
         os.chmod(path, os.stat(path).st_mode | 0o555)
 
 
-def isolated_argv(model_dir: Path, kind: str, env: dict[str, str], argv: list[str]) -> list[str]:
+def isolated_argv(model_dir: Path, kind: str, env: dict[str, str], argv: list[str],
+                  tmp: Path | None = None) -> list[str]:
     """``argv`` run as a user of its own in a private mount namespace (runner/jobexec.py): it reads the
     interpreter, the platform package, its model directories (read-only; a multi-model server's cache
     directory writable: it unpacks models there) and the requirements-venv cache, and nothing else of the
     platform's home."""
-    from opensage.runner.sandbox import JOB_GID, JOBEXEC, pick_job_uid, prepare_job_venv_cache, readable_roots
+    from opensage.runner.sandbox import (
+        JOB_GID,
+        JOBEXEC,
+        pick_job_uid,
+        prepare_job_venv_cache,
+        private_tmp,
+        readable_roots,
+    )
 
     uid = pick_job_uid()
     multi_model = bool(env.get("OPENSAGE_MULTI_MODEL_URL"))
     options = ["--uid", str(uid), "--gid", str(JOB_GID), "--cwd", str(model_dir)]
+    if tmp is not None:
+        options += ["--tmp", str(private_tmp(tmp, uid))]
     for path in readable_roots(env):
         options += ["--expose", path]
     if env.get("OPENSAGE_VENV_CACHE"):
@@ -165,7 +175,8 @@ class ReplicaManager:
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         argv = server_argv(python or self.python, model_dir, port, kind)
         if self.isolating():
-            argv = isolated_argv(model_dir, kind, env, argv)
+            # The replica's /tmp: beside its log, removed with the next start of the same instance name.
+            argv = isolated_argv(model_dir, kind, env, argv, log_path.with_suffix(".tmp"))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, env=env, cwd=model_dir)

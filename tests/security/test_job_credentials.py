@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from opensage.credentials import TEMPORARY_PREFIX, resource_owner
 from opensage.executors.local import agent_env
 from opensage.runner.jobspec import JobSpec

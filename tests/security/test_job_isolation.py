@@ -35,6 +35,7 @@ PROBE = textwrap.dedent("""
     attempt("list_home", lambda: out.setdefault("home_entries", sorted(os.listdir(home))))
     attempt("other_job", lambda: open(other).read())
     attempt("signal", lambda: os.kill(platform_pid, 0))
+    open(f"/tmp/opensage-probe-{os.getuid()}", "w").write("private")
     with open("/opt/ml/model/probe.json", "w") as fh:
         json.dump(out, fh)
     print(json.dumps(out))
@@ -90,6 +91,7 @@ def test_training_job_as_root_cannot_read_home_other_jobs_or_signal_platform(tmp
     # Not visible, or only the skeleton leading to what the job may read (a tmpfs over the closed ancestor).
     assert probe["list_home"] != "ok" or "credentials.json" not in probe["home_entries"], probe
     assert probe["signal"] == "PermissionError", probe
+    assert not Path(f"/tmp/opensage-probe-{probe['uid']}").exists()  # the job's /tmp is its own
     assert (home / "s3" / BUCKET / "out" / "probe" / "model.tar.gz").is_file()
 
 
