@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,17 +38,21 @@ class Replica:
     port: int
     log_path: str
     host: str = "127.0.0.1"
+    uid: int | None = None  # the user it runs as when isolated (its processes are found by it)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def to_state(self) -> dict:
-        return {"pid": self.pid, "port": self.port, "log": self.log_path}
+        state = {"pid": self.pid, "port": self.port, "log": self.log_path}
+        if self.uid is not None:
+            state["uid"] = self.uid
+        return state
 
     @classmethod
     def from_state(cls, raw: dict) -> Replica:
-        return cls(raw["pid"], raw["port"], raw["log"])
+        return cls(raw["pid"], raw["port"], raw["log"], uid=raw.get("uid"))
 
 
 def _alive(pid: int) -> bool:
@@ -96,7 +101,7 @@ def _open_for_reading(path: str) -> None:
 
 
 def isolated_argv(model_dir: Path, kind: str, env: dict[str, str], argv: list[str],
-                  tmp: Path | None = None) -> list[str]:
+                  tmp: Path | None = None) -> tuple[list[str], int]:
     """``argv`` run as a user of its own in a private mount namespace (runner/jobexec.py): it reads the
     interpreter, the platform package, its model directories (read-only; a multi-model server's cache
     directory writable: it unpacks models there) and the requirements-venv cache, and nothing else of the
@@ -133,7 +138,7 @@ def isolated_argv(model_dir: Path, kind: str, env: dict[str, str], argv: list[st
             _open_for_reading(path)
             options += ["--expose-ro", path]
     return ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-I", JOBEXEC, *options,
-            "--", *argv]
+            "--", *argv], uid
 
 
 def ping(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -174,14 +179,15 @@ class ReplicaManager:
         pkg_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         argv = server_argv(python or self.python, model_dir, port, kind)
+        uid = None
         if self.isolating():
-            # The replica's /tmp: beside its log, removed with the next start of the same instance name.
-            argv = isolated_argv(model_dir, kind, env, argv, log_path.with_suffix(".tmp"))
+            # The replica's /tmp: beside its log, removed when the replica is stopped.
+            argv, uid = isolated_argv(model_dir, kind, env, argv, log_path.with_suffix(".tmp"))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, env=env, cwd=model_dir)
         self._children[proc.pid] = proc
-        return Replica(proc.pid, port, str(log_path))
+        return Replica(proc.pid, port, str(log_path), uid=uid)
 
     def isolating(self) -> bool:
         if self._isolate is None:
@@ -201,6 +207,7 @@ class ReplicaManager:
         """SIGTERM, then SIGKILL after ``grace`` seconds (only waits when ``wait``)."""
         if not _alive(replica.pid):
             self._reap()
+            self._remove_tmp(replica)
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(replica.pid, signal.SIGTERM)
@@ -210,11 +217,23 @@ class ReplicaManager:
         while time.monotonic() < deadline:
             self._reap()
             if not _alive(replica.pid):
+                self._remove_tmp(replica)
                 return
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(replica.pid, signal.SIGKILL)
         self._reap()
+        self._remove_tmp(replica)
+
+    @staticmethod
+    def _remove_tmp(replica: Replica) -> None:
+        """What an isolated replica leaves: processes of its user (a child that left its group), its /tmp
+        (see ``start``; rmtree never follows the links its user left)."""
+        if replica.uid is not None:
+            from opensage.runner.sandbox import job_uid, kill_job_processes
+
+            kill_job_processes(job_uid(replica.uid), None)
+        shutil.rmtree(Path(replica.log_path).with_suffix(".tmp"), ignore_errors=True)
 
     def log_tail(self, replica: Replica, lines: int = 15) -> str:
         try:
