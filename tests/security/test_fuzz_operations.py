@@ -36,6 +36,10 @@ SERVICES = {
 }
 
 
+# Services whose "nearly valid" probes are known to get 2xx answers (they run real service code).
+REACHES_SERVICE_CODE = ("sagemaker", "cloudwatch", "application-autoscaling", "sts")
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Iterator[tuple[TestClient, Credentials, Any]]:
     from opensage.app import create_app
@@ -72,15 +76,18 @@ def test_every_operation_hostile_requests_no_5xx(app, service, caplog):
     client, creds, dispatcher = app
     caplog.set_level(logging.CRITICAL)  # the sweep's 4xx answers are expected; keep the log quiet
     failures: list[str] = []
-    started, count = time.monotonic(), 0
+    started, count, succeeded = time.monotonic(), 0, 0
     for probe in probes(service, creds, dispatcher):
         count += 1
         response = client.request(probe.method, probe.path, headers=probe.headers, content=probe.body)
+        succeeded += response.status_code < 300
         if response.status_code >= 500:
             failures.append(f"{probe.label}: {response.status_code} {response.text[:200]}")
         if response.status_code == 403:
             failures.append(f"{probe.label}: 403 (probe not signed as the server expects) {response.text[:200]}")
     assert not failures, f"{len(failures)} of {count} requests failed:\n" + "\n".join(failures[:40])
+    if service in REACHES_SERVICE_CODE:  # the sweep is not vacuous: some requests pass validation and run
+        assert succeeded > 0
     assert time.monotonic() - started < 60
 
 
