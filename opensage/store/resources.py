@@ -115,7 +115,8 @@ class PageTokens:
     def open(self, token: str, scope: str, filters: Any) -> Any:
         """The position sealed in ``token``; InvalidPageToken unless it was sealed here for this list."""
         payload, dot, mac = token.partition(".")
-        if not dot or not hmac.compare_digest(mac, self._mac(payload)):
+        # bytes, not str: compare_digest raises TypeError for non-ASCII str (a hostile token must be a 400)
+        if not dot or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
             raise InvalidPageToken("the token was not returned by a previous call or was changed")
         try:
             body = json.loads(_unb64(payload))

@@ -70,6 +70,7 @@ def test_list_training_jobs_tampered_or_forged_token_is_refused(sm):
     old_style = base64.urlsafe_b64encode(json.dumps([0, "tok-0"]).encode()).decode()  # the unsigned format
     _refused(sm.list_training_jobs, NameContains="tok-", MaxResults=1, NextToken=old_style)
     _refused(sm.list_training_jobs, NameContains="tok-", MaxResults=1, NextToken="not-a-token")
+    _refused(sm.list_training_jobs, NameContains="tok-", MaxResults=1, NextToken=f"{payload}.\u00e9\u00e9")
 
 
 def test_list_tags_token_of_another_resource_is_refused(sm, fake_server):
