@@ -28,7 +28,7 @@ INF = float("inf")
 HUGE = "A" * 200_000
 HOSTILE_STRINGS = ["", " ", HUGE, "\x00", "../../../../etc/passwd", "' OR 1=1 --", "%s%n%x", "\ud800",
                    "\u202e\U0001f600" * 50, "s3://", "arn:aws:sagemaker:us-east-1:000000000000:model/x" * 50,
-                   "-1", "NaN", "a" * 1025, "<script>", "\\", "*", "%", "_"]
+                   "-1", "NaN", "a" * 1025, "<script>", "\\", "*", "%", "_", "x.\u00e9\u00e9"]
 HOSTILE_NUMBERS = [-1, 0, -(2**63) - 1, 2**63, 2**64 + 1, 10**400, 1e308, -1e308, NAN, INF, -INF, 1.5, -0.0]
 HOSTILE_TIMES = [1e308, -1e308, 2**70, -(2**70), NAN, INF, "9999-99-99T99:99:99Z", "not a date", "", 253402300800,
                  -62135596801, "1e308", 0]
@@ -157,7 +157,7 @@ class ValueMaker:
         if kind == "timestamp":
             return self.rng.choice([253402300799, -62135596800, 1e308, 32503680000.5])
         if kind == "string":
-            return self.rng.choice(["\x00", "\u202e\U0001f600", "a%_\\*", "' OR 1=1 --", "\ud800", HUGE])
+            return self.rng.choice(["\x00", "\u202e\U0001f600", "a%_\\*", "' OR 1=1 --", "\ud800", HUGE, "x.\u00e9"])
         if kind == "list":
             return [self.valid(shape.member)] * 2_000
         return self.valid(shape)
