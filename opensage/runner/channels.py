@@ -329,7 +329,8 @@ class PipeFeeder(threading.Thread):
                 self.epochs_done += 1
                 epoch += 1
         except Exception as exc:  # noqa: BLE001 - reported as the job's failure reason
-            self.error = f"ClientError: Pipe mode streaming of channel '{self.plan.channel.name}' failed: {exc}"
+            what = describe_s3_error(exc, self.plan.channel.s3_uri) if not isinstance(exc, OSError) else str(exc)
+            self.error = f"ClientError: Pipe mode streaming of channel '{self.plan.channel.name}' failed: {what}"
 
     def _open_writer(self, path: Path) -> BinaryIO | None:
         while not self.stop_event.is_set():
