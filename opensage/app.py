@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -105,9 +106,11 @@ def _make_database_private(settings: Settings) -> None:
 
 
 def create_app(settings: Settings, executor: Executor | None = None, clock: Clock | None = None,
-               run_background: bool = True, credentials: CredentialAuthority | None = None) -> Platform:
+               run_background: bool = True, credentials: CredentialAuthority | None = None,
+               health: Callable[[], dict[str, str]] | None = None) -> Platform:
     """``credentials``: the authority the S3 proxy already verifies with (``opensage up`` builds it before
-    the object store starts); a new one over ``settings.credentials`` if None."""
+    the object store starts); a new one over ``settings.credentials`` if None. ``health``: the states of
+    components started outside the app (the supervised object store), for GET /_opensage/health."""
     engine = make_engine(settings.database_url)
     migrate(engine)
     _make_database_private(settings)
@@ -143,7 +146,8 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     dispatcher.register("application-autoscaling", AutoscalingService(deps))
     endpoint_metrics = EndpointMetrics(deps)
     autoscaler = Autoscaler(deps, internal_scale(endpoints), before_read=endpoint_metrics.flush)
-    capture = DataCapture(lambda: open_store(object_store_spec(settings)))
+    # Captured records wait on disk while the object store is down, and survive a restart.
+    capture = DataCapture(lambda: open_store(object_store_spec(settings)), spool_dir=settings.home / "capture-spool")
     runtime = RuntimeService(deps, router, endpoint_metrics, capture)
     dispatcher.register("sagemaker-runtime", runtime)
     async_inference = AsyncInferenceWorker(deps, runtime_invoker(runtime),
@@ -170,7 +174,7 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
             if run_background:
                 platform.stop_background()
 
-    asgi = Starlette(routes=build_routes(dispatcher, authority), lifespan=lifespan)
+    asgi = Starlette(routes=build_routes(dispatcher, authority, health=health), lifespan=lifespan)
     platform = Platform(settings, deps, dispatcher, training=training, transform=transform,
                         deployments=deployments, router=router, autoscaler=autoscaler,
                         endpoint_metrics=endpoint_metrics, capture=capture, asgi=asgi, credentials=authority,

@@ -76,7 +76,8 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
             from dataclasses import replace
 
             settings = replace(settings, s3_endpoint=seaweed.endpoint_url)
-        _serve(settings, lock, authority)
+        health = (lambda: {"object_store": seaweed.health()}) if seaweed is not None else None
+        _serve(settings, lock, authority, health)
     finally:
         if seaweed is not None:
             seaweed.stop()
@@ -87,7 +88,7 @@ def _exit_on_signal(signum, frame) -> None:  # noqa: ANN001
     raise SystemExit(128 + signum)
 
 
-def _serve(settings: Settings, lock, authority) -> None:
+def _serve(settings: Settings, lock, authority, health=None) -> None:
     import uvicorn
 
     from opensage.app import create_app, object_store_spec
@@ -99,7 +100,7 @@ def _serve(settings: Settings, lock, authority) -> None:
 
     open_store(object_store_spec(settings)).ensure_bucket(settings.bucket)
     paths = write_client_config(settings, settings.s3_endpoint or "")
-    platform = create_app(settings, credentials=authority)
+    platform = create_app(settings, credentials=authority, health=health)
     lock.seek(0)
     lock.truncate()
     lock.write(json.dumps({"pid": os.getpid(), "url": settings.endpoint_url}))

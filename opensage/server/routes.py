@@ -172,6 +172,10 @@ class RuntimeEndpoint:
             response = _error(err, ctx, "rest-json", body_read=body is not None)
         except ClientDisconnect:
             return  # the client went away mid-body: there is nobody to answer
+        except Exception:  # as the other routes: an AWS-style InternalFailure with a request id, logged
+            log.exception("unexpected error (request %s)", ctx.request_id)
+            response = _error(InternalFailure(f"Internal error (request id {ctx.request_id})."), ctx, "rest-json",
+                              body_read=body is not None)
         await response(scope, receive, send)
 
 

@@ -26,6 +26,7 @@ from opensage.services.cloudwatch import (
     MissingParameter,
 )
 from opensage.store.resources import AlreadyExists, ConcurrentUpdate, ListQuery, Resource
+from opensage.store.tags import check_user_tags
 
 ALARM_KIND = "cloudwatch-alarm"
 HISTORY_KIND = "cloudwatch-alarm-history"
@@ -304,6 +305,7 @@ class AlarmService:
         if len(self.all_alarms()) >= self.max_alarms:
             raise LimitExceeded(f"The maximum number of alarms ({self.max_alarms}) has been reached. Delete alarms "
                                 "you no longer need (DeleteAlarms) before creating new ones.")
+        check_user_tags(tags or [])  # before the alarm exists: a refused tag creates nothing
         res = Resource(ALARM_KIND, name, alarm_arn(self.d, name), "INSUFFICIENT_DATA", now, now, config,
                        {"StateReason": "Unchecked: Initial alarm creation", "StateUpdatedTimestamp": now,
                         "StateTransitionedTimestamp": now, "AlarmConfigurationUpdatedTimestamp": now})

@@ -13,6 +13,7 @@ from opensage.services.base import Deps, list_query
 from opensage.services.models import ModelService
 from opensage.states import transition
 from opensage.store.resources import AlreadyExists, ConcurrentUpdate, Resource
+from opensage.store.tags import check_user_tags
 
 KIND = "endpoint"
 
@@ -39,6 +40,7 @@ class EndpointService:
         config = self.models.get_endpoint_config(params["EndpointConfigName"])
         now = self.d.clock.time()
         state = {"_target_config": config.name, "_target": config.request}
+        check_user_tags(params.get("Tags") or [])  # before the resource exists
         request = {k: v for k, v in params.items() if k != "Tags"}
         try:
             self.d.resources.create(Resource(KIND, name, arn, "Creating", now, now, request, state))

@@ -12,6 +12,7 @@ from typing import Any
 from opensage.errors import ValidationException
 from opensage.services.base import Deps, check_s3_uri, list_query
 from opensage.store.resources import AlreadyExists, Resource
+from opensage.store.tags import check_user_tags
 
 MODEL = "model"
 ENDPOINT_CONFIG = "endpoint-config"
@@ -173,6 +174,7 @@ class ModelService:
     # -- shared -------------------------------------------------------------------------------------
     def _create(self, kind: str, name: str, arn: str, params: dict[str, Any], noun: str) -> None:
         now = self.d.clock.time()
+        check_user_tags(params.get("Tags") or [])  # before the resource exists
         request = {k: v for k, v in params.items() if k != "Tags"}
         try:
             self.d.resources.create(Resource(kind, name, arn, DEFINED, now, now, request, {}))

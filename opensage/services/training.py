@@ -9,6 +9,7 @@ from opensage.errors import ResourceInUse, ResourceNotFound, ValidationException
 from opensage.services.base import Deps, check_s3_uri, list_query
 from opensage.states import TERMINAL, transition
 from opensage.store.resources import AlreadyExists, ConcurrentUpdate, Resource
+from opensage.store.tags import check_user_tags
 
 KIND = "training-job"
 DEFAULT_STOPPING = {"MaxRuntimeInSeconds": 86400}
@@ -108,6 +109,7 @@ class TrainingService:
             "SecondaryStatusTransitions": [
                 {"Status": "Starting", "StartTime": now, "StatusMessage": "Starting the training job."}],
         }
+        check_user_tags(params.get("Tags") or [])  # before the resource exists
         request = {k: v for k, v in params.items() if k != "Tags"}
         try:
             self.d.resources.create(Resource(KIND, name, arn, "InProgress", now, now, request, state,

@@ -14,6 +14,7 @@ from opensage.services.base import Deps, check_s3_uri, list_query
 from opensage.serving.plan import model_containers
 from opensage.states import TERMINAL, transition
 from opensage.store.resources import AlreadyExists, ConcurrentUpdate, Resource
+from opensage.store.tags import check_user_tags
 
 KIND = "transform-job"
 MAX_TOTAL_PAYLOAD_MB = 100  # MaxConcurrentTransforms x MaxPayloadInMB
@@ -118,6 +119,7 @@ class TransformService:
                                 f"transform job with this name already exists ({arn})")
         self._check_request(params)
         now = self.d.clock.time()
+        check_user_tags(params.get("Tags") or [])  # before the resource exists
         request = {k: v for k, v in params.items() if k != "Tags"}
         try:
             self.d.resources.create(Resource(KIND, name, arn, "InProgress", now, now, request, {}))

@@ -47,7 +47,8 @@ def store_from_environment() -> ObjectStore:
     url = env.get(OBJECT_STORE_ENV) or env.get("AWS_ENDPOINT_URL_S3") or env.get("S3_ENDPOINT_URL") or None
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or env.get("SAGEMAKER_REGION") or "us-east-1"
     return open_store(ObjectStoreSpec(endpoint_url=url, access_key=env.get("AWS_ACCESS_KEY_ID"),
-                                      secret_key=env.get("AWS_SECRET_ACCESS_KEY"), region=region))
+                                      secret_key=env.get("AWS_SECRET_ACCESS_KEY"), region=region,
+                                      session_token=env.get("AWS_SESSION_TOKEN")))
 
 
 def resident_memory_bytes() -> int:

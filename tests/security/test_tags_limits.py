@@ -50,3 +50,17 @@ def test_add_tags_aws_prefixed_key_is_validation_exception(sm, key):
                                                                     {"Key": key, "Value": "v"}])
     assert "aws: prefixed tag key" in message
     assert sm.list_tags(ResourceArn=arn)["Tags"] == []
+
+
+def test_create_with_an_aws_tag_key_creates_nothing(sm):
+    """The tag check comes before the resource exists: a refused Create leaves no model / job behind."""
+    reserved = [{"Key": "aws:owner", "Value": "x"}]
+    _validation_error(sm.create_model, ModelName="tags-reserved-model", Tags=reserved,
+                      PrimaryContainer={"Image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+                                        "ModelDataUrl": "s3://bucket/model.tar.gz"},
+                      ExecutionRoleArn="arn:aws:iam::000000000000:role/R")
+    with pytest.raises(ClientError):
+        sm.describe_model(ModelName="tags-reserved-model")
+    _validation_error(sm.create_training_job, **training_request("tags-reserved-job", Tags=reserved))
+    with pytest.raises(ClientError):
+        sm.describe_training_job(TrainingJobName="tags-reserved-job")

@@ -273,11 +273,11 @@ def test_model_server_submit_directory_tarball_is_loaded(start_server, tmp_path,
     source = tmp_path / "src"
     source.mkdir()
     (source / "entry.py").write_text(SKLEARN_MODEL_FN)
-    archive = tmp_path / "sourcedir.tar.gz"
+    archive = model_dir / "sourcedir.tar.gz"  # a local submit directory must be inside /opt/ml/model
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(source / "entry.py", arcname="entry.py")
     server = start_server(model_dir, "sklearn", {"SAGEMAKER_PROGRAM": "entry.py",
-                                                 "SAGEMAKER_SUBMIT_DIRECTORY": str(archive)})
+                                                 "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/sourcedir.tar.gz"})
     assert server.post(csv_rows(features[:2]), "text/csv").status_code == 200
 
 
