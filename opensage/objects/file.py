@@ -103,6 +103,15 @@ class FileStore:
         except (ObjectNotFound, ValueError):
             return False
 
+    def version(self, bucket: str, key: str) -> str:
+        # Writes are atomic renames (_commit), so a new object is a new inode with a new mtime.
+        path = self._object_path(bucket, key)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"s3://{bucket}/{key} does not exist") from None
+        return f"file:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
     # -- writes --------------------------------------------------------------------------------------
     def _commit(self, tmp: Path, bucket: str, key: str) -> None:
         dest = self._object_path(bucket, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 from collections.abc import Iterator
@@ -69,6 +70,10 @@ class MemoryStore:
     def exists(self, bucket: str, key: str) -> bool:
         with self._lock:
             return key in self._buckets.get(bucket, {})
+
+    def version(self, bucket: str, key: str) -> str:
+        data = self.get_bytes(bucket, key)
+        return f"md5:{hashlib.md5(data).hexdigest()}:{len(data)}"  # noqa: S324 - an identity, as S3's ETag
 
     def clear(self) -> None:
         """Drop every bucket (tests use this to isolate themselves)."""

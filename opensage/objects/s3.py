@@ -143,6 +143,13 @@ class S3Store:
             raise
         return True
 
+    def version(self, bucket: str, key: str) -> str:
+        try:
+            response = self.client.head_object(Bucket=bucket, Key=key)
+        except _client_error() as exc:
+            raise _translate(exc, bucket, key) from exc
+        return f"etag:{response.get('ETag', '')}:{response.get('ContentLength', '')}"
+
     # -- writes --------------------------------------------------------------------------------------
     def put_file(self, bucket: str, key: str, src: Path) -> None:
         src = Path(src)

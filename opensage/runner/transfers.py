@@ -113,6 +113,9 @@ class RetryingStore:
     def exists(self, bucket: str, key: str) -> bool:
         return self._retry(lambda: self.inner.exists(bucket, key), f"lookup of s3://{bucket}/{key}")
 
+    def version(self, bucket: str, key: str) -> str:
+        return self._retry(lambda: self.inner.version(bucket, key), f"lookup of s3://{bucket}/{key}")
+
     def __getattr__(self, name: str) -> object:  # anything else a concrete store offers
         return getattr(self.inner, name)
 

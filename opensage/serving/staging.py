@@ -19,9 +19,8 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
-from opensage.objects.base import ObjectNotFound, ObjectStore, split_s3_uri
+from opensage.objects.base import ObjectStore, split_s3_uri
 from opensage.runner.archive import extract_tar_gz
 
 _TMP_PREFIX = ".tmp-"
@@ -36,46 +35,10 @@ def staged_model_dir(models_root: Path, model_data_url: str | None, version: str
 
 
 def object_version(store: ObjectStore, bucket: str, key: str) -> str | None:
-    """What identifies the object's current content without downloading it: ``etag:<ETag>:<size>`` from a
-    HEAD, or None where the store cannot say (the caller then keys by a hash of the downloaded bytes).
-
-    Raises ObjectNotFound for a missing object or bucket. The ObjectStore protocol has no HEAD yet: a
-    store's ``head(bucket, key)`` (an object with ``etag`` and ``size``) is used when it has one, else the
-    known stores are asked directly.
-    """
-    head = getattr(store, "head", None)
-    if callable(head):
-        info = head(bucket, key)
-        etag, size = getattr(info, "etag", None), getattr(info, "size", None)
-        return f"etag:{etag}:{size}" if etag else None
-    from opensage.objects.file import FileStore
-    from opensage.objects.memory import MemoryStore
-    from opensage.objects.s3 import S3Store
-
-    if isinstance(store, S3Store):
-        return _s3_version(store, bucket, key)
-    if isinstance(store, FileStore):
-        # Writes are atomic renames, so a new object is a new inode with a new mtime.
-        path = store._object_path(bucket, key)  # noqa: SLF001 - no public stat on the protocol yet
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFound(f"s3://{bucket}/{key} does not exist ({path})") from None
-        return f"file:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
-    if isinstance(store, MemoryStore):
-        data = store.get_bytes(bucket, key)
-        return f"md5:{hashlib.md5(data).hexdigest()}:{len(data)}"  # noqa: S324 - an identity, as S3's ETag
-    return None
-
-
-def _s3_version(store: Any, bucket: str, key: str) -> str:
-    from opensage.objects.s3 import _client_error, _translate
-
-    try:
-        response = store.client.head_object(Bucket=bucket, Key=key)
-    except _client_error() as exc:
-        raise _translate(exc, bucket, key) from exc
-    return f"etag:{response.get('ETag', '')}:{response.get('ContentLength', '')}"
+    """``store.version`` (ETag and size for S3), or None for a store without it (the caller then keys by a
+    hash of the downloaded bytes). Raises ObjectNotFound for a missing object or bucket."""
+    version = getattr(store, "version", None)
+    return version(bucket, key) if callable(version) else None
 
 
 def _file_digest(path: Path) -> str:

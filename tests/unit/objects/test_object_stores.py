@@ -234,3 +234,13 @@ def test_file_store_temporary_files_are_never_listed(tmp_path: Path) -> None:
     store.put_bytes("bkt", "k", b"x")
     (tmp_path / ".opensage-tmp" / "leftover").write_bytes(b"partial")
     assert [o.key for o in store.list("bkt", "")] == ["k"]
+
+
+def test_version_changes_when_the_object_is_overwritten(store: ObjectStore, bucket: str) -> None:
+    store.put_bytes(bucket, "model.tar.gz", b"first")
+    first = store.version(bucket, "model.tar.gz")
+    assert store.version(bucket, "model.tar.gz") == first
+    store.put_bytes(bucket, "model.tar.gz", b"other")  # same size, new content
+    assert store.version(bucket, "model.tar.gz") != first
+    with pytest.raises(ObjectNotFound):
+        store.version(bucket, "missing")
