@@ -174,3 +174,33 @@ def test_agent_killed_job_failed_and_user_script_gone(tmp_path):
             time.sleep(0.1)
     finally:
         stop_platform(p)
+
+
+def test_object_store_killed_health_reports_it_and_it_comes_back_with_its_data(tmp_path):
+    """kill -9 of SeaweedFS: /_opensage/health names the object store while it is down (503), the
+    supervisor restarts it, and the objects written before are still there (issue 7 item 9)."""
+    import httpx
+
+    p = start_platform(tmp_path / "home")
+    try:
+        _, s3 = _clients(p)
+        s3.create_bucket(Bucket="durable")
+        s3.put_object(Bucket="durable", Key="k", Body=b"kept")
+        health = httpx.get(p.url + "/_opensage/health", timeout=5)
+        assert health.status_code == 200 and health.json()["components"] == {"object_store": "ok"}
+        weed_pid = int((p.home / "s3" / "weed.pid").read_text())
+        os.kill(weed_pid, signal.SIGKILL)
+        seen: set[int] = set()
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            answer = httpx.get(p.url + "/_opensage/health", timeout=5)
+            seen.add(answer.status_code)
+            new_pid = (p.home / "s3" / "weed.pid").read_text().strip()
+            if answer.status_code == 200 and new_pid != str(weed_pid):
+                break
+            time.sleep(0.1)
+        assert 503 in seen, "health never reported the object store down"
+        assert answer.status_code == 200 and answer.json()["components"]["object_store"] == "ok"
+        assert s3.get_object(Bucket="durable", Key="k")["Body"].read() == b"kept"
+    finally:
+        stop_platform(p)
