@@ -97,10 +97,12 @@ def check_s3_uri(value: str, field_path: str) -> None:
     from opensage.objects.base import split_s3_uri
 
     try:
-        bucket, _ = split_s3_uri(value)
+        bucket, _ = split_s3_uri(value)  # also https:// S3 object URLs, which SageMaker accepts
     except ValueError:
         raise ValidationException(
-            f"Invalid S3 URI '{value}' at '{field_path}': expected s3://<bucket>/<key prefix>.") from None
+            f"Invalid S3 URI '{value}' at '{field_path}': expected s3://<bucket>/<key prefix> or an https:// S3 "
+            "URL (https://<bucket>.s3.<region>.amazonaws.com/<key> or https://s3.<region>.amazonaws.com/"
+            "<bucket>/<key>).") from None
     if len(bucket) < 3 or len(bucket) > 63:
         raise ValidationException(
             f"Invalid S3 URI '{value}' at '{field_path}': bucket names are 3 to 63 characters long.")
