@@ -11,6 +11,7 @@ from typing import Any
 from opensage.errors import ValidationException
 from opensage.services.base import Deps, list_query
 from opensage.services.models import ModelService
+from opensage.serving.rolling import check_deployment_config
 from opensage.states import transition
 from opensage.store.resources import AlreadyExists, ConcurrentUpdate, Resource
 from opensage.store.tags import check_user_tags
@@ -56,8 +57,12 @@ class EndpointService:
         out.update({"EndpointName": res.name, "EndpointArn": res.arn, "EndpointStatus": res.status,
                     "CreationTime": res.creation_time, "LastModifiedTime": res.last_modified_time})
         out.setdefault("EndpointConfigName", res.state.get("_target_config"))
-        if res.request.get("DeploymentConfig"):
-            out["LastDeploymentConfig"] = res.request["DeploymentConfig"]
+        last = last_deployment_config(res)
+        if last:
+            out["LastDeploymentConfig"] = last
+        pending = res.state.get("_pending_deployment")
+        if res.status == "Updating" and pending:  # an UpdateEndpoint in progress (not a weights/capacity change)
+            out["PendingDeploymentSummary"] = pending
         return out
 
     def list_endpoints(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
@@ -73,13 +78,34 @@ class EndpointService:
         return self._change(params["EndpointName"], "Deleting", {}, allowed=None)
 
     def update_endpoint(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(params["EndpointName"])
         config = self.models.get_endpoint_config(params["EndpointConfigName"])
-        changes = {"_target_config": config.name, "_target": config.request, "_shift": None,
-                   "_deployment": params.get("DeploymentConfig")}
+        _check_updatable(res)
+        deployment = params.get("DeploymentConfig")
+        if not deployment and params.get("RetainDeploymentConfig"):
+            # "Specifies whether to reuse the last deployment configuration": a retained canary stays a canary.
+            deployment = last_deployment_config(res)
+        if deployment:
+            check_deployment_config(deployment, res.state.get("_target") or {}, config.request)
+        now = self.d.clock.time()
+        changes: dict[str, Any] = {
+            "_target_config": config.name, "_target": config.request, "_shift": None, "_rolling": None,
+            "_deployment": deployment or None,
+            # DescribeEndpoint's PendingDeploymentSummary; the reconciler adds the variants and their status.
+            "_pending_deployment": {"EndpointConfigName": config.name, "StartTime": now}}
+        if deployment:
+            changes["_last_deployment"] = deployment
         return self._change(params["EndpointName"], "Updating", changes, allowed={"InService"})
 
     def update_endpoint_weights_and_capacities(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         res = self._get(params["EndpointName"])
+        _check_updatable(res)
+        names = [item["VariantName"] for item in params["DesiredWeightsAndCapacities"]]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValidationException(
+                f"The variant name(s) [{', '.join(duplicates)}] is/are specified more than once in "
+                "DesiredWeightsAndCapacities.")
         variants = {v["VariantName"]: v for v in res.state.get("ProductionVariants", [])}
         for item in params["DesiredWeightsAndCapacities"]:
             if item["VariantName"] not in variants:
@@ -90,7 +116,8 @@ class EndpointService:
                     f"Variant {item['VariantName']} is serverless: it has no instance count to set (its "
                     "instances follow the requests); change ServerlessConfig with UpdateEndpoint instead.")
         return self._change(params["EndpointName"], "Updating",
-                            {"_desired": params["DesiredWeightsAndCapacities"]}, allowed={"InService"})
+                            {"_desired": params["DesiredWeightsAndCapacities"], "_pending_deployment": None},
+                            allowed={"InService"})
 
     def _change(self, name: str, target: str, changes: dict[str, Any], allowed: set[str] | None) -> dict:
         for _ in range(5):
@@ -98,9 +125,7 @@ class EndpointService:
             if res.status == target == "Deleting":
                 return {"EndpointArn": res.arn}
             if allowed is not None and res.status not in allowed:
-                raise ValidationException(
-                    f'Cannot update in-progress endpoint "{res.arn}".' if res.status in ("Creating", "Updating")
-                    else f"Endpoint {name} is in status {res.status}; it must be InService.")
+                _check_updatable(res)
             if "_target_config" in changes and res.status == "InService":  # UpdateEndpoint: what to roll back to
                 changes = {**changes, "_previous_config": res.state.get("EndpointConfigName"),
                            "_update_started": self.d.clock.time()}
@@ -112,3 +137,23 @@ class EndpointService:
             return {"EndpointArn": res.arn}
         raise ValidationException(f"Endpoint {name} is changing; retry.")
 
+
+
+# Statuses in which SageMaker answers a change with "Cannot update in-progress endpoint".
+IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
+
+
+def _check_updatable(res: Resource) -> None:
+    """UpdateEndpoint / UpdateEndpointWeightsAndCapacities / a second change need an InService endpoint."""
+    if res.status == "InService":
+        return
+    if res.status in IN_PROGRESS:
+        raise ValidationException(f'Cannot update in-progress endpoint "{res.arn}".')
+    raise ValidationException(
+        f'Cannot update endpoint "{res.arn}" in status {res.status}: it must be InService. Delete it and create '
+        "it again.")
+
+
+def last_deployment_config(res: Resource) -> dict[str, Any] | None:
+    """The DeploymentConfig of the endpoint's most recent deployment that had one (CreateEndpoint's at first)."""
+    return res.state.get("_last_deployment") or res.request.get("DeploymentConfig") or None

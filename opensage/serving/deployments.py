@@ -23,6 +23,7 @@ from opensage.runner.loop import ReconcileLoop
 from opensage.services.base import Deps
 from opensage.services.endpoints import KIND
 from opensage.serving.replicas import STARTUP_TIMEOUT_SECONDS, Replica, ReplicaManager
+from opensage.serving.rolling import RollingMixin
 from opensage.serving.router import EndpointRoute, Router, VariantRoute
 from opensage.states import transition
 from opensage.store.resources import ConcurrentUpdate, Resource
@@ -33,7 +34,7 @@ DRAIN_TIMEOUT_SECONDS = 60.0
 LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 
 
-class DeploymentReconciler(ReconcileLoop):
+class DeploymentReconciler(RollingMixin, ReconcileLoop):
     def __init__(self, deps: Deps, replicas: ReplicaManager, router: Router, store_spec: ObjectStoreSpec,
                  credentials: CredentialAuthority | None = None) -> None:
         self.d = deps
@@ -84,6 +85,8 @@ class DeploymentReconciler(ReconcileLoop):
             self._known.add(ep.name)
             if ep.state.get("_fleet"):
                 self._route(ep.name, ep.state["_fleet"])
+            elif ep.state.get("_rolling"):
+                self._route(ep.name, self._mixed_fleet(ep.state["_rolling"]))
         if ep.status == "InService":
             return self._maintain(ep)
         if ep.status == "Updating" and "_desired" in ep.state:
@@ -92,6 +95,8 @@ class DeploymentReconciler(ReconcileLoop):
             return self._scaling_progress(ep)
         if ep.status == "Updating" and ep.state.get("_baking"):
             return self._bake(ep)
+        if ep.status in ("Updating", "RollingBack") and ep.state.get("_rolling"):
+            return self._roll(ep)
         if ep.status == "RollingBack":
             return self._rolling_back(ep)
         if ep.status in ("Creating", "Updating"):
@@ -101,6 +106,12 @@ class DeploymentReconciler(ReconcileLoop):
     def _deploy(self, ep: Resource) -> bool:
         st = ep.state
         pending = st.get("_pending")
+        if pending is None and ep.status == "Updating" and st.get("_fleet") and self._rolling_policy(ep):
+            try:
+                return self._start_rolling(ep)
+            except Exception as e:  # staging the model (download, bad archive) failed
+                self._fail(ep, f"Failed to deploy: {e}")
+                return False
         if pending is None:
             try:
                 pending = self._start_fleet(ep, st["_target_config"], st["_target"])
@@ -108,6 +119,7 @@ class DeploymentReconciler(ReconcileLoop):
                 self._fail(ep, f"Failed to deploy: {e}")
                 return False
             st["_pending"] = pending
+            self._pending_status(ep, pending, "Creating")
             self.d.resources.save(ep, self.d.clock.time())
             return True
         problem = self._check_ready(pending)
@@ -117,6 +129,7 @@ class DeploymentReconciler(ReconcileLoop):
             self._fail(ep, problem)
             return False
         if not all(r["ready"] for v in pending["variants"] for r in v["replicas"]):
+            self._pending_status(ep, pending, "Creating")
             self.d.resources.save(ep, self.d.clock.time())  # readiness flags
             return True
         old_fleet = st.get("_fleet")
@@ -124,6 +137,8 @@ class DeploymentReconciler(ReconcileLoop):
             if self._rollback_if_alarmed(ep, pending, old_fleet):
                 return True
             if self._shift_traffic(ep, pending, old_fleet):
+                self._pending_status(ep, pending, "ActivatingTraffic")
+                self.d.resources.save(ep, self.d.clock.time())
                 return True
         old_route = self.router.get(ep.name)
         self._route(ep.name, pending)
@@ -135,6 +150,7 @@ class DeploymentReconciler(ReconcileLoop):
         if old_fleet and wait > 0:
             # Baking: all traffic is on the new fleet, the old one stays up so an alarm can roll back to it.
             st["_baking"] = {"fleet": old_fleet, "until": self.d.clock.time() + wait}
+            self._pending_status(ep, pending, "Baking")
             self.d.resources.save(ep, self.d.clock.time())
             log.info("endpoint %s: baking %.0f s before retiring the old fleet", ep.name, wait)
             return True
@@ -157,9 +173,36 @@ class DeploymentReconciler(ReconcileLoop):
         if any(v.get("shadow") for v in fleet["variants"]):
             st["ShadowProductionVariants"] = _summaries(fleet, now, shadow=True)
 
+    def _deployment_config(self, ep: Resource) -> dict[str, Any]:
+        """The DeploymentConfig of the update in progress (UpdateEndpoint's, after RetainDeploymentConfig);
+        CreateEndpoint's before any update."""
+        if "_deployment" in ep.state:
+            return ep.state["_deployment"] or {}
+        return ep.request.get("DeploymentConfig") or {}
+
     def _blue_green(self, ep: Resource) -> dict[str, Any]:
-        config = ep.state.get("_deployment") or ep.request.get("DeploymentConfig") or {}
-        return config.get("BlueGreenUpdatePolicy") or {}
+        return self._deployment_config(ep).get("BlueGreenUpdatePolicy") or {}
+
+    def _pending_status(self, ep: Resource, fleet: dict[str, Any], status: str) -> None:
+        """DescribeEndpoint's PendingDeploymentSummary: the new fleet's variants and what is being done."""
+        pending = ep.state.get("_pending_deployment")
+        if not pending:
+            return
+        now = self.d.clock.time()
+        since = ep.state.setdefault("_pending_since", {})
+        if since.get("status") != status:
+            since.update({"status": status, "at": now})
+        variant_status = [{"Status": status, "StartTime": since["at"]}]
+        for key, shadow in (("ProductionVariants", False), ("ShadowProductionVariants", True)):
+            summaries = _summaries(fleet, now, shadow=shadow)
+            for summary in summaries:
+                if "DesiredInstanceCount" in summary:  # instances up so far (serverless variants have none)
+                    summary["CurrentInstanceCount"] = sum(
+                        1 for v in fleet["variants"] if v["name"] == summary["VariantName"]
+                        for r in v["replicas"] if r["ready"])
+                summary["VariantStatus"] = variant_status
+            if summaries:
+                pending[key] = summaries
 
     def _alarm_reason(self, ep: Resource) -> str | None:
         """Why to roll back: an AutoRollbackConfiguration alarm in ALARM, or MaximumExecutionTimeout passed."""
@@ -170,7 +213,7 @@ class DeploymentReconciler(ReconcileLoop):
             if firing:
                 name, reason = firing[0]
                 return f"Rolled back: alarm {name} went into ALARM during the deployment ({reason})"
-        limit = self._blue_green(ep).get("MaximumExecutionTimeoutInSeconds")
+        limit = (self._blue_green(ep) or self._rolling_policy(ep)).get("MaximumExecutionTimeoutInSeconds")
         started = ep.state.get("_update_started")
         if limit and started and self.d.clock.time() - started > float(limit):
             return (f"Rolled back: the deployment did not finish within MaximumExecutionTimeoutInSeconds "
@@ -384,13 +427,20 @@ class DeploymentReconciler(ReconcileLoop):
         for key in ("_pending", "_desired", "_shift", "_baking"):
             fresh.state.pop(key, None)
         fresh.state["FailureReason"] = reason[:1024]
+        roll = fresh.state.pop("_rolling", None)
+        if roll:  # serve with what runs (old and new instances), as the configuration it started from
+            self._stop_fleet({"variants": [{"replicas": roll["starting"]}]})
+            fresh.state["_fleet"] = self._mixed_fleet({**roll, "starting": []})
+            self._route(ep.name, fresh.state["_fleet"])
         # A failed update leaves the endpoint serving its previous fleet.
         target = "InService" if fresh.status == "Updating" and fresh.state.get("_fleet") else "Failed"
         transition(self.d.resources, fresh, target, self.d.clock.time())
         log.warning("endpoint %s: %s (%s)", ep.name, target, reason[:200])
 
     # -- fleets --------------------------------------------------------------------------------------
-    def _start_fleet(self, ep: Resource, config_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    def _start_fleet(self, ep: Resource, config_name: str, config: dict[str, Any],
+                     start: bool = True) -> dict[str, Any]:
+        """The fleet for ``config`` (each variant's model staged), its instances started unless not ``start``."""
         from opensage.serving.plan import plan_model_server
 
         variants = []
@@ -410,7 +460,8 @@ class DeploymentReconciler(ReconcileLoop):
                        "count": count, "model": model.name, "image": plan.images[0], "images": plan.images,
                        "kind": plan.kind, "model_dir": str(plan.model_dir), "env": plan.env, "replicas": [],
                        "shadow": v["VariantName"] in shadows, "serverless": serverless}
-            variant["replicas"] = [self._start_replica(ep.name, variant, i) for i in range(count)]
+            if start:
+                variant["replicas"] = [self._start_replica(ep.name, variant, i) for i in range(count)]
             variants.append(variant)
         return {"config": config_name, "variants": variants, "started": self.d.clock.time(),
                 "capture": config.get("DataCaptureConfig")}
@@ -519,7 +570,10 @@ class DeploymentReconciler(ReconcileLoop):
         """Model-server output -> /aws/sagemaker/Endpoints/<name>, stream <variant>/<instance>."""
         now_ms = int(self.d.clock.time() * 1000)
         batches = []
-        for fleet in (ep.state.get("_fleet"), ep.state.get("_pending")):
+        roll = ep.state.get("_rolling") or {}
+        rolling = {"variants": [{**v, "replicas": v["replicas"] + (roll["starting"] if v is roll.get("new") else [])}
+                                for v in (roll.get("old"), roll.get("new")) if v]}
+        for fleet in (ep.state.get("_fleet"), ep.state.get("_pending"), rolling):
             for v in (fleet or {}).get("variants", []):
                 for r in v["replicas"]:
                     lines, offset = read_new_lines(Path(r["log"]), r.get("offset", 0))
@@ -560,7 +614,10 @@ _ALL = ("Creating", "Updating", "InService", "Deleting", "SystemUpdating", "Roll
 
 
 def _all_replicas(state: dict[str, Any]) -> list[dict[str, Any]]:
-    fleets = [state.get("_fleet"), state.get("_pending"), (state.get("_baking") or {}).get("fleet"),
+    roll = state.get("_rolling") or {}
+    rolling = {"variants": [v for v in (roll.get("old"), roll.get("new"), {"replicas": roll.get("starting") or []})
+                            if v]}
+    fleets = [state.get("_fleet"), state.get("_pending"), (state.get("_baking") or {}).get("fleet"), rolling,
               *(state.get("_retiring") or [])]
     return [r for fleet in fleets for v in (fleet or {}).get("variants", []) for r in v["replicas"]]
 
