@@ -26,3 +26,10 @@ def parse_sagemaker_arn(arn: str) -> tuple[str, str] | None:
     if not name:
         return None
     return rtype, name
+
+
+def with_lower_case_name(arn: str) -> str:
+    """The ARN with its resource part lower-cased, as SageMaker writes endpoint ARNs (an endpoint named
+    ``MyEndpoint`` is ``...:endpoint/myendpoint``): a caller may build the ARN from the name it chose."""
+    head, sep, resource = arn.rpartition(":")
+    return f"{head}{sep}{resource.lower()}" if sep else arn
