@@ -5,8 +5,9 @@ An alarm is a ``resources`` row of kind ``cloudwatch-alarm``: ``request`` holds 
 members, PascalCase, Tags excluded), ``status`` its StateValue, ``state`` StateReason / StateReasonData and the
 timestamps. History lives in rows of kind ``cloudwatch-alarm-history`` (one per alarm name, newest item last), kept
 when the alarm is deleted, as CloudWatch keeps it. ``serving.alarms.AlarmEvaluator`` moves StateValue; both writers
-go through ``change_state`` (compare-and-set). Alarm actions (SNS, Auto Scaling, ...) are stored and echoed, never
-executed: OpenSage has no targets for them.
+go through ``change_state`` (compare-and-set). Actions naming an Application Auto Scaling policy ARN are executed
+by ``serving.autoscaler.Autoscaler`` (on entering the state, then once a minute while in it, as CloudWatch does for
+Auto Scaling actions); other actions (SNS, EC2, ...) are stored and echoed, never executed.
 """
 
 from __future__ import annotations

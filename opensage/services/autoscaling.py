@@ -1,7 +1,16 @@
-"""Application Auto Scaling for SageMaker variants: scalable targets, target-tracking policies, activities.
+"""Application Auto Scaling for SageMaker variants: scalable targets, scaling policies, activities.
 
 Only the `sagemaker` namespace and `sagemaker:variant:DesiredInstanceCount` are served; the scaling loop is
 serving/autoscaler.py. Targets and policies are rows of the resources table (kinds below).
+
+Policies act as on AWS, through CloudWatch alarms (services/alarms.py, evaluated by serving/alarms.py):
+* TargetTrackingScaling: PutScalingPolicy creates the two alarms Application Auto Scaling manages,
+  ``TargetTracking-<resource id>-AlarmHigh-<uuid>`` (metric > target for 3 of 3 one-minute datapoints) and
+  ``...-AlarmLow-<uuid>`` (metric < 90 % of target for 15 of 15; not created with DisableScaleIn), each
+  with the policy's ARN as its alarm action; they are returned in ``Alarms`` and deleted with the policy.
+  The metric is a predefined SageMaker metric or any CloudWatch metric (CustomizedMetricSpecification).
+* StepScaling: the user's own alarms name the policy ARN in AlarmActions.
+The autoscaler executes the policies whose alarms are in ALARM.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ import uuid
 from typing import Any
 
 from opensage.errors import ServiceError
+from opensage.services.alarms import ALARM_KIND, AlarmService
 from opensage.services.base import Deps
 from opensage.store.resources import ListQuery, Resource
 
@@ -17,6 +27,33 @@ TARGET = "scalable-target"
 POLICY = "scaling-policy"
 ACTIVITY = "scaling-activity"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+SERVICE = "sagemaker"
+
+# AWS's managed target-tracking alarms (Application Auto Scaling User Guide, "How target tracking works").
+HIGH_DATAPOINTS = 3
+LOW_DATAPOINTS = 15
+LOW_FRACTION = 0.9
+ALARM_PERIOD = 60
+
+# The SageMaker predefined metric types botocore lists -> (scalable dimension, metric) or why it is refused.
+SERVED_PREDEFINED = {
+    # The per-minute count of invocations per instance (AWS/SageMaker, Sum over one minute).
+    "SageMakerVariantInvocationsPerInstance": ("AWS/SageMaker", "InvocationsPerInstance", "Sum"),
+}
+PREDEFINED_DIMENSIONS = {
+    "SageMakerVariantInvocationsPerInstance": "sagemaker:variant:DesiredInstanceCount",
+    "SageMakerVariantConcurrentRequestsPerModelHighResolution": "sagemaker:variant:DesiredInstanceCount",
+    "SageMakerVariantProvisionedConcurrencyUtilization": "sagemaker:variant:DesiredProvisionedConcurrency",
+    "SageMakerInferenceComponentInvocationsPerCopy": "sagemaker:inference-component:DesiredCopyCount",
+    "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution":
+        "sagemaker:inference-component:DesiredCopyCount",
+}
+UNSERVED_WHY = {
+    "SageMakerVariantConcurrentRequestsPerModelHighResolution":
+        "OpenSage does not publish the ConcurrentRequestsPerModel metric yet; track "
+        "SageMakerVariantInvocationsPerInstance, or a CustomizedMetricSpecification",
+}
+ADJUSTMENT_TYPES = ("ChangeInCapacity", "PercentChangeInCapacity", "ExactCapacity")
 
 
 class AutoscalingValidation(ServiceError):
@@ -31,6 +68,10 @@ def target_key(resource_id: str, dimension: str) -> str:
     return f"{resource_id}|{dimension}"
 
 
+def policy_key(resource_id: str, name: str) -> str:
+    return f"{resource_id}|{name}"
+
+
 def parse_resource_id(resource_id: str) -> tuple[str, str]:
     """``endpoint/<name>/variant/<variant>`` -> (endpoint, variant)."""
     parts = resource_id.split("/")
@@ -40,12 +81,123 @@ def parse_resource_id(resource_id: str) -> tuple[str, str]:
     return parts[1], parts[3]
 
 
+def is_policy_arn(arn: str) -> bool:
+    """An Application Auto Scaling policy ARN (what an alarm action names to run a scaling policy)."""
+    return arn.startswith("arn:aws:autoscaling:") and ":scalingPolicy:" in arn and ":resource/" in arn
+
+
+# -- the metric a target-tracking policy tracks ---------------------------------------------------------
+def tracked_metric(resource_id: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The alarm members (Namespace/MetricName/Dimensions/Statistic[/Unit], or Metrics) of the policy's metric."""
+    predefined = cfg.get("PredefinedMetricSpecification")
+    custom = cfg.get("CustomizedMetricSpecification")
+    if bool(predefined) == bool(custom):
+        raise AutoscalingValidation("Exactly one of PredefinedMetricSpecification and "
+                                    "CustomizedMetricSpecification must be specified.")
+    if predefined:
+        kind = predefined["PredefinedMetricType"]
+        dimension = PREDEFINED_DIMENSIONS.get(kind)
+        if dimension is None:
+            raise AutoscalingValidation(f"Unsupported metric type {kind} for service namespace {SERVICE}.")
+        if dimension != DIMENSION:
+            raise AutoscalingValidation(f"Unsupported metric type {kind} for scalable dimension {DIMENSION}; it "
+                                        f"applies to {dimension}.")
+        if kind not in SERVED_PREDEFINED:
+            raise AutoscalingValidation(f"Unsupported metric type {kind}: {UNSERVED_WHY[kind]}.")
+        namespace, name, stat = SERVED_PREDEFINED[kind]
+        endpoint, variant = parse_resource_id(resource_id)
+        return {"Namespace": namespace, "MetricName": name, "Statistic": stat, "Dimensions": [
+            {"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}]}
+    if custom.get("Metrics"):
+        return {"Metrics": _custom_queries(custom)}
+    missing = [m for m in ("MetricName", "Namespace", "Statistic") if not custom.get(m)]
+    if missing:
+        raise AutoscalingValidation(f"CustomizedMetricSpecification must specify {', '.join(missing)} (or Metrics).")
+    out = {k: custom[k] for k in ("Namespace", "MetricName", "Statistic") if custom.get(k)}
+    out["Dimensions"] = custom.get("Dimensions") or []
+    if custom.get("Unit"):
+        out["Unit"] = custom["Unit"]
+    return out
+
+
+def _custom_queries(custom: dict[str, Any]) -> list[dict[str, Any]]:
+    others = [m for m in ("MetricName", "Namespace", "Dimensions", "Statistic", "Unit") if custom.get(m)]
+    if others:
+        raise AutoscalingValidation(f"CustomizedMetricSpecification cannot specify both Metrics and "
+                                    f"{', '.join(others)}.")
+    queries = custom["Metrics"]
+    returned = [q for q in queries if q.get("ReturnData", True)]
+    if len(queries) != 1 or len(returned) != 1 or not queries[0].get("MetricStat") or queries[0].get("Expression"):
+        raise AutoscalingValidation("CustomizedMetricSpecification.Metrics must hold exactly one MetricStat query "
+                                    "with ReturnData true: OpenSage does not evaluate metric math expressions.")
+    stat = queries[0]["MetricStat"]
+    metric = {k: v for k, v in stat["Metric"].items() if v is not None}
+    query: dict[str, Any] = {"Id": queries[0]["Id"], "ReturnData": True, "MetricStat": {
+        "Metric": metric, "Period": ALARM_PERIOD, "Stat": stat["Stat"]}}
+    if stat.get("Unit"):
+        query["MetricStat"]["Unit"] = stat["Unit"]
+    return [query]
+
+
+def managed_alarms(deps: Deps, policy_arn: str, resource_id: str, cfg: dict[str, Any],
+                   names: dict[str, str]) -> list[dict[str, Any]]:
+    """PutMetricAlarm requests for the target-tracking alarms (``names``: AlarmHigh/AlarmLow -> name to keep)."""
+    metric = tracked_metric(resource_id, cfg)
+    if "Metrics" not in metric:
+        metric = {**metric, "Period": ALARM_PERIOD}
+    target = float(cfg["TargetValue"])
+    description = f"DO NOT EDIT OR DELETE. For TargetTrackingScaling policy {policy_arn}."
+    out = []
+    for which, n, threshold, operator in (
+            ("AlarmHigh", HIGH_DATAPOINTS, target, "GreaterThanThreshold"),
+            ("AlarmLow", LOW_DATAPOINTS, target * LOW_FRACTION, "LessThanThreshold")):
+        if which == "AlarmLow" and cfg.get("DisableScaleIn"):
+            continue
+        name = names.get(which) or f"TargetTracking-{resource_id}-{which}-{uuid.uuid4()}"
+        out.append({"AlarmName": name, "AlarmDescription": description, "ActionsEnabled": True,
+                    "AlarmActions": [policy_arn], "EvaluationPeriods": n, "DatapointsToAlarm": n,
+                    "Threshold": threshold, "ComparisonOperator": operator, **metric})
+    return out
+
+
+def _which(alarm_name: str) -> str:
+    return "AlarmHigh" if "-AlarmHigh-" in alarm_name else "AlarmLow"
+
+
+def check_step_config(cfg: dict[str, Any] | None) -> None:
+    if not cfg:
+        raise AutoscalingValidation("StepScalingPolicyConfiguration is required for PolicyType StepScaling.")
+    kind = cfg.get("AdjustmentType")
+    if kind not in ADJUSTMENT_TYPES:
+        raise AutoscalingValidation(f"AdjustmentType must be one of {', '.join(ADJUSTMENT_TYPES)}.")
+    steps = cfg.get("StepAdjustments") or []
+    if not steps:
+        raise AutoscalingValidation("StepScalingPolicyConfiguration must specify at least one StepAdjustment.")
+    if cfg.get("MinAdjustmentMagnitude") is not None and kind != "PercentChangeInCapacity":
+        raise AutoscalingValidation("MinAdjustmentMagnitude is only supported with AdjustmentType "
+                                    "PercentChangeInCapacity.")
+    inf = float("inf")
+    spans = sorted((s.get("MetricIntervalLowerBound", -inf), s.get("MetricIntervalUpperBound", inf)) for s in steps)
+    for lo, hi in spans:
+        if lo >= hi:
+            raise AutoscalingValidation(f"Step adjustment interval [{lo}, {hi}) is empty: MetricIntervalLowerBound "
+                                        "must be less than MetricIntervalUpperBound.")
+    for (_, hi), (lo, _) in zip(spans, spans[1:], strict=False):
+        if lo < hi:
+            raise AutoscalingValidation("Step adjustment intervals must not overlap.")
+        if lo > hi:
+            raise AutoscalingValidation("Step adjustment intervals must not have gaps between them.")
+    if sum(1 for lo, hi in spans if lo == -inf or hi == inf) == 0:
+        raise AutoscalingValidation("One step adjustment must have a null lower or upper bound.")
+
+
 class AutoscalingService:
     def __init__(self, deps: Deps) -> None:
         self.d = deps
+        self.alarms = AlarmService(deps)  # the managed alarms go through PutMetricAlarm's own checks
 
     def _check(self, params: dict[str, Any]) -> tuple[str, str]:
-        if params.get("ServiceNamespace") != "sagemaker":
+        if params.get("ServiceNamespace") != SERVICE:
             raise AutoscalingValidation("OpenSage scales only the 'sagemaker' service namespace.")
         if params.get("ScalableDimension", DIMENSION) != DIMENSION:
             raise AutoscalingValidation(f"Unsupported scalable dimension; use {DIMENSION}.")
@@ -96,37 +248,64 @@ class AutoscalingService:
             raise ObjectNotFoundException(f"No scalable target registered for {params['ResourceId']}.")
         for policy in self._all(POLICY):
             if policy.request["ResourceId"] == params["ResourceId"]:
-                self.d.resources.delete(POLICY, policy.name)
+                self._delete_policy(policy)
         self.d.resources.delete(TARGET, key)
         return {}
 
     def put_scaling_policy(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         self._check(params)
-        if self.d.resources.get(TARGET, target_key(params["ResourceId"], DIMENSION)) is None:
+        resource_id = params["ResourceId"]
+        if self.d.resources.get(TARGET, target_key(resource_id, DIMENSION)) is None:
             raise ObjectNotFoundException(
-                f"No scalable target registered for {params['ResourceId']}; call RegisterScalableTarget first.")
-        if (params.get("PolicyType") or "StepScaling") != "TargetTrackingScaling":
-            raise AutoscalingValidation("OpenSage supports PolicyType TargetTrackingScaling.")
-        cfg = params.get("TargetTrackingScalingPolicyConfiguration") or {}
-        metric = (cfg.get("PredefinedMetricSpecification") or {}).get("PredefinedMetricType")
-        if metric != "SageMakerVariantInvocationsPerInstance":
-            raise AutoscalingValidation(
-                "TargetTrackingScalingPolicyConfiguration must use PredefinedMetricType "
-                "SageMakerVariantInvocationsPerInstance.")
-        if not cfg.get("TargetValue") or cfg["TargetValue"] <= 0:
-            raise AutoscalingValidation("TargetValue must be greater than 0.")
-        key = f"{params['ResourceId']}|{params['PolicyName']}"
+                f"No scalable target registered for {resource_id}; call RegisterScalableTarget first.")
+        kind = params.get("PolicyType") or "StepScaling"
+        if kind == "PredictiveScaling":
+            raise AutoscalingValidation(f"PredictiveScaling is not supported for service namespace {SERVICE}.")
+        if kind == "TargetTrackingScaling":
+            cfg = params.get("TargetTrackingScalingPolicyConfiguration")
+            if not cfg:
+                raise AutoscalingValidation("TargetTrackingScalingPolicyConfiguration is required for PolicyType "
+                                            "TargetTrackingScaling.")
+            if cfg["TargetValue"] <= 0:
+                raise AutoscalingValidation("TargetValue must be greater than 0.")
+            tracked_metric(resource_id, cfg)  # refuse an unusable metric before anything is written
+        else:
+            check_step_config(params.get("StepScalingPolicyConfiguration"))
+        key = policy_key(resource_id, params["PolicyName"])
         now = self.d.clock.time()
         arn = (f"arn:aws:autoscaling:{self.d.settings.region}:{self.d.settings.account}:scalingPolicy:"
-               f"{uuid.uuid5(uuid.NAMESPACE_URL, key)}:resource/sagemaker/{params['ResourceId']}:"
+               f"{uuid.uuid5(uuid.NAMESPACE_URL, key)}:resource/{SERVICE}/{resource_id}:"
                f"policyName/{params['PolicyName']}")
+        request = {**params, "PolicyType": kind}
         existing = self.d.resources.get(POLICY, key)
+        kept = {_which(a["AlarmName"]): a["AlarmName"] for a in (existing.state.get("Alarms", []) if existing else [])}
+        alarms: list[dict[str, str]] = []
+        if kind == "TargetTrackingScaling":
+            for alarm in managed_alarms(self.d, arn, resource_id, request["TargetTrackingScalingPolicyConfiguration"],
+                                        kept):
+                self.alarms.put_metric_alarm(ctx, alarm)
+                alarms.append({"AlarmName": alarm["AlarmName"],
+                               "AlarmARN": self.d.resources.get(ALARM_KIND, alarm["AlarmName"]).arn})
+        stale = [n for n in kept.values() if n not in {a["AlarmName"] for a in alarms}]
+        if stale:  # DisableScaleIn turned on, or the policy became a step policy
+            self.alarms.delete_alarms(ctx, {"AlarmNames": stale})
         if existing is None:
-            self.d.resources.create(Resource(POLICY, key, arn, "Active", now, now, dict(params), {}))
+            self.d.resources.create(Resource(POLICY, key, arn, "Active", now, now, request, {"Alarms": alarms}))
         else:
-            existing.request = dict(params)
+            existing.request = request
+            existing.state["Alarms"] = alarms
             self.d.resources.save(existing, now)
-        return {"PolicyARN": arn, "Alarms": []}
+        return {"PolicyARN": arn, "Alarms": alarms or self._step_alarms(arn)}
+
+    def _step_alarms(self, arn: str) -> list[dict[str, str]]:
+        """The alarms whose actions name a step policy (AWS lists them with the policy)."""
+        out = []
+        for res in self.alarms.all_alarms():
+            cfg = res.request
+            if arn in [*cfg.get("AlarmActions", []), *cfg.get("OKActions", []),
+                       *cfg.get("InsufficientDataActions", [])]:
+                out.append({"AlarmName": res.name, "AlarmARN": res.arn})
+        return out
 
     def describe_scaling_policies(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         names = set(params.get("PolicyNames") or [])
@@ -137,16 +316,27 @@ class AutoscalingService:
                 continue
             if params.get("ResourceId") and req["ResourceId"] != params["ResourceId"]:
                 continue
-            out.append({**req, "ScalableDimension": DIMENSION, "PolicyARN": res.arn, "Alarms": [],
+            alarms = res.state.get("Alarms") or (self._step_alarms(res.arn) if req["PolicyType"] == "StepScaling"
+                                                 else [])
+            out.append({**req, "ScalableDimension": DIMENSION, "PolicyARN": res.arn, "Alarms": alarms,
                         "CreationTime": res.creation_time})
         return {"ScalingPolicies": out}
 
     def delete_scaling_policy(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
-        key = f"{params['ResourceId']}|{params['PolicyName']}"
-        if self.d.resources.get(POLICY, key) is None:
-            raise ObjectNotFoundException(f"No scaling policy {params['PolicyName']} on {params['ResourceId']}.")
-        self.d.resources.delete(POLICY, key)
+        policy = self.d.resources.get(POLICY, policy_key(params["ResourceId"], params["PolicyName"]))
+        if policy is None:
+            raise ObjectNotFoundException(f"No scaling policy found for service namespace: {SERVICE}, resource ID: "
+                                          f"{params['ResourceId']}, scalable dimension: {DIMENSION}, policy name: "
+                                          f"{params['PolicyName']}")
+        self._delete_policy(policy)
         return {}
+
+    def _delete_policy(self, policy: Resource) -> None:
+        """The policy and the alarms Application Auto Scaling created for it (a user's step alarms stay)."""
+        names = [a["AlarmName"] for a in policy.state.get("Alarms", [])]
+        if names:
+            self.alarms.delete_alarms(None, {"AlarmNames": names})
+        self.d.resources.delete(POLICY, policy.name)
 
     def describe_scaling_activities(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         out = [{**r.request, "StartTime": r.creation_time, "EndTime": r.last_modified_time}

@@ -64,6 +64,16 @@ def window_points(config: dict[str, Any], samples: list, now: float) -> list[Dat
     return out
 
 
+def alarm_datapoints(deps: Deps, config: dict[str, Any], now: float) -> list[Datapoint]:
+    """The alarm's N datapoints now, read from the metric store (the evaluator's and the autoscaler's view)."""
+    metric = watched_metric(config)
+    period, n = metric["Period"], config["EvaluationPeriods"]
+    start = (math.floor(now / period) - n) * period
+    samples = deps.metrics.samples(metric["Namespace"], metric["Dimensions"], metric["MetricName"], start,
+                                   now + period)
+    return window_points(config, samples, now)
+
+
 def decide(config: dict[str, Any], points: list[Datapoint], now: float) -> Verdict:
     """The state N datapoints put the alarm in, with CloudWatch's StateReason and StateReasonData."""
     n = len(points)
@@ -180,14 +190,8 @@ class AlarmEvaluator(ReconcileLoop):
             return states
 
     def _evaluate_one(self, res: Resource, now: float) -> str:
-        metric = watched_metric(res.request)
-        period = metric["Period"]
-        self._due[res.name] = now + min(period, 60)
-        n = res.request["EvaluationPeriods"]
-        start = (math.floor(now / period) - n) * period
-        samples = self.d.metrics.samples(metric["Namespace"], metric["Dimensions"], metric["MetricName"], start,
-                                         now + period)
-        verdict = decide(res.request, window_points(res.request, samples, now), now)
+        self._due[res.name] = now + min(watched_metric(res.request)["Period"], 60)
+        verdict = decide(res.request, alarm_datapoints(self.d, res.request, now), now)
         if verdict.state is None or verdict.state == res.status:
             return res.status
         try:
