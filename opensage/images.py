@@ -35,11 +35,17 @@ into a ``ValidationException``.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 ImageKind = Literal["builtin", "script", "command"]
+
+
+class UnsupportedImage(ValueError):
+    """An image this platform cannot run. SageMaker accepts any image at Create; the job then fails with this
+    message (CreateTrainingJob accepts it; the reconciler fails the job at once)."""
 
 # Framework images whose toolkit runs the user's code (script mode). repository -> framework.
 FRAMEWORK_REPOSITORIES: dict[str, str] = {
@@ -119,7 +125,7 @@ def resolve_training_image(
     algo = _builtin_for(repository)
     if algo is not None:
         return _builtin(repository, algo)
-    raise ValueError(_unsupported_image_message(image_uri, repository))
+    raise UnsupportedImage(_unsupported_image_message(image_uri, repository))
 
 
 def supported_images_text() -> str:
@@ -133,7 +139,7 @@ def supported_images_text() -> str:
 def _resolve_command(image_uri: str, repository: str, framework: str | None, entrypoint: list[str],
                      arguments: list[str]) -> ResolvedImage:
     if framework is None:
-        raise ValueError(
+        raise UnsupportedImage(
             f"ContainerEntrypoint is only supported with framework images here (TrainingImage "
             f"'{image_uri}', repository '{repository}'): this platform has no container engine, so an "
             f"entrypoint runs on the platform's Python environment. Use one of: {supported_images_text()}.")
@@ -241,3 +247,127 @@ def resolve_inference_image(image_uri: str, environment: dict[str, str]) -> Reso
         f"container engine and serves only images it knows by repository name: {', '.join(servable)}. "
         f"For your own inference code, use a framework image (e.g. sagemaker-scikit-learn or "
         f"pytorch-inference) with code/inference.py in model.tar.gz or SAGEMAKER_PROGRAM.")
+
+
+# ------------------------------------------------------------------------------------------ environments
+# Which pinned environment an image gets (opensage.environments builds and caches it). The versions are the
+# images' own (shared/reference xgboost-container-versions.md X1 / X7) where a wheel exists for this Python
+# (3.11); otherwise the nearest release that has one, named in the environment's notes (and the job's log).
+IMAGE_VERSION_ENV = "OPENSAGE_IMAGE_VERSION"  # built-in algorithm processes: the image's version ("" = latest)
+_PLATFORM_PINS = ("boto3==1.44.5", "botocore==1.44.5")  # what our in-job code imports (frameworks/training.py)
+_CONTAINERS = ("sagemaker-containers==2.8.6.post2", "sagemaker-training==4.8.0", "sagemaker-inference==1.10.1",
+               # sagemaker-containers' Flask 1.1.1 and record_pb2 need these (X6, measured here).
+               "protobuf==3.20.3", "jinja2==3.0.3", "itsdangerous==2.0.1", "werkzeug==2.0.3", "markupsafe==2.1.1")
+_TOOLKIT_IMPORTS = ("sagemaker_containers", "sagemaker_training", "sagemaker_inference",
+                    "opensage.frameworks.training")
+_PY311 = "no wheel of the image's {what} for Python 3.11 here: {used} instead"
+
+# version -> (framework pins, notes)
+_SKLEARN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "0.23-1": (("scikit-learn==1.1.3", "numpy==1.23.5", "pandas==1.5.3", "scipy==1.9.3"),
+               (_PY311.format(what="scikit-learn 0.23.2, numpy 1.19, pandas 1.1.3, scipy 1.5.3",
+                              used="scikit-learn 1.1.3, numpy 1.23.5, pandas 1.5.3, scipy 1.9.3"),)),
+    "1.0-1": (("scikit-learn==1.1.3", "numpy==1.24.1", "pandas==1.5.3", "scipy==1.9.3", "pyarrow==14.0.1"),
+              (_PY311.format(what="scikit-learn 1.0.2, pandas 1.1.3, scipy 1.8.0",
+                             used="scikit-learn 1.1.3, pandas 1.5.3, scipy 1.9.3"),)),
+    "1.2-1": (("scikit-learn==1.2.1", "numpy==1.24.1", "pandas==1.5.3", "scipy==1.9.3", "pyarrow==14.0.1"),
+              (_PY311.format(what="pandas 1.1.3, scipy 1.8.0", used="pandas 1.5.3, scipy 1.9.3"),)),
+    "1.4-2": (("scikit-learn==1.4.2", "numpy==2.1.0", "pandas==2.2.3", "scipy==1.14.1", "pyarrow==17.0.0"), ()),
+}
+_XGB_OLD_LIBS = ("numpy==1.23.5", "pandas==1.5.3", "scikit-learn==1.1.3", "scipy==1.9.3")
+_XGB_OLD_NOTE = _PY311.format(what="numpy / pandas / scikit-learn / scipy",
+                              used="numpy 1.23.5, pandas 1.5.3, scikit-learn 1.1.3, scipy 1.9.3")
+_XGBOOST: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "0.90-1": (("xgboost==0.90", *_XGB_OLD_LIBS), (_XGB_OLD_NOTE,)),
+    "0.90-2": (("xgboost==0.90", *_XGB_OLD_LIBS), (_XGB_OLD_NOTE,)),
+    "1.0-1": (("xgboost==1.0.0", *_XGB_OLD_LIBS), (_XGB_OLD_NOTE,)),
+    "1.2-1": (("xgboost==1.2.0", *_XGB_OLD_LIBS), (_XGB_OLD_NOTE,)),
+    "1.2-2": (("xgboost==1.2.0", *_XGB_OLD_LIBS), (_XGB_OLD_NOTE,)),
+    "1.3-1": (("xgboost==1.3.3", *_XGB_OLD_LIBS), (_XGB_OLD_NOTE,)),
+    "1.5-1": (("xgboost==1.5.2", "numpy==1.24.4", "pandas==1.5.3", "scikit-learn==1.1.3", "scipy==1.9.3"),
+              (_PY311.format(what="scikit-learn 0.24.1, scipy 1.8.0", used="scikit-learn 1.1.3, scipy 1.9.3"),)),
+    "1.7-1": (("xgboost==1.7.4", "numpy==1.24.1", "pandas==1.5.3", "scikit-learn==1.1.3", "scipy==1.9.3"),
+              (_PY311.format(what="pandas 1.2.4, scikit-learn 0.24.1, scipy 1.8.0",
+                             used="pandas 1.5.3, scikit-learn 1.1.3, scipy 1.9.3"),)),
+    # xgboost-cpu: the same `xgboost` module without the 469 MB nvidia-nccl wheel.
+    "3.0-5": (("xgboost-cpu==3.0.5", "numpy==2.1.0", "pandas==2.2.3", "scikit-learn==1.5.2", "scipy==1.15.0"),
+              ("xgboost-cpu 3.0.5: the CPU-only build of the image's xgboost 3.0.5",)),
+}
+# Built-in (algorithm mode) XGBoost runs our implementation; it needs the version's own xgboost only where
+# the platform's cannot read or write that version's model files: 0.90 pickles (X3).
+_BUILTIN_ENV_VERSIONS = frozenset({"0.90-1", "0.90-2"})
+# PyTorch: an exact torch per tag would mean GBs of CUDA wheels; the CPU build that lies on this disk.
+_TORCH = "torch==2.13.0"
+_TORCH_WHEELS = "/opt/wheels"
+_VERSION_RE = re.compile(r"^(\d+(?:\.\d+)*(?:-\d+)?)")
+
+
+def image_tag(image_uri: str) -> str:
+    """The tag of an image URI ('' when it has none or only a digest)."""
+    name = image_uri.strip().split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else ""
+
+
+def image_version(image_uri: str) -> str:
+    """The framework version a tag names: ``1.2-1-cpu-py3`` -> ``1.2-1``, ``2.1.0-gpu-py310`` -> ``2.1.0``;
+    '' for ``latest``, ``1`` (legacy XGBoost) or no tag."""
+    tag = image_tag(image_uri)
+    match = _VERSION_RE.match(tag)
+    if not match or tag in ("1",):
+        return ""
+    return match.group(1)
+
+
+def environment_for_image(image_uri: str | None, kind: str) -> Any:
+    """The ``EnvironmentSpec`` a job of ``kind`` (builtin | script | command | inference) on ``image_uri``
+    runs in, or None for the platform's own interpreter. The one place that decides it."""
+    from opensage.environments import EnvironmentSpec
+
+    if not image_uri:
+        return None
+    repository = parse_repository(image_uri)
+    version = image_version(image_uri)
+    if repository in ("sagemaker-xgboost", "xgboost") and version:
+        if kind == "builtin" and version not in _BUILTIN_ENV_VERSIONS:
+            return None
+        known = _XGBOOST.get(version)
+        if known is None:
+            return None
+        pins, notes = known
+        return EnvironmentSpec("sagemaker-xgboost", version, (*pins, *_CONTAINERS, *_PLATFORM_PINS),
+                               imports=("xgboost", *_TOOLKIT_IMPORTS), notes=notes,
+                               patch_sagemaker_containers=True)
+    if kind == "builtin":
+        return None
+    if repository == "sagemaker-scikit-learn":
+        chosen = version if version in _SKLEARN else _nearest(version, list(_SKLEARN))
+        pins, notes = _SKLEARN[chosen]
+        if chosen != version:
+            notes = (*notes, f"no environment is defined for scikit-learn image {version or 'latest'}: "
+                             f"using {chosen}'s")
+        return EnvironmentSpec(repository, chosen, (*pins, *_CONTAINERS, *_PLATFORM_PINS),
+                               imports=("sklearn", *_TOOLKIT_IMPORTS), notes=notes,
+                               patch_sagemaker_containers=True)
+    if repository in ("pytorch-training", "pytorch-inference", "sagemaker-pytorch"):
+        note = (f"{repository}:{version or 'latest'} names torch {version or '(latest)'}: its CUDA wheels "
+                f"are GBs, so torch 2.13.0 (CPU build) stands in for it")
+        return EnvironmentSpec("pytorch", "2.13.0-cpu",
+                               (_TORCH, "sagemaker-training==5.1.4", "sagemaker-inference==1.10.1",
+                                *_PLATFORM_PINS),
+                               imports=("torch", "sagemaker_training", "sagemaker_inference",
+                                        "opensage.frameworks.training"),
+                               notes=(note,), find_links=(_TORCH_WHEELS,))
+    return None
+
+
+def _nearest(version: str, known: list[str]) -> str:
+    """The newest known version not newer than ``version`` (or the newest, for latest / unparsable)."""
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.split(r"[.-]", v) if x.isdigit())
+
+    ordered = sorted(known, key=key)
+    if not version:
+        return ordered[-1]
+    older = [v for v in ordered if key(v) <= key(version)]
+    return older[-1] if older else ordered[0]

@@ -121,5 +121,35 @@ def env(home: str) -> None:
         click.echo(f"export {key}={shlex.quote(value)}")
 
 
+@main.command()
+@click.argument("image")
+@click.option("--home", default=_default_home, show_default="~/.opensage")
+@click.option("--builtin", is_flag=True, help="The environment of the image's built-in algorithm (algorithm "
+              "mode) instead of its script mode.")
+def pull(image: str, home: str, builtin: bool) -> None:
+    """Build (and cache) the environment that stands in for IMAGE, as `docker pull` fetches an image.
+
+    Jobs build it on first use; pulling first makes that instant, and works on a machine that is offline
+    later. Example: opensage pull 683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1
+    """
+    from opensage import environments, images
+
+    spec = images.environment_for_image(image, "builtin" if builtin else "script")
+    if spec is None:
+        click.echo(f"{image} runs in the platform's own environment here: nothing to pull.")
+        return
+    root = environments.cache_root(Path(home).expanduser().resolve())
+    try:
+        env = environments.ensure_environment(spec, root, log=lambda line: click.echo(line, err=True),
+                                              policy="auto")
+    except environments.EnvironmentError as exc:
+        raise click.ClickException(str(exc)) from None
+    if env.directory is None:
+        click.echo(f"{image}: the platform's own environment already satisfies "
+                   f"{', '.join(spec.requirements)}; nothing to pull.")
+    else:
+        click.echo(f"{image}: environment ready at {env.directory} (python {env.python}).")
+
+
 if __name__ == "__main__":
     main()

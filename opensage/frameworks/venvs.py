@@ -65,7 +65,9 @@ def python_for(code_dir: Path, log=print) -> RequirementsEnv:
 def requirements_key(requirements: Path) -> str:
     """Hash of the requirements, the local paths they name, and the platform interpreter."""
     digest = hashlib.sha256()
-    digest.update(f"{sys.version}\0{os.path.realpath(sys.executable)}\0".encode())
+    # sys.prefix too: an image's environment (opensage.environments) shares the platform's interpreter binary
+    # but not its packages, and a venv is layered on the one it was built from.
+    digest.update(f"{sys.version}\0{os.path.realpath(sys.executable)}\0{sys.prefix}\0".encode())
     text = requirements.read_text()
     digest.update(text.encode())
     base = requirements.parent

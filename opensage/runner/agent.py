@@ -241,6 +241,49 @@ def failure_reason(outcome: sandbox.Outcome, ml_root: Path) -> str | None:
     return _truncate(head + " Last log lines:\n" + "\n".join(lines))
 
 
+# ----------------------------------------------------------------------------------------- environment
+
+
+def job_log_writer(log_path: Path):
+    """Lines into the job's log (``<epoch-ms> <text>``, as the log pump writes them): CloudWatch shows them."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(text: str) -> None:
+        with open(log_path, "a", encoding="utf-8", errors="replace") as fh:
+            for line in text.splitlines() or [""]:
+                fh.write(f"{int(time.time() * 1000)} {line}\n")
+    return write
+
+
+def prepare_environment(spec: JobSpec, log_path: Path, events: EventLog) -> None:
+    """Run the job in its image's environment (``images.environment_for_image``): built now when missing,
+    as SageMaker pulls an image (SecondaryStatus Downloading, "Downloading the training image", with
+    progress lines in the log). The command's interpreter becomes the environment's."""
+    image = spec.environment.pop("OPENSAGE_JOB_IMAGE", None)
+    kind = spec.environment.pop("OPENSAGE_JOB_IMAGE_KIND", None) or ""
+    cache = spec.environment.pop("OPENSAGE_ENV_CACHE", None)
+    if not image:
+        return
+    from opensage import environments, images
+
+    env_spec = images.environment_for_image(image, kind)
+    if env_spec is None:
+        return
+    write = job_log_writer(log_path)
+    root = Path(cache) if cache else environments.cache_root()
+    try:
+        env = environments.ensure_environment(
+            env_spec, root, log=write,
+            on_build=lambda: events.append("Downloading", "Downloading the training image"))
+    except environments.EnvironmentError as exc:
+        raise AgentError(str(exc)) from exc
+    if env.directory is None:
+        return
+    if spec.command and (spec.command[0] == sys.executable or os.path.basename(spec.command[0]).startswith("python")):
+        spec.command[0] = env.python
+    spec.environment[sandbox.IMAGE_ENV_DIR] = str(env.directory)
+
+
 # ----------------------------------------------------------------------------------------- the job
 
 
@@ -266,6 +309,9 @@ class Agent:
 
         # Every transfer of the job waits out a restart of the platform's object store.
         self.store = store = RetryingStore(open_store(spec.object_store))
+        log_path = self.jobdir / "logs" / f"algo-{spec.host_index + 1}.log"
+        prepare_environment(spec, log_path, self.events)
+        self.check()
         self.events.append("Downloading", "Downloading input data")
         feeders = channels.prepare_channels(
             store, spec.channels, self.ml_root / "input" / "data", spec.host_index, spec.host_count,
@@ -281,7 +327,6 @@ class Agent:
             if ckpt is not None:
                 ckpt.start()
 
-        log_path = self.jobdir / "logs" / f"algo-{spec.host_index + 1}.log"
         try:
             outcome = sandbox.run_command(spec, self.ml_root, log_path, self.control, on_start)
         finally:

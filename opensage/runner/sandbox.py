@@ -87,7 +87,12 @@ def readable_roots(env: dict[str, str]) -> list[str]:
              str(Path(opensage.__file__).resolve().parents[1])]
     if env.get("OPENSAGE_VENV_CACHE"):
         roots.append(env["OPENSAGE_VENV_CACHE"])
+    if env.get(IMAGE_ENV_DIR):  # the image's environment (opensage.environments), set by the agent
+        roots.append(env[IMAGE_ENV_DIR])
     return [os.path.realpath(r) for r in dict.fromkeys(roots)]
+
+
+IMAGE_ENV_DIR = "OPENSAGE_ENV_DIR"
 
 
 def give_to_job(ml_root: Path, uid: int) -> None:

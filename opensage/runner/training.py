@@ -44,6 +44,26 @@ def job_venv_cache(settings: Settings) -> Path:
     return settings.home / "job-venvs" if os.geteuid() == 0 else settings.venv_cache
 
 
+def _image_environment(req: dict[str, Any], resolved: Any, settings: Settings) -> dict[str, str]:
+    """What the agent needs to run the job in its image's environment (``images.environment_for_image``;
+    the agent builds it when missing), and the image's version for built-in algorithm processes."""
+    from opensage import environments, images
+
+    image = (req.get("AlgorithmSpecification") or {}).get("TrainingImage") or ""
+    env = {environments.CACHE_ENV: str(environments.cache_root(settings.home))}
+    if image:
+        env[AGENT_IMAGE_ENV] = image
+        env[AGENT_IMAGE_KIND_ENV] = resolved.kind
+    if resolved.kind == "builtin":
+        env[images.IMAGE_VERSION_ENV] = images.image_version(image) if image else ""
+    return env
+
+
+# Read (and removed from the job's environment) by the agent: runner/agent.py ``prepare_environment``.
+AGENT_IMAGE_ENV = "OPENSAGE_JOB_IMAGE"
+AGENT_IMAGE_KIND_ENV = "OPENSAGE_JOB_IMAGE_KIND"
+
+
 class TrainingReconciler(AgentJobReconciler):
     KIND = KIND
 
@@ -99,8 +119,14 @@ class TrainingReconciler(AgentJobReconciler):
 
     # -- launch --------------------------------------------------------------------------------------
     def _launch(self, job: Resource) -> None:
+        from opensage import images
+
         req = job.request
-        resolved = resolve_image(req)
+        try:
+            resolved = resolve_image(req)
+        except images.UnsupportedImage as exc:  # accepted at Create, as SageMaker does; fails at once here
+            self._fail(job, f"ClientError: {exc}")
+            return
         count = int((req.get("ResourceConfig") or {}).get("InstanceCount") or 1)
         root = self.d.settings.jobs_dir / job.name
         if root.exists():
@@ -176,6 +202,7 @@ class TrainingReconciler(AgentJobReconciler):
             "AWS_RETRY_MODE": "standard",
             "AWS_MAX_ATTEMPTS": "10",
         }
+        env.update(_image_environment(job.request, resolved, s))
         env.update(job.request.get("Environment") or {})
         return env
 

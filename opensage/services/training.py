@@ -16,7 +16,10 @@ DEFAULT_STOPPING = {"MaxRuntimeInSeconds": 86400}
 
 
 def resolve_image(params: dict[str, Any]):
-    """The one call into images.py for a training request; ValueError -> ValidationException."""
+    """The one call into images.py for a training request; ValueError -> ValidationException.
+
+    An image this platform cannot run raises ``images.UnsupportedImage`` (a ValueError): CreateTrainingJob
+    accepts it as SageMaker accepts any image, and the reconciler fails the job with its message."""
     from opensage import images
 
     algo = params.get("AlgorithmSpecification") or {}
@@ -24,8 +27,20 @@ def resolve_image(params: dict[str, Any]):
         return images.resolve_training_image(
             algo.get("TrainingImage"), algo.get("AlgorithmName"), params.get("HyperParameters") or {},
             algo.get("ContainerEntrypoint"), algo.get("ContainerArguments"))
+    except images.UnsupportedImage:
+        raise
     except ValueError as e:
         raise ValidationException(str(e)) from None
+
+
+def no_s3_objects_message(uri: str, role_arn: str, region: str) -> str:
+    """SageMaker's words when a channel's S3 input has nothing in it (seen in public reports)."""
+    from opensage.objects.base import split_s3_uri
+
+    bucket = split_s3_uri(uri)[0]
+    return (f'No S3 objects found under S3 URL "{uri}" given in input data source. Please ensure that the '
+            f'bucket exists in the selected region ({region}), that objects exist under that S3 prefix, and '
+            f'that the role "{role_arn}" has "s3:ListBucket" permissions on bucket "{bucket}".')
 
 
 CONTAINER_ROOT = "/opt/ml"
@@ -93,7 +108,40 @@ class TrainingService:
             check_s3_uri(ckpt["S3Uri"], "checkpointConfig.s3Uri")
             if ckpt.get("LocalPath") is not None:
                 check_container_path(ckpt["LocalPath"], "checkpointConfig.localPath")
-        resolve_image(params)
+        from opensage import images
+
+        try:
+            resolve_image(params)
+        except images.UnsupportedImage:
+            pass  # accepted as SageMaker does: the job fails at once with the message (runner/training.py)
+        self._check_inputs_exist(params)
+
+    def _check_inputs_exist(self, params: dict[str, Any]) -> None:
+        """SageMaker lists every channel's S3 input at Create: an empty prefix (or a missing manifest) is a
+        ValidationException there, not a failed job."""
+        from opensage.objects import ObjectNotFound, open_store, split_s3_uri
+        from opensage.runner.jobspec import ObjectStoreSpec
+
+        channels = [ch for ch in params.get("InputDataConfig") or []
+                    if (ch.get("DataSource") or {}).get("S3DataSource")]
+        if not channels:
+            return
+        s = self.d.settings
+        store = open_store(ObjectStoreSpec(endpoint_url=s.s3_endpoint, access_key=s.credentials.access_key,
+                                           secret_key=s.credentials.secret_key, region=s.region))
+        for ch in channels:
+            source = ch["DataSource"]["S3DataSource"]
+            uri = source["S3Uri"]
+            bucket, key = split_s3_uri(uri)
+            try:
+                if source.get("S3DataType") in ("ManifestFile", "AugmentedManifestFile"):
+                    found = store.exists(bucket, key)
+                else:
+                    found = any(not info.key.endswith("/") for info in store.list(bucket, key))
+            except ObjectNotFound:
+                found = False
+            if not found:
+                raise ValidationException(no_s3_objects_message(uri, params.get("RoleArn") or "", s.region))
 
     # -- operations --------------------------------------------------------------------------------
     def create_training_job(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
