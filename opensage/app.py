@@ -26,6 +26,7 @@ from opensage.services.base import Deps
 from opensage.services.cloudwatch import CloudWatchService
 from opensage.services.endpoints import EndpointService
 from opensage.services.iam import IamService
+from opensage.services.inference_experiments import InferenceExperimentService
 from opensage.services.logs import LogsService
 from opensage.services.models import ModelService
 from opensage.services.runtime import RuntimeService
@@ -143,6 +144,7 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     dispatcher.register("sagemaker", TransformService(deps, models))
     endpoints = EndpointService(deps, models)
     dispatcher.register("sagemaker", endpoints)
+    dispatcher.register("sagemaker", InferenceExperimentService(deps, models, endpoints))
     dispatcher.register("application-autoscaling", AutoscalingService(deps))
     endpoint_metrics = EndpointMetrics(deps)
     autoscaler = Autoscaler(deps, internal_scale(endpoints), before_read=endpoint_metrics.flush)

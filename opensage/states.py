@@ -29,6 +29,18 @@ TABLES: dict[str, tuple[str, dict[str, set[str]]]] = {
         "Failed": {"Deleting"},
         "Deleting": set(),
     }),
+    # Shadow tests; Created -> Starting by StartInferenceExperiment or the schedule, Running -> Completed at the
+    # schedule's end, any running status -> Cancelled when its endpoint is deleted.
+    "inference-experiment": ("InferenceExperimentStatus", {
+        "Creating": {"Created", "Cancelled"},
+        "Created": {"Starting", "Updating", "Cancelled"},
+        "Starting": {"Running", "Stopping", "Completed", "Cancelled"},
+        "Running": {"Updating", "Stopping", "Completed", "Cancelled"},
+        "Updating": {"Created", "Running", "Stopping", "Completed", "Cancelled"},
+        "Stopping": {"Completed", "Cancelled"},
+        "Completed": set(),
+        "Cancelled": set(),
+    }),
     "transform-job": ("TransformJobStatus", {
         "InProgress": {"Stopping", "Completed", "Failed", "Stopped"},
         "Stopping": {"Stopped", "Completed", "Failed"},

@@ -257,3 +257,32 @@ def test_data_capture_writes_sampled_pairs_in_capture_format(server, models):
                                       "encoding": "CSV"}
     assert first["endpointOutput"]["mode"] == "OUTPUT" and float(first["endpointOutput"]["data"]) >= 0
     assert lines[0]["eventVersion"] == "0"
+
+
+def test_update_endpoint_weights_and_capacities_duplicate_variant_is_validation_error(server, models):
+    sm = server.client("sagemaker")
+    _config(sm, "ep-dup-cfg", [("A", "ep-model-a", 1.0, 1), ("B", "ep-model-a", 1.0, 1)])
+    sm.create_endpoint(EndpointName="ep-dup", EndpointConfigName="ep-dup-cfg")
+    assert _wait(sm, "ep-dup")["EndpointStatus"] == "InService"
+    with pytest.raises(ClientError) as e:
+        sm.update_endpoint_weights_and_capacities(EndpointName="ep-dup", DesiredWeightsAndCapacities=[
+            {"VariantName": "A", "DesiredWeight": 0.0}, {"VariantName": "A", "DesiredWeight": 1.0}])
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert "[A]" in e.value.response["Error"]["Message"]
+    d = sm.describe_endpoint(EndpointName="ep-dup")
+    assert d["EndpointStatus"] == "InService"
+    assert [v["CurrentWeight"] for v in d["ProductionVariants"]] == [1.0, 1.0]
+    sm.delete_endpoint(EndpointName="ep-dup")
+
+
+def test_update_endpoint_weights_and_capacities_while_creating_is_in_progress_error(server, models):
+    sm = server.client("sagemaker")
+    _config(sm, "ep-busy-cfg", [("AllTraffic", "ep-model-a", 1.0, 1)])
+    arn = sm.create_endpoint(EndpointName="ep-busy", EndpointConfigName="ep-busy-cfg")["EndpointArn"]
+    with pytest.raises(ClientError) as e:  # SageMaker's answer while the endpoint is Creating / Updating
+        sm.update_endpoint_weights_and_capacities(EndpointName="ep-busy", DesiredWeightsAndCapacities=[
+            {"VariantName": "AllTraffic", "DesiredInstanceCount": 2}])
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert e.value.response["Error"]["Message"] == f'Cannot update in-progress endpoint "{arn}".'
+    assert _wait(sm, "ep-busy")["EndpointStatus"] == "InService"
+    sm.delete_endpoint(EndpointName="ep-busy")
