@@ -4,6 +4,10 @@ Mirrors the sagemaker-xgboost container's ``hyperparameter_validation.py``: valu
 (CreateTrainingJob's HyperParameters), are parsed to typed values and range-checked, and every problem is
 reported naming the parameter and what it accepts. Keys starting with ``sagemaker_`` and
 ``_tuning_objective_metric`` are platform keys and are ignored.
+
+With a container version (``OPENSAGE_IMAGE_VERSION``, see ``versions.py``) the names, objectives and metrics are
+that container's, and the messages its toolkit's (``Extraneous hyperparameter found: silent``,
+``Hyperparameter num_round: could not parse value``); unset keeps the platform's wider, friendlier set.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from opensage.algorithms.xgboost import versions
+from opensage.algorithms.xgboost.versions import ContainerVersion
 
 MAXIMIZE_METRICS = (
     "accuracy", "auc", "aucpr", "balanced_accuracy", "f1", "f1_binary", "f1_macro", "map", "ndcg",
@@ -42,10 +49,11 @@ UPDATERS = (
 ALIASES = {"learning_rate": "eta", "min_split_loss": "gamma", "reg_lambda": "lambda", "reg_alpha": "alpha"}
 # Parameters the container accepts but that modern xgboost no longer knows: accepted, then dropped.
 DROPPED = ("predictor", "single_precision_histogram", "deterministic_histogram", "dsplit", "lambda_bias",
-           "prob_buffer_row", "save_model_on_termination", "_kfold", "_num_cv_round")
+           "prob_buffer_row", "save_model_on_termination", "_kfold", "_num_cv_round", "_nfold",
+           "use_dask_gpu_training")
 # Consumed by the trainer, never passed to xgboost.train's params.
 TRAINER_KEYS = ("num_round", "early_stopping_rounds", "csv_weights", "save_model_on_termination",
-                "_kfold", "_num_cv_round")
+                "_kfold", "_num_cv_round", "_nfold")
 
 
 class HyperparameterError(ValueError):
@@ -155,7 +163,13 @@ _SPECS: tuple[Spec, ...] = (
     Spec("prob_buffer_row", "float", _int(1, low_open=True)),
     Spec("_kfold", "int", _int(2)),
     Spec("_num_cv_round", "int", _int(1)),
+    # Declared only by some container versions (versions.declared_hyperparameters decides who accepts them).
+    Spec("silent", "int", _int(0, 1)),
+    Spec("_nfold", "int", _int(2)),
+    Spec("use_dask_gpu_training", "cat", ("true", "false")),
 )
+# Accepted by the platform (unset version) only through versions: silent is 0.90-x/1.0-1's.
+_VERSIONED_ONLY = ("silent", "_nfold", "use_dask_gpu_training")
 SPECS: dict[str, Spec] = {spec.name: spec for spec in _SPECS}
 
 DEFAULTS: dict[str, Any] = {"objective": "reg:squarederror", "booster": "gbtree", "eta": 0.3, "gamma": 0.0,
@@ -287,21 +301,70 @@ def _check_dependencies(values: dict[str, Any]) -> None:
             "or 'approx'.")
 
 
-def parse_values(raw: Mapping[str, Any]) -> dict[str, Any]:
+def parse_values(raw: Mapping[str, Any], version: ContainerVersion | None = None) -> dict[str, Any]:
     """Parse and validate each key of ``raw`` (aliases resolved); platform keys are dropped."""
+    if version is not None and version.tag is not None:
+        return _parse_container_values(raw, version)
     values: dict[str, Any] = {}
     for key, text in raw.items():
         if key.startswith("sagemaker_") or key == "_tuning_objective_metric":
             continue
         name = ALIASES.get(key, key)
-        spec = SPECS.get(name)
+        spec = SPECS.get(name) if name not in _VERSIONED_ONLY else None
         if spec is None:
             raise HyperparameterError(
                 f"Hyperparameter {key!r} is not supported by the XGBoost algorithm. Supported: "
-                f"{', '.join(sorted(n for n in SPECS if not n.startswith('_')))}.")
+                f"{', '.join(sorted(n for n in SPECS if not n.startswith('_') and n not in _VERSIONED_ONLY))}.")
         values[name] = _parse_one(spec, text)
     _check_dependencies(values)
     return values
+
+
+def _parse_container_values(raw: Mapping[str, Any], version: ContainerVersion) -> dict[str, Any]:
+    """The container toolkit's order and wording: aliases, missing required, extraneous, parse, range,
+    dependencies (sagemaker_algorithm_toolkit/hyperparameter_validation.py)."""
+    declared = versions.declared_hyperparameters(version) or frozenset()
+    allowed_objectives = versions.objectives(version) or OBJECTIVES
+    metrics = versions.container_metrics(version) or frozenset()
+    named: dict[str, tuple[str, Any]] = {}
+    for key, text in raw.items():
+        if key.startswith("sagemaker_") or key == "_tuning_objective_metric":
+            continue
+        named[ALIASES.get(key, key) if version.has_aliases else key] = (key, text)
+    if "num_round" not in named:
+        raise HyperparameterError("Missing required hyperparameter: num_round")
+    for name, (key, _text) in named.items():
+        if name not in declared:
+            raise HyperparameterError(f"Extraneous hyperparameter found: {key}")
+    values: dict[str, Any] = {}
+    for name, (_key, text) in named.items():
+        spec = SPECS[name]
+        values[name] = _parse_container_value(spec, _strip(text), allowed_objectives, metrics)
+    _check_dependencies(values)
+    return values
+
+
+def _parse_container_value(spec: Spec, text: str, objectives: tuple[str, ...], metrics: frozenset[str]) -> Any:
+    if spec.kind in ("int", "float"):
+        try:
+            value: float | int = int(text) if spec.kind == "int" else float(text)
+        except ValueError:
+            raise HyperparameterError(f"Hyperparameter {spec.name}: could not parse value") from None
+        assert isinstance(spec.range, Interval)
+        if not spec.range.contains(value):
+            raise HyperparameterError(f"Hyperparameter {spec.name}: value {value} not in range {spec.range}")
+        return value
+    if spec.name == "objective":
+        if text not in objectives:
+            raise HyperparameterError(f"Hyperparameter objective: {text} is not in {list(objectives)}")
+        return text
+    if spec.name == "eval_metric":
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        bad = [item for item in items if item.split("@")[0] not in metrics]
+        if bad or not items:
+            raise HyperparameterError(f"Hyperparameter eval_metric: value {items} not in range {sorted(metrics)}")
+        return [_check_metric(item) for item in items]
+    return _parse_one(spec, text)
 
 
 def _xgboost_params(values: dict[str, Any]) -> dict[str, Any]:
@@ -335,9 +398,11 @@ def _tuning_metric(raw: Mapping[str, Any], values: dict[str, Any]) -> str | None
     return metric
 
 
-def parse_hyperparameters(raw: Mapping[str, Any]) -> XGBoostHyperparameters:
-    """Validated XGBoost hyperparameters from the HyperParameters map (string values)."""
-    values = parse_values(raw)
+def parse_hyperparameters(raw: Mapping[str, Any], version: ContainerVersion | None = None,
+                          ) -> XGBoostHyperparameters:
+    """Validated XGBoost hyperparameters from the HyperParameters map (string values), as the container of
+    ``version`` validates them (None or an unset tag: the platform's own rules)."""
+    values = parse_values(raw, version)
     tuning_metric = _tuning_metric(raw, values)
     return XGBoostHyperparameters(
         num_round=int(values["num_round"]),

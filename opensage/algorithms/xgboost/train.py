@@ -5,6 +5,12 @@ using evals named ``train`` and ``validation``, prints xgboost's eval log (``[i]
 sagemaker-xgboost container, saves ``model/xgboost-model`` with ``Booster.save_model``, and checkpoints every
 round to ``checkpoints/xgboost-checkpoint.<i>`` when the job has a CheckpointConfig (resuming from the latest one).
 Any failure is written to ``output/failure`` and the process exits non-zero.
+
+``OPENSAGE_IMAGE_VERSION`` (``versions.py``) selects the container version imitated: its hyperparameters, its
+eval-log number format and how it writes the model (0.90-x/1.0-1 a pickled Booster, 1.2-x a protocol-4 pickle,
+1.3-1+ ``Booster.save_model`` in the installed xgboost's default format). The same code runs under old xgboost
+(0.90 ... 1.2, which lack ``TrainingCallback``, ``custom_metric``, ``qid`` and Arrow input): ``_fit_legacy`` uses
+the function callbacks, ``feval`` and ``early_stopping_rounds`` those versions have.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ from typing import Any
 import numpy as np
 
 from opensage.algorithms.content import ChannelData, DataError, MlPaths, read_channel, read_json
-from opensage.algorithms.xgboost import import_xgboost_fast, load_booster, save_booster
+from opensage.algorithms.xgboost import import_xgboost_fast, load_booster, save_booster, versions
 from opensage.algorithms.xgboost.hyperparameters import (
     NATIVE_METRICS,
     HyperparameterError,
     XGBoostHyperparameters,
     parse_hyperparameters,
 )
+from opensage.algorithms.xgboost.versions import ContainerVersion
 
 log = logging.getLogger("opensage.algorithms.xgboost")
 
@@ -51,7 +58,7 @@ def _channel_config(data_config: dict[str, Any], name: str) -> dict[str, Any]:
     return config
 
 
-def load_channels(paths: MlPaths, data_config: dict[str, Any], csv_weights: bool,
+def load_channels(paths: MlPaths, data_config: dict[str, Any], csv_weights: bool, arrow: bool = True,
                   ) -> tuple[ChannelData, ChannelData | None]:
     """The train and (optional) validation data; UserError if train is missing or empty."""
     train_cfg = _channel_config(data_config, TRAIN)
@@ -62,7 +69,7 @@ def load_channels(paths: MlPaths, data_config: dict[str, Any], csv_weights: bool
         return read_channel(name, data_dir=paths.data, content_type=cfg.get("ContentType", default_type),
                             input_mode=cfg.get("TrainingInputMode", "File"),
                             record_wrapper=cfg.get("RecordWrapperType"), csv_weights=weights,
-                            arrow=True)
+                            arrow=arrow)
 
     train = read(TRAIN, csv_weights)
     if train is None:
@@ -83,8 +90,15 @@ def build_dmatrix(data: ChannelData, params: dict[str, Any]) -> Any:
     """A DMatrix of the channel (Arrow tables go in column-wise, without a row-major copy)."""
     import xgboost as xgb
 
-    dmatrix = xgb.DMatrix(data.features, label=data.labels, weight=data.weights, qid=data.qid,
-                          nthread=params.get("nthread", -1), missing=np.nan)
+    if is_legacy_xgboost(xgb):  # no qid= nor Arrow tables before xgboost 1.x: groups are set afterwards
+        dmatrix = xgb.DMatrix(data.dense_or_sparse(), label=data.labels, weight=data.weights,
+                              nthread=params.get("nthread", -1), missing=np.nan)
+        if data.qid is not None:
+            _, sizes = np.unique(data.qid, return_counts=True)
+            dmatrix.set_group(sizes)
+    else:
+        dmatrix = xgb.DMatrix(data.features, label=data.labels, weight=data.weights, qid=data.qid,
+                              nthread=params.get("nthread", -1), missing=np.nan)
     dmatrix.feature_names = None  # CSV/Parquet column names are not features' names in SageMaker models
     dmatrix.feature_types = None
     return dmatrix
@@ -158,7 +172,12 @@ def _callback_base() -> type:
     return xgb.callback.TrainingCallback
 
 
-def make_eval_logger(start_iteration: int) -> Any:
+def is_legacy_xgboost(xgb: Any) -> bool:
+    """xgboost before 1.3 (0.90 / 1.0 / 1.2 of the old containers): function callbacks, ``feval``."""
+    return not hasattr(xgb.callback, "TrainingCallback")
+
+
+def make_eval_logger(start_iteration: int, value_format: str = ".5f") -> Any:
     """Print ``[i]\\t<data>-<metric>:<value>`` per round like xgboost's EvaluationMonitor, offset on resume."""
 
     class EvalLogger(_callback_base()):  # type: ignore[misc]
@@ -168,7 +187,7 @@ def make_eval_logger(start_iteration: int) -> Any:
                 for data, metrics in evals_log.items():
                     for metric, history in metrics.items():
                         value = history[-1][0] if isinstance(history[-1], tuple) else history[-1]
-                        parts.append(f"{data}-{metric}:{value:.5f}")
+                        parts.append(f"{data}-{metric}:{value:{value_format}}")
                 print("\t".join(parts), flush=True)
             return False
 
@@ -239,11 +258,13 @@ def train(paths: MlPaths) -> Path:
     """Run one training job in the ``/opt/ml`` tree at ``paths``; return the saved model's path."""
     import xgboost as xgb
 
-    hps = parse_hyperparameters(read_json(paths.hyperparameters, {}))
+    version = versions.current()
+    hps = parse_hyperparameters(read_json(paths.hyperparameters, {}), version)
     data_config = read_json(paths.inputdataconfig, {})
-    train_data, validation_data = load_channels(paths, data_config, hps.csv_weights)
+    legacy = is_legacy_xgboost(xgb)
+    train_data, validation_data = load_channels(paths, data_config, hps.csv_weights, arrow=not legacy)
     _align_widths(train_data, validation_data)
-    params = dict(hps.params)
+    params = adapt_params(dict(hps.params), xgb)
     params.setdefault("nthread", os.cpu_count() or 1)
     log.info("Train matrix has %d rows", train_data.num_rows)
     dtrain = build_dmatrix(train_data, params)
@@ -252,16 +273,31 @@ def train(paths: MlPaths) -> Path:
         log.info("Validation matrix has %d rows", validation_data.num_rows)
         evals.append((build_dmatrix(validation_data, params), VALIDATION))
     del train_data, validation_data
-    return _fit(paths, hps, params, dtrain, evals, xgb)
+    if legacy:
+        return _fit_legacy(paths, hps, params, dtrain, evals, xgb, version)
+    return _fit(paths, hps, params, dtrain, evals, xgb, version)
+
+
+def adapt_params(params: dict[str, Any], xgb: Any) -> dict[str, Any]:
+    """Parameters in the installed xgboost's terms: ``silent`` (0.90-x/1.0-1) exists only before xgboost 1.0
+    (later it becomes ``verbosity=0``); ``device`` only from 2.0 (older ones say ``gpu_hist``)."""
+    major = int(str(getattr(xgb, "__version__", "3")).split(".")[0])
+    if major >= 1 and "silent" in params:
+        if params.pop("silent") and "verbosity" not in params:
+            params["verbosity"] = 0
+    if major < 2 and params.pop("device", None) == "cuda":
+        params["tree_method"] = "gpu_hist"
+    return params
 
 
 def _fit(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dtrain: Any,
-         evals: list[tuple[Any, str]], xgb: Any) -> Path:
+         evals: list[tuple[Any, str]], xgb: Any, version: ContainerVersion | None = None) -> Path:
+    version = version or ContainerVersion()
     checkpoint_dir = checkpoint_directory(paths)
     resume_from, start = latest_checkpoint(checkpoint_dir)
     if resume_from is not None:
         log.info("Resuming from checkpoint %s (iteration %d)", resume_from, start)
-    callbacks = [make_eval_logger(start)]
+    callbacks = [make_eval_logger(start, version.eval_value_format)]
     if checkpoint_dir is not None:
         callbacks.append(make_checkpointer(checkpoint_dir, start))
     if hps.early_stopping_rounds:
@@ -273,9 +309,62 @@ def _fit(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dt
                             verbose_eval=False, callbacks=callbacks)
     except xgb.core.XGBoostError as exc:
         raise UserError(f"XGBoost training failed: {clean_xgboost_error(exc)}") from None
-    paths.model.mkdir(parents=True, exist_ok=True)
-    target = paths.model / MODEL_FILENAME
-    save_booster(booster, target)
+    return write_model(booster, paths.model / MODEL_FILENAME, version)
+
+
+def _fit_legacy(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dtrain: Any,
+                evals: list[tuple[Any, str]], xgb: Any, version: ContainerVersion) -> Path:
+    """Training under xgboost 0.90 ... 1.2: function callbacks (``env``), ``feval``, ``early_stopping_rounds``."""
+    checkpoint_dir = checkpoint_directory(paths)
+    resume_from, start = latest_checkpoint(checkpoint_dir)
+    value_format = version.eval_value_format
+
+    def log_evaluation(env: Any) -> None:
+        if env.evaluation_result_list:
+            parts = [f"[{env.iteration + start}]"]
+            parts += [f"{name}:{value:{value_format}}" for name, value, *_ in env.evaluation_result_list]
+            print("\t".join(parts), flush=True)
+
+    def checkpoint(env: Any) -> None:
+        iteration = start + env.iteration
+        save_booster(env.model, checkpoint_dir / f"{CHECKPOINT_PREFIX}.{iteration}")  # type: ignore[operator]
+        old = checkpoint_dir / f"{CHECKPOINT_PREFIX}.{iteration - CHECKPOINTS_TO_KEEP}"  # type: ignore[operator]
+        if old.exists():
+            old.unlink()
+
+    callbacks = [log_evaluation] + ([checkpoint] if checkpoint_dir is not None else [])
+    kwargs: dict[str, Any] = {}
+    if hps.early_stopping_rounds:  # watches the last metric of the last eval set, as these versions do
+        kwargs["early_stopping_rounds"] = hps.early_stopping_rounds
+        kwargs["maximize"] = bool(hps.stopping_metric and hps.maximize(hps.stopping_metric))
+    try:
+        booster = xgb.train(params, dtrain, num_boost_round=max(hps.num_round - start, 0), evals=evals,
+                            feval=custom_metric_for(hps.eval_metrics),
+                            xgb_model=str(resume_from) if resume_from else None,
+                            verbose_eval=False, callbacks=callbacks, **kwargs)
+    except xgb.core.XGBoostError as exc:
+        raise UserError(f"XGBoost training failed: {clean_xgboost_error(exc)}") from None
+    return write_model(booster, paths.model / MODEL_FILENAME, version)
+
+
+def write_model(booster: Any, target: Path, version: ContainerVersion) -> Path:
+    """Write ``xgboost-model`` as ``version``'s container does (XC algorithm_mode/train.py): a pickled Booster
+    (0.90-x, 1.0-1; protocol 4 for 1.2-x), ``Booster.save_model`` with no extension (1.3-1+: the installed
+    xgboost's default format, legacy binary up to 1.7, UBJSON from 2.1), the platform's UBJSON when unset."""
+    import pickle
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writer = version.model_writer
+    tmp = target.with_name(f".{target.name}.tmp")
+    if writer in ("pickle", "pickle4"):
+        with open(tmp, "wb") as stream:
+            pickle.dump(booster, stream, protocol=4 if writer == "pickle4" else pickle.DEFAULT_PROTOCOL)
+    elif writer == "save_model":
+        booster.save_model(str(tmp))
+    else:
+        save_booster(booster, target)
+        return target
+    os.replace(tmp, target)
     return target
 
 
