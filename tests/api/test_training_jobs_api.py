@@ -14,6 +14,10 @@ from tests.conftest import training_request, wait_for_status
 
 @pytest.fixture
 def sm(fake_server):
+    # CreateTrainingJob lists every channel's input (as SageMaker does): the jobs here need real objects.
+    store = fake_server.store()
+    store.ensure_bucket("bucket1")
+    store.put_bytes("bucket1", "data/train/part-1.csv", b"1,0.5\n0,0.1\n")
     return fake_server.client("sagemaker")
 
 
@@ -81,13 +85,39 @@ def test_list_training_jobs_max_results_over_limit_is_rejected(sm):
     assert "less than or equal to 100" in str(e.value)
 
 
-def test_create_training_job_unsupported_image_says_why(sm):
+def test_create_training_job_unknown_image_is_accepted_and_fails_at_once_naming_it(sm):
+    """SageMaker accepts any image at Create; here the job fails at once saying what runs instead."""
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-own:latest"
     req = training_request("api-img")
-    req["AlgorithmSpecification"]["TrainingImage"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-own:latest"
+    req["AlgorithmSpecification"]["TrainingImage"] = image
+    arn = sm.create_training_job(**req)["TrainingJobArn"]
+    assert arn.endswith("training-job/api-img")
+    d = wait_for_status(sm, "api-img", timeout=30)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert image in d["FailureReason"] and "sagemaker-scikit-learn" in d["FailureReason"]
+    assert d["FailureReason"].startswith("ClientError:")
+
+
+def test_create_training_job_empty_input_prefix_is_validation_exception(sm):
+    req = training_request("api-noinput")
+    req["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = "s3://bucket1/data/missing"
     with pytest.raises(ClientError) as e:
         sm.create_training_job(**req)
     assert _code(e.value) == "ValidationException"
-    assert "my-own" in str(e.value)
+    assert str(e.value).endswith(
+        'No S3 objects found under S3 URL "s3://bucket1/data/missing" given in input data source. Please '
+        'ensure that the bucket exists in the selected region (us-east-1), that objects exist under that S3 '
+        'prefix, and that the role "arn:aws:iam::000000000000:role/SageMakerRole" has "s3:ListBucket" '
+        'permissions on bucket "bucket1".')
+
+
+def test_create_training_job_missing_bucket_is_validation_exception(sm):
+    req = training_request("api-nobucket")
+    req["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = "s3://no-such-bucket-x/data"
+    with pytest.raises(ClientError) as e:
+        sm.create_training_job(**req)
+    assert _code(e.value) == "ValidationException"
+    assert 'on bucket "no-such-bucket-x"' in str(e.value)
 
 
 def test_create_training_job_malformed_s3_uri_names_the_field(sm):

@@ -45,14 +45,21 @@ def test_builtin_xgboost_job_completes_with_metrics_and_model(server, data):
     assert d["TrainingTimeInSeconds"] >= 1
 
 
-def test_missing_train_channel_fails_naming_the_channel(server, data):
+def test_create_training_job_empty_input_prefix_is_validation_exception(server, data):
+    """SageMaker lists the input at Create: an empty prefix never becomes a job."""
+    from botocore.exceptions import ClientError
+
     sm = server.client("sagemaker")
     req = training_request("run-nochan")
     req["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = "s3://bucket1/nothing-here/"
-    sm.create_training_job(**req)
-    d = wait_for_status(sm, "run-nochan")
-    assert d["TrainingJobStatus"] == "Failed"
-    assert "train" in d["FailureReason"]
+    with pytest.raises(ClientError) as e:
+        sm.create_training_job(**req)
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert e.value.response["Error"]["Message"] == (
+        'No S3 objects found under S3 URL "s3://bucket1/nothing-here/" given in input data source. Please '
+        'ensure that the bucket exists in the selected region (us-east-1), that objects exist under that S3 '
+        'prefix, and that the role "arn:aws:iam::000000000000:role/SageMakerRole" has "s3:ListBucket" '
+        'permissions on bucket "bucket1".')
 
 
 def test_malformed_csv_fails_naming_file_and_line(server, data):

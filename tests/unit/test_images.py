@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from opensage.images import parse_repository, resolve_training_image
+from opensage.images import environment_for_image, image_version, parse_repository, resolve_training_image
 
 ECR = "683313688378.dkr.ecr.us-east-1.amazonaws.com"
 DLC = "763104351884.dkr.ecr.us-west-2.amazonaws.com"
@@ -125,3 +125,69 @@ def test_resolve_neither_image_nor_algorithm_raises() -> None:
         resolve_training_image(None, None, {}, None, None)
     with pytest.raises(ValueError, match="TrainingImage is empty"):
         resolve_training_image("  ", None, {}, None, None)
+
+
+# ------------------------------------------------------------------------------------------ environments
+
+
+@pytest.mark.parametrize(("uri", "version"), [
+    (f"{ECR}/sagemaker-scikit-learn:1.2-1-cpu-py3", "1.2-1"),
+    (f"{ECR}/sagemaker-xgboost:0.90-2-cpu-py3", "0.90-2"),
+    (f"{ECR}/sagemaker-xgboost:1.7-1", "1.7-1"),
+    (f"{DLC}/pytorch-training:2.1.0-gpu-py310-cu121-ubuntu20.04-sagemaker", "2.1.0"),
+    ("811284229777.dkr.ecr.us-east-1.amazonaws.com/xgboost:1", ""),
+    (f"{ECR}/sagemaker-xgboost:latest", ""),
+    (f"{ECR}/sagemaker-xgboost@sha256:" + "a" * 64, ""),
+])
+def test_image_version_tag_returns_framework_version(uri: str, version: str) -> None:
+    assert image_version(uri) == version
+
+
+def _pins(spec) -> dict[str, str]:
+    return dict(line.split("==", 1) for line in spec.requirements)
+
+
+def test_environment_for_image_sklearn_tag_pins_its_scikit_learn_and_toolkits() -> None:
+    spec = environment_for_image(f"{ECR}/sagemaker-scikit-learn:1.2-1-cpu-py3", "script")
+    pins = _pins(spec)
+    assert pins["scikit-learn"].startswith("1.2.")
+    assert {"sagemaker-training", "sagemaker-containers", "sagemaker-inference", "boto3"} <= set(pins)
+    assert spec.patch_sagemaker_containers and "sagemaker_containers" in spec.imports
+    assert any("pandas 1.5.3" in note for note in spec.notes)  # the image's pandas 1.1.3 has no 3.11 wheel
+
+
+@pytest.mark.parametrize(("tag", "xgboost"), [("0.90-2-cpu-py3", "0.90"), ("1.0-1-cpu-py3", "1.0.0"),
+                                              ("1.7-1", "1.7.4")])
+def test_environment_for_image_xgboost_script_mode_pins_the_tag_version(tag: str, xgboost: str) -> None:
+    spec = environment_for_image(f"{ECR}/sagemaker-xgboost:{tag}", "script")
+    assert _pins(spec)["xgboost"] == xgboost
+    assert spec.image == f"sagemaker-xgboost:{tag.removesuffix('-cpu-py3')}"
+
+
+def test_environment_for_image_xgboost_3_uses_cpu_only_wheel() -> None:
+    assert _pins(environment_for_image(f"{ECR}/sagemaker-xgboost:3.0-5", "script"))["xgboost-cpu"] == "3.0.5"
+
+
+def test_environment_for_image_builtin_xgboost_090_gets_its_environment_later_versions_the_platform() -> None:
+    assert _pins(environment_for_image(f"{ECR}/sagemaker-xgboost:0.90-1-cpu-py3", "builtin"))["xgboost"] == "0.90"
+    assert environment_for_image(f"{ECR}/sagemaker-xgboost:1.7-1", "builtin") is None
+    assert environment_for_image("811284229777.dkr.ecr.us-east-1.amazonaws.com/xgboost:1", "builtin") is None
+    assert environment_for_image(f"{ECR}/kmeans:1", "builtin") is None
+
+
+def test_environment_for_image_pytorch_uses_local_cpu_torch_and_says_so() -> None:
+    spec = environment_for_image(f"{DLC}/pytorch-training:2.3-cpu-py311", "script")
+    assert _pins(spec)["torch"] == "2.13.0"
+    assert any("torch 2.3" in note and "CPU" in note for note in spec.notes)
+
+
+def test_environment_for_image_unknown_sklearn_version_uses_nearest_and_notes_it() -> None:
+    spec = environment_for_image(f"{ECR}/sagemaker-scikit-learn:1.3-1-cpu-py3", "script")
+    assert spec.version == "1.2-1" and any("1.3-1" in note for note in spec.notes)
+
+
+def test_resolve_training_image_unknown_repository_raises_unsupported_image() -> None:
+    from opensage.images import UnsupportedImage
+
+    with pytest.raises(UnsupportedImage, match="my-own"):
+        resolve_training_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/my-own:1", None, {}, None, None)
