@@ -114,7 +114,8 @@ class TransformReconciler(AgentJobReconciler):
             (jobdir / "logs").mkdir(parents=True)
             (jobdir / TRANSFORM_FILE).write_text(json.dumps({
                 "request": req, "model": model.request, "models_root": str(self.d.settings.home / "models"),
-                "plans_root": str(self.d.settings.home / "plans"), "instance": instance}))
+                "plans_root": str(self.d.settings.home / "plans"), "instance": instance,
+                "start_time": now}))  # data capture labels manifests and inference ids with it
             JobSpec(job_name=job.name, job_arn=job.arn, kind="transform", command=[], environment=env,
                     channels=[], object_store=store, host_index=i, host_count=count,
                     stop_grace_seconds=self.d.settings.stop_grace_seconds, run_as_uid=pick_job_uid()).write(jobdir)

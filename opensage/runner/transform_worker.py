@@ -203,6 +203,7 @@ class Worker:
         self._log_lock = threading.Lock()
         self.records = 0
         self.outputs: list[str] = []
+        self.inference_ids: Any = None  # transform_capture.InferenceIds with DataCaptureConfig.GenerateInferenceId
 
     # -- small pieces ---------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -223,6 +224,12 @@ class Worker:
         self.spec = spec = JobSpec.read(self.jobdir)
         self.config = json.loads((self.jobdir / TRANSFORM_FILE).read_text())
         self.request = self.config["request"]
+        capture = self.request.get("DataCaptureConfig")
+        start_time = float(self.config.get("start_time") or time.time())
+        if capture and capture.get("GenerateInferenceId"):
+            from opensage.runner.transform_capture import InferenceIds
+
+            self.inference_ids = InferenceIds(start_time)
         from opensage.objects import open_store
         from opensage.runner.transfers import RetryingStore
 
@@ -251,7 +258,26 @@ class Worker:
                 self.client.close()
             manager.stop(Replica.from_state(replica.to_state()), grace=10.0)
         self.log(f"Transformed {self.records} record(s) in {len(objects)} object(s).")
+        if capture:
+            self._capture(capture, start_time, objects)
         return JobResult(exit_code=0, extra={"records": self.records, "outputs": self.outputs})
+
+    def _capture(self, capture: dict[str, Any], start_time: float, objects: list[channels.ObjectRef]) -> None:
+        """DataCaptureConfig: manifests of this instance's inputs and outputs under DestinationS3Uri."""
+        assert self.store is not None
+        from opensage.runner.transform_capture import write_manifests
+
+        try:
+            written = write_manifests(self.store, capture, start_time,
+                                      [f"s3://{r.bucket}/{r.key}" for r in objects], self.outputs)
+        except Exception as exc:  # noqa: BLE001 - worded for the user
+            from opensage.runner.transfers import describe_s3_error
+
+            uri = capture["DestinationS3Uri"]
+            raise TransformFailed(f"ClientError: could not write the captured data to {uri}: "
+                                  f"{describe_s3_error(exc, uri)}. Check that the bucket of "
+                                  "DataCaptureConfig.DestinationS3Uri exists.") from exc
+        self.log(f"Data capture: wrote {', '.join(written)}.")
 
     def _plan(self) -> list[channels.ObjectRef]:
         assert self.spec is not None and self.store is not None
@@ -417,8 +443,12 @@ class Worker:
                 written = processor.outputs(batch, reply.body, reply.content_type)
             except DataError as exc:
                 raise TransformFailed(f"Bad output for {task.name} line {batch.label()}: {exc}") from exc
-            sep = b"\n" if line_end else b""
+            sep = b"\n" if line_end or self.inference_ids else b""
+            if self.inference_ids:
+                written = [self.inference_ids.record(w) for w in written]
             task.out.write(b"".join(w + sep for w in written))
+        elif self.inference_ids:
+            task.out.write(self.inference_ids.body(reply.body))
         else:
             task.out.write(reply.body)
             if line_end and not reply.body.endswith(b"\n"):

@@ -71,6 +71,8 @@ class TransformService:
                                       "use S3Prefix or ManifestFile.")
         check_s3_uri(source["S3Uri"], "transformInput.dataSource.s3DataSource.s3Uri")
         check_s3_uri(tout["S3OutputPath"], "transformOutput.s3OutputPath")
+        if params.get("DataCaptureConfig"):
+            check_s3_uri(params["DataCaptureConfig"]["DestinationS3Uri"], "dataCaptureConfig.destinationS3Uri")
         payload = params.get("MaxPayloadInMB")
         concurrency = params.get("MaxConcurrentTransforms")
         if payload is not None and payload > MAX_TOTAL_PAYLOAD_MB:
