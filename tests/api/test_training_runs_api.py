@@ -111,3 +111,115 @@ def test_stop_running_job_stops_process(server, data):
     assert d["TrainingJobStatus"] == "Stopped"
     assert not server.platform.training.executor.is_running(
         server.platform.deps.resources.get("training-job", "run-stop").state["_handles"][0])
+
+
+# ------------------------------------------------------------------------------------------ environments
+SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+XGB_17_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+
+TOOLKIT_SCRIPT = '''
+import os, sys
+import sagemaker_containers
+from sagemaker_training import environment
+import joblib, numpy as np, sklearn
+from sklearn.linear_model import LogisticRegression
+
+env = environment.Environment()
+legacy = sagemaker_containers.training_env()
+assert legacy.model_dir == env.model_dir, (legacy.model_dir, env.model_dir)
+train = env.channel_input_dirs["train"]
+data = np.loadtxt(os.path.join(train, sorted(os.listdir(train))[0]), delimiter=",")
+model = LogisticRegression().fit(data[:, 1:], data[:, 0])
+joblib.dump(model, os.path.join(env.model_dir, "model.joblib"))
+open(os.path.join(env.model_dir, "versions.txt"), "w").write(sklearn.__version__)
+print("trained with scikit-learn", sklearn.__version__, "in", sys.prefix)
+'''
+
+XGB_SCRIPT = '''
+import argparse, os
+import numpy as np, xgboost as xgb
+parser = argparse.ArgumentParser()
+parser.add_argument("--num_round", type=int, default=3)
+args, _ = parser.parse_known_args()
+train = os.environ["SM_CHANNEL_TRAIN"]
+data = np.loadtxt(os.path.join(train, sorted(os.listdir(train))[0]), delimiter=",")
+booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(data[:, 1:], label=data[:, 0]), args.num_round)
+booster.save_model(os.path.join(os.environ["SM_MODEL_DIR"], "xgboost-model"))
+open(os.path.join(os.environ["SM_MODEL_DIR"], "versions.txt"), "w").write(xgb.__version__)
+print("xgboost", xgb.__version__)
+'''
+
+
+def _sourcedir(store, key: str, script: str) -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        body = script.encode()
+        info = tarfile.TarInfo("train.py")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    store.put_bytes("bucket1", key, buf.getvalue())
+    return f"s3://bucket1/{key}"
+
+
+def _model_file(store, job: str, name: str) -> str:
+    blob = store.get_bytes("bucket1", f"out/{job}/output/model.tar.gz")
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        member = tar.extractfile(name)
+        assert member is not None
+        return member.read().decode()
+
+
+def _script_request(name: str, image: str, code_uri: str, extra: dict | None = None) -> dict:
+    """Script mode with the source as a ``code`` channel: this in-process platform's store is file://, which
+    the job's boto3 cannot download from (the e2e tests use SeaweedFS and s3:// sources)."""
+    req = training_request(name)
+    req["AlgorithmSpecification"]["TrainingImage"] = image
+    req["InputDataConfig"].append({"ChannelName": "code", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": code_uri.rsplit("/", 1)[0] + "/"}}})
+    req["HyperParameters"] = {"sagemaker_program": '"train.py"',
+                              "sagemaker_submit_directory": '"/opt/ml/input/data/code/sourcedir.tar.gz"',
+                              **(extra or {})}
+    return req
+
+
+def test_create_training_job_sklearn_image_script_imports_toolkits_in_its_environment(server, data):
+    """A script written for the sklearn 1.2-1 image (sagemaker_training + sagemaker_containers) trains in an
+    environment with that image's scikit-learn, prepared while the job shows "Downloading"."""
+    sm = server.client("sagemaker")
+    code = _sourcedir(data, "code/sk/sourcedir.tar.gz", TOOLKIT_SCRIPT)
+    sm.create_training_job(**_script_request("run-env-sk", SKLEARN_IMAGE, code))
+    d = wait_for_status(sm, "run-env-sk", timeout=600)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert _model_file(data, "run-env-sk", "versions.txt").startswith("1.2.")
+    messages = [t.get("StatusMessage") for t in d["SecondaryStatusTransitions"] if t["Status"] == "Downloading"]
+    if messages != ["Downloading input data"]:  # the environment was built by this job, not found cached
+        assert messages == ["Downloading the training image"]
+    logs = server.client("logs")
+    stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                       logStreamNamePrefix="run-env-sk/")["logStreams"][0]["logStreamName"]
+    text = "\n".join(e["message"] for e in logs.get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, startFromHead=True)["events"])
+    assert "sagemaker-scikit-learn:1.2-1" in text and "trained with scikit-learn 1.2." in text
+
+
+def test_create_training_job_xgboost_17_script_mode_runs_xgboost_17(server, data):
+    sm = server.client("sagemaker")
+    code = _sourcedir(data, "code/xgb/sourcedir.tar.gz", XGB_SCRIPT)
+    sm.create_training_job(**_script_request("run-env-xgb", XGB_17_IMAGE, code, {"num_round": "3"}))
+    d = wait_for_status(sm, "run-env-xgb", timeout=600)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert _model_file(data, "run-env-xgb", "versions.txt").startswith("1.7")
+
+
+def test_create_training_job_environment_unbuildable_fails_naming_pull_command(server, data, monkeypatch):
+    """Offline with no cached environment: the FailureReason names it and the command that builds it."""
+    sm = server.client("sagemaker")
+    monkeypatch.setenv("OPENSAGE_OFFLINE", "1")  # read by the agent process the executor starts
+    monkeypatch.setenv("OPENSAGE_ENV_CACHE", str(server.settings.home / "empty-env-cache"))
+    code = _sourcedir(data, "code/off/sourcedir.tar.gz", TOOLKIT_SCRIPT)
+    image = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-cpu-py3"
+    sm.create_training_job(**_script_request("run-env-off", image, code))
+    d = wait_for_status(sm, "run-env-off", timeout=300)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert "sagemaker-scikit-learn:1.4-2" in d["FailureReason"]
+    assert "`opensage pull sagemaker-scikit-learn:1.4-2`" in d["FailureReason"]
