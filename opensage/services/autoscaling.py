@@ -96,12 +96,10 @@ def tracked_metric(resource_id: str, cfg: dict[str, Any]) -> dict[str, Any]:
                                     "CustomizedMetricSpecification must be specified.")
     if predefined:
         kind = predefined["PredefinedMetricType"]
-        dimension = PREDEFINED_DIMENSIONS.get(kind)
-        if dimension is None:
-            raise AutoscalingValidation(f"Unsupported metric type {kind} for service namespace {SERVICE}.")
-        if dimension != DIMENSION:
-            raise AutoscalingValidation(f"Unsupported metric type {kind} for scalable dimension {DIMENSION}; it "
-                                        f"applies to {dimension}.")
+        if PREDEFINED_DIMENSIONS.get(kind) != DIMENSION:  # AWS's wording (seen for the serverless dimension)
+            allowed = ", ".join(k for k, d in PREDEFINED_DIMENSIONS.items() if d == DIMENSION)
+            raise AutoscalingValidation(f"Scalable dimension {DIMENSION} only supports the following predefined "
+                                        f"metric types: {allowed}")
         if kind not in SERVED_PREDEFINED:
             raise AutoscalingValidation(f"Unsupported metric type {kind}: {UNSERVED_WHY[kind]}.")
         namespace, name, stat = SERVED_PREDEFINED[kind]
@@ -278,17 +276,7 @@ class AutoscalingService:
                f"policyName/{params['PolicyName']}")
         request = {**params, "PolicyType": kind}
         existing = self.d.resources.get(POLICY, key)
-        kept = {_which(a["AlarmName"]): a["AlarmName"] for a in (existing.state.get("Alarms", []) if existing else [])}
-        alarms: list[dict[str, str]] = []
-        if kind == "TargetTrackingScaling":
-            for alarm in managed_alarms(self.d, arn, resource_id, request["TargetTrackingScalingPolicyConfiguration"],
-                                        kept):
-                self.alarms.put_metric_alarm(ctx, alarm)
-                alarms.append({"AlarmName": alarm["AlarmName"],
-                               "AlarmARN": self.d.resources.get(ALARM_KIND, alarm["AlarmName"]).arn})
-        stale = [n for n in kept.values() if n not in {a["AlarmName"] for a in alarms}]
-        if stale:  # DisableScaleIn turned on, or the policy became a step policy
-            self.alarms.delete_alarms(ctx, {"AlarmNames": stale})
+        alarms = self._put_alarms(arn, request, existing.state.get("Alarms", []) if existing else [])
         if existing is None:
             self.d.resources.create(Resource(POLICY, key, arn, "Active", now, now, request, {"Alarms": alarms}))
         else:
@@ -296,6 +284,30 @@ class AutoscalingService:
             existing.state["Alarms"] = alarms
             self.d.resources.save(existing, now)
         return {"PolicyARN": arn, "Alarms": alarms or self._step_alarms(arn)}
+
+    def _put_alarms(self, arn: str, request: dict[str, Any], before: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Create or update a target-tracking policy's alarms (keeping their names); delete those no longer
+        needed (DisableScaleIn turned on, or the policy became a step policy)."""
+        kept = {_which(a["AlarmName"]): a["AlarmName"] for a in before}
+        alarms: list[dict[str, str]] = []
+        if request["PolicyType"] == "TargetTrackingScaling":
+            for alarm in managed_alarms(self.d, arn, request["ResourceId"],
+                                        request["TargetTrackingScalingPolicyConfiguration"], kept):
+                self.alarms.put_metric_alarm(None, alarm)
+                alarms.append({"AlarmName": alarm["AlarmName"],
+                               "AlarmARN": self.d.resources.get(ALARM_KIND, alarm["AlarmName"]).arn})
+        stale = [n for n in kept.values() if n not in {a["AlarmName"] for a in alarms}]
+        if stale:
+            self.alarms.delete_alarms(None, {"AlarmNames": stale})
+        return alarms
+
+    def ensure_alarms(self, policy: Resource) -> None:
+        """A target-tracking policy stored before its alarms existed (an older OpenSage home): create them."""
+        policy.request.setdefault("PolicyType", "TargetTrackingScaling")
+        if policy.request["PolicyType"] != "TargetTrackingScaling" or policy.state.get("Alarms"):
+            return
+        policy.state["Alarms"] = self._put_alarms(policy.arn, policy.request, [])
+        self.d.resources.save(policy, self.d.clock.time())
 
     def _step_alarms(self, arn: str) -> list[dict[str, str]]:
         """The alarms whose actions name a step policy (AWS lists them with the policy)."""
@@ -316,10 +328,10 @@ class AutoscalingService:
                 continue
             if params.get("ResourceId") and req["ResourceId"] != params["ResourceId"]:
                 continue
-            alarms = res.state.get("Alarms") or (self._step_alarms(res.arn) if req["PolicyType"] == "StepScaling"
-                                                 else [])
-            out.append({**req, "ScalableDimension": DIMENSION, "PolicyARN": res.arn, "Alarms": alarms,
-                        "CreationTime": res.creation_time})
+            kind = req.get("PolicyType") or "TargetTrackingScaling"  # rows from before step policies existed
+            alarms = res.state.get("Alarms") or (self._step_alarms(res.arn) if kind == "StepScaling" else [])
+            out.append({**req, "PolicyType": kind, "ScalableDimension": DIMENSION, "PolicyARN": res.arn,
+                        "Alarms": alarms, "CreationTime": res.creation_time})
         return {"ScalingPolicies": out}
 
     def delete_scaling_policy(self, ctx, params: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from opensage.services.autoscaling import (
     DIMENSION,
     POLICY,
     TARGET,
+    AutoscalingService,
     is_policy_arn,
     parse_resource_id,
     target_key,
@@ -101,6 +102,7 @@ class Autoscaler:
         self._last_scaled: dict[tuple[str, str], float] = {}  # (resource id, "out"/"in") -> time
         self._invoked: dict[tuple[str, str], float] = {}  # (alarm, policy arn) -> last invocation
         self._lock = threading.Lock()  # one pass at a time (the loop, tests)
+        self.service = AutoscalingService(deps)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -126,6 +128,12 @@ class Autoscaler:
             policies, _ = self.d.resources.list(POLICY, ListQuery(limit=1000))
             if not policies:
                 return []
+            for policy in policies:
+                if "Alarms" not in policy.state:  # stored by an older OpenSage, before its alarms existed
+                    try:
+                        self.service.ensure_alarms(policy)
+                    except Exception:
+                        log.exception("autoscaler: could not create the alarms of policy %s", policy.name)
             by_arn = {p.arn: p for p in policies}
             now = self.d.clock.time()
             decisions = []
@@ -187,7 +195,7 @@ class Autoscaler:
             return Outcome(True)
         values = [p.value for p in alarm_datapoints(self.d, alarm.request, now) if p.value is not None]
         minimum, maximum = int(target.request["MinCapacity"]), int(target.request["MaxCapacity"])
-        if req["PolicyType"] == "TargetTrackingScaling":
+        if (req.get("PolicyType") or "TargetTrackingScaling") == "TargetTrackingScaling":
             cfg = req["TargetTrackingScalingPolicyConfiguration"]
             if not values:
                 return Outcome(True)

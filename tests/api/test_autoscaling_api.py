@@ -167,4 +167,24 @@ def test_put_scaling_policy_unserved_predefined_metric_is_validation_error(serve
                                    "TargetValue": 1.0, "PredefinedMetricSpecification": {
                                        "PredefinedMetricType": metric}})
     assert e.value.response["Error"]["Code"] == "ValidationException"
-    assert metric in e.value.response["Error"]["Message"]
+    message = e.value.response["Error"]["Message"]
+    assert metric in message or message.startswith(f"Scalable dimension {DIM} only supports the following predefined")
+
+
+def test_target_tracking_policy_from_an_older_home_gets_its_alarms(server):
+    """A policy row written before the managed alarms existed (no PolicyType, no Alarms) gets them."""
+    from opensage.services.autoscaling import POLICY
+    from opensage.store.resources import Resource
+
+    rid = "endpoint/ep-legacy/variant/AllTraffic"
+    arn = f"arn:aws:autoscaling:us-east-1:000000000000:scalingPolicy:x:resource/sagemaker/{rid}:policyName/old"
+    server.platform.deps.resources.create(Resource(POLICY, f"{rid}|old", arn, "Active", 0.0, 0.0, {
+        "PolicyName": "old", "ServiceNamespace": "sagemaker", "ResourceId": rid, "ScalableDimension": DIM,
+        "TargetTrackingScalingPolicyConfiguration": {"TargetValue": 70.0, "PredefinedMetricSpecification": {
+            "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}}}, {}))
+    server.platform.autoscaler.run_once()
+    policy = server.client("application-autoscaling").describe_scaling_policies(
+        ServiceNamespace="sagemaker", ResourceId=rid)["ScalingPolicies"][0]
+    assert policy["PolicyType"] == "TargetTrackingScaling" and len(policy["Alarms"]) == 2
+    alarms = server.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"TargetTracking-{rid}-")["MetricAlarms"]
+    assert sorted(a["Threshold"] for a in alarms) == [63.0, 70.0]
