@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from opensage.errors import ServiceError
-from opensage.services.alarms import ALARM_KIND, AlarmService
+from opensage.services.alarms import ALARM_KIND, AlarmService, check_alarm
 from opensage.services.base import Deps
 from opensage.store.resources import ListQuery, Resource
 
@@ -291,8 +291,15 @@ class AutoscalingService:
         kept = {_which(a["AlarmName"]): a["AlarmName"] for a in before}
         alarms: list[dict[str, str]] = []
         if request["PolicyType"] == "TargetTrackingScaling":
-            for alarm in managed_alarms(self.d, arn, request["ResourceId"],
-                                        request["TargetTrackingScalingPolicyConfiguration"], kept):
+            configs = managed_alarms(self.d, arn, request["ResourceId"],
+                                     request["TargetTrackingScalingPolicyConfiguration"], kept)
+            for alarm in configs:  # all checked before any is written
+                try:
+                    check_alarm(alarm)
+                except ServiceError as e:
+                    raise AutoscalingValidation(f"The target-tracking metric cannot be alarmed on: {e.message}") \
+                        from None
+            for alarm in configs:
                 self.alarms.put_metric_alarm(None, alarm)
                 alarms.append({"AlarmName": alarm["AlarmName"],
                                "AlarmARN": self.d.resources.get(ALARM_KIND, alarm["AlarmName"]).arn})

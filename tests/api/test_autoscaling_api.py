@@ -188,3 +188,19 @@ def test_target_tracking_policy_from_an_older_home_gets_its_alarms(server):
     assert policy["PolicyType"] == "TargetTrackingScaling" and len(policy["Alarms"]) == 2
     alarms = server.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"TargetTracking-{rid}-")["MetricAlarms"]
     assert sorted(a["Threshold"] for a in alarms) == [63.0, 70.0]
+
+
+def test_put_scaling_policy_customized_metric_math_is_validation_error(server, models):  # noqa: F811
+    aas = server.client("application-autoscaling")
+    rid = "endpoint/ep-auto/variant/AllTraffic"
+    if not server.platform.deps.resources.get("endpoint", "ep-auto"):
+        _endpoint(server, "ep-auto", 1)
+    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=DIM,
+                                 MinCapacity=1, MaxCapacity=3)
+    with pytest.raises(ClientError) as e:
+        aas.put_scaling_policy(PolicyName="math", ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=DIM,
+                               PolicyType="TargetTrackingScaling", TargetTrackingScalingPolicyConfiguration={
+                                   "TargetValue": 1.0, "CustomizedMetricSpecification": {"Metrics": [
+                                       {"Id": "e1", "Expression": "m1 * 2", "ReturnData": True}]}})
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert server.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"TargetTracking-{rid}-")["MetricAlarms"] == []
