@@ -13,6 +13,7 @@ channel, the file and (where it applies) the line.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -257,6 +258,31 @@ def _rescan_csv(channel: str, source: Source, n_cols: int) -> DataError:
     return DataError(f"{channel} channel: file {source.name}: could not be parsed as CSV")
 
 
+@functools.cache
+def _have_pyarrow() -> bool:
+    """pyarrow is missing from some image environments (the xgboost 0.90 ones pin numpy 1.x, which today's
+    pyarrow refuses): CSV then goes through numpy, slower but the same values."""
+    try:
+        import pyarrow.csv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _numpy_csv(channel: str, source: Source, n_cols: int) -> np.ndarray:
+    """A CSV source as a float32 matrix without pyarrow (empty fields are NaN)."""
+    text = source.read_bytes().decode("utf-8", errors="replace")
+    rows = [line for line in text.splitlines() if line.strip()]
+    try:
+        matrix = np.array([[float(v) if v.strip() else np.nan for v in row.split(",")] for row in rows],
+                          dtype=np.float32)
+    except ValueError:
+        raise _rescan_csv(channel, source, n_cols) from None
+    if matrix.ndim != 2 or matrix.shape[1] != n_cols:
+        raise _rescan_csv(channel, source, n_cols)
+    return matrix
+
+
 def _table_to_matrix(table: Any, first: int) -> np.ndarray:
     """Columns ``first..`` of a float32 Arrow table as a C-ordered float32 matrix (nulls -> NaN)."""
     n_cols = table.num_columns - first
@@ -267,14 +293,19 @@ def _table_to_matrix(table: Any, first: int) -> np.ndarray:
 
 
 def _read_csv_source(channel: str, source: Source, csv_weights: bool, arrow: bool = False) -> ChannelData:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     n_cols = len(_first_line(source).split(b","))
     minimum = 3 if csv_weights else 2
     if n_cols < minimum:
         raise DataError(f"{channel} channel: file {source.name} line 1: found {n_cols} column(s); CSV needs the "
                         f"label{', the weight' if csv_weights else ''} and at least one feature column")
+    if not _have_pyarrow():
+        matrix = _numpy_csv(channel, source, n_cols)
+        first = 2 if csv_weights else 1
+        return ChannelData(np.ascontiguousarray(matrix[:, first:]), matrix[:, 0].copy(),
+                           matrix[:, 1].copy() if csv_weights else None)
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     names = [f"c{i}" for i in range(n_cols)]
     try:
         table = pacsv.read_csv(
@@ -476,14 +507,16 @@ def read_channel(channel: str, *, data_dir: Path | None = None, content_type: st
 
 def _payload_csv(payload: bytes) -> np.ndarray:
     """Parsed straight from the request bytes (a decode/strip/encode round trip cost ~0.3 s per GB)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     stripped = payload.strip()
     if not stripped:
         raise DataError("text/csv payload is empty")
     end = stripped.find(b"\n")
     n_cols = (stripped if end < 0 else stripped[:end]).count(b",") + 1
+    if not _have_pyarrow():
+        return _numpy_csv("request", Source(name="payload", payload=stripped), n_cols)
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     names = [f"c{i}" for i in range(n_cols)]
     try:
         table = pacsv.read_csv(
