@@ -65,3 +65,21 @@ BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "sagemaker-xgboost": _XGBOOST,
     "xgboost": _XGBOOST,  # legacy 1P image (xgboost:1 / xgboost:latest)
 }
+
+
+def describe_metric_definitions(image_uri: str) -> list[dict[str, str]] | None:
+    """``AlgorithmSpecification.MetricDefinitions`` as SageMaker fills them in DescribeTrainingJob for a
+    built-in algorithm image run in algorithm mode, or None when the image is not one with a known list.
+
+    These are the service's own definitions (``train:`` and ``validation:`` metrics, a float-number capture
+    such as ``.*\\[[0-9]+\\].*#011train-rmse:([-+]?[0-9]*\\.?[0-9]+(?:[eE][-+]?[0-9]+)?).*``), per image version
+    (``xgboost.versions.service_metric_definitions``); the runner's own matching uses
+    ``BuiltinAlgorithm.metric_definitions``, which never appear in the API.
+    """
+    from opensage.algorithms.xgboost import versions
+
+    name = image_uri.strip().split("@", 1)[0].rsplit("/", 1)[-1]
+    repository = name.split(":", 1)[0].lower()
+    if BUILTIN_ALGORITHMS.get(repository) is not _XGBOOST:
+        return None
+    return versions.service_metric_definitions(versions.version_from_image(image_uri))
