@@ -28,6 +28,8 @@ PIPELINE_FILE = "pipeline.json"
 MULTI_MODEL_ENV = "OPENSAGE_MULTI_MODEL_URL"  # the S3 prefix a multi-model server loads TargetModels from
 MAX_LOADED_ENV = "OPENSAGE_MULTI_MODEL_MAX_LOADED"
 OBJECT_STORE_ENV = "OPENSAGE_OBJECT_STORE_URL"  # how a model server reaches the object store (file://, http://)
+SERVING_IMAGE_ENV = "OPENSAGE_SERVING_IMAGE"  # the container's Image: which environment the replica runs in
+SERVING_IMAGE_KIND_ENV = "OPENSAGE_SERVING_IMAGE_KIND"  # builtin | inference
 
 
 @dataclass
@@ -79,6 +81,12 @@ def _single(container: dict[str, Any], stage: Callable[[str | None], Path], work
 
     env = dict(container.get("Environment") or {})
     resolved = images.resolve_inference_image(container["Image"], env)
+    # The replica runs in the image's environment (serving/replicas.py reads and removes these), and a
+    # built-in algorithm's server knows the image's version ("" = latest), as its training process does.
+    env[SERVING_IMAGE_ENV] = container["Image"]
+    env[SERVING_IMAGE_KIND_ENV] = "builtin" if resolved.algorithm else "inference"
+    if resolved.algorithm:
+        env.setdefault(images.IMAGE_VERSION_ENV, images.image_version(container["Image"]))
     if container.get("Mode") != "MultiModel":
         return ServerPlan(kind=resolved.kind, model_dir=stage(container.get("ModelDataUrl")), env=env,
                           images=[container["Image"]])

@@ -55,6 +55,37 @@ class Replica:
         return cls(raw["pid"], raw["port"], raw["log"], uid=raw.get("uid"))
 
 
+def image_environment_python(env: dict[str, str], log_path: Path) -> str | None:
+    """The interpreter of the container image's environment (``images.environment_for_image``, built now when
+    missing; its progress goes to the replica's log), or None for the platform's. Removes the plan's image
+    keys from ``env`` and adds the environment's directory (which the isolated replica must read)."""
+    from opensage.serving.plan import SERVING_IMAGE_ENV, SERVING_IMAGE_KIND_ENV
+
+    image = env.pop(SERVING_IMAGE_ENV, None)
+    kind = env.pop(SERVING_IMAGE_KIND_ENV, None) or "inference"
+    if not image:
+        return None
+    from opensage import environments, images
+    from opensage.runner.sandbox import IMAGE_ENV_DIR
+
+    spec = images.environment_for_image(image, kind)
+    if spec is None:
+        return None
+    venv_cache = env.get("OPENSAGE_VENV_CACHE")
+    root = environments.cache_root(Path(venv_cache).parent if venv_cache else None)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(line: str) -> None:
+        with open(log_path, "a") as log:
+            log.write(line + "\n")
+
+    found = environments.ensure_environment(spec, root, log=write)
+    if found.directory is None:
+        return None
+    env[IMAGE_ENV_DIR] = str(found.directory)
+    return found.python
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -178,7 +209,17 @@ class ReplicaManager:
         env["PYTHONUNBUFFERED"] = "1"
         pkg_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = server_argv(python or self.python, model_dir, port, kind)
+        try:
+            image_python = image_environment_python(env, log_path)
+        except RuntimeError as exc:  # environments.EnvironmentError: the replica "exits", its log says why
+            with open(log_path, "a") as log:
+                log.write(f"{exc}\n")
+            argv = [sys.executable, "-c", "raise SystemExit(1)", SERVER_MODULE]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    start_new_session=True, close_fds=True)
+            self._children[proc.pid] = proc
+            return Replica(proc.pid, port, str(log_path))
+        argv = server_argv(python or image_python or self.python, model_dir, port, kind)
         uid = None
         if self.isolating():
             # The replica's /tmp: beside its log, removed when the replica is stopped.
