@@ -71,3 +71,44 @@ def test_create_model_https_url_of_another_host_is_validation_exception(server):
             "Image": XGB_IMAGE, "ModelDataUrl": "https://example.com/models/model.tar.gz"})
     assert e.value.response["Error"]["Code"] == "ValidationException"
     assert "primaryContainer.modelDataUrl" in str(e.value)
+
+
+def test_create_training_job_https_channel_and_output_trains_and_writes_model(server, rows):
+    from sklearn.datasets import load_breast_cancer
+
+    from tests.conftest import training_request, wait_for_status
+
+    X, y = load_breast_cancer(return_X_y=True)
+    train = "\n".join(",".join([str(int(label))] + [f"{v:.6g}" for v in row]) for label, row in zip(y, X, strict=True))
+    server.store().put_bytes(BUCKET, "data/train/train.csv", train.encode())
+    sm = server.client("sagemaker")
+    req = training_request("https-train", bucket=BUCKET)
+    req["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = \
+        f"https://{BUCKET}.s3.amazonaws.com/data/train"
+    req["OutputDataConfig"]["S3OutputPath"] = f"https://s3.us-east-1.amazonaws.com/{BUCKET}/https-out"
+    sm.create_training_job(**req)
+    d = wait_for_status(sm, "https-train")
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert server.store().exists(BUCKET, "https-out/https-train/output/model.tar.gz")
+
+
+def test_create_transform_job_https_input_and_output_writes_predictions(server, rows):
+    sm = server.client("sagemaker")
+    server.store().put_bytes(BUCKET, "batch/in.csv", _csv(rows[:4]).encode())
+    sm.create_model(ModelName="https-transform-model", ExecutionRoleArn=ROLE,
+                    PrimaryContainer={"Image": XGB_IMAGE, "ModelDataUrl": VIRTUAL_HOSTED})
+    sm.create_transform_job(
+        TransformJobName="https-transform", ModelName="https-transform-model",
+        TransformInput={"DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"https://s3-us-east-1.amazonaws.com/{BUCKET}/batch/"}},
+            "ContentType": "text/csv", "SplitType": "Line"},
+        TransformOutput={"S3OutputPath": f"https://{BUCKET}.s3.us-east-1.amazonaws.com/batch-out",
+                         "AssembleWith": "Line"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1})
+    deadline = time.time() + 90
+    while (d := sm.describe_transform_job(TransformJobName="https-transform"))["TransformJobStatus"] == "InProgress":
+        assert time.time() < deadline, "transform job still InProgress"
+        time.sleep(0.2)
+    assert d["TransformJobStatus"] == "Completed", d.get("FailureReason")
+    out = server.store().get_bytes(BUCKET, "batch-out/in.csv.out").decode().split()
+    assert len(out) == 4 and all(0 <= float(s) <= 1 for s in out)

@@ -70,3 +70,15 @@ def test_validate_huge_value_is_not_echoed_in_full():
         validate({"TrainingJobName": "a" * 100_000}, _shape("DescribeTrainingJob"))
     assert len(str(e.value)) < 1000 and "length less than or equal to 63" in str(e.value)
     assert "regular expression" not in str(e.value)  # too long already: the pattern is not run
+
+
+# Issue 8 item 9: enum violations use AWS's generic constraint message, with the set in the model's order.
+def test_validate_enum_violation_nested_in_list_is_aws_generic_message():
+    params = {"EndpointConfigName": "c", "ProductionVariants": [{"VariantName": "v", "ModelName": "m"}],
+              "DataCaptureConfig": {"InitialSamplingPercentage": 10, "DestinationS3Uri": "s3://b/c",
+                                    "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Everything"}]}}
+    with pytest.raises(ValidationException) as e:
+        validate(params, _shape("CreateEndpointConfig"))
+    assert str(e.value) == (
+        "1 validation error detected: Value 'Everything' at 'dataCaptureConfig.captureOptions.2.member.captureMode' "
+        "failed to satisfy constraint: Member must satisfy enum value set: [Input, Output, InputAndOutput]")
