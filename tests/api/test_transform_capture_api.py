@@ -79,3 +79,36 @@ def test_create_transform_job_bad_capture_destination_is_validation_error(server
                                        DataCaptureConfig={"DestinationS3Uri": "s3://x/"}))
     assert e.value.response["Error"]["Code"] == "ValidationException"
     assert "dataCaptureConfig.destinationS3Uri" in e.value.response["Error"]["Message"]
+
+
+def test_sdk_v2_transformer_batch_data_capture_config_writes_manifests(server, xgb, monkeypatch):  # noqa: F811
+    """The Model Monitor batch example's SDK v2 call: Transformer.transform(batch_data_capture_config=...)."""
+    import boto3
+    import sagemaker
+    from sagemaker.inputs import BatchDataCaptureConfig
+    from sagemaker.transformer import Transformer
+
+    _, X = xgb
+    store = server.store()
+    store.put_bytes("tbucket", "sdk-capture-in/data.csv", _csv(X[:6]))
+    creds = server.settings.credentials
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+    boto = boto3.Session(aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
+                         region_name="us-east-1")
+    session = sagemaker.Session(boto_session=boto, sagemaker_client=server.client("sagemaker"),
+                                default_bucket="tbucket")
+    transformer = Transformer(model_name="tx-xgb", instance_count=1, instance_type="ml.m5.large",
+                              output_path="s3://tbucket/out/sdk-capture", accept="text/csv", assemble_with="Line",
+                              sagemaker_session=session)
+    transformer.transform(data="s3://tbucket/sdk-capture-in/", content_type="text/csv", split_type="Line",
+                          job_name="tx-sdk-capture", wait=False, logs=False,
+                          batch_data_capture_config=BatchDataCaptureConfig(
+                              destination_s3_uri="s3://tbucket/sdk-capture", generate_inference_id=True))
+    d = _wait(server.client("sagemaker"), "tx-sdk-capture")
+    assert d["TransformJobStatus"] == "Completed", d.get("FailureReason")
+    assert d["DataCaptureConfig"]["DestinationS3Uri"] == "s3://tbucket/sdk-capture"
+    (key,) = _keys(store, "sdk-capture/output/")
+    assert json.loads(store.get_bytes("tbucket", key)) == [{"prefix": "s3://tbucket/out/sdk-capture/"},
+                                                            "data.csv.out"]
+    lines = store.get_bytes("tbucket", "out/sdk-capture/data.csv.out").decode().splitlines()
+    assert len(lines) == 6 and all(re.fullmatch(rf"[0-9.e-]+,{UUID},\S+Z", line) for line in lines)
