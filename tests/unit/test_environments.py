@@ -107,3 +107,39 @@ def test_ensure_environment_platform_policy_never_builds(tmp_path, monkeypatch):
     monkeypatch.setenv(environments.POLICY_ENV, "platform")
     spec = tiny_spec(tmp_path, "opensagetiny==3.0")
     assert ensure_environment(spec, tmp_path / "envs").directory is None
+
+
+def test_training_job_environment_builtin_image_sets_image_version_for_the_algorithm(tmp_path):
+    from types import SimpleNamespace
+
+    from opensage.runner.training import AGENT_IMAGE_ENV, AGENT_IMAGE_KIND_ENV, _image_environment
+
+    settings = SimpleNamespace(home=tmp_path)
+    req = {"AlgorithmSpecification": {
+        "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:0.90-2-cpu-py3"}}
+    env = _image_environment(req, SimpleNamespace(kind="builtin"), settings)
+    assert env["OPENSAGE_IMAGE_VERSION"] == "0.90-2"
+    assert env[AGENT_IMAGE_KIND_ENV] == "builtin" and env[AGENT_IMAGE_ENV].endswith(":0.90-2-cpu-py3")
+    latest = _image_environment({"AlgorithmSpecification": {"TrainingImage": "x/sagemaker-xgboost:latest"}},
+                                SimpleNamespace(kind="builtin"), settings)
+    assert latest["OPENSAGE_IMAGE_VERSION"] == ""
+    script = _image_environment(req, SimpleNamespace(kind="script"), settings)
+    assert "OPENSAGE_IMAGE_VERSION" not in script
+
+
+def test_plan_model_server_builtin_image_carries_version_and_image(tmp_path):
+    from opensage.serving.plan import SERVING_IMAGE_ENV, SERVING_IMAGE_KIND_ENV, plan_model_server
+
+    image = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    plan = plan_model_server({"PrimaryContainer": {"Image": image, "ModelDataUrl": "s3://b/m.tar.gz"}},
+                             lambda _url: tmp_path, tmp_path)
+    assert plan.env["OPENSAGE_IMAGE_VERSION"] == "1.7-1"
+    assert plan.env[SERVING_IMAGE_ENV] == image and plan.env[SERVING_IMAGE_KIND_ENV] == "builtin"
+
+
+def test_image_environment_python_platform_satisfied_image_keeps_platform(tmp_path):
+    from opensage.serving.replicas import image_environment_python
+
+    env = {"OPENSAGE_SERVING_IMAGE": "x/sagemaker-xgboost:1.7-1", "OPENSAGE_SERVING_IMAGE_KIND": "builtin"}
+    assert image_environment_python(env, tmp_path / "log") is None
+    assert "OPENSAGE_SERVING_IMAGE" not in env and "OPENSAGE_ENV_DIR" not in env
