@@ -297,7 +297,7 @@ _XGBOOST: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # the platform's cannot read or write that version's model files: 0.90 pickles (X3).
 _BUILTIN_ENV_VERSIONS = frozenset({"0.90-1", "0.90-2"})
 # PyTorch: an exact torch per tag would mean GBs of CUDA wheels; the CPU build that lies on this disk.
-_TORCH = "torch==2.13.0"
+_TORCH = "torch==2.13.0+cpu"  # the local wheel only: never a CUDA build from the index
 _TORCH_WHEELS = "/opt/wheels"
 _VERSION_RE = re.compile(r"^(\d+(?:\.\d+)*(?:-\d+)?)")
 

@@ -177,7 +177,7 @@ def test_environment_for_image_builtin_xgboost_090_gets_its_environment_later_ve
 
 def test_environment_for_image_pytorch_uses_local_cpu_torch_and_says_so() -> None:
     spec = environment_for_image(f"{DLC}/pytorch-training:2.3-cpu-py311", "script")
-    assert _pins(spec)["torch"] == "2.13.0"
+    assert _pins(spec)["torch"] == "2.13.0+cpu"
     assert any("torch 2.3" in note and "CPU" in note for note in spec.notes)
 
 
