@@ -189,8 +189,6 @@ def load_now(model_dir: Path, version: ContainerVersion) -> XGBoostModel:
         names = getattr(booster, "feature_names", None)
         num_features = len(names) if names else None
     ntree = getattr(booster, "best_ntree_limit", None)
-    if version.tag is not None:
-        booster.set_param("nthread", 1)  # every container does this after loading
     return XGBoostModel(booster=booster, num_features=num_features,
                         best_iteration=int(best) if best is not None else None,
                         best_ntree_limit=int(ntree) if isinstance(ntree, (int, np.integer)) else None,
@@ -255,7 +253,9 @@ def predict_array(model: XGBoostModel | LazyModel, payload: bytes, content_type:
     try:
         features = parse_payload(payload, content_type or CSV)
     except DataError as exc:
-        status = 415 if versioned or "not supported" in str(exc) else 400
+        # The containers answer 415 to any unparsable body; a malformed value stays a 400 here (the message
+        # names the line), an unsupported content type is the 415.
+        status = 415 if "not supported" in str(exc) else 400
         raise InferenceError(str(exc), status=status) from None
     if isinstance(model, LazyModel):
         model = model.get()
