@@ -13,8 +13,9 @@ returns no metrics.
 
 There is no loop of its own: an experiment's status follows its endpoint's deployment and is brought up to
 date whenever the experiment is read or changed (Starting/Updating -> Running once the endpoint is
-InService on the experiment's configuration, Stopping -> Completed/Cancelled, Running -> Completed at the
-schedule's EndTime, a scheduled StartTime reached -> Starting).
+InService on the experiment's configuration, Stopping -> Completed/Cancelled, a scheduled StartTime reached
+-> Starting, the schedule's EndTime reached -> the endpoint back on its configuration from before the
+experiment, as SageMaker does, then Completed).
 """
 
 from __future__ import annotations
@@ -197,10 +198,30 @@ class InferenceExperimentService:
         if len(variants) != 2:
             raise ValidationException("A ShadowMode experiment has two ModelVariants: the source (production) "
                                       "variant and the shadow variant.")
+        self._check_exclusions(variants, endpoint)
         production = [v["VariantName"] for v in endpoint.state.get("ProductionVariants") or []]
         if source_on_endpoint and source not in production:
             raise ValidationException(f"ShadowModeConfig.SourceModelVariantName {source} is not a production "
                                       f"variant of endpoint {endpoint.name} ({', '.join(production)}).")
+
+    def _check_exclusions(self, variants: list[dict[str, Any]], endpoint: Resource) -> None:
+        """SageMaker's shadow-test exclusions: serverless, asynchronous, multi-container, multi-model."""
+        config = endpoint.state.get("_target") or {}
+        if any(v.get("ServerlessConfig") for v in config.get("ProductionVariants") or []):
+            raise ValidationException(f"Endpoint {endpoint.name} is a serverless endpoint: shadow tests are not "
+                                      "supported for serverless inference.")
+        if config.get("AsyncInferenceConfig"):
+            raise ValidationException(f"Endpoint {endpoint.name} is an asynchronous endpoint: shadow tests are not "
+                                      "supported for asynchronous inference.")
+        for v in variants:
+            model = self.models.get_model(v["ModelName"]).request
+            containers = model.get("Containers") or [model.get("PrimaryContainer") or {}]
+            if len(containers) > 1:
+                raise ValidationException(f"Model {v['ModelName']} has several containers: shadow tests are not "
+                                          "supported for multiple-container endpoints.")
+            if (containers[0] or {}).get("Mode") == "MultiModel":
+                raise ValidationException(f"Model {v['ModelName']} is a multi-model container: shadow tests are not "
+                                          "supported for multi-model endpoints.")
 
     def _variant(self, res: Resource, name: str, desired: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """A ModelVariantConfig -> an endpoint configuration's ProductionVariant."""
@@ -278,6 +299,19 @@ class InferenceExperimentService:
             raise
         res.state["_config"] = name
 
+    def _revert(self, ctx, res: Resource) -> None:
+        """The schedule's end: the endpoint goes back to its configuration from before the experiment."""
+        original = self.d.resources.get("endpoint-config", res.state.get("_source_config") or "")
+        if original is not None:
+            self.endpoints.update_endpoint(ctx, {"EndpointName": res.request["EndpointName"],
+                                                 "EndpointConfigName": original.name})
+            res.state["_config"] = original.name
+        else:  # its configuration was deleted since: the source variant alone
+            source, shadow, _ = self._names(res)
+            self._update_endpoint(ctx, res, self._final_config(res, {source: "Retain", shadow: "Remove"}, []))
+        res.state["_desired_state"] = "Completed"
+        transition(self.d.resources, res, "Stopping", self.d.clock.time())
+
     def _finish(self, res: Resource) -> Resource:
         """-> Completed (or the DesiredState StopInferenceExperiment asked for)."""
         res.state["CompletionTime"] = self.d.clock.time()
@@ -304,9 +338,10 @@ class InferenceExperimentService:
             if endpoint is not None and endpoint.status == "InService":
                 self._deploy(ctx, res, "Starting")
             return res
+        if res.status == "Running" and now >= res.state["Schedule"]["EndTime"] and endpoint.status == "InService":
+            self._revert(ctx, res)  # "After the test is complete, the endpoint reverts to the state it was in"
+            return res
         if res.status not in ("Starting", "Updating", "Stopping") or endpoint.status != "InService":
-            if res.status == "Running" and now >= res.state["Schedule"]["EndTime"]:
-                return self._finish(res)
             return res
         if endpoint.state.get("EndpointConfigName") == res.state.get("_config"):
             if res.status == "Stopping":

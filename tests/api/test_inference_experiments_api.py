@@ -195,3 +195,21 @@ def test_create_inference_experiment_source_not_on_endpoint_is_validation_error(
     assert err.value.response["Error"]["Code"] == "ResourceNotFound"
     assert sm.list_inference_experiments(NameContains="ie-bad")["InferenceExperiments"] == []
     sm.delete_endpoint(EndpointName="ie-val")
+
+
+def test_inference_experiment_reaching_its_end_time_reverts_the_endpoint(server, rows):
+    sm = server.client("sagemaker")
+    _endpoint(sm, "ie-end")
+    _experiment(sm, "ie-end-exp", "ie-end", percent=30)
+    _wait_status(sm, "ie-end-exp", "Running")
+    assert "ShadowProductionVariants" in sm.describe_endpoint(EndpointName="ie-end")
+    sm.update_inference_experiment(Name="ie-end-exp", Schedule={
+        "EndTime": datetime.now(UTC) + timedelta(seconds=2)})
+    d = _wait_status(sm, "ie-end-exp", "Completed")
+    assert "CompletionTime" in d
+    ep = _wait(sm, "ie-end")  # "After the test is complete, the endpoint reverts to the state it was in"
+    assert ep["EndpointConfigName"] == "ie-end-cfg" and "ShadowProductionVariants" not in ep
+    assert [e["Status"] for e in sm.list_inference_experiments(NameContains="ie-end")["InferenceExperiments"]] == [
+        "Completed"]
+    sm.delete_inference_experiment(Name="ie-end-exp")
+    sm.delete_endpoint(EndpointName="ie-end")
