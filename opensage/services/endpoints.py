@@ -86,7 +86,10 @@ class EndpointService:
             # "Specifies whether to reuse the last deployment configuration": a retained canary stays a canary.
             deployment = last_deployment_config(res)
         if deployment:
-            check_deployment_config(deployment, res.state.get("_target") or {}, config.request)
+            # What serves now (after a rolled-back update that is the previous configuration, not ``_target``).
+            current = self.d.resources.get("endpoint-config", res.state.get("EndpointConfigName") or "")
+            check_deployment_config(deployment, current.request if current is not None else
+                                    res.state.get("_target") or {}, config.request)
         now = self.d.clock.time()
         changes: dict[str, Any] = {
             "_target_config": config.name, "_target": config.request, "_shift": None, "_rolling": None,
