@@ -116,6 +116,7 @@ class AsyncInferenceWorker(ReconcileLoop):
         self._own_events: threading.Thread | None = None
         self._recovered = False
         self._emitted: dict[str, tuple[float, float]] = {}  # endpoint -> (time, backlog) last written
+        self._idle_emitted_at = 0.0  # when the async endpoints without a backlog last got their zeros
         self._purged_at = 0.0
 
     # -- queue -----------------------------------------------------------------------------------------
@@ -312,9 +313,17 @@ class AsyncInferenceWorker(ReconcileLoop):
 
     # -- housekeeping ------------------------------------------------------------------------------------
     def _emit_backlog(self, pending: dict[str, list[Resource]]) -> None:
-        """ApproximateBacklogSize(PerInstance) and HasBacklogWithoutCapacity, per endpoint, once a minute."""
+        """ApproximateBacklogSize(PerInstance) and HasBacklogWithoutCapacity, per endpoint, once a minute.
+
+        Every async endpoint in service gets them, zeros included (as AWS publishes): a target-tracking
+        AlarmLow needs 15 consecutive datapoints to scale an idle endpoint in to its MinCapacity."""
         now = self.d.clock.time()
         counts = {ep: sum(1 for r in items if r.status == PENDING) for ep, items in pending.items()}
+        if now - self._idle_emitted_at >= BACKLOG_METRIC_PERIOD:
+            self._idle_emitted_at = now
+            for endpoint in self.d.resources.in_status("endpoint", ("InService", "Updating")):
+                if endpoint.state.get("AsyncInferenceConfig"):
+                    counts.setdefault(endpoint.name, 0)
         for flight in self._inflight.values():
             ep = flight.row.request["EndpointName"]
             counts[ep] = counts.get(ep, 0) + 1

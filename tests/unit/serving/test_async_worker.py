@@ -232,3 +232,24 @@ def test_runtime_invoker_passes_async_timeout_and_payload_limit():
 
     asyncio.run(runtime_invoker(Runtime())({"EndpointName": "ep"}, 30.0))
     assert seen == [{"timeout": 30.0, "max_payload": MAX_ASYNC_PAYLOAD_BYTES}]
+
+
+def test_worker_idle_async_endpoint_gets_zero_backlog_every_minute(env):
+    """An async endpoint with nothing queued still publishes its backlog metrics (zeros) once a minute, so a
+    target-tracking AlarmLow can collect the datapoints that scale it in."""
+    from opensage.store.resources import Resource
+
+    deps, _, _ = env
+    now = deps.clock.time()
+    deps.resources.create(Resource("endpoint", "ep", "arn:aws:sagemaker:us-east-1:000000000000:endpoint/ep",
+                                   "InService", now, now, {}, {"AsyncInferenceConfig": {"OutputConfig": {}}}))
+    deps.resources.create(Resource("endpoint", "sync-ep", "arn:aws:sagemaker:us-east-1:000000000000:endpoint/s",
+                                   "InService", now, now, {}, {}))
+    worker = _worker(env, FakeModel())
+    for _ in range(3):
+        worker.run_once()
+        worker.run_once()  # a second pass within the minute adds nothing
+        deps.clock.advance(60)
+    sizes = [v for _, v in deps.metrics.series("AWS/SageMaker", {"EndpointName": "ep"}, "ApproximateBacklogSize")]
+    assert sizes == [0.0, 0.0, 0.0]
+    assert deps.metrics.series("AWS/SageMaker", {"EndpointName": "sync-ep"}, "ApproximateBacklogSize") == []
