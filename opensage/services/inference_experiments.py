@@ -252,6 +252,10 @@ class InferenceExperimentService:
             if storage.get("ContentType"):
                 capture["CaptureContentTypeHeader"] = storage["ContentType"]
             config["DataCaptureConfig"] = capture
+        else:  # the endpoint's own data capture (a monitoring schedule's, say) keeps running
+            original = self.d.resources.get("endpoint-config", res.state.get("_source_config") or "")
+            if original is not None and original.request.get("DataCaptureConfig"):
+                config["DataCaptureConfig"] = original.request["DataCaptureConfig"]
         return config
 
     def _final_config(self, res: Resource, actions: dict[str, str],
