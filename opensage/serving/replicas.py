@@ -151,6 +151,7 @@ def isolated_argv(model_dir: Path, kind: str, env: dict[str, str], argv: list[st
     options = ["--uid", str(uid), "--gid", str(JOB_GID), "--cwd", str(model_dir)]
     if tmp is not None:
         options += ["--tmp", str(private_tmp(tmp, uid))]
+        options += ["--ml-root", str(_serving_ml_root(tmp.with_suffix(".ml"), model_dir))]
     for path in readable_roots(env):
         options += ["--expose", path]
     if env.get("OPENSAGE_VENV_CACHE"):
@@ -170,6 +171,20 @@ def isolated_argv(model_dir: Path, kind: str, env: dict[str, str], argv: list[st
             options += ["--expose-ro", path]
     return ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-I", JOBEXEC, *options,
             "--", *argv], uid
+
+
+def _serving_ml_root(ml: Path, model_dir: Path) -> Path:
+    """The replica's ``/opt/ml``, as a serving container has it: ``code/`` exists (sagemaker-containers creates
+    it at import otherwise, which the replica's user may not) and ``model`` is the replica's model."""
+    if ml.is_symlink() or ml.is_file():
+        ml.unlink()
+    elif ml.exists():
+        shutil.rmtree(ml)
+    (ml / "code").mkdir(parents=True)
+    (ml / "model").symlink_to(model_dir, target_is_directory=True)
+    for path in (ml, ml / "code"):
+        os.chmod(path, 0o755)
+    return ml
 
 
 def ping(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -275,6 +290,7 @@ class ReplicaManager:
 
             kill_job_processes(job_uid(replica.uid), None)
         shutil.rmtree(Path(replica.log_path).with_suffix(".tmp"), ignore_errors=True)
+        shutil.rmtree(Path(replica.log_path).with_suffix(".ml"), ignore_errors=True)
 
     def log_tail(self, replica: Replica, lines: int = 15) -> str:
         try:
