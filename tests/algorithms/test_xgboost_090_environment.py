@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     reason="needs OPENSAGE_TEST_XGBOOST090_PYTHON = an interpreter with xgboost 0.90 (see the module docstring)")]
 
 SERVE = """
+import sys
 from opensage.algorithms.xgboost import import_xgboost_fast, serve
 import_xgboost_fast()
 model = serve.load(sys.argv[1])

@@ -90,7 +90,7 @@ def build_dmatrix(data: ChannelData, params: dict[str, Any]) -> Any:
     """A DMatrix of the channel (Arrow tables go in column-wise, without a row-major copy)."""
     import xgboost as xgb
 
-    if is_legacy_xgboost(xgb):  # no qid= nor Arrow tables before xgboost 1.x: groups are set afterwards
+    if xgboost_version(xgb) < (2, 0):  # Arrow tables and qid= are newer: plain arrays, groups set afterwards
         dmatrix = xgb.DMatrix(data.dense_or_sparse(), label=data.labels, weight=data.weights,
                               nthread=params.get("nthread", -1), missing=np.nan)
         if data.qid is not None:
@@ -170,6 +170,12 @@ def _callback_base() -> type:
     import xgboost as xgb
 
     return xgb.callback.TrainingCallback
+
+
+def xgboost_version(xgb: Any) -> tuple[int, int]:
+    """(major, minor) of the installed xgboost."""
+    parts = str(getattr(xgb, "__version__", "3.0")).split(".")
+    return int(parts[0]), int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 def is_legacy_xgboost(xgb: Any) -> bool:
@@ -262,7 +268,8 @@ def train(paths: MlPaths) -> Path:
     hps = parse_hyperparameters(read_json(paths.hyperparameters, {}), version)
     data_config = read_json(paths.inputdataconfig, {})
     legacy = is_legacy_xgboost(xgb)
-    train_data, validation_data = load_channels(paths, data_config, hps.csv_weights, arrow=not legacy)
+    train_data, validation_data = load_channels(paths, data_config, hps.csv_weights,
+                                                arrow=xgboost_version(xgb) >= (2, 0))
     _align_widths(train_data, validation_data)
     params = adapt_params(dict(hps.params), xgb)
     params.setdefault("nthread", os.cpu_count() or 1)
@@ -304,12 +311,17 @@ def _fit(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dt
         callbacks.append(make_early_stopping(hps, evals[-1][1], xgb))
     try:
         booster = xgb.train(params, dtrain, num_boost_round=max(hps.num_round - start, 0), evals=evals,
-                            custom_metric=custom_metric_for(hps.eval_metrics),
+                            **_metric_argument(xgb, custom_metric_for(hps.eval_metrics)),
                             xgb_model=str(resume_from) if resume_from else None,
                             verbose_eval=False, callbacks=callbacks)
     except xgb.core.XGBoostError as exc:
         raise UserError(f"XGBoost training failed: {clean_xgboost_error(exc)}") from None
     return write_model(booster, paths.model / MODEL_FILENAME, version)
+
+
+def _metric_argument(xgb: Any, metric: Any) -> dict[str, Any]:
+    """``custom_metric`` from xgboost 1.6; ``feval`` (same signature for our metrics) before."""
+    return {"custom_metric" if xgboost_version(xgb) >= (1, 6) else "feval": metric}
 
 
 def _fit_legacy(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dtrain: Any,
