@@ -193,6 +193,9 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
         if since.get("status") != status:
             since.update({"status": status, "at": now})
         variant_status = [{"Status": status, "StartTime": since["at"]}]
+        target = ep.state.get("_target") or {}
+        types = {v["VariantName"]: v.get("InstanceType") for v in
+                 [*(target.get("ProductionVariants") or []), *(target.get("ShadowProductionVariants") or [])]}
         for key, shadow in (("ProductionVariants", False), ("ShadowProductionVariants", True)):
             summaries = _summaries(fleet, now, shadow=shadow)
             for summary in summaries:
@@ -201,6 +204,8 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
                         1 for v in fleet["variants"] if v["name"] == summary["VariantName"]
                         for r in v["replicas"] if r["ready"])
                 summary["VariantStatus"] = variant_status
+                if types.get(summary["VariantName"]):
+                    summary["InstanceType"] = types[summary["VariantName"]]
             if summaries:
                 pending[key] = summaries
 

@@ -112,7 +112,10 @@ def test_update_endpoint_rolling_replaces_the_fleet_batch_by_batch_without_faile
     assert pending and pending[0]["EndpointConfigName"] == "roll-2" and "StartTime" in pending[0]
     statuses = {s["Status"] for p in pending for v in p.get("ProductionVariants", []) for s in v["VariantStatus"]}
     assert {"Creating", "Baking"} <= statuses
-    assert max(v["CurrentInstanceCount"] for p in pending for v in p.get("ProductionVariants", [])) >= 1
+    variants = [v for p in pending for v in p.get("ProductionVariants", [])]
+    assert {(v["VariantName"], v["DesiredInstanceCount"], v["InstanceType"]) for v in variants} == {
+        ("AllTraffic", 2, "ml.m5.large")}
+    assert max(v["CurrentInstanceCount"] for v in variants) >= 1
     sm.delete_endpoint(EndpointName="roll-ep")
 
 
