@@ -311,7 +311,7 @@ def _fit(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dt
         callbacks.append(make_early_stopping(hps, evals[-1][1], xgb))
     try:
         booster = xgb.train(params, dtrain, num_boost_round=max(hps.num_round - start, 0), evals=evals,
-                            **_metric_argument(xgb, custom_metric_for(hps.eval_metrics)),
+                            **_metric_argument(xgb, custom_metric_for(hps.eval_metrics), hps.objective),
                             xgb_model=str(resume_from) if resume_from else None,
                             verbose_eval=False, callbacks=callbacks)
     except xgb.core.XGBoostError as exc:
@@ -319,9 +319,30 @@ def _fit(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dt
     return write_model(booster, paths.model / MODEL_FILENAME, version)
 
 
-def _metric_argument(xgb: Any, metric: Any) -> dict[str, Any]:
-    """``custom_metric`` from xgboost 1.6; ``feval`` (same signature for our metrics) before."""
-    return {"custom_metric" if xgboost_version(xgb) >= (1, 6) else "feval": metric}
+def _metric_argument(xgb: Any, metric: Any, objective: str = "") -> dict[str, Any]:
+    """``custom_metric`` from xgboost 1.6 (transformed predictions); ``feval`` before, which xgboost 1.2 ...
+    1.5 call with raw margins: those are transformed first, as the container's metrics do."""
+    if xgboost_version(xgb) >= (1, 6):
+        return {"custom_metric": metric}
+    if metric is None or xgboost_version(xgb) < (1, 2):
+        return {"feval": metric}
+
+    def from_margins(predt: np.ndarray, dmatrix: Any) -> Any:
+        return metric(_untransform_margin(predt, objective), dmatrix)
+
+    return {"feval": from_margins}
+
+
+def _untransform_margin(margin: np.ndarray, objective: str) -> np.ndarray:
+    """Predictions from raw margins for an objective's link function."""
+    if objective.startswith("multi:"):
+        shifted = np.exp(margin - margin.max(axis=1, keepdims=True)) if margin.ndim == 2 else margin
+        return shifted / shifted.sum(axis=1, keepdims=True) if margin.ndim == 2 else margin
+    if objective in ("binary:logistic", "reg:logistic"):
+        return 1.0 / (1.0 + np.exp(-margin))
+    if objective in ("count:poisson", "reg:gamma", "reg:tweedie", "survival:cox"):
+        return np.exp(margin)
+    return margin
 
 
 def _fit_legacy(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dtrain: Any,
@@ -351,7 +372,7 @@ def _fit_legacy(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, A
         kwargs["maximize"] = bool(hps.stopping_metric and hps.maximize(hps.stopping_metric))
     try:
         booster = xgb.train(params, dtrain, num_boost_round=max(hps.num_round - start, 0), evals=evals,
-                            feval=custom_metric_for(hps.eval_metrics),
+                            **_metric_argument(xgb, custom_metric_for(hps.eval_metrics), hps.objective),
                             xgb_model=str(resume_from) if resume_from else None,
                             verbose_eval=False, callbacks=callbacks, **kwargs)
     except xgb.core.XGBoostError as exc:
