@@ -223,3 +223,24 @@ def test_create_training_job_environment_unbuildable_fails_naming_pull_command(s
     assert d["TrainingJobStatus"] == "Failed"
     assert "sagemaker-scikit-learn:1.4-2" in d["FailureReason"]
     assert "`opensage pull sagemaker-scikit-learn:1.4-2`" in d["FailureReason"]
+
+
+def test_create_training_job_builtin_xgboost_090_trains_with_xgboost_090(server, data):
+    """Built-in XGBoost 0.90-2 runs in that version's environment: its model is a pickle xgboost 0.90 wrote."""
+    sm = server.client("sagemaker")
+    req = training_request("run-xgb090")
+    req["AlgorithmSpecification"]["TrainingImage"] = (
+        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:0.90-2-cpu-py3")
+    sm.create_training_job(**req)
+    d = wait_for_status(sm, "run-xgb090", timeout=600)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    blob = data.get_bytes("bucket1", "out/run-xgb090/output/model.tar.gz")
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        model = tar.extractfile("xgboost-model").read()
+    assert model[:1] == b"\x80"  # a pickle (0.90 pickles its Booster), not 3.x's UBJSON
+    logs = server.client("logs")
+    stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                       logStreamNamePrefix="run-xgb090/")["logStreams"][0]["logStreamName"]
+    text = "\n".join(e["message"] for e in logs.get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, startFromHead=True)["events"])
+    assert "sagemaker-xgboost:0.90-2" in text
