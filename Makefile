@@ -24,6 +24,10 @@ $(SDK3_STAMP):
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	@# The control plane uses the CPU-only `xgboost-cpu` wheel (same `xgboost` module, no 469 MB nvidia-nccl);
+	@# both own xgboost/, so a venv that has the old `xgboost` drops both and gets xgboost-cpu afresh.
+	@if $(BIN)/python -m pip show -q xgboost >/dev/null 2>&1; then \
+		$(BIN)/python -m pip uninstall -q -y xgboost xgboost-cpu; fi
 	$(BIN)/python -m pip install -q -e .
 	@touch $(STAMP)
 
