@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from opensage.algorithms.content import DataError, parse_payload
-from opensage.algorithms.xgboost import load_booster, versions
+from opensage.algorithms.xgboost import load_booster, selectable, versions
 from opensage.algorithms.xgboost.versions import ContainerVersion
 
 MODEL_FILENAME = "xgboost-model"
@@ -342,11 +342,28 @@ def encode_for_version(predictions: np.ndarray, accept: str | None, version: Con
     raise InferenceError(f"Content type {response_type} is not supported by this framework.", status=500)
 
 
+def _selected(model: XGBoostModel | LazyModel, predictions: np.ndarray, accept: str | None, batch: bool,
+              ) -> tuple[bytes, str]:
+    """``SAGEMAKER_INFERENCE_OUTPUT`` (1.0-1+): Accept is honoured here even by 1.0-1 and 1.2-1."""
+    response_type = _container_accept(accept)
+    loaded = model.get() if isinstance(model, LazyModel) else model
+    keys = selectable.selected_keys()
+    try:
+        objective, num_class = selectable.booster_objective(loaded.booster)
+        rows = selectable.select(predictions, keys, objective, num_class)
+        return selectable.encode(rows, keys, response_type, batch), response_type
+    except Exception as exc:  # noqa: BLE001 - the container answers any failure here with a 500
+        raise InferenceError(str(exc), status=500) from None
+
+
 def predict(model: XGBoostModel | LazyModel, payload: bytes, content_type: str | None, accept: str | None,
             ) -> tuple[bytes, str]:
     """Answer one invocation: (response body, response content type)."""
     if model.version.tag is not None:
         predictions = predict_array(model, payload, content_type)
-        return encode_for_version(predictions, accept, model.version, "SAGEMAKER_BATCH" in os.environ)
+        batch = "SAGEMAKER_BATCH" in os.environ
+        if model.version.at_least("1.0-1") and selectable.enabled():
+            return _selected(model, predictions, accept, batch)
+        return encode_for_version(predictions, accept, model.version, batch)
     response_type = _accept(accept)
     return encode(predict_array(model, payload, content_type), response_type), response_type

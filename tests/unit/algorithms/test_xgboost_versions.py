@@ -342,3 +342,43 @@ def test_service_metric_definitions_per_version_as_sagemaker_fills_them():
     rx = re.compile(next(d["Regex"] for d in new if d["Name"] == "validation:rmse"))
     line = "[7]\ttrain-rmse:1.19876\tvalidation-rmse:2.31553".replace("\t", "#011")
     assert float(rx.match(line).group(1)) == 2.31553
+
+
+# ------------------------------------------------------------------------------------------ selectable output
+
+
+@pytest.mark.parametrize("tag", ["1.0-1", "1.2-1", "1.7-1"])
+def test_predict_selectable_output_binary_json_and_csv(model_dir, monkeypatch, tag):
+    model = _load(model_dir, monkeypatch, tag)
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_OUTPUT", "probabilities, predicted_label,predicted_score")
+    body, content_type = serve.predict(model, ROWS, "text/csv", "application/json")
+    assert content_type == "application/json"  # Accept honoured in this mode, even by 1.0-1 / 1.2-1
+    rows = json.loads(body)["predictions"]
+    assert list(rows[0]) == ["predicted_label", "probabilities", "predicted_score"]
+    assert rows[0]["predicted_label"] == 1 and rows[1]["predicted_label"] == 0
+    assert rows[0]["probabilities"][0] + rows[0]["probabilities"][1] == pytest.approx(1.0)
+    assert body.count(b"NaN") == 2  # predicted_score is not a binary:logistic key
+    body, content_type = serve.predict(model, ROWS, "text/csv", None)
+    line = body.decode().split("\n")[0]
+    assert content_type == "text/csv" and re.fullmatch(r'"\[[0-9.e-]+, [0-9.e-]+\]",1,nan', line)
+    assert not body.endswith(b"\n")
+    lines = serve.predict(model, ROWS, "text/csv", "application/jsonlines")[0].decode().splitlines()
+    assert [json.loads(x)["predicted_label"] for x in lines] == [1, 0]
+
+
+def test_predict_selectable_output_recordio_and_unsupported_objective(tmp_path, monkeypatch, model_dir):
+    from opensage.algorithms import recordio
+
+    model = _load(model_dir, monkeypatch, "1.7-1")
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_OUTPUT", "predicted_label,probability")
+    body, _ = serve.predict(model, ROWS, "text/csv", "application/x-recordio-protobuf")
+    records = recordio.read_records(body)
+    assert [r.label["predicted_label"].float32_tensor.values[0] for r in records] == [1.0, 0.0]
+    import xgboost as xgb
+
+    X = np.random.default_rng(0).random((40, 3))
+    booster = xgb.train({"objective": "reg:pseudohubererror"}, xgb.DMatrix(X, label=X[:, 0]), 2)
+    save_booster(booster, tmp_path / "xgboost-model")
+    with pytest.raises(serve.InferenceError) as e:
+        serve.predict(_load(tmp_path, monkeypatch, "1.7-1"), ROWS, "text/csv", None)
+    assert e.value.status == 500 and "unsupported for selectable inference" in str(e.value)
