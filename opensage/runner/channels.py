@@ -277,7 +277,7 @@ def recordio_frames(payload: bytes) -> Iterator[bytes]:
 
 
 def _attribute_bytes(store: ObjectStore, name: str, value: Any) -> bytes:
-    if name.endswith("-ref") and isinstance(value, str) and value.startswith("s3://"):
+    if name.endswith("-ref") and isinstance(value, str) and value.startswith(("s3://", "https://")):
         bucket, key = split_s3_uri(value)
         return store.get_bytes(bucket, key)
     if isinstance(value, str):

@@ -125,6 +125,13 @@ def resolve_code_dir(model_dir: Path, submit_directory: str | None) -> Path | No
         uri = submit_directory.removeprefix("file://")
         if uri == "/opt/ml/model" or uri.startswith("/opt/ml/model/"):
             uri = str(model_dir / uri.removeprefix("/opt/ml/model").lstrip("/"))
+        if uri.startswith("https://"):  # an S3 object URL, as SageMaker accepts them
+            from opensage.objects.base import normalize_s3_url
+
+            try:
+                uri = normalize_s3_url(uri)
+            except ValueError as exc:
+                raise ModelLoadError(f"SAGEMAKER_SUBMIT_DIRECTORY: {exc}") from exc
         if not uri.startswith("s3://"):
             # A local path is a path in the container: only the model's own directory is the container
             # here. Elsewhere on the host it would be read by the model server (root in a plain install).

@@ -20,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-from opensage.objects.base import ObjectStore, split_s3_uri
+from opensage.objects.base import ObjectStore, normalize_s3_url, split_s3_uri
 from opensage.runner.archive import extract_tar_gz
 
 _TMP_PREFIX = ".tmp-"
@@ -31,7 +31,8 @@ def staged_model_dir(models_root: Path, model_data_url: str | None, version: str
     """Where version ``version`` (see ``object_version``) of ``model_data_url`` is (or will be) unpacked."""
     if not model_data_url:
         return models_root / "empty"
-    return models_root / hashlib.sha256(f"{model_data_url}\n{version}".encode()).hexdigest()[:32]
+    url = normalize_s3_url(model_data_url)  # two spellings of one object share one directory
+    return models_root / hashlib.sha256(f"{url}\n{version}".encode()).hexdigest()[:32]
 
 
 def object_version(store: ObjectStore, bucket: str, key: str) -> str | None:

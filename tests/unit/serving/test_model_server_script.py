@@ -305,3 +305,13 @@ def test_invocations_during_model_load_wait_for_it(start_server, tmp_path):
             time.sleep(0.05)
     response = server.post("x", "text/plain")
     assert response.status_code == 200 and response.text == "done"
+
+
+def test_resolve_code_dir_https_submit_directory_is_fetched_as_s3(monkeypatch, tmp_path):
+    from opensage.frameworks import training
+    from opensage.serving.model_server import resolve_code_dir
+
+    fetched = []
+    monkeypatch.setattr(training, "fetch_source", lambda uri, target, root=None: fetched.append(uri))
+    resolve_code_dir(tmp_path, "https://s3.us-east-1.amazonaws.com/bucket1/code/sourcedir.tar.gz")
+    assert fetched == ["s3://bucket1/code/sourcedir.tar.gz"]

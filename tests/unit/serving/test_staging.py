@@ -142,3 +142,9 @@ def test_object_version_s3_uses_head_object_etag_and_size() -> None:
     assert object_version(store, "b", "k") == 'etag:"def":10'
     with pytest.raises(ObjectNotFound):
         object_version(store, "b", "missing")
+
+
+def test_staged_model_dir_https_and_s3_spellings_share_a_directory(tmp_path: Path) -> None:
+    s3 = staged_model_dir(tmp_path, "s3://bucket1/job/model.tar.gz", "v1")
+    assert staged_model_dir(tmp_path, "https://bucket1.s3.amazonaws.com/job/model.tar.gz", "v1") == s3
+    assert staged_model_dir(tmp_path, "https://s3.us-east-1.amazonaws.com/bucket1/job/model.tar.gz", "v1") == s3
