@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,8 @@ class XGBoostModel:
     best_iteration: int | None
     best_ntree_limit: int | None = None
     version: ContainerVersion = ContainerVersion()
+    ensemble: list[XGBoostModel] = field(default_factory=list)  # 1.2-2+: every file of the model dir
+    objective: str | None = None
 
 
 class LazyModel:
@@ -179,9 +181,37 @@ def _starts_like_pickle(path: Path) -> bool:
         return stream.read(1) == b"\x80"
 
 
+def ensemble_enabled(version: ContainerVersion) -> bool:
+    """1.2-2+ load every file of the model dir and combine their predictions unless
+    ``SAGEMAKER_INFERENCE_ENSEMBLE`` is not ``true`` (its default)."""
+    return version.at_least("1.2-2") and version.tag is not None and \
+        os.environ.get("SAGEMAKER_INFERENCE_ENSEMBLE", "true") == "true"
+
+
+def _ensemble_files(model_dir: Path, version: ContainerVersion) -> list[Path]:
+    files = [p for p in model_dir.iterdir() if p.is_file()]
+    if version.skips_dotfiles:
+        files = [p for p in files if not p.name.startswith(".")]
+    return sorted(files, key=lambda p: p.name)
+
+
 def load_now(model_dir: Path, version: ContainerVersion) -> XGBoostModel:
-    """Load the model file of ``model_dir`` now."""
-    booster = _load_booster(_model_file(model_dir, version))
+    """Load the model file(s) of ``model_dir`` now. With an ensemble (1.2-2+: k-fold training writes
+    ``xgboost-model-<fold>``) every file must load: a stray file in model.tar.gz fails the model, as there."""
+    if ensemble_enabled(version):
+        files = _ensemble_files(model_dir, version)
+        if len(files) > 1:
+            members = [_load_model_file(path, version) for path in files]
+            first = members[0]
+            objective = selectable.booster_objective(first.booster)[0]
+            return XGBoostModel(booster=first.booster, num_features=first.num_features,
+                                best_iteration=first.best_iteration, best_ntree_limit=first.best_ntree_limit,
+                                version=version, ensemble=members, objective=objective)
+    return _load_model_file(_model_file(model_dir, version), version)
+
+
+def _load_model_file(path: Path, version: ContainerVersion) -> XGBoostModel:
+    booster = _load_booster(path)
     best = booster.attr("best_iteration")
     if hasattr(booster, "num_features"):
         num_features: int | None = booster.num_features()
@@ -271,6 +301,13 @@ def predict_array(model: XGBoostModel | LazyModel, payload: bytes, content_type:
 
 
 def _predict(model: XGBoostModel, features: Any) -> np.ndarray:
+    if model.ensemble:
+        outputs = np.stack([_predict(member, features) for member in model.ensemble])
+        if model.objective in ("multi:softmax", "binary:hinge"):  # majority vote (smallest value on ties)
+            from scipy import stats
+
+            return np.asarray(stats.mode(outputs, axis=0, keepdims=False).mode)
+        return outputs.mean(axis=0)
     if not _modern_predict(model.booster):
         kwargs: dict[str, Any] = {"validate_features": False}
         if model.best_ntree_limit:

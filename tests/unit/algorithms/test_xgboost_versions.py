@@ -322,10 +322,44 @@ def test_load_versioned_takes_first_listed_file_when_no_xgboost_model(tmp_path, 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "a-model").write_bytes((model_dir / "xgboost-model").read_bytes())
     (tmp_path / "m" / "b-notes.txt").write_text("x")
-    model = _load(tmp_path / "m", monkeypatch, "1.7-1")
-    assert serve.predict(model, ROWS, "text/csv", None)[0].count(b"\n") == 2
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_ENSEMBLE", "false")
+    for tag in ("1.0-1", "1.7-1"):
+        model = _load(tmp_path / "m", monkeypatch, tag)
+        assert serve.predict(model, ROWS, "text/csv", None)[0].count(b",") in (1, 0)
     with pytest.raises(FileNotFoundError):
         _load(tmp_path / "m", monkeypatch, None)  # the platform wants exactly one candidate
+
+
+@pytest.mark.parametrize("tag", ["1.2-2", "1.7-1", "3.0-5"])
+def test_load_ensemble_versions_stray_file_fails_the_model(tmp_path, monkeypatch, model_dir, tag):
+    (model_dir / "README.txt").write_text("notes")
+    with pytest.raises(ValueError, match="README.txt cannot be loaded"):
+        _load(model_dir, monkeypatch, tag)
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_ENSEMBLE", "false")
+    assert serve.predict(_load(model_dir, monkeypatch, tag), ROWS, "text/csv", None)[0].count(b"\n") == 2
+
+
+def test_load_ensemble_kfold_models_averaged_and_voted(tmp_path, monkeypatch):
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    X = rng.random((120, 3)).astype(np.float32)
+    y = (X[:, 0] > 0.5).astype(np.float32)
+    boosters = [xgb.train({"objective": "binary:logistic", "seed": i, "subsample": 0.7}, xgb.DMatrix(X, label=y), 3)
+                for i in range(3)]
+    for i, booster in enumerate(boosters):
+        save_booster(booster, tmp_path / f"xgboost-model-{i}")
+    body, _ = serve.predict(_load(tmp_path, monkeypatch, "1.7-1"), ROWS, "text/csv", None)
+    expected = np.mean([b.predict(xgb.DMatrix(np.array([[0.9, 0.1, 0.2], [0.1, 0.5, 0.5]]))) for b in boosters], 0)
+    np.testing.assert_allclose([float(v) for v in body.split()], expected, rtol=1e-6)
+    hinge = tmp_path / "hinge"
+    hinge.mkdir()
+    for i in range(3):
+        labels = y if i else 1 - y  # one model votes against the other two
+        booster = xgb.train({"objective": "binary:hinge"}, xgb.DMatrix(X, label=labels), 30)
+        save_booster(booster, hinge / f"xgboost-model-{i}")
+    body, _ = serve.predict(_load(hinge, monkeypatch, "1.7-1"), ROWS, "text/csv", None)
+    assert [float(v) for v in body.split()] == [1.0, 0.0]
 
 
 # ------------------------------------------------------------------------------------------ metrics
