@@ -215,13 +215,15 @@ def make_checkpointer(directory: Path, start_iteration: int) -> Any:
     return Checkpointer()
 
 
-def make_early_stopping(hps: XGBoostHyperparameters, data_name: str, xgb: Any) -> Any:
+def make_early_stopping(hps: XGBoostHyperparameters, data_name: str, xgb: Any, save_best: bool = False) -> Any:
     """Stop when the watched metric (tuning objective or last eval_metric) has not improved on the last
-    eval set (validation when present) for early_stopping_rounds; direction from SageMaker's metric lists."""
+    eval set (validation when present) for early_stopping_rounds; direction from SageMaker's metric lists.
+    ``save_best`` (the 1.3-1+ containers) truncates the model to the best round; otherwise the model keeps
+    every round and its ``best_iteration`` limits predictions."""
     metric = hps.stopping_metric
     maximize = hps.maximize(metric) if metric else None
     return xgb.callback.EarlyStopping(rounds=hps.early_stopping_rounds, metric_name=metric, data_name=data_name,
-                                      maximize=maximize, save_best=False)
+                                      maximize=maximize, save_best=save_best)
 
 
 def checkpoint_directory(paths: Any) -> Path | None:
@@ -308,7 +310,8 @@ def _fit(paths: MlPaths, hps: XGBoostHyperparameters, params: dict[str, Any], dt
     if checkpoint_dir is not None:
         callbacks.append(make_checkpointer(checkpoint_dir, start))
     if hps.early_stopping_rounds:
-        callbacks.append(make_early_stopping(hps, evals[-1][1], xgb))
+        save_best = version.tag is not None and version.at_least("1.3-1")
+        callbacks.append(make_early_stopping(hps, evals[-1][1], xgb, save_best=save_best))
     try:
         booster = xgb.train(params, dtrain, num_boost_round=max(hps.num_round - start, 0), evals=evals,
                             **_metric_argument(xgb, custom_metric_for(hps.eval_metrics), hps.objective),

@@ -416,3 +416,18 @@ def test_predict_selectable_output_recordio_and_unsupported_objective(tmp_path, 
     with pytest.raises(serve.InferenceError) as e:
         serve.predict(_load(tmp_path, monkeypatch, "1.7-1"), ROWS, "text/csv", None)
     assert e.value.status == 500 and "unsupported for selectable inference" in str(e.value)
+
+
+def test_train_early_stopping_from_13_saves_best_round_only(tmp_path, monkeypatch):
+    import xgboost as xgb
+
+    rounds = {}
+    for tag in ("1.2-2", "1.7-1"):
+        monkeypatch.setenv("OPENSAGE_IMAGE_VERSION", tag)
+        paths = _ml_root(tmp_path / tag, {"num_round": "60", "objective": "binary:logistic", "eta": "0.9",
+                                          "early_stopping_rounds": "2", "eval_metric": "logloss"})
+        model = train.train(paths)
+        booster = pickle.loads(model.read_bytes()) if tag == "1.2-2" else xgb.Booster(model_file=str(model))  # noqa: S301
+        rounds[tag] = (booster.num_boosted_rounds(), int(booster.attr("best_iteration")))
+    assert rounds["1.2-2"][0] > rounds["1.2-2"][1] + 1  # every round kept, best_iteration limits predictions
+    assert rounds["1.7-1"][0] == rounds["1.7-1"][1] + 1  # truncated to the best round (save_best=True)
