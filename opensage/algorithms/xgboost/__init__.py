@@ -1,7 +1,9 @@
 """Built-in XGBoost (SageMaker's ``sagemaker-xgboost`` image in algorithm mode): train.py, serve.py.
 
 Model files (``xgboost-model``, ``xgboost-checkpoint.<i>``) have no extension, as in SageMaker's 1.3+
-containers; they are written in xgboost's default UBJSON format and read back by content.
+containers; they are written in xgboost's default UBJSON format and read back by content. With
+``OPENSAGE_IMAGE_VERSION`` (``versions.py``) training and serving imitate that image version instead
+(pickled Boosters up to 1.2-x, its hyperparameters, bodies and /ping behaviour).
 """
 
 from __future__ import annotations
