@@ -81,7 +81,13 @@ def fake_server(tmp_path_factory) -> Iterator[Server]:
     """A control plane whose executor only writes scripted agent files (no processes)."""
     from opensage.executors.fake import FakeExecutor
 
-    yield from start_server(tmp_path_factory.mktemp("home"), executor=FakeExecutor())
+    for server in start_server(tmp_path_factory.mktemp("home"), executor=FakeExecutor()):
+        # CreateTrainingJob lists each channel's input at create time (as SageMaker): training_request's
+        # default channel must have an object.
+        store = server.store()
+        store.ensure_bucket("bucket1")
+        store.put_bytes("bucket1", "data/train/part-0.csv", b"1,0.5\n")
+        yield server
 
 
 def wait_for_status(sm, name: str, timeout: float = 120.0) -> dict:
