@@ -129,6 +129,13 @@ def fetch_source(uri: str, code_dir: Path, root: Path | None = None) -> None:
         print(f"Source directory {code_dir} is not empty; using the code already there.", flush=True)
         return
     uri = uri.removeprefix("file://")
+    if uri.startswith("https://"):  # an S3 object URL, as SageMaker accepts them
+        from opensage.objects.base import normalize_s3_url
+
+        try:
+            uri = normalize_s3_url(uri)
+        except ValueError as exc:
+            raise ClientError(f"sagemaker_submit_directory: {exc}") from exc
     if uri.startswith("s3://"):
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "sourcedir.tar.gz"

@@ -189,3 +189,27 @@ def test_error_summary_traceback_gives_exception_lines() -> None:
     assert error_summary(stderr) == "KeyError: 'label'"
     assert error_summary("line1\n\nlast words\n") == "line1\nlast words"
     assert error_summary("x" * 2000, limit=50).startswith("...") and len(error_summary("x" * 2000, 50)) == 50
+
+
+def test_fetch_source_https_submit_directory_downloads_the_s3_object(monkeypatch, tmp_path):
+    """SageMaker accepts https:// S3 object URLs for sagemaker_submit_directory as well as s3:// URIs."""
+    import io
+    import tarfile
+
+    from opensage.frameworks import training
+
+    def fake_download(uri, dest):
+        seen.append(uri)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            info = tarfile.TarInfo("entry.py")
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"#\n"))
+        dest.write_bytes(buf.getvalue())
+
+    seen: list[str] = []
+    monkeypatch.setattr(training, "s3_download", fake_download)
+    training.fetch_source("https://bucket1.s3.us-east-1.amazonaws.com/src/sourcedir.tar.gz", tmp_path / "ml" / "code",
+                          tmp_path / "ml")
+    assert seen == ["s3://bucket1/src/sourcedir.tar.gz"]
+    assert (tmp_path / "ml" / "code" / "entry.py").read_bytes() == b"#\n"
