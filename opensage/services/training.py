@@ -6,6 +6,7 @@ import posixpath
 from typing import Any
 
 from opensage.errors import ResourceInUse, ResourceNotFound, ValidationException
+from opensage.images import PROGRAM_HYPERPARAMETER
 from opensage.services.base import Deps, check_s3_uri, list_query
 from opensage.states import TERMINAL, transition
 from opensage.store.resources import AlreadyExists, ConcurrentUpdate, Resource
@@ -226,9 +227,20 @@ def describe(res: Resource) -> dict[str, Any]:
     })
     if res.parent_arn:
         out["TuningJobArn"] = res.parent_arn
-    out.setdefault("ModelArtifacts", None)
-    if out["ModelArtifacts"] is None:
-        del out["ModelArtifacts"]
+    spec = req.get("AlgorithmSpecification") or {}
+    if (spec.get("TrainingImage") and not spec.get("MetricDefinitions")
+            and PROGRAM_HYPERPARAMETER not in (req.get("HyperParameters") or {})):
+        # A built-in algorithm's own metric definitions, as SageMaker fills them (described, never stored:
+        # the runner adds the algorithm's matching regexes itself).
+        from opensage.algorithms.registry import describe_metric_definitions
+
+        definitions = describe_metric_definitions(spec["TrainingImage"])
+        if definitions:
+            out["AlgorithmSpecification"] = {**spec, "MetricDefinitions": definitions}
+    if not out.get("ModelArtifacts"):
+        # botocore marks it required: before (or without) an upload it names where the model goes.
+        output_path = ((req.get("OutputDataConfig") or {}).get("S3OutputPath") or "").rstrip("/")
+        out["ModelArtifacts"] = {"S3ModelArtifacts": f"{output_path}/{res.name}/output/model.tar.gz"}
     return out
 
 

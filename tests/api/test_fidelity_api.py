@@ -215,15 +215,9 @@ def served(server) -> dict[str, dict[str, list[str]]]:
     }
 
 
-# ModelArtifacts is required in DescribeTrainingJob's output whatever the status; services/training.py fills
-# it only once a model was uploaded (not while InProgress, not for a Failed job). Strict: once it is filled,
-# these marks must go.
-MISSING_TODAY = pytest.mark.xfail(strict=True, reason="DescribeTrainingJob lacks ModelArtifacts before a model exists")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("resource", [pytest.param("training-in-progress", marks=MISSING_TODAY), "training",
-                                      pytest.param("training-failed", marks=MISSING_TODAY),
+@pytest.mark.parametrize("resource", ["training-in-progress", "training",
+                                      "training-failed",
                                       "endpoint", "transform", "autoscaling", "cloudwatch", "logs"])
 def test_describe_served_resources_outputs_have_every_required_member(served, resource):
     assert served[resource] == {}

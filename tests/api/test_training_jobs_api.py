@@ -200,3 +200,19 @@ def test_unimplemented_operation_names_it(sm):
     with pytest.raises(ClientError) as e:
         sm.describe_notebook_instance(NotebookInstanceName="nb")
     assert "DescribeNotebookInstance" in str(e.value)
+
+
+def test_describe_training_job_builtin_image_lists_its_metric_definitions(sm):
+    """SageMaker fills AlgorithmSpecification.MetricDefinitions with a built-in algorithm's own metrics;
+    script mode keeps only the user's. ModelArtifacts is there from the start (botocore marks it required)."""
+    sm.create_training_job(**training_request("metric-defs-builtin"))
+    described = sm.describe_training_job(TrainingJobName="metric-defs-builtin")
+    names = {d["Name"] for d in described["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert {"train:rmse", "validation:rmse", "validation:logloss"} <= names
+    assert described["ModelArtifacts"]["S3ModelArtifacts"].endswith("/metric-defs-builtin/output/model.tar.gz")
+    script = training_request("metric-defs-script")
+    script["HyperParameters"] = {"sagemaker_program": "train.py",
+                                 "sagemaker_submit_directory": "s3://bucket1/code/sourcedir.tar.gz"}
+    sm.create_training_job(**script)
+    spec = sm.describe_training_job(TrainingJobName="metric-defs-script")["AlgorithmSpecification"]
+    assert "MetricDefinitions" not in spec
