@@ -16,6 +16,7 @@ from opensage.credentials import CredentialAuthority, resource_is_active
 from opensage.executors.base import Executor
 from opensage.objects import open_store
 from opensage.runner.jobspec import ObjectStoreSpec
+from opensage.runner.processing import ProcessingReconciler
 from opensage.runner.training import TrainingReconciler
 from opensage.runner.transform import TransformReconciler
 from opensage.server.routes import build_routes
@@ -29,6 +30,7 @@ from opensage.services.iam import IamService
 from opensage.services.inference_experiments import InferenceExperimentService
 from opensage.services.logs import LogsService
 from opensage.services.models import ModelService
+from opensage.services.processing import ProcessingService
 from opensage.services.runtime import RuntimeService
 from opensage.services.sts import StsService
 from opensage.services.tags import TagService
@@ -67,9 +69,12 @@ class Platform:
     credentials: CredentialAuthority
     alarms: AlarmEvaluator
     async_inference: AsyncInferenceWorker
+    processing: ProcessingReconciler | None = None
 
     def start_background(self) -> None:
         self.training.start()
+        if self.processing is not None:
+            self.processing.start()
         self.transform.start()
         self.deployments.start()
         self.endpoint_metrics.start()
@@ -83,6 +88,8 @@ class Platform:
         self.alarms.shutdown()
         self.async_inference.shutdown()
         self.training.shutdown(stop_jobs=stop_jobs)
+        if self.processing is not None:
+            self.processing.shutdown(stop_jobs=stop_jobs)
         self.transform.shutdown(stop_jobs=stop_jobs)
         self.deployments.shutdown()
         self.endpoint_metrics.shutdown()
@@ -133,11 +140,14 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
                                        credentials=authority)
     router.on_demand = deployments.wake  # a request waits for a serverless cold start
     transform = TransformReconciler(deps, executor, object_store_spec(settings), authority)
-    wakers = {"training-job": training.wake, "endpoint": deployments.wake, "transform-job": transform.wake}
+    processing = ProcessingReconciler(deps, executor, object_store_spec(settings), authority)
+    wakers = {"training-job": training.wake, "endpoint": deployments.wake, "transform-job": transform.wake,
+              "processing-job": processing.wake}
     deps.wake = lambda kind: wakers.get(kind, lambda: None)()
 
     dispatcher = Dispatcher()
     dispatcher.register("sagemaker", TrainingService(deps))
+    dispatcher.register("sagemaker", ProcessingService(deps))
     dispatcher.register("sagemaker", TagService(deps))
     models = ModelService(deps)
     dispatcher.register("sagemaker", models)
@@ -181,5 +191,5 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
                         deployments=deployments, router=router, autoscaler=autoscaler,
                         endpoint_metrics=endpoint_metrics, capture=capture, asgi=asgi, credentials=authority,
                         alarms=alarms,
-                        async_inference=async_inference)
+                        async_inference=async_inference, processing=processing)
     return platform

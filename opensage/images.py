@@ -191,6 +191,44 @@ def _unsupported_image_message(image_uri: str, repository: str) -> str:
             f"(e.g. sagemaker-scikit-learn with sagemaker_program / entry_point).")
 
 
+# ---------------------------------------------------------------------------------------- processing images
+# Images whose processing command runs here, in the environment training uses for the image. repository ->
+# framework. (sagemaker-spark-processing needs Spark: not yet.)
+PROCESSING_REPOSITORIES: dict[str, str] = {
+    "sagemaker-scikit-learn": "sklearn",
+    "sagemaker-xgboost": "xgboost",
+    "xgboost": "xgboost",
+    "pytorch-training": "pytorch",
+    "pytorch-inference": "pytorch",
+    "sagemaker-pytorch": "pytorch",
+}
+
+
+def resolve_processing_image(image_uri: str, container_entrypoint: list[str] | None,
+                             container_arguments: list[str] | None) -> ResolvedImage:
+    """AppSpecification -> the command a processing job runs (kind ``command``: the image's environment).
+
+    Docker's semantics: ContainerEntrypoint replaces the image's ENTRYPOINT, ContainerArguments its CMD. The
+    framework images have no ENTRYPOINT that processing uses, so without one the arguments are the command.
+    Raises ``UnsupportedImage`` for an image that cannot run here (the job fails at once with its message),
+    ValueError for a request with nothing to run."""
+    repository = parse_repository(image_uri)
+    framework = PROCESSING_REPOSITORIES.get(repository)
+    if framework is None:
+        raise UnsupportedImage(
+            f"ImageUri '{image_uri}' (repository '{repository}') cannot run here: this platform has no "
+            f"container engine and runs processing jobs only on images it knows by repository name: "
+            f"{', '.join(sorted(PROCESSING_REPOSITORIES))} (the command runs in that framework's Python "
+            f"environment, as ScriptProcessor / SKLearnProcessor / FrameworkProcessor send it).")
+    argv = [*(container_entrypoint or []), *(container_arguments or [])]
+    if not argv:
+        raise ValueError(
+            f"AppSpecification names no command for image '{image_uri}': give ContainerEntrypoint (e.g. "
+            f"[\"python3\", \"/opt/ml/processing/input/code/preprocessing.py\"]) or ContainerArguments.")
+    return ResolvedImage(kind="command", repository=repository, framework=framework, command=argv,
+                         container_command=argv)
+
+
 # ---------------------------------------------------------------------------------------- inference images
 # Framework inference images whose toolkit serves the user's inference code. repository -> framework.
 INFERENCE_FRAMEWORK_REPOSITORIES: dict[str, str] = {

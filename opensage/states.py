@@ -41,6 +41,13 @@ TABLES: dict[str, tuple[str, dict[str, set[str]]]] = {
         "Completed": set(),
         "Cancelled": set(),
     }),
+    "processing-job": ("ProcessingJobStatus", {
+        "InProgress": {"Stopping", "Completed", "Failed", "Stopped"},
+        "Stopping": {"Stopped", "Completed", "Failed"},
+        "Completed": set(),
+        "Failed": set(),
+        "Stopped": set(),
+    }),
     "transform-job": ("TransformJobStatus", {
         "InProgress": {"Stopping", "Completed", "Failed", "Stopped"},
         "Stopping": {"Stopped", "Completed", "Failed"},
@@ -51,7 +58,9 @@ TABLES: dict[str, tuple[str, dict[str, set[str]]]] = {
 }
 
 TERMINAL = {"training-job": {"Completed", "Failed", "Stopped"},
-            "transform-job": {"Completed", "Failed", "Stopped"}}
+            "transform-job": {"Completed", "Failed", "Stopped"},
+            # A processing job's temporary credentials end with it (credentials.resource_is_active).
+            "processing-job": {"Completed", "Failed", "Stopped"}}
 
 
 def check(kind: str, current: str, target: str) -> None:

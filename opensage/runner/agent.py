@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from opensage.objects.base import ObjectNotFound, ObjectStore, split_s3_uri
 from opensage.runner import channels, sandbox
@@ -116,7 +117,9 @@ def has_files(path: Path) -> bool:
 class CheckpointSync:
     """Mirrors the local checkpoint dir with CheckpointConfig.S3Uri: download at start, upload changes."""
 
-    def __init__(self, store: ObjectStore, uri: str, local_dir: Path, interval: float) -> None:
+    def __init__(self, store: ObjectStore, uri: str, local_dir: Path, interval: float,
+                 what: str = "checkpoints") -> None:
+        self.what = what  # how failures name it: "checkpoints", "processing output 'train'"
         self.store = store
         self.bucket, self.prefix = split_s3_uri(uri)
         self.local_dir = local_dir
@@ -206,7 +209,7 @@ class CheckpointSync:
             self.upload_changes()
         except Exception as exc:  # noqa: BLE001 - worded for the user
             uri = f"s3://{self.bucket}/{self.prefix}"
-            raise AgentError(f"ClientError: could not upload checkpoints: {describe_s3_error(exc, uri)}") from exc
+            raise AgentError(f"ClientError: could not upload {self.what}: {describe_s3_error(exc, uri)}") from exc
 
 
 # ----------------------------------------------------------------------------------------- failure text
@@ -216,7 +219,7 @@ def _truncate(text: str) -> str:
     return text[:FAILURE_REASON_MAX]
 
 
-def failure_reason(outcome: sandbox.Outcome, ml_root: Path) -> str | None:
+def failure_reason(outcome: sandbox.Outcome, ml_root: Path, what: str = "training") -> str | None:
     if outcome.exit_code == 0 or outcome.stopped:
         return None
     if outcome.max_runtime_exceeded:
@@ -225,7 +228,7 @@ def failure_reason(outcome: sandbox.Outcome, ml_root: Path) -> str | None:
     text = (sandbox.read_job_text(ml_root / "output" / "failure", ml_root) or "").strip()
     if text:
         return _truncate(text)
-    head = f"AlgorithmError: the training command exited with exit code {outcome.exit_code}."
+    head = f"AlgorithmError: the {what} command exited with exit code {outcome.exit_code}."
     if not outcome.tail:
         return _truncate(head + " It printed nothing.")
     budget = FAILURE_REASON_MAX - len(head) - len(" Last log lines:\n")
@@ -255,20 +258,21 @@ def job_log_writer(log_path: Path):
     return write
 
 
-def prepare_environment(spec: JobSpec, log_path: Path, events: EventLog) -> None:
+def prepare_environment(spec: JobSpec, log_path: Path, events: EventLog) -> str | None:
     """Run the job in its image's environment (``images.environment_for_image``): built now when missing,
     as SageMaker pulls an image (SecondaryStatus Downloading, "Downloading the training image", with
-    progress lines in the log). The command's interpreter becomes the environment's."""
+    progress lines in the log). The command's interpreter becomes the environment's, which is returned
+    (None: the platform's own)."""
     image = spec.environment.pop("OPENSAGE_JOB_IMAGE", None)
     kind = spec.environment.pop("OPENSAGE_JOB_IMAGE_KIND", None) or ""
     cache = spec.environment.pop("OPENSAGE_ENV_CACHE", None)
     if not image:
-        return
+        return None
     from opensage import environments, images
 
     env_spec = images.environment_for_image(image, kind)
     if env_spec is None:
-        return
+        return None
     write = job_log_writer(log_path)
     root = Path(cache) if cache else environments.cache_root()
     try:
@@ -278,10 +282,11 @@ def prepare_environment(spec: JobSpec, log_path: Path, events: EventLog) -> None
     except environments.EnvironmentError as exc:
         raise AgentError(str(exc)) from exc
     if env.directory is None:
-        return
+        return None
     if spec.command and (spec.command[0] == sys.executable or os.path.basename(spec.command[0]).startswith("python")):
         spec.command[0] = env.python
     spec.environment[sandbox.IMAGE_ENV_DIR] = str(env.directory)
+    return str(env.python)
 
 
 # ----------------------------------------------------------------------------------------- the job
@@ -310,8 +315,10 @@ class Agent:
         # Every transfer of the job waits out a restart of the platform's object store.
         self.store = store = RetryingStore(open_store(spec.object_store))
         log_path = self.jobdir / "logs" / f"algo-{spec.host_index + 1}.log"
-        prepare_environment(spec, log_path, self.events)
+        python = prepare_environment(spec, log_path, self.events)
         self.check()
+        if spec.kind == "processing":
+            return self._run_processing(log_path, python)
         self.events.append("Downloading", "Downloading input data")
         feeders = channels.prepare_channels(
             store, spec.channels, self.ml_root / "input" / "data", spec.host_index, spec.host_count,
@@ -333,6 +340,56 @@ class Agent:
             for feeder in feeders:
                 feeder.stop()
         return self._finish(outcome, feeders, ckpt)
+
+    # -- processing jobs ---------------------------------------------------------------------------
+    def _run_processing(self, log_path: Path, python: str | None) -> JobResult:
+        """A processing container: inputs to their LocalPaths, the command (``python``/``pip`` on PATH are
+        the image environment's), outputs uploaded while it runs (Continuous) and at the end."""
+        spec = self.spec
+        assert spec is not None and self.store is not None
+        bin_dir = os.path.dirname(python or sys.executable)
+        spec.environment["PATH"] = os.pathsep.join(
+            [bin_dir, *[p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p and p != bin_dir]])
+        destinations = {ch.name: local_path(self.ml_root, ch.local_path, f"ProcessingInput '{ch.name}' LocalPath")
+                        for ch in spec.channels if ch.local_path}
+        channels.prepare_channels(self.store, spec.channels, self.ml_root / "input" / "data", spec.host_index,
+                                  spec.host_count, self.check, destinations)
+        syncs: list[tuple[Any, CheckpointSync]] = []
+        for out in spec.outputs:
+            local = local_path(self.ml_root, out.local_path, f"ProcessingOutput '{out.name}' LocalPath")
+            local.mkdir(parents=True, exist_ok=True)
+            syncs.append((out, CheckpointSync(self.store, out.s3_uri, local, spec.checkpoint_sync_seconds,
+                                              what=f"processing output '{out.name}' to {out.s3_uri}")))
+        self.check()
+
+        def on_start() -> None:
+            for out, sync in syncs:
+                if out.upload_mode == "Continuous":
+                    sync.start()
+
+        outcome = sandbox.run_command(spec, self.ml_root, log_path, self.control, on_start)
+        result = JobResult(exit_code=outcome.exit_code, stopped=outcome.stopped,
+                           max_runtime_exceeded=outcome.max_runtime_exceeded)
+        if outcome.start_error is not None:
+            result.failure_reason = _truncate(f"AlgorithmError: {outcome.start_error}")
+        else:
+            result.failure_reason = failure_reason(outcome, self.ml_root, "processing")
+        message = sandbox.read_job_text(self.ml_root / "output" / "message", self.ml_root, FAILURE_REASON_MAX)
+        if message:
+            result.extra["exit_message"] = message[:FAILURE_REASON_MAX]
+        # Continuous outputs keep what was written, however the job ended; EndOfJob ones only on success.
+        succeeded = outcome.exit_code == 0 and outcome.start_error is None
+        errors: list[str] = []
+        for out, sync in syncs:
+            if out.upload_mode != "Continuous" and not succeeded:
+                continue
+            try:
+                sync.finish()
+            except AgentError as exc:
+                errors.append(str(exc))
+        if errors and result.failure_reason is None:
+            result.failure_reason = _truncate(errors[0])
+        return result
 
     def _checkpoints(self) -> CheckpointSync | None:
         spec = self.spec

@@ -213,14 +213,16 @@ def _safe_dest(root: Path, rel: str, channel: str) -> Path:
 
 
 def download_channel(
-    store: ObjectStore, plan: ChannelPlan, data_dir: Path, check: Callable[[], None] | None = None
+    store: ObjectStore, plan: ChannelPlan, data_dir: Path, check: Callable[[], None] | None = None,
+    dest_dir: Path | None = None,
 ) -> int:
-    """File / FastFile mode: materialize the plan under ``data_dir/<channel>``. Returns files written.
+    """File / FastFile mode: materialize the plan under ``data_dir/<channel>`` (or ``dest_dir``: a
+    processing input's LocalPath). Returns files written. Gzip-compressed objects are decompressed.
 
     ``check`` is called before each object; it may raise to abort (stop request, time limit).
     """
     channel = plan.channel.name
-    dest_root = data_dir / check_channel_name(channel)
+    dest_root = dest_dir if dest_dir is not None else data_dir / check_channel_name(channel)
     dest_root.mkdir(parents=True, exist_ok=True)
     if plan.manifest_lines is not None:
         body = "".join(json.dumps(line) + "\n" for line in plan.manifest_lines)
@@ -233,6 +235,8 @@ def download_channel(
         dest = _safe_dest(dest_root, ref.rel, channel)
         try:
             store.get_to_file(ref.bucket, ref.key, dest)
+            if plan.channel.compression == "Gzip":
+                _gunzip_in_place(dest)
         except ObjectNotFound as exc:
             raise ChannelError(
                 f"ClientError: Data download failed: object s3://{ref.bucket}/{ref.key} of channel "
@@ -240,6 +244,9 @@ def download_channel(
             ) from exc
         except ChannelError:
             raise
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            raise ChannelError(f"ClientError: could not decompress s3://{ref.bucket}/{ref.key} of input "
+                               f"'{channel}' (S3CompressionType Gzip): {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - worded for the user
             uri = f"s3://{ref.bucket}/{ref.key}"
             raise ChannelError(f"ClientError: Could not download {uri} for channel '{channel}': "
@@ -256,6 +263,13 @@ def download_channel(
                 other.cancel()
             raise failed[0].exception()  # type: ignore[misc]
     return len(plan.objects)
+
+
+def _gunzip_in_place(path: Path) -> None:
+    tmp = path.with_name(path.name + ".gunzip")
+    with gzip.open(path, "rb") as src, open(tmp, "wb") as out:
+        shutil.copyfileobj(src, out, _CHUNK)
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------- Pipe mode
@@ -406,8 +420,11 @@ def prepare_channels(
     host_index: int,
     host_count: int,
     check: Callable[[], None] | None = None,
+    destinations: dict[str, Path] | None = None,
 ) -> list[PipeFeeder]:
-    """Download File-mode channels and create Pipe-mode FIFOs; returns the (unstarted) Pipe feeders."""
+    """Download File-mode channels and create Pipe-mode FIFOs; returns the (unstarted) Pipe feeders.
+
+    ``destinations``: channel name -> the directory its File-mode objects go to (processing inputs)."""
     feeders: list[PipeFeeder] = []
     for spec in channels:
         if check is not None:
@@ -418,5 +435,5 @@ def prepare_channels(
             feeder.prepare()
             feeders.append(feeder)
         else:
-            download_channel(store, plan, data_dir, check)
+            download_channel(store, plan, data_dir, check, (destinations or {}).get(spec.name))
     return feeders

@@ -43,6 +43,19 @@ class ChannelSpec:
     record_wrapper: str = "None"  # None | RecordIO
     attribute_names: list[str] | None = None
     shuffle_seed: int | None = None
+    # Processing inputs: the container path (under /opt/ml/processing) the objects go to, instead of
+    # input/data/<name>.
+    local_path: str | None = None
+
+
+@dataclass
+class OutputSpec:
+    """A processing output: ``local_path`` (under /opt/ml/processing) mirrored to ``s3_uri``."""
+
+    name: str
+    s3_uri: str
+    local_path: str
+    upload_mode: str = "EndOfJob"  # EndOfJob | Continuous
 
 
 @dataclass
@@ -60,7 +73,7 @@ class ObjectStoreSpec:
 class JobSpec:
     job_name: str
     job_arn: str
-    kind: str  # "training" (later: "processing", "transform")
+    kind: str  # "training" | "processing" | "transform"
     command: list[str]  # argv; may reference /opt/ml (the agent maps it to ml_root)
     environment: dict[str, str]  # extra environment for the user process
     channels: list[ChannelSpec]
@@ -78,6 +91,7 @@ class JobSpec:
     # The unprivileged uid the user command runs as when the agent is root (None: the agent picks one).
     # One per host, so "every process of this uid" is exactly this host's user processes.
     run_as_uid: int | None = None
+    outputs: list[OutputSpec] = field(default_factory=list)  # processing outputs
 
     def write(self, jobdir: Path) -> None:
         # It carries the job's (temporary) credentials: owner-only, like every file of the platform's home.
@@ -88,6 +102,7 @@ class JobSpec:
         raw: dict[str, Any] = json.loads((jobdir / "jobspec.json").read_text())
         raw["channels"] = [ChannelSpec(**c) for c in raw["channels"]]
         raw["object_store"] = ObjectStoreSpec(**raw["object_store"])
+        raw["outputs"] = [OutputSpec(**o) for o in raw.get("outputs") or []]
         return cls(**raw)
 
 
