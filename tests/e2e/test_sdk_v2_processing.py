@@ -1,0 +1,128 @@
+"""SageMaker Python SDK v2 processors, unmodified, against `opensage up` (as AWS's scikit-learn processing
+example notebook uses them; data generated offline)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.e2e.conftest import ROLE
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+
+PREPROCESS = textwrap.dedent("""\
+    import argparse, os
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--train-test-split-ratio", type=float, default=0.3)
+    args = parser.parse_args()
+    print("Received arguments", vars(args), flush=True)
+    df = pd.read_csv("/opt/ml/processing/input/census.csv")
+    train, test = train_test_split(df, test_size=args.train_test_split_ratio, random_state=0)
+    os.makedirs("/opt/ml/processing/train", exist_ok=True)
+    os.makedirs("/opt/ml/processing/test", exist_ok=True)
+    train.to_csv("/opt/ml/processing/train/train.csv", index=False)
+    test.to_csv("/opt/ml/processing/test/test.csv", index=False)
+    print(f"train rows {len(train)} test rows {len(test)}", flush=True)
+""")
+
+
+def _census_csv(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "census.csv"
+    rows = ["age,hours,income"] + [f"{a},{h},{int(a * h > 1500)}" for a, h in
+                                    zip(rng.integers(18, 70, 100), rng.integers(10, 60, 100), strict=True)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _inputs(sm_session, tmp_path: Path, prefix: str):
+    from sagemaker.processing import ProcessingInput
+
+    uri = sm_session.upload_data(str(_census_csv(tmp_path)), bucket=sm_session.default_bucket(),
+                                 key_prefix=f"e2e/processing/{prefix}/raw")
+    return [ProcessingInput(source=uri, destination="/opt/ml/processing/input")]
+
+
+def _outputs(sm_session, prefix: str):
+    from sagemaker.processing import ProcessingOutput
+
+    bucket = sm_session.default_bucket()
+    return [ProcessingOutput(output_name="train", source="/opt/ml/processing/train",
+                             destination=f"s3://{bucket}/e2e/processing/{prefix}/train"),
+            ProcessingOutput(output_name="test", source="/opt/ml/processing/test",
+                             destination=f"s3://{bucket}/e2e/processing/{prefix}/test")]
+
+
+def _rows(sm_session, uri: str) -> int:
+    from sagemaker.s3 import S3Downloader
+
+    text = S3Downloader.read_file(uri, sagemaker_session=sm_session)
+    return len(text.strip().splitlines()) - 1
+
+
+def test_sklearn_processor_run_inputs_outputs_arguments_logs_completes(sm_session, tmp_path, capsys):
+    from sagemaker.sklearn.processing import SKLearnProcessor
+
+    code = tmp_path / "preprocessing.py"
+    code.write_text(PREPROCESS)
+    processor = SKLearnProcessor(framework_version="1.2-1", role=ROLE, instance_type="ml.m5.xlarge",
+                                 instance_count=1, sagemaker_session=sm_session)
+    processor.run(code=str(code), inputs=_inputs(sm_session, tmp_path, "skl"),
+                  outputs=_outputs(sm_session, "skl"), arguments=["--train-test-split-ratio", "0.2"], logs=True)
+    printed = capsys.readouterr().out
+    assert "Received arguments {'train_test_split_ratio': 0.2}" in printed
+    desc = processor.latest_job.describe()
+    assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+    outputs = {o["OutputName"]: o["S3Output"]["S3Uri"] for o in desc["ProcessingOutputConfig"]["Outputs"]}
+    assert _rows(sm_session, outputs["train"] + "/train.csv") == 80
+    assert _rows(sm_session, outputs["test"] + "/test.csv") == 20
+
+
+def test_script_processor_python3_command_on_sklearn_image_completes(sm_session, tmp_path):
+    from sagemaker.processing import ScriptProcessor
+
+    code = tmp_path / "preprocessing.py"
+    code.write_text(PREPROCESS)
+    processor = ScriptProcessor(command=["python3"], image_uri=SKLEARN_IMAGE, role=ROLE,
+                                instance_type="ml.m5.xlarge", instance_count=1, sagemaker_session=sm_session)
+    processor.run(code=str(code), inputs=_inputs(sm_session, tmp_path, "script"),
+                  outputs=_outputs(sm_session, "script"), arguments=["--train-test-split-ratio", "0.5"],
+                  logs=False)
+    desc = processor.latest_job.describe()
+    assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["AppSpecification"]["ContainerEntrypoint"][0] == "python3"
+    outputs = {o["OutputName"]: o["S3Output"]["S3Uri"] for o in desc["ProcessingOutputConfig"]["Outputs"]}
+    assert _rows(sm_session, outputs["test"] + "/test.csv") == 50
+
+
+def test_framework_processor_sklearn_source_dir_requirements_wait_false_then_from_name(sm_session, tmp_path):
+    from sagemaker.processing import FrameworkProcessor, ProcessingJob
+    from sagemaker.sklearn.estimator import SKLearn
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "preprocessing.py").write_text("import helper\n" + PREPROCESS)
+    (src / "helper.py").write_text("VALUE = 1\n")
+    (src / "requirements.txt").write_text("pandas\n")  # installed in the image's environment already
+    processor = FrameworkProcessor(estimator_cls=SKLearn, framework_version="1.2-1", role=ROLE,
+                                   instance_type="ml.m5.xlarge", instance_count=1, sagemaker_session=sm_session)
+    processor.run(code="preprocessing.py", source_dir=str(src), inputs=_inputs(sm_session, tmp_path, "fw"),
+                  outputs=_outputs(sm_session, "fw"), arguments=["--train-test-split-ratio", "0.25"],
+                  wait=False, logs=False)
+    name = processor.latest_job.job_name
+    job = ProcessingJob.from_processing_name(sm_session, name)
+    job.wait(logs=False)
+    desc = job.describe()
+    assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["AppSpecification"]["ContainerEntrypoint"] == [
+        "/bin/bash", "/opt/ml/processing/input/entrypoint/runproc.sh"]
+    outputs = {o["OutputName"]: o["S3Output"]["S3Uri"] for o in desc["ProcessingOutputConfig"]["Outputs"]}
+    assert _rows(sm_session, outputs["test"] + "/test.csv") == 25
