@@ -289,6 +289,46 @@ def prepare_environment(spec: JobSpec, log_path: Path, events: EventLog) -> str 
     return str(env.python)
 
 
+JOB_PYTHON_DIR = ".sagemaker-python"  # under /opt/ml: the processing job's own Python layer
+
+
+def job_python_layer(ml_root: Path, python: str) -> str:
+    """A virtual environment of the job's own over the image's (``python``): ``python``/``python3``/``pip``
+    in its bin dir (returned as a container path, /opt/ml/...), the image's packages visible through a .pth.
+
+    A processing container is writable and its user root: FrameworkProcessor's runproc.sh runs ``pip
+    uninstall --yes typing`` and ``pip install -r requirements.txt``. Here the image's environment is shared
+    and read-only to the job's uid; in this layer pip leaves what is outside it alone ("outside environment")
+    and installs what is missing into the layer, as the container would into itself."""
+    layer = ml_root / JOB_PYTHON_DIR
+    bin_dir = layer / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    real = os.path.realpath(python)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    (layer / "pyvenv.cfg").write_text(
+        f"home = {os.path.dirname(real)}\ninclude-system-site-packages = false\nversion = {version}\n")
+    for name in ("python", "python3", f"python{version}"):
+        link = bin_dir / name
+        if not link.is_symlink():
+            link.symlink_to(real)
+    pip = bin_dir / "pip"
+    pip.write_text('#!/bin/sh\nexec "$(dirname "$0")/python" -m pip "$@"\n')
+    pip.chmod(0o755)
+    for name in ("pip3", f"pip{version}"):
+        link = bin_dir / name
+        if not link.is_symlink():
+            link.symlink_to("pip")
+    site = layer / "lib" / f"python{version}" / "site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    import subprocess
+
+    paths = subprocess.run([python, "-c", "import site, sys; print('\\n'.join(site.getsitepackages()))"],
+                           capture_output=True, text=True, timeout=60, check=False).stdout.split()
+    # addsitedir, not a bare path: the image's own .pth files (its platform link, patches) apply too.
+    (site / "_opensage_image.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in paths))
+    return f"{sandbox.OPT_ML}/{JOB_PYTHON_DIR}/bin"
+
+
 # ----------------------------------------------------------------------------------------- the job
 
 
@@ -347,7 +387,9 @@ class Agent:
         the image environment's), outputs uploaded while it runs (Continuous) and at the end."""
         spec = self.spec
         assert spec is not None and self.store is not None
-        bin_dir = os.path.dirname(python or sys.executable)
+        bin_dir = job_python_layer(self.ml_root, python or sys.executable)
+        if spec.command and os.path.basename(spec.command[0]).startswith("python"):
+            spec.command[0] = f"{bin_dir}/python"
         spec.environment["PATH"] = os.pathsep.join(
             [bin_dir, *[p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p and p != bin_dir]])
         destinations = {ch.name: local_path(self.ml_root, ch.local_path, f"ProcessingInput '{ch.name}' LocalPath")
