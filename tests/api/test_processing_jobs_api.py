@@ -263,3 +263,13 @@ def test_processing_config_file_is_the_request(server, store):
     config = json.loads(path.read_text())
     assert config["AppSpecification"]["ContainerArguments"] == ["--ratio", "0.2"]
     assert config["ProcessingJobArn"].endswith("processing-job/proc-cfg")
+
+
+def test_processing_job_max_runtime_reached_is_stopped(server, store):
+    sm = server.client("sagemaker")
+    req = request("proc-maxrt", "slow.py", StoppingCondition={"MaxRuntimeInSeconds": 2})
+    req["ProcessingInputs"] = req["ProcessingInputs"][:1]
+    sm.create_processing_job(**req)
+    d = wait_done(sm, "proc-maxrt", timeout=60)
+    assert d["ProcessingJobStatus"] == "Stopped"
+    assert d["ProcessingEndTime"] - d["ProcessingStartTime"] < 30
