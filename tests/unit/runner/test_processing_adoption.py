@@ -1,0 +1,51 @@
+"""A restarted control plane adopts a running processing job (the shared agent-job reconciler) and concludes
+it from its agent's result: the job is not started twice, and it completes."""
+
+from __future__ import annotations
+
+import time
+
+from opensage.app import create_app, object_store_spec
+from opensage.objects import open_store
+from opensage.services.processing import ProcessingService
+from opensage.settings import Settings
+from tests.conftest import ROLE, free_port
+
+SCRIPT = b"import time\nprint('working', flush=True)\ntime.sleep(2)\nprint('done', flush=True)\n"
+
+
+def test_processing_job_running_when_control_plane_restarts_is_adopted_and_completes(tmp_path):
+    s3 = tmp_path / "s3"
+    s3.mkdir()
+    settings = Settings.build(tmp_path / "home", port=free_port(), s3_endpoint=f"file://{s3}",
+                              stop_grace_seconds=5)
+    first = create_app(settings, run_background=False)
+    objects = open_store(object_store_spec(settings))
+    objects.ensure_bucket("bucket1")
+    objects.put_bytes("bucket1", "code/job.py", SCRIPT)
+    ProcessingService(first.deps).create_processing_job(None, {
+        "ProcessingJobName": "adopt-me", "RoleArn": ROLE,
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
+                                                  "VolumeSizeInGB": 30}},
+        "AppSpecification": {"ImageUri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310",
+                             "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/job.py"]},
+        "ProcessingInputs": [{"InputName": "code", "S3Input": {
+            "S3Uri": "s3://bucket1/code/job.py", "LocalPath": "/opt/ml/processing/input/code",
+            "S3DataType": "S3Prefix"}}],
+    })
+    first.processing.run_once()  # launches the agent
+    launched = first.deps.resources.get("processing-job", "adopt-me")
+    assert launched.status == "InProgress" and launched.state["_handles"]
+    # The first control plane goes away without stopping its jobs; a new one starts on the same home.
+    first.processing.shutdown(stop_jobs=False)
+    second = create_app(settings, run_background=False)
+    deadline = time.time() + 60
+    job = launched
+    while time.time() < deadline:
+        second.processing.run_once()
+        job = second.deps.resources.get("processing-job", "adopt-me")
+        if job.status not in ("InProgress", "Stopping"):
+            break
+        time.sleep(0.2)
+    assert job.status == "Completed", job.state.get("FailureReason")
+    assert job.state["_handles"] == launched.state["_handles"]  # the same agent, not a second launch
