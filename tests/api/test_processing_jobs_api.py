@@ -273,3 +273,23 @@ def test_processing_job_max_runtime_reached_is_stopped(server, store):
     d = wait_done(sm, "proc-maxrt", timeout=60)
     assert d["ProcessingJobStatus"] == "Stopped"
     assert (d["ProcessingEndTime"] - d["ProcessingStartTime"]).total_seconds() < 30
+
+
+def test_processing_job_runs_as_own_uid_with_temporary_credentials(server, store):
+    import os
+
+    store.put_bytes("bucket1", "proc/code/who.py",
+                    b"import os\nprint('uid', os.getuid(), flush=True)\n"
+                    b"print('key', os.environ.get('AWS_ACCESS_KEY_ID'), flush=True)\n"
+                    b"print('token', bool(os.environ.get('AWS_SESSION_TOKEN')), flush=True)\n")
+    sm = server.client("sagemaker")
+    req = request("proc-who", "who.py")
+    req["ProcessingInputs"] = req["ProcessingInputs"][:1]
+    sm.create_processing_job(**req)
+    d = wait_done(sm, "proc-who")
+    assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
+    text = _log_text(server, "proc-who")
+    assert f"key {server.settings.credentials.access_key}" not in text
+    assert "token True" in text
+    if os.geteuid() == 0:
+        assert "uid 0" not in text
