@@ -126,3 +126,57 @@ def test_framework_processor_sklearn_source_dir_requirements_wait_false_then_fro
         "/bin/bash", "/opt/ml/processing/input/entrypoint/runproc.sh"]
     outputs = {o["OutputName"]: o["S3Output"]["S3Uri"] for o in desc["ProcessingOutputConfig"]["Outputs"]}
     assert _rows(sm_session, outputs["test"] + "/test.csv") == 25
+
+
+def test_framework_processor_pytorch_source_dir_completes(sm_session, tmp_path):
+    from sagemaker.processing import FrameworkProcessor
+    from sagemaker.pytorch.estimator import PyTorch
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "evaluate.py").write_text(textwrap.dedent("""\
+        import json, os, torch
+        os.makedirs("/opt/ml/processing/evaluation", exist_ok=True)
+        value = float(torch.tensor([1.0, 2.0, 3.0]).mean())
+        json.dump({"mean": value}, open("/opt/ml/processing/evaluation/evaluation.json", "w"))
+        print("mean", value, flush=True)
+    """))
+    processor = FrameworkProcessor(estimator_cls=PyTorch, framework_version="2.1", py_version="py310",
+                                   role=ROLE, instance_type="ml.m5.xlarge", instance_count=1,
+                                   sagemaker_session=sm_session)
+    from sagemaker.processing import ProcessingOutput
+
+    bucket = sm_session.default_bucket()
+    processor.run(code="evaluate.py", source_dir=str(src),
+                  outputs=[ProcessingOutput(output_name="evaluation", source="/opt/ml/processing/evaluation",
+                                            destination=f"s3://{bucket}/e2e/processing/torch/evaluation")],
+                  logs=False)
+    desc = processor.latest_job.describe()
+    assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+    from sagemaker.s3 import S3Downloader
+
+    text = S3Downloader.read_file(f"s3://{bucket}/e2e/processing/torch/evaluation/evaluation.json",
+                                  sagemaker_session=sm_session)
+    assert '"mean": 2.0' in text
+
+
+def test_script_processor_python3_on_xgboost_image_completes(sm_session, tmp_path):
+    import sagemaker
+    from sagemaker.processing import ProcessingOutput, ScriptProcessor
+
+    code = tmp_path / "check.py"
+    code.write_text("import xgboost, os\nos.makedirs('/opt/ml/processing/out', exist_ok=True)\n"
+                    "open('/opt/ml/processing/out/version.txt', 'w').write(xgboost.__version__)\n")
+    image = sagemaker.image_uris.retrieve("xgboost", "us-east-1", "1.7-1")
+    processor = ScriptProcessor(command=["python3"], image_uri=image, role=ROLE, instance_type="ml.m5.xlarge",
+                                instance_count=1, sagemaker_session=sm_session)
+    bucket = sm_session.default_bucket()
+    processor.run(code=str(code), outputs=[ProcessingOutput(
+        output_name="out", source="/opt/ml/processing/out", destination=f"s3://{bucket}/e2e/processing/xgb/out")],
+        logs=False)
+    desc = processor.latest_job.describe()
+    assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+    from sagemaker.s3 import S3Downloader
+
+    assert S3Downloader.read_file(f"s3://{bucket}/e2e/processing/xgb/out/version.txt",
+                                  sagemaker_session=sm_session) == "1.7.4"
