@@ -236,6 +236,10 @@ def test_list_processing_jobs_filters_sort_and_paging(server, store):
     assert [s["ProcessingJobName"] for s in rest["ProcessingJobSummaries"]] == ["lst-a"]
     done = sm.list_processing_jobs(NameContains="lst-", StatusEquals="Completed")["ProcessingJobSummaries"]
     assert len(done) == 3
+    by_status = sm.list_processing_jobs(SortBy="Status", MaxResults=100)["ProcessingJobSummaries"]
+    statuses = [s["ProcessingJobStatus"] for s in by_status]
+    assert statuses == sorted(statuses)
+    assert not sm.list_processing_jobs(NameContains="lst-", StatusEquals="Failed")["ProcessingJobSummaries"]
 
 
 def test_processing_job_tags_by_arn(server, store):
