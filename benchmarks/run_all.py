@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_batch_transform  # noqa: E402
 import bench_invoke_endpoint  # noqa: E402
+import bench_processing_start  # noqa: E402
 import bench_training_start  # noqa: E402
 import bench_xgboost_builtin  # noqa: E402
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--start-runs", type=int, default=20, help="measured jobs per kind on `opensage up`")
     ap.add_argument("--inproc-runs", type=int, default=5, help="measured jobs per kind in-process (0: skip)")
+    ap.add_argument("--processing-runs", type=int, default=7,
+                    help="measured warm processing jobs per image on `opensage up` (0: skip)")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--features", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the XGBoost variants")
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.start_runs, args.inproc_runs, args.rows, args.repeats = 3, 2, 100_000, 1
+        args.processing_runs = 3
         args.transform_rows = 100_000
     began = time.time()
     raw: dict[str, Any] = {"loadavg_before": os.getloadavg()}
@@ -66,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     raw["start"] = start
     print("\n## Training start: CreateTrainingJob → first log line of the training code\n")
     print(bench_training_start.markdown(start), flush=True)
+    if args.processing_runs:
+        # The first job per image is reported on its own: on this fresh home it builds the scikit-learn
+        # image's environment (cold); pytorch-training runs on the platform's own interpreter (fast path).
+        raw["processing_start"] = bench_processing_start.run("up", args.processing_runs, ("sklearn", "pytorch"))
+        print("\n## Processing start: CreateProcessingJob → first log line of the user's script\n")
+        print(bench_processing_start.markdown(raw["processing_start"]), flush=True)
     raw["xgboost"] = bench_xgboost_builtin.run(args.rows, args.features, args.cache, args.repeats)
     print("\n## Built-in XGBoost: platform job vs in-process xgboost.train\n")
     print(bench_xgboost_builtin.markdown(raw["xgboost"]), flush=True)
