@@ -559,7 +559,8 @@ class SeaweedServer:
         proxy = SseKmsProxy(self.host, ports.s3, self.host, ports.s3_backend, authority=self.authority,
                             root=(self.access_key, self.secret_key),
                             backend_socket=lambda: self._socket_path("s3", ports.s3_backend),
-                            backend_wait=BACKEND_WAIT_SECONDS)
+                            backend_wait=BACKEND_WAIT_SECONDS,
+                            backend_restarting=lambda: self._health.startswith("restarting"))
         try:
             proxy.start()
         except OSError as exc:

@@ -107,6 +107,7 @@ class SseKmsProxy:
         idle_timeout: float = 60.0,
         max_connections: int = 4096,
         backend_wait: float = 0.0,
+        backend_restarting: Callable[[], bool] | None = None,
     ) -> None:
         """``authority`` decides who may sign; without one, the first of ``secrets`` (access key -> secret) is
         the only key. ``root`` is the key weed knows (default: the authority's root key)."""
@@ -126,6 +127,9 @@ class SseKmsProxy:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.backend_wait = backend_wait  # how long a request waits for an unreachable backend to come back
+        # True while the backend's supervisor is bringing it back: a restarted weed listens before its filer and
+        # volumes are ready and answers 500 meanwhile, so bodyless reads are retried (within backend_wait).
+        self.backend_restarting = backend_restarting or (lambda: False)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
@@ -300,7 +304,6 @@ class SseKmsProxy:
         while True:
             try:
                 upstream_reader, upstream_writer = await asyncio.wait_for(self._open_backend(), 10)
-                break
             except (OSError, TimeoutError) as exc:
                 # weed restarting (its supervisor brings it back within seconds): wait rather than fail
                 if time.monotonic() >= deadline:
@@ -308,11 +311,16 @@ class SseKmsProxy:
                                              f"object store backend unreachable: {type(exc).__name__}", path)
                     return False
                 await asyncio.sleep(0.25)
-        try:
-            return await self._exchange(method, backend_target, headers, body, length, upstream_reader,
-                                        upstream_writer, writer, path)
-        finally:
-            upstream_writer.transport.abort()
+                continue
+            retry = method in ("GET", "HEAD") and not length and time.monotonic() < deadline
+            try:
+                answered = await self._exchange(method, backend_target, headers, body, length, upstream_reader,
+                                                upstream_writer, writer, path, retry_5xx=retry)
+            finally:
+                upstream_writer.transport.abort()
+            if answered is not None:
+                return answered
+            await asyncio.sleep(0.25)  # a restarting weed answered 5xx to a read: ask again
 
     async def _open_backend(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self.backend_socket is not None:
@@ -322,7 +330,9 @@ class SseKmsProxy:
 
     async def _exchange(self, method: str, target: str, headers: Headers, body: AsyncIterator[bytes],
                         length: int | None, up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
-                        writer: asyncio.StreamWriter, path: str) -> bool:
+                        writer: asyncio.StreamWriter, path: str, retry_5xx: bool = False) -> bool | None:
+        """Send the request to weed and relay its answer; None (nothing sent to the client) when
+        ``retry_5xx`` and weed answered 500/503 while its supervisor restarts it."""
         lines = [f"{method} {target} HTTP/1.1"]
         lines += [f"{k}: {v}" for k, v in headers.items if k.lower() not in _HOP_BY_HOP]
         has_body = length is not None and length > 0 or length is None and _has_body(headers)
@@ -367,6 +377,8 @@ class SseKmsProxy:
             await self._answer_error(writer, 503, "ServiceUnavailable",
                                      f"object store backend unreachable: {type(exc).__name__}", path)
             return False
+        if retry_5xx and head[9:12] in (b"500", b"503") and self.backend_restarting():
+            return None
         return await self._relay_response(method, head, up_reader, writer)
 
     async def _relay_response(self, method: str, head: bytes, up_reader: asyncio.StreamReader,

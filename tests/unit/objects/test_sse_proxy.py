@@ -198,3 +198,42 @@ def test_proxy_large_object_round_trips_through_both_directions(seaweed: Seaweed
     data = os.urandom(40 * 1024 * 1024)
     root.put_object(Bucket=BUCKET, Key="large", Body=data)
     assert root.get_object(Bucket=BUCKET, Key="large")["Body"].read() == data
+
+
+def test_proxy_read_while_backend_restarts_is_retried_until_it_answers() -> None:
+    """A restarted weed listens before its filer is ready and answers 500: while the supervisor says it is
+    restarting, a GET is asked again (not relayed as 500); once it is up, a 500 is relayed as is."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = [500, 500, 200]
+
+    class Backend(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            status = answers.pop(0) if answers else 500
+            body = b"<ListAllMyBucketsResult/>" if status == 200 else b"<Error><Code>InternalError</Code></Error>"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    restarting = [True]
+    ak, sk = "AKIAPROXYRESTART0000", "proxy-restart-secret"
+    proxy = SseKmsProxy("127.0.0.1", free_port(), "127.0.0.1", backend.server_address[1], {ak: sk},
+                        backend_wait=10, backend_restarting=lambda: restarting[0])
+    proxy.start()
+    try:
+        client = _client(f"http://127.0.0.1:{proxy.port}", ak, sk)
+        client.list_buckets()  # two 500s swallowed, the 200 relayed
+        assert answers == []
+        restarting[0] = False
+        with pytest.raises(ClientError) as info:
+            client.list_buckets()
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    finally:
+        proxy.stop()
+        backend.shutdown()
