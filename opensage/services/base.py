@@ -106,3 +106,36 @@ def check_s3_uri(value: str, field_path: str) -> None:
     if len(bucket) < 3 or len(bucket) > 63:
         raise ValidationException(
             f"Invalid S3 URI '{value}' at '{field_path}': bucket names are 3 to 63 characters long.")
+
+
+def list_jobs(deps: Deps, kind: str, params: dict[str, Any], key: str,
+              summary: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """A List<Kind>s answer: the filtered, sorted page of rows as ``key`` summaries, and NextToken."""
+    items, token = deps.resources.list(kind, list_query(params))
+    out: dict[str, Any] = {key: [summary(r) for r in items]}
+    if token:
+        out["NextToken"] = token
+    return out
+
+
+def stop_job(deps: Deps, kind: str, get: Callable[[], Any], noun: str, operation: str,
+             state: Callable[[Any, float], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Stop<Kind>: InProgress -> Stopping (compare-and-set, retried), the runner woken; Stopping again is a
+    no-op; a finished job is SageMaker's ValidationException. ``state(row, now)`` adds state to the move."""
+    from opensage.states import TERMINAL, transition
+    from opensage.store.resources import ConcurrentUpdate
+
+    for _ in range(5):
+        res = get()
+        if res.status == "Stopping":
+            return {}
+        if res.status in TERMINAL[kind]:
+            raise ValidationException(f"The request was rejected because the {noun} is in status {res.status}.")
+        now = deps.clock.time()
+        try:
+            transition(deps.resources, res, "Stopping", now, **(state(res, now) if state else {}))
+        except ConcurrentUpdate:
+            continue
+        deps.wake(kind)
+        return {}
+    raise ValidationException(f"The {noun} is being updated; retry {operation}.")

@@ -7,9 +7,8 @@ import posixpath
 from typing import Any
 
 from opensage.errors import ResourceInUse, ResourceNotFound, ValidationException
-from opensage.services.base import Deps, check_s3_uri, list_query
-from opensage.states import TERMINAL, transition
-from opensage.store.resources import AlreadyExists, ConcurrentUpdate, Resource
+from opensage.services.base import Deps, check_s3_uri, list_jobs, stop_job
+from opensage.store.resources import AlreadyExists, Resource
 from opensage.store.tags import check_user_tags
 
 KIND = "processing-job"
@@ -152,28 +151,12 @@ class ProcessingService:
         return describe(self._get(params["ProcessingJobName"]))
 
     def list_processing_jobs(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
-        items, token = self.d.resources.list(KIND, list_query(params))
-        out: dict[str, Any] = {"ProcessingJobSummaries": [summary(r) for r in items]}
-        if token:
-            out["NextToken"] = token
-        return out
+        return list_jobs(self.d, KIND, params, "ProcessingJobSummaries", summary)
 
     def stop_processing_job(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         name = params["ProcessingJobName"]
-        for _ in range(5):
-            res = self._get(name, missing=ResourceNotFound)
-            if res.status == "Stopping":
-                return {}
-            if res.status in TERMINAL[KIND]:
-                raise ValidationException(
-                    f"The request was rejected because the processing job is in status {res.status}.")
-            try:
-                transition(self.d.resources, res, "Stopping", self.d.clock.time())
-            except ConcurrentUpdate:
-                continue
-            self.d.wake(KIND)
-            return {}
-        raise ValidationException("The processing job is being updated; retry StopProcessingJob.")
+        return stop_job(self.d, KIND, lambda: self._get(name, missing=ResourceNotFound), "processing job",
+                        "StopProcessingJob")
 
 
 def describe(res: Resource) -> dict[str, Any]:

@@ -7,9 +7,8 @@ from typing import Any
 
 from opensage.errors import ResourceInUse, ResourceNotFound, ValidationException
 from opensage.images import PROGRAM_HYPERPARAMETER
-from opensage.services.base import Deps, check_s3_uri, list_query
-from opensage.states import TERMINAL, transition
-from opensage.store.resources import AlreadyExists, ConcurrentUpdate, Resource
+from opensage.services.base import Deps, check_s3_uri, list_jobs, stop_job
+from opensage.store.resources import AlreadyExists, Resource
 from opensage.store.tags import check_user_tags
 
 KIND = "training-job"
@@ -174,33 +173,19 @@ class TrainingService:
         return describe(res)
 
     def list_training_jobs(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
-        items, token = self.d.resources.list(KIND, list_query(params))
-        out: dict[str, Any] = {"TrainingJobSummaries": [summary(r) for r in items]}
-        if token:
-            out["NextToken"] = token
-        return out
+        return list_jobs(self.d, KIND, params, "TrainingJobSummaries", summary)
 
     def stop_training_job(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         name = params["TrainingJobName"]
-        for _ in range(5):
-            res = self._get(name, missing=ResourceNotFound)
-            if res.status == "Stopping":
-                return {}
-            if res.status in TERMINAL[KIND]:
-                raise ValidationException(
-                    f"The request was rejected because the training job is in status {res.status}.")
-            now = self.d.clock.time()
-            transitions = close_transition(res.state.get("SecondaryStatusTransitions", []), now)
-            transitions.append({"Status": "Stopping", "StartTime": now,
-                                "StatusMessage": "Stopping the training job."})
-            try:
-                transition(self.d.resources, res, "Stopping", now, SecondaryStatus="Stopping",
-                           SecondaryStatusTransitions=transitions)
-            except ConcurrentUpdate:
-                continue
-            self.d.wake(KIND)
-            return {}
-        raise ValidationException("The training job is being updated; retry StopTrainingJob.")
+        return stop_job(self.d, KIND, lambda: self._get(name, missing=ResourceNotFound), "training job",
+                        "StopTrainingJob", state=_stopping_state)
+
+
+def _stopping_state(res: Resource, now: float) -> dict[str, Any]:
+    """SecondaryStatus Stopping, closing the running secondary status."""
+    transitions = close_transition(res.state.get("SecondaryStatusTransitions", []), now)
+    transitions.append({"Status": "Stopping", "StartTime": now, "StatusMessage": "Stopping the training job."})
+    return {"SecondaryStatus": "Stopping", "SecondaryStatusTransitions": transitions}
 
 
 def close_transition(transitions: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:

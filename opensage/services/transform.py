@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from opensage.errors import ResourceInUse, ResourceNotFound, ValidationException
-from opensage.services.base import Deps, check_s3_uri, list_query
+from opensage.services.base import Deps, check_s3_uri, list_jobs, stop_job
 from opensage.serving.plan import model_containers
-from opensage.states import TERMINAL, transition
-from opensage.store.resources import AlreadyExists, ConcurrentUpdate, Resource
+from opensage.store.resources import AlreadyExists, Resource
 from opensage.store.tags import check_user_tags
 
 KIND = "transform-job"
@@ -135,28 +134,12 @@ class TransformService:
         return describe(self._get(params["TransformJobName"]))
 
     def list_transform_jobs(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
-        items, token = self.d.resources.list(KIND, list_query(params))
-        out: dict[str, Any] = {"TransformJobSummaries": [summary(r) for r in items]}
-        if token:
-            out["NextToken"] = token
-        return out
+        return list_jobs(self.d, KIND, params, "TransformJobSummaries", summary)
 
     def stop_transform_job(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         name = params["TransformJobName"]
-        for _ in range(5):
-            res = self._get(name, missing=ResourceNotFound)
-            if res.status == "Stopping":
-                return {}
-            if res.status in TERMINAL[KIND]:
-                raise ValidationException(
-                    f"The request was rejected because the transform job is in status {res.status}.")
-            try:
-                transition(self.d.resources, res, "Stopping", self.d.clock.time())
-            except ConcurrentUpdate:
-                continue
-            self.d.wake(KIND)
-            return {}
-        raise ValidationException("The transform job is being updated; retry StopTransformJob.")
+        return stop_job(self.d, KIND, lambda: self._get(name, missing=ResourceNotFound), "transform job",
+                        "StopTransformJob")
 
 
 def describe(res: Resource) -> dict[str, Any]:
