@@ -237,3 +237,22 @@ def test_proxy_read_while_backend_restarts_is_retried_until_it_answers() -> None
     finally:
         proxy.stop()
         backend.shutdown()
+
+
+def test_proxy_accepted_connections_have_tcp_nodelay() -> None:
+    """Nagle off on the client side of the proxy: otherwise every kept-alive S3 request after the first waits
+    ~40 ms for a delayed ACK between the response head and body."""
+    ak, sk = "AKIAPROXYNODELAY0000", "proxy-nodelay-secret"
+    proxy = SseKmsProxy("127.0.0.1", free_port(), "127.0.0.1", free_port(), {ak: sk})
+    proxy.start()
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as conn:
+            deadline = time.monotonic() + 5
+            while not proxy._writers and time.monotonic() < deadline:  # noqa: SLF001 - the accepted side
+                time.sleep(0.01)
+            (writer,) = list(proxy._writers)  # noqa: SLF001
+            accepted = writer.get_extra_info("socket")
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            conn.close()
+    finally:
+        proxy.stop()
