@@ -121,7 +121,13 @@ def expand_list(value: str | None, what: str, download_dir: Path) -> list[str]:
         if not item:
             continue
         if re.match(r"^s3a?://", item):
-            out.extend(_download(item, download_dir / what))
+            try:
+                out.extend(_download(item, download_dir / what))
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - boto3 / botocore errors: name the URI
+                raise InputError(f"--{what.replace('_', '-')} item '{item}' could not be downloaded: "
+                                 f"{exc}") from None
         elif "://" in item and not item.startswith("file://"):
             raise InputError(f"--{what.replace('_', '-')} item '{item}': only s3://, s3a:// and absolute local "
                              f"paths are supported.")

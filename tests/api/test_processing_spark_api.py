@@ -24,6 +24,7 @@ APP = """\
 import argparse, os
 from pyspark.sql import SparkSession
 from pyspark.sql.functions import udf
+from helpers import shout_text  # --py-files: the SDK's py-files input directory
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--min-age", type=int)
@@ -32,7 +33,7 @@ spark = SparkSession.builder.appName("preprocess").getOrCreate()
 print("master", spark.sparkContext.master, "memory", spark.conf.get("spark.executor.memory"), flush=True)
 print("env", os.environ.get("MY_EXPORT"), flush=True)
 df = spark.read.csv("/opt/ml/processing/input/raw", header=True, inferSchema=True)
-shout = udf(lambda s: s.upper())
+shout = udf(shout_text)
 adults = df.filter(df.age >= args.min_age).withColumn("name", shout(df.name))
 adults.coalesce(1).write.mode("overwrite").csv("/opt/ml/processing/output/adults", header=True)
 print("adults", adults.count(), flush=True)
@@ -66,6 +67,7 @@ def store(server, spark_env_cache):
     store.put_bytes("sparkb", "job/code/preprocess.py", APP.encode())
     store.put_bytes("sparkb", "job/raw/people.csv", b"name,age\nann,34\nbob,12\ncid,51\ndee,17\n")
     store.put_bytes("sparkb", "job/conf/configuration.json", json.dumps(CONFIGURATION).encode())
+    store.put_bytes("sparkb", "job/deps/helpers.py", b"def shout_text(s):\n    return s.upper()\n")
     store.put_bytes("sparkb", "job/code/fail.py", b"raise ValueError('no rows here')\n")
     return store
 
@@ -78,12 +80,15 @@ def request(name: str, app: str = "preprocess.py", arguments: tuple[str, ...] = 
                                                   "VolumeSizeInGB": 30}},
         "AppSpecification": {
             "ImageUri": IMAGE,
-            "ContainerEntrypoint": ["smspark-submit", "--local-spark-event-logs-dir",
+            "ContainerEntrypoint": ["smspark-submit", "--py-files", "/opt/ml/processing/input/py-files",
+                                    "--local-spark-event-logs-dir",
                                     "/opt/ml/processing/spark-events/", f"{CODE}/{app}"],
             **({"ContainerArguments": list(arguments)} if arguments else {})},
         "ProcessingInputs": [
             {"InputName": "raw", "S3Input": {"S3Uri": "s3://sparkb/job/raw", "LocalPath":
                                              "/opt/ml/processing/input/raw", "S3DataType": "S3Prefix"}},
+            {"InputName": "py-files", "S3Input": {"S3Uri": "s3://sparkb/job/deps", "LocalPath":
+                                                  "/opt/ml/processing/input/py-files", "S3DataType": "S3Prefix"}},
             {"InputName": "conf", "S3Input": {"S3Uri": "s3://sparkb/job/conf/configuration.json",
                                               "LocalPath": "/opt/ml/processing/input/conf",
                                               "S3DataType": "S3Prefix"}},
