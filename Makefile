@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml
 	@if $(BIN)/python -m pip show -q xgboost >/dev/null 2>&1; then \
 		$(BIN)/python -m pip uninstall -q -y xgboost xgboost-cpu; fi
 	$(BIN)/python -m pip install -q -e .
+	@# Jobs and model servers import opensage as uids that cannot write __pycache__: compile it once here.
+	$(BIN)/python -m compileall -q opensage
 	@touch $(STAMP)
 
 # What the tests need on top: pytest & co., SDK v2, and torch for the PyTorch estimator tests.

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import importlib.metadata
 import os
+import py_compile
 import re
 import shutil
 import subprocess
@@ -207,7 +208,10 @@ def _build(spec: EnvironmentSpec, directory: Path, log: Log) -> None:
         f"at {directory}")
     uv = uv_binary()
     _run([uv, "venv", "--python", os.path.realpath(sys.executable), "--no-project", str(directory)], spec, log)
-    cmd = [uv, "pip", "install", "--python", str(_python(directory)), "--no-progress"]
+    # Bytecode compiled at build time: jobs run as uids that cannot write __pycache__ here (and with
+    # PYTHONDONTWRITEBYTECODE nobody would), so without it every job recompiled boto3 & co. in memory
+    # (~0.3 s more per start, measured).
+    cmd = [uv, "pip", "install", "--python", str(_python(directory)), "--no-progress", "--compile-bytecode"]
     for link in _find_links(spec):
         cmd += ["--find-links", link]
     if os.environ.get("OPENSAGE_OFFLINE") or os.environ.get("UV_OFFLINE"):
@@ -260,6 +264,7 @@ def _patch_sagemaker_containers(directory: Path) -> None:
     text = text.replace("collections.Mapping", "collections.abc.Mapping")
     text = re.sub(r"^import collections$", "import collections\nimport collections.abc", text, flags=re.M)
     path.write_text(text)
+    py_compile.compile(str(path), doraise=True)
 
 
 def _open_to_jobs(directory: Path) -> None:
