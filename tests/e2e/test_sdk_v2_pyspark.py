@@ -20,7 +20,8 @@ PREPROCESS = textwrap.dedent("""\
     import argparse
     from pyspark.sql import SparkSession
     from pyspark.sql.functions import col
-    from helpers import sex_code  # from submit_py_files
+    from helpers import sex_code  # submit_py_files: a local file (the SDK's py-files input)
+    from remote_helpers import MIN_LENGTH  # submit_py_files: an s3:// URI (fetched by smspark-submit)
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--min-rings", type=int, required=True)
@@ -30,7 +31,7 @@ PREPROCESS = textwrap.dedent("""\
           flush=True)
     df = spark.read.csv("/opt/ml/processing/input/abalone", header=True, inferSchema=True)
     coded = df.rdd.map(lambda r: (sex_code(r.sex), r.length, r.rings)).toDF(["sex", "length", "rings"])
-    kept = coded.filter(col("rings") >= args.min_rings)
+    kept = coded.filter((col("rings") >= args.min_rings) & (col("length") >= MIN_LENGTH))
     (train, validation) = kept.randomSplit([0.8, 0.2], seed=0)
     train.write.mode("overwrite").csv("/opt/ml/processing/train", header=True)
     validation.write.mode("overwrite").csv("/opt/ml/processing/validation", header=True)
@@ -59,13 +60,16 @@ def test_pyspark_processor_run_submit_app_inputs_outputs_arguments_completes(sm_
     app.write_text(PREPROCESS)
     helpers = tmp_path / "helpers.py"
     helpers.write_text(HELPERS)
+    remote = tmp_path / "remote_helpers.py"
+    remote.write_text("MIN_LENGTH = 0.0\n")
+    remote_uri = sm_session.upload_data(str(remote), bucket=bucket, key_prefix="e2e/pyspark/deps")
     prefix = f"s3://{bucket}/e2e/pyspark/{int(time.time())}"
     processor = PySparkProcessor(base_job_name="sm-spark", framework_version="3.5", role=ROLE,
                                  instance_count=2, instance_type="ml.m5.xlarge", max_runtime_in_seconds=1200,
                                  sagemaker_session=sm_session)
     started = time.time()
     processor.run(
-        submit_app=str(app), submit_py_files=[str(helpers)],
+        submit_app=str(app), submit_py_files=[remote_uri, str(helpers)],
         inputs=[ProcessingInput(source=raw, destination="/opt/ml/processing/input/abalone")],
         outputs=[ProcessingOutput(output_name="train", source="/opt/ml/processing/train",
                                   destination=f"{prefix}/train"),
