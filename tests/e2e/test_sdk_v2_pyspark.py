@@ -18,8 +18,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 PREPROCESS = textwrap.dedent("""\
     import argparse
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import OneHotEncoder, StringIndexer, VectorAssembler
     from pyspark.sql import SparkSession
-    from pyspark.sql.functions import col
+    from pyspark.sql.functions import col, udf
     from helpers import sex_code  # submit_py_files: a local file (the SDK's py-files input)
     from remote_helpers import MIN_LENGTH  # submit_py_files: an s3:// URI (fetched by smspark-submit)
 
@@ -30,11 +32,18 @@ PREPROCESS = textwrap.dedent("""\
     print("master", spark.sparkContext.master, "shuffle", spark.conf.get("spark.sql.shuffle.partitions"),
           flush=True)
     df = spark.read.csv("/opt/ml/processing/input/abalone", header=True, inferSchema=True)
-    coded = df.rdd.map(lambda r: (sex_code(r.sex), r.length, r.rings)).toDF(["sex", "length", "rings"])
-    kept = coded.filter((col("rings") >= args.min_rings) & (col("length") >= MIN_LENGTH))
-    (train, validation) = kept.randomSplit([0.8, 0.2], seed=0)
-    train.write.mode("overwrite").csv("/opt/ml/processing/train", header=True)
-    validation.write.mode("overwrite").csv("/opt/ml/processing/validation", header=True)
+    df = df.withColumn("sex_code", udf(sex_code, "int")(col("sex")))
+    kept = df.filter((col("rings") >= args.min_rings) & (col("length") >= MIN_LENGTH))
+    # As the notebook: index + one-hot encode the category, assemble the features, write label,features.
+    pipeline = Pipeline(stages=[
+        StringIndexer(inputCol="sex", outputCol="indexed_sex"),
+        OneHotEncoder(inputCol="indexed_sex", outputCol="sex_vec"),
+        VectorAssembler(inputCols=["sex_vec", "length", "sex_code"], outputCol="features")])
+    features = pipeline.fit(kept).transform(kept).select("rings", "features")
+    lines = features.rdd.map(lambda r: ",".join([str(r.rings), *(str(v) for v in r.features.toArray())]))
+    (train, validation) = lines.randomSplit([0.8, 0.2], seed=0)
+    train.saveAsTextFile("/opt/ml/processing/train/abalone")  # the output dir exists
+    validation.saveAsTextFile("/opt/ml/processing/validation/abalone")
     print("rows kept", kept.count(), flush=True)
     spark.stop()
 """)
@@ -89,8 +98,8 @@ def test_pyspark_processor_run_submit_app_inputs_outputs_arguments_completes(sm_
     assert "rows kept 130" in printed
     train = S3Downloader.list(f"{prefix}/train", sagemaker_session=sm_session)
     validation = S3Downloader.list(f"{prefix}/validation", sagemaker_session=sm_session)
-    rows = sum(len(S3Downloader.read_file(u, sagemaker_session=sm_session).strip().splitlines()) - 1
-               for u in [*train, *validation] if u.endswith(".csv"))
+    rows = sum(len(S3Downloader.read_file(u, sagemaker_session=sm_session).strip().splitlines())
+               for u in [*train, *validation] if "/part-" in u)
     assert rows == 130
     events = S3Downloader.list(f"{prefix}/spark-events", sagemaker_session=sm_session)
     assert events and not any(e.endswith(".inprogress") for e in events)
