@@ -152,3 +152,25 @@ def test_create_processing_job_spark_app_raises_fails_with_exit_message(server, 
     assert d["ProcessingJobStatus"] == "Failed"
     assert d["ExitMessage"].startswith("Algorithm Error: (caused by CalledProcessError): spark failed")
     assert "no rows here" in d["ExitMessage"]
+
+
+def test_create_processing_job_spark_jar_app_with_class_completes(server, store, spark_env_cache):
+    """SparkJarProcessor's request: --class + a jar as the app. No compiler here, so the jar is one Spark
+    itself ships (the environment was built by the first test): Hadoop's VersionInfo main prints and exits."""
+    from pathlib import Path
+
+    jars = sorted(Path(spark_env_cache).glob("*/lib/python3*/site-packages/pyspark/jars/hadoop-client-api-*.jar"))
+    if not jars:
+        pytest.skip("the Spark environment is built by the first test of this module")
+    store.put_bytes("sparkb", "job/jar/hadoop.jar", jars[0].read_bytes())
+    req = request("spark-jar")
+    req["AppSpecification"] = {"ImageUri": IMAGE, "ContainerEntrypoint": [
+        "smspark-submit", "--class", "org.apache.hadoop.util.VersionInfo", f"{CODE}/hadoop.jar"]}
+    req["ProcessingInputs"] = [{"InputName": "code", "S3Input": {
+        "S3Uri": "s3://sparkb/job/jar/hadoop.jar", "LocalPath": CODE, "S3DataType": "S3Prefix"}}]
+    req["ProcessingOutputConfig"]["Outputs"] = req["ProcessingOutputConfig"]["Outputs"][:1]
+    sm = server.client("sagemaker")
+    sm.create_processing_job(**req)
+    d = wait_done(sm, "spark-jar")
+    assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
+    assert "This command was run using" in _log_text(server, "spark-jar")
