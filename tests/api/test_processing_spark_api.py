@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from botocore.exceptions import ClientError
 
 from opensage import environments
 from tests.conftest import ROLE
@@ -174,3 +175,26 @@ def test_create_processing_job_spark_jar_app_with_class_completes(server, store,
     d = wait_done(sm, "spark-jar")
     assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
     assert "This command was run using" in _log_text(server, "spark-jar")
+
+
+def test_stop_processing_job_spark_mid_run_is_stopped(server, store):
+    store.put_bytes("sparkb", "job/code/long.py",
+                    b"import time\nfrom pyspark.sql import SparkSession\n"
+                    b"spark = SparkSession.builder.getOrCreate()\nprint('spark up', flush=True)\n"
+                    b"spark.sparkContext.parallelize(range(4), 4).foreach(lambda _: time.sleep(600))\n")
+    sm = server.client("sagemaker")
+    sm.create_processing_job(**request("spark-stop", app="long.py", arguments=()))
+    deadline = time.time() + 300
+    while "spark up" not in _logs_or_empty(server, "spark-stop"):
+        assert time.time() < deadline, "the Spark application never started"
+        time.sleep(1)
+    sm.stop_processing_job(ProcessingJobName="spark-stop")
+    d = wait_done(sm, "spark-stop", timeout=120)
+    assert d["ProcessingJobStatus"] == "Stopped"
+
+
+def _logs_or_empty(server, name: str) -> str:
+    try:
+        return _log_text(server, name)
+    except (IndexError, KeyError, ClientError):  # no log group / stream yet
+        return ""
