@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -445,6 +446,9 @@ def run(argv: list[str]) -> int:
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace", env=env, cwd=work)
+        # StopProcessingJob: SIGTERM to us -> to Spark's JVM (unshare and spark-submit exec it), whose
+        # shutdown hooks close the event log; the agent SIGKILLs what is left after its grace period.
+        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         assert proc.stdout is not None
         for line in proc.stdout:
             sys.stdout.write(line)
