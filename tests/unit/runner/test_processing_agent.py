@@ -99,6 +99,5 @@ def test_resolve_processing_image_entrypoint_and_arguments_are_the_command():
 
 
 def test_resolve_processing_image_unknown_image_names_it_and_what_runs():
-    with pytest.raises(images.UnsupportedImage, match="sagemaker-spark-processing.*sagemaker-scikit-learn"):
-        images.resolve_processing_image(
-            "173754725891.dkr.ecr.us-east-1.amazonaws.com/sagemaker-spark-processing:3.5-cpu", ["smspark-submit"], [])
+    with pytest.raises(images.UnsupportedImage, match="my-own.*sagemaker-scikit-learn"):
+        images.resolve_processing_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/my-own:1", ["python3"], [])
