@@ -22,7 +22,6 @@ command that builds it (e.g. on a machine that is offline now and had no cached 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.metadata
 import os
@@ -33,12 +32,13 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
+
+from opensage.frameworks.venvs import file_lock
 
 CACHE_ENV = "OPENSAGE_ENV_CACHE"  # where environments are cached (default: <home>/environments)
 POLICY_ENV = "OPENSAGE_ENVIRONMENTS"  # auto (default) | platform (never build: the platform's interpreter)
@@ -142,7 +142,7 @@ def ensure_environment(spec: EnvironmentSpec | None, root: Path, log: Log = prin
         log(f"Using the cached environment for image {spec.image} ({directory})")
         return Environment(str(_python(directory)), directory)
     _make_readable_dir(root)
-    with _locked(root / f"{directory.name}.lock"):
+    with file_lock(root / f"{directory.name}.lock"):
         if _is_complete(directory):
             log(f"Using the environment for image {spec.image}, built by another job ({directory})")
             return Environment(str(_python(directory)), directory)
@@ -169,19 +169,6 @@ def _is_complete(directory: Path) -> bool:
 def _make_readable_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o755)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def uv_binary() -> str:

@@ -84,7 +84,7 @@ def ensure_venv(requirements: Path, root: Path, log=print) -> RequirementsEnv:
         log(f"Reusing the environment for requirements.txt at {venv}")
         return RequirementsEnv(str(venv_python(venv)), venv, False)
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{key}.lock"):
+    with file_lock(root / f"{key}.lock"):
         if _is_complete(venv):
             log(f"Reusing the environment for requirements.txt at {venv} (built by another job)")
             return RequirementsEnv(str(venv_python(venv)), venv, False)
@@ -115,8 +115,10 @@ def _is_complete(venv: Path) -> bool:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # Read-only is enough for flock: a lock file another job user created (0644) still works.
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` (created if missing) for the block: one builder per venv across processes.
+
+    Read-only is enough for flock: a lock file another job user created (0644) still works."""
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
