@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--expose-ro", action="append", default=[])
     parser.add_argument("--cwd")
     parser.add_argument("--tmp", help="a directory of the job's own, bound on /tmp (with --uid)")
+    parser.add_argument("--outlive-parent", action="store_true",
+                        help="no PR_SET_PDEATHSIG: model servers outlive a control-plane restart and are adopted")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         drop_privileges(args.uid, args.gid if args.gid is not None else args.uid)
         user = f"job{args.uid}"
         env.update({"HOME": home, "USER": user, "LOGNAME": user})
-    die_with_parent(parent)
+    if not args.outlive_parent:
+        die_with_parent(parent)
     if args.cwd:
         os.chdir(args.cwd)
     os.execvpe(command[0], command, env)

@@ -45,8 +45,12 @@ DEFAULT_TIMEOUT_SECONDS = 900  # InvocationTimeoutSeconds default (15 minutes)
 MAX_ASYNC_PAYLOAD_BYTES = 1024 ** 3  # asynchronous inference takes payloads up to 1 GB
 # SageMaker "chooses an optimal value" when ClientConfig.MaxConcurrentInvocationsPerInstance is unset.
 DEFAULT_CONCURRENCY_PER_INSTANCE = 4
-MAX_RETRIES = 8  # of a request no instance answered (the fleet was being replaced), with backoff
-MAX_BACKOFF_SECONDS = 30.0
+# A request no instance answered (its fleet was being replaced, e.g. after a restart) is retried with backoff
+# capped low: a replaced instance is back within seconds, and the request should run soon after, not up to a
+# minute later (with a 30 s cap, a request queued across a restart could wait up to 30 s more after its
+# endpoint recovered).
+MAX_RETRIES = 30
+MAX_BACKOFF_SECONDS = 5.0
 RETENTION_SECONDS = 86400  # finished rows are purged after a day
 BACKLOG_METRIC_PERIOD = 60.0
 NAMESPACE = "AWS/SageMaker"

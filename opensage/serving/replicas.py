@@ -148,7 +148,9 @@ def isolated_argv(model_dir: Path, kind: str, env: dict[str, str], argv: list[st
 
     uid = pick_job_uid()
     multi_model = bool(env.get("OPENSAGE_MULTI_MODEL_URL"))
-    options = ["--uid", str(uid), "--gid", str(JOB_GID), "--cwd", str(model_dir)]
+    # No death signal: PR_SET_PDEATHSIG follows the *thread* that spawned the server (a reconciler thread of
+    # this control plane), and replicas must outlive a control-plane restart to be adopted by the next one.
+    options = ["--uid", str(uid), "--gid", str(JOB_GID), "--cwd", str(model_dir), "--outlive-parent"]
     if tmp is not None:
         options += ["--tmp", str(private_tmp(tmp, uid))]
         options += ["--ml-root", str(_serving_ml_root(tmp.with_suffix(".ml"), model_dir))]

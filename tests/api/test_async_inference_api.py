@@ -157,3 +157,4 @@ def test_invoke_endpoint_async_queue_survives_a_restart(tmp_path):
         assert len(_wait_object(server, r["OutputLocation"], timeout=60).decode().split()) == 3
     finally:
         next(second, None)
+
