@@ -45,7 +45,7 @@ up: install
 
 # The whole suite, parallel on the CI box's 2 cores. Slow end-to-end tests included.
 test: install-test install-sdk3
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q --reruns 1 --reruns-delay 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
 # Everything but the slow end-to-end tests.
 test-fast: install-test
