@@ -317,8 +317,9 @@ class Worker:
         while not manager.healthy(replica):
             self.check()
             if not manager.running(replica):
-                raise TransformFailed("AlgorithmError: the model server exited before answering /ping. Last log "
-                                      "lines:\n" + manager.log_tail(replica))
+                how = manager.exit_status(replica)
+                raise TransformFailed(f"AlgorithmError: the model server exited{f' ({how})' if how else ''} "
+                                      "before answering /ping. Last log lines:\n" + manager.log_tail(replica))
             if time.monotonic() - started > STARTUP_TIMEOUT_SECONDS:
                 raise TransformFailed(f"AlgorithmError: the model server did not answer /ping within "
                                       f"{STARTUP_TIMEOUT_SECONDS:.0f} s.")

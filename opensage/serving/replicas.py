@@ -211,6 +211,7 @@ class ReplicaManager:
         work), like training jobs: the user's inference code cannot read the platform's home."""
         self.python = python or sys.executable
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._exited: dict[int, subprocess.Popen[bytes]] = {}  # the last few reaped, for ``exit_status``
         self._isolate = isolate
 
     def start(self, model_dir: Path, kind: str, environment: dict[str, str], log_path: Path,
@@ -255,7 +256,16 @@ class ReplicaManager:
         return self._isolate
 
     def running(self, replica: Replica) -> bool:
+        """Alive: by its Popen handle when this manager started it, else (adopted) by /proc.
+
+        Not /proc for our own children: right after exec their /proc/<pid>/cmdline reads empty for a moment
+        (more often under load), which ``_alive`` took for "not a model server" -- a transform then failed
+        with "the model server exited before answering /ping" and an empty log."""
         self._reap()
+        if replica.pid in self._children:
+            return True
+        if replica.pid in self._exited:
+            return False
         return _alive(replica.pid)
 
     def healthy(self, replica: Replica, timeout: float = 2.0) -> bool:
@@ -263,7 +273,7 @@ class ReplicaManager:
 
     def stop(self, replica: Replica, grace: float = STOP_GRACE_SECONDS, wait: bool = True) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds (only waits when ``wait``)."""
-        if not _alive(replica.pid):
+        if not self.running(replica):
             self._reap()
             self._remove_tmp(replica)
             return
@@ -274,7 +284,7 @@ class ReplicaManager:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             self._reap()
-            if not _alive(replica.pid):
+            if not self.running(replica):
                 self._remove_tmp(replica)
                 return
             time.sleep(0.05)
@@ -294,6 +304,19 @@ class ReplicaManager:
         shutil.rmtree(Path(replica.log_path).with_suffix(".tmp"), ignore_errors=True)
         shutil.rmtree(Path(replica.log_path).with_suffix(".ml"), ignore_errors=True)
 
+    def exit_status(self, replica: Replica) -> str:
+        """How a replica this manager started ended ("exit code 1", "killed by SIGKILL"), or "" if unknown."""
+        proc = self._children.get(replica.pid) or self._exited.get(replica.pid)
+        code = proc.poll() if proc is not None else None
+        if code is None:
+            return ""
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
     def log_tail(self, replica: Replica, lines: int = 15) -> str:
         try:
             text = Path(replica.log_path).read_text(errors="replace")
@@ -305,3 +328,6 @@ class ReplicaManager:
         for pid, proc in list(self._children.items()):
             if proc.poll() is not None:
                 del self._children[pid]
+                self._exited[pid] = proc
+                while len(self._exited) > 16:
+                    del self._exited[next(iter(self._exited))]
