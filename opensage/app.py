@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from opensage.api.dispatch import Dispatcher
 from opensage.arns import ArnBuilder
+from opensage.capabilities import CapabilityContext, install_all
 from opensage.clock import Clock, SystemClock
 from opensage.credentials import CredentialAuthority, resource_is_active
 from opensage.executors.base import Executor
@@ -70,6 +71,10 @@ class Platform:
     alarms: AlarmEvaluator
     async_inference: AsyncInferenceWorker
     processing: ProcessingReconciler | None = None
+    capabilities: CapabilityContext | None = None  # opensage/capabilities: tuning, pipelines, registry, ...
+
+    def _capability_workers(self) -> list:
+        return list(self.capabilities.background) if self.capabilities is not None else []
 
     def start_background(self) -> None:
         self.training.start()
@@ -82,8 +87,12 @@ class Platform:
         self.autoscaler.start()
         self.alarms.start()
         self.async_inference.start()
+        for worker in self._capability_workers():
+            worker.start()
 
     def stop_background(self, stop_jobs: bool = True) -> None:
+        for worker in reversed(self._capability_workers()):  # before the jobs they drive stop
+            worker.shutdown(stop_jobs=stop_jobs)
         self.autoscaler.shutdown()
         self.alarms.shutdown()
         self.async_inference.shutdown()
@@ -146,12 +155,15 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     deps.wake = lambda kind: wakers.get(kind, lambda: None)()
 
     dispatcher = Dispatcher()
-    dispatcher.register("sagemaker", TrainingService(deps))
-    dispatcher.register("sagemaker", ProcessingService(deps))
+    training_service = TrainingService(deps)
+    dispatcher.register("sagemaker", training_service)
+    processing_service = ProcessingService(deps)
+    dispatcher.register("sagemaker", processing_service)
     dispatcher.register("sagemaker", TagService(deps))
     models = ModelService(deps)
     dispatcher.register("sagemaker", models)
-    dispatcher.register("sagemaker", TransformService(deps, models))
+    transform_service = TransformService(deps, models)
+    dispatcher.register("sagemaker", transform_service)
     endpoints = EndpointService(deps, models)
     dispatcher.register("sagemaker", endpoints)
     dispatcher.register("sagemaker", InferenceExperimentService(deps, models, endpoints))
@@ -172,6 +184,12 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
     dispatcher.register("logs", LogsService(deps))
     dispatcher.register("sts", StsService(deps))
     dispatcher.register("iam", IamService(deps))
+    capabilities = CapabilityContext(
+        deps, dispatcher, executor, object_store_spec(settings), authority,
+        services={"training": training_service, "processing": processing_service, "models": models,
+                  "transform": transform_service, "endpoints": endpoints},
+        wakers=wakers)
+    install_all(capabilities)
 
     platform: Platform
 
@@ -191,5 +209,5 @@ def create_app(settings: Settings, executor: Executor | None = None, clock: Cloc
                         deployments=deployments, router=router, autoscaler=autoscaler,
                         endpoint_metrics=endpoint_metrics, capture=capture, asgi=asgi, credentials=authority,
                         alarms=alarms,
-                        async_inference=async_inference, processing=processing)
+                        async_inference=async_inference, processing=processing, capabilities=capabilities)
     return platform

@@ -55,6 +55,45 @@ TABLES: dict[str, tuple[str, dict[str, set[str]]]] = {
         "Failed": set(),
         "Stopped": set(),
     }),
+    # Automatic model tuning (capabilities/tuning): Stopping while its running child jobs are stopped.
+    "hyper-parameter-tuning-job": ("HyperParameterTuningJobStatus", {
+        "InProgress": {"Stopping", "Completed", "Failed", "Stopped"},
+        "Stopping": {"Stopped", "Completed", "Failed"},
+        "Completed": {"Deleting"},
+        "Failed": {"Deleting"},
+        "Stopped": {"Deleting"},
+        "Deleting": {"DeleteFailed"},
+        "DeleteFailed": {"Deleting"},
+    }),
+    "pipeline": ("PipelineStatus", {
+        "Active": {"Deleting"},
+        "Deleting": set(),
+    }),
+    # Executing -> Succeeded / Failed / CompletedWithFailures (a step failed but the run went on, as with
+    # a step's retry policy exhausted on a non-blocking branch); RetryPipelineExecution: Failed -> Executing.
+    "pipeline-execution": ("PipelineExecutionStatus", {
+        "Executing": {"Stopping", "Succeeded", "Failed", "CompletedWithFailures", "Stopped"},
+        "Stopping": {"Stopped", "Failed", "Succeeded"},
+        "Failed": {"Executing"},
+        "Stopped": {"Executing"},
+        "Succeeded": set(),
+        "CompletedWithFailures": set(),
+    }),
+    "model-package-group": ("ModelPackageGroupStatus", {
+        "Pending": {"InProgress", "Completed", "Failed", "Deleting"},
+        "InProgress": {"Completed", "Failed", "Deleting"},
+        "Completed": {"Deleting"},
+        "Failed": {"Deleting"},
+        "Deleting": {"DeleteFailed"},
+        "DeleteFailed": {"Deleting"},
+    }),
+    "model-package": ("ModelPackageStatus", {
+        "Pending": {"InProgress", "Completed", "Failed", "Deleting"},
+        "InProgress": {"Completed", "Failed", "Deleting"},
+        "Completed": {"Deleting"},
+        "Failed": {"Deleting"},
+        "Deleting": set(),
+    }),
 }
 
 TERMINAL = {"training-job": {"Completed", "Failed", "Stopped"},
