@@ -7,6 +7,7 @@ is a ValidationException starting "Could not find ..."; a duplicate says "Cannot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from opensage.errors import ValidationException
@@ -57,17 +58,21 @@ def _check_execution(params: dict[str, Any], containers: list[dict[str, Any]]) -
 class ModelService:
     def __init__(self, deps: Deps) -> None:
         self.d = deps
+        # (ModelPackageName, container, field path) -> the model containers it stands for; set by the registry
+        # capability (capabilities/registry.py) to RegistryService.resolve_containers.
+        self.package_resolver: Callable[[str, dict[str, Any], str], list[dict[str, Any]]] | None = None
 
     # -- models -------------------------------------------------------------------------------------
     def create_model(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         name = params["ModelName"]
         arn = self.d.arns.sagemaker(MODEL, name)
+        if params.get("PrimaryContainer") and params.get("Containers"):
+            raise ValidationException("Specify either PrimaryContainer or Containers, not both.")
+        params = self._with_packages(params)
         containers = params.get("Containers") or ([params["PrimaryContainer"]] if params.get("PrimaryContainer")
                                                   else [])
         if not containers:
             raise ValidationException("Either PrimaryContainer or Containers must be specified.")
-        if params.get("PrimaryContainer") and params.get("Containers"):
-            raise ValidationException("Specify either PrimaryContainer or Containers, not both.")
         if len(containers) > 15:
             raise ValidationException("An inference pipeline can have at most 15 containers.")
         for i, c in enumerate(containers, start=1):
@@ -80,6 +85,33 @@ class ModelService:
         _check_execution(params, containers)
         self._create(MODEL, name, arn, params, "model")
         return {"ModelArn": arn}
+
+    def _with_packages(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Containers naming a ModelPackageName take the package's image, model data and environment (the
+        registry's ``resolve_containers``; a multi-container package becomes that many containers), so the
+        stored model serves like any other."""
+        primary = bool(params.get("PrimaryContainer"))
+        given = [params["PrimaryContainer"]] if primary else list(params.get("Containers") or [])
+        if not any(c.get("ModelPackageName") for c in given):
+            return params
+        if self.package_resolver is None:
+            raise ValidationException("ModelPackageName needs the model registry, which is not installed.")
+        resolved: list[dict[str, Any]] = []
+        for i, c in enumerate(given, start=1):
+            where = "primaryContainer" if primary else f"containers.{i}.member"
+            if not c.get("ModelPackageName"):
+                resolved.append(c)
+                continue
+            if c.get("Image") or c.get("ModelDataUrl"):
+                raise ValidationException(f"A container with ModelPackageName takes its image and model data "
+                                          f"from the model package: remove Image and ModelDataUrl at '{where}'.")
+            resolved.extend(self.package_resolver(c["ModelPackageName"], c, where))
+        out = {k: v for k, v in params.items() if k not in ("PrimaryContainer", "Containers")}
+        if primary and len(resolved) == 1:
+            out["PrimaryContainer"] = resolved[0]
+        else:
+            out["Containers"] = resolved
+        return out
 
     def describe_model(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         res = self.get_model(params["ModelName"])
