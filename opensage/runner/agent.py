@@ -394,8 +394,9 @@ class Agent:
             [bin_dir, *[p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p and p != bin_dir]])
         destinations = {ch.name: local_path(self.ml_root, ch.local_path, f"ProcessingInput '{ch.name}' LocalPath")
                         for ch in spec.channels if ch.local_path}
-        channels.prepare_channels(self.store, spec.channels, self.ml_root / "input" / "data", spec.host_index,
-                                  spec.host_count, self.check, destinations)
+        # File inputs are downloaded to their LocalPath; Pipe ones stream through the FIFO <LocalPath>_0.
+        feeders = channels.prepare_channels(self.store, spec.channels, self.ml_root / "input" / "data",
+                                            spec.host_index, spec.host_count, self.check, destinations)
         syncs: list[tuple[Any, CheckpointSync]] = []
         for out in spec.outputs:
             local = local_path(self.ml_root, out.local_path, f"ProcessingOutput '{out.name}' LocalPath")
@@ -405,22 +406,32 @@ class Agent:
         self.check()
 
         def on_start() -> None:
+            for feeder in feeders:
+                feeder.start()
             for out, sync in syncs:
                 if out.upload_mode == "Continuous":
                     sync.start()
 
-        outcome = sandbox.run_command(spec, self.ml_root, log_path, self.control, on_start)
+        try:
+            outcome = sandbox.run_command(spec, self.ml_root, log_path, self.control, on_start)
+        finally:
+            for feeder in feeders:
+                feeder.stop()
         result = JobResult(exit_code=outcome.exit_code, stopped=outcome.stopped,
                            max_runtime_exceeded=outcome.max_runtime_exceeded)
         if outcome.start_error is not None:
             result.failure_reason = _truncate(f"AlgorithmError: {outcome.start_error}")
         else:
             result.failure_reason = failure_reason(outcome, self.ml_root, "processing")
+            # A broken stream fails the job even when the script exited 0: it read truncated data.
+            pipe_errors = [f.error for f in feeders if f.error]
+            if pipe_errors and not (outcome.stopped or outcome.max_runtime_exceeded):
+                result.failure_reason = _truncate(pipe_errors[0])
         message = sandbox.read_job_text(self.ml_root / "output" / "message", self.ml_root, FAILURE_REASON_MAX)
         if message:
             result.extra["exit_message"] = message[:FAILURE_REASON_MAX]
         # Continuous outputs keep what was written, however the job ended; EndOfJob ones only on success.
-        succeeded = outcome.exit_code == 0 and outcome.start_error is None
+        succeeded = outcome.exit_code == 0 and outcome.start_error is None and result.failure_reason is None
         errors: list[str] = []
         for out, sync in syncs:
             if out.upload_mode != "Continuous" and not succeeded:

@@ -303,14 +303,18 @@ class PipeFeeder(threading.Thread):
     """Streams a channel through FIFOs ``<channel>_0``, ``<channel>_1``, ... until stopped.
 
     ``<channel>_0`` is created by ``prepare()`` (before the user process starts); each next epoch's FIFO
-    is created once the previous one has been written and closed.
+    is created once the previous one has been written and closed. ``fifo_base`` replaces
+    ``<data_dir>/<channel>`` as the FIFOs' stem (a processing input: ``<LocalPath>_0``, ...).
     """
 
-    def __init__(self, store: ObjectStore, plan: ChannelPlan, data_dir: Path) -> None:
+    def __init__(self, store: ObjectStore, plan: ChannelPlan, data_dir: Path,
+                 fifo_base: Path | None = None) -> None:
         super().__init__(name=f"pipe-{plan.channel.name}", daemon=True)
         self.store = store
         self.plan = plan
         self.data_dir = data_dir
+        self.fifo_base = fifo_base
+        self.label = "channel" if fifo_base is None else "input"  # how failures name it
         self.stop_event = threading.Event()
         self.error: str | None = None
         self.epochs_done = 0
@@ -318,6 +322,8 @@ class PipeFeeder(threading.Thread):
         self._rng = random.Random(seed) if seed is not None else None
 
     def fifo_path(self, epoch: int) -> Path:
+        if self.fifo_base is not None:
+            return self.fifo_base.with_name(f"{self.fifo_base.name}_{epoch}")
         return self.data_dir / f"{self.plan.channel.name}_{epoch}"
 
     def prepare(self) -> None:
@@ -344,7 +350,8 @@ class PipeFeeder(threading.Thread):
                 epoch += 1
         except Exception as exc:  # noqa: BLE001 - reported as the job's failure reason
             what = describe_s3_error(exc, self.plan.channel.s3_uri) if not isinstance(exc, OSError) else str(exc)
-            self.error = f"ClientError: Pipe mode streaming of channel '{self.plan.channel.name}' failed: {what}"
+            self.error = (f"ClientError: Pipe mode streaming of {self.label} '{self.plan.channel.name}' "
+                          f"({self.plan.channel.s3_uri}) failed: {what}")
 
     def _open_writer(self, path: Path) -> BinaryIO | None:
         while not self.stop_event.is_set():
@@ -424,14 +431,15 @@ def prepare_channels(
 ) -> list[PipeFeeder]:
     """Download File-mode channels and create Pipe-mode FIFOs; returns the (unstarted) Pipe feeders.
 
-    ``destinations``: channel name -> the directory its File-mode objects go to (processing inputs)."""
+    ``destinations``: channel name -> the directory its File-mode objects go to (processing inputs); a
+    Pipe-mode channel with a destination streams through ``<destination>_0``, ``<destination>_1``, ..."""
     feeders: list[PipeFeeder] = []
     for spec in channels:
         if check is not None:
             check()
         plan = plan_channel(store, spec, host_index, host_count)
         if spec.input_mode == "Pipe":
-            feeder = PipeFeeder(store, plan, data_dir)
+            feeder = PipeFeeder(store, plan, data_dir, (destinations or {}).get(spec.name))
             feeder.prepare()
             feeders.append(feeder)
         else:

@@ -95,9 +95,11 @@ class ProcessingService:
                 raise _validation(f"Value '{s3['S3DataType']}' at '{member}.s3Input.s3DataType' failed to "
                                   f"satisfy constraint: Member must satisfy enum value set: [ManifestFile, "
                                   f"S3Prefix]")
-            if s3["S3InputMode"] == "Pipe":
-                raise _validation(f"Value 'Pipe' at '{member}.s3Input.s3InputMode' is not supported here yet: "
-                                  f"use File")
+            if s3["S3CompressionType"] == "Gzip" and s3["S3InputMode"] != "Pipe":
+                # SageMaker's rule (ProcessingS3Input): Gzip is decompressed while streaming, so Pipe only.
+                raise _validation(f"Value 'Gzip' at '{member}.s3Input.s3CompressionType' failed to satisfy "
+                                  f"constraint: Gzip can only be used when S3InputMode is Pipe (input "
+                                  f"'{item['InputName']}' uses {s3['S3InputMode']})")
             paths[s3["LocalPath"]] = f"{member}.s3Input.localPath"
             item["S3Input"] = s3
             inputs.append(item)

@@ -191,14 +191,67 @@ def test_processing_job_unknown_image_fails_at_once_naming_image(server, store):
     assert "my-own" in d["FailureReason"] and "sagemaker-scikit-learn" in d["FailureReason"]
 
 
-def test_processing_job_gzip_input_is_decompressed(server, store):
+def test_create_processing_job_gzip_file_mode_is_validation_exception(server, store):
+    """SageMaker's rule: Gzip is decompressed while streaming, so only with S3InputMode Pipe."""
     sm = server.client("sagemaker")
-    req = request("proc-gzip")
+    req = request("proc-gzip-file")
     req["ProcessingInputs"][1]["S3Input"].update(S3Uri="s3://bucket1/proc/gz", S3CompressionType="Gzip")
-    sm.create_processing_job(**req)
-    d = wait_done(sm, "proc-gzip")
+    with pytest.raises(ClientError) as e:
+        sm.create_processing_job(**req)
+    assert _code(e.value) == "ValidationException"
+    assert "processingInputs.2.member.s3Input.s3CompressionType" in str(e.value) and "Pipe" in str(e.value)
+
+
+PIPE_SCRIPT = """\
+import os, stat, sys
+local = "/opt/ml/processing/input/data"
+fifo = local + "_0"
+print("fifo", stat.S_ISFIFO(os.stat(fifo).st_mode), "dir", os.path.isdir(local), flush=True)
+with open(fifo, "rb") as fh:  # SageMaker streams the input into a named pipe
+    body = fh.read()
+os.makedirs("/opt/ml/processing/output/train", exist_ok=True)
+with open("/opt/ml/processing/output/train/train.csv", "wb") as out:
+    out.write(body.upper())
+print("read", len(body), "bytes", flush=True)
+"""
+
+
+def _pipe_request(name: str, uri: str, **s3_input) -> dict:
+    req = request(name, "pipe.py")
+    req["ProcessingInputs"][1]["S3Input"].update(S3Uri=uri, S3InputMode="Pipe", **s3_input)
+    return req
+
+
+def test_processing_job_pipe_input_streams_objects_through_fifo_completes(server, store):
+    store.put_bytes("bucket1", "proc/code/pipe.py", PIPE_SCRIPT.encode())
+    store.put_bytes("bucket1", "proc/pipe/a.csv", b"a,b\n")
+    store.put_bytes("bucket1", "proc/pipe/b.csv", b"c,d\n")
+    sm = server.client("sagemaker")
+    sm.create_processing_job(**_pipe_request("proc-pipe", "s3://bucket1/proc/pipe"))
+    d = wait_done(sm, "proc-pipe")
     assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
-    assert store.get_bytes("bucket1", "proc/out/proc-gzip/train/train.csv") == b"X,Y"
+    assert d["ProcessingInputs"][1]["S3Input"]["S3InputMode"] == "Pipe"
+    # The objects in key order, one stream, at <LocalPath>_0 (no directory at LocalPath itself).
+    assert store.get_bytes("bucket1", "proc/out/proc-pipe/train/train.csv") == b"A,B\nC,D\n"
+    assert "fifo True dir False" in _log_text(server, "proc-pipe")
+
+
+def test_processing_job_pipe_gzip_input_is_decompressed_while_streaming(server, store):
+    store.put_bytes("bucket1", "proc/code/pipe.py", PIPE_SCRIPT.encode())
+    sm = server.client("sagemaker")
+    sm.create_processing_job(**_pipe_request("proc-pipe-gz", "s3://bucket1/proc/gz", S3CompressionType="Gzip"))
+    d = wait_done(sm, "proc-pipe-gz")
+    assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
+    assert store.get_bytes("bucket1", "proc/out/proc-pipe-gz/train/train.csv") == b"X,Y\n"
+
+
+def test_processing_job_pipe_input_not_gzip_fails_naming_input(server, store):
+    store.put_bytes("bucket1", "proc/code/pipe.py", PIPE_SCRIPT.encode())
+    sm = server.client("sagemaker")
+    sm.create_processing_job(**_pipe_request("proc-pipe-badgz", "s3://bucket1/proc/raw", S3CompressionType="Gzip"))
+    d = wait_done(sm, "proc-pipe-badgz")
+    assert d["ProcessingJobStatus"] == "Failed"
+    assert "Pipe mode streaming" in d["FailureReason"] and "'data'" in d["FailureReason"]
 
 
 def test_stop_processing_job_mid_run_keeps_continuous_outputs(server, store):

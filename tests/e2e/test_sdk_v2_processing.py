@@ -180,3 +180,46 @@ def test_script_processor_python3_on_xgboost_image_completes(sm_session, tmp_pat
 
     assert S3Downloader.read_file(f"s3://{bucket}/e2e/processing/xgb/out/version.txt",
                                   sagemaker_session=sm_session) == "1.7.4"
+
+
+PIPE_PREPROCESS = textwrap.dedent("""\
+    import os, stat
+    import pandas as pd
+
+    fifo = "/opt/ml/processing/input/census_0"  # Pipe mode: the input streams into <LocalPath>_0
+    print("is fifo", stat.S_ISFIFO(os.stat(fifo).st_mode), flush=True)
+    df = pd.read_csv(fifo)  # gzip-compressed in S3, decompressed while streaming
+    os.makedirs("/opt/ml/processing/train", exist_ok=True)
+    df[df.income == 1].to_csv("/opt/ml/processing/train/high.csv", index=False)
+    print("streamed rows", len(df), flush=True)
+""")
+
+
+def test_sklearn_processor_run_pipe_mode_gzip_input_streams_through_fifo(sm_session, tmp_path, capsys):
+    import gzip
+
+    from sagemaker.processing import ProcessingInput, ProcessingOutput
+    from sagemaker.sklearn.processing import SKLearnProcessor
+
+    raw = _census_csv(tmp_path)
+    packed = tmp_path / "census.csv.gz"
+    packed.write_bytes(gzip.compress(raw.read_bytes()))
+    bucket = sm_session.default_bucket()
+    uri = sm_session.upload_data(str(packed), bucket=bucket, key_prefix="e2e/processing/pipe/raw")
+    code = tmp_path / "pipe.py"
+    code.write_text(PIPE_PREPROCESS)
+    processor = SKLearnProcessor(framework_version="1.2-1", role=ROLE, instance_type="ml.m5.xlarge",
+                                 instance_count=1, sagemaker_session=sm_session)
+    processor.run(code=str(code),
+                  inputs=[ProcessingInput(source=uri, destination="/opt/ml/processing/input/census",
+                                          s3_input_mode="Pipe", s3_compression_type="Gzip")],
+                  outputs=[ProcessingOutput(output_name="train", source="/opt/ml/processing/train",
+                                            destination=f"s3://{bucket}/e2e/processing/pipe/train")],
+                  logs=True)
+    printed = capsys.readouterr().out
+    desc = processor.latest_job.describe()
+    assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["ProcessingInputs"][0]["S3Input"]["S3InputMode"] == "Pipe"
+    assert "is fifo True" in printed and "streamed rows 100" in printed
+    expected = sum(1 for line in raw.read_text().splitlines()[1:] if line.endswith(",1"))
+    assert _rows(sm_session, f"s3://{bucket}/e2e/processing/pipe/train/high.csv") == expected

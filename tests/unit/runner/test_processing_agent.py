@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,20 @@ def test_prepare_channels_gzip_input_not_gzip_fails_naming_object(store, tmp_pat
     spec = ChannelSpec(name="data", s3_uri=f"s3://{BUCKET}/bad", compression="Gzip")
     with pytest.raises(ChannelError, match=f"s3://{BUCKET}/bad/part.csv"):
         prepare_channels(store, [spec], tmp_path, 0, 1, None, {"data": tmp_path / "in"})
+
+
+def test_prepare_channels_pipe_input_with_local_path_streams_through_local_path_fifo(store, tmp_path):
+    spec = ChannelSpec(name="data", s3_uri=f"s3://{BUCKET}/raw", input_mode="Pipe", distribution="ShardedByS3Key",
+                       local_path="/opt/ml/processing/input/data")
+    dest = tmp_path / "ml" / "processing" / "input" / "data"
+    (feeder,) = prepare_channels(store, [spec], tmp_path / "ml" / "input" / "data", 0, 2, None, {"data": dest})
+    fifo = dest.with_name("data_0")
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and not dest.exists()
+    feeder.start()
+    try:
+        assert fifo.read_bytes() == b"1\n3\n"  # this host's share (hosts 0 of 2: a.csv, c.csv), key order
+    finally:
+        feeder.stop()
 
 
 def test_jobspec_outputs_round_trip(tmp_path):
