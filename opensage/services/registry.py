@@ -195,6 +195,8 @@ class RegistryService:
         group_param = params.get("ModelPackageGroupName")
         token = params.get("ClientToken")
         if group_param:
+            if getattr(ctx, "principal", "http") is None and not group_param.startswith("arn:"):
+                self._ensure_group(ctx, group_param)
             group = self._group(group_param)
             if token and (same := self._by_client_token(group.arn, token)) is not None:
                 return {"ModelPackageArn": same.arn}
@@ -234,6 +236,16 @@ class RegistryService:
             raise ValidationException(f"ModelPackage already exists: {arn}") from None
         self.d.tags.put(arn, params.get("Tags") or [])
         return {"ModelPackageArn": arn}
+
+    def _ensure_group(self, ctx, name: str) -> None:
+        """A pipeline's RegisterModel step registers into its group, creating it on first use as SageMaker
+        Pipelines does (the public API refuses a missing group). Calls from inside the platform have no
+        principal; requests from clients always have one."""
+        if self.d.resources.get_by_arn(self.group_arn(name)) is None:
+            try:
+                self.create_model_package_group(ctx, {"ModelPackageGroupName": name})
+            except ValidationException:
+                pass  # created meanwhile by another step
 
     def _by_client_token(self, group_arn: str, token: str) -> Resource | None:
         for res in self._versions(group_arn, limit=10_000):
