@@ -108,3 +108,264 @@ def test_create_hyper_parameter_tuning_job_same_name_is_resource_in_use(sm):
     code, _ = _error(sm.create_hyper_parameter_tuning_job, **tuning_request("tune-dup"))
     assert code == "ResourceInUse"
     wait_tuning(sm, "tune-dup")
+
+
+# -- bad input -----------------------------------------------------------------------------------------
+def _with_ranges(name: str, ranges: dict, **kw) -> dict:
+    return tuning_request(name, ranges=ranges, **kw)
+
+
+@pytest.mark.parametrize(("request_", "words"), [
+    (tuning_request("tune-bad-metric", HyperParameterTuningJobObjective={
+        "Type": "Maximize", "MetricName": "validation:made-up"}), ["validation:made-up", "validation:auc"]),
+    (_with_ranges("tune-bad-minmax", {"IntegerParameterRanges": [
+        {"Name": "max_depth", "MinValue": "9", "MaxValue": "3"}]}), ["max_depth", "MinValue"]),
+    (_with_ranges("tune-bad-number", {"ContinuousParameterRanges": [
+        {"Name": "eta", "MinValue": "zero", "MaxValue": "1"}]}), ["eta", "zero"]),
+    (_with_ranges("tune-bad-log", {"ContinuousParameterRanges": [
+        {"Name": "eta", "MinValue": "0", "MaxValue": "1", "ScalingType": "Logarithmic"}]}),
+     ["eta", "Logarithmic"]),
+    (_with_ranges("tune-bad-revlog", {"ContinuousParameterRanges": [
+        {"Name": "subsample", "MinValue": "0.5", "MaxValue": "1", "ScalingType": "ReverseLogarithmic"}]}),
+     ["subsample", "ReverseLogarithmic"]),
+    (_with_ranges("tune-bad-overlap", {
+        "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "5"}],
+        "CategoricalParameterRanges": [{"Name": "max_depth", "Values": ["7", "8"]}]}),
+     ["max_depth", "more than one"]),
+    (_with_ranges("tune-bad-static", {"IntegerParameterRanges": [
+        {"Name": "num_round", "MinValue": "2", "MaxValue": "5"}]}), ["num_round", "static"]),
+    (tuning_request("tune-bad-grid", strategy="Grid"), ["eta", "Grid"]),
+    (tuning_request("tune-bad-hyperband", strategy="Hyperband", TrainingJobEarlyStoppingType="Auto"),
+     ["Hyperband", "TrainingJobEarlyStoppingType"]),
+    (tuning_request("tune-bad-parallel", max_jobs=2, parallel=3), ["MaxParallelTrainingJobs"]),
+])
+def test_create_hyper_parameter_tuning_job_invalid_request_is_validation_exception_naming_problem(
+        sm, request_, words):
+    code, message = _error(sm.create_hyper_parameter_tuning_job, **request_)
+    assert code == "ValidationException"
+    for word in words:
+        assert word in message, message
+    code, _ = _error(sm.describe_hyper_parameter_tuning_job,
+                     HyperParameterTuningJobName=request_["HyperParameterTuningJobName"])
+    assert code == "ResourceNotFound"  # nothing was created
+
+
+def test_create_hyper_parameter_tuning_job_name_over_32_characters_is_validation_exception(sm):
+    code, message = _error(sm.create_hyper_parameter_tuning_job, **tuning_request("t" * 33))
+    assert code == "ValidationException"
+    assert "hyperParameterTuningJobName" in message and "32" in message
+
+
+def test_create_hyper_parameter_tuning_job_metric_definitions_objective_is_accepted(sm):
+    req = tuning_request("tune-own-metric", max_jobs=2, parallel=2, HyperParameterTuningJobObjective={
+        "Type": "Minimize", "MetricName": "my-loss"}, definition_overrides={"AlgorithmSpecification": {
+            "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [{"Name": "my-loss", "Regex": r"validation-rmse:([0-9.]+)"}]}})
+    sm.create_hyper_parameter_tuning_job(**req)
+    d = wait_tuning(sm, "tune-own-metric")
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert d["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "my-loss"
+
+
+# -- strategies ----------------------------------------------------------------------------------------
+def test_create_hyper_parameter_tuning_job_grid_runs_every_combination_once(sm):
+    ranges = {"IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "4", "MaxValue": "6"}],
+              "CategoricalParameterRanges": [{"Name": "booster", "Values": ["gbtree", "dart"]}]}
+    req = tuning_request("tune-grid", strategy="Grid", ranges=ranges, parallel=2)
+    del req["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"]
+    sm.create_hyper_parameter_tuning_job(**req)
+    d = wait_tuning(sm, "tune-grid")
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    combos = sorted((c["TunedHyperParameters"]["max_depth"], c["TunedHyperParameters"]["booster"])
+                    for c in all_children(sm, "tune-grid"))
+    assert combos == sorted((str(m), b) for m in (4, 5, 6) for b in ("gbtree", "dart"))
+    assert d["BestTrainingJob"]["TunedHyperParameters"] == {"max_depth": "6", "booster": "gbtree"}
+
+
+@pytest.mark.parametrize("strategy", ["Random", "Bayesian"])
+def test_create_hyper_parameter_tuning_job_same_random_seed_repeats_the_trials(sm, strategy):
+    runs = []
+    for i in (1, 2):
+        name = f"tune-seed-{strategy.lower()}-{i}"
+        sm.create_hyper_parameter_tuning_job(**tuning_request(name, strategy=strategy, max_jobs=5, parallel=1,
+                                                              RandomSeed=7))
+        assert wait_tuning(sm, name)["HyperParameterTuningJobStatus"] == "Completed"
+        runs.append([c["TunedHyperParameters"] for c in all_children(sm, name, SortBy="CreationTime")])
+    assert runs[0] == runs[1]
+    assert len({tuple(sorted(t.items())) for t in runs[0]}) == 5
+
+
+def test_create_hyper_parameter_tuning_job_bayesian_beats_random_start_on_smooth_objective(sm):
+    """After its random start the GP concentrates near the optimum (eta=0.3, max_depth=6)."""
+    ranges = {"ContinuousParameterRanges": [{"Name": "eta", "MinValue": "0.0", "MaxValue": "1.0"}],
+              "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "1", "MaxValue": "12"}]}
+    sm.create_hyper_parameter_tuning_job(**tuning_request("tune-bayes", strategy="Bayesian", ranges=ranges,
+                                                          max_jobs=15, parallel=1, RandomSeed=3))
+    d = wait_tuning(sm, "tune-bayes", timeout=180)
+    children = all_children(sm, "tune-bayes", SortBy="CreationTime")
+    values = [c["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for c in children]
+    assert d["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == min(values)
+    assert min(values[5:]) < min(values[:5])  # the model-guided trials improved on the random start
+    assert min(values) < 0.01
+
+
+# -- failures, retries ---------------------------------------------------------------------------------
+def test_failing_child_does_not_fail_the_tuning_job(sm):
+    ranges = {"CategoricalParameterRanges": [{"Name": "booster", "Values": ["gbtree", "gblinear"]}]}
+    sm.create_hyper_parameter_tuning_job(**tuning_request("tune-somefail", strategy="Grid", ranges=ranges,
+                                                          parallel=2))
+    d = wait_tuning(sm, "tune-somefail")
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert d["TrainingJobStatusCounters"]["Completed"] == 1
+    assert d["TrainingJobStatusCounters"]["NonRetryableError"] == 1
+    assert d["ObjectiveStatusCounters"] == {"Succeeded": 1, "Pending": 0, "Failed": 1}
+    failed = all_children(sm, "tune-somefail", StatusEquals="Failed")
+    assert failed[0]["FailureReason"] == "AlgorithmError: scripted failure"
+    assert failed[0]["ObjectiveStatus"] == "Failed"
+
+
+def test_all_children_failing_fails_the_tuning_job(sm):
+    ranges = {"CategoricalParameterRanges": [{"Name": "booster", "Values": ["gblinear"]}]}
+    sm.create_hyper_parameter_tuning_job(**tuning_request("tune-allfail", max_jobs=2, parallel=1,
+                                                          ranges=ranges))
+    d = wait_tuning(sm, "tune-allfail")
+    assert d["HyperParameterTuningJobStatus"] == "Failed"
+    assert "All training jobs failed" in d["FailureReason"]
+    assert d["TrainingJobStatusCounters"]["NonRetryableError"] == 2
+    assert "BestTrainingJob" not in d
+
+
+def test_failed_child_is_retried_with_the_same_hyperparameters(sm, tserver):
+    tserver.executor.fail_first = {"max_depth"}
+    try:
+        ranges = {"IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "3", "MaxValue": "4"}]}
+        sm.create_hyper_parameter_tuning_job(**tuning_request(
+            "tune-retry", strategy="Grid", ranges=ranges, parallel=1,
+            definition_overrides={"RetryStrategy": {"MaximumRetryAttempts": 1}}))
+        d = wait_tuning(sm, "tune-retry")
+    finally:
+        tserver.executor.fail_first = set()
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert d["TrainingJobStatusCounters"]["Completed"] == 2
+    assert d["TrainingJobStatusCounters"]["RetryableError"] == 2
+    children = all_children(sm, "tune-retry", SortBy="CreationTime")
+    assert [c["TrainingJobStatus"] for c in children] == ["Failed", "Completed", "Failed", "Completed"]
+    assert children[0]["TunedHyperParameters"] == children[1]["TunedHyperParameters"]
+
+
+# -- lists, tags, delete -------------------------------------------------------------------------------
+def test_list_training_jobs_for_hyper_parameter_tuning_job_sorts_by_objective_and_pages(sm):
+    if not _exists(sm, "tune-basic"):
+        sm.create_hyper_parameter_tuning_job(**tuning_request("tune-basic"))
+    wait_tuning(sm, "tune-basic")
+    pages, token = [], None
+    while True:
+        kw = {"NextToken": token} if token else {}
+        page = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName="tune-basic", SortBy="FinalObjectiveMetricValue", SortOrder="Ascending",
+            MaxResults=4, **kw)
+        pages.append(page["TrainingJobSummaries"])
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert [len(p) for p in pages] == [4, 2]
+    values = [c["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for p in pages for c in p]
+    assert values == sorted(values)
+    code, _ = _error(sm.list_training_jobs_for_hyper_parameter_tuning_job,
+                     HyperParameterTuningJobName="tune-basic", SortBy="Name", NextToken=token or "x.y")
+    assert code == "ValidationException"
+
+
+def test_list_hyper_parameter_tuning_jobs_filters_sorts_and_pages(sm):
+    for name in ("tune-list-a", "tune-list-b", "tune-list-c"):
+        sm.create_hyper_parameter_tuning_job(**tuning_request(name, max_jobs=1, parallel=1))
+    for name in ("tune-list-a", "tune-list-b", "tune-list-c"):
+        wait_tuning(sm, name)
+    first = sm.list_hyper_parameter_tuning_jobs(NameContains="tune-list-", SortBy="Name", SortOrder="Descending",
+                                                MaxResults=2)
+    names = [s["HyperParameterTuningJobName"] for s in first["HyperParameterTuningJobSummaries"]]
+    assert names == ["tune-list-c", "tune-list-b"]
+    second = sm.list_hyper_parameter_tuning_jobs(NameContains="tune-list-", SortBy="Name",
+                                                 SortOrder="Descending", MaxResults=2,
+                                                 NextToken=first["NextToken"])
+    assert [s["HyperParameterTuningJobName"] for s in second["HyperParameterTuningJobSummaries"]] == ["tune-list-a"]
+    summary = second["HyperParameterTuningJobSummaries"][0]
+    assert summary["Strategy"] == "Random" and summary["HyperParameterTuningJobStatus"] == "Completed"
+    assert summary["TrainingJobStatusCounters"]["Completed"] == 1
+    assert summary["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 1
+    none = sm.list_hyper_parameter_tuning_jobs(NameContains="tune-list-", StatusEquals="InProgress")
+    assert none["HyperParameterTuningJobSummaries"] == []
+
+
+def test_create_hyper_parameter_tuning_job_tags_are_listed(sm):
+    req = tuning_request("tune-tags", max_jobs=1, parallel=1)
+    req["Tags"] = [{"Key": "team", "Value": "ml"}]
+    arn = sm.create_hyper_parameter_tuning_job(**req)["HyperParameterTuningJobArn"]
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "ml"}]
+    wait_tuning(sm, "tune-tags")
+
+
+def test_delete_hyper_parameter_tuning_job_removes_it_but_keeps_training_jobs(sm):
+    sm.create_hyper_parameter_tuning_job(**tuning_request("tune-del", max_jobs=1, parallel=1))
+    wait_tuning(sm, "tune-del")
+    child = all_children(sm, "tune-del")[0]["TrainingJobName"]
+    sm.delete_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-del")
+    code, _ = _error(sm.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName="tune-del")
+    assert code == "ResourceNotFound"
+    assert sm.describe_training_job(TrainingJobName=child)["TrainingJobStatus"] == "Completed"
+
+
+# -- warm start ----------------------------------------------------------------------------------------
+def test_warm_start_identical_data_reports_overall_best_of_parent(sm):
+    ranges = {"CategoricalParameterRanges": [{"Name": "booster", "Values": ["gbtree"]}],
+              "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "6", "MaxValue": "6"}]}
+    sm.create_hyper_parameter_tuning_job(**tuning_request("tune-parent", ranges=ranges, max_jobs=1, parallel=1))
+    parent = wait_tuning(sm, "tune-parent")
+    worse = {"CategoricalParameterRanges": [{"Name": "booster", "Values": ["dart"]}],
+             "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "3"}]}
+    req = tuning_request("tune-child", ranges=worse, max_jobs=2, parallel=1)
+    req["WarmStartConfig"] = {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "tune-parent"}],
+                              "WarmStartType": "IdenticalDataAndAlgorithm"}
+    sm.create_hyper_parameter_tuning_job(**req)
+    d = wait_tuning(sm, "tune-child")
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert d["WarmStartConfig"]["WarmStartType"] == "IdenticalDataAndAlgorithm"
+    assert d["OverallBestTrainingJob"]["TrainingJobName"] == parent["BestTrainingJob"]["TrainingJobName"]
+    assert d["BestTrainingJob"]["TrainingJobName"].startswith("tune-child-")
+    assert len(all_children(sm, "tune-child")) == 2  # parents' jobs do not count against the budget
+
+
+def test_warm_start_parent_with_other_objective_is_validation_exception(sm):
+    if not _exists(sm, "tune-parent2"):
+        sm.create_hyper_parameter_tuning_job(**tuning_request("tune-parent2", max_jobs=1, parallel=1))
+    wait_tuning(sm, "tune-parent2")
+    req = tuning_request("tune-child2", HyperParameterTuningJobObjective={"Type": "Minimize",
+                                                                          "MetricName": "train:rmse"})
+    req["WarmStartConfig"] = {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "tune-parent2"}],
+                              "WarmStartType": "TransferLearning"}
+    code, message = _error(sm.create_hyper_parameter_tuning_job, **req)
+    assert code == "ValidationException" and "tune-parent2" in message and "objective" in message
+    req["WarmStartConfig"]["ParentHyperParameterTuningJobs"] = [{"HyperParameterTuningJobName": "missing"}]
+    code, _ = _error(sm.create_hyper_parameter_tuning_job, **req)
+    assert code == "ResourceNotFound"
+
+
+def test_warm_start_transfer_learning_seeds_the_study_with_parent_trials(sm):
+    """A Grid-free check: the parent found the optimum, so with TransferLearning the Bayesian child
+    starts from it instead of from scratch."""
+    ranges = {"ContinuousParameterRanges": [{"Name": "eta", "MinValue": "0.0", "MaxValue": "1.0"}]}
+    sm.create_hyper_parameter_tuning_job(**tuning_request("tune-tl-parent", strategy="Random", ranges=ranges,
+                                                          max_jobs=8, parallel=2, RandomSeed=1))
+    wait_tuning(sm, "tune-tl-parent")
+    req = tuning_request("tune-tl-child", strategy="Bayesian", ranges=ranges, max_jobs=3, parallel=1,
+                         RandomSeed=1)
+    req["WarmStartConfig"] = {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "tune-tl-parent"}],
+                              "WarmStartType": "TransferLearning"}
+    sm.create_hyper_parameter_tuning_job(**req)
+    d = wait_tuning(sm, "tune-tl-child")
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert "OverallBestTrainingJob" in d
+    etas = [float(c["TunedHyperParameters"]["eta"]) for c in all_children(sm, "tune-tl-child")]
+    # 8 parent trials are past the GP's random start: every child trial is model-guided, near eta=0.3.
+    assert all(abs(e - 0.3) < 0.2 for e in etas), etas
