@@ -24,9 +24,30 @@ def home(tmp_path_factory):
     return tmp_path_factory.mktemp("pipelines-home")
 
 
+class StepExecutor(FakeExecutor):
+    """The fake executor scripted by pipeline step: a job named pipelines-<id>-<step>-<random> gets the run
+    registered for <step> (lower-case), else the default (exit 0 at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_step: dict[str, FakeRun] = {}
+        self.handles: dict[str, str] = {}  # job name -> handle
+
+    def submit(self, jobdir):
+        from opensage.runner.jobspec import JobSpec
+
+        name = JobSpec.read(jobdir).job_name
+        for step, run in self.by_step.items():
+            if f"-{step}-" in name:
+                self.scripts[name] = run
+        handle = super().submit(jobdir)
+        self.handles[name] = handle
+        return handle
+
+
 @pytest.fixture(scope="module")
 def executor():
-    return FakeExecutor()
+    return StepExecutor()
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +237,228 @@ def test_start_pipeline_execution_same_token_returns_same_execution(sm):
     b = sm.start_pipeline_execution(PipelineName="IdemExec", ClientRequestToken=token)["PipelineExecutionArn"]
     assert a == b
     assert len(sm.list_pipeline_executions(PipelineName="IdemExec")["PipelineExecutionSummaries"]) == 1
+
+
+def eval_step(name: str, tag_param: str = "RunTag") -> dict:
+    step = processing_step(name, inputs_from="Prep", PropertyFiles=[
+        {"PropertyFileName": "EvaluationReport", "OutputName": "out", "FilePath": "evaluation.json"}])
+    step["Arguments"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] = {
+        "Std:Join": {"On": "/", "Values": [f"s3://{BUCKET}/eval", {"Get": f"Parameters.{tag_param}"}]}}
+    return step
+
+
+def condition_pipeline(threshold_type: str = "Float") -> tuple[list, list]:
+    register_like = processing_step("Deploy", inputs_from="Prep")
+    fail = {"Name": "TooWeak", "Type": "Fail", "Arguments": {"ErrorMessage": {"Std:Join": {
+        "On": " ", "Values": ["accuracy", {"Std:JsonGet": {
+            "PropertyFile": {"Get": "Steps.Eval.PropertyFiles.EvaluationReport"},
+            "Path": "metrics.accuracy.value"}}, "is below", {"Get": "Parameters.MinAccuracy"},
+            "strict:", {"Get": "Parameters.Strict"}]}}}}
+    check = {"Name": "CheckAccuracy", "Type": "Condition", "Arguments": {
+        "Conditions": [{"Type": "GreaterThanOrEqualTo", "LeftValue": {"Std:JsonGet": {
+            "PropertyFile": {"Get": "Steps.Eval.PropertyFiles.EvaluationReport"},
+            "Path": "metrics.accuracy.value"}}, "RightValue": {"Get": "Parameters.MinAccuracy"}},
+            {"Type": "Not", "Condition": {"Type": "In", "QueryValue": {"Get": "Parameters.RunTag"},
+                                          "Values": ["forbidden", "blocked"]}},
+            {"Type": "Or", "Conditions": [{"Type": "Equals", "LeftValue": {"Get": "Parameters.Strict"},
+                                           "RightValue": False},
+                                          {"Type": "LessThan", "LeftValue": 1, "RightValue": 2}]}],
+        "IfSteps": [register_like], "ElseSteps": [fail]}}
+    steps = [processing_step("Prep"), eval_step("Eval"), check]
+    params = [{"Name": "RunTag", "Type": "String"},
+              {"Name": "MinAccuracy", "Type": threshold_type, "DefaultValue": 0.8},
+              {"Name": "Strict", "Type": "Boolean", "DefaultValue": False}]
+    return steps, params
+
+
+def test_condition_step_json_get_true_runs_if_branch(sm, server):
+    steps, params = condition_pipeline()
+    create(sm, "CondTrue", steps, params)
+    server.store().put_bytes(BUCKET, "eval/good/evaluation.json",
+                             json.dumps({"metrics": {"accuracy": {"value": 0.93}}}).encode())
+    arn = sm.start_pipeline_execution(PipelineName="CondTrue", PipelineParameters=[
+        {"Name": "RunTag", "Value": "good"}])["PipelineExecutionArn"]
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
+    steps = steps_by_name(sm, arn)
+    assert steps["CheckAccuracy"]["Metadata"] == {"Condition": {"Outcome": "True"}}
+    assert steps["Deploy"]["StepStatus"] == "Succeeded"
+    assert "TooWeak" not in steps  # the branch not taken does not run
+
+
+def test_condition_step_false_runs_fail_step_with_join_message(sm, server):
+    steps, params = condition_pipeline()
+    create(sm, "CondFalse", steps, params)
+    server.store().put_bytes(BUCKET, "eval/weak/evaluation.json",
+                             json.dumps({"metrics": {"accuracy": {"value": 0.5}}}).encode())
+    arn = sm.start_pipeline_execution(PipelineName="CondFalse", PipelineParameters=[
+        {"Name": "RunTag", "Value": "weak"}, {"Name": "MinAccuracy", "Value": "0.75"}])["PipelineExecutionArn"]
+    d = wait_execution(sm, arn)
+    assert d["PipelineExecutionStatus"] == "Failed"
+    assert "Step failure: One or multiple steps failed" in d["FailureReason"]
+    steps = steps_by_name(sm, arn)
+    assert steps["CheckAccuracy"]["Metadata"]["Condition"]["Outcome"] == "False"
+    message = "accuracy 0.5 is below 0.75 strict: false"
+    assert steps["TooWeak"]["StepStatus"] == "Failed" and steps["TooWeak"]["FailureReason"] == message
+    assert steps["TooWeak"]["Metadata"] == {"Fail": {"ErrorMessage": message}}
+    assert "Deploy" not in steps
+
+
+def test_property_file_missing_fails_condition_step_with_reason(sm):
+    steps, params = condition_pipeline()
+    create(sm, "CondMissing", steps, params)
+    arn = sm.start_pipeline_execution(PipelineName="CondMissing", PipelineParameters=[
+        {"Name": "RunTag", "Value": "absent"}])["PipelineExecutionArn"]
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Failed"
+    step = steps_by_name(sm, arn)["CheckAccuracy"]
+    assert step["StepStatus"] == "Failed" and "evaluation.json" in step["FailureReason"]
+
+
+def test_failed_step_stops_running_siblings_and_fails_execution(sm, executor):
+    executor.by_step["boom"] = FakeRun(result=JobResult(exit_code=1, failure_reason="AlgorithmError: boom"))
+    executor.by_step["slow"] = FakeRun(keep_running=True)
+    create(sm, "FailFast", [processing_step("Slow"), processing_step("Boom"),
+                            processing_step("After", inputs_from="Boom")])
+    arn = sm.start_pipeline_execution(PipelineName="FailFast")["PipelineExecutionArn"]
+    d = wait_execution(sm, arn)
+    assert d["PipelineExecutionStatus"] == "Failed"
+    steps = steps_by_name(sm, arn)
+    assert steps["Boom"]["StepStatus"] == "Failed"
+    assert steps["Boom"]["FailureReason"] == "ClientError: AlgorithmError: boom"
+    assert steps["Slow"]["StepStatus"] == "Stopped"
+    slow_job = steps["Slow"]["Metadata"]["ProcessingJob"]["Arn"].split("/")[-1]
+    assert sm.describe_processing_job(ProcessingJobName=slow_job)["ProcessingJobStatus"] == "Stopped"
+    assert "After" not in steps
+
+
+def test_stop_pipeline_execution_stops_running_job(sm, executor):
+    executor.by_step["forever"] = FakeRun(keep_running=True)
+    create(sm, "StopPipe", [processing_step("Forever"), processing_step("Later", inputs_from="Forever")])
+    arn = sm.start_pipeline_execution(PipelineName="StopPipe")["PipelineExecutionArn"]
+    step = wait_step(sm, arn, "Forever", "Executing")
+    sm.stop_pipeline_execution(PipelineExecutionArn=arn)
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Stopped"
+    job = step["Metadata"]["ProcessingJob"]["Arn"].split("/")[-1]
+    assert sm.describe_processing_job(ProcessingJobName=job)["ProcessingJobStatus"] == "Stopped"
+    assert steps_by_name(sm, arn)["Forever"]["StepStatus"] == "Stopped"
+    with pytest.raises(ClientError) as err:
+        sm.stop_pipeline_execution(PipelineExecutionArn=arn)
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+
+
+def callback_step(name: str = "Approve") -> dict:
+    return {"Name": name, "Type": "Callback", "SqsQueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q",
+            "OutputParameters": [{"OutputName": "approved_by", "OutputType": "String"}],
+            "Arguments": {"model": {"Get": "Steps.Prep.ProcessingOutputConfig.Outputs['out'].S3Output.S3Uri"}}}
+
+
+def test_callback_step_waits_for_send_step_success_and_outputs_feed_next_step(sm):
+    after = processing_step("Ship")
+    after["Arguments"]["Environment"] = {"APPROVER": {"Get": "Steps.Approve.OutputParameters['approved_by']"}}
+    create(sm, "CallbackPipe", [processing_step("Prep"), callback_step(), after])
+    arn = sm.start_pipeline_execution(PipelineName="CallbackPipe")["PipelineExecutionArn"]
+    step = wait_step(sm, arn, "Approve", "Executing")
+    token = step["Metadata"]["Callback"]["CallbackToken"]
+    assert len(token) == 10 and step["Metadata"]["Callback"]["SqsQueueUrl"].endswith("/q")
+    out = sm.send_pipeline_execution_step_success(CallbackToken=token, OutputParameters=[
+        {"Name": "approved_by", "Value": "alice"}])
+    assert out["PipelineExecutionArn"] == arn
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
+    steps = steps_by_name(sm, arn)
+    assert steps["Approve"]["Metadata"]["Callback"]["OutputParameters"] == [{"Name": "approved_by", "Value": "alice"}]
+    ship = steps["Ship"]["Metadata"]["ProcessingJob"]["Arn"].split("/")[-1]
+    assert sm.describe_processing_job(ProcessingJobName=ship)["Environment"] == {"APPROVER": "alice"}
+
+
+def test_callback_step_failure_fails_execution_with_reason(sm):
+    create(sm, "CallbackFail", [processing_step("Prep"), callback_step()])
+    arn = sm.start_pipeline_execution(PipelineName="CallbackFail")["PipelineExecutionArn"]
+    token = wait_step(sm, arn, "Approve", "Executing")["Metadata"]["Callback"]["CallbackToken"]
+    sm.send_pipeline_execution_step_failure(CallbackToken=token, FailureReason="rejected by reviewer")
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Failed"
+    assert steps_by_name(sm, arn)["Approve"]["FailureReason"] == "rejected by reviewer"
+    with pytest.raises(ClientError) as err:
+        sm.send_pipeline_execution_step_success(CallbackToken="zzzzzzzzzz")
+    assert err.value.response["Error"]["Code"] == "ResourceNotFound"
+
+
+def test_lambda_step_fails_with_clear_reason(sm):
+    create(sm, "LambdaPipe", [{"Name": "Fn", "Type": "Lambda", "FunctionArn": "arn:aws:lambda:us-east-1:1:function:f",
+                               "Arguments": {}}])
+    arn = sm.start_pipeline_execution(PipelineName="LambdaPipe")["PipelineExecutionArn"]
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Failed"
+    assert "AWS Lambda" in steps_by_name(sm, arn)["Fn"]["FailureReason"]
+
+
+def test_cache_config_second_execution_reuses_step_with_cache_hit_result(sm, executor):
+    cached = processing_step("Prep", CacheConfig={"Enabled": True, "ExpireAfter": "P30D"})
+    create(sm, "CachePipe", [cached])
+    first = sm.start_pipeline_execution(PipelineName="CachePipe")["PipelineExecutionArn"]
+    assert wait_execution(sm, first)["PipelineExecutionStatus"] == "Succeeded"
+    submitted = len(executor.submitted)
+    second = sm.start_pipeline_execution(PipelineName="CachePipe")["PipelineExecutionArn"]
+    assert wait_execution(sm, second)["PipelineExecutionStatus"] == "Succeeded"
+    assert len(executor.submitted) == submitted  # no new job
+    a, b = steps_by_name(sm, first)["Prep"], steps_by_name(sm, second)["Prep"]
+    assert b["CacheHitResult"] == {"SourcePipelineExecutionArn": first}
+    assert b["Metadata"] == a["Metadata"]
+    assert "CacheHitResult" not in a
+
+
+def test_retry_policy_reruns_internal_error_then_succeeds(sm, executor):
+    executor.by_step["flaky"] = FakeRun(result=JobResult(exit_code=None, failure_reason=(
+        "InternalServerError: the job's process ended without reporting a result")))
+    step = processing_step("Flaky", RetryPolicies=[{"ExceptionType": ["SageMaker.JOB_INTERNAL_ERROR"],
+                                                    "IntervalSeconds": 1, "BackoffRate": 1.0, "MaxAttempts": 2}])
+    create(sm, "RetryPipe", [step])
+    arn = sm.start_pipeline_execution(PipelineName="RetryPipe")["PipelineExecutionArn"]
+    wait_step(sm, arn, "Flaky", "Executing")
+    executor.by_step.pop("flaky")  # the second attempt succeeds
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
+    assert steps_by_name(sm, arn)["Flaky"]["AttemptCount"] == 2
+
+
+def test_retry_pipeline_execution_reruns_only_failed_steps(sm, executor):
+    executor.by_step["shaky"] = FakeRun(result=JobResult(exit_code=1, failure_reason="AlgorithmError: no"))
+    create(sm, "RetryExec", [processing_step("Steady"), processing_step("Shaky", inputs_from="Steady")])
+    arn = sm.start_pipeline_execution(PipelineName="RetryExec")["PipelineExecutionArn"]
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Failed"
+    steady = steps_by_name(sm, arn)["Steady"]
+    executor.by_step.pop("shaky")
+    sm.retry_pipeline_execution(PipelineExecutionArn=arn)
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
+    steps = steps_by_name(sm, arn)
+    assert steps["Steady"] == steady  # not run again
+    assert steps["Shaky"]["StepStatus"] == "Succeeded"
+
+
+def test_selective_execution_runs_selected_steps_reusing_the_source(sm):
+    create(sm, "SelectPipe", [processing_step("Prep"), processing_step("Next", inputs_from="Prep")])
+    first = sm.start_pipeline_execution(PipelineName="SelectPipe")["PipelineExecutionArn"]
+    assert wait_execution(sm, first)["PipelineExecutionStatus"] == "Succeeded"
+    second = sm.start_pipeline_execution(PipelineName="SelectPipe", SelectiveExecutionConfig={
+        "SourcePipelineExecutionArn": first, "SelectedSteps": [{"StepName": "Next"}]})["PipelineExecutionArn"]
+    assert wait_execution(sm, second)["PipelineExecutionStatus"] == "Succeeded"
+    a, b = steps_by_name(sm, first), steps_by_name(sm, second)
+    assert b["Prep"]["SelectiveExecutionResult"] == {"SourcePipelineExecutionArn": first}
+    assert b["Prep"]["Metadata"] == a["Prep"]["Metadata"]
+    assert b["Next"]["Metadata"] != a["Next"]["Metadata"]
+    job = b["Next"]["Metadata"]["ProcessingJob"]["Arn"].split("/")[-1]
+    source = sm.describe_processing_job(ProcessingJobName=job)["ProcessingInputs"][1]["S3Input"]["S3Uri"]
+    assert source == f"s3://{BUCKET}/runs/{first.rsplit('/', 1)[1]}/Prep"
+
+
+def test_parallelism_configuration_limits_running_steps(sm, executor):
+    for step in ("para", "parb", "parc"):
+        executor.by_step[step] = FakeRun(keep_running=True)
+    create(sm, "ParPipe", [processing_step("ParA"), processing_step("ParB"), processing_step("ParC")],
+           ParallelismConfiguration={"MaxParallelExecutionSteps": 2})
+    arn = sm.start_pipeline_execution(PipelineName="ParPipe")["PipelineExecutionArn"]
+    deadline = time.time() + 10
+    while len(steps_by_name(sm, arn)) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert len(steps_by_name(sm, arn)) == 2
+    assert sm.describe_pipeline_execution(PipelineExecutionArn=arn)["ParallelismConfiguration"] == {
+        "MaxParallelExecutionSteps": 2}
+    sm.stop_pipeline_execution(PipelineExecutionArn=arn)
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Stopped"
