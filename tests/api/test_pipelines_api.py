@@ -462,3 +462,80 @@ def test_parallelism_configuration_limits_running_steps(sm, executor):
         "MaxParallelExecutionSteps": 2}
     sm.stop_pipeline_execution(PipelineExecutionArn=arn)
     assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Stopped"
+
+
+def training_step(name: str = "Train") -> dict:
+    return {"Name": name, "Type": "Training", "Arguments": {
+        "AlgorithmSpecification": {"TrainingImage": XGB_IMAGE, "TrainingInputMode": "File"},
+        "RoleArn": ROLE,
+        "HyperParameters": {"num_round": {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.Rounds"}]}},
+                            "objective": "binary:logistic"},
+        "InputDataConfig": [{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": {"Get": "Steps.Prep.ProcessingOutputConfig.Outputs['out'].S3Output.S3Uri"},
+            "S3DataDistributionType": "FullyReplicated"}}}],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/models"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": {"Get": "Parameters.Instances"},
+                           "VolumeSizeInGB": 10},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600}}}
+
+
+def test_training_model_and_register_model_steps_chain_properties(sm, server):
+    server.store().put_bytes(BUCKET, "runs/seed.csv", b"1,2\n")  # the training channel lists its input
+    prep = processing_step("Prep")
+    prep["Arguments"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] = f"s3://{BUCKET}/runs"
+    container = {"Image": XGB_IMAGE, "ModelDataUrl": {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}}
+    model = {"Name": "Deploy-CreateModel", "Type": "Model", "Arguments": {
+        "ExecutionRoleArn": ROLE, "PrimaryContainer": container}}
+    register = {"Name": "Deploy-RegisterModel", "Type": "RegisterModel", "Arguments": {
+        "ModelPackageGroupName": "pipeline-models", "ModelApprovalStatus": "PendingManualApproval",
+        "SkipModelValidation": "None",
+        "InferenceSpecification": {"Containers": [container], "SupportedContentTypes": ["text/csv"],
+                                   "SupportedResponseMIMETypes": ["text/csv"]}}}
+    create(sm, "TrainPipe", [prep, training_step(), model, register],
+           [{"Name": "Rounds", "Type": "Integer", "DefaultValue": 5},
+            {"Name": "Instances", "Type": "Integer", "DefaultValue": 1}])
+    arn = sm.start_pipeline_execution(PipelineName="TrainPipe", PipelineParameters=[
+        {"Name": "Rounds", "Value": "7"}])["PipelineExecutionArn"]
+    d = wait_execution(sm, arn)
+    steps = steps_by_name(sm, arn)
+    assert d["PipelineExecutionStatus"] == "Succeeded", steps
+    job = sm.describe_training_job(TrainingJobName=steps["Train"]["Metadata"]["TrainingJob"]["Arn"].split("/")[-1])
+    assert job["HyperParameters"]["num_round"] == "7" and job["ResourceConfig"]["InstanceCount"] == 1
+    model_arn = steps["Deploy-CreateModel"]["Metadata"]["Model"]["Arn"]
+    described = sm.describe_model(ModelName=model_arn.split("/")[-1])
+    assert described["PrimaryContainer"]["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    package_arn = steps["Deploy-RegisterModel"]["Metadata"]["RegisterModel"]["Arn"]
+    assert package_arn.endswith("model-package/pipeline-models/1")
+    package = sm.describe_model_package(ModelPackageName=package_arn)
+    assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == (
+        job["ModelArtifacts"]["S3ModelArtifacts"])
+
+
+def test_control_plane_restart_mid_execution_continues_without_rerunning_steps(tmp_path):
+    first = StepExecutor()
+    gen = start_server(tmp_path, executor=first)
+    srv = next(gen)
+    srv.store().ensure_bucket(BUCKET)
+    srv.store().put_bytes(BUCKET, "raw/data.csv", b"1,2\n")
+    srv.store().put_bytes(BUCKET, "code/prep.py", b"print('hi')\n")
+    sm = srv.client("sagemaker")
+    create(sm, "Durable", [processing_step("Prep"), callback_step(), processing_step("Ship", inputs_from="Prep")])
+    arn = sm.start_pipeline_execution(PipelineName="Durable")["PipelineExecutionArn"]
+    wait_step(sm, arn, "Ship", "Succeeded")
+    token = wait_step(sm, arn, "Approve", "Executing")["Metadata"]["Callback"]["CallbackToken"]
+    before = steps_by_name(sm, arn)
+    gen.close()  # the control plane goes away mid-execution
+
+    second = StepExecutor()
+    gen = start_server(tmp_path, executor=second)
+    srv = next(gen)
+    try:
+        sm = srv.client("sagemaker")
+        assert sm.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionStatus"] == "Executing"
+        sm.send_pipeline_execution_step_success(CallbackToken=token)
+        assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
+        after = steps_by_name(sm, arn)
+        assert after["Prep"] == before["Prep"] and after["Ship"] == before["Ship"]
+        assert second.submitted == []  # nothing ran again
+    finally:
+        gen.close()
