@@ -117,6 +117,8 @@ class ProcessingReconciler(AgentJobReconciler):
         req = job.request
         channels = []
         for item in req.get("ProcessingInputs") or []:
+            if item.get("AppManaged"):
+                continue  # the application reads its data itself
             s3 = item["S3Input"]
             channels.append(ChannelSpec(
                 name=item["InputName"], s3_uri=s3["S3Uri"], s3_data_type=s3.get("S3DataType") or "S3Prefix",
@@ -126,7 +128,7 @@ class ProcessingReconciler(AgentJobReconciler):
         outputs = [OutputSpec(name=o["OutputName"], s3_uri=o["S3Output"]["S3Uri"],
                               local_path=o["S3Output"]["LocalPath"],
                               upload_mode=o["S3Output"].get("S3UploadMode") or "EndOfJob")
-                   for o in (req.get("ProcessingOutputConfig") or {}).get("Outputs") or []]
+                   for o in (req.get("ProcessingOutputConfig") or {}).get("Outputs") or [] if not o.get("AppManaged")]
         s = self.d.settings
         env = {
             "OPENSAGE_VENV_CACHE": str(job_venv_cache(s)),

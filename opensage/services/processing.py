@@ -69,7 +69,6 @@ class ProcessingService:
         except images.UnsupportedImage:
             pass  # accepted: the job fails at once with the message (runner/processing.py)
         names: set[str] = set()
-        paths: dict[str, str] = {}
         inputs = []
         for i, item in enumerate(request.get("ProcessingInputs") or [], start=1):
             member = f"processingInputs.{i}.member"
@@ -90,7 +89,9 @@ class ProcessingService:
             s3 = {"S3DataDistributionType": "FullyReplicated", "S3InputMode": "File",
                   "S3CompressionType": "None", **s3}
             check_s3_uri(s3["S3Uri"], f"{member}.s3Input.s3Uri")
-            s3["LocalPath"] = check_processing_path(s3.get("LocalPath"), f"{member}.s3Input.localPath")
+            # AppManaged: the application reads the data itself (nothing is downloaded); LocalPath optional.
+            if not item.get("AppManaged") or s3.get("LocalPath"):
+                s3["LocalPath"] = check_processing_path(s3.get("LocalPath"), f"{member}.s3Input.localPath")
             if s3["S3DataType"] not in ("S3Prefix", "ManifestFile"):
                 raise _validation(f"Value '{s3['S3DataType']}' at '{member}.s3Input.s3DataType' failed to "
                                   f"satisfy constraint: Member must satisfy enum value set: [ManifestFile, "
@@ -100,7 +101,6 @@ class ProcessingService:
                 raise _validation(f"Value 'Gzip' at '{member}.s3Input.s3CompressionType' failed to satisfy "
                                   f"constraint: Gzip can only be used when S3InputMode is Pipe (input "
                                   f"'{item['InputName']}' uses {s3['S3InputMode']})")
-            paths[s3["LocalPath"]] = f"{member}.s3Input.localPath"
             item["S3Input"] = s3
             inputs.append(item)
         if inputs:
@@ -115,8 +115,14 @@ class ProcessingService:
                     raise ValidationException(
                         f"InputName and OutputName must be unique; '{item['OutputName']}' appears more than once.")
                 names.add(item["OutputName"])
+                if item.get("AppManaged"):  # the application uploads (or writes the feature group) itself
+                    if item.get("S3Output"):
+                        check_s3_uri(item["S3Output"]["S3Uri"], f"{member}.s3Output.s3Uri")
+                    outputs.append(item)
+                    continue
                 if item.get("FeatureStoreOutput") and not item.get("S3Output"):
-                    raise _validation(f"Value at '{member}.featureStoreOutput' is not supported here: use "
+                    raise _validation(f"Value at '{member}.featureStoreOutput' failed to satisfy constraint: "
+                                      f"FeatureStoreOutput is only supported when AppManaged is true; use "
                                       f"S3Output")
                 s3 = item.get("S3Output")
                 if not s3:

@@ -254,6 +254,48 @@ def test_processing_job_pipe_input_not_gzip_fails_naming_input(server, store):
     assert "Pipe mode streaming" in d["FailureReason"] and "'data'" in d["FailureReason"]
 
 
+def test_processing_job_manifest_file_input_downloads_listed_objects(server, store):
+    store.put_bytes("bucket1", "proc/many/keep/one.csv", b"e,f\n")
+    store.put_bytes("bucket1", "proc/many/skip.csv", b"never\n")
+    store.put_bytes("bucket1", "proc/many/raw.csv", b"g,h\n")
+    store.put_bytes("bucket1", "proc/manifest.json",
+                    json.dumps([{"prefix": "s3://bucket1/proc/many/"}, "raw.csv", "keep/one.csv"]).encode())
+    store.put_bytes("bucket1", "proc/code/tree.py",
+                    b"import os\nfor d, _, fs in sorted(os.walk('/opt/ml/processing/input/data')):\n"
+                    b"    for f in sorted(fs):\n        print('got', os.path.relpath(os.path.join(d, f), "
+                    b"'/opt/ml/processing/input/data'), flush=True)\n")
+    sm = server.client("sagemaker")
+    req = request("proc-manifest", "tree.py")
+    req["ProcessingInputs"][1]["S3Input"].update(S3Uri="s3://bucket1/proc/manifest.json", S3DataType="ManifestFile")
+    sm.create_processing_job(**req)
+    d = wait_done(sm, "proc-manifest")
+    assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
+    got = [line for line in _log_text(server, "proc-manifest").splitlines() if line.startswith("got ")]
+    assert got == ["got raw.csv", "got keep/one.csv"]
+
+
+def test_processing_job_app_managed_input_and_output_are_left_to_the_application(server, store):
+    """AppManaged: the application reads / writes the data itself: LocalPath is optional, nothing is downloaded
+    and the output is not uploaded by the platform."""
+    store.put_bytes("bucket1", "proc/code/app.py",
+                    b"import json, os\nconfig = json.load(open('/opt/ml/config/processingjobconfig.json'))\n"
+                    b"print('uri', config['ProcessingInputs'][1]['S3Input']['S3Uri'], flush=True)\n"
+                    b"print('downloaded', os.path.exists('/opt/ml/processing/input/data'), flush=True)\n"
+                    b"os.makedirs('/opt/ml/processing/output/train', exist_ok=True)\n"
+                    b"open('/opt/ml/processing/output/train/x.csv', 'w').write('x')\n")
+    sm = server.client("sagemaker")
+    req = request("proc-appmanaged", "app.py")
+    req["ProcessingInputs"][1]["AppManaged"] = True
+    del req["ProcessingInputs"][1]["S3Input"]["LocalPath"]
+    req["ProcessingOutputConfig"]["Outputs"][0]["AppManaged"] = True
+    sm.create_processing_job(**req)
+    d = wait_done(sm, "proc-appmanaged")
+    assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
+    text = _log_text(server, "proc-appmanaged")
+    assert "uri s3://bucket1/proc/raw" in text and "downloaded False" in text
+    assert not list(store.list("bucket1", "proc/out/proc-appmanaged/"))
+
+
 def test_stop_processing_job_mid_run_keeps_continuous_outputs(server, store):
     sm = server.client("sagemaker")
     req = request("proc-stop", "slow.py")
