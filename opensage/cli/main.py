@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from opensage.cli.clientconfig import env_exports, write_client_config
+from opensage.cli.pipeline import pipeline
 from opensage.settings import Settings
 
 
@@ -150,6 +151,8 @@ def pull(image: str, home: str, builtin: bool) -> None:
     else:
         click.echo(f"{image}: environment ready at {env.directory} (python {env.python}).")
 
+
+main.add_command(pipeline)
 
 if __name__ == "__main__":
     main()
