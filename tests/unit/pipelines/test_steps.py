@@ -7,7 +7,14 @@ import re
 import pytest
 
 from opensage.errors import InternalFailure, ValidationException
-from opensage.pipelines.steps import JOB_KINDS, cache_key, child_name, expire_seconds, failure_class, retry_delay
+from opensage.pipelines.steps import (
+    JOB_KINDS,
+    cache_key,
+    child_name,
+    expire_seconds,
+    failure_class,
+    retry_delay,
+)
 
 
 def test_child_name_is_sagemakers_pipeline_job_name_within_limits():
