@@ -4,7 +4,9 @@ Supported content types (SageMaker's names): ``text/csv`` (label in the first co
 ``csv_weights`` the second column is the instance weight), ``text/libsvm`` (the default when a channel has no
 ContentType), ``application/x-parquet`` (label = first column) and ``application/x-recordio-protobuf``
 (features under ``features["values"]``, dense or sparse; label under ``label["values"]``). Parameters such as
-``text/csv;label_size=1`` are accepted.
+``text/csv;label_size=1`` are accepted; ``label_size=0`` (the unsupervised built-ins' CSV: every column is a
+feature) and recordio-protobuf records without a label give ``labels=None`` where the caller allows it
+(``require_labels=False``).
 
 CSV is parsed by pyarrow's multithreaded reader straight into float32 columns; only when that fails is the
 file re-scanned line by line to name the bad line. Errors are :class:`DataError` with a message that names the
@@ -116,7 +118,7 @@ class ChannelData:
     """
 
     features: Any
-    labels: np.ndarray
+    labels: np.ndarray | None
     weights: np.ndarray | None = None
     qid: np.ndarray | None = None
 
@@ -292,8 +294,11 @@ def _table_to_matrix(table: Any, first: int) -> np.ndarray:
     return out
 
 
-def _read_csv_source(channel: str, source: Source, csv_weights: bool, arrow: bool = False) -> ChannelData:
+def _read_csv_source(channel: str, source: Source, csv_weights: bool, arrow: bool = False,
+                     label_size: int = 1) -> ChannelData:
     n_cols = len(_first_line(source).split(b","))
+    if label_size == 0:
+        return _read_unlabelled_csv(channel, source, n_cols)
     minimum = 3 if csv_weights else 2
     if n_cols < minimum:
         raise DataError(f"{channel} channel: file {source.name} line 1: found {n_cols} column(s); CSV needs the "
@@ -320,6 +325,23 @@ def _read_csv_source(channel: str, source: Source, csv_weights: bool, arrow: boo
     labels = table.column(0).to_numpy()
     weights = table.column(1).to_numpy() if csv_weights else None
     return ChannelData(_features(table, first, arrow), labels, weights)
+
+
+def _read_unlabelled_csv(channel: str, source: Source, n_cols: int) -> ChannelData:
+    """``text/csv;label_size=0``: every column is a feature (unsupervised algorithms)."""
+    if _have_pyarrow():
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        names = [f"c{i}" for i in range(n_cols)]
+        try:
+            table = pacsv.read_csv(
+                _csv_stream(source), read_options=pacsv.ReadOptions(column_names=names, block_size=4 << 20),
+                convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float32())))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            raise _rescan_csv(channel, source, n_cols) from None
+        return ChannelData(_table_to_matrix(table, 0), None)
+    return ChannelData(np.ascontiguousarray(_numpy_csv(channel, source, n_cols)), None)
 
 
 def _features(table: Any, first: int, arrow: bool) -> Any:
@@ -424,14 +446,14 @@ def _read_parquet_source(channel: str, source: Source, arrow: bool = False) -> C
     return ChannelData(_features(table, 1, arrow), table.column(0).to_numpy())
 
 
-def _read_recordio_source(channel: str, source: Source) -> ChannelData:
+def _read_recordio_source(channel: str, source: Source, require_labels: bool = True) -> ChannelData:
     from opensage.algorithms import recordio
 
     try:
         features, labels = recordio.decode_matrix(source.read_bytes())
     except recordio.RecordIOError as exc:
         raise DataError(f"{channel} channel: file {source.name}: {exc}") from None
-    if labels is None:
+    if labels is None and require_labels:
         raise DataError(f"{channel} channel: file {source.name}: records carry no label['values']")
     return ChannelData(features, labels)
 
@@ -460,7 +482,12 @@ def _concat(channel: str, parts: list[ChannelData]) -> ChannelData:
         if len(widths) > 1:
             raise DataError(f"{channel} channel: files have different numbers of columns ({sorted(widths)})")
         features = np.concatenate([p.dense_or_sparse() for p in parts])
-    labels = np.concatenate([p.labels for p in parts])
+    if any(p.labels is None for p in parts):
+        if not all(p.labels is None for p in parts):
+            raise DataError(f"{channel} channel: some files have labels and some do not")
+        labels = None
+    else:
+        labels = np.concatenate([p.labels for p in parts])
     weights = None
     if any(p.weights is not None for p in parts):
         weights = np.concatenate([p.weights if p.weights is not None else np.ones(p.num_rows, np.float32)
@@ -472,32 +499,39 @@ def _concat(channel: str, parts: list[ChannelData]) -> ChannelData:
 
 
 def read_source(channel: str, source: Source, fmt: str, *, csv_weights: bool = False,
-                arrow: bool = False) -> ChannelData:
+                arrow: bool = False, label_size: int = 1, require_labels: bool = True) -> ChannelData:
     """Rows of one source in format ``fmt``."""
     if fmt == CSV:
-        return _read_csv_source(channel, source, csv_weights, arrow)
+        return _read_csv_source(channel, source, csv_weights, arrow, label_size)
     if fmt == LIBSVM:
         return _read_libsvm_source(channel, source)
     if fmt == PARQUET:
         return _read_parquet_source(channel, source, arrow)
     if fmt == RECORDIO:
-        return _read_recordio_source(channel, source)
+        return _read_recordio_source(channel, source, require_labels)
     raise DataError(f"{channel} channel: unsupported format {fmt!r}")
 
 
 def read_channel(channel: str, *, data_dir: Path | None = None, content_type: str | None = None,
                  input_mode: str = "File", record_wrapper: str | None = None,
-                 csv_weights: bool = False, arrow: bool = False) -> ChannelData | None:
+                 csv_weights: bool = False, arrow: bool = False, default_format: str = LIBSVM,
+                 require_labels: bool = True) -> ChannelData | None:
     """Every row of a channel (files concatenated in sorted order); None if it has no data.
 
     ``arrow=True`` lets CSV/Parquet features stay a float32 ``pyarrow.Table`` (see ChannelData).
+    ``require_labels=False`` (unsupervised algorithms) allows ``text/csv;label_size=0``, which is then also
+    the CSV default, and recordio-protobuf records without a label.
     """
-    fmt, params = parse_content_type(content_type)
-    if fmt == CSV and params.get("label_size", "1") != "1":
-        raise DataError(f"{channel} channel: text/csv label_size must be 1, got {params['label_size']!r}")
+    fmt, params = parse_content_type(content_type, default=default_format)
+    allowed = ("0", "1") if not require_labels else ("1",)
+    label_size = params.get("label_size", "1" if require_labels else "0")
+    if fmt == CSV and label_size not in allowed:
+        raise DataError(f"{channel} channel: text/csv label_size must be {' or '.join(allowed)}, "
+                        f"got {label_size!r}")
     data_dir = data_dir if data_dir is not None else MlPaths.from_env().data
     sources = channel_sources(channel, data_dir, input_mode=input_mode, record_wrapper=record_wrapper, fmt=fmt)
-    parts = [read_source(channel, s, fmt, csv_weights=csv_weights, arrow=arrow) for s in sources]
+    parts = [read_source(channel, s, fmt, csv_weights=csv_weights, arrow=arrow, label_size=int(label_size),
+                         require_labels=require_labels) for s in sources]
     parts = [p for p in parts if p.num_rows]
     return _concat(channel, parts) if parts else None
 

@@ -9,6 +9,11 @@ MetricDefinitions for the algorithm. The XGBoost regexes match the same lines as
 
 Resolving an image URI to an entry here (and script mode for XGBoost images given ``sagemaker_program``)
 is ``opensage.images``' job.
+
+The first-party algorithms (``linear-learner``, ``kmeans``, ``pca``) print ``#quality_metric: host=algo-1,
+test <name> <score|loss>=<value>`` lines as SageMaker's containers do; their MetricDefinitions are SageMaker's
+own regexes for those lines (as DescribeTrainingJob shows them for a 1P image), so the runner's matching and
+the described definitions are the same list.
 """
 
 from __future__ import annotations
@@ -61,10 +66,67 @@ _XGBOOST = BuiltinAlgorithm(
     default_training_content_type="text/libsvm",
 )
 
+def _quality(name: str, channel: str, metric: str, kind: str = "score", epoch: bool = False) -> dict[str, str]:
+    where = "epoch=\\S+, " if epoch else ""
+    return {"Name": name, "Regex": f"#quality_metric: host=\\S+, {where}{channel} {metric} <{kind}>=(\\S+)"}
+
+
+def _linear_learner_metrics() -> tuple[dict[str, str], ...]:
+    """SageMaker's linear-learner MetricDefinitions (at most 40, the API's maximum)."""
+    out = [{"Name": "train:progress", "Regex": "#progress_metric: host=\\S+, completed (\\S+) %"},
+           _quality("train:objective_loss", "train", "\\S+_objective", "loss", epoch=True),
+           _quality("validation:objective_loss", "validation", "\\S+_objective", "loss", epoch=True),
+           _quality("train:objective_loss:final", "train", "\\S+_objective", "loss"),
+           _quality("validation:objective_loss:final", "validation", "\\S+_objective", "loss"),
+           _quality("test:objective_loss", "test", "\\S+_objective", "loss")]
+    patterns = {"binary_classification_accuracy": "binary_classification_accuracy",
+                "binary_f_beta": "binary_f_\\S+", "precision": "precision", "recall": "recall",
+                "mse": "mse", "absolute_loss": "absolute_loss"}
+    for metric, pattern in patterns.items():
+        kind = "loss" if metric in ("mse", "absolute_loss") else "score"
+        out += [_quality(f"{channel}:{metric}", channel, pattern, kind) for channel in ("train", "validation", "test")]
+    multiclass = {"multiclass_accuracy": "multiclass_accuracy", "multiclass_top_k_accuracy":
+                  "multiclass_top_k_accuracy_\\S+", "dcg": "dcg", "macro_precision": "macro_precision",
+                  "macro_recall": "macro_recall", "macro_f_beta": "macro_f_\\S+", "roc_auc_score": "roc_auc_score"}
+    for metric, pattern in multiclass.items():
+        out += [_quality(f"{channel}:{metric}", channel, pattern) for channel in ("validation", "test")]
+    return tuple(out)
+
+
+_LINEAR_LEARNER = BuiltinAlgorithm(
+    name="linear-learner",
+    train_module="opensage.algorithms.linear_learner.train",
+    serve_module="opensage.algorithms.linear_learner.serve",
+    metric_definitions=_linear_learner_metrics(),
+    maximize_metrics=frozenset({"binary_classification_accuracy", "binary_f_beta", "precision", "recall",
+                                "multiclass_accuracy", "multiclass_top_k_accuracy", "dcg", "macro_precision",
+                                "macro_recall", "macro_f_beta", "roc_auc_score"}),
+    default_training_content_type="application/x-recordio-protobuf",
+)
+_KMEANS = BuiltinAlgorithm(
+    name="kmeans",
+    train_module="opensage.algorithms.kmeans.train",
+    serve_module="opensage.algorithms.kmeans.serve",
+    metric_definitions=tuple(_quality(f"{channel}:{metric}", channel, metric, "loss")
+                             for channel in ("test", "train") for metric in ("msd", "ssd")),
+    default_training_content_type="application/x-recordio-protobuf",
+)
+_PCA = BuiltinAlgorithm(
+    name="pca",
+    train_module="opensage.algorithms.pca.train",
+    serve_module="opensage.algorithms.pca.serve",
+    metric_definitions=(),
+    default_training_content_type="application/x-recordio-protobuf",
+)
+
 BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "sagemaker-xgboost": _XGBOOST,
     "xgboost": _XGBOOST,  # legacy 1P image (xgboost:1 / xgboost:latest)
+    "linear-learner": _LINEAR_LEARNER,
+    "kmeans": _KMEANS,
+    "pca": _PCA,
 }
+FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA)
 
 
 def describe_metric_definitions(image_uri: str) -> list[dict[str, str]] | None:
@@ -80,6 +142,9 @@ def describe_metric_definitions(image_uri: str) -> list[dict[str, str]] | None:
 
     name = image_uri.strip().split("@", 1)[0].rsplit("/", 1)[-1]
     repository = name.split(":", 1)[0].lower()
-    if BUILTIN_ALGORITHMS.get(repository) is not _XGBOOST:
+    algorithm = BUILTIN_ALGORITHMS.get(repository)
+    if algorithm in FIRST_PARTY:
+        return [dict(d) for d in algorithm.metric_definitions] or None  # type: ignore[union-attr]
+    if algorithm is not _XGBOOST:
         return None
     return versions.service_metric_definitions(versions.version_from_image(image_uri))

@@ -1,0 +1,9 @@
+"""Built-in k-means (SageMaker's ``kmeans`` image): hyperparameters.py, train.py
+(``python -m opensage.algorithms.kmeans.train``), serve.py.
+
+SageMaker's two stages: web-scale mini-batch k-means (Sculley 2010) finds ``k * extra_center_factor``
+centers in ``epochs`` passes (scikit-learn's ``MiniBatchKMeans``, ``init_method`` random or kmeans++), then a
+local Lloyd's k-means over those centers, weighted by how many rows each one holds, reduces them to ``k``
+(scikit-learn's ``KMeans``: ``local_lloyd_init_method``, ``local_lloyd_num_trials`` restarts,
+``local_lloyd_max_iter``, ``local_lloyd_tol``). The ``test`` channel reports ``test:msd`` / ``test:ssd``.
+"""

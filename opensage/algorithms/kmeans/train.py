@@ -1,0 +1,116 @@
+"""K-means training: ``python -m opensage.algorithms.kmeans.train`` in a SageMaker ``/opt/ml``.
+
+Channels: ``train`` (required; ShardedByS3Key in SageMaker's examples) and ``test`` (``test:msd`` /
+``test:ssd``); recordio-protobuf (the default) or ``text/csv`` (every column a feature unless
+``label_size=1``). ``half_life_time_size`` is validated; points are not decayed (scikit-learn's mini-batch
+k-means has no decay).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from opensage.algorithms import firstparty
+from opensage.algorithms.firstparty import JobInput, UserError, quality_metric
+from opensage.algorithms.formats import Dataset, read_training_channel
+from opensage.algorithms.kmeans import hyperparameters
+
+ALGORITHM = "kmeans"
+CHANNELS = ("train", "test")
+AUTO_CENTER_FACTOR = 10
+AUTO_TRIALS = 10
+SKLEARN_INIT = {"random": "random", "kmeans++": "k-means++"}
+
+log = logging.getLogger("opensage.algorithms")
+
+
+def _load(job: JobInput, feature_dim: int) -> dict[str, Dataset]:
+    job.check_channels(CHANNELS)
+    data: dict[str, Dataset] = {}
+    for name in CHANNELS:
+        if name not in job.data_config:
+            continue
+        found = read_training_channel(name, job.paths.data, job.data_config[name], supervised=False)
+        if found is None:
+            raise UserError(f"ClientError: channel '{name}' has no data (looked in {job.paths.data / name}).")
+        if found.num_columns != feature_dim and not (found.is_sparse and found.num_columns < feature_dim):
+            raise UserError(f"ClientError: feature_dim is {feature_dim} but the records of channel '{name}' have "
+                            f"{found.num_columns} features.")
+        if found.is_sparse and found.num_columns < feature_dim:
+            found.features.resize((found.num_rows, feature_dim))
+        data[name] = found
+    return data
+
+
+def squared_distances(X: Any, centers: np.ndarray) -> np.ndarray:
+    """(n, k) squared Euclidean distances, in chunks (dense or CSR rows)."""
+    from sklearn.metrics.pairwise import euclidean_distances
+
+    return np.maximum(euclidean_distances(X, centers, squared=True), 0.0)
+
+
+def fit_centers(X: np.ndarray, hp: dict[str, Any], seed: int = 0) -> np.ndarray:
+    """Stage 1 (mini-batch k-means with extra centers) then stage 2 (weighted local Lloyd's) → (k, d)."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    k, rows = hp["k"], X.shape[0]
+    if rows < k:
+        raise UserError(f"ClientError: k is {k} but channel 'train' has only {rows} records.")
+    factor = hp["extra_center_factor"] or AUTO_CENTER_FACTOR
+    extra = max(k, min(k * factor, rows))
+    stage1 = MiniBatchKMeans(n_clusters=extra, init=SKLEARN_INIT[hp["init_method"]], n_init=1,
+                             batch_size=min(hp["mini_batch_size"], rows), max_iter=hp["epochs"], random_state=seed)
+    stage1.fit(X)
+    centers = stage1.cluster_centers_.astype(np.float64)
+    counts = np.bincount(stage1.predict(X), minlength=extra).astype(np.float64)
+    keep = counts > 0
+    if keep.sum() >= k:
+        centers, counts = centers[keep], counts[keep]
+    else:  # fewer occupied centers than k: keep empty ones with a tiny weight so k centers exist
+        counts = np.maximum(counts, 1e-6)
+    log.info("Stage 1: %d centers from %d records; reducing to k=%d with local Lloyd's", len(centers), rows, k)
+    if len(centers) == k:
+        return centers
+    stage2 = KMeans(n_clusters=k, init=SKLEARN_INIT[hp["local_lloyd_init_method"]],
+                    n_init=hp["local_lloyd_num_trials"] or AUTO_TRIALS, max_iter=hp["local_lloyd_max_iter"],
+                    tol=hp["local_lloyd_tol"], random_state=seed)
+    stage2.fit(centers, sample_weight=counts)
+    return stage2.cluster_centers_.astype(np.float64)
+
+
+def report(host: str, channel: str, X: Any, centers: np.ndarray, metrics: list[str]) -> dict[str, float]:
+    closest = squared_distances(X, centers).min(axis=1)
+    values = {"msd": float(closest.mean()), "ssd": float(closest.sum())}
+    for name in metrics:
+        quality_metric(host, channel, name, values[name], kind="loss")
+    return values
+
+
+def train(job: JobInput) -> Path:
+    hp = hyperparameters.parse(job.raw_hyperparameters)
+    data = _load(job, hp["feature_dim"])
+    if "train" not in data:
+        raise UserError("ClientError: channel 'train' is required.")
+    X = data["train"].dense()
+    if not np.all(np.isfinite(X)):
+        raise UserError("ClientError: channel 'train' has feature values that are not finite numbers.")
+    centers = fit_centers(X, hp)
+    report(job.host, "train", X, centers, hp["eval_metrics"])
+    if "test" in data:
+        report(job.host, "test", data["test"].features, centers, hp["eval_metrics"])
+    return firstparty.save_state(job.paths.model, {"centroids": centers},
+                                 {"algorithm": ALGORITHM, "feature_dim": hp["feature_dim"], "k": hp["k"]})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return firstparty.run(train, ALGORITHM)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

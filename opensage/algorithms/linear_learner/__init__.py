@@ -1,0 +1,9 @@
+"""Built-in linear learner (SageMaker's ``linear-learner`` image): hyperparameters.py, solver.py, evaluation.py,
+train.py (``python -m opensage.algorithms.linear_learner.train``), serve.py.
+
+Like SageMaker's, it trains several linear models in parallel on the same mini-batches (``num_models``: the
+given optimizer settings plus nearby learning rates and regularisation where those are ``auto``), on data
+normalised from a sample of ``num_point_for_scaler`` rows, keeps each model's best epoch, selects one on the
+validation channel (else train) by ``binary_classifier_model_selection_criteria`` or the objective loss,
+calibrates a binary classifier's threshold, and reports SageMaker's metrics for train / validation / test.
+"""

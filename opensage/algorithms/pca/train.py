@@ -1,0 +1,93 @@
+"""PCA training: ``python -m opensage.algorithms.pca.train`` in a SageMaker ``/opt/ml``.
+
+Channels: ``train`` (required) and ``test`` (read and checked; PCA reports no metric); recordio-protobuf
+(the default) or ``text/csv`` (every column a feature unless ``label_size=1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from opensage.algorithms import firstparty
+from opensage.algorithms.firstparty import JobInput, UserError, hyperparameter_error
+from opensage.algorithms.formats import read_training_channel
+from opensage.algorithms.pca import hyperparameters
+
+ALGORITHM = "pca"
+CHANNELS = ("train", "test")
+GRAM_RATIO = 4  # rows/features above which regular mode decomposes X^T X instead of X
+
+log = logging.getLogger("opensage.algorithms")
+
+
+def decompose(X: np.ndarray, hp: dict[str, Any], seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean (d,), v (d, k), s (k,)) with columns in ascending order of singular value."""
+    k = hp["num_components"]
+    mean = X.mean(axis=0) if hp["subtract_mean"] else np.zeros(X.shape[1])
+    centred = X - mean
+    if hp["algorithm_mode"] == "randomized":
+        from sklearn.utils.extmath import randomized_svd
+
+        extra = hp["extra_components"] if hp["extra_components"] >= 0 else max(10, k)
+        _, s, vt = randomized_svd(centred, k, n_oversamples=extra, random_state=seed)
+        v = vt.T
+    elif centred.shape[0] > GRAM_RATIO * centred.shape[1]:
+        eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)  # ascending already
+        s = np.sqrt(np.maximum(eigenvalues[-k:][::-1], 0.0))
+        v = vectors[:, -k:][:, ::-1]
+    else:
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        s, v = s[:k], vt[:k].T
+    v = v * np.where(v[np.abs(v).argmax(axis=0), np.arange(v.shape[1])] < 0, -1.0, 1.0)  # deterministic sign
+    return mean, v[:, ::-1].copy(), s[::-1].copy()
+
+
+def train(job: JobInput) -> Path:
+    hp = hyperparameters.parse(job.raw_hyperparameters)
+    job.check_channels(CHANNELS)
+    dim = hp["feature_dim"]
+    if hp["num_components"] > dim:
+        raise hyperparameter_error(f"num_components ({hp['num_components']}) must not exceed feature_dim ({dim})")
+    train_data = None
+    for name in CHANNELS:
+        if name not in job.data_config:
+            continue
+        data = read_training_channel(name, job.paths.data, job.data_config[name], supervised=False)
+        if data is None:
+            raise UserError(f"ClientError: channel '{name}' has no data (looked in {job.paths.data / name}).")
+        if data.num_columns != dim and not (data.is_sparse and data.num_columns < dim):
+            raise UserError(f"ClientError: feature_dim is {dim} but the records of channel '{name}' have "
+                            f"{data.num_columns} features.")
+        if data.is_sparse and data.num_columns < dim:
+            data.features.resize((data.num_rows, dim))
+        if name == "train":
+            train_data = data
+    if train_data is None:
+        raise UserError("ClientError: channel 'train' is required.")
+    X = train_data.dense().astype(np.float64)
+    if not np.all(np.isfinite(X)):
+        raise UserError("ClientError: channel 'train' has feature values that are not finite numbers.")
+    if hp["num_components"] > X.shape[0]:
+        raise hyperparameter_error(f"num_components ({hp['num_components']}) must not exceed the number of "
+                                   f"records in channel 'train' ({X.shape[0]})")
+    mean, v, s = decompose(X, hp)
+    total = float(np.sum((X - mean) ** 2))
+    log.info("PCA (%s): %d components explain %.4f of the variance", hp["algorithm_mode"], len(s),
+             float(np.sum(s ** 2) / total) if total else 1.0)
+    return firstparty.save_state(job.paths.model, {"mean": mean, "v": v, "s": s},
+                                 {"algorithm": ALGORITHM, "feature_dim": dim,
+                                  "num_components": hp["num_components"], "subtract_mean": hp["subtract_mean"]})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return firstparty.run(train, ALGORITHM)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
