@@ -539,3 +539,39 @@ def test_control_plane_restart_mid_execution_continues_without_rerunning_steps(t
         assert second.submitted == []  # nothing ran again
     finally:
         gen.close()
+
+
+def test_tuning_step_runs_a_tuning_job_and_exposes_best_training_job(tmp_path):
+    from tests.api import tuning_support as ts
+
+    gen = start_server(tmp_path, executor=ts.TuningExecutor())
+    srv = next(gen)
+    try:
+        srv.store().ensure_bucket(ts.BUCKET)
+        srv.store().put_bytes(ts.BUCKET, "data/train/part-0.csv", b"1,0.5\n")
+        sm = srv.client("sagemaker")
+        args = ts.tuning_request("unused", max_jobs=2, parallel=2)
+        del args["HyperParameterTuningJobName"]
+        best = {"Std:Join": {"On": "/", "Values": [
+            "s3:/", ts.BUCKET, {"Get": "Steps.Tune.TrainingJobSummaries[0].TrainingJobName"}]}}
+        model_data = {"Std:Join": {"On": "", "Values": [
+            f"s3://{ts.BUCKET}/tuning-out/", {"Get": "Steps.Tune.BestTrainingJob.TrainingJobName"},
+            "/output/model.tar.gz"]}}
+        model = {"Name": "BestModel", "Type": "Model", "Arguments": {"ExecutionRoleArn": ROLE, "PrimaryContainer": {
+            "Image": XGB_IMAGE, "ModelDataUrl": model_data, "Environment": {"BEST": best}}}}
+        create(sm, "TunePipe", [{"Name": "Tune", "Type": "Tuning", "Arguments": args}, model])
+        arn = sm.start_pipeline_execution(PipelineName="TunePipe")["PipelineExecutionArn"]
+        d = wait_execution(sm, arn, timeout=120)
+        steps = steps_by_name(sm, arn)
+        assert d["PipelineExecutionStatus"] == "Succeeded", steps
+        tuning_arn = steps["Tune"]["Metadata"]["TuningJob"]["Arn"]
+        name = tuning_arn.split("/")[-1]
+        assert len(name) <= 32 and name.startswith(arn.rsplit("/", 1)[1])
+        tuned = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        best_name = tuned["BestTrainingJob"]["TrainingJobName"]
+        container = sm.describe_model(ModelName=steps["BestModel"]["Metadata"]["Model"]["Arn"].split("/")[-1])[
+            "PrimaryContainer"]
+        assert container["Environment"]["BEST"] == f"s3://{ts.BUCKET}/{best_name}"
+        assert container["ModelDataUrl"] == f"s3://{ts.BUCKET}/tuning-out/{best_name}/output/model.tar.gz"
+    finally:
+        gen.close()
