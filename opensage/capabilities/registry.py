@@ -12,7 +12,7 @@ from opensage.services.registry import RegistryService
 
 
 def install(ctx: CapabilityContext) -> None:
-    service = RegistryService(ctx.deps)
+    service = RegistryService(ctx.deps, ctx.services)
     ctx.dispatcher.register("sagemaker", service)
     ctx.services["registry"] = service
     models = ctx.services.get("models")

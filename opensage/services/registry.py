@@ -22,6 +22,7 @@ from typing import Any
 
 from opensage.arns import with_lower_case_name
 from opensage.errors import ConflictException, ValidationException
+from opensage.registry import search
 from opensage.registry.checks import (
     MAX_ADDITIONAL_SPECS,
     check_additional,
@@ -56,8 +57,9 @@ def _name_part(value: str, resource_type: str) -> str:
 
 
 class RegistryService:
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, services: dict[str, Any] | None = None) -> None:
         self.d = deps
+        self.services = services if services is not None else {}  # other services, looked up when used
 
     # -- helpers -------------------------------------------------------------------------------------
     def _user(self, ctx) -> dict[str, Any]:
@@ -366,6 +368,56 @@ class RegistryService:
         self.d.resources.delete(PACKAGE, res.name)
         self.d.tags.drop_all(res.arn)
         return {}
+
+    # -- Search ----------------------------------------------------------------------------------------
+    def search(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        resource = params["Resource"]
+        records = self._search_records(ctx, resource)
+        if params.get("CrossAccountFilterOption") == "CrossAccount":
+            records = []
+        expression = params.get("SearchExpression")
+        hits = [r for r in records if search.matches(r, expression)]
+        sort_by = params.get("SortBy") or "CreationTime"
+        keys = {id(r): search.sort_key(r, sort_by, self._identity(resource, r)) for r in hits}
+        if len({type(k[0]) for k in keys.values()}) > 1:  # a property numeric in some records, absent in others
+            keys = {i: (str(k[0]), k[1]) for i, k in keys.items()}
+        request = {**params, "SortOrder": params.get("SortOrder") or "Descending"}
+        items, token = page(self.d, "Search", request, hits, lambda r: keys[id(r)])
+        out: dict[str, Any] = {"Results": [{resource: r} for r in items]}
+        if token:
+            out["NextToken"] = token
+        return out
+
+    @staticmethod
+    def _identity(resource: str, record: dict[str, Any]) -> str:
+        return str(record.get(f"{resource}Arn") or record.get("ModelPackageArn") or record.get("TrainingJobArn") or "")
+
+    def _search_records(self, ctx, resource: str) -> list[dict[str, Any]]:
+        if resource == "ModelPackage":
+            rows = self.d.resources.in_status(PACKAGE, ("Pending", "InProgress", COMPLETED, "Failed", "Deleting"))
+            return [{**describe_package(r), "Tags": self._tags(r.arn)} for r in rows]
+        if resource == "ModelPackageGroup":
+            rows = self.d.resources.in_status(GROUP, ("Pending", "InProgress", COMPLETED, "Failed", "Deleting",
+                                                      "DeleteFailed"))
+            return [{**self.describe_model_package_group(ctx, {"ModelPackageGroupName": r.arn}),
+                     "Tags": self._tags(r.arn)} for r in rows]
+        if resource == "TrainingJob" and "training" in self.services:
+            training, out, token = self.services["training"], [], None
+            while True:
+                listed = training.list_training_jobs(ctx, {"MaxResults": 100, **({"NextToken": token} if token
+                                                                                   else {})})
+                for summary in listed["TrainingJobSummaries"]:
+                    d = training.describe_training_job(ctx, {"TrainingJobName": summary["TrainingJobName"]})
+                    out.append({**d, "Tags": self._tags(d["TrainingJobArn"])})
+                token = listed.get("NextToken")
+                if not token:
+                    return out
+        raise ValidationException(f"Search over {resource} is not supported here; this platform searches "
+                                  "TrainingJob, ModelPackage and ModelPackageGroup.")
+
+    def _tags(self, arn: str) -> list[dict[str, str]]:
+        items, _ = self.d.tags.list(arn, None, 50)
+        return items
 
     # -- what CreateModel uses -------------------------------------------------------------------------
     def resolve_containers(self, name_or_arn: str, container: dict[str, Any], where: str) -> list[dict[str, Any]]:
