@@ -38,7 +38,7 @@ class TuningReconciler(ReconcileLoop):
         self.d = deps
         self.services = services
         self._studies: dict[str, Study] = {}
-        self._init_loop("tuning-reconciler", busy_interval=1.0, idle_interval=30.0)
+        self._init_loop("tuning-reconciler", busy_interval=0.5, idle_interval=30.0)
 
     @property
     def training(self) -> Any:
@@ -79,8 +79,8 @@ class TuningReconciler(ReconcileLoop):
                 self._stop_children(running)
             if not running:
                 self._finish(job, rows, "Completed", reason)
-            elif job.state.get("_ending") != reason:
-                self._save(job, _ending=reason)
+            elif reason != "MaxNumberOfTrainingJobs" and not job.state.get("_ending"):
+                self._save(job, _ending=[reason, stop_running])
             return
         self._launch(job, study, rows, running)
 
@@ -96,7 +96,8 @@ class TuningReconciler(ReconcileLoop):
         (finished ones told; running ones as running trials, told when they end)."""
         config = job.request["HyperParameterTuningJobConfig"]
         definitions = jobs.definitions(job.request)
-        study = new_study(config, definitions, jobs.objective_of(job.request)["Type"], _max_jobs(job))
+        study = new_study(job.name, config, definitions, jobs.objective_of(job.request)["Type"], _max_jobs(job),
+                          resumed_trials=len(rows))
         for parent_name in _parents(job.request):
             parent = self.d.resources.get(KIND, parent_name)
             if parent is None:
@@ -156,8 +157,9 @@ class TuningReconciler(ReconcileLoop):
 
     def _ending(self, job: Resource, study: Study, rows: list[Resource]) -> tuple[str, bool] | None:
         """(reason, stop running children) when the job must end, else None."""
-        if job.state.get("_ending"):
-            return job.state["_ending"], True
+        if job.state.get("_ending"):  # decided on an earlier pass (a completion criterion met)
+            reason, stop_running = job.state["_ending"]
+            return reason, stop_running
         config = job.request["HyperParameterTuningJobConfig"]
         limits = config["ResourceLimits"]
         now = self.d.clock.time()

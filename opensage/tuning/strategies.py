@@ -168,10 +168,19 @@ def _suggest(trial: Any, name: str, dist: Any) -> Any:
     return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
 
 
-def new_study(config: dict[str, Any], definitions: list[Definition], direction: str, max_jobs: int) -> Study:
+def new_study(name: str, config: dict[str, Any], definitions: list[Definition], direction: str,
+              max_jobs: int, resumed_trials: int = 0) -> Study:
+    """``resumed_trials``: how many of the job's trials already ran (a rebuilt study). A seeded sampler then
+    starts from another (still deterministic) seed, or it would replay the values of the first trials."""
     optuna = _optuna()
+    seed = config.get("RandomSeed")
+    if seed is not None and resumed_trials:
+        seed = (seed * 1_000_003 + resumed_trials) % 2**32
+    # Named after the tuning job: Hyperband assigns brackets by hashing the study name and trial number,
+    # so a rebuilt study keeps every trial in its bracket.
     study = optuna.create_study(
+        study_name=name,
         direction="maximize" if direction == "Maximize" else "minimize",
-        sampler=make_sampler(config["Strategy"], config.get("RandomSeed"), max_jobs),
+        sampler=make_sampler(config["Strategy"], seed, max_jobs),
         pruner=make_pruner(config))
     return Study(study, definitions)

@@ -4,13 +4,13 @@ scripted executor whose jobs log an objective computed from their hyperparameter
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.api.tuning_support import (
     BUCKET,
-    RANGES,
     TuningExecutor,
     all_children,
     objective,
@@ -369,3 +369,124 @@ def test_warm_start_transfer_learning_seeds_the_study_with_parent_trials(sm):
     etas = [float(c["TunedHyperParameters"]["eta"]) for c in all_children(sm, "tune-tl-child")]
     # 8 parent trials are past the GP's random start: every child trial is model-guided, near eta=0.3.
     assert all(abs(e - 0.3) < 0.2 for e in etas), etas
+
+
+# -- children that take time: stop, early stopping, Hyperband, restart ---------------------------------
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    """Child jobs log one boosting round every 0.4 s (8 rounds)."""
+    executor = TuningExecutor(round_seconds=0.4)
+    for server in start_server(tmp_path_factory.mktemp("home"), executor=executor):
+        store = server.store()
+        store.ensure_bucket(BUCKET)
+        store.put_bytes(BUCKET, "data/train/part-0.csv", b"1,0.5\n")
+        yield server
+
+
+def _wait_children(sm, name: str, count: int, status: str = "InProgress", timeout: float = 30) -> list[dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = [c for c in all_children(sm, name) if c["TrainingJobStatus"] == status]
+        if len(found) >= count:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{name}: fewer than {count} {status} children after {timeout}s")
+
+
+def test_stop_hyper_parameter_tuning_job_stops_every_running_child(slow):
+    sm = slow.client("sagemaker")
+    sm.create_hyper_parameter_tuning_job(**tuning_request("tune-stop", max_jobs=6, parallel=2))
+    _wait_children(sm, "tune-stop", 2)
+    sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-stop")
+    assert sm.describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="tune-stop")["HyperParameterTuningJobStatus"] in ("Stopping", "Stopped")
+    d = wait_tuning(sm, "tune-stop")
+    assert d["HyperParameterTuningJobStatus"] == "Stopped"
+    children = all_children(sm, "tune-stop")
+    assert len(children) == 2 and {c["TrainingJobStatus"] for c in children} == {"Stopped"}
+    assert d["TrainingJobStatusCounters"]["Stopped"] == 2
+    code, _ = _error(sm.stop_hyper_parameter_tuning_job, HyperParameterTuningJobName="tune-stop")
+    assert code == "ValidationException"
+    code, _ = _error(sm.stop_hyper_parameter_tuning_job, HyperParameterTuningJobName="tune-nope")
+    assert code == "ResourceNotFound"
+
+
+def test_delete_hyper_parameter_tuning_job_in_progress_is_validation_exception(slow):
+    sm = slow.client("sagemaker")
+    sm.create_hyper_parameter_tuning_job(**tuning_request("tune-del-busy", max_jobs=1, parallel=1))
+    code, message = _error(sm.delete_hyper_parameter_tuning_job, HyperParameterTuningJobName="tune-del-busy")
+    assert code == "ValidationException" and "InProgress" in message
+    sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-del-busy")
+    wait_tuning(sm, "tune-del-busy")
+
+
+def test_early_stopping_auto_stops_children_worse_than_the_median(slow):
+    """Grid order puts three good settings first; the two bad ones are stopped by the median rule."""
+    sm = slow.client("sagemaker")
+    ranges = {"CategoricalParameterRanges": [{"Name": "max_depth", "Values": ["6", "5", "7", "2", "10"]}]}
+    sm.create_hyper_parameter_tuning_job(**tuning_request("tune-early", strategy="Grid", ranges=ranges,
+                                                          parallel=1, TrainingJobEarlyStoppingType="Auto"))
+    d = wait_tuning(sm, "tune-early", timeout=120)
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    status = {c["TunedHyperParameters"]["max_depth"]: c for c in all_children(sm, "tune-early")}
+    assert {k: c["TrainingJobStatus"] for k, c in status.items()} == {
+        "6": "Completed", "5": "Completed", "7": "Completed", "2": "Stopped", "10": "Stopped"}
+    assert d["TrainingJobStatusCounters"]["Stopped"] == 2
+    assert status["2"]["ObjectiveStatus"] == "Succeeded"  # reported with its last objective value
+    assert d["BestTrainingJob"]["TunedHyperParameters"] == {"max_depth": "6"}
+
+
+def test_hyperband_stops_underperforming_children_early(slow):
+    sm = slow.client("sagemaker")
+    ranges = {"CategoricalParameterRanges": [{"Name": "max_depth", "Values": ["6", "2", "10", "4"]}]}
+    sm.create_hyper_parameter_tuning_job(**tuning_request(
+        "tune-hyperband", strategy="Hyperband", ranges=ranges, max_jobs=9, parallel=3, RandomSeed=5,
+        StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 8}}))
+    d = wait_tuning(sm, "tune-hyperband", timeout=120)
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    children = all_children(sm, "tune-hyperband")
+    stopped = [c for c in children if c["TrainingJobStatus"] == "Stopped"]
+    assert stopped, [(c["TunedHyperParameters"], c["TrainingJobStatus"]) for c in children]
+    # whatever Hyperband stopped was not the best setting
+    assert all(c["TunedHyperParameters"]["max_depth"] != "6" or
+               any(o["TunedHyperParameters"]["max_depth"] == "6" and o["TrainingJobStatus"] == "Completed"
+                   for o in children) for c in stopped)
+    assert d["BestTrainingJob"]["TunedHyperParameters"]["max_depth"] == "6"
+
+
+def test_tuning_job_continues_after_control_plane_restart_without_repeating_trials(tmp_path):
+    home = tmp_path / "home"
+    executor = TuningExecutor(round_seconds=0.4)  # its "agents" outlive the control plane, as real ones do
+    first = start_server(home, executor=executor)
+    server = next(first)
+    try:
+        store = server.store()
+        store.ensure_bucket(BUCKET)
+        store.put_bytes(BUCKET, "data/train/part-0.csv", b"1,0.5\n")
+        sm = server.client("sagemaker")
+        sm.create_hyper_parameter_tuning_job(**tuning_request("tune-restart", strategy="Bayesian", max_jobs=6,
+                                                              parallel=2, RandomSeed=11))
+        _wait_children(sm, "tune-restart", 2, status="Completed", timeout=60)
+        before = {c["TrainingJobName"]: c for c in all_children(sm, "tune-restart")}
+        # A killed control plane: background loops end without stopping jobs.
+        server.platform.stop_background(stop_jobs=False)
+        server.platform.stop_background = lambda stop_jobs=True: None
+    finally:
+        next(first, None)
+    second = start_server(home, executor=executor)
+    server = next(second)
+    try:
+        sm = server.client("sagemaker")
+        d = wait_tuning(sm, "tune-restart", timeout=120)
+        after = all_children(sm, "tune-restart")
+    finally:
+        next(second, None)
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert len(after) == 6
+    assert all(c["TrainingJobStatus"] == "Completed" for c in after), [(c["TrainingJobStatus"], c.get("FailureReason")) for c in after]
+    by_name = {c["TrainingJobName"]: c for c in after}
+    for name, c in before.items():  # the same jobs, not run again
+        assert by_name[name]["TunedHyperParameters"] == c["TunedHyperParameters"]
+    tuned = [tuple(sorted(c["TunedHyperParameters"].items())) for c in after]
+    assert len(set(tuned)) == 6
+    assert sorted(int(c["TrainingJobName"].split("-")[2]) for c in after) == [1, 2, 3, 4, 5, 6]
