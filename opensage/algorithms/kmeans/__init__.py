@@ -5,5 +5,6 @@ SageMaker's two stages: web-scale mini-batch k-means (Sculley 2010) finds ``k * 
 centers in ``epochs`` passes (scikit-learn's ``MiniBatchKMeans``, ``init_method`` random or kmeans++), then a
 local Lloyd's k-means over those centers, weighted by how many rows each one holds, reduces them to ``k``
 (scikit-learn's ``KMeans``: ``local_lloyd_init_method``, ``local_lloyd_num_trials`` restarts,
-``local_lloyd_max_iter``, ``local_lloyd_tol``). The ``test`` channel reports ``test:msd`` / ``test:ssd``.
+``local_lloyd_max_iter``, ``local_lloyd_tol``); where the rows fit in memory, Lloyd's iterations over them
+finish the fit. The ``test`` channel reports ``test:msd`` / ``test:ssd``.
 """

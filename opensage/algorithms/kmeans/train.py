@@ -25,6 +25,7 @@ ALGORITHM = "kmeans"
 CHANNELS = ("train", "test")
 AUTO_CENTER_FACTOR = 10
 AUTO_TRIALS = 10
+POLISH_MAX_VALUES = 50_000_000  # rows x features up to which Lloyd's iterations over the data finish the fit
 SKLEARN_INIT = {"random": "random", "kmeans++": "k-means++"}
 
 log = logging.getLogger("opensage.algorithms")
@@ -75,13 +76,18 @@ def fit_centers(X: np.ndarray, hp: dict[str, Any], seed: int = 0) -> np.ndarray:
     else:  # fewer occupied centers than k: keep empty ones with a tiny weight so k centers exist
         counts = np.maximum(counts, 1e-6)
     log.info("Stage 1: %d centers from %d records; reducing to k=%d with local Lloyd's", len(centers), rows, k)
-    if len(centers) == k:
-        return centers
-    stage2 = KMeans(n_clusters=k, init=SKLEARN_INIT[hp["local_lloyd_init_method"]],
-                    n_init=hp["local_lloyd_num_trials"] or AUTO_TRIALS, max_iter=hp["local_lloyd_max_iter"],
-                    tol=hp["local_lloyd_tol"], random_state=seed)
-    stage2.fit(centers, sample_weight=counts)
-    return stage2.cluster_centers_.astype(np.float64)
+    if len(centers) != k:
+        stage2 = KMeans(n_clusters=k, init=SKLEARN_INIT[hp["local_lloyd_init_method"]],
+                        n_init=hp["local_lloyd_num_trials"] or AUTO_TRIALS, max_iter=hp["local_lloyd_max_iter"],
+                        tol=hp["local_lloyd_tol"], random_state=seed)
+        centers = stage2.fit(centers, sample_weight=counts).cluster_centers_.astype(np.float64)
+    if X.size <= POLISH_MAX_VALUES:
+        # The rows are in memory anyway: Lloyd's iterations over them from the reduced centers can only lower
+        # the sum of squared distances (SageMaker stops at the reduction; this gets within scikit-learn's).
+        polish = KMeans(n_clusters=k, init=centers, n_init=1, max_iter=hp["local_lloyd_max_iter"],
+                        tol=hp["local_lloyd_tol"])
+        centers = polish.fit(X).cluster_centers_.astype(np.float64)
+    return centers
 
 
 def report(host: str, channel: str, X: Any, centers: np.ndarray, metrics: list[str]) -> dict[str, float]:
