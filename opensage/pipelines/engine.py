@@ -45,6 +45,10 @@ ACTIVE = ("Starting", "Executing", "Stopping")
 DONE = ("Succeeded", "Failed", "Stopped")
 EXECUTION_FAILED = "Step failure: One or multiple steps failed."
 DEFAULT_PARALLELISM = 50
+# A child the platform's own shutdown failed (runner/agentjobs.py SHUTDOWN_REASON) is started again when the
+# control plane is back, so a restart mid-execution continues it; at most this many times per step.
+SHUTDOWN_MARK = "platform was shut down"
+SHUTDOWN_RESTARTS = 3
 REASON_MAX = 1024
 UNSUPPORTED_REASON = {
     "Lambda": "Lambda steps call AWS Lambda, which OpenSage does not run",
@@ -336,6 +340,11 @@ class PipelineEngine(ReconcileLoop):
             self._create(step, st, now)
 
     def _failed(self, step: StepDef, st: dict[str, Any], text: str, now: float, failure: str | None) -> None:
+        if SHUTDOWN_MARK in text and int(st.get("_restarts", 0)) < SHUTDOWN_RESTARTS:
+            st["_restarts"] = int(st.get("_restarts", 0)) + 1
+            st.setdefault("_first_start", st.get("StartTime", now))
+            st.update(StepStatus="Starting", _retry_at=now, _last_failure=reason(text))
+            return
         elapsed = now - float(st.get("_first_start", st.get("StartTime", now)))
         delay = retry_delay(step.retry_policies, failure, int(st.get("AttemptCount", 1)), elapsed)
         if delay is not None:

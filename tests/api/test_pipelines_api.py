@@ -575,3 +575,81 @@ def test_tuning_step_runs_a_tuning_job_and_exposes_best_training_job(tmp_path):
         assert container["ModelDataUrl"] == f"s3://{ts.BUCKET}/tuning-out/{best_name}/output/model.tar.gz"
     finally:
         gen.close()
+
+
+def test_graceful_restart_mid_step_starts_the_interrupted_step_again(tmp_path):
+    first = StepExecutor()
+    first.by_step["long"] = FakeRun(keep_running=True)
+    gen = start_server(tmp_path, executor=first)
+    srv = next(gen)
+    srv.store().ensure_bucket(BUCKET)
+    srv.store().put_bytes(BUCKET, "raw/data.csv", b"1,2\n")
+    srv.store().put_bytes(BUCKET, "code/prep.py", b"print('hi')\n")
+    sm = srv.client("sagemaker")
+    create(sm, "Interrupted", [processing_step("Prep"), processing_step("Long", inputs_from="Prep")])
+    arn = sm.start_pipeline_execution(PipelineName="Interrupted")["PipelineExecutionArn"]
+    wait_step(sm, arn, "Long", "Executing")
+    prep = steps_by_name(sm, arn)["Prep"]
+    gen.close()  # `opensage up` stopping: running jobs end Failed "the OpenSage platform was shut down"
+
+    second = StepExecutor()
+    gen = start_server(tmp_path, executor=second)
+    srv = next(gen)
+    try:
+        sm = srv.client("sagemaker")
+        assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
+        steps = steps_by_name(sm, arn)
+        assert steps["Prep"] == prep
+        assert steps["Long"]["AttemptCount"] == 2
+        assert [p.name for p in second.submitted] == ["algo-1"] and "-long-" in str(second.submitted[0])
+    finally:
+        gen.close()
+
+
+def test_crash_between_saving_a_step_and_creating_its_job_creates_it_once(sm, server):
+    engine = server.platform.capabilities.services["pipeline-engine"]
+    original = engine._create
+    calls = []
+
+    def crash_once(step, st, now):
+        calls.append(st["_job"]["name"])
+        if len(calls) == 1:
+            raise RuntimeError("control plane died here")
+        return original(step, st, now)
+
+    engine._create = crash_once
+    try:
+        create(sm, "CrashPipe", [processing_step("Prep")])
+        arn = sm.start_pipeline_execution(PipelineName="CrashPipe")["PipelineExecutionArn"]
+        assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
+    finally:
+        engine._create = original
+    assert len(calls) == 2 and calls[0] == calls[1]  # the saved name is the one created
+    job = steps_by_name(sm, arn)["Prep"]["Metadata"]["ProcessingJob"]["Arn"].split("/")[-1]
+    assert job == calls[0]
+    jobs = sm.list_processing_jobs(NameContains=arn.rsplit("/", 1)[1])["ProcessingJobSummaries"]
+    assert len(jobs) == 1
+
+
+def test_pipeline_show_draws_the_execution_dag_with_statuses(sm, server):
+    from opensage.cli.pipeline import draw_execution
+
+    steps, params = condition_pipeline()
+    create(sm, "ShowPipe", steps, params)
+    server.store().put_bytes(BUCKET, "eval/show/evaluation.json",
+                             json.dumps({"metrics": {"accuracy": {"value": 0.1}}}).encode())
+    arn = sm.start_pipeline_execution(PipelineName="ShowPipe", PipelineParameters=[
+        {"Name": "RunTag", "Value": "show"}])["PipelineExecutionArn"]
+    wait_execution(sm, arn)
+    picture, status = draw_execution(sm, arn, color=False)
+    assert status == "Failed"
+    lines = picture.splitlines()
+    assert lines[0] == f"showpipe · {arn.rsplit('/', 1)[1]} · Failed"
+    for box in ("✔ Prep", "✔ Eval", "✔ CheckAccuracy", "✘ TooWeak", "○ Deploy"):
+        assert box in picture
+    row = {n: next(i for i, line in enumerate(lines) if f" {n} " in line) for n in ("Prep", "Eval", "CheckAccuracy")}
+    assert row["Prep"] < row["Eval"] < row["CheckAccuracy"]
+    branches = next(line for line in lines if "TooWeak" in line)
+    assert "Deploy" in branches  # both branches side by side under the condition
+    assert "Fail · else CheckAccuracy" in picture and picture.count("▼") >= 4
+    assert "TooWeak: accuracy 0.1 is below 0.8 strict: false" in picture
