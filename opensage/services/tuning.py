@@ -155,6 +155,10 @@ def _identity(definition: dict[str, Any]) -> tuple:
     return algo.get("TrainingImage") or algo.get("AlgorithmName"), tuple(channels)
 
 
+def _described_definition(definition: dict[str, Any]) -> dict[str, Any]:
+    return {**definition, "ResourceConfig": jobs.resource_config(definition)}
+
+
 def _best_summary(d: Deps, rows: list[Resource], tuning: Resource) -> dict[str, Any] | None:
     best = jobs.best_child(rows, tuning.request)
     if best is None:
@@ -176,6 +180,12 @@ def describe(d: Deps, res: Resource) -> dict[str, Any]:
         "TrainingJobStatusCounters": status,
         "ObjectiveStatusCounters": objective,
     })
+    # SDK v2's attach reads TrainingJobDefinition.ResourceConfig even for a job created with
+    # HyperParameterTuningResourceConfig (which the tuner sends): describe both.
+    if out.get("TrainingJobDefinition"):
+        out["TrainingJobDefinition"] = _described_definition(out["TrainingJobDefinition"])
+    if out.get("TrainingJobDefinitions"):
+        out["TrainingJobDefinitions"] = [_described_definition(x) for x in out["TrainingJobDefinitions"]]
     best = _best_summary(d, rows, res)
     if best:
         out["BestTrainingJob"] = best

@@ -206,22 +206,27 @@ def child_request(tuning: Resource, definition: Definition, name: str, tuned: di
         CHILD_DEFINITION: definition.name,
         CHILD_RETRY_OF: retry_of,
     }
-    if d.get("ResourceConfig"):
-        params["ResourceConfig"] = d["ResourceConfig"]
-    else:
-        hp = d["HyperParameterTuningResourceConfig"]
-        first = (hp.get("InstanceConfigs") or [{}])[0]
-        params["ResourceConfig"] = {
-            "InstanceType": hp.get("InstanceType") or first.get("InstanceType") or "ml.m5.large",
-            "InstanceCount": hp.get("InstanceCount") or first.get("InstanceCount") or 1,
-            "VolumeSizeInGB": hp.get("VolumeSizeInGB") or first.get("VolumeSizeInGB") or 30}
-        if hp.get("VolumeKmsKeyId"):
-            params["ResourceConfig"]["VolumeKmsKeyId"] = hp["VolumeKmsKeyId"]
+    params["ResourceConfig"] = resource_config(d)
     for key in ("InputDataConfig", "VpcConfig", "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
                 "EnableManagedSpotTraining", "CheckpointConfig", "Environment"):
         if d.get(key) is not None:
             params[key] = d[key]
     return params
+
+
+def resource_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A definition's ResourceConfig, or the one its HyperParameterTuningResourceConfig (what SDK v2 sends)
+    stands for: the first InstanceConfigs entry when it lists several (no allocation across types here)."""
+    if d.get("ResourceConfig"):
+        return d["ResourceConfig"]
+    hp = d.get("HyperParameterTuningResourceConfig") or {}
+    first = (hp.get("InstanceConfigs") or [{}])[0]
+    out = {"InstanceType": hp.get("InstanceType") or first.get("InstanceType") or "ml.m5.large",
+           "InstanceCount": hp.get("InstanceCount") or first.get("InstanceCount") or 1,
+           "VolumeSizeInGB": hp.get("VolumeSizeInGB") or first.get("VolumeSizeInGB") or 30}
+    if hp.get("VolumeKmsKeyId"):
+        out["VolumeKmsKeyId"] = hp["VolumeKmsKeyId"]
+    return out
 
 
 def children(deps: Deps, tuning_arn: str) -> list[Resource]:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFINITION_PARAM = "_definition"  # the study's choice of training job definition (TrainingJobDefinitions)
 MEDIAN_STARTUP_TRIALS = 3  # Auto early stopping compares with at least this many finished jobs
-MEDIAN_WARMUP_STEPS = 1
+MEDIAN_WARMUP_STEPS = 2  # steps are 1-based: the first value (e.g. round 0) never stops a job
 
 
 def _optuna():

@@ -51,6 +51,9 @@ def test_create_hyper_parameter_tuning_job_random_runs_children_and_picks_best(s
     # SDK v2's attach deletes this key from the definition's StaticHyperParameters: it must be there.
     static = first["TrainingJobDefinition"]["StaticHyperParameters"]
     assert static["_tuning_objective_metric"] == "validation:rmse"
+    # ...and its ResourceConfig, even though the tuner sent HyperParameterTuningResourceConfig.
+    assert first["TrainingJobDefinition"]["ResourceConfig"] == {"InstanceType": "ml.m5.large",
+                                                                "InstanceCount": 1, "VolumeSizeInGB": 10}
     d = wait_tuning(sm, "tune-basic")
     assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
     assert d["TrainingJobStatusCounters"] == {"Completed": 6, "InProgress": 0, "RetryableError": 0,
