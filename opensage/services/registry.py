@@ -190,6 +190,13 @@ class RegistryService:
 
     # -- packages ------------------------------------------------------------------------------------
     def create_model_package(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        if getattr(ctx, "principal", "http") is None:
+            # In-process callers (a pipeline's RegisterModel step with resolved parameters) skip the API's
+            # shape validation; apply it here so a bad value fails the same way it would over the wire.
+            from opensage.api.spec import operation_model
+            from opensage.api.validate import validate
+
+            validate(params, operation_model("sagemaker", "CreateModelPackage").input_shape)
         check_create(params)
         from opensage.store.tags import check_user_tags
 

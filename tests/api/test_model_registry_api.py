@@ -321,6 +321,31 @@ def test_batch_describe_model_package_reports_found_and_missing(sm):
     assert out["BatchDescribeModelPackageErrorMap"][missing]["ErrorCode"] == "ValidationException"
 
 
+def test_search_model_packages_by_metadata_and_groups_by_name(sm):
+    sm.create_model_package_group(ModelPackageGroupName="search-group", Tags=[{"Key": "team", "Value": "risk"}])
+    arns = [_version(sm, "search-group", CustomerMetadataProperties={"auc": auc}, ModelApprovalStatus=status)
+            for auc, status in (("0.81", "Approved"), ("0.93", "Approved"), ("0.95", "Rejected"))]
+    out = sm.search(Resource="ModelPackage", SearchExpression={"Filters": [
+        {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": "search-group"},
+        {"Name": "ModelApprovalStatus", "Operator": "Equals", "Value": "Approved"},
+        {"Name": "CustomerMetadataProperties.auc", "Operator": "GreaterThan", "Value": "0.9"}]})
+    assert [r["ModelPackage"]["ModelPackageArn"] for r in out["Results"]] == [arns[1]]
+    newest_first = sm.search(Resource="ModelPackage", MaxResults=2, SearchExpression={"Filters": [
+        {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": "search-group"}]})
+    assert [r["ModelPackage"]["ModelPackageVersion"] for r in newest_first["Results"]] == [3, 2]
+    rest = sm.search(Resource="ModelPackage", MaxResults=2, NextToken=newest_first["NextToken"], SearchExpression={
+        "Filters": [{"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": "search-group"}]})
+    assert [r["ModelPackage"]["ModelPackageVersion"] for r in rest["Results"]] == [1] and "NextToken" not in rest
+    # what SDK v2's register() asks before creating a group
+    groups = sm.search(Resource="ModelPackageGroup", SearchExpression={"Filters": [
+        {"Name": "ModelPackageGroupName", "Value": "search-group", "Operator": "Equals"}]})["Results"]
+    assert [g["ModelPackageGroup"]["ModelPackageGroupName"] for g in groups] == ["search-group"]
+    assert groups[0]["ModelPackageGroup"]["Tags"] == [{"Key": "team", "Value": "risk"}]
+    with pytest.raises(ClientError) as e:
+        sm.search(Resource="FeatureGroup")
+    assert "not supported" in _error(e)[1]
+
+
 # -- models from packages ----------------------------------------------------------------------------------
 def test_create_model_from_unapproved_package_is_refused(sm):
     sm.create_model_package_group(ModelPackageGroupName="pending-group")
@@ -358,6 +383,62 @@ def test_registry_called_from_inside_the_platform_creates_the_group(fake_server,
     assert out["ModelPackageArn"].endswith(":model-package/pipelinegroup/1")
     assert sm.describe_model_package_group(ModelPackageGroupName="PipelineGroup")["ModelPackageGroupStatus"] == \
         "Completed"
+
+
+def _register_step_arguments(fake_server, group: str) -> dict:
+    """What SDK v2 writes for ``ModelStep(step_args=model.register(...))``: the RegisterModel step's Arguments."""
+    import boto3
+    from sagemaker.model import Model
+    from sagemaker.model_metrics import MetricsSource, ModelMetrics
+    from sagemaker.workflow.model_step import ModelStep
+    from sagemaker.workflow.parameters import ParameterString
+    from sagemaker.workflow.pipeline import Pipeline
+    from sagemaker.workflow.pipeline_context import PipelineSession
+
+    creds = fake_server.settings.credentials
+    boto = boto3.Session(region_name="us-east-1", aws_access_key_id=creds.access_key,
+                         aws_secret_access_key=creds.secret_key)
+    session = PipelineSession(boto_session=boto, sagemaker_client=fake_server.client("sagemaker"),
+                              default_bucket="bucket1")
+    approval = ParameterString(name="ApprovalStatus", default_value="PendingManualApproval")
+    model = Model(image_uri=XGB_IMAGE, model_data=MODEL_URL, role=ROLE, sagemaker_session=session)
+    step_args = model.register(
+        content_types=["text/csv"], response_types=["text/csv"], inference_instances=["ml.m5.large"],
+        transform_instances=["ml.m5.large"], model_package_group_name=group, approval_status=approval,
+        model_metrics=ModelMetrics(model_statistics=MetricsSource(s3_uri="s3://bucket1/eval/evaluation.json",
+                                                                  content_type="application/json")))
+    pipeline = Pipeline(name="registry-contract", parameters=[approval], sagemaker_session=session,
+                        steps=[ModelStep(name="Register", step_args=step_args)])
+    (step,) = json.loads(pipeline.definition())["Steps"]
+    assert step["Type"] == "RegisterModel"
+    return step["Arguments"]
+
+
+def test_register_model_step_arguments_from_sdk_register_in_process_make_a_deployable_version(fake_server, sm):
+    """The pipeline engine's RegisterModel step: the SDK's Arguments, parameters resolved, called in-process."""
+    from opensage.api.dispatch import RequestContext
+
+    arguments = _register_step_arguments(fake_server, "Contract-Group")
+    assert arguments["ModelApprovalStatus"] == {"Get": "Parameters.ApprovalStatus"}
+    registry = fake_server.platform.capabilities.services["registry"]
+    arn = registry.create_model_package(RequestContext(), {**arguments, "ModelApprovalStatus": "Approved"})[
+        "ModelPackageArn"]
+    assert arn.endswith(":model-package/contract-group/1")
+    d = sm.describe_model_package(ModelPackageName=arn)
+    assert d["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == "s3://bucket1/eval/evaluation.json"
+    sm.create_model(ModelName="contract-model", ExecutionRoleArn=ROLE, Containers=[{"ModelPackageName": arn}])
+    assert sm.describe_model(ModelName="contract-model")["Containers"][0]["ModelDataUrl"] == MODEL_URL
+
+
+def test_register_model_in_process_with_bad_approval_value_is_validation_error(fake_server):
+    from opensage.api.dispatch import RequestContext
+    from opensage.errors import ValidationException
+
+    arguments = _register_step_arguments(fake_server, "Contract-Bad-Group")
+    registry = fake_server.platform.capabilities.services["registry"]
+    with pytest.raises(ValidationException) as e:
+        registry.create_model_package(RequestContext(), {**arguments, "ModelApprovalStatus": "approved"})
+    assert "modelApprovalStatus" in e.value.message
 
 
 # -- real serving: an approved package deploys and batch-transforms -------------------------------------------
