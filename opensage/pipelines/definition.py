@@ -214,9 +214,7 @@ def _check_step(step: StepDef, steps: dict[str, StepDef], parameters: dict[str, 
             raise _invalid(f"{step.where}.DependsOn: Condition step '{step.name}' can not depend on Fail step "
                            f"'{dep}'")
     step.upstream.update(cond for cond, _ in step.guards)
-    found = references(step.own_arguments(), "Arguments")
-    if step.type == "Condition":
-        pass  # Conditions are part of own_arguments
+    found = references(step.own_arguments(), "Arguments")  # a Condition's Conditions included
     for path, field_path in found:
         here = f"{step.where}.{field_path} (step '{step.name}')"
         head, _, rest = path.partition(".")

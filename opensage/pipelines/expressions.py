@@ -76,8 +76,6 @@ def to_text(value: Any) -> str:
         return "true" if value else "false"
     if value is None:
         return ""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return repr(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)

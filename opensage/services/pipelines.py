@@ -229,7 +229,8 @@ class PipelineService:
             "Parameters": values, "PipelineParameters": listed, "ClientRequestToken": token,
             "PipelineVersionId": version or pipeline.state.get("PipelineVersionId", 1),
             "PipelineExecutionDisplayName": params.get("PipelineExecutionDisplayName") or execution_id,
-            "RoleArn": params.get("RoleArn") or pipeline.request["RoleArn"]}
+            "RoleArn": params.get("RoleArn") or pipeline.request["RoleArn"],
+            "_ExperimentConfig": isinstance(defn.raw.get("PipelineExperimentConfig"), dict)}
         parallelism = params.get("ParallelismConfiguration") or pipeline.request.get("ParallelismConfiguration")
         if parallelism:
             request["ParallelismConfiguration"] = parallelism
@@ -276,8 +277,9 @@ class PipelineService:
             "PipelineExecutionDisplayName": req.get("PipelineExecutionDisplayName"),
             "PipelineExecutionStatus": res.status, "CreationTime": res.creation_time,
             "LastModifiedTime": res.last_modified_time, "PipelineVersionId": req.get("PipelineVersionId"),
-            "PipelineExperimentConfig": {"ExperimentName": req["PipelineName"].lower(), "TrialName": res.name},
             "RoleArn": req.get("RoleArn")}
+        if req.get("_ExperimentConfig"):  # the SDK writes null outside its experiment regions
+            out["PipelineExperimentConfig"] = {"ExperimentName": req["PipelineName"], "TrialName": res.name}
         for key in ("PipelineExecutionDescription", "ParallelismConfiguration", "SelectiveExecutionConfig"):
             if req.get(key):
                 out[key] = req[key]

@@ -411,8 +411,10 @@ def test_retry_policy_reruns_internal_error_then_succeeds(sm, executor):
                                                     "IntervalSeconds": 1, "BackoffRate": 1.0, "MaxAttempts": 2}])
     create(sm, "RetryPipe", [step])
     arn = sm.start_pipeline_execution(PipelineName="RetryPipe")["PipelineExecutionArn"]
-    wait_step(sm, arn, "Flaky", "Executing")
-    executor.by_step.pop("flaky")  # the second attempt succeeds
+    deadline = time.time() + 30
+    while not any("-flaky-" in name for name in executor.handles) and time.time() < deadline:
+        time.sleep(0.05)
+    executor.by_step.pop("flaky")  # the first attempt was submitted (and failed): the second succeeds
     assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
     assert steps_by_name(sm, arn)["Flaky"]["AttemptCount"] == 2
 
