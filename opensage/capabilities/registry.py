@@ -8,6 +8,7 @@ RegisterModel step calls ``create_model_package(RequestContext(), params)``). Cr
 from __future__ import annotations
 
 from opensage.capabilities import CapabilityContext
+from opensage.registry.validation import PACKAGE, ValidationReconciler
 from opensage.services.registry import RegistryService
 
 
@@ -15,6 +16,9 @@ def install(ctx: CapabilityContext) -> None:
     service = RegistryService(ctx.deps, ctx.services)
     ctx.dispatcher.register("sagemaker", service)
     ctx.services["registry"] = service
+    validator = ValidationReconciler(ctx.deps, ctx.services)  # ValidationSpecification transform jobs
+    ctx.wakers[PACKAGE] = validator.wake
+    ctx.background.append(validator)
     models = ctx.services.get("models")
     if models is not None:
         models.package_resolver = service.resolve_containers

@@ -132,6 +132,15 @@ def check_create(params: dict[str, Any]) -> None:
         raise ValidationException(f"Could not find algorithm '{algorithms[0]['AlgorithmName']}': algorithm "
                                   "resources are not available here. Give InferenceSpecification with the "
                                   "inference image and ModelDataUrl instead.")
+    for i, profile in enumerate((params.get("ValidationSpecification") or {}).get("ValidationProfiles") or [],
+                                start=1):
+        where = f"validationSpecification.validationProfiles.{i}.member.transformJobDefinition"
+        job = profile["TransformJobDefinition"]
+        check_s3_uri(job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"],
+                     f"{where}.transformInput.dataSource.s3DataSource.s3Uri")
+        check_s3_uri(job["TransformOutput"]["S3OutputPath"], f"{where}.transformOutput.s3OutputPath")
+    if params.get("ValidationSpecification") and not params.get("InferenceSpecification"):
+        raise ValidationException("ValidationSpecification needs an InferenceSpecification to validate.")
     if params.get("SamplePayloadUrl"):
         check_s3_uri(params["SamplePayloadUrl"], "samplePayloadUrl")
     check_metrics_sources(params.get("ModelMetrics"), "modelMetrics")

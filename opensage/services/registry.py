@@ -225,11 +225,14 @@ class RegistryService:
         request.pop("ModelPackageName", None)
         request.pop("ModelPackageGroupName", None)
         skipped = params.get("SkipModelValidation") == "All"
+        # With a ValidationSpecification the package waits for its transform job (registry/validation.py).
+        validate_later = bool(params.get("ValidationSpecification")) and not skipped
+        status = "Pending" if validate_later else COMPLETED
         state: dict[str, Any] = {
             "ModelPackageName": display,
             "CreatedBy": self._user(ctx),
             "ModelPackageStatusDetails": {"ValidationStatuses": [
-                {"Name": display, "Status": "NotStarted" if skipped else COMPLETED}]},
+                {"Name": display, "Status": "NotStarted" if skipped or validate_later else COMPLETED}]},
             "_client_token": token,
         }
         if group_param:
@@ -237,13 +240,15 @@ class RegistryService:
                           "ModelApprovalStatus": params.get("ModelApprovalStatus") or PENDING_APPROVAL})
         if params.get("CustomerMetadataProperties"):
             state["CustomerMetadataProperties"] = params["CustomerMetadataProperties"]
-        res = Resource(PACKAGE, row_name, arn, COMPLETED, now, now, request, state,
+        res = Resource(PACKAGE, row_name, arn, status, now, now, request, state,
                        parent_arn=group.arn if group_param else None)
         try:
             self.d.resources.create(res)
         except AlreadyExists:
             raise ValidationException(f"ModelPackage already exists: {arn}") from None
         self.d.tags.put(arn, params.get("Tags") or [])
+        if validate_later:
+            self.d.wake(PACKAGE)
         return {"ModelPackageArn": arn}
 
     def _ensure_group(self, ctx, name: str) -> None:
@@ -374,6 +379,18 @@ class RegistryService:
         res = self.get_package(params["ModelPackageName"])
         self.d.resources.delete(PACKAGE, res.name)
         self.d.tags.drop_all(res.arn)
+        running = res.state.get("_validation") if res.status in ("Pending", "InProgress") else None
+        if running:  # a validation in flight: its transform job and model go too
+            from opensage.api.dispatch import RequestContext
+            from opensage.errors import ServiceError
+
+            for service, op, key in (("transform", "stop_transform_job", "TransformJobName"),
+                                     ("models", "delete_model", "ModelName")):
+                try:
+                    getattr(self.services[service], op)(RequestContext(), {key: running.get("job") or
+                                                                           running.get("model")})
+                except (KeyError, ServiceError):
+                    pass  # not started, already finished or gone
         return {}
 
     # -- Search ----------------------------------------------------------------------------------------

@@ -508,3 +508,52 @@ def test_transform_job_from_package_model_writes_the_booster_predictions(server,
     assert d["TransformJobStatus"] == "Completed", d.get("FailureReason")
     out = store.get_bytes("regbucket", "batch/out/rows.csv.out").decode()
     np.testing.assert_allclose([float(s) for s in out.split()], _expected(booster, X[:6]), rtol=1e-4, atol=1e-5)
+
+
+def _validation_spec(input_prefix: str, output: str) -> dict:
+    return {"ValidationRole": ROLE, "ValidationProfiles": [{"ProfileName": "csv-batch", "TransformJobDefinition": {
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                           "S3Uri": f"s3://regbucket/{input_prefix}"}},
+                           "ContentType": "text/csv", "SplitType": "Line"},
+        "TransformOutput": {"S3OutputPath": f"s3://regbucket/{output}"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}}}]}
+
+
+def _settled(sm, arn: str, timeout: float = 180) -> dict:
+    deadline = time.time() + timeout
+    while (d := sm.describe_model_package(ModelPackageName=arn))["ModelPackageStatus"] in ("Pending", "InProgress"):
+        assert time.time() < deadline, f"model package still {d['ModelPackageStatus']}"
+        time.sleep(0.3)
+    return d
+
+
+@pytest.mark.slow
+def test_create_model_package_with_validation_specification_runs_its_transform_job(server, approved_package):
+    _, X, _ = approved_package
+    sm, store = server.client("sagemaker"), server.store()
+    store.put_bytes("regbucket", "validation/good/rows.csv", (_csv(X[:5]) + "\n").encode())
+    store.put_bytes("regbucket", "validation/bad/rows.csv", b"not,a,number\n")
+    spec = {"Containers": [{"Image": XGB_IMAGE, "ModelDataUrl": "s3://regbucket/models/xgb/model.tar.gz"}],
+            "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]}
+    good = sm.create_model_package(ModelPackageGroupName="serving-group", InferenceSpecification=spec,
+                                   ValidationSpecification=_validation_spec("validation/good", "validation/out"))[
+        "ModelPackageArn"]
+    assert sm.describe_model_package(ModelPackageName=good)["ModelPackageStatus"] in ("Pending", "InProgress")
+    d = _settled(sm, good)
+    assert d["ModelPackageStatus"] == "Completed", d["ModelPackageStatusDetails"]
+    assert d["ModelPackageStatusDetails"]["ValidationStatuses"][0]["Status"] == "Completed"
+    assert len(store.get_bytes("regbucket", "validation/out/rows.csv.out").decode().split()) == 5
+
+    bad = sm.create_model_package(ModelPackageGroupName="serving-group", InferenceSpecification=spec,
+                                  ModelApprovalStatus="Approved",
+                                  ValidationSpecification=_validation_spec("validation/bad", "validation/bad-out"))[
+        "ModelPackageArn"]
+    d = _settled(sm, bad)
+    status = d["ModelPackageStatusDetails"]["ValidationStatuses"][0]
+    assert (d["ModelPackageStatus"], status["Status"]) == ("Failed", "Failed")
+    assert "csv-batch" in status["FailureReason"]
+    with pytest.raises(ClientError) as e:  # a package that failed validation cannot make a model
+        sm.create_model(ModelName="from-failed", ExecutionRoleArn=ROLE, Containers=[{"ModelPackageName": bad}])
+    assert "status Failed" in _error(e)[1]
+    leftover = [m["ModelName"] for m in sm.list_models(NameContains="validation")["Models"]]
+    assert leftover == []  # the validation models are deleted once their jobs end
