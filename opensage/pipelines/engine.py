@@ -35,7 +35,7 @@ from opensage.pipelines.steps import (
 from opensage.runner.loop import ReconcileLoop
 from opensage.services.base import Deps
 from opensage.states import transition
-from opensage.store.resources import ConcurrentUpdate, ListQuery, Resource
+from opensage.store.resources import ConcurrentUpdate, ListQuery, Resource, dumps
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ DEFAULT_PARALLELISM = 50
 SHUTDOWN_MARK = "platform was shut down"
 SHUTDOWN_RESTARTS = 3
 REASON_MAX = 1024
+BROKEN_PASSES = 20
 UNSUPPORTED_REASON = {
     "Lambda": "Lambda steps call AWS Lambda, which OpenSage does not run",
     "EMR": "EMR steps need an Amazon EMR cluster, which OpenSage does not run",
@@ -68,6 +69,7 @@ class PipelineEngine(ReconcileLoop):
         self.services = services  # the capability context's dict: services installed later are seen here
         self.read_object = read_object  # (bucket, key) -> bytes
         self._definitions: dict[str, Definition] = {}
+        self._errors: dict[str, int] = {}  # execution ARN -> unexpected errors in a row
         self._init_loop("pipeline-engine", busy_interval, idle_interval)
 
     def shutdown(self, stop_jobs: bool = True) -> None:
@@ -83,10 +85,27 @@ class PipelineEngine(ReconcileLoop):
                 busy = busy or res.status in ("Executing", "Stopping")
             except ConcurrentUpdate:
                 busy = True  # an API call changed the row: redo with the new version
-            except Exception:
-                log.exception("pipeline execution %s: pass failed", res.arn)
+            except Exception as e:  # noqa: BLE001 - one broken execution must not stop the others
+                self._broken(res, e)
                 busy = True
         return busy
+
+    def _broken(self, res: Resource, error: Exception) -> None:
+        """An unexpected error advancing ``res``: logged; after BROKEN_PASSES in a row the execution fails
+        (with the error as its reason) instead of spinning."""
+        log.exception("pipeline execution %s: pass failed", res.arn)
+        count = self._errors[res.arn] = self._errors.get(res.arn, 0) + 1
+        if count < BROKEN_PASSES:
+            return
+        self._errors.pop(res.arn, None)
+        try:
+            fresh = self.d.resources.get_by_arn(res.arn)
+            if fresh is not None and fresh.status in ("Executing", "Stopping"):
+                transition(self.d.resources, fresh, "Failed", self.d.clock.time(), FailureReason=reason(
+                    f"InternalServerError: the pipeline engine could not advance this execution: "
+                    f"{type(error).__name__}: {error}"))
+        except Exception:  # noqa: BLE001 - tried again on the next pass
+            log.exception("pipeline execution %s: could not be failed", res.arn)
 
     def definition(self, res: Resource) -> Definition:
         defn = self._definitions.get(res.arn)
@@ -99,25 +118,32 @@ class PipelineEngine(ReconcileLoop):
         now = self.d.clock.time()
         view = ExecutionScope(res, defn, self.services, self.read_object, now)
         steps = view.steps
+        before = dumps(res.state)
         for name, st in list(steps.items()):
             if st.get("StepStatus") in ACTIVE:
                 self._poll(res, view, defn.steps[name], st, now)
         failed = [n for n, st in steps.items() if st.get("StepStatus") in ("Failed", "Stopped")]
         if res.status == "Stopping" or failed:
-            self._wind_down(res, steps, now, "Stopped" if res.status == "Stopping" else "Failed")
+            self._wind_down(res, steps, now, "Stopped" if res.status == "Stopping" else "Failed", before)
             return
         started = self._schedule(res, view, defn, now)
         if not started and not any(st.get("StepStatus") in ACTIVE for st in steps.values()):
             if any(st.get("StepStatus") in ("Failed", "Stopped") for st in steps.values()):
-                self._wind_down(res, steps, now, "Failed")
-                return
-            if all(name in steps for name in defn.steps):
+                self._wind_down(res, steps, now, "Failed", before)
+            else:  # every step ran, was skipped, or waits on one that never will
                 transition(self.d.resources, res, "Succeeded", now, PipelineExecutionEndTime=now)
                 self._definitions.pop(res.arn, None)
-                return
-        self.d.resources.save(res, now)
+            return
+        self._save_if_changed(res, before, now)
 
-    def _wind_down(self, res: Resource, steps: dict[str, dict[str, Any]], now: float, final: str) -> None:
+    def _save_if_changed(self, res: Resource, before: str, now: float) -> None:
+        """Passes run every 50 ms while children run: write the row only when the state moved."""
+        if dumps(res.state) != before:
+            self.d.resources.save(res, now)
+        self._errors.pop(res.arn, None)
+
+    def _wind_down(self, res: Resource, steps: dict[str, dict[str, Any]], now: float, final: str,
+                   before: str) -> None:
         """Stop every step still running (one step's failure never leaves another running); once none is,
         the execution ends ``final``."""
         for st in steps.values():
@@ -134,7 +160,7 @@ class PipelineEngine(ReconcileLoop):
             st.update(StepStatus="Stopped", EndTime=now)  # callbacks, retry waits, children not yet created
             st.pop("_retry_at", None)
         if any(st.get("StepStatus") in ACTIVE for st in steps.values()):
-            self.d.resources.save(res, now)
+            self._save_if_changed(res, before, now)
             return
         extra: dict[str, Any] = {"PipelineExecutionEndTime": now}
         if final == "Failed":

@@ -655,3 +655,30 @@ def test_pipeline_show_draws_the_execution_dag_with_statuses(sm, server):
     assert "Deploy" in branches  # both branches side by side under the condition
     assert "Fail · else CheckAccuracy" in picture and picture.count("▼") >= 4
     assert "TooWeak: accuracy 0.1 is below 0.8 strict: false" in picture
+
+
+def test_model_then_transform_step_resolves_model_name_and_metadata(sm, server):
+    server.store().put_bytes(BUCKET, "batch/in/rows.csv", b"1,2\n3,4\n")
+    model = {"Name": "Scorer-CreateModel", "Type": "Model", "Arguments": {
+        "ExecutionRoleArn": ROLE, "PrimaryContainer": {"Image": XGB_IMAGE,
+                                                      "ModelDataUrl": f"s3://{BUCKET}/models/m.tar.gz"}}}
+    transform = {"Name": "Score", "Type": "Transform", "Arguments": {
+        "ModelName": {"Get": "Steps.Scorer-CreateModel.ModelName"},
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                           "S3Uri": f"s3://{BUCKET}/batch/in"}},
+                           "ContentType": "text/csv", "SplitType": "Line"},
+        "TransformOutput": {"S3OutputPath": {"Std:Join": {"On": "/", "Values": [
+            f"s3://{BUCKET}/batch/out", {"Get": "Execution.PipelineExecutionId"}]}}},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}}}
+    create(sm, "BatchPipe", [model, transform])
+    arn = sm.start_pipeline_execution(PipelineName="BatchPipe")["PipelineExecutionArn"]
+    wait_execution(sm, arn)
+    steps = steps_by_name(sm, arn)
+    model_name = steps["Scorer-CreateModel"]["Metadata"]["Model"]["Arn"].split("/")[-1]
+    assert model_name.startswith(f"pipelines-{arn.rsplit('/', 1)[1]}-scorercreatemodel-")
+    job = steps["Score"]["Metadata"]["TransformJob"]["Arn"].split("/")[-1]
+    described = sm.describe_transform_job(TransformJobName=job)
+    assert described["ModelName"] == model_name
+    assert described["TransformOutput"]["S3OutputPath"] == f"s3://{BUCKET}/batch/out/{arn.rsplit('/', 1)[1]}"
+    assert steps["Score"]["StepStatus"] == {"Completed": "Succeeded", "Failed": "Failed"}[
+        described["TransformJobStatus"]]
