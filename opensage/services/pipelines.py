@@ -102,7 +102,8 @@ class PipelineService:
                 request[key] = params[key]
         try:
             self.d.resources.create(Resource(PIPELINE, name, arn, "Active", now, now, request,
-                                             {"PipelineVersionId": 1, "_versions": {"1": text}}))
+                                             {"PipelineVersionId": 1, "_versions": {"1": text},
+                                              "_version_times": {"1": now}}))
         except AlreadyExists:
             raise ValidationException(f"Pipeline names must be unique within an AWS account and region. Pipeline "
                                       f"with name ({name}) already exists.") from None
@@ -119,6 +120,7 @@ class PipelineService:
                 res.request["PipelineDefinition"] = text
                 res.state["PipelineVersionId"] = version
                 res.state.setdefault("_versions", {})[str(version)] = text
+                res.state.setdefault("_version_times", {})[str(version)] = self.d.clock.time()
             for key in ("PipelineDisplayName", "PipelineDescription", "RoleArn", "ParallelismConfiguration"):
                 if params.get(key) is not None:
                     res.request[key] = params[key]
@@ -184,6 +186,24 @@ class PipelineService:
                 item["LastExecutionTime"] = last.creation_time
             items.append(item)
         return _page(self.d, "ListPipelines", params, items, "PipelineSummaries", 10)
+
+    def list_pipeline_versions(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._pipeline(params["PipelineName"])
+        times = res.state.get("_version_times") or {}
+        after, before = epoch(params.get("CreatedAfter")), epoch(params.get("CreatedBefore"))
+        rows, _ = self.d.resources.list(EXECUTION, ListQuery(parent_arn=res.arn, descending=True, limit=100000))
+        items = []
+        for version in sorted((int(v) for v in res.state.get("_versions") or {}),
+                              reverse=(params.get("SortOrder") or "Descending") == "Descending"):
+            created = times.get(str(version), res.creation_time)
+            if (after is not None and created <= after) or (before is not None and created >= before):
+                continue
+            item: dict[str, Any] = {"PipelineArn": res.arn, "PipelineVersionId": version, "CreationTime": created}
+            last = next((r for r in rows if r.request.get("PipelineVersionId") == version), None)
+            if last is not None:
+                item["LastExecutionPipelineExecutionArn"] = last.arn
+            items.append(item)
+        return _page(self.d, "ListPipelineVersions", params, items, "PipelineVersionSummaries", 10)
 
     # -- executions --------------------------------------------------------------------------------------
     def start_pipeline_execution(self, ctx, params: dict[str, Any]) -> dict[str, Any]:

@@ -136,6 +136,8 @@ def test_create_pipeline_then_describe_list_update_delete(sm):
     assert json.loads(sm.describe_pipeline(PipelineName=arn)["PipelineDefinition"])["Steps"][0]["Name"] == "Prep2"
     v1 = sm.describe_pipeline(PipelineName="CrudPipe", PipelineVersionId=1)["PipelineDefinition"]
     assert json.loads(v1)["Steps"][0]["Name"] == "Prep"
+    versions = sm.list_pipeline_versions(PipelineName="CrudPipe")["PipelineVersionSummaries"]
+    assert [v["PipelineVersionId"] for v in versions] == [2, 1]
     names = [p["PipelineName"] for p in sm.list_pipelines(PipelineNamePrefix="Crud")["PipelineSummaries"]]
     assert names == ["CrudPipe"]
     assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "ml"}]
