@@ -88,3 +88,26 @@ def test_estimator_register_approve_deploy_and_transform_predict_with_the_traine
     predictions = [float(v) for v in out.split()]
     assert len(predictions) == 20
     assert np.mean([(p > 0.5) == bool(t) for p, t in zip(predictions, y[:20], strict=True)]) >= 0.9
+
+    # model.register() (no estimator) adds version 2; deploying it unapproved, the SDK approves it first.
+    second = est.create_model().register(content_types=["text/csv"], response_types=["text/csv"],
+                                         model_package_group_name=group)
+    assert second.model_package_arn.endswith(":model-package/e2e-breastcancer-models/2")
+    assert sm.describe_model_package(ModelPackageName=second.model_package_arn)["ModelApprovalStatus"] == \
+        "PendingManualApproval"
+    endpoint = "e2e-registry-ep-v2"
+    ModelPackage(role=ROLE, model_package_arn=second.model_package_arn, sagemaker_session=sm_session).deploy(
+        initial_instance_count=1, instance_type="ml.m5.large", endpoint_name=endpoint, wait=False)
+    sm_session.wait_for_endpoint(endpoint, poll=1)
+    try:
+        assert sm.describe_model_package(ModelPackageName=second.model_package_arn)["ModelApprovalStatus"] == \
+            "Approved"
+        body = sm_session.sagemaker_runtime_client.invoke_endpoint(
+            EndpointName=endpoint, ContentType="text/csv",
+            Body="\n".join(",".join(f"{v:.6g}" for v in row) for row in X[:3]))["Body"].read().decode()
+        assert [float(s) > 0.5 for s in body.split()] == [bool(v) for v in y[:3]]
+    finally:
+        sm.delete_endpoint(EndpointName=endpoint)
+    approved = sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
+                                      SortBy="CreationTime", SortOrder="Descending")["ModelPackageSummaryList"]
+    assert [v["ModelPackageVersion"] for v in approved] == [2, 1]
