@@ -212,6 +212,10 @@ def describe(res: Resource) -> dict[str, Any]:
     })
     if res.parent_arn:
         out["TuningJobArn"] = res.parent_arn
+    if out.get("OutputDataConfig"):
+        # SageMaker answers KmsKeyId "" when none was given; SDK v2's Estimator.attach (tuner.deploy of the
+        # best training job) reads it unconditionally.
+        out["OutputDataConfig"] = {"KmsKeyId": "", **out["OutputDataConfig"]}
     spec = req.get("AlgorithmSpecification") or {}
     if (spec.get("TrainingImage") and not spec.get("MetricDefinitions")
             and PROGRAM_HYPERPARAMETER not in (req.get("HyperParameters") or {})):

@@ -156,7 +156,14 @@ def _identity(definition: dict[str, Any]) -> tuple:
 
 
 def _described_definition(definition: dict[str, Any]) -> dict[str, Any]:
-    return {**definition, "ResourceConfig": jobs.resource_config(definition)}
+    """A definition as Describe shows it: with ResourceConfig, and with MetricDefinitions (a built-in
+    algorithm's own, as SageMaker fills them; SDK v2's attach reads the member unconditionally)."""
+    from opensage.algorithms.registry import describe_metric_definitions
+
+    algo = dict(definition.get("AlgorithmSpecification") or {})
+    if not algo.get("MetricDefinitions"):
+        algo["MetricDefinitions"] = describe_metric_definitions(algo.get("TrainingImage") or "") or []
+    return {**definition, "ResourceConfig": jobs.resource_config(definition), "AlgorithmSpecification": algo}
 
 
 def _best_summary(d: Deps, rows: list[Resource], tuning: Resource) -> dict[str, Any] | None:
@@ -180,6 +187,8 @@ def describe(d: Deps, res: Resource) -> dict[str, Any]:
         "TrainingJobStatusCounters": status,
         "ObjectiveStatusCounters": objective,
     })
+    config = out["HyperParameterTuningJobConfig"]
+    out["HyperParameterTuningJobConfig"] = {"TrainingJobEarlyStoppingType": "Off", **config}
     # SDK v2's attach reads TrainingJobDefinition.ResourceConfig even for a job created with
     # HyperParameterTuningResourceConfig (which the tuner sends): describe both.
     if out.get("TrainingJobDefinition"):

@@ -54,6 +54,9 @@ def test_create_hyper_parameter_tuning_job_random_runs_children_and_picks_best(s
     # ...and its ResourceConfig, even though the tuner sent HyperParameterTuningResourceConfig.
     assert first["TrainingJobDefinition"]["ResourceConfig"] == {"InstanceType": "ml.m5.large",
                                                                 "InstanceCount": 1, "VolumeSizeInGB": 10}
+    metrics = first["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]
+    assert {"Name": "validation:rmse", "Regex": ".*\\[[0-9]+\\].*#011validation-rmse:"
+            "([-+]?[0-9]*\\.?[0-9]+(?:[eE][-+]?[0-9]+)?).*"} in metrics
     d = wait_tuning(sm, "tune-basic")
     assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
     assert d["TrainingJobStatusCounters"] == {"Completed": 6, "InProgress": 0, "RetryableError": 0,
@@ -88,6 +91,7 @@ def test_describe_training_job_of_child_has_tuning_job_arn_and_all_hyperparamete
                                       "_tuning_objective_metric": "validation:rmse",
                                       **child["TunedHyperParameters"]}
     assert job["ResourceConfig"]["InstanceType"] == "ml.m5.large"
+    assert job["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/tuning-out", "KmsKeyId": ""}  # attach
     assert tserver.executor.hyperparameters[child["TrainingJobName"]] == job["HyperParameters"]
     listed = sm.list_training_jobs(NameContains="tune-basic-", MaxResults=100)["TrainingJobSummaries"]
     assert {j["TrainingJobName"] for j in listed} >= {child["TrainingJobName"]}

@@ -1,0 +1,291 @@
+"""Automatic model tuning: Bayesian vs Random trials-to-best, and the tuning overhead.
+
+**Trials to best** (per task, per seed): a Random tuning job of ``--trials`` trials (default 50) sets the
+target, the best objective it found ("random's best-of-50"); a Bayesian tuning job with the same budget and
+seed is then scored by the number of trials (in creation order) it needed to reach that target (``>N`` when
+it never did), and Random by the trial at which it found its own best. Both run through the platform
+(CreateHyperParameterTuningJob, children are ordinary training jobs), ``--parallel`` (default 2) at a time.
+Reported: the median over ``--seeds`` (default 5) seeds and the ratio Bayesian / Random (target <= 0.5).
+
+Tasks:
+
+* ``xgb-cancer``: built-in XGBoost (``sagemaker-xgboost:1.7-1``) on scikit-learn's breast-cancer set (350
+  train / 219 validation rows), ``validation:logloss`` minimized over eta, max_depth, min_child_weight,
+  subsample, gamma, lambda (``num_round`` 30 static);
+* ``xgb-diabetes``: the same search on scikit-learn's diabetes regression set, ``validation:rmse``;
+* ``hartmann6``: a script-mode job (``sagemaker-scikit-learn`` image) that prints the 6-D Hartmann function
+  of its six hyperparameters in [0, 1] (a standard hard test function, minimum -3.32237) as
+  ``objective: <value>`` (MetricDefinitions).
+
+**Overhead**: one Random tuning job of ``--overhead-trials`` (20) trivial script-mode trials (the script
+prints one metric line) at parallelism 2: wall time CreateHyperParameterTuningJob -> Completed (DescribeHyper-
+ParameterTuningJob polled every 0.2 s) vs the children's summed run time (TrainingStartTime ->
+TrainingEndTime); ideal = sum / parallelism; also the median gap between a child's end and the next child's
+creation (the reconciler's reaction time).
+
+**Sampler cost**: in this process, the time of one GPSampler ``ask`` after 10/25/50 finished trials (the GP fit
+runs in the control plane's tuning thread).
+
+    .venv/bin/python benchmarks/bench_tuning.py                       # the full figure (hours on 2 cores)
+    .venv/bin/python benchmarks/bench_tuning.py --tasks hartmann6 --seeds 3 --trials 20 --overhead-trials 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_training_start as common  # noqa: E402  (sibling module: platform helpers)
+
+BUCKET = common.BUCKET
+HARTMANN_SCRIPT = '''
+import json, math, os
+hp = json.load(open("/opt/ml/input/config/hyperparameters.json"))
+x = [float(json.loads(hp[f"x{i}"]) if hp[f"x{i}"].startswith('"') else hp[f"x{i}"]) for i in range(6)]
+A = [[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]]
+P = [[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+     [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]]
+alpha = [1.0, 1.2, 3.0, 3.2]
+value = -sum(alpha[i] * math.exp(-sum(A[i][j] * (x[j] - P[i][j] * 1e-4) ** 2 for j in range(6)))
+             for i in range(4))
+print(f"objective: {value:.6f}", flush=True)
+'''
+TRIVIAL_SCRIPT = 'print("objective: 1.0", flush=True)\n'
+XGB_RANGES = {
+    "ContinuousParameterRanges": [
+        {"Name": "eta", "MinValue": "0.01", "MaxValue": "1", "ScalingType": "Logarithmic"},
+        {"Name": "subsample", "MinValue": "0.5", "MaxValue": "1"},
+        {"Name": "gamma", "MinValue": "0", "MaxValue": "5"},
+        {"Name": "lambda", "MinValue": "0.01", "MaxValue": "10", "ScalingType": "Logarithmic"}],
+    "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "1", "MaxValue": "10"},
+                               {"Name": "min_child_weight", "MinValue": "1", "MaxValue": "10"}],
+}
+HARTMANN_RANGES = {"ContinuousParameterRanges": [
+    {"Name": f"x{i}", "MinValue": "0", "MaxValue": "1"} for i in range(6)]}
+TASKS = ("xgb-cancer", "xgb-diabetes", "hartmann6")
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def _csv(X: Any, y: Any) -> bytes:
+    import numpy as np
+
+    rows = np.column_stack([y, X])
+    return ("\n".join(",".join(f"{v:.6g}" for v in row) for row in rows) + "\n").encode()
+
+
+def prepare(p: common.Platform, tasks: list[str]) -> None:
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    p.put(BUCKET, "tuning/code/hartmann/sourcedir.tar.gz", common.sourcedir_tarball(HARTMANN_SCRIPT))
+    p.put(BUCKET, "tuning/code/trivial/sourcedir.tar.gz", common.sourcedir_tarball(TRIVIAL_SCRIPT))
+    for task, loader in (("xgb-cancer", load_breast_cancer), ("xgb-diabetes", load_diabetes)):
+        if task not in tasks:
+            continue
+        X, y = loader(return_X_y=True)
+        idx = np.random.default_rng(0).permutation(len(y))
+        X, y = X[idx], y[idx]
+        cut = int(len(y) * 0.6)
+        p.put(BUCKET, f"tuning/{task}/train/data.csv", _csv(X[:cut], y[:cut]))
+        p.put(BUCKET, f"tuning/{task}/validation/data.csv", _csv(X[cut:], y[cut:]))
+
+
+def _code_uri(p: common.Platform, which: str) -> str:
+    key = f"tuning/code/{which}/sourcedir.tar.gz"
+    if p.kind == "inproc":  # file:// object store: the toolkit in the job reads the tarball's local path
+        return str(Path(p.code_uri).parents[2] / key)
+    return f"s3://{BUCKET}/{key}"
+
+
+def definition(p: common.Platform, task: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(TrainingJobDefinition, ParameterRanges, objective) for a task."""
+    base: dict[str, Any] = {
+        "RoleArn": common.ROLE,
+        "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/tuning/out"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    }
+    if task.startswith("xgb-"):
+        objective = "validation:logloss" if task == "xgb-cancer" else "validation:rmse"
+        base["AlgorithmSpecification"] = {"TrainingImage": common.XGB_IMAGE, "TrainingInputMode": "File"}
+        base["StaticHyperParameters"] = {
+            "num_round": "30", "objective": "binary:logistic" if task == "xgb-cancer" else "reg:squarederror"}
+        base["InputDataConfig"] = [
+            {"ChannelName": ch, "ContentType": "text/csv", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/tuning/{task}/{ch}"}}}
+            for ch in ("train", "validation")]
+        return base, XGB_RANGES, {"Type": "Minimize", "MetricName": objective}
+    which = "hartmann" if task == "hartmann6" else "trivial"
+    base["AlgorithmSpecification"] = {
+        "TrainingImage": common.SKLEARN_IMAGE, "TrainingInputMode": "File",
+        "MetricDefinitions": [{"Name": "objective", "Regex": r"objective: ([-0-9.eE]+)"}]}
+    base["StaticHyperParameters"] = {"sagemaker_program": json.dumps("train.py"),
+                                     "sagemaker_submit_directory": json.dumps(_code_uri(p, which)),
+                                     "sagemaker_region": json.dumps("us-east-1")}
+    ranges = HARTMANN_RANGES if which == "hartmann" else {
+        "IntegerParameterRanges": [{"Name": "n", "MinValue": "1", "MaxValue": "1000"}]}
+    return base, ranges, {"Type": "Minimize", "MetricName": "objective"}
+
+
+# ----------------------------------------------------------------------------------------- runs
+def run_tuning(p: common.Platform, name: str, task: str, strategy: str, trials: int, parallel: int,
+               seed: int) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+    """Run one tuning job to its end: (describe, children in creation order, wall seconds)."""
+    d, ranges, objective = definition(p, task)
+    t0 = time.time()
+    p.sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name, TrainingJobDefinition=d,
+        HyperParameterTuningJobConfig={
+            "Strategy": strategy, "HyperParameterTuningJobObjective": objective, "ParameterRanges": ranges,
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": trials, "MaxParallelTrainingJobs": parallel},
+            "TrainingJobEarlyStoppingType": "Off", "RandomSeed": seed})
+    while True:
+        desc = p.sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        if desc["HyperParameterTuningJobStatus"] not in ("InProgress", "Stopping"):
+            break
+        time.sleep(0.2)
+    wall = time.time() - t0
+    children, token = [], None
+    while True:
+        page = p.sm.list_training_jobs_for_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name, SortBy="CreationTime", MaxResults=100,
+            **({"NextToken": token} if token else {}))
+        children.extend(page["TrainingJobSummaries"])
+        token = page.get("NextToken")
+        if not token:
+            break
+    return desc, children, wall
+
+
+def _values(children: list[dict[str, Any]]) -> list[float]:
+    return [c["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+            if "FinalHyperParameterTuningJobObjectiveMetric" in c else math.inf for c in children]
+
+
+def trials_to_reach(values: list[float], target: float) -> int | None:
+    best = math.inf
+    for i, v in enumerate(values, start=1):
+        best = min(best, v)
+        if best <= target + 1e-12:
+            return i
+    return None
+
+
+def trials_to_best(p: common.Platform, task: str, seeds: int, trials: int, parallel: int) -> dict[str, Any]:
+    rows = []
+    for seed in range(1, seeds + 1):
+        stamp = int(time.time()) % 100000
+        _, rnd, _ = run_tuning(p, f"r{task[:10]}-{seed}-{stamp}", task, "Random", trials, parallel, seed)
+        _, bo, _ = run_tuning(p, f"b{task[:10]}-{seed}-{stamp}", task, "Bayesian", trials, parallel, seed)
+        r_values, b_values = _values(rnd), _values(bo)
+        target = min(r_values)
+        rows.append({"seed": seed, "target": target, "random": trials_to_reach(r_values, target),
+                     "bayesian": trials_to_reach(b_values, target), "bayesian_best": min(b_values)})
+        print(f"  {task} seed {seed}: target {target:.5f}  random {rows[-1]['random']}  "
+              f"bayesian {rows[-1]['bayesian']} (best {rows[-1]['bayesian_best']:.5f})", flush=True)
+    never = trials + 1  # "did not reach it within the budget" counts as one more than the budget
+    med_r = statistics.median(r["random"] or never for r in rows)
+    med_b = statistics.median(r["bayesian"] or never for r in rows)
+    return {"task": task, "seeds": seeds, "trials": trials, "rows": rows, "median_random": med_r,
+            "median_bayesian": med_b, "ratio": med_b / med_r}
+
+
+def overhead(p: common.Platform, trials: int, parallel: int) -> dict[str, Any]:
+    name = f"overhead-{int(time.time()) % 100000}"
+    desc, children, wall = run_tuning(p, name, "trivial", "Random", trials, parallel, 1)
+    runs, gaps = [], []
+    details = [p.sm.describe_training_job(TrainingJobName=c["TrainingJobName"]) for c in children]
+    for job in details:
+        runs.append(job["TrainingEndTime"].timestamp() - job["TrainingStartTime"].timestamp())
+    ends = sorted(j["TrainingEndTime"].timestamp() for j in details)
+    starts = sorted(j["CreationTime"].timestamp() for j in details)[parallel:]
+    gaps = [s - e for s, e in zip(starts, ends, strict=False)]
+    summed = sum(runs)
+    return {"trials": trials, "parallel": parallel, "status": desc["HyperParameterTuningJobStatus"],
+            "wall_s": wall, "sum_child_run_s": summed, "ideal_s": summed / parallel,
+            "overhead_s": wall - summed / parallel, "ratio": wall / (summed / parallel),
+            "median_child_run_s": statistics.median(runs), "median_launch_gap_s": statistics.median(gaps)}
+
+
+def sampler_cost() -> dict[str, float]:
+    """Seconds of one GPSampler ask after n finished trials (6 continuous parameters)."""
+    from opensage.tuning.jobs import Definition
+    from opensage.tuning.ranges import parse_ranges
+    from opensage.tuning.strategies import new_study
+
+    space = parse_ranges(HARTMANN_RANGES)
+    config = {"Strategy": "Bayesian", "RandomSeed": 1,
+              "ResourceLimits": {"MaxNumberOfTrainingJobs": 60, "MaxParallelTrainingJobs": 1}}
+    study = new_study("cost", config, [Definition(None, {}, {"Type": "Minimize", "MetricName": "f"}, space)],
+                      "Minimize", 60)
+    out = {}
+    for n in range(51):
+        t0 = time.perf_counter()
+        number, _, tuned = study.ask()
+        elapsed = time.perf_counter() - t0
+        if n in (10, 25, 50):
+            out[f"ask_after_{n}_s"] = elapsed
+        study.study.tell(number, sum((float(v) - 0.3) ** 2 for v in tuned.values()))
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| task | seeds | trials | median trials to random's best: Random | Bayesian | ratio |",
+             "|---|---|---|---|---|---|"]
+    for r in results["trials_to_best"]:
+        lines.append(f"| {r['task']} | {r['seeds']} | {r['trials']} | {r['median_random']} | "
+                     f"{r['median_bayesian']} | {r['ratio']:.2f} |")
+    o = results.get("overhead")
+    if o:
+        lines += ["", "| overhead: trials @ parallel | wall s | Σ child run s | ideal s | ratio | "
+                      "median child s | median launch gap s |", "|---|---|---|---|---|---|---|",
+                  f"| {o['trials']} @ {o['parallel']} | {o['wall_s']:.1f} | {o['sum_child_run_s']:.1f} | "
+                  f"{o['ideal_s']:.1f} | {o['ratio']:.2f} | {o['median_child_run_s']:.2f} | "
+                  f"{o['median_launch_gap_s']:.2f} |"]
+    c = results.get("sampler_cost")
+    if c:
+        lines += ["", "GPSampler ask: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in c.items())]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--platform", default="up", choices=("up", "inproc"))
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--trials", type=int, default=50)
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--overhead-trials", type=int, default=20)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    tasks = [t for t in args.tasks.split(",") if t]
+    results: dict[str, Any] = {"trials_to_best": [], "load_before": list(__import__("os").getloadavg())}
+    results["sampler_cost"] = sampler_cost()
+    with tempfile.TemporaryDirectory(prefix="opensage-bench-tuning-") as tmp, contextlib.ExitStack() as stack:
+        p = stack.enter_context(common.open_platform(args.platform, Path(tmp)))
+        prepare(p, tasks)
+        if args.overhead_trials:
+            results["overhead"] = overhead(p, args.overhead_trials, 2)
+            print(f"overhead: {results['overhead']}", flush=True)
+        for task in tasks:
+            results["trials_to_best"].append(trials_to_best(p, task, args.seeds, args.trials, args.parallel))
+    results["load_after"] = list(__import__("os").getloadavg())
+    print(markdown(results))
+    print(f"load average before {results['load_before']}, after {results['load_after']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
