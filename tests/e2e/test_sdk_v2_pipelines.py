@@ -177,3 +177,89 @@ def test_pipeline_upsert_start_wait_list_steps_registers_model_then_fail_branch_
     assert "RegisterDiabetesModel-RegisterModel" not in steps2
     parameters = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=failing.arn)["PipelineParameters"]
     assert {"Name": "MseThreshold", "Value": "1.5"} in parameters
+
+
+PYTORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310"
+SLOW_STEP = ("import os, time\ntime.sleep(float(os.environ.get('SLEEP', '0')))\n"
+             "os.makedirs('/opt/ml/processing/output', exist_ok=True)\n"
+             "open('/opt/ml/processing/output/done.txt', 'w').write('ok')\nprint('done', flush=True)\n")
+
+
+def _boto(p):
+    import boto3
+    import botocore.session
+
+    core = botocore.session.Session()  # explicit files: the process env may point at another platform
+    core.set_config_variable("config_file", p.env["AWS_CONFIG_FILE"])
+    core.set_config_variable("credentials_file", p.env["AWS_SHARED_CREDENTIALS_FILE"])
+    core.set_config_variable("profile", "opensage")
+    session = boto3.Session(botocore_session=core)
+    return session.client("sagemaker"), session.client("s3")
+
+
+def _slow_step(name: str, bucket: str, sleep: str, after: str | None = None) -> dict:
+    source = (f"s3://{bucket}/kill/seed" if after is None else
+              {"Get": f"Steps.{after}.ProcessingOutputConfig.Outputs['out'].S3Output.S3Uri"})
+    return {"Name": name, "Type": "Processing", "Arguments": {
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
+                                                  "VolumeSizeInGB": 10}},
+        "AppSpecification": {"ImageUri": PYTORCH_IMAGE,
+                             "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/step.py"]},
+        "Environment": {"SLEEP": sleep}, "RoleArn": ROLE,
+        "ProcessingInputs": [
+            {"InputName": "code", "S3Input": {"S3Uri": f"s3://{bucket}/kill/step.py", "S3DataType": "S3Prefix",
+                                              "LocalPath": "/opt/ml/processing/input/code"}},
+            {"InputName": "data", "S3Input": {"S3Uri": source, "S3DataType": "S3Prefix",
+                                              "LocalPath": "/opt/ml/processing/input/data"}}],
+        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "out", "S3Output": {
+            "S3Uri": {"Std:Join": {"On": "/", "Values": [f"s3://{bucket}/kill/runs",
+                                                         {"Get": "Execution.PipelineExecutionId"}, name]}},
+            "LocalPath": "/opt/ml/processing/output", "S3UploadMode": "EndOfJob"}}]}}}
+
+
+def test_control_plane_killed_mid_execution_continues_after_restart(tmp_path):
+    import json
+    import os
+    import signal
+    import time
+
+    from tests.e2e.conftest import start_platform, stop_platform
+
+    home = tmp_path / "home"
+    p = start_platform(home)
+    sm, s3 = _boto(p)
+    bucket = "kill-bucket"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="kill/step.py", Body=SLOW_STEP.encode())
+    s3.put_object(Bucket=bucket, Key="kill/seed/seed.csv", Body=b"1,2\n")
+    definition = {"Version": "2020-12-01", "Parameters": [], "Steps": [
+        _slow_step("Slow", bucket, "8"), _slow_step("Then", bucket, "0", after="Slow")]}
+    sm.create_pipeline(PipelineName="killed", RoleArn=ROLE, PipelineDefinition=json.dumps(definition))
+    arn = sm.start_pipeline_execution(PipelineName="killed")["PipelineExecutionArn"]
+    deadline = time.time() + 60
+    while True:
+        steps = sm.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]
+        if steps and steps[0]["StepStatus"] == "Executing":
+            break
+        assert time.time() < deadline, steps
+        time.sleep(0.2)
+    slow = steps[0]
+    os.kill(p.proc.pid, signal.SIGKILL)  # the control plane dies; the job's agent keeps running
+    p.proc.wait()
+    p2 = start_platform(home)
+    try:
+        sm, _ = _boto(p2)
+        deadline = time.time() + 180
+        while (d := sm.describe_pipeline_execution(PipelineExecutionArn=arn))["PipelineExecutionStatus"] in (
+                "Executing", "Stopping"):
+            assert time.time() < deadline
+            time.sleep(0.5)
+        steps = {s["StepName"]: s for s in
+                 sm.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]}
+        assert d["PipelineExecutionStatus"] == "Succeeded", steps
+        assert steps["Slow"]["Metadata"] == slow["Metadata"] and steps["Slow"]["AttemptCount"] == 1
+        exec_id = arn.rsplit("/", 1)[1]
+        jobs = sm.list_processing_jobs(NameContains=exec_id)["ProcessingJobSummaries"]
+        assert len(jobs) == 2 and {j["ProcessingJobStatus"] for j in jobs} == {"Completed"}
+    finally:
+        stop_platform(p2)
