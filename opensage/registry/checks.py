@@ -108,6 +108,7 @@ def check_create(params: dict[str, Any]) -> None:
                                   "packages to AWS Marketplace. Create the package with CertifyForMarketplace false.")
     if name and params.get("SourceUri"):
         raise ValidationException("SourceUri is not supported for unversioned model packages.")
+    check_source_uri(params)
     if not params.get("InferenceSpecification") and not params.get("SourceAlgorithmSpecification"):
         if not params.get("SourceUri"):
             raise ValidationException("Either InferenceSpecification or SourceAlgorithmSpecification must be "
@@ -145,6 +146,15 @@ def check_create(params: dict[str, Any]) -> None:
         check_s3_uri(params["SamplePayloadUrl"], "samplePayloadUrl")
     check_metrics_sources(params.get("ModelMetrics"), "modelMetrics")
     check_metrics_sources(params.get("DriftCheckBaselines"), "driftCheckBaselines")
+
+
+def check_source_uri(params: dict[str, Any]) -> None:
+    """SourceUri and InferenceSpecification are not accepted together (SDK v2 sends them in two calls)."""
+    if params.get("SourceUri") and params.get("InferenceSpecification"):
+        raise ValidationException("Specify either SourceUri or InferenceSpecification, not both: a model or model "
+                                  "package ARN in SourceUri fills the InferenceSpecification in; for another URI, "
+                                  "create the package with InferenceSpecification, then UpdateModelPackage with "
+                                  "SourceUri.")
 
 
 def check_additional(spec: dict[str, Any], where: str, check_image: bool) -> None:

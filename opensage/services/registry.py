@@ -28,6 +28,7 @@ from opensage.registry.checks import (
     check_additional,
     check_create,
     check_inference_specification,
+    check_source_uri,
     merge_customer_metadata,
 )
 from opensage.registry.paging import page
@@ -198,6 +199,8 @@ class RegistryService:
 
             validate(params, operation_model("sagemaker", "CreateModelPackage").input_shape)
         check_create(params)
+        if params.get("SourceUri") and not params.get("InferenceSpecification"):
+            params = {**params, **self._from_source(ctx, params["SourceUri"])}
         from opensage.store.tags import check_user_tags
 
         check_user_tags(params.get("Tags") or [])
@@ -250,6 +253,22 @@ class RegistryService:
         if validate_later:
             self.d.wake(PACKAGE)
         return {"ModelPackageArn": arn}
+
+    def _from_source(self, ctx, uri: str) -> dict[str, Any]:
+        """SourceUri naming a model package or a model fills the InferenceSpecification in (SageMaker's
+        auto-population); any other URI is only recorded."""
+        from opensage.arns import parse_sagemaker_arn
+
+        parsed = parse_sagemaker_arn(uri)
+        if parsed is None or parsed[0] not in ("model-package", "model"):
+            return {}
+        if parsed[0] == "model-package":
+            spec = self.get_package(uri).request.get("InferenceSpecification")
+            return {"InferenceSpecification": spec} if spec else {}
+        model = self.services["models"].describe_model(ctx, {"ModelName": parsed[1]})
+        containers = model.get("Containers") or [model["PrimaryContainer"]]
+        keep = ("ContainerHostname", "Image", "ModelDataUrl", "ModelDataSource", "Environment")
+        return {"InferenceSpecification": {"Containers": [{k: c[k] for k in keep if c.get(k)} for c in containers]}}
 
     def _ensure_group(self, ctx, name: str) -> None:
         """A pipeline's RegisterModel step registers into its group, creating it on first use as SageMaker
@@ -320,6 +339,7 @@ class RegistryService:
                                              params.get("CustomerMetadataPropertiesToRemove"))
             state["CustomerMetadataProperties"] = merged
         skip = request.get("SkipModelValidation") == "All"
+        check_source_uri(params)
         if params.get("InferenceSpecification"):
             check_inference_specification(params["InferenceSpecification"], "inferenceSpecification",
                                           versioned=True, check_image=not skip)

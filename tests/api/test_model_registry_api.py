@@ -309,6 +309,26 @@ def test_list_model_packages_filters_by_type_group_approval_and_pages(sm):
     assert _error(e)[0] == "ValidationException"
 
 
+def test_create_model_package_from_source_uri_of_a_model_or_package_fills_inference_specification(sm):
+    sm.create_model_package_group(ModelPackageGroupName="source-group")
+    model_arn = sm.create_model(ModelName="source-model", ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": XGB_IMAGE, "ModelDataUrl": MODEL_URL, "Environment": {"K": "V"}})["ModelArn"]
+    from_model = sm.create_model_package(ModelPackageGroupName="source-group", SourceUri=model_arn)["ModelPackageArn"]
+    d = sm.describe_model_package(ModelPackageName=from_model)
+    assert d["SourceUri"] == model_arn
+    assert d["InferenceSpecification"]["Containers"] == [{"Image": XGB_IMAGE, "ModelDataUrl": MODEL_URL,
+                                                          "Environment": {"K": "V"}}]
+    clone = sm.create_model_package(ModelPackageGroupName="source-group", SourceUri=from_model)["ModelPackageArn"]
+    assert sm.describe_model_package(ModelPackageName=clone)["InferenceSpecification"] == d["InferenceSpecification"]
+    with pytest.raises(ClientError) as e:
+        sm.create_model_package(ModelPackageGroupName="source-group", SourceUri=model_arn,
+                                InferenceSpecification=_spec())
+    assert "either SourceUri or InferenceSpecification" in _error(e)[1]
+    # the SDK's other path: create with the specification, then UpdateModelPackage with the SourceUri
+    sm.update_model_package(ModelPackageArn=clone, SourceUri="s3://bucket1/mlflow/run-1/model")
+    assert sm.describe_model_package(ModelPackageName=clone)["SourceUri"] == "s3://bucket1/mlflow/run-1/model"
+
+
 def test_batch_describe_model_package_reports_found_and_missing(sm):
     sm.create_model_package_group(ModelPackageGroupName="batch-group")
     arn = _version(sm, "batch-group", ModelApprovalStatus="Approved")
