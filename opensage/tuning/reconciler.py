@@ -143,6 +143,16 @@ class TuningReconciler(ReconcileLoop):
             if definition is None or r.name in study.told:
                 continue
             metric = definition.objective["MetricName"]
+            if r.name not in study.trials:  # created by a pass that failed before recording its trial
+                running = r.status in RUNNING
+                state, value = ("running", None) if running else _outcome(job, r, metric)
+                number = study.add_finished(definition, r.request.get(CHILD_TUNED) or {}, state, value, [])
+                if number is None:
+                    continue
+                study.trials[r.name] = number
+                if not running:
+                    study.told.add(r.name)
+                    continue
             if r.status not in RUNNING:
                 state, value = _outcome(job, r, metric)
                 study.tell(r.name, value, state)

@@ -497,3 +497,53 @@ def test_tuning_job_continues_after_control_plane_restart_without_repeating_tria
     tuned = [tuple(sorted(c["TunedHyperParameters"].items())) for c in after]
     assert len(set(tuned)) == 6
     assert sorted(int(c["TrainingJobName"].split("-")[2]) for c in after) == [1, 2, 3, 4, 5, 6]
+
+
+# -- completion criteria, several definitions ----------------------------------------------------------
+def test_target_objective_metric_value_reached_completes_the_tuning_job_early(sm):
+    ranges = {"CategoricalParameterRanges": [{"Name": "max_depth", "Values": ["2", "6", "3", "4", "5"]}]}
+    sm.create_hyper_parameter_tuning_job(**tuning_request(
+        "tune-target", strategy="Grid", ranges=ranges, parallel=1,
+        TuningJobCompletionCriteria={"TargetObjectiveMetricValue": 0.001}))
+    d = wait_tuning(sm, "tune-target")
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert [c["TunedHyperParameters"]["max_depth"] for c in all_children(sm, "tune-target",
+                                                                          SortBy="CreationTime")] == ["2", "6"]
+    assert d["HyperParameterTuningJobConfig"]["TuningJobCompletionCriteria"] == {"TargetObjectiveMetricValue": 0.001}
+
+
+def test_best_objective_not_improving_completes_after_that_many_jobs(sm):
+    ranges = {"CategoricalParameterRanges": [{"Name": "max_depth", "Values": ["6", "2", "3", "4", "5", "7"]}]}
+    sm.create_hyper_parameter_tuning_job(**tuning_request(
+        "tune-noimprove", strategy="Grid", ranges=ranges, parallel=1,
+        TuningJobCompletionCriteria={"BestObjectiveNotImproving": {"MaxNumberOfTrainingJobsNotImproving": 3}}))
+    d = wait_tuning(sm, "tune-noimprove")
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert len(all_children(sm, "tune-noimprove")) == 4  # the best first, then 3 that did not improve on it
+    assert d["TuningJobCompletionDetails"]["NumberOfTrainingJobsObjectiveNotImproving"] == 3
+
+
+def test_training_job_definitions_search_each_definition_with_its_own_ranges(sm):
+    from tests.api.tuning_support import definition
+
+    req = tuning_request("tune-multi", max_jobs=8, parallel=2, RandomSeed=2)
+    config = req["HyperParameterTuningJobConfig"]
+    objective = config.pop("HyperParameterTuningJobObjective")
+    config.pop("ParameterRanges")
+    del req["TrainingJobDefinition"]
+    req["TrainingJobDefinitions"] = [
+        definition(DefinitionName="deep", TuningObjective=objective, HyperParameterRanges={
+            "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "5", "MaxValue": "8"}]}),
+        definition(DefinitionName="fast", TuningObjective=objective, HyperParameterRanges={
+            "ContinuousParameterRanges": [{"Name": "eta", "MinValue": "0.1", "MaxValue": "0.5"}]})]
+    sm.create_hyper_parameter_tuning_job(**req)
+    d = wait_tuning(sm, "tune-multi")
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert [x["DefinitionName"] for x in d["TrainingJobDefinitions"]] == ["deep", "fast"]
+    children = all_children(sm, "tune-multi")
+    assert len(children) == 8
+    for c in children:
+        expected = {"deep": {"max_depth"}, "fast": {"eta"}}[c["TrainingJobDefinitionName"]]
+        assert set(c["TunedHyperParameters"]) == expected
+    assert {c["TrainingJobDefinitionName"] for c in children} == {"deep", "fast"}
+    assert d["BestTrainingJob"]["TrainingJobDefinitionName"] in ("deep", "fast")
