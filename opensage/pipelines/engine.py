@@ -324,7 +324,7 @@ class PipelineEngine(ReconcileLoop):
         if job is None or kind is None:
             return
         if not job.get("created"):
-            self._adopt_or_create(step, st, now)
+            self._adopt_or_create(step, st, now, create=res.status == "Executing")
             return
         try:
             desc = describe_child(self.services, step.type, job)
@@ -349,7 +349,7 @@ class PipelineEngine(ReconcileLoop):
         else:
             st["StepStatus"] = status
 
-    def _adopt_or_create(self, step: StepDef, st: dict[str, Any], now: float) -> None:
+    def _adopt_or_create(self, step: StepDef, st: dict[str, Any], now: float, create: bool) -> None:
         """A Starting step whose creation a restart may have cut off: adopt the child if it exists."""
         job = st["_job"]
         kind = JOB_KINDS[step.type]
@@ -362,7 +362,7 @@ class PipelineEngine(ReconcileLoop):
                 return
             except (ServiceError, ExpressionError):
                 pass
-        if "params" in job:
+        if "params" in job and create:  # a stopping execution starts nothing: wind-down marks it Stopped
             self._create(step, st, now)
 
     def _failed(self, step: StepDef, st: dict[str, Any], text: str, now: float, failure: str | None) -> None:
