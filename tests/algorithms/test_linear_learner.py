@@ -162,3 +162,52 @@ def test_serve_bad_requests_answer_4xx(tmp_path):
     assert invoke(h, b"1,2", "image/png", "application/json").status == 415
     assert invoke(h, recordio_bytes(X[:1]), "application/x-recordio-protobuf", "text/html").status == 406
     assert b"feature_dim" in invoke(h, b"1,2,3", "text/csv", "application/json").body
+
+
+def test_train_csv_label_first_channel_same_model_as_recordio(tmp_path):
+    X, y = _breast_cancer()
+    hp = {"predictor_type": "binary_classifier", "epochs": 3, "num_models": 2}
+    rows = np.column_stack([y[:200], X[:200]])
+    csv = "\n".join(",".join(repr(float(v)) for v in row) for row in rows)
+    csv_root = ml_root(tmp_path / "csv", hp, {"train": csv.encode()}, {"train": {"ContentType": "text/csv"}})
+    pb_root = ml_root(tmp_path / "pb", hp, {"train": (X[:200], y[:200])})
+    train_in_process("linear_learner", csv_root)
+    train_in_process("linear_learner", pb_root)
+    body = recordio_bytes(X[200:220])
+    answers = [json.loads(invoke(handler("linear-learner", root / "model"), body, "application/x-recordio-protobuf",
+                                 "application/json").body) for root in (csv_root, pb_root)]
+    assert answers[0] == answers[1]
+
+
+def test_train_sparse_records_then_serve_sparse_json(tmp_path):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    X = sp.random(400, 50, density=0.1, format="csr", random_state=0, dtype=np.float32)
+    w = rng.normal(size=50)
+    y = (X @ w > 0).astype(np.float32)
+    root = ml_root(tmp_path, {"predictor_type": "binary_classifier", "feature_dim": 50, "mini_batch_size": 50},
+                   {"train": (X, y)})
+    train_in_process("linear_learner", root)
+    h = handler("linear-learner", root / "model")
+    row = X[0].tocoo()
+    request = {"instances": [{"data": {"features": {"values": row.data.tolist(), "keys": row.col.tolist(),
+                                                    "shape": [50]}}}]}
+    answer = json.loads(invoke(h, json.dumps(request).encode(), "application/json", "application/json").body)
+    dense = json.loads(invoke(h, recordio_bytes(X[:1].toarray()), "application/x-recordio-protobuf",
+                              "application/json").body)
+    assert answer == dense
+    assert _accuracy(h, X.toarray(), y) > 0.85
+
+
+def test_candidates_tuning_job_trains_one_model_auto_several():
+    from opensage.algorithms.linear_learner import hyperparameters
+    from opensage.algorithms.linear_learner.train import candidates
+
+    hp = hyperparameters.parse({"predictor_type": "regressor"})
+    assert len(candidates(hp, tuning=False)) == 8
+    assert len({(c.learning_rate, c.wd) for c in candidates(hp, tuning=False)}) == 8
+    assert len(candidates(hp, tuning=True)) == 1
+    fixed = hyperparameters.parse({"predictor_type": "regressor", "learning_rate": "0.05", "wd": "0.1",
+                                   "num_models": "3"})
+    assert {(c.learning_rate, c.wd) for c in candidates(fixed, tuning=False)} == {(0.05, 0.1)}

@@ -50,10 +50,15 @@ def _load(job: JobInput, feature_dim: int) -> dict[str, Dataset]:
 
 
 def squared_distances(X: Any, centers: np.ndarray) -> np.ndarray:
-    """(n, k) squared Euclidean distances, in chunks (dense or CSR rows)."""
-    from sklearn.metrics.pairwise import euclidean_distances
-
-    return np.maximum(euclidean_distances(X, centers, squared=True), 0.0)
+    """(n, k) squared Euclidean distances (dense or CSR rows), |x|^2 - 2 x.c + |c|^2 in numpy: serving needs no
+    scikit-learn import (its first import would stall the model server's first request)."""
+    if hasattr(X, "tocsr"):
+        row_norms = np.asarray(X.multiply(X).sum(axis=1)).ravel()
+    else:
+        X = np.asarray(X, dtype=np.float64)
+        row_norms = np.einsum("ij,ij->i", X, X)
+    cross = np.asarray(X @ centers.T)
+    return np.maximum(row_norms[:, None] - 2.0 * cross + np.einsum("ij,ij->i", centers, centers)[None, :], 0.0)
 
 
 def fit_centers(X: np.ndarray, hp: dict[str, Any], seed: int = 0) -> np.ndarray:
