@@ -335,6 +335,9 @@ class PipelineService:
         return out
 
     def list_pipeline_execution_steps(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("PipelineExecutionArn"):  # optional in the spec; SageMaker needs it
+            raise ValidationException("1 validation error detected: Value null at 'pipelineExecutionArn' failed to "
+                                      "satisfy constraint: Member must not be null")
         res = self._execution(params["PipelineExecutionArn"])
         items = [step_entry(name, st) for name, st in (res.state.get("Steps") or {}).items()
                  if not st.get("_skipped")]

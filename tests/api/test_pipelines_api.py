@@ -684,3 +684,10 @@ def test_model_then_transform_step_resolves_model_name_and_metadata(sm, server):
     assert described["TransformOutput"]["S3OutputPath"] == f"s3://{BUCKET}/batch/out/{arn.rsplit('/', 1)[1]}"
     assert steps["Score"]["StepStatus"] == {"Completed": "Succeeded", "Failed": "Failed"}[
         described["TransformJobStatus"]]
+
+
+def test_list_pipeline_execution_steps_without_arn_is_validation_exception(sm):
+    with pytest.raises(ClientError) as err:
+        sm.list_pipeline_execution_steps()
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    assert "pipelineExecutionArn" in err.value.response["Error"]["Message"]
