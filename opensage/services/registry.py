@@ -525,6 +525,10 @@ def describe_package(res: Resource) -> dict[str, Any]:
                 "CertifyForMarketplace": bool(res.request.get("CertifyForMarketplace", False))})
     if res.state.get("_updated"):
         out["LastModifiedTime"] = res.last_modified_time
+    if res.parent_arn is not None:
+        # As SageMaker answers (and moto copies): a version has no name of its own. SDK v3's refresh() then
+        # describes it by ARN; given the group name, it would describe a package that does not exist.
+        out.pop("ModelPackageName", None)
     return out
 
 
