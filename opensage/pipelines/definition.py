@@ -19,6 +19,7 @@ from opensage.errors import ValidationException
 from opensage.pipelines.expressions import ExpressionError, is_key, parse_path, property_file_ref, references
 
 PARAMETER_TYPES = ("String", "Integer", "Float", "Boolean")
+MAX_DEPTH = 100  # SDK definitions nest ~15 deep (condition branches add a few levels each)
 # Step Type -> the Create* operation its Arguments are (the resource name left out), and the Describe*
 # answers its properties resolve against.
 CREATE_OPERATION = {"Processing": "CreateProcessingJob", "Training": "CreateTrainingJob",
@@ -109,6 +110,15 @@ def load(text: str) -> dict[str, Any]:
         raise _invalid(f"not valid JSON: {e}") from None
     if not isinstance(raw, dict):
         raise _invalid("the document must be a JSON object with Version, Parameters and Steps")
+    stack: list[tuple[Any, int]] = [(raw, 0)]  # iterative: the checks below recurse, bounded by this
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _invalid(f"the JSON is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
     return raw
 
 

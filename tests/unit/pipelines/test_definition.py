@@ -38,6 +38,7 @@ def test_edges_come_from_references_depends_on_and_condition_branches():
 
 @pytest.mark.parametrize("text, words", [
     ("{", "not valid JSON"),
+    ('{"Steps": ' + "[" * 500 + "]" * 500 + "}", "nested deeper"),
     ("[]", "JSON object"),
     (doc(), "non-empty list"),
     (doc(step("A"), step("A")), "used more than once"),
