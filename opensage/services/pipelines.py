@@ -354,11 +354,13 @@ class PipelineService:
     def stop_pipeline_execution(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         for _ in range(10):
             res = self._execution(params["PipelineExecutionArn"])
-            if res.status == "Stopping":
-                return {"PipelineExecutionArn": res.arn}
+            token = params.get("ClientRequestToken")
+            if res.status == "Stopping" or (token and res.request.get("_StopToken") == token):
+                return {"PipelineExecutionArn": res.arn}  # already stopping, or this request again
             if res.status != "Executing":
                 raise ValidationException(f"Pipeline execution '{res.arn}' is {res.status}: only an Executing "
                                           f"execution can be stopped.")
+            res.request["_StopToken"] = token
             try:
                 transition(self.d.resources, res, "Stopping", self.d.clock.time())
             except ConcurrentUpdate:

@@ -337,8 +337,11 @@ def test_stop_pipeline_execution_stops_running_job(sm, executor):
     create(sm, "StopPipe", [processing_step("Forever"), processing_step("Later", inputs_from="Forever")])
     arn = sm.start_pipeline_execution(PipelineName="StopPipe")["PipelineExecutionArn"]
     step = wait_step(sm, arn, "Forever", "Executing")
-    sm.stop_pipeline_execution(PipelineExecutionArn=arn)
+    token = str(uuid.uuid4())
+    sm.stop_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken=token)
     assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Stopped"
+    assert sm.stop_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken=token)[
+        "PipelineExecutionArn"] == arn  # the same request again answers as the first time
     job = step["Metadata"]["ProcessingJob"]["Arn"].split("/")[-1]
     assert sm.describe_processing_job(ProcessingJobName=job)["ProcessingJobStatus"] == "Stopped"
     assert steps_by_name(sm, arn)["Forever"]["StepStatus"] == "Stopped"
