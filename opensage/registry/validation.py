@@ -81,10 +81,11 @@ class ValidationReconciler(ReconcileLoop):
         name = validation_name(package.arn, profile["ProfileName"])
         spec = package.request["ValidationSpecification"]
         try:
-            if self.d.resources.get("model", name) is None:
+            # Idempotent through the services' own API (a restart may repeat this step).
+            if not _exists(lambda: self.services["models"].describe_model(ctx, {"ModelName": name})):
                 self.services["models"].create_model(ctx, {
                     "ModelName": name, "ExecutionRoleArn": spec["ValidationRole"], "Containers": containers_of(package)})
-            if self.d.resources.get("transform-job", name) is None:
+            if not _exists(lambda: self.services["transform"].describe_transform_job(ctx, {"TransformJobName": name})):
                 self.services["transform"].create_transform_job(
                     ctx, {**profile["TransformJobDefinition"], "TransformJobName": name, "ModelName": name})
         except ServiceError as e:
@@ -125,6 +126,14 @@ class ValidationReconciler(ReconcileLoop):
             except ServiceError:
                 pass  # already gone
         log.info("model package %s: validation %s%s", package.arn, target, f" ({reason})" if reason else "")
+
+
+def _exists(describe: Any) -> bool:
+    try:
+        describe()
+    except ServiceError:
+        return False
+    return True
 
 
 def _details(package: Resource, status: str, reason: str | None = None) -> dict[str, Any]:
