@@ -248,7 +248,7 @@ class PipelineService:
             "PipelineName": pipeline.name, "PipelineArn": pipeline.arn, "PipelineDefinition": text,
             "Parameters": values, "PipelineParameters": listed, "ClientRequestToken": token,
             "PipelineVersionId": version or pipeline.state.get("PipelineVersionId", 1),
-            "PipelineExecutionDisplayName": params.get("PipelineExecutionDisplayName") or execution_id,
+            "PipelineExecutionDisplayName": params.get("PipelineExecutionDisplayName") or f"execution-{int(now * 1000)}",
             "RoleArn": params.get("RoleArn") or pipeline.request["RoleArn"],
             "_ExperimentConfig": isinstance(defn.raw.get("PipelineExperimentConfig"), dict)}
         parallelism = params.get("ParallelismConfiguration") or pipeline.request.get("ParallelismConfiguration")
@@ -258,8 +258,11 @@ class PipelineService:
             request["PipelineExecutionDescription"] = params["PipelineExecutionDescription"]
         if selective:
             request["SelectiveExecutionConfig"] = selective
-        self.d.resources.create(Resource(EXECUTION, execution_id, arn, "Executing", now, now, request,
-                                         {"Steps": steps}, parent_arn=pipeline.arn))
+        try:
+            self.d.resources.create(Resource(EXECUTION, execution_id, arn, "Executing", now, now, request,
+                                             {"Steps": steps}, parent_arn=pipeline.arn))
+        except AlreadyExists:  # 36^12 ids: a collision is a retry, not an error the caller should see
+            return self.start_pipeline_execution(ctx, params)
         self.d.wake(EXECUTION)
         return {"PipelineExecutionArn": arn}
 
