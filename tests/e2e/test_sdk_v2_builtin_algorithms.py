@@ -99,3 +99,17 @@ def test_pca_record_set_fit_deploy_predict_projection(sm_session):
         np.testing.assert_allclose(projection * signs, reference, atol=1e-2 * np.abs(reference).max())
     finally:
         predictor.delete_endpoint()
+
+
+def test_kmeans_pipe_mode_record_set_fit_reports_test_metrics(sm_session):
+    """Pipe mode: the ManifestFile's shards arrive through the channel FIFO as one RecordIO stream."""
+    import sagemaker
+    from sklearn.datasets import load_iris
+
+    X = load_iris().data.astype("float32")
+    kmeans = sagemaker.KMeans(role=ROLE, instance_count=1, instance_type=INSTANCE, k=3, input_mode="Pipe",
+                              sagemaker_session=sm_session)
+    kmeans.fit([kmeans.record_set(X), kmeans.record_set(X[:30], channel="test")], logs=False)
+    desc, metrics = _final_metrics(sm_session, kmeans.latest_training_job.name)
+    assert desc["TrainingJobStatus"] == "Completed" and desc["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
+    assert 0 < metrics["test:msd"] < 1.0
