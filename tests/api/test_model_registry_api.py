@@ -299,6 +299,9 @@ def test_list_model_packages_filters_by_type_group_approval_and_pages(sm):
     assert listed(NameContains="list-group") == [solo]  # default type: Unversioned
     assert listed(NameContains="list-group", ModelPackageType="Both") == [*arns, solo]
     assert listed(NameContains="list-group", ModelPackageType="Versioned", SortBy="Name") == arns
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # boto3 sends whole seconds: compare far apart
+    assert listed(ModelPackageGroupName="list-group", CreationTimeBefore=later) == arns
+    assert listed(ModelPackageGroupName="list-group", CreationTimeAfter=later) == []
     summary = sm.list_model_packages(ModelPackageGroupName="list-group")["ModelPackageSummaryList"][0]
     assert (summary["ModelPackageGroupName"], summary["ModelPackageVersion"], summary["ModelApprovalStatus"]) == (
         "list-group", 1, "Approved")
