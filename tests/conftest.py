@@ -49,21 +49,27 @@ def start_server(home: Path, executor=None, **settings_overrides) -> Iterator[Se
 
     s3_root = home / "s3"
     s3_root.mkdir(parents=True, exist_ok=True)
-    settings = Settings.build(home, port=free_port(), s3_endpoint=f"file://{s3_root}", stop_grace_seconds=5,
-                              **settings_overrides)
+    # Bound here and handed to uvicorn: a port picked free and bound later can be taken in between by another
+    # test worker's model server (seen under load: "address already in use", a module of refused connections).
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    settings = Settings.build(home, port=sock.getsockname()[1], s3_endpoint=f"file://{s3_root}",
+                              stop_grace_seconds=5, **settings_overrides)
     platform = create_app(settings, executor=executor)
-    config = uvicorn.Config(platform.asgi, host="127.0.0.1", port=settings.port, log_level="warning")
+    config = uvicorn.Config(platform.asgi, log_level="warning")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
+    deadline = time.time() + 120  # a loaded 2-core machine can take long to start the background threads
+    while not server.started and thread.is_alive() and time.time() < deadline:
         time.sleep(0.05)
+    assert server.started, "the in-process control plane did not start (see the thread's exception above)"
     try:
         yield Server(settings, platform, settings.endpoint_url, s3_root)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        sock.close()
 
 
 @pytest.fixture(scope="module")

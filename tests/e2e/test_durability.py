@@ -77,7 +77,7 @@ def _wait_log(path, text: str) -> None:
 
 
 def _wait_training(sm, name: str) -> None:
-    deadline = time.time() + 60
+    deadline = time.time() + 180  # a first job builds the scikit-learn environment; slow on a loaded machine
     while sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] != "Training":
         assert time.time() < deadline, "job never reached Training"
         time.sleep(0.3)
