@@ -276,6 +276,23 @@ def test_update_model_package_approval_and_metadata_sets_last_modified(sm):
     assert sm.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"] == "Rejected"
 
 
+def test_update_model_package_adds_additional_inference_specifications_with_unique_names(sm):
+    sm.create_model_package_group(ModelPackageGroupName="extra-spec-group")
+    extra = {"Name": "cpu-small", "Containers": [{"Image": XGB_IMAGE, "ModelDataUrl": MODEL_URL}]}
+    arn = _version(sm, "extra-spec-group", AdditionalInferenceSpecifications=[extra])
+    sm.update_model_package(ModelPackageArn=arn, AdditionalInferenceSpecificationsToAdd=[
+        {**extra, "Name": "cpu-large", "SupportedContentTypes": ["text/csv"]}])
+    d = sm.describe_model_package(ModelPackageName=arn)
+    assert [s["Name"] for s in d["AdditionalInferenceSpecifications"]] == ["cpu-small", "cpu-large"]
+    with pytest.raises(ClientError) as e:
+        sm.update_model_package(ModelPackageArn=arn, AdditionalInferenceSpecificationsToAdd=[extra])
+    assert "unique" in _error(e)[1]
+    with pytest.raises(ClientError) as e:  # the added specification's image is checked like the main one
+        sm.update_model_package(ModelPackageArn=arn, AdditionalInferenceSpecificationsToAdd=[
+            {"Name": "gpu", "Containers": [{"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/custom:1"}]}])
+    assert "additionalInferenceSpecificationsToAdd.1.member.containers.1.member.image" in _error(e)[1]
+
+
 def test_list_model_packages_filters_by_type_group_approval_and_pages(sm):
     sm.create_model_package_group(ModelPackageGroupName="list-group")
     arns = [_version(sm, "list-group", ModelApprovalStatus=s)
