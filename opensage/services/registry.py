@@ -146,7 +146,7 @@ class RegistryService:
         policy = params["ResourcePolicy"]
         try:
             document = json.loads(policy)
-        except ValueError:
+        except (ValueError, RecursionError):  # a deeply nested document raises RecursionError
             raise ValidationException("ResourcePolicy is not valid JSON.") from None
         if not isinstance(document, dict) or not document.get("Statement"):
             raise ValidationException("ResourcePolicy must be a JSON policy document with a Statement.")

@@ -111,6 +111,9 @@ def test_model_package_group_policy_put_get_delete(sm):
     with pytest.raises(ClientError) as e:
         sm.put_model_package_group_policy(ModelPackageGroupName="policy-group", ResourcePolicy="{not json")
     assert "not valid JSON" in _error(e)[1]
+    with pytest.raises(ClientError) as e:  # nested past Python's recursion limit: still a 400
+        sm.put_model_package_group_policy(ModelPackageGroupName="policy-group", ResourcePolicy="[" * 10000)
+    assert _error(e)[0] == "ValidationException"
     sm.delete_model_package_group_policy(ModelPackageGroupName="policy-group")
     with pytest.raises(ClientError):
         sm.get_model_package_group_policy(ModelPackageGroupName="policy-group")
