@@ -30,6 +30,7 @@ AUTO_WD = (0.0, 1e-4, 1e-3, 1e-2)
 MAX_DENSE_BYTES = 4 << 30
 REFINE_MAX_VALUES = 50_000_000  # rows x features up to which models are polished by full-batch L-BFGS
 REFINE_ITERATIONS = 200
+REFINE_MAX_STEPS = 2000  # with fewer mini-batch steps than this, SGD may stop short of the optimum
 
 log = logging.getLogger("opensage.algorithms")
 
@@ -288,7 +289,8 @@ def train(job: JobInput) -> Path:
     Xs, ys, weights = scaler.features(X), scaler.labels(y, kind), sample_weights(y, hp)
     settings = settings_for(hp, steps)
     models = solver.fit(Xs, ys, weights, loss, outputs, models_to_train, settings, watched, on_epoch)
-    if hp["loss"] in solver.SMOOTH_LOSSES and Xs.size <= REFINE_MAX_VALUES:
+    few_steps = steps * hp["epochs"] < REFINE_MAX_STEPS
+    if hp["loss"] in solver.SMOOTH_LOSSES and Xs.size <= REFINE_MAX_VALUES and few_steps:
         models = solver.refine(models, Xs, ys, weights, loss, models_to_train, settings, REFINE_ITERATIONS)
     selected, _ = _select(models, scaler, hp, loss, validation or train_data,
                           "validation" if validation is not None else "train")
