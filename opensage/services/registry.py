@@ -89,7 +89,11 @@ class RegistryService:
         arn = self.package_arn(name_or_arn)
         res = self.d.resources.get_by_arn(arn)
         if res is None or res.kind != PACKAGE:
-            raise ValidationException(f"ModelPackage {arn} does not exist.")
+            hint = ""
+            if "/" not in name_or_arn and self.d.resources.get_by_arn(self.group_arn(name_or_arn)) is not None:
+                hint = (f" '{name_or_arn}' is a model package group: name one of its versions by its ARN or as "
+                        f"'{name_or_arn}/<version>'.")
+            raise ValidationException(f"ModelPackage {arn} does not exist.{hint}")
         return res
 
     def _versions(self, group_arn: str, limit: int = 1) -> list[Resource]:

@@ -156,6 +156,9 @@ def test_describe_model_package_by_group_and_version_name_and_missing(sm):
     assert _error(e) == ("ValidationException",
                          "ModelPackage arn:aws:sagemaker:us-east-1:000000000000:model-package/named-group/9 does not "
                          "exist.")
+    with pytest.raises(ClientError) as e:  # the group's name alone names no package: say how to name a version
+        sm.describe_model_package(ModelPackageName="named-group")
+    assert "'named-group/<version>'" in _error(e)[1]
 
 
 def test_create_model_package_records_metrics_baselines_and_metadata(sm):
