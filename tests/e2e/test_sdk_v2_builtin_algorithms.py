@@ -113,3 +113,28 @@ def test_kmeans_pipe_mode_record_set_fit_reports_test_metrics(sm_session):
     desc, metrics = _final_metrics(sm_session, kmeans.latest_training_job.name)
     assert desc["TrainingJobStatus"] == "Completed" and desc["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
     assert 0 < metrics["test:msd"] < 1.0
+
+
+def test_linear_learner_tuning_objective_validation_accuracy(sm_session):
+    """SageMaker's linear-learner metric names work as tuning objectives (one model per child job)."""
+    import sagemaker
+    from sagemaker.tuner import ContinuousParameter, HyperparameterTuner
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    order = np.random.default_rng(1).permutation(len(y))
+    X, y = X[order].astype("float32"), y[order].astype("float32")
+    ll = sagemaker.LinearLearner(role=ROLE, instance_count=1, instance_type=INSTANCE,
+                                 predictor_type="binary_classifier", sagemaker_session=sm_session, epochs=5)
+    tuner = HyperparameterTuner(ll, objective_metric_name="validation:binary_classification_accuracy",
+                                hyperparameter_ranges={"wd": ContinuousParameter(1e-6, 1e-1,
+                                                                                 scaling_type="Logarithmic")},
+                                max_jobs=2, max_parallel_jobs=2)
+    tuner.fit([ll.record_set(X[:400], labels=y[:400]),
+               ll.record_set(X[400:], labels=y[400:], channel="validation")], mini_batch_size=100)
+    desc = sm_session.sagemaker_client.describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=tuner.latest_tuning_job.name)
+    assert desc["HyperParameterTuningJobStatus"] == "Completed"
+    best = desc["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]
+    assert best["MetricName"] == "validation:binary_classification_accuracy" and best["Value"] > 0.9
+    assert desc["TrainingJobStatusCounters"]["Completed"] == 2
