@@ -11,7 +11,9 @@ server, in a private mount namespace when they are root (``unshare --mount``). A
    (the platform's key pair, database, other jobs' files) are then not even visible; ``--expose-ro``
    directories (a model server's model) are also made read-only;
 3. binds the job's own ``--tmp`` directory on ``/tmp`` (nothing shared with other jobs or the host);
-4. drops to ``--uid`` / ``--gid`` (no supplementary groups), with HOME (``/tmp/opensage-job-<uid>``) /
+4. gives the job user a name: ``/etc/passwd`` and ``/etc/group`` of this namespace are the host's plus a
+   ``job<uid>`` line (Java's ``user.home``, Hadoop's login, ``whoami`` and ``pwd.getpwuid`` need one);
+5. drops to ``--uid`` / ``--gid`` (no supplementary groups), with HOME (``/tmp/opensage-job-<uid>``) /
    USER / LOGNAME set;
 
 then, as the job user, asks the kernel to SIGKILL it when the agent dies (PR_SET_PDEATHSIG) and execs the
@@ -38,6 +40,7 @@ MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
+MNT_DETACH = 0x2
 
 
 def _mount(source: str, target: str, fstype: str | None = None, flags: int = 0, data: str | None = None) -> None:
@@ -112,6 +115,37 @@ def make_home(uid: int, gid: int) -> str:
     return home
 
 
+def name_the_user(uid: int, gid: int, home: str) -> None:
+    """Bind copies of /etc/passwd and /etc/group with the job's user and group over the originals, in this
+    mount namespace only. The copies live on a small tmpfs of this namespace (a memfd or an O_TMPFILE file
+    cannot be a bind source), read-only to everyone; its mount point is removed once the copies are bound."""
+    import tempfile
+
+    user = f"job{uid}"
+    lines = {"/etc/passwd": f"{user}:x:{uid}:{gid}:OpenSage job:{home}:/bin/sh\n",
+             "/etc/group": f"opensage-jobs:x:{gid}:\n"}
+    staging = tempfile.mkdtemp(prefix="opensage-etc-")
+    try:
+        _mount("opensage-etc", staging, "tmpfs", 0, "mode=0755,size=4m")
+        for path, line in lines.items():
+            try:
+                with open(path, "rb") as f:
+                    original = f.read()
+            except OSError:
+                continue
+            if original and not original.endswith(b"\n"):
+                original += b"\n"
+            copy = os.path.join(staging, os.path.basename(path))
+            with open(copy, "wb") as f:
+                f.write(original + line.encode())
+            os.chmod(copy, 0o444)
+            _bind(copy, path)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.umount2(staging.encode(), MNT_DETACH)  # the bound copies keep the tmpfs alive
+    finally:
+        os.rmdir(staging)
+
+
 def drop_privileges(uid: int, gid: int) -> None:
     os.setgroups([])
     os.setgid(gid)
@@ -154,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.uid is not None:
         expose(args.expose, args.expose_ro, args.tmp)
         home = make_home(args.uid, args.gid if args.gid is not None else args.uid)
+        name_the_user(args.uid, args.gid if args.gid is not None else args.uid, home)
         drop_privileges(args.uid, args.gid if args.gid is not None else args.uid)
         user = f"job{args.uid}"
         env.update({"HOME": home, "USER": user, "LOGNAME": user})
