@@ -17,8 +17,9 @@ Tasks:
   of its six hyperparameters in [0, 1] (a standard hard test function, minimum -3.32237) as
   ``objective: <value>`` (MetricDefinitions).
 
-**Overhead**: one Random tuning job of ``--overhead-trials`` (20) trivial script-mode trials (the script
-prints one metric line) at parallelism 2: wall time CreateHyperParameterTuningJob -> Completed (DescribeHyper-
+**Overhead**: one Random tuning job of ``--overhead-trials`` (20) trivial trials at parallelism 2
+(``--overhead-kind xgboost``: built-in XGBoost, one round on 200 rows; ``script``: a script-mode job that
+prints its metric): wall time CreateHyperParameterTuningJob -> Completed (DescribeHyper-
 ParameterTuningJob polled every 0.2 s) vs the children's summed run time (TrainingStartTime ->
 TrainingEndTime); ideal = sum / parallelism; also the median gap between a child's end and the next child's
 creation (the reconciler's reaction time).
@@ -89,6 +90,7 @@ def prepare(p: common.Platform, tasks: list[str]) -> None:
 
     p.put(BUCKET, "tuning/code/hartmann/sourcedir.tar.gz", common.sourcedir_tarball(HARTMANN_SCRIPT))
     p.put(BUCKET, "tuning/code/trivial/sourcedir.tar.gz", common.sourcedir_tarball(TRIVIAL_SCRIPT))
+    p.put(BUCKET, "tuning/trivial/train/data.csv", common.tiny_csv())
     for task, loader in (("xgb-cancer", load_breast_cancer), ("xgb-diabetes", load_diabetes)):
         if task not in tasks:
             continue
@@ -125,6 +127,13 @@ def definition(p: common.Platform, task: str) -> tuple[dict[str, Any], dict[str,
                 "S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/tuning/{task}/{ch}"}}}
             for ch in ("train", "validation")]
         return base, XGB_RANGES, {"Type": "Minimize", "MetricName": objective}
+    if task == "trivial-xgb":  # one boosting round on a 200-row CSV: a trial that does almost nothing
+        base["AlgorithmSpecification"] = {"TrainingImage": common.XGB_IMAGE, "TrainingInputMode": "File"}
+        base["StaticHyperParameters"] = {"num_round": "1", "objective": "binary:logistic"}
+        base["InputDataConfig"] = [{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/tuning/trivial/train"}}}]
+        return base, {"IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "1", "MaxValue": "10"}]}, {
+            "Type": "Minimize", "MetricName": "train:logloss"}
     which = "hartmann" if task == "hartmann6" else "trivial"
     base["AlgorithmSpecification"] = {
         "TrainingImage": common.SKLEARN_IMAGE, "TrainingInputMode": "File",
@@ -164,6 +173,9 @@ def run_tuning(p: common.Platform, name: str, task: str, strategy: str, trials: 
         token = page.get("NextToken")
         if not token:
             break
+    failed = [c for c in children if c["TrainingJobStatus"] == "Failed"]
+    if failed:
+        print(f"  {name}: {len(failed)} failed child job(s), e.g. {failed[0].get('FailureReason')}", flush=True)
     return desc, children, wall
 
 
@@ -200,9 +212,10 @@ def trials_to_best(p: common.Platform, task: str, seeds: int, trials: int, paral
             "median_bayesian": med_b, "ratio": med_b / med_r}
 
 
-def overhead(p: common.Platform, trials: int, parallel: int) -> dict[str, Any]:
+def overhead(p: common.Platform, trials: int, parallel: int, kind: str) -> dict[str, Any]:
     name = f"overhead-{int(time.time()) % 100000}"
-    desc, children, wall = run_tuning(p, name, "trivial", "Random", trials, parallel, 1)
+    desc, children, wall = run_tuning(p, name, "trivial-xgb" if kind == "xgboost" else "trivial", "Random",
+                                      trials, parallel, 1)
     runs, gaps = [], []
     details = [p.sm.describe_training_job(TrainingJobName=c["TrainingJobName"]) for c in children]
     for job in details:
@@ -211,7 +224,7 @@ def overhead(p: common.Platform, trials: int, parallel: int) -> dict[str, Any]:
     starts = sorted(j["CreationTime"].timestamp() for j in details)[parallel:]
     gaps = [s - e for s, e in zip(starts, ends, strict=False)]
     summed = sum(runs)
-    return {"trials": trials, "parallel": parallel, "status": desc["HyperParameterTuningJobStatus"],
+    return {"trials": trials, "parallel": parallel, "kind": kind, "status": desc["HyperParameterTuningJobStatus"],
             "wall_s": wall, "sum_child_run_s": summed, "ideal_s": summed / parallel,
             "overhead_s": wall - summed / parallel, "ratio": wall / (summed / parallel),
             "median_child_run_s": statistics.median(runs), "median_launch_gap_s": statistics.median(gaps)}
@@ -247,7 +260,7 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{r['median_bayesian']} | {r['ratio']:.2f} |")
     o = results.get("overhead")
     if o:
-        lines += ["", "| overhead: trials @ parallel | wall s | Σ child run s | ideal s | ratio | "
+        lines += ["", f"| overhead ({o['kind']}): trials @ parallel | wall s | Σ child run s | ideal s | ratio | "
                       "median child s | median launch gap s |", "|---|---|---|---|---|---|---|",
                   f"| {o['trials']} @ {o['parallel']} | {o['wall_s']:.1f} | {o['sum_child_run_s']:.1f} | "
                   f"{o['ideal_s']:.1f} | {o['ratio']:.2f} | {o['median_child_run_s']:.2f} | "
@@ -266,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--overhead-trials", type=int, default=20)
+    ap.add_argument("--overhead-kind", default="xgboost", choices=("xgboost", "script"),
+                    help="trivial trial: built-in XGBoost, 1 round on 200 rows; or a script-mode print")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
@@ -275,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         p = stack.enter_context(common.open_platform(args.platform, Path(tmp)))
         prepare(p, tasks)
         if args.overhead_trials:
-            results["overhead"] = overhead(p, args.overhead_trials, 2)
+            results["overhead"] = overhead(p, args.overhead_trials, 2, args.overhead_kind)
             print(f"overhead: {results['overhead']}", flush=True)
         for task in tasks:
             results["trials_to_best"].append(trials_to_best(p, task, args.seeds, args.trials, args.parallel))
