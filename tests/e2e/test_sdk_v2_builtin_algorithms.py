@@ -138,3 +138,28 @@ def test_linear_learner_tuning_objective_validation_accuracy(sm_session):
     best = desc["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]
     assert best["MetricName"] == "validation:binary_classification_accuracy" and best["Value"] > 0.9
     assert desc["TrainingJobStatusCounters"]["Completed"] == 2
+
+
+def test_linear_learner_batch_transform_csv_lines_to_jsonlines(sm_session, tmp_path):
+    import sagemaker
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y = X.astype("float32"), y.astype("float32")
+    ll = sagemaker.LinearLearner(role=ROLE, instance_count=1, instance_type=INSTANCE,
+                                 predictor_type="binary_classifier", sagemaker_session=sm_session, epochs=5)
+    ll.fit(ll.record_set(X, labels=y), logs=False)
+    data = tmp_path / "batch.csv"
+    np.savetxt(data, X[:50], delimiter=",", fmt="%.6g")
+    bucket = sm_session.default_bucket()
+    uri = sm_session.upload_data(str(data), bucket=bucket, key_prefix="e2e/ll-batch/in")
+    transformer = ll.transformer(instance_count=1, instance_type=INSTANCE, strategy="MultiRecord",
+                                 assemble_with="Line", accept="application/jsonlines",
+                                 output_path=f"s3://{bucket}/e2e/ll-batch/out")
+    transformer.transform(uri, content_type="text/csv", split_type="Line", logs=False)
+    import json
+
+    body = sm_session.read_s3_file(bucket, "e2e/ll-batch/out/batch.csv.out")
+    rows = [json.loads(line) for line in body.splitlines() if line.strip()]
+    assert len(rows) == 50 and set(rows[0]) == {"score", "predicted_label"}
+    assert np.mean(np.array([r["predicted_label"] for r in rows]) == y[:50]) > 0.9
