@@ -67,6 +67,13 @@ class TuningService:
                                f"region, and a tuning job with this name already exists ({arn})")
         if self.d.resources.get(KIND, name) is not None:
             raise in_use
+        if getattr(ctx, "principal", "http") is None:
+            # An in-process caller (a pipeline's TuningStep) skips the API's shape validation: apply it here
+            # so a bad value fails as it would over the wire.
+            from opensage.api.spec import operation_model
+            from opensage.api.validate import validate
+
+            validate(params, operation_model("sagemaker", "CreateHyperParameterTuningJob").input_shape)
         request = jobs.normalize(params)
         self._check_warm_start(request)
         check_user_tags(params.get("Tags") or [])

@@ -86,3 +86,75 @@ def test_hyperparameter_tuner_fit_best_job_attach_analytics_deploy(sm_session, t
         assert ((scores > 0.5) == y_test).mean() > 0.85
     finally:
         predictor.delete_endpoint()
+
+
+def test_tuning_job_survives_control_plane_kill_and_finishes_without_repeating_trials(tmp_path):
+    """`opensage up` SIGKILLed while children train: the next `up` adopts them, rebuilds the study from the
+    store and launches only the trials still owed."""
+    import os
+    import signal
+    import time
+
+    from tests.e2e.conftest import start_platform, stop_platform
+    from tests.e2e.test_durability import _clients
+
+    train, validation, _, _ = _data(tmp_path)
+    home = tmp_path / "home"
+    p = start_platform(home)
+    sm, s3 = _clients(p)
+    bucket = "sagemaker-us-east-1-000000000000"
+    s3.upload_file(str(train), bucket, "restart/train/train.csv")
+    s3.upload_file(str(validation), bucket, "restart/validation/validation.csv")
+    image = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="e2e-restart",
+        HyperParameterTuningJobConfig={
+            "Strategy": "Random", "RandomSeed": 4,
+            "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "validation:auc"},
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": 5, "MaxParallelTrainingJobs": 2},
+            "ParameterRanges": {"ContinuousParameterRanges": [{"Name": "eta", "MinValue": "0.05",
+                                                               "MaxValue": "0.5"}]}},
+        TrainingJobDefinition={
+            "StaticHyperParameters": {"num_round": "40", "objective": "binary:logistic"},
+            "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+            "RoleArn": ROLE,
+            "InputDataConfig": [{"ChannelName": ch, "ContentType": "text/csv", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/restart/{ch}"}}}
+                for ch in ("train", "validation")],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/restart/out"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600}})
+
+    def children(client) -> list[dict]:
+        return client.list_training_jobs_for_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName="e2e-restart", MaxResults=100)["TrainingJobSummaries"]
+
+    deadline = time.time() + 240
+    while not any(c["TrainingJobStatus"] == "Completed" for c in children(sm)):
+        assert time.time() < deadline, children(sm)
+        time.sleep(0.5)
+    before = {c["TrainingJobName"]: c for c in children(sm)}
+    os.kill(p.proc.pid, signal.SIGKILL)  # no chance to clean up; the children's agents keep running
+    p.proc.wait()
+    p2 = start_platform(home)
+    try:
+        sm, _ = _clients(p2)
+        deadline = time.time() + 400
+        while True:
+            d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="e2e-restart")
+            if d["HyperParameterTuningJobStatus"] not in ("InProgress", "Stopping"):
+                break
+            assert time.time() < deadline, d["TrainingJobStatusCounters"]
+            time.sleep(1)
+        after = children(sm)
+    finally:
+        stop_platform(p2)
+    assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
+    assert len(after) == 5, [c["TrainingJobName"] for c in after]
+    assert all(c["TrainingJobStatus"] == "Completed" for c in after), [
+        (c["TrainingJobName"], c["TrainingJobStatus"], c.get("FailureReason")) for c in after]
+    by_name = {c["TrainingJobName"]: c for c in after}
+    for name, c in before.items():  # the jobs from before the kill, adopted, not run again
+        assert by_name[name]["TunedHyperParameters"] == c["TunedHyperParameters"]
+    assert sorted(int(n.split("-")[2]) for n in by_name) == [1, 2, 3, 4, 5]
+    assert len({c["TunedHyperParameters"]["eta"] for c in after}) == 5
