@@ -18,8 +18,8 @@ The SDK's PySparkProcessor / SparkJarProcessor send ``ContainerEntrypoint = ["sm
   Spark with that many executors"); hosts other than the primary (``sorted(hosts)[0]``) exit 0 at once, as
   smspark's workers do once the primary's Spark has finished;
 * event logs: written to a directory of our own, completed files copied to ``--local-spark-event-logs-dir``
-  every few seconds and at the end, ``.inprogress`` ones never (smspark does the same every 20 s), or uploaded to
-  ``--spark-event-logs-s3-uri`` at the end;
+  every few seconds and at the end, ``.inprogress`` ones never (smspark does the same every 20 s), or (that
+  option given) uploaded to ``--spark-event-logs-s3-uri`` in the same rhythm;
 * a failed spark-submit -> ``/opt/ml/output/message`` = smspark's ``Algorithm Error: (caused by
   CalledProcessError): spark failed with a non-zero exit code: ...`` and its exit code.
 
@@ -303,10 +303,13 @@ def build_command(args: SubmitArgs, applied: AppliedConfiguration, master: str, 
 
 
 class _EventLogCopier:
-    """Completed event logs (not ``*.inprogress``) from Spark's directory to the SDK's, now and then."""
+    """Completed event logs (not ``*.inprogress``) from Spark's directory to the SDK's local directory and / or
+    an S3 URI, now and then while Spark runs and once at the end (a file is sent again when its size changed)."""
 
-    def __init__(self, source: Path, target: Path) -> None:
-        self.source, self.target = source, target
+    def __init__(self, source: Path, target: Path | None = None, s3_uri: str | None = None) -> None:
+        self.source, self.target, self.s3_uri = source, target, s3_uri
+        self._sent: dict[str, int] = {}
+        self._s3: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -315,30 +318,39 @@ class _EventLogCopier:
 
     def _loop(self) -> None:
         while not self._stop.wait(EVENT_LOG_COPY_SECONDS):
-            self.copy()
+            try:
+                self.copy()
+            except Exception as exc:  # noqa: BLE001 - retried next round; the final copy reports
+                _say(f"event logs not copied yet: {exc}")
 
     def copy(self) -> None:
-        self.target.mkdir(parents=True, exist_ok=True)
-        for path in self.source.iterdir():
-            if path.is_file() and not path.name.endswith(".inprogress"):
-                dest = self.target / path.name
-                if not dest.exists() or dest.stat().st_size != path.stat().st_size:
-                    shutil.copy2(path, dest)
+        if self.target is not None:
+            self.target.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self.source.iterdir()):
+            if not path.is_file() or path.name.endswith(".inprogress"):
+                continue
+            size = path.stat().st_size
+            if self._sent.get(path.name) == size:
+                continue
+            if self.target is not None:
+                shutil.copy2(path, self.target / path.name)
+            if self.s3_uri:
+                self._upload(path)
+            self._sent[path.name] = size
+
+    def _upload(self, path: Path) -> None:
+        assert self.s3_uri is not None
+        if self._s3 is None:
+            import boto3
+
+            self._s3 = boto3.client("s3")
+        bucket, _, prefix = re.sub(r"^s3a?://", "", self.s3_uri).partition("/")
+        self._s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{path.name}".lstrip("/"))
 
     def finish(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=30)
         self.copy()
-
-
-def _upload_event_logs(source: Path, uri: str) -> None:
-    import boto3
-
-    bucket, _, prefix = re.sub(r"^s3a?://", "", uri).partition("/")
-    s3 = boto3.client("s3")
-    for path in source.iterdir():
-        if path.is_file() and not path.name.endswith(".inprogress"):
-            s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{path.name}".lstrip("/"))
 
 
 def _named_user_prefix() -> list[str]:
@@ -439,8 +451,11 @@ def run(argv: list[str]) -> int:
     cmd = [*_named_user_prefix(), *cmd]
     _say("running: " + " ".join(cmd))
     copier = None
-    if event_dir is not None and args.local_event_logs_dir:
-        copier = _EventLogCopier(event_dir, Path(args.local_event_logs_dir))
+    if event_dir is not None:
+        # smspark: --spark-event-logs-s3-uri wins over the local directory (Spark writes to s3a:// there);
+        # here completed logs are uploaded while the job runs and at the end.
+        local = None if args.event_logs_s3_uri else Path(args.local_event_logs_dir or "")
+        copier = _EventLogCopier(event_dir, local, args.event_logs_s3_uri)
         copier.start()
     tail: deque[str] = deque(maxlen=40)
     try:
@@ -457,12 +472,11 @@ def run(argv: list[str]) -> int:
         code = proc.wait()
     finally:
         if copier is not None:
-            copier.finish()
-    if event_dir is not None and args.event_logs_s3_uri:
-        try:
-            _upload_event_logs(event_dir, args.event_logs_s3_uri)
-        except Exception as exc:  # noqa: BLE001 - the job's result stands; say why the logs are missing
-            _say(f"could not upload the event logs to {args.event_logs_s3_uri}: {exc}")
+            try:
+                copier.finish()
+            except Exception as exc:  # noqa: BLE001 - the job's result stands; say why the logs are missing
+                _say(f"could not copy the event logs to {args.event_logs_s3_uri or args.local_event_logs_dir}: "
+                     f"{exc}")
     shutil.rmtree(work, ignore_errors=True)
     if code != 0:
         errors = [t for t in tail if re.search(r"Error|Exception|Traceback", t)] or list(tail)

@@ -103,3 +103,84 @@ def test_pyspark_processor_run_submit_app_inputs_outputs_arguments_completes(sm_
     assert rows == 130
     events = S3Downloader.list(f"{prefix}/spark-events", sagemaker_session=sm_session)
     assert events and not any(e.endswith(".inprogress") for e in events)
+
+
+DEPS_APP = textwrap.dedent("""\
+    from pyspark import SparkFiles
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.appName("deps").getOrCreate()
+    sc = spark.sparkContext
+    print("master", sc.master, flush=True)
+    print("jars", sc._jsc.sc().listJars().mkString(","), flush=True)  # --jars reached Spark
+    found = sc._jvm.java.lang.Thread.currentThread().getContextClassLoader().getResource("opensage/marker.txt")
+    print("jar resource", found is not None, flush=True)
+    print("file on driver", open(SparkFiles.get("lookup.txt")).read().strip(), flush=True)
+    seen = sc.parallelize(range(24), 12).map(lambda _: open(SparkFiles.get("lookup.txt")).read().strip())
+    print("file on executors", sorted(set(seen.collect())), flush=True)
+    spark.stop()  # the event log is complete now; the job goes on a while (more work after Spark)
+    import time
+    time.sleep(25)
+""")
+
+
+def test_create_processing_job_spark_s3_jars_files_event_logs_s3_uri_three_instances_completes(platform, tmp_path):
+    """smspark-submit's --jars / --files from s3:// URIs and --spark-event-logs-s3-uri (smspark's own option; the
+    SDK's spark_event_logs_s3_uri uses the local directory + a Continuous output, tested above: here the completed
+    log reaches S3 while the job still runs, after spark.stop()), on 3 instances:
+    one local Spark with 3 x 4 cores. The jar is built with zipfile (no compiler here): a resource in it is on
+    the driver's class path."""
+    import io
+    import zipfile
+
+    import boto3
+
+    s3 = boto3.client("s3")
+    bucket = "sagemaker-us-east-1-000000000000"
+    prefix = f"e2e/spark-deps/{int(time.time())}"
+    jar = io.BytesIO()
+    with zipfile.ZipFile(jar, "w") as z:
+        z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+        z.writestr("opensage/marker.txt", "marker")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/jars/marker.jar", Body=jar.getvalue())
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/files/lookup.txt", Body=b"looked-up")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/code/deps.py", Body=DEPS_APP.encode())
+    sm = boto3.client("sagemaker")
+    name = f"spark-deps-{int(time.time())}"
+    code = "/opt/ml/processing/input/code"
+    sm.create_processing_job(
+        ProcessingJobName=name, RoleArn=ROLE,
+        ProcessingResources={"ClusterConfig": {"InstanceCount": 3, "InstanceType": "ml.m5.xlarge",
+                                               "VolumeSizeInGB": 30}},
+        AppSpecification={
+            "ImageUri": "173754725891.dkr.ecr.us-east-1.amazonaws.com/sagemaker-spark-processing:3.5-cpu",
+            "ContainerEntrypoint": ["smspark-submit", "--jars", f"s3://{bucket}/{prefix}/jars/marker.jar",
+                                    "--files", f"s3://{bucket}/{prefix}/files/lookup.txt",
+                                    "--spark-event-logs-s3-uri", f"s3://{bucket}/{prefix}/events",
+                                    f"{code}/deps.py"]},
+        ProcessingInputs=[{"InputName": "code", "S3Input": {
+            "S3Uri": f"s3://{bucket}/{prefix}/code/deps.py", "LocalPath": code, "S3DataType": "S3Prefix"}}],
+        StoppingCondition={"MaxRuntimeInSeconds": 1200})
+    deadline = time.time() + 900
+    first_seen = None  # --spark-event-logs-s3-uri: completed logs are uploaded while the job runs
+    while (desc := sm.describe_processing_job(ProcessingJobName=name))["ProcessingJobStatus"] == "InProgress":
+        assert time.time() < deadline, "the Spark job did not finish"
+        if first_seen is None and s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/events/").get("KeyCount"):
+            first_seen = time.time()
+        time.sleep(1)
+    assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+    logs = boto3.client("logs")
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/ProcessingJobs",
+                                        logStreamNamePrefix=f"{name}/")["logStreams"]
+    assert len(streams) == 3  # one per host; the workers exit once the primary's Spark runs everything
+    text = "\n".join(e["message"] for s in streams for e in logs.get_log_events(
+        logGroupName="/aws/sagemaker/ProcessingJobs", logStreamName=s["logStreamName"],
+        startFromHead=True)["events"])
+    assert "master local[12]" in text
+    assert "marker.jar" in text.split("jars ", 1)[1].splitlines()[0]
+    assert "jar resource True" in text
+    assert "file on driver looked-up" in text and "file on executors ['looked-up']" in text
+    events = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/events/").get("Contents", [])]
+    assert events and not any(k.endswith(".inprogress") for k in events)
+    # Seen in S3 well before the end (the app sleeps 25 s after spark.stop()), not only uploaded at the end.
+    assert first_seen is not None and desc["ProcessingEndTime"].timestamp() - first_seen > 10

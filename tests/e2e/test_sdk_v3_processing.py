@@ -58,6 +58,20 @@ DRIVER = textwrap.dedent('''
                       outputs=[output("train", "/opt/ml/processing/train"),
                                output("test", "/opt/ml/processing/test")],
                       arguments=["--train-test-split-ratio", "0.25"], wait=True, logs=False)
+    elif flow == "spark":
+        from sagemaker.core.spark.processing import PySparkProcessor
+
+        processor = PySparkProcessor(role=ROLE, framework_version="3.5", instance_count=1,
+                                     instance_type="ml.m5.xlarge", base_job_name="sdk3-spark",
+                                     sagemaker_session=session)
+        processor.run(submit_app=code, submit_files=[code.replace("app.py", "threshold.txt")],
+                      inputs=[ProcessingInput(input_name="census", s3_input=ProcessingS3Input(
+                          s3_uri=data, local_path="/opt/ml/processing/input/census", s3_data_type="S3Prefix"))],
+                      outputs=[output("high", "/opt/ml/processing/high")],
+                      arguments=["--column", "hours"],
+                      configuration=[{"Classification": "spark-defaults",
+                                      "Properties": {"spark.sql.shuffle.partitions": "3"}}],
+                      spark_event_logs_s3_uri=f"{out}/events", wait=True, logs=True)
     else:  # pipe: Pipe + Gzip input, run(wait=False), then the ProcessingJob resource waits
         processor = ScriptProcessor(role=ROLE, image_uri=IMAGE, command=["python3"], instance_count=1,
                                     instance_type="ml.m5.xlarge", base_job_name="sdk3-pipe",
@@ -101,6 +115,24 @@ PIPE_PREPROCESS = textwrap.dedent("""\
     df = pd.read_csv(fifo)
     os.makedirs("/opt/ml/processing/train", exist_ok=True)
     df.to_csv("/opt/ml/processing/train/all.csv", index=False)
+""")
+
+
+SPARK_APP = textwrap.dedent("""\
+    import argparse
+    from pyspark import SparkFiles
+    from pyspark.sql import SparkSession
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--column", required=True)
+    args = parser.parse_args()
+    spark = SparkSession.builder.appName("sdk3-spark").getOrCreate()
+    threshold = int(open(SparkFiles.get("threshold.txt")).read())  # submit_files: a local file
+    df = spark.read.csv("/opt/ml/processing/input/census", header=True, inferSchema=True)
+    high = df.filter(df[args.column] >= threshold)
+    high.coalesce(1).write.mode("overwrite").csv("/opt/ml/processing/high", header=True)
+    print("shuffle", spark.conf.get("spark.sql.shuffle.partitions"), "high", high.count(), flush=True)
+    spark.stop()
 """)
 
 
@@ -173,3 +205,22 @@ def test_script_processor_v3_pipe_gzip_input_wait_false_then_resource_wait_compl
     desc = boto3.client("sagemaker").describe_processing_job(ProcessingJobName=name)
     assert desc["ProcessingInputs"][0]["S3Input"]["S3InputMode"] == "Pipe"
     assert desc["ProcessingInputs"][0]["S3Input"]["S3CompressionType"] == "Gzip"
+
+
+def test_pyspark_processor_v3_run_submit_files_configuration_event_logs_completes(platform, tmp_path):
+    s3 = boto3.client("s3")
+    census = _census()
+    s3.put_object(Bucket=BUCKET, Key="sdk3-proc/spark/raw/census.csv", Body=census)
+    app = tmp_path / "app.py"
+    app.write_text(SPARK_APP)
+    (tmp_path / "threshold.txt").write_text("40")
+    out = f"s3://{BUCKET}/sdk3-proc/spark/out"
+    name, printed, _ = _run(tmp_path, "spark", app, f"s3://{BUCKET}/sdk3-proc/spark/raw", out)
+    expected = sum(1 for line in census.decode().splitlines()[1:] if int(line.split(",")[1]) >= 40)
+    assert f"shuffle 3 high {expected}" in printed  # logs=True streamed it; spark-defaults applied
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="sdk3-proc/spark/out/")["Contents"]
+    part = next(o["Key"] for o in listed if "/high/part-" in o["Key"])
+    assert _rows(f"s3://{BUCKET}/{part}") == expected
+    assert any("/events/" in o["Key"] for o in listed)
+    desc = boto3.client("sagemaker").describe_processing_job(ProcessingJobName=name)
+    assert desc["AppSpecification"]["ContainerEntrypoint"][0] == "smspark-submit"
