@@ -18,6 +18,8 @@ LOSSES: dict[str, tuple[str, ...]] = {
 DEFAULT_LOSS = {BINARY: "logistic", MULTICLASS: "softmax_loss", REGRESSOR: "squared_loss"}
 SELECTION_CRITERIA = ("accuracy", "f_beta", "precision_at_target_recall", "recall_at_target_precision",
                       "loss_function")
+# Older names the SDK still accepts: f1 is f_beta with beta 1, cross_entropy_loss the loss function.
+LEGACY_CRITERIA = {"f1": "f_beta", "cross_entropy_loss": "loss_function"}
 _ALL_LOSSES = ("auto", *sorted({loss for losses in LOSSES.values() for loss in losses}))
 _UNIT = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
 
@@ -31,7 +33,8 @@ SPECS: tuple[Param, ...] = (
     Param("beta_2", "float", low=0.0, high=1.0, high_open=True, auto=True),
     Param("bias_lr_mult", "float", low=0.0, low_open=True, auto=True),
     Param("bias_wd_mult", "float", low=0.0, auto=True),
-    Param("binary_classifier_model_selection_criteria", "enum", default="accuracy", choices=SELECTION_CRITERIA),
+    Param("binary_classifier_model_selection_criteria", "enum", default="accuracy",
+          choices=(*SELECTION_CRITERIA, *LEGACY_CRITERIA)),
     Param("early_stopping_patience", "int", default=3, low=1),
     Param("early_stopping_tolerance", "float", default=0.001, low=0.0, low_open=True),
     Param("epochs", "int", default=15, low=1),
@@ -82,6 +85,11 @@ def parse(raw: Mapping[str, Any]) -> dict[str, Any]:
     elif loss not in LOSSES[predictor]:
         raise hyperparameter_error(f"loss {loss!r} cannot be used with predictor_type {predictor!r}: expected "
                                    f"auto or one of {', '.join(LOSSES[predictor])}.")
+    criterion = hp["binary_classifier_model_selection_criteria"]
+    if criterion in LEGACY_CRITERIA:
+        if criterion == "f1":
+            hp["f_beta"] = 1.0
+        hp["binary_classifier_model_selection_criteria"] = LEGACY_CRITERIA[criterion]
     if hp["optimizer"] == "auto":
         hp["optimizer"] = "adam"
     return hp
