@@ -1,0 +1,72 @@
+"""Linear learner internals: loss gradients, threshold calibration per selection criterion, L1, class weights."""
+
+import numpy as np
+import pytest
+
+from opensage.algorithms.linear_learner import evaluation, hyperparameters, solver
+from opensage.algorithms.linear_learner.train import sample_weights
+
+LOSSES = ["logistic", "hinge_loss", "squared_loss", "absolute_loss", "eps_insensitive_squared_loss",
+          "eps_insensitive_absolute_loss", "quantile_loss", "huber_loss", "softmax_loss"]
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_gradient_matches_finite_differences(name):
+    rng = np.random.default_rng(0)
+    outputs = 3 if name == "softmax_loss" else 1
+    scores = rng.normal(size=(2, 6, outputs)) * 2
+    labels = rng.integers(0, 3, 6).astype(float) if name == "softmax_loss" else \
+        rng.integers(0, 2, 6).astype(float) if name in ("logistic", "hinge_loss") else rng.normal(size=6)
+    loss = solver.Loss(name, quantile=0.3, delta=0.7, insensitivity=0.1)
+    _, grad = loss(scores, labels)
+    eps = 1e-6
+    numeric = np.zeros_like(scores)
+    for index in np.ndindex(scores.shape):
+        up, down = scores.copy(), scores.copy()
+        up[index] += eps
+        down[index] -= eps
+        numeric[index] = (loss.value(up, labels) - loss.value(down, labels))[index[:2]] / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, atol=1e-4)
+
+
+def test_best_threshold_each_criterion_meets_its_target():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400).astype(float)
+    score = np.clip(0.35 * y + rng.normal(0.35, 0.2, 400), 0, 1)
+
+    def rates(threshold):
+        predicted = score > threshold
+        tp = np.sum(predicted & (y == 1))
+        return tp / max(predicted.sum(), 1), tp / y.sum(), np.mean(predicted == y)
+
+    precision, recall, _ = rates(evaluation.best_threshold(score, y, "precision_at_target_recall",
+                                                           target_recall=0.9))
+    assert recall >= 0.9
+    precision, recall, _ = rates(evaluation.best_threshold(score, y, "recall_at_target_precision",
+                                                           target_precision=0.8))
+    assert precision >= 0.8
+    best_accuracy = rates(evaluation.best_threshold(score, y, "accuracy"))[2]
+    assert best_accuracy >= max(rates(t)[2] for t in np.linspace(0, 1, 101)) - 1e-12
+    assert evaluation.best_threshold(score, y, "loss_function", default=0.5) == 0.5
+
+
+def test_fit_large_l1_zeroes_irrelevant_weights():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(500, 10))
+    y = 3 * X[:, 0] + rng.normal(0, 0.1, 500)
+    models = solver.fit(X, y, np.ones(500), solver.Loss("squared_loss"), 1,
+                        [solver.Candidate(0.05, 0.0, 0.0), solver.Candidate(0.05, 0.0, 0.2)],
+                        solver.Settings(epochs=20, mini_batch_size=50))
+    dense, sparse = models.W[0, :, 0], models.W[1, :, 0]
+    assert np.count_nonzero(dense[1:]) == 9 and np.count_nonzero(sparse[1:]) <= 2
+    assert sparse[0] > 2.0  # the relevant feature survives
+
+
+def test_sample_weights_balanced_positive_and_multiclass():
+    y = np.array([1, 0, 0, 0], dtype=float)
+    hp = hyperparameters.parse({"predictor_type": "binary_classifier", "positive_example_weight_mult": "balanced"})
+    np.testing.assert_array_equal(sample_weights(y, hp), [3, 1, 1, 1])
+    hp = hyperparameters.parse({"predictor_type": "multiclass_classifier", "num_classes": "3",
+                                "balance_multiclass_weights": "true"})
+    weights = sample_weights(np.array([0, 0, 1, 2], dtype=float), hp)
+    np.testing.assert_allclose(np.bincount([0, 0, 1, 2], weights=weights), [4 / 3, 4 / 3, 4 / 3])
