@@ -137,16 +137,25 @@ def _pipeline(sm_session, tmp_path: Path, name: str):
                     steps=[step_process, step_train, step_eval, step_cond], sagemaker_session=session)
 
 
-def test_pipeline_upsert_start_wait_list_steps_registers_model_then_fail_branch_with_cache(sm_session, tmp_path):
+def test_pipeline_upsert_start_wait_list_steps_registers_model_then_fail_branch_with_cache(platform, sm_session,
+                                                                                          tmp_path):
+    import subprocess
+    import sys
+
     from botocore.exceptions import WaiterError
 
     pipeline = _pipeline(sm_session, tmp_path, "diabetes-pipeline")
     arn = pipeline.upsert(role_arn=ROLE)["PipelineArn"]
-    assert pipeline.upsert(role_arn=ROLE, description="again")["PipelineArn"] == arn  # update path
+    tags = [{"Key": "project", "Value": "diabetes"}]
+    assert pipeline.upsert(role_arn=ROLE, description="again", tags=tags)["PipelineArn"] == arn  # update path
     assert pipeline.describe()["PipelineDescription"] == "again"
+    assert sm_session.sagemaker_client.list_tags(ResourceArn=arn)["Tags"] == tags
 
     execution = pipeline.start()
-    execution.wait(delay=2, max_attempts=450)
+    try:
+        execution.wait(delay=2, max_attempts=450)
+    except WaiterError:
+        raise AssertionError(f"{execution.describe()}\n{execution.list_steps()}") from None
     steps = {s["StepName"]: s for s in execution.list_steps()}
     assert {s["StepStatus"] for s in steps.values()} == {"Succeeded"}, steps
     assert set(steps) == {"DiabetesProcess", "DiabetesTrain", "DiabetesEval", "DiabetesMSECond",
@@ -177,6 +186,15 @@ def test_pipeline_upsert_start_wait_list_steps_registers_model_then_fail_branch_
     assert "RegisterDiabetesModel-RegisterModel" not in steps2
     parameters = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=failing.arn)["PipelineParameters"]
     assert {"Name": "MseThreshold", "Value": "1.5"} in parameters
+    listed = [e["PipelineExecutionArn"] for e in pipeline.list_executions()["PipelineExecutionSummaries"]]
+    assert listed == [failing.arn, execution.arn]
+
+    shown = subprocess.run([sys.executable, "-m", "opensage.cli.main", "pipeline", "show", failing.arn, "--home",
+                            str(platform.home), "--no-color"], capture_output=True, text=True, check=True).stdout
+    for box in ("✔ DiabetesProcess", "✔ DiabetesEval", "✔ DiabetesMSECond", "✘ DiabetesMSEFail",
+                "○ RegisterDiabetesModel-RegisterModel"):
+        assert box in shown, shown
+    assert "DiabetesMSEFail: Execution failed due to MSE > 1.5" in shown
 
 
 PYTORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310"
