@@ -211,3 +211,20 @@ def test_candidates_tuning_job_trains_one_model_auto_several():
     fixed = hyperparameters.parse({"predictor_type": "regressor", "learning_rate": "0.05", "wd": "0.1",
                                    "num_models": "3"})
     assert {(c.learning_rate, c.wd) for c in candidates(fixed, tuning=False)} == {(0.05, 0.1)}
+
+
+def test_train_regressor_epoch_objective_reported_in_label_units(tmp_path):
+    """Per-epoch ``validation:objective_loss`` (squared loss) is on the same scale as the final validation mse,
+    though training runs on normalised labels."""
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    X, y = X.astype(np.float32), y.astype(np.float32)
+    root = ml_root(tmp_path, {"predictor_type": "regressor", "feature_dim": 10, "mini_batch_size": 32},
+                   {"train": (X[:300], y[:300]), "validation": (X[300:], y[300:])})
+    result = run_training("linear_learner", root)
+    assert result.returncode == 0, result.stdout[-2000:]
+    epochs = [float(line.rsplit("=", 1)[1]) for line in result.stdout.splitlines()
+              if "validation square_loss_objective <loss>=" in line and "epoch=" in line]
+    final = quality_metrics(result.stdout)["validation:mse"]
+    assert epochs and min(epochs) == pytest.approx(final, rel=0.25)

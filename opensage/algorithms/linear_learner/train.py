@@ -113,6 +113,10 @@ class Scaler:
     def labels(self, y: np.ndarray, kind: str) -> np.ndarray:
         return (y - self.y_mean) / self.y_scale if kind == REGRESSOR else y.astype(np.float64)
 
+    def loss_scale(self, loss: str) -> float:
+        """Factor from a loss on normalised labels to label units (exact for squared / absolute / quantile)."""
+        return self.y_scale ** 2 if loss in ("squared_loss", "eps_insensitive_squared_loss") else self.y_scale
+
     def unfold(self, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Weights and bias in the original feature (and label) space: ``x @ W + b``."""
         weights = W / self.scale[:, None]
@@ -278,11 +282,12 @@ def train(job: JobInput) -> Path:
     log.info("Training %d parallel model(s) on %d rows x %d features for up to %d epochs",
              len(models_to_train), len(y), width, hp["epochs"])
     objective = evaluation.objective_name(hp["loss"])
+    unit = scaler.loss_scale(hp["loss"])  # per-epoch losses are on normalised labels: report label units
 
     def on_epoch(epoch: int, train_loss: np.ndarray, validation_loss: np.ndarray | None) -> None:
-        quality_metric(job.host, "train", objective, float(np.min(train_loss)), kind="loss", epoch=epoch)
+        quality_metric(job.host, "train", objective, unit * float(np.min(train_loss)), kind="loss", epoch=epoch)
         if validation_loss is not None:
-            quality_metric(job.host, "validation", objective, float(np.min(validation_loss)), kind="loss",
+            quality_metric(job.host, "validation", objective, unit * float(np.min(validation_loss)), kind="loss",
                            epoch=epoch)
         firstparty.progress_metric(job.host, 100.0 * (epoch + 1) / hp["epochs"])
 
