@@ -275,6 +275,9 @@ class PipelineEngine(ReconcileLoop):
         params = dict(args)
         if kind.name_key:
             params[kind.name_key] = name
+        elif step.type == "RegisterModel" and not params.get("ClientToken"):
+            # saved with the intent: a create repeated after a restart returns the same package version
+            params["ClientToken"] = f"{res.name}-{random_suffix()}"
         params.pop("ExperimentConfig", None)
         st["_job"] = {"name": name, "params": params}
         self.d.resources.save(res, now)
@@ -333,7 +336,10 @@ class PipelineEngine(ReconcileLoop):
             self._failed(step, st, f"InternalServerError: the step's {kind.metadata} can no longer be read: {text}",
                          now, None)
             return
-        status = STEP_STATUS.get(desc.get(kind.status_key or "", ""), "Executing")
+        if kind.status_key is None:  # CreateModel: final once it exists (adopted after a restart)
+            st.update(StepStatus="Succeeded", EndTime=now)
+            return
+        status = STEP_STATUS.get(desc.get(kind.status_key), "Executing")
         if status == st.get("StepStatus") or status == "Executing" and st.get("StepStatus") == "Stopping":
             return
         if status == "Succeeded":

@@ -694,3 +694,39 @@ def test_list_pipeline_execution_steps_without_arn_is_validation_exception(sm):
         sm.list_pipeline_execution_steps()
     assert err.value.response["Error"]["Code"] == "ValidationException"
     assert "pipelineExecutionArn" in err.value.response["Error"]["Message"]
+
+
+def test_crash_after_creating_a_child_before_saving_adopts_it_instead_of_a_second_one(sm, server):
+    engine = server.platform.capabilities.services["pipeline-engine"]
+    original = engine._create
+    crashed: set[str] = set()
+
+    def create_then_crash(step, st, now):
+        original(step, st, now)
+        if step.name not in crashed:
+            crashed.add(step.name)
+            raise RuntimeError("control plane died before saving")
+
+    container = {"Image": XGB_IMAGE, "ModelDataUrl": f"s3://{BUCKET}/models/m.tar.gz"}
+    steps = [processing_step("Prep"),
+             {"Name": "M-CreateModel", "Type": "Model", "Arguments": {"ExecutionRoleArn": ROLE,
+                                                                    "PrimaryContainer": container}},
+             {"Name": "M-RegisterModel", "Type": "RegisterModel", "Arguments": {
+                 "ModelPackageGroupName": "crash-group", "ModelApprovalStatus": "Approved",
+                 "InferenceSpecification": {"Containers": [container], "SupportedContentTypes": ["text/csv"],
+                                            "SupportedResponseMIMETypes": ["text/csv"]}}}]
+    engine._create = create_then_crash
+    try:
+        create(sm, "AdoptPipe", steps)
+        arn = sm.start_pipeline_execution(PipelineName="AdoptPipe")["PipelineExecutionArn"]
+        assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
+    finally:
+        engine._create = original
+    assert crashed == {"Prep", "M-CreateModel", "M-RegisterModel"}
+    exec_id = arn.rsplit("/", 1)[1]
+    assert len(sm.list_processing_jobs(NameContains=exec_id)["ProcessingJobSummaries"]) == 1
+    assert len(sm.list_models(NameContains=exec_id)["Models"]) == 1
+    packages = sm.list_model_packages(ModelPackageGroupName="crash-group")["ModelPackageSummaryList"]
+    assert len(packages) == 1
+    done = steps_by_name(sm, arn)
+    assert done["M-RegisterModel"]["Metadata"]["RegisterModel"]["Arn"] == packages[0]["ModelPackageArn"]
