@@ -88,6 +88,7 @@ class ServerConfig:
     code_dir: Path | None
     program: str | None
     max_body_bytes: int
+    listen_fd: int | None = None
 
 
 def parse_args(argv: list[str] | None) -> ServerConfig:
@@ -101,6 +102,8 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
                         help=f"one of {', '.join(KINDS)} (or builtin-<algorithm>)")
     parser.add_argument("--workers", type=int, default=int(env.get("SAGEMAKER_MODEL_SERVER_WORKERS") or 1))
     parser.add_argument("--code-dir", default=None, help="resolved script-mode code directory (internal)")
+    parser.add_argument("--listen-fd", type=int, default=None,
+                        help="an inherited socket already bound to --port and listening (internal)")
     args = parser.parse_args(argv)
     if args.kind not in SCRIPT_FRAMEWORKS and args.kind != PIPELINE_KIND and not args.kind.startswith("builtin-"):
         parser.error(f"--kind {args.kind!r} is not one of {', '.join(KINDS)} (or builtin-<algorithm>)")
@@ -109,7 +112,8 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
         DEFAULT_MAX_BODY_MB * 1024 * 1024
     return ServerConfig(model_dir=Path(args.model_dir), host=args.host, port=args.port, kind=args.kind,
                         workers=max(1, args.workers), code_dir=Path(args.code_dir) if args.code_dir else None,
-                        program=env.get("SAGEMAKER_PROGRAM") or None, max_body_bytes=max_bytes)
+                        program=env.get("SAGEMAKER_PROGRAM") or None, max_body_bytes=max_bytes,
+                        listen_fd=args.listen_fd)
 
 
 def resolve_code_dir(model_dir: Path, submit_directory: str | None) -> Path | None:
@@ -549,7 +553,14 @@ async def _drain(server: asyncio.Server, state: ServerState) -> None:
         raise SystemExit(1)
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, listen_fd: int | None = None) -> socket.socket:
+    """The listening socket: the inherited one (``--listen-fd``, bound by the replica manager), else bound here."""
+    if listen_fd is not None:
+        sock = socket.socket(fileno=listen_fd)
+        sock.set_inheritable(False)  # user code's subprocesses do not get it (workers are forked)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        return sock
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -651,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"model directory {config.model_dir} does not exist (it should hold the unpacked model.tar.gz)")
         return 1
     try:
-        sock = bind(config.host, config.port)
+        sock = bind(config.host, config.port, config.listen_fd)
     except OSError as exc:
         log(f"cannot listen on {config.host}:{config.port}: {exc}")
         return 1

@@ -26,6 +26,18 @@ STOP_GRACE_SECONDS = 30.0  # SageMaker: SIGTERM, then SIGKILL 30 s later
 STARTUP_TIMEOUT_SECONDS = 600.0  # SAGEMAKER_STARTUP_TIMEOUT's default: /ping must pass within this
 
 
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound to a free port and listening, for a model server to inherit."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -218,7 +230,17 @@ class ReplicaManager:
               python: str | None = None) -> Replica:
         """Launch a model server for ``model_dir``; returns at once (poll ``healthy``)."""
         self._reap()
-        port = free_port()
+        # Bound here and inherited by the server (--listen-fd): a port picked free and bound later by the
+        # server can be taken in between by another replica or process (seen under load).
+        listener = listening_socket()
+        port = listener.getsockname()[1]
+        try:
+            return self._spawn(model_dir, kind, environment, log_path, python, port, listener)
+        finally:
+            listener.close()  # the server holds its own copy
+
+    def _spawn(self, model_dir: Path, kind: str, environment: dict[str, str], log_path: Path,
+               python: str | None, port: int, listener: socket.socket) -> Replica:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # Not the platform's settings nor its client profile / key pair: the caller passes the replica's
         # own temporary credentials in ``environment``.
@@ -238,13 +260,15 @@ class ReplicaManager:
             self._children[proc.pid] = proc
             return Replica(proc.pid, port, str(log_path))
         argv = server_argv(python or image_python or self.python, model_dir, port, kind)
+        argv += ["--listen-fd", str(listener.fileno())]
         uid = None
         if self.isolating():
             # The replica's /tmp: beside its log, removed when the replica is stopped.
             argv, uid = isolated_argv(model_dir, kind, env, argv, log_path.with_suffix(".tmp"))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True, env=env, cwd=model_dir)
+                                    start_new_session=True, close_fds=True, pass_fds=(listener.fileno(),),
+                                    env=env, cwd=model_dir)
         self._children[proc.pid] = proc
         return Replica(proc.pid, port, str(log_path), uid=uid)
 

@@ -14,7 +14,7 @@ def test_install_all_calls_each_module_install_in_name_order(tmp_path, monkeypat
             "def install(ctx):\n"
             f"    ctx.services.setdefault('order', []).append({name!r})\n")
     (tmp_path / "zz_helper.py").write_text("VALUE = 1\n")  # no install(): a helper module, skipped
-    monkeypatch.setattr(capabilities, "__path__", [*capabilities.__path__, str(tmp_path)])
+    monkeypatch.setattr(capabilities, "__path__", [str(tmp_path)])  # only the probes: real ones need a platform
     ctx = CapabilityContext(deps=None, dispatcher=None, executor=None, store_spec=None,  # type: ignore[arg-type]
                             credentials=None, services={})
     try:
