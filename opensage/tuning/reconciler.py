@@ -157,7 +157,7 @@ class TuningReconciler(ReconcileLoop):
                 state, value = _outcome(job, r, metric)
                 study.tell(r.name, value, state)
                 continue
-            if r.status == "InProgress" and r.name not in pruned:
+            if study.prunes and r.status == "InProgress" and r.name not in pruned:
                 if study.report(r.name, self._intermediate(r, metric)):
                     log.info("tuning job %s: stopping %s early", job.name, r.name)
                     self._stop_children([r])
@@ -277,7 +277,7 @@ class TuningReconciler(ReconcileLoop):
                 failure: str | None = None) -> None:
         now = self.d.clock.time()
         state: dict[str, Any] = {"HyperParameterTuningEndTime": now}
-        if status == "Completed" and rows and not any(r.status == "Completed" for r in rows):
+        if status == "Completed" and rows and all(r.status == "Failed" for r in rows):
             status = "Failed"
             failure = failure or "All training jobs failed. See the training jobs' FailureReason for details."
         if failure:

@@ -40,7 +40,7 @@ def make_sampler(strategy: str, seed: int | None, max_jobs: int) -> Any:
     if strategy == "Bayesian":
         # SageMaker starts Bayesian search with a few random trials too; fewer for small budgets.
         startup = min(10, max(3, max_jobs // 5))
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -65,6 +65,11 @@ class Study:
     trials: dict[str, int] = field(default_factory=dict)  # child name -> trial number
     told: set[str] = field(default_factory=set)  # children whose outcome the study has
     reported: dict[str, int] = field(default_factory=dict)  # child name -> intermediate steps reported
+
+    @property
+    def prunes(self) -> bool:
+        """Whether intermediate values matter (Hyperband, early stopping Auto)."""
+        return not isinstance(self.study.pruner, _optuna().pruners.NopPruner)
 
     # -- search space -----------------------------------------------------------------------------
     def distributions(self, definition: Definition) -> dict[str, Any]:
