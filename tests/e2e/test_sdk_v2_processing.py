@@ -223,3 +223,41 @@ def test_sklearn_processor_run_pipe_mode_gzip_input_streams_through_fifo(sm_sess
     assert "is fifo True" in printed and "streamed rows 100" in printed
     expected = sum(1 for line in raw.read_text().splitlines()[1:] if line.endswith(",1"))
     assert _rows(sm_session, f"s3://{bucket}/e2e/processing/pipe/train/high.csv") == expected
+
+
+def test_framework_processor_xgboost_source_dir_requirements_completes(sm_session, tmp_path):
+    from sagemaker.processing import FrameworkProcessor, ProcessingOutput
+    from sagemaker.s3 import S3Downloader
+    from sagemaker.xgboost.estimator import XGBoost
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "evaluate.py").write_text(textwrap.dedent("""\
+        import json, os
+        import numpy as np
+        import xgboost as xgb
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(200, 3))
+        y = (x[:, 0] + x[:, 1] > 0).astype(int)
+        booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=y), num_boost_round=5)
+        accuracy = float(((booster.predict(xgb.DMatrix(x)) > 0.5) == y).mean())
+        os.makedirs("/opt/ml/processing/evaluation", exist_ok=True)
+        json.dump({"xgboost": xgb.__version__, "accuracy": accuracy},
+                  open("/opt/ml/processing/evaluation/evaluation.json", "w"))
+    """))
+    (src / "requirements.txt").write_text("numpy\n")  # in the image's environment already
+    processor = FrameworkProcessor(estimator_cls=XGBoost, framework_version="1.7-1", role=ROLE,
+                                   instance_type="ml.m5.xlarge", instance_count=1, sagemaker_session=sm_session)
+    bucket = sm_session.default_bucket()
+    processor.run(code="evaluate.py", source_dir=str(src),
+                  outputs=[ProcessingOutput(output_name="evaluation", source="/opt/ml/processing/evaluation",
+                                            destination=f"s3://{bucket}/e2e/processing/xgb-fw/evaluation")],
+                  logs=False)
+    desc = processor.latest_job.describe()
+    assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert "sagemaker-xgboost:1.7-1" in desc["AppSpecification"]["ImageUri"]
+    import json
+
+    result = json.loads(S3Downloader.read_file(f"s3://{bucket}/e2e/processing/xgb-fw/evaluation/evaluation.json",
+                                               sagemaker_session=sm_session))
+    assert result["xgboost"] == "1.7.4" and result["accuracy"] > 0.9
