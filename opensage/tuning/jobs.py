@@ -80,6 +80,28 @@ def emitted_metrics(definition: dict[str, Any]) -> set[str] | None:
     return names
 
 
+def objective_metric_definitions(definition: dict[str, Any], metric: str) -> list[dict[str, str]] | None:
+    """The service's MetricDefinitions for a built-in algorithm whose objective the runner's own regexes do
+    not capture (e.g. XGBoost's ``validation:r2``), to pass to the child job; None when nothing is missing.
+    Passing SageMaker's full list keeps the child's DescribeTrainingJob as SageMaker shows it."""
+    from opensage import images
+    from opensage.algorithms.registry import describe_metric_definitions
+    from opensage.services.training import resolve_image
+
+    algo = definition.get("AlgorithmSpecification") or {}
+    if algo.get("MetricDefinitions"):
+        return None
+    try:
+        resolved = resolve_image({"AlgorithmSpecification": algo,
+                                  "HyperParameters": definition.get("StaticHyperParameters") or {}})
+    except images.UnsupportedImage:
+        return None
+    if resolved.kind != "builtin" or any(m["Name"] == metric for m in resolved.metric_definitions or []):
+        return None
+    service = describe_metric_definitions(algo.get("TrainingImage") or "") or []
+    return service if any(m["Name"] == metric for m in service) else None
+
+
 def check_definition(d: dict[str, Any], objective: dict[str, str], space: SearchSpace, where: str) -> None:
     algo = d.get("AlgorithmSpecification") or {}
     if not algo.get("TrainingImage") and not algo.get("AlgorithmName"):
@@ -207,6 +229,9 @@ def child_request(tuning: Resource, definition: Definition, name: str, tuned: di
         CHILD_RETRY_OF: retry_of,
     }
     params["ResourceConfig"] = resource_config(d)
+    service_definitions = objective_metric_definitions(d, definition.objective["MetricName"])
+    if service_definitions:
+        params["AlgorithmSpecification"] = {**d["AlgorithmSpecification"], "MetricDefinitions": service_definitions}
     for key in ("InputDataConfig", "VpcConfig", "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
                 "EnableManagedSpotTraining", "CheckpointConfig", "Environment"):
         if d.get(key) is not None:

@@ -547,3 +547,18 @@ def test_training_job_definitions_search_each_definition_with_its_own_ranges(sm)
         assert set(c["TunedHyperParameters"]) == expected
     assert {c["TrainingJobDefinitionName"] for c in children} == {"deep", "fast"}
     assert d["BestTrainingJob"]["TrainingJobDefinitionName"] in ("deep", "fast")
+
+
+def test_objective_the_service_lists_but_runner_regexes_miss_is_captured_for_children(sm):
+    """validation:r2 is one of SageMaker's XGBoost metrics (1.2-1+): the children get the service's metric
+    definitions so the objective is read from their logs."""
+    sm.create_hyper_parameter_tuning_job(**tuning_request(
+        "tune-r2", max_jobs=2, parallel=2, HyperParameterTuningJobObjective={"Type": "Maximize",
+                                                                             "MetricName": "validation:r2"}))
+    d = wait_tuning(sm, "tune-r2")
+    assert d["ObjectiveStatusCounters"]["Succeeded"] == 2
+    best = d["BestTrainingJob"]
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == pytest.approx(
+        1 - objective(best["TunedHyperParameters"]), abs=1e-5)
+    job = sm.describe_training_job(TrainingJobName=best["TrainingJobName"])
+    assert any(m["Name"] == "validation:r2" for m in job["AlgorithmSpecification"]["MetricDefinitions"])

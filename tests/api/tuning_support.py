@@ -30,7 +30,7 @@ def curve(hps: dict[str, str]) -> list[float]:
 
 
 def eval_line(r: int, value: float) -> str:
-    return f"[{r}]\ttrain-rmse:{value:.6f}\tvalidation-rmse:{value:.6f}"
+    return f"[{r}]\ttrain-rmse:{value:.6f}\tvalidation-rmse:{value:.6f}\tvalidation-r2:{1 - value:.6f}"
 
 
 class TuningExecutor(FakeExecutor):
