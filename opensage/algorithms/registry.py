@@ -90,6 +90,7 @@ def _linear_learner_metrics() -> tuple[dict[str, str], ...]:
                   "macro_recall": "macro_recall", "macro_f_beta": "macro_f_\\S+", "roc_auc_score": "roc_auc_score"}
     for metric, pattern in multiclass.items():
         out += [_quality(f"{channel}:{metric}", channel, pattern) for channel in ("validation", "test")]
+    out += [_quality(f"{channel}:rmse", channel, "rmse", "loss") for channel in ("validation", "test")]
     return tuple(out)
 
 
