@@ -345,7 +345,7 @@ class PipelineEngine(ReconcileLoop):
         if status == "Succeeded":
             st.update(StepStatus="Succeeded", EndTime=now)
         elif status == "Failed":
-            why = desc.get("FailureReason") or (desc.get("ModelPackageStatusDetails") or {}).get("Reason") or ""
+            why = desc.get("FailureReason") or _package_failure(desc)
             self._failed(step, st, f"ClientError: {why}".rstrip(": ") if why else "ClientError: the job failed",
                          now, failure_class(reason=why))
         elif status == "Stopped":
@@ -481,3 +481,11 @@ def selective_steps(defn: Definition, source: Resource, selected: list[str]) -> 
                     f"SelectiveExecutionConfig: selected step '{name}' depends on step '{up}', which is not "
                     f"selected and did not succeed in {source.arn}; select it too.")
     return out
+
+
+def _package_failure(desc: dict[str, Any]) -> str:
+    """A failed model package's reason: its validation statuses' FailureReasons (it has no FailureReason)."""
+    details = desc.get("ModelPackageStatusDetails") or {}
+    reasons = [item.get("FailureReason") for key in ("ValidationStatuses", "ImageScanStatuses")
+               for item in details.get(key) or [] if item.get("FailureReason")]
+    return "; ".join(reasons)

@@ -60,3 +60,13 @@ def test_retry_delay_backs_off_and_stops_at_max_attempts():
     assert retry_delay(policies, "SageMaker.CAPACITY_ERROR", 1, 0) is None
     expiring = [{"ExceptionType": ["Step.THROTTLING"], "IntervalSeconds": 30, "ExpireAfterMin": 1}]
     assert retry_delay(expiring, "Step.THROTTLING", 1, 45) is None
+
+
+def test_package_failure_reads_validation_statuses_failure_reasons():
+    from opensage.pipelines.engine import _package_failure
+
+    desc = {"ModelPackageStatus": "Failed", "ModelPackageStatusDetails": {"ValidationStatuses": [
+        {"Name": "profile-1", "Status": "Failed", "FailureReason": "Transform job v-1 failed: bad input"},
+        {"Name": "profile-2", "Status": "Completed"}]}}
+    assert _package_failure(desc) == "Transform job v-1 failed: bad input"
+    assert _package_failure({"ModelPackageStatus": "Failed"}) == ""
