@@ -13,6 +13,7 @@ from tests.api.tuning_support import (
     BUCKET,
     TuningExecutor,
     all_children,
+    definition,
     objective,
     tuning_request,
     wait_tuning,
@@ -145,6 +146,9 @@ def _with_ranges(name: str, ranges: dict, **kw) -> dict:
     (tuning_request("tune-bad-hyperband", strategy="Hyperband", TrainingJobEarlyStoppingType="Auto"),
      ["Hyperband", "TrainingJobEarlyStoppingType"]),
     (tuning_request("tune-bad-parallel", max_jobs=2, parallel=3), ["MaxParallelTrainingJobs"]),
+    ({**tuning_request("tune-bad-autotune"), "Autotune": {"Mode": "Enabled"}}, ["Autotune"]),
+    ({**tuning_request("tune-bad-both"), "TrainingJobDefinitions": [definition(DefinitionName="a")]},
+     ["TrainingJobDefinition"]),
 ])
 def test_create_hyper_parameter_tuning_job_invalid_request_is_validation_exception_naming_problem(
         sm, request_, words):
@@ -524,8 +528,6 @@ def test_best_objective_not_improving_completes_after_that_many_jobs(sm):
 
 
 def test_training_job_definitions_search_each_definition_with_its_own_ranges(sm):
-    from tests.api.tuning_support import definition
-
     req = tuning_request("tune-multi", max_jobs=8, parallel=2, RandomSeed=2)
     config = req["HyperParameterTuningJobConfig"]
     objective = config.pop("HyperParameterTuningJobObjective")
