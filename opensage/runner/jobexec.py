@@ -13,6 +13,9 @@ server, in a private mount namespace when they are root (``unshare --mount``). A
 3. binds the job's own ``--tmp`` directory on ``/tmp`` (nothing shared with other jobs or the host);
 4. gives the job user a name: ``/etc/passwd`` and ``/etc/group`` of this namespace are the host's plus a
    ``job<uid>`` line (Java's ``user.home``, Hadoop's login, ``whoami`` and ``pwd.getpwuid`` need one);
+   and, for a multi-instance training job (``OPENSAGE_JOB_HOSTS``), ``/etc/hosts`` gets ``algo-1 … algo-N``
+   and the host is named ``algo-N`` in a UTS namespace of its own. Not root (no namespace): the names do not
+   resolve; ``frameworks/distributed.py`` then hands launchers the addresses instead;
 5. drops to ``--uid`` / ``--gid`` (no supplementary groups), with HOME (``/tmp/opensage-job-<uid>``) /
    USER / LOGNAME set;
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import re
 import signal
 import stat
 import sys
@@ -117,20 +121,33 @@ def make_home(uid: int, gid: int) -> str:
 
 def name_the_user(uid: int, gid: int, home: str) -> None:
     """Bind copies of /etc/passwd and /etc/group with the job's user and group over the originals, in this
-    mount namespace only. The copies live on a small tmpfs of this namespace (a memfd or an O_TMPFILE file
-    cannot be a bind source), read-only to everyone; its mount point is removed once the copies are bound."""
+    mount namespace only."""
+    bind_etc_copies(user_lines(uid, gid, home))
+
+
+def user_lines(uid: int, gid: int, home: str) -> dict[str, str]:
+    return {"/etc/passwd": f"job{uid}:x:{uid}:{gid}:OpenSage job:{home}:/bin/sh\n",
+            "/etc/group": f"opensage-jobs:x:{gid}:\n"}
+
+
+def bind_etc_copies(additions: dict[str, str]) -> None:
+    """Bind a copy of each file (the original plus its added lines) over it, in this mount namespace only.
+    The copies live on a small tmpfs of this namespace (a memfd or an O_TMPFILE file cannot be a bind
+    source), read-only to everyone; its mount point is removed once the copies are bound."""
     import tempfile
 
-    user = f"job{uid}"
-    lines = {"/etc/passwd": f"{user}:x:{uid}:{gid}:OpenSage job:{home}:/bin/sh\n",
-             "/etc/group": f"opensage-jobs:x:{gid}:\n"}
     staging = tempfile.mkdtemp(prefix="opensage-etc-")
     try:
         _mount("opensage-etc", staging, "tmpfs", 0, "mode=0755,size=4m")
-        for path, line in lines.items():
+        for path, line in additions.items():
             try:
                 with open(path, "rb") as f:
                     original = f.read()
+            except FileNotFoundError:
+                original = b""
+                if path != "/etc/hosts":
+                    continue
+                open(path, "ab").close()  # a bind needs a target; /etc/hosts is the only one worth creating
             except OSError:
                 continue
             if original and not original.endswith(b"\n"):
@@ -144,6 +161,45 @@ def name_the_user(uid: int, gid: int, home: str) -> None:
         libc.umount2(staging.encode(), MNT_DETACH)  # the bound copies keep the tmpfs alive
     finally:
         os.rmdir(staging)
+
+
+# -- the job's hosts (multi-instance training) ------------------------------------------------------------
+# Set by the training reconciler: every host of the job and its address (loopback on one machine, the node's
+# address under a cluster executor), and which one this is. Left in the job's environment: the framework
+# launcher falls back to these addresses where the names do not resolve (an agent that is not root).
+HOSTS_ENV = "OPENSAGE_JOB_HOSTS"  # "algo-1=127.0.0.1,algo-2=127.0.0.1"
+CURRENT_HOST_ENV = "OPENSAGE_JOB_CURRENT_HOST"
+CLONE_NEWUTS = 0x04000000
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def parse_hosts(text: str) -> list[tuple[str, str]]:
+    """``name=address,...`` -> pairs; anything that is not a plain host name and an IP address is refused
+    (the value is written into /etc/hosts as root)."""
+    import ipaddress
+
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, address = item.partition("=")
+        if not sep or not _HOST_NAME.fullmatch(name):
+            raise ValueError(f"bad host name in {item!r}")
+        pairs.append((name, str(ipaddress.ip_address(address))))
+    return pairs
+
+
+def hosts_lines(hosts: list[tuple[str, str]]) -> dict[str, str]:
+    return {"/etc/hosts": "# the job's hosts (OpenSage)\n" + "".join(f"{a} {n}\n" for n, a in hosts)}
+
+
+def name_the_host(name: str) -> bool:
+    """The host's name in a UTS namespace of its own (``hostname`` = ``algo-N``, as in a SageMaker container).
+    False when the kernel refuses (the job then sees the machine's name)."""
+    if not _HOST_NAME.fullmatch(name):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUTS) != 0:
+        return False
+    return libc.sethostname(name.encode(), len(name.encode())) == 0
 
 
 def drop_privileges(uid: int, gid: int) -> None:
@@ -185,10 +241,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.ml_root:
         _bind(args.ml_root, OPT_ML)
     env = dict(os.environ)
+    additions: dict[str, str] = {}
+    if args.ml_root and env.get(HOSTS_ENV):  # in a mount namespace of its own: the job's hosts resolve
+        try:
+            additions.update(hosts_lines(parse_hosts(env[HOSTS_ENV])))
+        except ValueError as exc:
+            raise SystemExit(f"jobexec: {HOSTS_ENV}: {exc}") from None
+        name_the_host(env.get(CURRENT_HOST_ENV, ""))
     if args.uid is not None:
         expose(args.expose, args.expose_ro, args.tmp)
         home = make_home(args.uid, args.gid if args.gid is not None else args.uid)
-        name_the_user(args.uid, args.gid if args.gid is not None else args.uid, home)
+        additions.update(user_lines(args.uid, args.gid if args.gid is not None else args.uid, home))
+    if additions:
+        bind_etc_copies(additions)
+    if args.uid is not None:
         drop_privileges(args.uid, args.gid if args.gid is not None else args.uid)
         user = f"job{args.uid}"
         env.update({"HOME": home, "USER": user, "LOGNAME": user})
