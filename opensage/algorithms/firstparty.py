@@ -217,6 +217,32 @@ class JobInput:
                 raise UserError(f"{_DATA_PREFIX} (caused by ValidationError)\n\nCaused by: {name!r} is a "
                                 f"required property (channel '{name}' is missing).")
 
+    def read_channels(self, allowed: Sequence[str], feature_dim: int, *, supervised: bool | Sequence[str],
+                      supported: Sequence[str] | None = None) -> dict[str, Any]:
+        """Check the channels, then read each configured one as a ``formats.Dataset`` whose width is
+        ``feature_dim`` (sparse rows may stop short of it). ``supervised`` is a bool, or the channels whose
+        records must carry labels. UserError names a channel without data or of the wrong width."""
+        from opensage.algorithms import formats
+
+        self.check_channels(allowed)
+        data: dict[str, Any] = {}
+        for name in allowed:
+            if name not in self.data_config:
+                continue
+            labelled = supervised if isinstance(supervised, bool) else name in supervised
+            extra = {} if supported is None else {"supported": tuple(supported)}
+            found = formats.read_training_channel(name, self.paths.data, self.data_config[name],
+                                                  supervised=labelled, **extra)
+            if found is None:
+                raise UserError(f"ClientError: channel '{name}' has no data (looked in {self.paths.data / name}).")
+            if found.num_columns != feature_dim and not (found.is_sparse and found.num_columns < feature_dim):
+                raise UserError(f"ClientError: feature_dim is {feature_dim} but the records of channel '{name}' "
+                                f"have {found.num_columns} features.")
+            if found.is_sparse and found.num_columns < feature_dim:
+                found.features.resize((found.num_rows, feature_dim))
+            data[name] = found
+        return data
+
 
 # ---------------------------------------------------------------------------------------------- metrics
 

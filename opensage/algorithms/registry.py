@@ -119,6 +119,14 @@ _PCA = BuiltinAlgorithm(
     metric_definitions=(),
     default_training_content_type="application/x-recordio-protobuf",
 )
+_KNN = BuiltinAlgorithm(
+    name="knn",
+    train_module="opensage.algorithms.knn.train",
+    serve_module="opensage.algorithms.knn.serve",
+    metric_definitions=(_quality("test:accuracy", "test", "accuracy"), _quality("test:mse", "test", "mse", "loss")),
+    maximize_metrics=frozenset({"accuracy"}),
+    default_training_content_type="application/x-recordio-protobuf",
+)
 
 BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "sagemaker-xgboost": _XGBOOST,
@@ -126,8 +134,9 @@ BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "linear-learner": _LINEAR_LEARNER,
     "kmeans": _KMEANS,
     "pca": _PCA,
+    "knn": _KNN,
 }
-FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA)
+FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA, _KNN)
 
 
 def describe_metric_definitions(image_uri: str) -> list[dict[str, str]] | None:
