@@ -1,8 +1,8 @@
 """Automatic model tuning: Bayesian vs Random trials-to-best, and the tuning overhead.
 
 **Trials to best** (per task, per seed): a Random tuning job of ``--trials`` trials (default 50) sets the
-target, the best objective it found ("random's best-of-50"); a Bayesian tuning job with the same budget and
-seed is then scored by the number of trials (in creation order) it needed to reach that target (``>N`` when
+target, the best objective it found ("random's best-of-50"); a Bayesian tuning job with the same budget (and
+seed + 1000: with one seed both would share their random first trials) is then scored by the number of trials (in creation order) it needed to reach that target (``>N`` when
 it never did), and Random by the trial at which it found its own best. Both run through the platform
 (CreateHyperParameterTuningJob, children are ordinary training jobs), ``--parallel`` (default 2) at a time.
 Reported: the median over ``--seeds`` (default 5) seeds and the ratio Bayesian / Random (target <= 0.5).
@@ -28,7 +28,12 @@ creation (the reconciler's reaction time).
 runs in the control plane's tuning thread).
 
     .venv/bin/python benchmarks/bench_tuning.py                       # the full figure (hours on 2 cores)
-    .venv/bin/python benchmarks/bench_tuning.py --tasks hartmann6 --seeds 3 --trials 20 --overhead-trials 20
+    .venv/bin/python benchmarks/bench_tuning.py --tasks xgb-cancer --seeds 2 --trials 8 --overhead-trials 20
+    .venv/bin/python benchmarks/bench_tuning.py --offline                       # strategies only, hartmann6
+
+``--offline`` runs the trials-to-best protocol on hartmann6 with the platform's studies (opensage.tuning,
+``parallel`` asks then their tells, as the reconciler does) but without the platform: the strategies' own
+figure, minutes instead of hours.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ XGB_RANGES = {
 HARTMANN_RANGES = {"ContinuousParameterRanges": [
     {"Name": f"x{i}", "MinValue": "0", "MaxValue": "1"} for i in range(6)]}
 TASKS = ("xgb-cancer", "xgb-diabetes", "hartmann6")
+# Bayesian runs use another seed than the Random run they are compared with: with the same seed both start
+# from the same random trials, and a target Random found among them would be "reached" for free.
+BAYESIAN_SEED_OFFSET = 1000
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -198,7 +206,8 @@ def trials_to_best(p: common.Platform, task: str, seeds: int, trials: int, paral
     for seed in range(1, seeds + 1):
         stamp = int(time.time()) % 100000
         _, rnd, _ = run_tuning(p, f"r{task[:10]}-{seed}-{stamp}", task, "Random", trials, parallel, seed)
-        _, bo, _ = run_tuning(p, f"b{task[:10]}-{seed}-{stamp}", task, "Bayesian", trials, parallel, seed)
+        _, bo, _ = run_tuning(p, f"b{task[:10]}-{seed}-{stamp}", task, "Bayesian", trials, parallel,
+                              seed + BAYESIAN_SEED_OFFSET)
         r_values, b_values = _values(rnd), _values(bo)
         target = min(r_values)
         rows.append({"seed": seed, "target": target, "random": trials_to_reach(r_values, target),
@@ -228,6 +237,54 @@ def overhead(p: common.Platform, trials: int, parallel: int, kind: str) -> dict[
             "wall_s": wall, "sum_child_run_s": summed, "ideal_s": summed / parallel,
             "overhead_s": wall - summed / parallel, "ratio": wall / (summed / parallel),
             "median_child_run_s": statistics.median(runs), "median_launch_gap_s": statistics.median(gaps)}
+
+
+def hartmann6(x: list[float]) -> float:
+    """The 6-D Hartmann function (minimum -3.32237), as the hartmann6 task's script computes it."""
+    A = [[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]]
+    P = [[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+         [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]]
+    alpha = [1.0, 1.2, 3.0, 3.2]
+    return -sum(alpha[i] * math.exp(-sum(A[i][j] * (x[j] - P[i][j] * 1e-4) ** 2 for j in range(6)))
+                for i in range(4))
+
+
+def offline_trials_to_best(seeds: int, trials: int, parallel: int) -> dict[str, Any]:
+    """The trials-to-best protocol on hartmann6 with the platform's own studies (opensage.tuning) but no
+    platform: ``parallel`` asks, then their tells, as the reconciler does. Measures the strategies alone."""
+    from opensage.tuning.jobs import Definition
+    from opensage.tuning.ranges import parse_ranges
+    from opensage.tuning.strategies import new_study
+
+    space = parse_ranges(HARTMANN_RANGES)
+    definitions = [Definition(None, {}, {"Type": "Minimize", "MetricName": "objective"}, space)]
+
+    def run(strategy: str, seed: int) -> list[float]:
+        config = {"Strategy": strategy, "RandomSeed": seed,
+                  "ResourceLimits": {"MaxNumberOfTrainingJobs": trials, "MaxParallelTrainingJobs": parallel}}
+        study = new_study(f"{strategy}-{seed}", config, definitions, "Minimize", trials)
+        values: list[float] = []
+        while len(values) < trials:
+            batch = [study.ask() for _ in range(min(parallel, trials - len(values)))]
+            for number, _, tuned in batch:
+                value = hartmann6([float(tuned[f"x{i}"]) for i in range(6)])
+                study.study.tell(number, value)
+                values.append(value)
+        return values
+
+    rows = []
+    for seed in range(1, seeds + 1):
+        r_values, b_values = run("Random", seed), run("Bayesian", seed + BAYESIAN_SEED_OFFSET)
+        target = min(r_values)
+        rows.append({"seed": seed, "target": target, "random": trials_to_reach(r_values, target),
+                     "bayesian": trials_to_reach(b_values, target), "bayesian_best": min(b_values)})
+        print(f"  hartmann6 (offline) seed {seed}: target {target:.5f}  random {rows[-1]['random']}  "
+              f"bayesian {rows[-1]['bayesian']} (best {rows[-1]['bayesian_best']:.5f})", flush=True)
+    never = trials + 1
+    med_r = statistics.median(r["random"] or never for r in rows)
+    med_b = statistics.median(r["bayesian"] or never for r in rows)
+    return {"task": "hartmann6 (offline: studies only)", "seeds": seeds, "trials": trials, "rows": rows,
+            "median_random": med_r, "median_bayesian": med_b, "ratio": med_b / med_r}
 
 
 def sampler_cost() -> dict[str, float]:
@@ -283,8 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overhead-trials", type=int, default=20)
     ap.add_argument("--overhead-kind", default="xgboost", choices=("xgboost", "script"),
                     help="trivial trial: built-in XGBoost, 1 round on 200 rows; or a script-mode print")
+    ap.add_argument("--offline", action="store_true",
+                    help="only the strategies: trials-to-best on hartmann6 with opensage.tuning studies, no platform")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    if args.offline:
+        results = {"trials_to_best": [offline_trials_to_best(args.seeds, args.trials, args.parallel)]}
+        print(markdown(results))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1, default=str))
+        return 0
     tasks = [t for t in args.tasks.split(",") if t]
     results: dict[str, Any] = {"trials_to_best": [], "load_before": list(__import__("os").getloadavg())}
     results["sampler_cost"] = sampler_cost()
