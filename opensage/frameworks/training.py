@@ -33,7 +33,7 @@ import traceback
 from collections import deque
 from pathlib import Path
 
-from opensage.frameworks import venvs
+from opensage.frameworks import distributed, venvs
 from opensage.frameworks.toolkit_env import ToolkitEnvironment, load_environment, ml_root
 
 FAILURE_FILE_LIMIT = 1024
@@ -277,7 +277,18 @@ def run_script_mode(env: ToolkitEnvironment) -> int:
         (code_dir / entry).chmod(0o777)  # a command entry point, as the toolkit does
     python = _job_python(code_dir)
     cmd = entry_point_command(code_dir, entry, python, env.to_cmd_args())
-    code, tail = run_process(cmd, child_environment(env, str(Path(python).parent)), code_dir)
+    child_env = child_environment(env, str(Path(python).parent))
+    mode = distributed.launcher(env)  # the SDK's distribution= (see frameworks/distributed.py)
+    if mode == "torchrun":
+        if not entry.endswith(".py"):
+            raise ClientError("torch_distributed / pytorchddp run Python entry points only (*.py), "
+                              f"not '{entry}'.")
+        cmd = distributed.torchrun_command(env, python, cmd)
+    elif mode == "mpi":
+        code, tail = distributed.run_ranks(cmd, distributed.mpi_rank_environments(env, child_env), str(code_dir))
+        check_exit(cmd, code, tail)
+        return 0
+    code, tail = run_process(cmd, child_env, code_dir)
     check_exit(cmd, code, tail)
     return 0
 

@@ -37,6 +37,20 @@ def host_name(index: int) -> str:
     return f"algo-{index + 1}"
 
 
+# Read by runner/jobexec.py (/etc/hosts, the host's name) and frameworks/distributed.py (rendezvous).
+HOSTS_ENV = "OPENSAGE_JOB_HOSTS"
+CURRENT_HOST_ENV = "OPENSAGE_JOB_CURRENT_HOST"
+MASTER_PORT_ENV = "OPENSAGE_JOB_MASTER_PORT"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def job_venv_cache(settings: Settings) -> Path:
     """Where training jobs build their requirements venvs. With a root platform, jobs run as users of their
     own: their cache is theirs (``job-venvs``), apart from the one model servers (root) run code from, so no
@@ -204,7 +218,26 @@ class TrainingReconciler(AgentJobReconciler):
         }
         env.update(_image_environment(job.request, resolved, s))
         env.update(job.request.get("Environment") or {})
+        env.update(self._cluster_environment(job, index, count))  # after the user's: the platform's to set
         return env
+
+    def _cluster_environment(self, job: Resource, index: int, count: int) -> dict[str, str]:
+        """How the job's hosts find each other: every host's address (jobexec writes them into the host's
+        private /etc/hosts and names the host), this host's name, and the job's rendezvous port (torchrun's
+        master, XGBoost's tracker) — one per job, free when the job started, as every host of every job
+        shares the loopback on one machine. Addresses: the executor's (``host_addresses``, a cluster
+        executor that placed the hosts on nodes), else the loopback."""
+        addresses = job.state.get("_host_addresses")
+        if not addresses or len(addresses) != count:
+            placed = getattr(self.executor, "host_addresses", None)
+            addresses = list(placed(job.name, count)) if placed is not None else None
+            if not addresses or len(addresses) != count:
+                addresses = ["127.0.0.1"] * count
+            job.state["_host_addresses"] = addresses
+        if "_master_port" not in job.state:
+            job.state["_master_port"] = free_port()
+        return {HOSTS_ENV: ",".join(f"{host_name(i)}={a}" for i, a in enumerate(addresses)),
+                CURRENT_HOST_ENV: host_name(index), MASTER_PORT_ENV: str(job.state["_master_port"])}
 
     def _write_configs(self, ml: Path, req: dict[str, Any], index: int, count: int) -> None:
         config = ml / "input" / "config"

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from opensage.algorithms.content import ChannelData, DataError, MlPaths, read_channel, read_json
-from opensage.algorithms.xgboost import import_xgboost_fast, load_booster, save_booster, versions
+from opensage.algorithms.xgboost import distributed, import_xgboost_fast, load_booster, save_booster, versions
 from opensage.algorithms.xgboost.hyperparameters import (
     NATIVE_METRICS,
     HyperparameterError,
@@ -262,13 +262,20 @@ def latest_checkpoint(directory: Path | None) -> tuple[Path | None, int]:
 # ---------------------------------------------------------------------------------------------- train
 
 
-def train(paths: MlPaths) -> Path:
-    """Run one training job in the ``/opt/ml`` tree at ``paths``; return the saved model's path."""
+def train(paths: MlPaths) -> Path | None:
+    """Run one training job in the ``/opt/ml`` tree at ``paths``; return the saved model's path (None: another
+    host trains, see ``distributed.py``)."""
     import xgboost as xgb
 
     version = versions.current()
     hps = parse_hyperparameters(read_json(paths.hyperparameters, {}), version)
     data_config = read_json(paths.inputdataconfig, {})
+    hosts, current = distributed.cluster(paths.resourceconfig)
+    plan = distributed.mode(hosts, current, data_config, xgb)
+    if plan == "idle":
+        log.info("Host %s: the train channel is FullyReplicated, so %s trains on all the data alone",
+                 current, hosts[0])
+        return None
     legacy = is_legacy_xgboost(xgb)
     train_data, validation_data = load_channels(paths, data_config, hps.csv_weights,
                                                 arrow=xgboost_version(xgb) >= (2, 0))
@@ -284,6 +291,9 @@ def train(paths: MlPaths) -> Path:
     del train_data, validation_data
     if legacy:
         return _fit_legacy(paths, hps, params, dtrain, evals, xgb, version)
+    if plan == "distributed":
+        with distributed.communicator(xgb, hosts, current):
+            return _fit(paths, hps, params, dtrain, evals, xgb, version)
     return _fit(paths, hps, params, dtrain, evals, xgb, version)
 
 
@@ -439,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("Algorithm error\n%s", traceback.format_exc())
         write_failure(paths, f"AlgorithmError: {type(exc).__name__}: {exc}")
         return 2
-    log.info("Model saved to %s", model)
+    if model is not None:
+        log.info("Model saved to %s", model)
     return 0
 
 

@@ -1,0 +1,180 @@
+"""Multi-instance script mode: how the SDK's ``distribution`` options launch the entry point on each host.
+
+The SDK sends the choice as hyperparameters (``PyTorch._pytorch_distribution_configuration``):
+
+* ``sagemaker_torch_distributed_enabled`` (``torch_distributed``): ``torchrun`` on every host, as the
+  toolkit's TorchDistributedRunner does: ``--nnodes N --nproc_per_node P --node_rank i --master_addr algo-1
+  --master_port <port>``; P = the host's GPUs, else 1 (``nproc_per_node`` in the distribution, passed by
+  the SDK as ``sagemaker_nproc_per_node`` / ``sagemaker_torch_distributed_nproc_per_node``, wins).
+* ``sagemaker_distributed_dataparallel_enabled`` / ``sagemaker_pytorch_ddp_enabled`` (``pytorchddp``, which
+  the SDK rewrites to smdistributed dataparallel): SageMaker starts it with mpirun + smddprun on GPUs; here
+  the same torchrun launch (native DDP: RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT), since
+  smdistributed and NCCL are not available on CPU.
+* ``sagemaker_mpi_enabled`` (``mpi``): SageMaker's MPIRunner has algo-1 ``mpirun`` the ranks over ssh.
+  There is no ssh (nor an MPI runtime) here: each host's agent starts its own ``processes_per_host``
+  ranks, with the environment Open MPI gives a rank (``OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK/LOCAL_SIZE/
+  NODE_RANK``) and the torch.distributed one (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), so
+  scripts that read their rank from either (SageMaker's MPI examples with ``init_process_group``) run.
+  Code calling MPI itself (mpi4py, Horovod) needs an MPI runtime installed; with one, the ssh-free launch is
+  ``mpirun --mca plm_rsh_agent <a command that asks the host's agent to start orted>``, not done yet.
+
+Where the master is: ``algo-1`` when the name resolves (jobexec's private /etc/hosts, root); otherwise (an
+agent that is not root) the address the reconciler put in ``OPENSAGE_JOB_HOSTS``. The port is the job's own
+(``OPENSAGE_JOB_MASTER_PORT``, free when the job started), not SageMaker's fixed 7777: on one machine every
+host and every job shares the loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from typing import Any
+
+from opensage.frameworks.toolkit_env import ToolkitEnvironment
+
+HOSTS_ENV = "OPENSAGE_JOB_HOSTS"  # same names as runner/jobexec.py (which must stay standard-library only)
+MASTER_PORT_ENV = "OPENSAGE_JOB_MASTER_PORT"
+DEFAULT_MASTER_PORT = 7777  # SageMaker's (used only when the reconciler gave none)
+TORCHRUN_FLAGS = ("sagemaker_torch_distributed_enabled", "sagemaker_distributed_dataparallel_enabled",
+                  "sagemaker_pytorch_ddp_enabled")
+MPI_FLAG = "sagemaker_mpi_enabled"
+STDERR_TAIL_BYTES = 64 * 1024
+
+
+def _enabled(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def launcher(env: ToolkitEnvironment) -> str | None:
+    """``torchrun`` | ``mpi`` | None (run the entry point once, as a single process)."""
+    params = env.platform_params
+    if any(_enabled(params.get(flag)) for flag in TORCHRUN_FLAGS):
+        return "torchrun"
+    if _enabled(params.get(MPI_FLAG)):
+        return "mpi"
+    return None
+
+
+def host_addresses(environ: dict[str, str] | None = None) -> dict[str, str]:
+    source = os.environ if environ is None else environ
+    pairs = (item.partition("=") for item in source.get(HOSTS_ENV, "").split(",") if "=" in item)
+    return {name.strip(): address.strip() for name, _, address in pairs}
+
+
+def master_address(env: ToolkitEnvironment, environ: dict[str, str] | None = None) -> str:
+    """``algo-1`` if it resolves here, else its address from the reconciler (not root: no /etc/hosts)."""
+    name = env.master_hostname
+    try:
+        socket.getaddrinfo(name, None)
+        return name
+    except OSError:
+        return host_addresses(environ).get(name, name)
+
+
+def master_port(environ: dict[str, str] | None = None) -> int:
+    source = os.environ if environ is None else environ
+    try:
+        return int(source.get(MASTER_PORT_ENV) or DEFAULT_MASTER_PORT)
+    except ValueError:
+        return DEFAULT_MASTER_PORT
+
+
+def _hosts(env: ToolkitEnvironment) -> list[str]:
+    return list(env.distribution_hosts or env.hosts)
+
+
+def processes_per_host(env: ToolkitEnvironment, mpi: bool) -> int:
+    params = env.platform_params
+    keys = (("sagemaker_mpi_num_of_processes_per_host",) if mpi else
+            ("sagemaker_nproc_per_node", "sagemaker_torch_distributed_nproc_per_node"))
+    for key in keys:
+        try:
+            if params.get(key) not in (None, ""):
+                return max(1, int(params[key]))
+        except (TypeError, ValueError):
+            continue
+    return max(1, env.num_gpus)
+
+
+def torchrun_command(env: ToolkitEnvironment, python: str, entry_cmd: list[str]) -> list[str]:
+    """``python -m torch.distributed.run <rendezvous> <script> args`` (``entry_cmd`` = the single-process
+    command ``[python, "--", script, args...]``)."""
+    hosts = _hosts(env)
+    script = [a for a in entry_cmd[1:] if a != "--"] if entry_cmd[:1] == [python] else entry_cmd
+    return [python, "-m", "torch.distributed.run", "--nnodes", str(len(hosts)),
+            "--nproc_per_node", str(processes_per_host(env, mpi=False)),
+            "--node_rank", str(hosts.index(env.current_host)), "--master_addr", master_address(env),
+            "--master_port", str(master_port()), *script]
+
+
+def mpi_rank_environments(env: ToolkitEnvironment, base: dict[str, str]) -> list[dict[str, str]]:
+    """One environment per local rank: Open MPI's rank variables and torch.distributed's (see module doc)."""
+    hosts = _hosts(env)
+    per_host = processes_per_host(env, mpi=True)
+    node = hosts.index(env.current_host)
+    world = per_host * len(hosts)
+    ranks = []
+    for local in range(per_host):
+        rank = node * per_host + local
+        ranks.append({
+            **base, "OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": str(world),
+            "OMPI_COMM_WORLD_LOCAL_RANK": str(local), "OMPI_COMM_WORLD_LOCAL_SIZE": str(per_host),
+            "OMPI_COMM_WORLD_NODE_RANK": str(node), "RANK": str(rank), "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(local), "LOCAL_WORLD_SIZE": str(per_host), "GROUP_RANK": str(node),
+            "MASTER_ADDR": master_address(env, base), "MASTER_PORT": str(master_port(base))})
+    return ranks
+
+
+def run_ranks(cmd: list[str], environments: list[dict[str, str]], cwd: str) -> tuple[int, str]:
+    """Start one process per environment; when one fails the others are ended (as mpirun does). Returns the
+    first failing exit code (0 when all succeed) and the tail of the ranks' stderr."""
+    print(f"Invoking script on {len(environments)} rank(s) with the following command:\n{shlex.join(cmd)}",
+          flush=True)
+    procs = [subprocess.Popen(cmd, env=e, cwd=cwd, stderr=subprocess.PIPE) for e in environments]
+    tail: deque[bytes] = deque(maxlen=64)
+    lock = threading.Lock()
+
+    def pump(proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        while chunk := os.read(proc.stderr.fileno(), 65536):
+            with lock:
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.buffer.flush()
+                tail.append(chunk)
+
+    def forward(sig: int, _frame: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    pumps = [threading.Thread(target=pump, args=(p,), daemon=True) for p in procs]
+    for t in pumps:
+        t.start()
+    code = 0
+    try:
+        pending = list(procs)
+        while pending:
+            for p in list(pending):
+                try:
+                    rc = p.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
+                pending.remove(p)
+                if rc != 0 and code == 0:
+                    code = 128 - rc if rc < 0 else rc
+                    for other in pending:
+                        other.terminate()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for t in pumps:
+        t.join(timeout=5)
+    text = b"".join(tail)[-STDERR_TAIL_BYTES:].decode("utf-8", errors="replace")
+    return code, text
