@@ -127,6 +127,17 @@ _KNN = BuiltinAlgorithm(
     maximize_metrics=frozenset({"accuracy"}),
     default_training_content_type="application/x-recordio-protobuf",
 )
+_FM_METRICS = (("rmse", "loss"), ("binary_classification_accuracy", "score"),
+               ("binary_classification_cross_entropy", "loss"), ("binary_f_beta", "score"))
+_FACTORIZATION_MACHINES = BuiltinAlgorithm(
+    name="factorization-machines",
+    train_module="opensage.algorithms.factorization_machines.train",
+    serve_module="opensage.algorithms.factorization_machines.serve",
+    metric_definitions=tuple(_quality(f"{channel}:{metric}", channel, metric, kind)
+                             for channel in ("test", "train") for metric, kind in _FM_METRICS),
+    maximize_metrics=frozenset({"binary_classification_accuracy", "binary_f_beta"}),
+    default_training_content_type="application/x-recordio-protobuf",
+)
 
 BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "sagemaker-xgboost": _XGBOOST,
@@ -135,8 +146,9 @@ BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "kmeans": _KMEANS,
     "pca": _PCA,
     "knn": _KNN,
+    "factorization-machines": _FACTORIZATION_MACHINES,
 }
-FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA, _KNN)
+FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA, _KNN, _FACTORIZATION_MACHINES)
 
 
 def describe_metric_definitions(image_uri: str) -> list[dict[str, str]] | None:

@@ -20,6 +20,9 @@ Case = check.Case
 CASES = [
     Case("knn", "knn", {"feature_dim": 4, "k": 3, "predictor_type": "classifier", "sample_size": 100}, True,
          "sample_size", ("predicted_label",)),
+    Case("factorization-machines", "factorization_machines",
+         {"feature_dim": 4, "num_factors": 2, "predictor_type": "binary_classifier", "epochs": 3}, True,
+         "num_factors", ("score", "predicted_label")),
 ]
 
 
