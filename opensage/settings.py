@@ -29,6 +29,18 @@ class Credentials:
         return creds
 
 
+def primary_address() -> str:
+    """This machine's address on its default route (no packet is sent); loopback when there is none."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: only selects the outgoing interface
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
 def make_private_home(home: Path) -> None:
     """Create the home 0700 (it holds the key pair, the database, the object store's data and every job's
     files), and tighten an existing one the platform owns: a job's code, run as another user, must not
@@ -54,6 +66,11 @@ class Settings:
     reconcile_interval: float = 0.2  # seconds between reconciler passes when idle
     stop_grace_seconds: int = 120
     serverless_idle_seconds: float = 300.0  # a serverless variant with no request for this long scales to zero
+    # Where job agents run: "local" (subprocesses) or "ray" (a Ray cluster at ray_address; executors/ray.py).
+    executor: str = "local"
+    ray_address: str | None = None  # HOST:PORT of the cluster's GCS, ray://HOST:PORT, or None = "auto"
+    instance_types_file: Path | None = None  # operator's overrides of executors/instance_types.py
+    advertise_host: str | None = None  # the address jobs on other machines reach the control plane at
     extra: dict = field(default_factory=dict)
 
     @property
@@ -70,7 +87,20 @@ class Settings:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.public_host}:{self.port}"
+
+    @property
+    def public_host(self) -> str:
+        """The bind address, or for a wildcard bind (0.0.0.0 / ::) the address others reach this machine at."""
+        if self.advertise_host:
+            return self.advertise_host
+        if self.host in ("0.0.0.0", "::", ""):
+            return primary_address()
+        return self.host
+
+    @property
+    def instance_types_path(self) -> Path:
+        return self.instance_types_file or self.home / "instance-types.json"
 
     @property
     def bucket(self) -> str:
@@ -89,6 +119,10 @@ class Settings:
             "s3_endpoint": env.get("OPENSAGE_S3_ENDPOINT"),
             "region": env.get("OPENSAGE_REGION", "us-east-1"),
             "serverless_idle_seconds": float(env.get("OPENSAGE_SERVERLESS_IDLE_SECONDS", "300")),
+            "executor": env.get("OPENSAGE_EXECUTOR", "local"),
+            "ray_address": env.get("OPENSAGE_RAY_ADDRESS"),
+            "instance_types_file": Path(env["OPENSAGE_INSTANCE_TYPES"]) if env.get("OPENSAGE_INSTANCE_TYPES") else None,
+            "advertise_host": env.get("OPENSAGE_ADVERTISE_HOST"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(home=home_path, credentials=creds, **values)

@@ -46,19 +46,29 @@ def _lock(home: Path):
 
 @main.command()
 @click.option("--home", default=_default_home, show_default="~/.opensage", help="Where data and config live.")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Bind address of the control plane (0.0.0.0: every interface; every request is SigV4-signed).")
 @click.option("--port", default=7420, show_default=True, type=int)
 @click.option("--db", default=None, help="Metadata store URL (default: SQLite under --home).")
 @click.option("--s3-endpoint", default=None, help="Use this S3-compatible endpoint instead of SeaweedFS.")
 @click.option("--log-level", default="info", show_default=True)
-def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None, log_level: str) -> None:
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Where job instances run: local subprocesses (default) or a Ray cluster.")
+@click.option("--ray-address", default=None, metavar="HOST:PORT",
+              help="The Ray cluster's address (GCS HOST:PORT or ray://HOST:PORT; default: auto).")
+@click.option("--instance-types", default=None, type=click.Path(dir_okay=False),
+              help="JSON file overriding the resources of ml.* instance types (default: <home>/instance-types.json).")
+def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None, log_level: str,
+       executor: str | None, ray_address: str | None, instance_types: str | None) -> None:
     """Start the platform in the foreground (Ctrl-C stops it and everything it started)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home_path = Path(home).expanduser().resolve()
     lock = _lock(home_path)
     # Python's default SIGTERM skips `finally`; make it unwind so SeaweedFS and jobs are stopped too.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    settings = Settings.build(home_path, host=host, port=port, db_url=db, s3_endpoint=s3_endpoint)
+    settings = Settings.build(home_path, host=host, port=port, db_url=db, s3_endpoint=s3_endpoint,
+                              executor=executor, ray_address=ray_address,
+                              instance_types_file=Path(instance_types).resolve() if instance_types else None)
     from opensage.credentials import CredentialAuthority
 
     # One authority for the control plane and the S3 proxy: both accept jobs' temporary credentials.
@@ -99,9 +109,11 @@ def _serve(settings: Settings, lock, authority, health=None) -> None:
     # Before anything opens files: idle clients must not starve the reconcilers of descriptors (issue 7).
     open_files = raise_open_files_limit()
 
+    from opensage.cli.ray_executor import build_executor
+
     open_store(object_store_spec(settings)).ensure_bucket(settings.bucket)
     paths = write_client_config(settings, settings.s3_endpoint or "")
-    platform = create_app(settings, credentials=authority, health=health)
+    platform = create_app(settings, executor=build_executor(settings), credentials=authority, health=health)
     lock.seek(0)
     lock.truncate()
     lock.write(json.dumps({"pid": os.getpid(), "url": settings.endpoint_url}))

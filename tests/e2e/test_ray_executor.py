@@ -1,0 +1,267 @@
+"""`opensage up --executor ray` against a two-node Ray cluster started here (issue 13 items 1 and 5).
+
+The cluster is this machine twice (`ray start --head` + `ray start --address`), 2 CPUs per node and no
+dashboard; it is stopped by the PIDs of its own processes (never `ray stop`, which would end every Ray
+cluster of the machine).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from tests.conftest import free_port
+from tests.e2e.conftest import ROLE, Platform, env_for, stop_platform
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+RAY = str(Path(sys.executable).parent / "ray")
+XGB_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+BUCKET = "sagemaker-us-east-1-000000000000"
+# Small instances so two fit a 2-CPU node; ml.m5.4xlarge keeps its table size (16 vCPU): it never fits.
+INSTANCE_TYPES = {"ml.m5.large": {"cpus": 1, "memory_gib": 1}}
+
+
+@dataclass
+class RayCluster:
+    address: str
+    temp_dir: Path
+
+    def pids(self) -> list[int]:
+        """This cluster's processes: those naming its temp dir, and everything they started."""
+        roots, parents = set(), {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents[int(entry.name)] = ppid
+            if str(self.temp_dir).encode() in cmdline:
+                roots.add(int(entry.name))
+        found, grew = set(roots), True
+        while grew:
+            grew = False
+            for pid, ppid in parents.items():
+                if ppid in found and pid not in found:
+                    found.add(pid)
+                    grew = True
+        return sorted(found)
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+            pids = self.pids()
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + wait
+            while time.time() < deadline and self.pids():
+                time.sleep(0.2)
+
+
+def _ray_start(args: list[str], temp_dir: Path) -> None:
+    ports = [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+             f"--runtime-env-agent-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
+    out = subprocess.run([RAY, "start", *args, "--num-cpus=2", f"--memory={4 * 2**30}",
+                          "--object-store-memory=80000000", "--disable-usage-stats", *ports],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "RAY_TMPDIR": str(temp_dir)})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    # Short path: Ray's unix sockets live under it (108-byte limit).
+    temp_dir = Path(tempfile.mkdtemp(prefix="osray", dir="/tmp"))
+    port = free_port()
+    cluster = RayCluster(f"127.0.0.1:{port}", temp_dir)
+    try:
+        _ray_start(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
+                    f"--dashboard-port={free_port()}",
+                    f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}"], temp_dir)
+        _ray_start([f"--address={cluster.address}"], temp_dir)
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def start_ray_platform(home: Path, cluster: RayCluster, timeout: float = 120.0) -> Platform:
+    """`opensage up --executor ray --ray-address HOST:PORT` (the e2e conftest's start, with those flags)."""
+    import httpx
+
+    home.mkdir(parents=True, exist_ok=True)
+    types = home.parent / "instance-types.json"
+    types.write_text(json.dumps(INSTANCE_TYPES))
+    port = free_port()
+    log = home / "up.log"
+    proc = subprocess.Popen([sys.executable, "-m", "opensage.cli.main", "up", "--home", str(home), "--port",
+                             str(port), "--executor", "ray", "--ray-address", cluster.address,
+                             "--instance-types", str(types)],
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"opensage up exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/_opensage/health", timeout=1).status_code == 200:
+                return Platform(home, url, proc, env_for(home), log)
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"opensage up did not answer in {timeout}s: {log.read_text()[-3000:]}")
+
+
+def _clients(p: Platform):
+    import botocore.session
+
+    core = botocore.session.Session()
+    core.set_config_variable("config_file", p.env["AWS_CONFIG_FILE"])
+    core.set_config_variable("credentials_file", p.env["AWS_SHARED_CREDENTIALS_FILE"])
+    core.set_config_variable("profile", "opensage")
+    session = boto3.Session(botocore_session=core)
+    cfg = Config(retries={"max_attempts": 2})
+    return session.client("sagemaker", config=cfg), session.client("s3", config=cfg)
+
+
+def _upload_breast_cancer(s3) -> str:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    for x, y in zip(data.data, data.target, strict=True):
+        writer.writerow([int(y), *(f"{v:.6g}" for v in x)])
+    s3.put_object(Bucket=BUCKET, Key="ray/train/train.csv", Body=buf.getvalue().encode())
+    return f"s3://{BUCKET}/ray/train/"
+
+
+def _create_xgboost(sm, name: str, train_uri: str, instance_type: str = "ml.m5.large", rounds: int = 20,
+                    count: int = 1) -> None:
+    sm.create_training_job(
+        TrainingJobName=name, RoleArn=ROLE,
+        AlgorithmSpecification={"TrainingImage": XGB_IMAGE, "TrainingInputMode": "File"},
+        HyperParameters={"objective": "binary:logistic", "num_round": str(rounds), "max_depth": "3"},
+        InputDataConfig=[{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": train_uri,
+                             "S3DataDistributionType": "FullyReplicated"}}}],
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/ray/out"},
+        ResourceConfig={"InstanceType": instance_type, "InstanceCount": count, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 600})
+
+
+def _wait(sm, name: str, timeout: float = 240) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_training_job(TrainingJobName=name)
+        if d["TrainingJobStatus"] not in ("InProgress", "Stopping"):
+            return d
+        time.sleep(0.5)
+    raise AssertionError(f"{name} did not finish")
+
+
+def _placement_groups(cluster: RayCluster, home: Path) -> list[dict]:
+    """This platform's placement groups as Ray records them (removed ones included), read by a driver of
+    its own in a subprocess (this test process stays out of Ray)."""
+    code = ("import json, ray, sys\n"
+            "from ray.util.placement_group import placement_group_table\n"
+            "ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)\n"
+            "rows = [dict(name=v['name'], state=v['state'], strategy=v['strategy'],\n"
+            "        bundles=list(v['bundles'].values()), nodes=list(v['bundles_to_node_id'].values()))\n"
+            "        for v in placement_group_table().values() if v['name'].startswith(sys.argv[2])]\n"
+            "print(json.dumps(rows))\n")
+    from opensage.executors.ray import namespace_for
+
+    out = subprocess.run([sys.executable, "-c", code, cluster.address, namespace_for(home)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_create_training_job_on_ray_executor_placed_completed_and_adopted_after_restart(ray_cluster, tmp_path):
+    home = tmp_path / "home"
+    p = start_ray_platform(home, ray_cluster)
+    try:
+        sm, s3 = _clients(p)
+        train = _upload_breast_cancer(s3)
+        _create_xgboost(sm, "ray-xgb", train)
+        done = _wait(sm, "ray-xgb")
+        assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+        key = done["ModelArtifacts"]["S3ModelArtifacts"].split(f"{BUCKET}/", 1)[1]
+        assert s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"] > 0
+        assert any(m["MetricName"] == "train:logloss" for m in done.get("FinalMetricDataList", []))
+        groups = _placement_groups(ray_cluster, home)
+        # One bundle sized from the operator's ml.m5.large row (1 CPU, 1 GiB), removed once the job ended.
+        assert len(groups) == 1, groups
+        assert groups[0]["bundles"] == [{"CPU": 1.0, "memory": float(2**30)}]
+        assert groups[0]["strategy"] == "PACK"
+        deadline = time.time() + 30
+        while _placement_groups(ray_cluster, home)[0]["state"] != "REMOVED":
+            assert time.time() < deadline, "the finished job's placement group was never removed"
+            time.sleep(1)
+
+        # Adoption: the control plane dies while a job runs on Ray; the next `up` finds its actor again.
+        _create_xgboost(sm, "ray-adopt", train, rounds=3000)
+        jobdir = home / "jobs" / "ray-adopt" / "algo-1"
+        deadline = time.time() + 120
+        while not (jobdir / "agent.pid").exists():
+            assert time.time() < deadline, "the agent never started on Ray"
+            time.sleep(0.2)
+        os.kill(p.proc.pid, signal.SIGKILL)
+        p.proc.wait()
+    finally:
+        stop_platform(p)
+    p2 = start_ray_platform(home, ray_cluster)
+    try:
+        sm, _ = _clients(p2)
+        adopted = _wait(sm, "ray-adopt")
+        assert adopted["TrainingJobStatus"] == "Completed", adopted.get("FailureReason")
+        assert "ModelArtifacts" in adopted
+    finally:
+        stop_platform(p2)
+
+
+def test_create_training_job_larger_than_cluster_waits_with_insufficient_capacity_then_stops(ray_cluster,
+                                                                                           tmp_path):
+    home = tmp_path / "home"
+    p = start_ray_platform(home, ray_cluster)
+    try:
+        sm, s3 = _clients(p)
+        train = _upload_breast_cancer(s3)
+        _create_xgboost(sm, "ray-too-big", train, instance_type="ml.m5.4xlarge")  # 16 vCPU: no node has it
+        deadline = time.time() + 60
+        while True:
+            d = sm.describe_training_job(TrainingJobName="ray-too-big")
+            messages = [t.get("StatusMessage", "") for t in d.get("SecondaryStatusTransitions", [])]
+            if any("Insufficient capacity" in m for m in messages):
+                break
+            assert time.time() < deadline, f"no capacity message: {d.get('SecondaryStatusTransitions')}"
+            time.sleep(0.5)
+        assert d["TrainingJobStatus"] == "InProgress"
+        assert d["SecondaryStatus"] == "LaunchingMLInstances"
+        assert "ml.m5.4xlarge" in d["SecondaryStatusTransitions"][-1]["StatusMessage"]
+        assert not (home / "jobs" / "ray-too-big" / "algo-1" / "agent.pid").exists()  # never started
+        sm.stop_training_job(TrainingJobName="ray-too-big")
+        stopped = _wait(sm, "ray-too-big", timeout=60)
+        assert stopped["TrainingJobStatus"] == "Stopped"
+    finally:
+        stop_platform(p)
