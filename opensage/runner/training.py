@@ -8,6 +8,7 @@ running agents, and fails (with a reason) those whose process is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,6 +36,13 @@ METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 
 def host_name(index: int) -> str:
     return f"algo-{index + 1}"
+
+
+def reads_every_shard(resolved: Any) -> bool:
+    """First-party built-ins (linear-learner, kmeans, pca, ...) have no reduction across hosts here: algo-1,
+    whose model is the job's, reads every shard of a ShardedByS3Key channel and trains on all the data (the
+    other hosts end at once: ``algorithms/hosts.py``). Built-in XGBoost trains across hosts instead."""
+    return resolved.kind == "builtin" and (resolved.algorithm or "") != "xgboost"
 
 
 # Read by runner/jobexec.py (/etc/hosts, the host's name) and frameworks/distributed.py (rendezvous).
@@ -186,6 +194,8 @@ class TrainingReconciler(AgentJobReconciler):
                 record_wrapper=ch.get("RecordWrapperType") or "None",
                 attribute_names=s3.get("AttributeNames"),
                 shuffle_seed=(ch.get("ShuffleConfig") or {}).get("Seed")))
+        if index == 0 and count > 1 and reads_every_shard(resolved):
+            channels = [dataclasses.replace(c, distribution="FullyReplicated") for c in channels]
         ckpt = req.get("CheckpointConfig") or {}
         main = index == 0
         return JobSpec(

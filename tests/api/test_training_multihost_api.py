@@ -172,3 +172,27 @@ def test_create_training_job_builtin_xgboost_two_hosts_sharded_matches_one_host(
     text = "\n".join(e["message"] for e in logs.get_log_events(
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=algo2, startFromHead=True)["events"])
     assert "worker 1 of 2" in text, text[-2000:]
+
+
+KMEANS_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1"
+
+
+def test_create_training_job_kmeans_two_hosts_sharded_learns_from_every_shard(server, store):
+    """Each shard holds one cluster: a model fitted on algo-1's shard alone would put both centroids in it."""
+    rng = np.random.default_rng(3)
+    for i, centre in enumerate((0.0, 10.0)):
+        buf = io.StringIO()
+        np.savetxt(buf, centre + rng.normal(0, 0.3, size=(200, 2)), delimiter=",", fmt="%.5f")
+        store.put_bytes("bucket1", f"mh/kmeans/part-{i}.csv", buf.getvalue().encode())
+    req = training_request("mh-kmeans", HyperParameters={"k": "2", "feature_dim": "2"})
+    req["AlgorithmSpecification"]["TrainingImage"] = KMEANS_IMAGE
+    req["InputDataConfig"][0]["DataSource"]["S3DataSource"].update(
+        {"S3Uri": "s3://bucket1/mh/kmeans/", "S3DataDistributionType": "ShardedByS3Key"})
+    req["ResourceConfig"]["InstanceCount"] = 2
+    sm = server.client("sagemaker")
+    sm.create_training_job(**req)
+    d = wait_for_status(sm, "mh-kmeans", 300)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    with np.load(io.BytesIO(_model_member(store, "mh-kmeans", "model_algo-1"))) as archive:
+        centroids = np.sort(archive["centroids"][:, 0])
+    assert centroids[0] == pytest.approx(0.0, abs=0.5) and centroids[1] == pytest.approx(10.0, abs=0.5)

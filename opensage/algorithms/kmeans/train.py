@@ -19,6 +19,7 @@ import numpy as np
 from opensage.algorithms import firstparty
 from opensage.algorithms.firstparty import JobInput, UserError, quality_metric
 from opensage.algorithms.formats import Dataset, read_training_channel
+from opensage.algorithms.hosts import trains_here
 from opensage.algorithms.kmeans import hyperparameters
 
 ALGORITHM = "kmeans"
@@ -105,6 +106,8 @@ def report(host: str, channel: str, X: Any, centers: np.ndarray, metrics: list[s
 
 def train(job: JobInput) -> Path:
     hp = hyperparameters.parse(job.raw_hyperparameters)
+    if not trains_here(job.paths.resourceconfig, job.paths.model):  # algo-1 reads every shard
+        return job.paths.model
     data = _load(job, hp["feature_dim"])
     if "train" not in data:
         raise UserError("ClientError: channel 'train' is required.")

@@ -18,6 +18,7 @@ import numpy as np
 from opensage.algorithms import firstparty
 from opensage.algorithms.firstparty import JobInput, UserError, quality_metric
 from opensage.algorithms.formats import Dataset, read_training_channel
+from opensage.algorithms.hosts import trains_here
 from opensage.algorithms.linear_learner import evaluation, hyperparameters, solver
 from opensage.algorithms.linear_learner.hyperparameters import BINARY, MULTICLASS, REGRESSOR
 
@@ -258,6 +259,8 @@ def _select(models: solver.ParallelModels, scaler: Scaler, hp: dict[str, Any], l
 
 def train(job: JobInput) -> Path:
     hp = hyperparameters.parse(job.raw_hyperparameters)
+    if not trains_here(job.paths.resourceconfig, job.paths.model):  # algo-1 reads every shard
+        return job.paths.model
     tuning = firstparty.tuning_objective(job.raw_hyperparameters) is not None
     data = _load(job)
     if "train" not in data:

@@ -17,6 +17,7 @@ import numpy as np
 from opensage.algorithms import firstparty
 from opensage.algorithms.firstparty import JobInput, UserError, hyperparameter_error
 from opensage.algorithms.formats import read_training_channel
+from opensage.algorithms.hosts import trains_here
 from opensage.algorithms.pca import hyperparameters
 
 ALGORITHM = "pca"
@@ -50,6 +51,8 @@ def decompose(X: np.ndarray, hp: dict[str, Any], seed: int = 0) -> tuple[np.ndar
 
 def train(job: JobInput) -> Path:
     hp = hyperparameters.parse(job.raw_hyperparameters)
+    if not trains_here(job.paths.resourceconfig, job.paths.model):  # algo-1 reads every shard
+        return job.paths.model
     job.check_channels(CHANNELS)
     dim = hp["feature_dim"]
     if hp["num_components"] > dim:
