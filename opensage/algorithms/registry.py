@@ -138,6 +138,15 @@ _FACTORIZATION_MACHINES = BuiltinAlgorithm(
     maximize_metrics=frozenset({"binary_classification_accuracy", "binary_f_beta"}),
     default_training_content_type="application/x-recordio-protobuf",
 )
+_RANDOM_CUT_FOREST = BuiltinAlgorithm(
+    name="randomcutforest",
+    train_module="opensage.algorithms.randomcutforest.train",
+    serve_module="opensage.algorithms.randomcutforest.serve",
+    metric_definitions=tuple(_quality(f"test:{metric}", "test", metric)
+                             for metric in ("f1", "accuracy", "precision", "recall")),
+    maximize_metrics=frozenset({"f1", "accuracy", "precision", "recall"}),
+    default_training_content_type="application/x-recordio-protobuf",
+)
 
 BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "sagemaker-xgboost": _XGBOOST,
@@ -147,8 +156,9 @@ BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "pca": _PCA,
     "knn": _KNN,
     "factorization-machines": _FACTORIZATION_MACHINES,
+    "randomcutforest": _RANDOM_CUT_FOREST,
 }
-FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA, _KNN, _FACTORIZATION_MACHINES)
+FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA, _KNN, _FACTORIZATION_MACHINES, _RANDOM_CUT_FOREST)
 
 
 def describe_metric_definitions(image_uri: str) -> list[dict[str, str]] | None:

@@ -23,6 +23,8 @@ CASES = [
     Case("factorization-machines", "factorization_machines",
          {"feature_dim": 4, "num_factors": 2, "predictor_type": "binary_classifier", "epochs": 3}, True,
          "num_factors", ("score", "predicted_label")),
+    Case("randomcutforest", "randomcutforest", {"feature_dim": 4, "num_trees": 50}, False, "feature_dim",
+         ("score",), json_key="scores"),
 ]
 
 
