@@ -96,8 +96,7 @@ def ray_cluster() -> Iterator[RayCluster]:
     cluster = RayCluster(f"127.0.0.1:{port}", temp_dir)
     try:
         _ray_start(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
-                    f"--dashboard-port={free_port()}",
-                    f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}"], temp_dir)
+                    f"--dashboard-port={free_port()}", f"--temp-dir={temp_dir}"], temp_dir)
         _ray_start([f"--address={cluster.address}"], temp_dir)
         yield cluster
     finally:
