@@ -99,7 +99,8 @@ TABLES: dict[str, tuple[str, dict[str, set[str]]]] = {
 TERMINAL = {"training-job": {"Completed", "Failed", "Stopped"},
             "transform-job": {"Completed", "Failed", "Stopped"},
             # A processing job's temporary credentials end with it (credentials.resource_is_active).
-            "processing-job": {"Completed", "Failed", "Stopped"}}
+            "processing-job": {"Completed", "Failed", "Stopped"},
+            "hyper-parameter-tuning-job": {"Completed", "Failed", "Stopped"}}
 
 
 def check(kind: str, current: str, target: str) -> None:
