@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from opensage.cli.clientconfig import env_exports, write_client_config
+from opensage.cli.interrupt import interrupt
 from opensage.cli.pipeline import pipeline
 from opensage.settings import Settings
 
@@ -165,6 +166,7 @@ def pull(image: str, home: str, builtin: bool) -> None:
 
 
 main.add_command(pipeline)
+main.add_command(interrupt)
 
 if __name__ == "__main__":
     main()

@@ -146,7 +146,13 @@ class AgentJobReconciler(ReconcileLoop):
                     if a:
                         self.executor.kill(h)
                 self._kill_leftovers(handles, jobdirs)
-                self._fail(job, SHUTDOWN_REASON if platform_shutdown else self.GONE_REASON)
+                lost = [i for i, (r, a) in enumerate(zip(results, alive, strict=True)) if r is None and not a]
+                self._hosts_lost(job, lost, platform_shutdown)
+
+    def _hosts_lost(self, job: Resource, lost: list[int], platform_shutdown: bool) -> None:
+        """Hosts (indexes) whose agent ended without a result; every other host is already killed. The job
+        fails; training overrides this (spot interruptions resume, RetryStrategy retries)."""
+        self._fail(job, SHUTDOWN_REASON if platform_shutdown else self.GONE_REASON)
 
     def _kill_leftovers(self, handles: list[str], jobdirs: list[Path]) -> None:
         """A dead agent leaves the user's processes running: end them with the job (executor permitting)."""

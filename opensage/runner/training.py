@@ -19,6 +19,7 @@ from typing import Any
 from opensage.credentials import CredentialAuthority
 from opensage.executors.base import Executor
 from opensage.runner.agentjobs import SHUTDOWN_REASON, AgentJobReconciler
+from opensage.runner.interruptions import InterruptionsMixin, billable_seconds, remaining_runtime
 from opensage.runner.jobspec import ChannelSpec, JobResult, JobSpec, ObjectStoreSpec
 from opensage.runner.logtail import MetricMatcher, parse_log_line, read_events, read_new_lines
 from opensage.runner.sandbox import pick_job_uid
@@ -86,7 +87,7 @@ AGENT_IMAGE_ENV = "OPENSAGE_JOB_IMAGE"
 AGENT_IMAGE_KIND_ENV = "OPENSAGE_JOB_IMAGE_KIND"
 
 
-class TrainingReconciler(AgentJobReconciler):
+class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
     KIND = KIND
 
     def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec,
@@ -107,8 +108,13 @@ class TrainingReconciler(AgentJobReconciler):
         failed = next((r for r in results if r and not (r.stopped or r.max_runtime_exceeded)
                        and (r.exit_code != 0 or r.failure_reason)), None)
         model = job.state["_model_uri"] if main.model_uploaded else None
+        if not platform_shutdown and self._retry_after_result(job, results):
+            return
         if platform_shutdown and job.status != "Stopping":
             self._finish(job, "Failed", "Failed", SHUTDOWN_REASON, model)
+        elif job.state.get("_max_wait_exceeded") and job.status != "Stopping":
+            self._finish(job, "Stopped", "MaxWaitTimeExceeded",
+                         "Training job reached its MaxWaitTimeInSeconds and was stopped.", model)
         elif any(r and r.max_runtime_exceeded for r in results):
             self._finish(job, "Stopped", "MaxRuntimeExceeded",
                          "Training job reached its MaxRuntimeInSeconds and was stopped.", model)
@@ -131,7 +137,11 @@ class TrainingReconciler(AgentJobReconciler):
         if start:
             seconds = max(1, int(round(now - start)))
             state["TrainingTimeInSeconds"] = seconds
-            state["BillableTimeInSeconds"] = seconds
+            # The hosts' running time (every attempt's, not the gaps of interruptions): runner/interruptions.py
+            ran = billable_seconds(job.state, now) if "_billable" in job.state or "_attempt_started" in job.state \
+                else seconds  # a row launched before attempts were counted
+            state["BillableTimeInSeconds"] = min(seconds, max(1, int(round(ran))))
+            job.state.pop("_attempt_started", None)
         if status == "Failed":
             state["FailureReason"] = message[:1024]
         if model_uri:
@@ -149,17 +159,30 @@ class TrainingReconciler(AgentJobReconciler):
         except images.UnsupportedImage as exc:  # accepted at Create, as SageMaker does; fails at once here
             self._fail(job, f"ClientError: {exc}")
             return
-        count = int((req.get("ResourceConfig") or {}).get("InstanceCount") or 1)
         root = self.d.settings.jobs_dir / job.name
         if root.exists():
             shutil.rmtree(root)  # leftovers of an older job with this name (names are unique in the store)
+        self._start_hosts(job, resolved, first=True)
+
+    def _start_hosts(self, job: Resource, resolved: Any, first: bool) -> None:
+        """Write every host's job directory and submit its agent: the job's start, or its restart after an
+        interruption / a retry (``runner/interruptions.py``; the hosts resume from their checkpoints). The
+        log streams stay the same across restarts (the SDK tails InstanceCount streams)."""
+        req = job.request
+        count = int((req.get("ResourceConfig") or {}).get("InstanceCount") or 1)
+        root = self.d.settings.jobs_dir / job.name
         output_prefix = req["OutputDataConfig"]["S3OutputPath"].rstrip("/") + f"/{job.name}/output"
         now = self.d.clock.time()
         epoch = int(now)
         jobdirs, handles = [], []
         store = self._job_store_spec(job)
+        if not first:  # a new placement: new addresses and rendezvous port (the old one may linger)
+            job.state.pop("_host_addresses", None)
+            job.state.pop("_master_port", None)
         for i in range(count):
             jobdir = root / host_name(i)
+            if jobdir.exists():
+                shutil.rmtree(jobdir)
             self._write_configs(jobdir / "ml", req, i, count)
             spec = self._jobspec(job, resolved, i, count, output_prefix, store)
             spec.write(jobdir)
@@ -167,17 +190,19 @@ class TrainingReconciler(AgentJobReconciler):
         for d in jobdirs:
             handles.append(self.executor.submit(Path(d)))
         self._known.add(job.name)
-        definitions = list(resolved.metric_definitions or []) + list(
-            (req.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or [])
-        state = {
-            "_handles": handles, "_jobdirs": jobdirs, "_model_uri": f"{output_prefix}/model.tar.gz",
-            "_streams": [f"{job.name}/{host_name(i)}-{epoch}" for i in range(count)],
-            "_log_offsets": [0] * count, "_event_offset": 0, "_metric_definitions": definitions,
-            "TrainingStartTime": now,
-        }
+        state: dict[str, Any] = {"_handles": handles, "_jobdirs": jobdirs, "_log_offsets": [0] * count,
+                                 "_event_offset": 0, "_attempt_started": now}
+        if first:
+            definitions = list(resolved.metric_definitions or []) + list(
+                (req.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or [])
+            state.update({"_model_uri": f"{output_prefix}/model.tar.gz",
+                          "_streams": [f"{job.name}/{host_name(i)}-{epoch}" for i in range(count)],
+                          "_metric_definitions": definitions, "TrainingStartTime": now})
         job.state.update(state)
+        job.state.pop("_stop_sent", None)
         self.d.resources.save(job, now)
-        log.info("training job %s: launched %d host(s) (%s)", job.name, count, resolved.kind)
+        log.info("training job %s: %s %d host(s) (%s)", job.name, "launched" if first else "restarted", count,
+                 resolved.kind)
 
     def _jobspec(self, job: Resource, resolved: Any, index: int, count: int, output_prefix: str,
                  store: ObjectStoreSpec) -> JobSpec:
@@ -206,7 +231,7 @@ class TrainingReconciler(AgentJobReconciler):
             output_s3_uri=f"{output_prefix}/output.tar.gz" if main else None,
             checkpoint_s3_uri=ckpt.get("S3Uri"),
             checkpoint_local_path=ckpt.get("LocalPath") or "/opt/ml/checkpoints",
-            max_runtime_seconds=(req.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds"),
+            max_runtime_seconds=remaining_runtime(req, job.state),
             stop_grace_seconds=self.d.settings.stop_grace_seconds, host_index=index, host_count=count,
             run_as_uid=pick_job_uid())
 
