@@ -116,6 +116,9 @@ class ProcessingService:
                         f"InputName and OutputName must be unique; '{item['OutputName']}' appears more than once.")
                 names.add(item["OutputName"])
                 if item.get("AppManaged"):  # the application uploads (or writes the feature group) itself
+                    if not item.get("S3Output") and not item.get("FeatureStoreOutput"):
+                        raise _validation(f"Value null at '{member}.s3Output' failed to satisfy constraint: give "
+                                          f"S3Output or FeatureStoreOutput")
                     if item.get("S3Output"):
                         check_s3_uri(item["S3Output"]["S3Uri"], f"{member}.s3Output.s3Uri")
                     outputs.append(item)
