@@ -264,3 +264,32 @@ def test_create_training_job_larger_than_cluster_waits_with_insufficient_capacit
         assert stopped["TrainingJobStatus"] == "Stopped"
     finally:
         stop_platform(p)
+
+
+def test_create_training_job_two_hosts_on_two_nodes_strict_spread(ray_cluster, tmp_path):
+    home = tmp_path / "home"
+    p = start_ray_platform(home, ray_cluster)
+    try:
+        sm, s3 = _clients(p)
+        train = _upload_breast_cancer(s3)
+        _create_xgboost(sm, "ray-two-hosts", train, count=2, rounds=2000)
+        deadline = time.time() + 60
+        while True:
+            groups = [g for g in _placement_groups(ray_cluster, home) if g["state"] == "CREATED"]
+            if groups:
+                break
+            assert time.time() < deadline, "the two-host job was never placed"
+            time.sleep(0.5)
+        # One bundle per host, each on its own node (both nodes could hold both: PACK would share one).
+        assert groups[0]["strategy"] == "STRICT_SPREAD"
+        assert len(groups[0]["bundles"]) == 2 and len(set(groups[0]["nodes"])) == 2
+        sm.stop_training_job(TrainingJobName="ray-two-hosts")
+        # The job's outcome is multi-host training's business (issue 13 item 3); here: it ends, and its
+        # placement group goes with it.
+        _wait(sm, "ray-two-hosts", timeout=120)
+        deadline = time.time() + 30
+        while _placement_groups(ray_cluster, home)[0]["state"] != "REMOVED":
+            assert time.time() < deadline, "the ended job's placement group was never removed"
+            time.sleep(1)
+    finally:
+        stop_platform(p)
