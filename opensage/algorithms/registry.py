@@ -147,6 +147,14 @@ _RANDOM_CUT_FOREST = BuiltinAlgorithm(
     maximize_metrics=frozenset({"f1", "accuracy", "precision", "recall"}),
     default_training_content_type="application/x-recordio-protobuf",
 )
+_LDA = BuiltinAlgorithm(
+    name="lda",
+    train_module="opensage.algorithms.lda.train",
+    serve_module="opensage.algorithms.lda.serve",
+    metric_definitions=(_quality("test:pwll", "test", "pwll"), _quality("train:pwll", "train", "pwll")),
+    maximize_metrics=frozenset({"pwll"}),
+    default_training_content_type="application/x-recordio-protobuf",
+)
 
 BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "sagemaker-xgboost": _XGBOOST,
@@ -157,8 +165,9 @@ BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "knn": _KNN,
     "factorization-machines": _FACTORIZATION_MACHINES,
     "randomcutforest": _RANDOM_CUT_FOREST,
+    "lda": _LDA,
 }
-FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA, _KNN, _FACTORIZATION_MACHINES, _RANDOM_CUT_FOREST)
+FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA, _KNN, _FACTORIZATION_MACHINES, _RANDOM_CUT_FOREST, _LDA)
 
 
 def describe_metric_definitions(image_uri: str) -> list[dict[str, str]] | None:

@@ -25,6 +25,8 @@ CASES = [
          "num_factors", ("score", "predicted_label")),
     Case("randomcutforest", "randomcutforest", {"feature_dim": 4, "num_trees": 50}, False, "feature_dim",
          ("score",), json_key="scores"),
+    Case("lda", "lda", {"num_topics": 2, "feature_dim": 4, "mini_batch_size": 10, "max_restarts": 1}, False,
+         "mini_batch_size", ("topic_mixture",)),
 ]
 
 

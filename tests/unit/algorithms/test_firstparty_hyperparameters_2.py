@@ -8,6 +8,7 @@ import pytest
 from opensage.algorithms.factorization_machines import hyperparameters as fm_hp
 from opensage.algorithms.firstparty import HyperparameterError
 from opensage.algorithms.knn import hyperparameters as knn_hp
+from opensage.algorithms.lda import hyperparameters as lda_hp
 from opensage.algorithms.randomcutforest import hyperparameters as rcf_hp
 
 KNN = {"feature_dim": "64", "k": "5", "predictor_type": "classifier", "sample_size": "1000"}
@@ -69,6 +70,15 @@ def test_randomcutforest_parse_defaults_ranges():
             rcf_hp.parse(raw)
 
 
+def test_lda_parse_defaults_and_required():
+    hp = lda_hp.parse({"num_topics": "5", "feature_dim": "100", "mini_batch_size": "50"})
+    assert (hp["alpha0"], hp["max_restarts"], hp["max_iterations"], hp["tol"]) == (1.0, 10, 1000, 1e-8)
+    with pytest.raises(HyperparameterError, match="'mini_batch_size' is a required property"):
+        lda_hp.parse({"num_topics": "5", "feature_dim": "100"})
+    with pytest.raises(HyperparameterError, match="alpha0"):
+        lda_hp.parse({"num_topics": "5", "feature_dim": "100", "mini_batch_size": "50", "alpha0": "0"})
+
+
 def test_sdk_estimators_every_hyperparameter_they_can_send_accepted():
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     import boto3
@@ -96,3 +106,7 @@ def test_sdk_estimators_every_hyperparameter_they_can_send_accepted():
     rcf = sagemaker.RandomCutForest(num_trees=60, num_samples_per_tree=128, eval_metrics=["accuracy"], **common)
     rcf.feature_dim, rcf.mini_batch_size = 4, 1000
     assert rcf_hp.parse(rcf.hyperparameters())["eval_metrics"] == ["accuracy"]
+    lda = sagemaker.LDA(num_topics=5, alpha0=0.5, max_restarts=2, max_iterations=50, tol=1e-5,
+                        **{**common, "instance_count": 1})
+    lda.feature_dim, lda.mini_batch_size = 100, 20
+    assert lda_hp.parse(lda.hyperparameters())["alpha0"] == 0.5
