@@ -6,6 +6,7 @@ serializer and deserializer (and JSON where the notebooks ask for it)."""
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -128,5 +129,33 @@ def test_randomcutforest_record_set_fit_deploy_predict_scores(sm_session):
         assert len(scores) == len(shingles) and 0.5 < np.median(scores) < 1.5
         top = set(np.argsort(scores)[-4 * len(spikes):].tolist())
         assert all(any(s - 3 <= i <= s for i in top) for s in spikes)
+    finally:
+        predictor.delete_endpoint()
+
+
+def test_lda_record_set_fit_deploy_predict_topic_mixture(sm_session):
+    """The LDA notebook's flow on a synthetic corpus with known topics: test:pwll, then topic mixtures."""
+    import sagemaker
+
+    rng = np.random.default_rng(0)
+    topics = np.zeros((3, 30))
+    for k in range(3):
+        topics[k, k * 10:(k + 1) * 10] = rng.dirichlet(np.ones(10))
+    theta = rng.dirichlet(np.full(3, 0.2), 600)
+    X = np.array([rng.multinomial(80, t @ topics) for t in theta]).astype("float32")
+    lda = sagemaker.LDA(role=ROLE, instance_count=1, instance_type=INSTANCE, num_topics=3, alpha0=1.0,
+                        sagemaker_session=sm_session)
+    lda.fit([lda.record_set(X[:500]), lda.record_set(X[500:], channel="test")], mini_batch_size=100, logs=False)
+    desc, metrics = _final_metrics(sm_session, lda.latest_training_job.name)
+    assert desc["TrainingJobStatus"] == "Completed" and metrics["test:pwll"] < 0
+    predictor = _deploy(lda, sm_session)
+    try:
+        records = predictor.predict(X[500:520])
+        mixtures = np.array([list(r.label["topic_mixture"].float32_tensor.values) for r in records])
+        assert mixtures.shape == (20, 3) and np.allclose(mixtures.sum(axis=1), 1.0, atol=1e-5)
+        dominant_true, dominant_served = theta[500:520].argmax(axis=1), mixtures.argmax(axis=1)
+        agree = max(np.mean(np.array([perm[d] for d in dominant_served]) == dominant_true)
+                    for perm in itertools.permutations(range(3)))
+        assert agree >= 0.85
     finally:
         predictor.delete_endpoint()
