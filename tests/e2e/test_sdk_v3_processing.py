@@ -21,7 +21,7 @@ BUCKET = "sagemaker-us-east-1-000000000000"
 
 # One driver for the three flows; it prints "JOB <name> <status>" and the job's log lines it saw.
 DRIVER = textwrap.dedent('''
-    import sys
+    import logging, sys
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.core.processing import FrameworkProcessor, ScriptProcessor
     from sagemaker.core.resources import ProcessingJob
@@ -30,6 +30,7 @@ DRIVER = textwrap.dedent('''
     IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
     ROLE = "arn:aws:iam::000000000000:role/SageMakerRole"
     flow, code, data, out = sys.argv[1:5]
+    logging.basicConfig(level=logging.INFO)  # sagemaker-core logs through `logging`, unconfigured by default
     session = Session()
 
 
@@ -82,7 +83,7 @@ DRIVER = textwrap.dedent('''
                           s3_input_mode="Pipe", s3_compression_type="Gzip"))],
                       outputs=[output("train", "/opt/ml/processing/train")], wait=False, logs=False)
         job = ProcessingJob.get(processing_job_name=processor.latest_job.processing_job_name)
-        job.wait(poll=2)
+        job.wait(poll=2, logs=True)  # sagemaker-core's own log tailer (MultiLogStreamHandler)
     job = ProcessingJob.get(processing_job_name=processor.latest_job.processing_job_name)
     print("JOB", job.processing_job_name, job.processing_job_status, flush=True)
     print("FAILURE", job.failure_reason, flush=True)
@@ -200,7 +201,8 @@ def test_script_processor_v3_pipe_gzip_input_wait_false_then_resource_wait_compl
     code = tmp_path / "pipe.py"
     code.write_text(PIPE_PREPROCESS)
     out = f"s3://{BUCKET}/sdk3-proc/pipe/out"
-    name, _, _ = _run(tmp_path, "pipe", code, f"s3://{BUCKET}/sdk3-proc/pipe/raw", out)
+    name, printed, logged = _run(tmp_path, "pipe", code, f"s3://{BUCKET}/sdk3-proc/pipe/raw", out)
+    assert "is fifo True" in printed + logged  # ProcessingJob.wait(logs=True) showed the job's log
     assert _rows(f"{out}/train/all.csv") == 100
     desc = boto3.client("sagemaker").describe_processing_job(ProcessingJobName=name)
     assert desc["ProcessingInputs"][0]["S3Input"]["S3InputMode"] == "Pipe"
