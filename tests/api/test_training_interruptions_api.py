@@ -152,3 +152,26 @@ def test_create_training_job_spot_interrupted_past_max_wait_is_stopped_max_wait_
     assert (d["TrainingJobStatus"], d["SecondaryStatus"]) == ("Stopped", "MaxWaitTimeExceeded")
     assert "Interrupted" in [t["Status"] for t in d["SecondaryStatusTransitions"]]
     assert d["BillableTimeInSeconds"] <= d["TrainingTimeInSeconds"]
+
+
+def test_create_training_job_spot_agent_killed_resumes_from_checkpoint(server, store):
+    """A host lost without warning (its agent SIGKILLed, as when a node dies) is an interruption too."""
+    import os
+    import signal
+
+    sm = server.client("sagemaker")
+    name = "spot-node-death"
+    sm.create_training_job(**_request(name, env={"EPOCHS": "24", "PAUSE": "0.5"}, EnableManagedSpotTraining=True,
+                                      StoppingCondition={"MaxRuntimeInSeconds": 600,
+                                                         "MaxWaitTimeInSeconds": 1200}))
+    _wait_for_checkpoint_beyond(store, name, 0)
+    pid = int((server.settings.jobs_dir / name / "algo-1" / "agent.pid").read_text())
+    os.killpg(pid, signal.SIGKILL)
+    d = wait_for_status(sm, name, timeout=180)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    interrupted = [t for t in d["SecondaryStatusTransitions"] if t["Status"] == "Interrupted"]
+    assert len(interrupted) == 1 and "algo-1 was lost" in interrupted[0]["StatusMessage"]
+    blob = store.get_bytes("bucket1", f"out/{name}/output/model.tar.gz")
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        starts = json.load(tar.extractfile("state.json"))["starts"]
+    assert len(starts) == 2 and starts[1] > 0, starts

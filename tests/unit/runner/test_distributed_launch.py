@@ -1,0 +1,43 @@
+"""How script mode launches the SDK's distribution options on each host (frameworks/distributed.py)."""
+
+from __future__ import annotations
+
+import json
+
+from opensage.frameworks import distributed
+from opensage.frameworks.toolkit_env import load_environment
+
+
+def _env(tmp_path, hps: dict[str, str], current: str = "algo-2", hosts=("algo-1", "algo-2")):
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps({"sagemaker_program": '"train.py"', **hps}))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": current, "hosts": list(hosts)}))
+    return load_environment(tmp_path, {})
+
+
+def test_torchrun_command_torch_distributed_node_rank_and_master(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENSAGE_JOB_MASTER_PORT", "41234")
+    monkeypatch.setenv("OPENSAGE_JOB_HOSTS", "algo-1=127.0.0.9,algo-2=127.0.0.1")
+    env = _env(tmp_path, {"sagemaker_torch_distributed_enabled": "true"})
+    assert distributed.launcher(env) == "torchrun"
+    cmd = distributed.torchrun_command(env, "/py", ["/py", "--", "train.py", "--lr", "0.1"])
+    master = cmd[cmd.index("--master_addr") + 1]
+    assert master in ("algo-1", "127.0.0.9")  # the name where it resolves, else the reconciler's address
+    assert cmd[:3] == ["/py", "-m", "torch.distributed.run"] and cmd[-3:] == ["train.py", "--lr", "0.1"]
+    assert cmd[cmd.index("--nnodes") + 1] == "2" and cmd[cmd.index("--node_rank") + 1] == "1"
+    assert cmd[cmd.index("--master_port") + 1] == "41234" and cmd[cmd.index("--nproc_per_node") + 1] == "1"
+
+
+def test_launcher_pytorchddp_is_torchrun_and_none_without_distribution(tmp_path):
+    assert distributed.launcher(_env(tmp_path / "a", {"sagemaker_distributed_dataparallel_enabled": "true"})) \
+        == "torchrun"
+    assert distributed.launcher(_env(tmp_path / "b", {})) is None
+
+
+def test_mpi_rank_environments_global_ranks_across_hosts(tmp_path):
+    env = _env(tmp_path, {"sagemaker_mpi_enabled": "true", "sagemaker_mpi_num_of_processes_per_host": "3"})
+    ranks = distributed.mpi_rank_environments(env, {"OPENSAGE_JOB_MASTER_PORT": "5000"})
+    assert [r["OMPI_COMM_WORLD_RANK"] for r in ranks] == ["3", "4", "5"]
+    assert {r["OMPI_COMM_WORLD_SIZE"] for r in ranks} == {"6"} and {r["WORLD_SIZE"] for r in ranks} == {"6"}
+    assert [r["LOCAL_RANK"] for r in ranks] == ["0", "1", "2"] and ranks[0]["MASTER_PORT"] == "5000"
