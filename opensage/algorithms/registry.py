@@ -155,6 +155,16 @@ _LDA = BuiltinAlgorithm(
     maximize_metrics=frozenset({"pwll"}),
     default_training_content_type="application/x-recordio-protobuf",
 )
+_IP_INSIGHTS = BuiltinAlgorithm(
+    name="ipinsights",
+    train_module="opensage.algorithms.ipinsights.train",
+    serve_module="opensage.algorithms.ipinsights.serve",
+    metric_definitions=(_quality("validation:discriminator_auc", "validation", "discriminator_auc"),
+                        _quality("train:binary_classification_cross_entropy", "train",
+                                 "binary_classification_cross_entropy", "loss", epoch=True)),
+    maximize_metrics=frozenset({"discriminator_auc"}),
+    default_training_content_type="text/csv",
+)
 
 BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "sagemaker-xgboost": _XGBOOST,
@@ -166,8 +176,10 @@ BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "factorization-machines": _FACTORIZATION_MACHINES,
     "randomcutforest": _RANDOM_CUT_FOREST,
     "lda": _LDA,
+    "ipinsights": _IP_INSIGHTS,
 }
-FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA, _KNN, _FACTORIZATION_MACHINES, _RANDOM_CUT_FOREST, _LDA)
+FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA, _KNN, _FACTORIZATION_MACHINES, _RANDOM_CUT_FOREST, _LDA,
+               _IP_INSIGHTS)
 
 
 def describe_metric_definitions(image_uri: str) -> list[dict[str, str]] | None:

@@ -7,6 +7,7 @@ import pytest
 
 from opensage.algorithms.factorization_machines import hyperparameters as fm_hp
 from opensage.algorithms.firstparty import HyperparameterError
+from opensage.algorithms.ipinsights import hyperparameters as ipi_hp
 from opensage.algorithms.knn import hyperparameters as knn_hp
 from opensage.algorithms.lda import hyperparameters as lda_hp
 from opensage.algorithms.randomcutforest import hyperparameters as rcf_hp
@@ -79,6 +80,16 @@ def test_lda_parse_defaults_and_required():
         lda_hp.parse({"num_topics": "5", "feature_dim": "100", "mini_batch_size": "50", "alpha0": "0"})
 
 
+def test_ipinsights_parse_defaults_and_ranges():
+    hp = ipi_hp.parse({"num_entity_vectors": "100", "vector_dim": "16"})
+    assert (hp["epochs"], hp["mini_batch_size"], hp["num_ip_encoder_layers"], hp["random_negative_sampling_rate"],
+            hp["shuffled_negative_sampling_rate"], hp["learning_rate"]) == (10, 10000, 1, 1, 1, 0.001)
+    with pytest.raises(HyperparameterError, match="'num_entity_vectors' is a required property"):
+        ipi_hp.parse({"vector_dim": "16"})
+    with pytest.raises(HyperparameterError, match="vector_dim"):
+        ipi_hp.parse({"num_entity_vectors": "100", "vector_dim": "2"})
+
+
 def test_sdk_estimators_every_hyperparameter_they_can_send_accepted():
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     import boto3
@@ -110,3 +121,8 @@ def test_sdk_estimators_every_hyperparameter_they_can_send_accepted():
                         **{**common, "instance_count": 1})
     lda.feature_dim, lda.mini_batch_size = 100, 20
     assert lda_hp.parse(lda.hyperparameters())["alpha0"] == 0.5
+    ipi = sagemaker.IPInsights(num_entity_vectors=100, vector_dim=16, batch_metrics_publish_interval=10, epochs=2,
+                               learning_rate=0.01, num_ip_encoder_layers=2, random_negative_sampling_rate=2,
+                               shuffled_negative_sampling_rate=3, weight_decay=0.1, **common)
+    ipi.feature_dim, ipi.mini_batch_size = 2, 100
+    assert ipi_hp.parse(ipi.hyperparameters())["num_ip_encoder_layers"] == 2
