@@ -159,3 +159,45 @@ def test_lda_record_set_fit_deploy_predict_topic_mixture(sm_session):
         assert agree >= 0.85
     finally:
         predictor.delete_endpoint()
+
+
+def test_ipinsights_csv_fit_deploy_predict_dot_products(sm_session):
+    """The IP Insights notebook's flow: (user, IPv4) CSV under an S3 prefix, train + validation, then the
+    predictor's default CSV serializer / JSON deserializer; a user's own new addresses outscore random ones."""
+    import sagemaker
+    from sagemaker.amazon.amazon_estimator import RecordSet
+
+    rng = np.random.default_rng(0)
+    subnets = rng.integers(1 << 16, 1 << 24, size=(100, 2))
+
+    def logins(n, octets):
+        who = rng.integers(0, 100, n)
+        ips = (subnets[who, rng.integers(0, 2, n)] << 8) + rng.choice(octets, n)
+        return [(f"user{u}", ".".join(str((int(ip) >> s) & 255) for s in (24, 16, 8, 0)))
+                for u, ip in zip(who, ips, strict=True)]
+
+    bucket = sm_session.default_bucket()
+    channels = []
+    for name, rows in (("train", logins(10000, np.arange(200))), ("validation", logins(1000, np.arange(200, 256)))):
+        sm_session.upload_string_as_file_body("".join(f"{u},{ip}\n" for u, ip in rows), bucket,
+                                              f"e2e/ipinsights/{name}/part-0.csv")
+        channels.append(RecordSet(f"s3://{bucket}/e2e/ipinsights/{name}/", num_records=len(rows), feature_dim=2,
+                                  s3_data_type="S3Prefix", channel=name))
+        if name == "validation":
+            held_out = rows
+    ipi = sagemaker.IPInsights(role=ROLE, instance_count=1, instance_type=INSTANCE, num_entity_vectors=200,
+                               vector_dim=32, epochs=5, learning_rate=0.01, sagemaker_session=sm_session)
+    ipi.fit(channels, mini_batch_size=500, logs=False)
+    desc, metrics = _final_metrics(sm_session, ipi.latest_training_job.name)
+    assert desc["TrainingJobStatus"] == "Completed" and metrics["validation:discriminator_auc"] > 0.9
+    predictor = _deploy(ipi, sm_session)
+    try:
+        own = predictor.predict(held_out[:20])  # CSVSerializer -> JSONDeserializer
+        random_ips = [(u, f"{rng.integers(1, 224)}.{rng.integers(0, 256)}.{rng.integers(0, 256)}.7")
+                      for u, _ in held_out[:20]]
+        other = predictor.predict(random_ips)
+        own_scores = [p["dot_product"] for p in own["predictions"]]
+        other_scores = [p["dot_product"] for p in other["predictions"]]
+        assert np.mean(np.array(own_scores) > np.array(other_scores)) >= 0.9
+    finally:
+        predictor.delete_endpoint()
