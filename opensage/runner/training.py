@@ -39,6 +39,18 @@ def host_name(index: int) -> str:
     return f"algo-{index + 1}"
 
 
+def cluster_layout(req: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host, instance group, instance type) of every host: ``ResourceConfig.InstanceGroups`` (heterogeneous
+    clusters; hosts numbered across the groups in order) or InstanceCount hosts of ``homogeneousCluster``."""
+    rc = req.get("ResourceConfig") or {}
+    groups = [(g["InstanceGroupName"], g["InstanceType"], int(g.get("InstanceCount") or 0))
+              for g in rc.get("InstanceGroups") or []]
+    if not groups:
+        groups = [("homogeneousCluster", rc.get("InstanceType") or "ml.m5.large", int(rc.get("InstanceCount") or 1))]
+    flat = [(name, itype) for name, itype, n in groups for _ in range(n)] or [(groups[0][0], groups[0][1])]
+    return [(host_name(i), name, itype) for i, (name, itype) in enumerate(flat)]
+
+
 def reads_every_shard(resolved: Any) -> bool:
     """First-party built-ins (linear-learner, kmeans, pca, ...) have no reduction across hosts here: algo-1,
     whose model is the job's, reads every shard of a ShardedByS3Key channel and trains on all the data (the
@@ -169,7 +181,7 @@ class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
         interruption / a retry (``runner/interruptions.py``; the hosts resume from their checkpoints). The
         log streams stay the same across restarts (the SDK tails InstanceCount streams)."""
         req = job.request
-        count = int((req.get("ResourceConfig") or {}).get("InstanceCount") or 1)
+        count = len(cluster_layout(req))
         root = self.d.settings.jobs_dir / job.name
         output_prefix = req["OutputDataConfig"]["S3OutputPath"].rstrip("/") + f"/{job.name}/output"
         now = self.d.clock.time()
@@ -287,14 +299,16 @@ class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
             if ch.get("ContentType"):
                 entry["ContentType"] = ch["ContentType"]
             channels[ch["ChannelName"]] = entry
-        rc = req.get("ResourceConfig") or {}
-        hosts = [host_name(i) for i in range(count)]
-        instance_type = rc.get("InstanceType") or "ml.m5.large"
-        resource = {"current_host": host_name(index), "current_instance_type": instance_type,
-                    "current_group_name": "homogeneousCluster", "hosts": hosts,
-                    "instance_groups": [{"instance_group_name": "homogeneousCluster",
-                                         "instance_type": instance_type, "hosts": hosts}],
-                    "network_interface_name": "eth0"}
+        layout = cluster_layout(req)
+        hosts = [host for host, _, _ in layout]
+        groups: dict[str, dict[str, Any]] = {}
+        for host, group, instance_type in layout:
+            groups.setdefault(group, {"instance_group_name": group, "instance_type": instance_type,
+                                      "hosts": []})["hosts"].append(host)
+        _, current_group, current_type = layout[index]
+        resource = {"current_host": host_name(index), "current_instance_type": current_type,
+                    "current_group_name": current_group, "hosts": hosts,
+                    "instance_groups": list(groups.values()), "network_interface_name": "eth0"}
         files = {"hyperparameters.json": req.get("HyperParameters") or {},
                  "inputdataconfig.json": channels, "resourceconfig.json": resource}
         ckpt = req.get("CheckpointConfig")

@@ -196,3 +196,35 @@ def test_create_training_job_kmeans_two_hosts_sharded_learns_from_every_shard(se
     with np.load(io.BytesIO(_model_member(store, "mh-kmeans", "model_algo-1"))) as archive:
         centroids = np.sort(archive["centroids"][:, 0])
     assert centroids[0] == pytest.approx(0.0, abs=0.5) and centroids[1] == pytest.approx(10.0, abs=0.5)
+
+
+GROUPS_SCRIPT = '''
+import json, os
+print("group of", os.environ["SM_CURRENT_HOST"], "=", os.environ["SM_CURRENT_INSTANCE_GROUP"], flush=True)
+if os.environ["SM_CURRENT_HOST"] == "algo-1":
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "result.json"), "w") as f:
+        json.dump({"resourceconfig": json.load(open("/opt/ml/input/config/resourceconfig.json")),
+                   "group_hosts": json.loads(os.environ["SM_CURRENT_INSTANCE_GROUP_HOSTS"])}, f)
+'''
+
+
+def test_create_training_job_instance_groups_heterogeneous_cluster_hosts_per_group(server, store):
+    sm = server.client("sagemaker")
+    req = _script_request(store, "mh-groups", GROUPS_SCRIPT, {}, 1)
+    req["ResourceConfig"] = {"VolumeSizeInGB": 10, "InstanceGroups": [
+        {"InstanceGroupName": "coordinator", "InstanceType": "ml.m5.large", "InstanceCount": 1},
+        {"InstanceGroupName": "workers", "InstanceType": "ml.c5.xlarge", "InstanceCount": 2}]}
+    sm.create_training_job(**req)
+    d = wait_for_status(sm, "mh-groups", timeout=300)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    result = json.loads(_model_member(store, "mh-groups", "result.json"))
+    rc = result["resourceconfig"]
+    assert rc["hosts"] == ["algo-1", "algo-2", "algo-3"]
+    assert (rc["current_group_name"], rc["current_instance_type"]) == ("coordinator", "ml.m5.large")
+    assert rc["instance_groups"] == [
+        {"instance_group_name": "coordinator", "instance_type": "ml.m5.large", "hosts": ["algo-1"]},
+        {"instance_group_name": "workers", "instance_type": "ml.c5.xlarge", "hosts": ["algo-2", "algo-3"]}]
+    assert result["group_hosts"] == ["algo-1"]
+    streams = server.client("logs").describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                                         logStreamNamePrefix="mh-groups/")["logStreams"]
+    assert len(streams) == 3
