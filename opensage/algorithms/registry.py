@@ -165,6 +165,15 @@ _IP_INSIGHTS = BuiltinAlgorithm(
     maximize_metrics=frozenset({"discriminator_auc"}),
     default_training_content_type="text/csv",
 )
+_NTM = BuiltinAlgorithm(
+    name="ntm",
+    train_module="opensage.algorithms.ntm.train",
+    serve_module="opensage.algorithms.ntm.serve",
+    metric_definitions=(_quality("validation:total_loss", "validation", "total_loss", "loss"),
+                        _quality("test:total_loss", "test", "total_loss", "loss"),
+                        _quality("train:total_loss", "train", "total_loss", "loss")),
+    default_training_content_type="application/x-recordio-protobuf",
+)
 
 BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "sagemaker-xgboost": _XGBOOST,
@@ -177,9 +186,10 @@ BUILTIN_ALGORITHMS: dict[str, BuiltinAlgorithm] = {
     "randomcutforest": _RANDOM_CUT_FOREST,
     "lda": _LDA,
     "ipinsights": _IP_INSIGHTS,
+    "ntm": _NTM,
 }
 FIRST_PARTY = (_LINEAR_LEARNER, _KMEANS, _PCA, _KNN, _FACTORIZATION_MACHINES, _RANDOM_CUT_FOREST, _LDA,
-               _IP_INSIGHTS)
+               _IP_INSIGHTS, _NTM)
 
 
 def describe_metric_definitions(image_uri: str) -> list[dict[str, str]] | None:

@@ -27,6 +27,7 @@ CASES = [
          ("score",), json_key="scores"),
     Case("lda", "lda", {"num_topics": 2, "feature_dim": 4, "mini_batch_size": 10, "max_restarts": 1}, False,
          "mini_batch_size", ("topic_mixture",)),
+    Case("ntm", "ntm", {"feature_dim": 4, "num_topics": 2, "epochs": 2}, False, "num_topics", ("topic_weights",)),
 ]
 
 

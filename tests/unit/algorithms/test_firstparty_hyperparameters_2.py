@@ -10,6 +10,7 @@ from opensage.algorithms.firstparty import HyperparameterError
 from opensage.algorithms.ipinsights import hyperparameters as ipi_hp
 from opensage.algorithms.knn import hyperparameters as knn_hp
 from opensage.algorithms.lda import hyperparameters as lda_hp
+from opensage.algorithms.ntm import hyperparameters as ntm_hp
 from opensage.algorithms.randomcutforest import hyperparameters as rcf_hp
 
 KNN = {"feature_dim": "64", "k": "5", "predictor_type": "classifier", "sample_size": "1000"}
@@ -90,6 +91,19 @@ def test_ipinsights_parse_defaults_and_ranges():
         ipi_hp.parse({"num_entity_vectors": "100", "vector_dim": "2"})
 
 
+def test_ntm_parse_defaults_encoder_layers_forms():
+    hp = ntm_hp.parse({"feature_dim": "100", "num_topics": "5"})
+    assert (hp["encoder_layers"], hp["optimizer"], hp["epochs"], hp["mini_batch_size"], hp["encoder_layers_activation"],
+            hp["num_patience_epochs"], hp["tolerance"]) == ([15, 10], "adadelta", 50, 256, "sigmoid", 3, 0.001)
+    assert ntm_hp.parse({"feature_dim": "9", "num_topics": "2", "encoder_layers": "[100, 50]"})["encoder_layers"] == \
+        [100, 50]
+    assert ntm_hp.parse({"feature_dim": "9", "num_topics": "2", "encoder_layers": "30,20"})["encoder_layers"] == [30, 20]
+    with pytest.raises(HyperparameterError, match="num_topics"):
+        ntm_hp.parse({"feature_dim": "9", "num_topics": "1"})
+    with pytest.raises(HyperparameterError, match="encoder_layers"):
+        ntm_hp.parse({"feature_dim": "9", "num_topics": "2", "encoder_layers": "[0]"})
+
+
 def test_sdk_estimators_every_hyperparameter_they_can_send_accepted():
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     import boto3
@@ -126,3 +140,8 @@ def test_sdk_estimators_every_hyperparameter_they_can_send_accepted():
                                shuffled_negative_sampling_rate=3, weight_decay=0.1, **common)
     ipi.feature_dim, ipi.mini_batch_size = 2, 100
     assert ipi_hp.parse(ipi.hyperparameters())["num_ip_encoder_layers"] == 2
+    ntm = sagemaker.NTM(num_topics=5, encoder_layers=[40, 20], epochs=3, encoder_layers_activation="tanh",
+                        optimizer="adam", tolerance=0.01, num_patience_epochs=2, batch_norm=True,
+                        rescale_gradient=0.5, clip_gradient=1.0, weight_decay=0.01, learning_rate=0.01, **common)
+    ntm.feature_dim, ntm.mini_batch_size = 100, 20
+    assert ntm_hp.parse(ntm.hyperparameters())["encoder_layers"] == [40, 20]

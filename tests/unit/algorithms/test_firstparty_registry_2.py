@@ -9,7 +9,7 @@ from opensage.runner.logtail import MetricMatcher
 
 ECR = "382416733822.dkr.ecr.us-east-1.amazonaws.com"
 REPOSITORIES = {"knn": "knn", "factorization-machines": "factorization_machines",
-                "randomcutforest": "randomcutforest", "lda": "lda", "ipinsights": "ipinsights"}
+                "randomcutforest": "randomcutforest", "lda": "lda", "ipinsights": "ipinsights", "ntm": "ntm"}
 PREFIX = "[11/26/2026 14:00:00 INFO 140] #quality_metric: host=algo-1, "
 
 
@@ -36,6 +36,7 @@ def test_resolve_training_and_inference_image_repository_runs_builtin(repository
     ("randomcutforest", "test f1 <score>=0.8", ("test:f1", 0.8), "Maximize"),
     ("lda", "test pwll <score>=-3.4", ("test:pwll", -3.4), "Maximize"),
     ("ipinsights", "validation discriminator_auc <score>=0.97", ("validation:discriminator_auc", 0.97), "Maximize"),
+    ("ntm", "validation total_loss <loss>=312.5", ("validation:total_loss", 312.5), "Minimize"),
 ])
 def test_metric_definitions_read_our_lines_with_sagemaker_names(repository, line, expected, direction):
     algorithm = BUILTIN_ALGORITHMS[repository]

@@ -1,0 +1,30 @@
+"""NTM inference: each document's ``topic_weights`` (softmax of the encoder mean; sums to 1).
+
+Requests: ``text/csv``, ``application/json``, ``application/jsonlines``, ``application/x-recordio-protobuf``
+(word counts, dense or sparse). Responses (Accept; absent = ``application/json``): JSON ``{"predictions":
+[{"topic_weights": [...]}]}``, JSON Lines, recordio-protobuf (``label["topic_weights"]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from opensage.algorithms import firstparty, formats
+from opensage.algorithms.ntm.model import ALGORITHM, NTMModel
+
+ACCEPTS = (formats.JSON_TYPE, formats.JSONLINES_TYPE, formats.RECORDIO_TYPE)
+
+
+def load(model_dir: str | Path) -> NTMModel:
+    return NTMModel.from_state(*firstparty.load_state(Path(model_dir), ALGORITHM))
+
+
+def predict(model: NTMModel, payload: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
+    response_type, _ = formats.choose_accept(accept, ACCEPTS)
+    features = formats.fit_width(formats.parse_request(payload, content_type), model.feature_dim)
+    values = features.data if hasattr(features, "tocsr") else features
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise formats.InferenceError("NTM documents are non-negative word counts (finite numbers)")
+    return formats.encode_response({"topic_weights": model.topic_weights(features)}, response_type), response_type
