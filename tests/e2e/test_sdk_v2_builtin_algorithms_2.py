@@ -201,3 +201,31 @@ def test_ipinsights_csv_fit_deploy_predict_dot_products(sm_session):
         assert np.mean(np.array(own_scores) > np.array(other_scores)) >= 0.9
     finally:
         predictor.delete_endpoint()
+
+
+def test_ntm_record_set_fit_deploy_predict_topic_weights(sm_session):
+    """The NTM notebook's flow: train + validation record sets, validation:total_loss, topic weights."""
+    import sagemaker
+
+    rng = np.random.default_rng(1)
+    topics = np.zeros((3, 30))
+    for k in range(3):
+        topics[k, k * 10:(k + 1) * 10] = rng.dirichlet(np.ones(10))
+    theta = rng.dirichlet(np.full(3, 0.2), 1000)
+    X = np.array([rng.multinomial(80, t @ topics) for t in theta]).astype("float32")
+    ntm = sagemaker.NTM(role=ROLE, instance_count=1, instance_type=INSTANCE, num_topics=3, optimizer="adam",
+                        learning_rate=0.01, epochs=40, sagemaker_session=sm_session)
+    ntm.fit([ntm.record_set(X[:800]), ntm.record_set(X[800:900], channel="validation")], mini_batch_size=64,
+            logs=False)
+    desc, metrics = _final_metrics(sm_session, ntm.latest_training_job.name)
+    assert desc["TrainingJobStatus"] == "Completed" and metrics["validation:total_loss"] > 0
+    predictor = _deploy(ntm, sm_session)
+    try:
+        records = predictor.predict(X[900:940])
+        weights = np.array([list(r.label["topic_weights"].float32_tensor.values) for r in records])
+        assert weights.shape == (40, 3) and np.allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+        agree = max(np.mean(np.array([perm[d] for d in weights.argmax(axis=1)]) == theta[900:940].argmax(axis=1))
+                    for perm in itertools.permutations(range(3)))
+        assert agree >= 0.85
+    finally:
+        predictor.delete_endpoint()
