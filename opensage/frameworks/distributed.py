@@ -178,3 +178,18 @@ def run_ranks(cmd: list[str], environments: list[dict[str, str]], cwd: str) -> t
         t.join(timeout=5)
     text = b"".join(tail)[-STDERR_TAIL_BYTES:].decode("utf-8", errors="replace")
     return code, text
+
+
+_CHILD_FAILED = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError"
+
+
+def strip_launcher_report(stderr_tail: str) -> str:
+    """torchrun ends a failed run with its own traceback and a "Root Cause" box; the user's error is what the
+    ranks printed before it (the FailureReason should show that, as SageMaker's does)."""
+    end = stderr_tail.rfind(_CHILD_FAILED)
+    if end < 0:
+        return stderr_tail
+    start = stderr_tail.rfind("Traceback (most recent call last):", 0, end)
+    head = stderr_tail[:start if start >= 0 else end]
+    lines = [line for line in head.splitlines() if "torch.distributed.elastic" not in line]
+    return "\n".join(lines) if any(line.strip() for line in lines) else stderr_tail

@@ -289,7 +289,7 @@ def run_script_mode(env: ToolkitEnvironment) -> int:
         check_exit(cmd, code, tail)
         return 0
     code, tail = run_process(cmd, child_env, code_dir)
-    check_exit(cmd, code, tail)
+    check_exit(cmd, code, distributed.strip_launcher_report(tail) if mode == "torchrun" else tail)
     return 0
 
 

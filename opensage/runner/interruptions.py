@@ -89,7 +89,27 @@ class InterruptionsMixin:
                 self._lose_host(job, host)
                 return
             job = self._check_max_wait(job)
+            job = self._stop_peers_of_failed_host(job)
         super()._settle(job, platform_shutdown)  # type: ignore[misc]
+
+    def _stop_peers_of_failed_host(self, job: Resource) -> Resource:
+        """One host failed while the others still run: stop them (they would wait on it in a collective or a
+        rendezvous until their timeouts), as SageMaker ends a job when one of its hosts fails."""
+        st = job.state
+        jobdirs = [Path(p) for p in st.get("_jobdirs") or []]
+        if len(jobdirs) < 2 or st.get("_peers_stopped"):
+            return job
+        results = [JobResult.read(d) for d in jobdirs]
+        failed = any(r and not (r.stopped or r.max_runtime_exceeded) and (r.exit_code != 0 or r.failure_reason)
+                     for r in results)
+        if not failed or all(r is not None for r in results):
+            return job
+        for handle, result in zip(st["_handles"], results, strict=True):
+            if result is None:
+                self.executor.stop(handle)
+        st["_peers_stopped"] = True
+        log.info("training job %s: a host failed; stopping the others", job.name)
+        return self.d.resources.save(job, self.d.clock.time())
 
     def _take_interrupt_request(self, job: Resource) -> int | None:
         path = interrupt_request_path(self.d.settings.jobs_dir, job.name)

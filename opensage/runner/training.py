@@ -127,17 +127,25 @@ class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
         elif job.state.get("_max_wait_exceeded") and job.status != "Stopping":
             self._finish(job, "Stopped", "MaxWaitTimeExceeded",
                          "Training job reached its MaxWaitTimeInSeconds and was stopped.", model)
+        elif job.state.get("_peers_stopped") and failed is not None and job.status != "Stopping":
+            self._finish(job, "Failed", "Failed", self._failure_reason(failed, results), model)
         elif any(r and r.max_runtime_exceeded for r in results):
             self._finish(job, "Stopped", "MaxRuntimeExceeded",
                          "Training job reached its MaxRuntimeInSeconds and was stopped.", model)
         elif job.status == "Stopping" or any(r and r.stopped for r in results):
             self._finish(job, "Stopped", "Stopped", "Training job stopped.", model)
         elif failed is not None:
-            reason = failed.failure_reason or f"AlgorithmError: the training process exited with code " \
-                                              f"{failed.exit_code}."
-            self._finish(job, "Failed", "Failed", reason, model)
+            self._finish(job, "Failed", "Failed", self._failure_reason(failed, results), model)
         else:
             self._finish(job, "Completed", "Completed", "Training job completed", model)
+
+    @staticmethod
+    def _failure_reason(failed: JobResult, results: list[JobResult | None]) -> str:
+        reason = failed.failure_reason or f"AlgorithmError: the training process exited with code " \
+                                          f"{failed.exit_code}."
+        if len(results) > 1 and not reason.startswith(("ClientError", "InternalServerError")):
+            reason = f"{reason.rstrip()} (host {host_name(results.index(failed))})"
+        return reason
 
     def _finish(self, job: Resource, status: str, secondary: str, message: str, model_uri: str | None) -> None:
         now = self.d.clock.time()
@@ -212,6 +220,7 @@ class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
                           "_metric_definitions": definitions, "TrainingStartTime": now})
         job.state.update(state)
         job.state.pop("_stop_sent", None)
+        job.state.pop("_peers_stopped", None)
         self.d.resources.save(job, now)
         log.info("training job %s: %s %d host(s) (%s)", job.name, "launched" if first else "restarted", count,
                  resolved.kind)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -228,3 +229,23 @@ def test_create_training_job_instance_groups_heterogeneous_cluster_hosts_per_gro
     streams = server.client("logs").describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
                                                          logStreamNamePrefix="mh-groups/")["logStreams"]
     assert len(streams) == 3
+
+
+FAILING_WORKER_SCRIPT = '''
+import os, sys
+import torch.distributed as dist
+if os.environ["SM_CURRENT_HOST"] == "algo-2":
+    sys.exit("algo-2 cannot train")
+dist.init_process_group("gloo")  # waits for algo-2's ranks, which never come
+'''
+
+
+def test_create_training_job_one_host_fails_others_stopped_job_fails_naming_it(server, store):
+    sm = server.client("sagemaker")
+    sm.create_training_job(**_script_request(store, "mh-fail", FAILING_WORKER_SCRIPT, {
+        "sagemaker_torch_distributed_enabled": "true"}, 2))
+    started = time.time()
+    d = wait_for_status(sm, "mh-fail", timeout=240)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert "algo-2 cannot train" in d["FailureReason"] and "(host algo-2)" in d["FailureReason"]
+    assert time.time() - started < 200  # not torchrun's rendezvous timeout
