@@ -41,3 +41,15 @@ def test_mpi_rank_environments_global_ranks_across_hosts(tmp_path):
     assert [r["OMPI_COMM_WORLD_RANK"] for r in ranks] == ["3", "4", "5"]
     assert {r["OMPI_COMM_WORLD_SIZE"] for r in ranks} == {"6"} and {r["WORLD_SIZE"] for r in ranks} == {"6"}
     assert [r["LOCAL_RANK"] for r in ranks] == ["0", "1", "2"] and ranks[0]["MASTER_PORT"] == "5000"
+
+
+def test_master_address_name_unresolvable_falls_back_to_reconciler_address(tmp_path, monkeypatch):
+    """Not root (no private /etc/hosts): launchers get algo-1's address from OPENSAGE_JOB_HOSTS."""
+    import socket
+
+    def no_such_host(*_a, **_k):
+        raise socket.gaierror("no such host")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    env = _env(tmp_path, {"sagemaker_torch_distributed_enabled": "true"})
+    assert distributed.master_address(env, {"OPENSAGE_JOB_HOSTS": "algo-1=10.0.0.7,algo-2=10.0.0.8"}) == "10.0.0.7"
