@@ -2,20 +2,23 @@
 
 Each job (training, processing, batch transform) gets one placement group with one bundle per instance, sized
 from its instance type (``executors/instance_types.py``): STRICT_SPREAD for multi-host training when enough
-nodes can each hold an instance (hosts on different machines, as on SageMaker), PACK otherwise. Each instance
-is a detached named actor (``_AgentHost``) on its bundle that starts the usual agent
-(``python -m opensage.runner.agent <jobdir>``) on its node as a subprocess: the agent does there exactly what it
-does locally (fetches its own channels from S3, jobexec isolation when root, logs / events / result files), so
-data never travels through Ray's object store and the control plane stays the only writer of job state.
+nodes can each hold an instance (hosts on different machines, as on SageMaker), PACK otherwise. The bundle
+holds the instance's resources; once it is placed, the launcher actor of the bundle's node (``_NodeLauncher``,
+one per node, detached, no resources of its own) starts the usual agent there
+(``python -m opensage.runner.agent <jobdir>``) as its child. The agent does on that node exactly what it does
+locally (fetches its own channels from S3, jobexec isolation when root, logs / events / result files), so data
+never travels through Ray's object store and the control plane stays the only writer of job state. Starting
+through a warm launcher instead of an actor per instance saves a Ray worker start (~1 s here) per job.
 
 The job directory must be the same path on every node (one machine, or the home's ``jobs`` directory on a
 shared filesystem): results come back through files there, as with the local executor.
 
-Handles are ``ray:<actor name>``; the actors and placement groups are detached and named in a namespace of
-their own per home, so a restarted control plane finds them again (``adopt``). An actor ends itself when its
-agent exits; a placement group none of whose actors is left is removed by a janitor thread. A job whose group
-cannot be placed yet waits: the executor writes SageMaker's "Insufficient capacity" wording into the job's
-events (-> SecondaryStatus) and log once, and the job starts when the cluster has room.
+Handles are ``ray:<placement group name>-<host index>``. Groups and launchers are detached and named in a
+namespace per home, so a restarted control plane finds them again (``adopt``; ``agent.launched`` in the job
+dir makes each start happen once). A janitor thread removes a group once every host has a result (or, for a
+group no active job claims, after a grace period). A job whose group cannot be placed yet waits: the executor
+writes SageMaker's "Insufficient capacity" wording into the job's events (-> SecondaryStatus) and log once,
+and the job starts when the cluster has room.
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ DEFAULT_INSTANCE_TYPE = {"training": "ml.m5.large", "processing": "ml.m5.xlarge"
 # SageMaker's words while it waits for instances (SecondaryStatus StatusMessage of a job short of capacity).
 CAPACITY_MESSAGE = "Insufficient capacity error from EC2 while launching instances, retrying!"
 CAPACITY_NOTICE_SECONDS = 1.0  # a group still pending after this long is reported as short of capacity
-JANITOR_SECONDS = 2.0
+JANITOR_SECONDS = 1.0
 CALL_TIMEOUT = 10.0
+LAUNCH_WAIT_SECONDS = 0.5  # submit waits this long for its bundle before leaving the launch to is_running
+UNCLAIMED_GRACE_SECONDS = 120.0  # a group no active job adopted by then belongs to a job that is over
 
 
 def namespace_for(home: Path) -> str:
@@ -69,59 +74,94 @@ def instance_type_of(jobdir: Path, kind: str) -> str:
         return DEFAULT_INSTANCE_TYPE.get(kind, "ml.m5.large")
 
 
-class _AgentHost:
-    """One job instance on a Ray node: starts the agent there and answers for it (a Ray actor).
+class _NodeLauncher:
+    """One per node and namespace (a detached Ray actor holding no resources): starts job agents there.
 
-    Threaded (``max_concurrency``): ``run`` blocks until the agent exits while ``alive`` / ``signal`` answer.
+    A job instance's resources are held by its placement-group bundle, so starting its agent needs no Ray
+    worker of its own (a fresh worker costs ~1 s; this call, milliseconds). Threaded (``max_concurrency``).
+    Everything it answers is also on disk (``agent.launched``, ``agent.pid``, ``result.json``), so a restarted
+    launcher or control plane sees the same truth.
     """
 
-    def __init__(self, jobdir: str, python: str | None = None) -> None:
-        self.jobdir = jobdir
-        self.python = python or sys.executable
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.cancelled = False
-
-    def run(self) -> int | None:
+    def __init__(self, python: str | None = None) -> None:
         import ray
 
-        from opensage.executors.local import AGENT_MODULE, agent_env
+        self.python = python or sys.executable
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.gpu_ids: dict[str, list[int]] = {}
+        node_id = ray.get_runtime_context().get_node_id()
+        node = next((n for n in ray.nodes() if n.get("NodeID") == node_id), {})
+        self.node_gpus = int(node.get("Resources", {}).get("GPU", 0))
 
-        if not self.cancelled:
-            env = {k: v for k, v in agent_env().items() if not k.startswith("RAY_")}  # jobs get no cluster address
-            with open(Path(self.jobdir) / "agent.log", "ab") as out:
-                self.proc = subprocess.Popen(
-                    [self.python, "-m", AGENT_MODULE, self.jobdir], stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, cwd=self.jobdir, env=env)
-            code = self.proc.wait()
-        else:
-            code = None
-        ray.actor.exit_actor()  # frees the bundle; the janitor removes the group once every host is done
-        return code
-
-    def alive(self) -> bool:
-        return not self.cancelled and (self.proc is None or self.proc.poll() is None)
-
-    def node(self) -> str:
+    def ping(self) -> str:
         import ray
 
         return ray.util.get_node_ip_address()
 
-    def signal(self, sig: int, group: bool) -> None:
-        if self.proc is None:
-            self.cancelled = sig in (signal.SIGTERM, signal.SIGKILL)  # not started yet: never start
-            return
-        if self.proc.poll() is not None:
+    def start(self, jobdir: str, gpus: int = 0) -> bool:
+        """Start the agent of ``jobdir`` once (ever: ``agent.launched`` is created exclusively); False if an
+        earlier call (or launcher) already did, or the instance was stopped before it could start."""
+        from opensage.executors.local import AGENT_MODULE, agent_env
+
+        jd = Path(jobdir)
+        if jobdir in self.procs or (jd / "result.json").exists():
+            return False
+        try:
+            os.close(os.open(jd / "agent.launched", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return False
+        # A Ray worker's environment, less what is Ray's own: the job gets no cluster address, and its
+        # thread counts are the agent's business, as with the local executor.
+        env = {k: v for k, v in agent_env().items()
+               if not k.startswith("RAY_") and k not in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
+        if gpus:
+            used = {i for ids in self.gpu_ids.values() for i in ids}
+            ids = [i for i in range(self.node_gpus) if i not in used][:gpus]
+            self.gpu_ids[jobdir] = ids
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ids))
+        with open(jd / "agent.log", "ab") as out:
+            self.procs[jobdir] = subprocess.Popen(
+                [self.python, "-m", AGENT_MODULE, jobdir], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, cwd=jobdir, env=env)
+        return True
+
+    def alive(self, jobdir: str) -> bool:
+        proc = self.procs.get(jobdir)
+        if proc is not None:
+            if proc.poll() is None:
+                return True
+            self.procs.pop(jobdir, None)
+            self.gpu_ids.pop(jobdir, None)
+            return False
+        return self._adopted_pid(jobdir) is not None
+
+    def _adopted_pid(self, jobdir: str) -> int | None:
+        """The agent of ``jobdir`` started by an earlier launcher, if it still runs (checked in /proc)."""
+        from opensage.executors.local import process_alive
+
+        try:
+            pid = int((Path(jobdir) / "agent.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if process_alive(pid, str(Path(jobdir).resolve())) else None
+
+    def signal(self, jobdir: str, sig: int, group: bool) -> None:
+        proc = self.procs.get(jobdir)
+        pid = proc.pid if proc is not None and proc.poll() is None else self._adopted_pid(jobdir)
+        if pid is None:
             return
         try:
-            os.killpg(self.proc.pid, sig) if group else os.kill(self.proc.pid, sig)
+            os.killpg(pid, sig) if group else os.kill(pid, sig)
         except ProcessLookupError:
             pass
 
-    def kill_job(self) -> int:
+    def kill_job(self, jobdir: str) -> int:
         from opensage.executors.local import LocalExecutor
 
-        handle = str(self.proc.pid) if self.proc is not None else "0"
-        return LocalExecutor().kill_job(handle, Path(self.jobdir))
+        self.signal(jobdir, signal.SIGKILL, group=True)
+        self.procs.pop(jobdir, None)
+        self.gpu_ids.pop(jobdir, None)
+        return LocalExecutor().kill_job("0", Path(jobdir))
 
 
 @dataclass
@@ -129,46 +169,59 @@ class _Group:
     """A job's placement group as this control plane knows it."""
 
     name: str
-    count: int
-    instance_type: str
-    resources: InstanceResources
-    strategy: str
+    count: int  # hosts; 0 for a group adopted from an earlier control plane (read from Ray when needed)
+    instance_type: str = ""
+    resources: InstanceResources | None = None
+    strategy: str = ""
     jobdirs: dict[int, Path] = field(default_factory=dict)
+    nodes: dict[int, str] = field(default_factory=dict)  # bundle index -> node id, once placed
+    gpus: dict[int, int] = field(default_factory=dict)
+    launched: set[int] = field(default_factory=set)
     since: float = field(default_factory=time.monotonic)
     noticed: bool = False
-    placed: bool = False
 
 
 class RayExecutor:
     """The Executor protocol on a Ray cluster (see the module docstring)."""
 
     def __init__(self, address: str, namespace: str, instance_types: InstanceTypes | None = None,
-                 python: str | None = None, capacity_notice_seconds: float = CAPACITY_NOTICE_SECONDS) -> None:
+                 python: str | None = None, capacity_notice_seconds: float = CAPACITY_NOTICE_SECONDS,
+                 unclaimed_grace_seconds: float = UNCLAIMED_GRACE_SECONDS) -> None:
         self.address = address
         self.namespace = namespace
         self.instance_types = instance_types or InstanceTypes()
         self.python = python
         self.capacity_notice_seconds = capacity_notice_seconds
+        self.unclaimed_grace_seconds = unclaimed_grace_seconds
         self._groups: dict[str, _Group] = {}  # group name -> group
         self._pgs: dict[str, Any] = {}  # group name -> PlacementGroup
         self._open: dict[str, _Group] = {}  # job root dir -> the group its latest launch created
+        self._launchers: dict[str, Any] = {}  # node id -> launcher actor handle
         self._lock = threading.RLock()
         self._janitor: threading.Thread | None = None
         self._closing = threading.Event()
-        self._empty_seen: set[str] = set()
+        self._connected_at = 0.0
 
     # -- connection ------------------------------------------------------------------------------------
     def connect(self) -> None:
-        """Join the cluster as a driver (idempotent); raises with Ray's message if it cannot be reached."""
+        """Join the cluster as a driver (idempotent) and start a launcher on every node; raises with Ray's
+        message if the cluster cannot be reached."""
         import ray
 
         with self._lock:
+            if self._janitor is not None:
+                return
             if not ray.is_initialized():
                 ray.init(address=self.address, namespace=self.namespace, log_to_driver=False,
                          logging_level=logging.WARNING, configure_logging=False)
-            if self._janitor is None:
-                self._janitor = threading.Thread(target=self._janitor_loop, name="ray-janitor", daemon=True)
-                self._janitor.start()
+            self._connected_at = time.monotonic()
+            launchers = [self._launcher(n["NodeID"]) for n in ray.nodes() if n.get("Alive")]
+            try:  # warm before the first job (a launcher's first start is a Ray worker start, ~1 s)
+                ray.get([launcher.ping.remote() for launcher in launchers], timeout=60)
+            except ray.exceptions.GetTimeoutError:
+                log.warning("ray: some node launchers did not answer within 60 s; jobs there start later")
+            self._janitor = threading.Thread(target=self._janitor_loop, name="ray-janitor", daemon=True)
+            self._janitor.start()
 
     def close(self) -> None:
         self._closing.set()
@@ -191,76 +244,80 @@ class RayExecutor:
         spec = JobSpec.read(jobdir)
         with self._lock:
             group = self._group_for(jobdir, spec)
-            index = spec.host_index
-            group.jobdirs[index] = jobdir
-            name = f"{group.name}-{index}"
-            actor = self._actor_class().options(
-                name=name, namespace=self.namespace, lifetime="detached", max_concurrency=4, max_restarts=0,
-                scheduling_strategy=self._strategy(group.name, index), **self._actor_resources(group.resources),
-            ).remote(str(jobdir), self.python)
-            actor.run.remote()  # queued until the bundle is placed; the actor ends itself after the agent
-        return HANDLE_PREFIX + name
+            group.jobdirs[spec.host_index] = jobdir
+        # A just-created group is usually placed within milliseconds: start the agent now rather than on
+        # the next reconcile pass; a group already known to wait is not waited for again.
+        waited = time.monotonic() - group.since
+        self._try_launch(group, spec.host_index, wait=max(0.0, LAUNCH_WAIT_SECONDS - waited))
+        return f"{HANDLE_PREFIX}{group.name}-{spec.host_index}"
 
     def adopt(self, handle: str, jobdir: Path) -> None:
-        """A handle from an earlier control plane: remember its job dir (for the capacity notice)."""
-        group_name, index = _split(handle)
-        with self._lock:
-            group = self._groups.get(group_name)
-            if group is None:
-                group = self._groups[group_name] = _Group(group_name, 0, "", InstanceResources(0, 0), "")
-            group.jobdirs[index] = Path(jobdir).resolve()
+        """A handle from an earlier control plane: remember its job dir."""
+        group = self._group(handle)
+        group.jobdirs[_split(handle)[1]] = Path(jobdir).resolve()
 
     def is_running(self, handle: str) -> bool:
         import ray
 
-        actor = self._actor(handle)
-        if actor is None:
-            return False  # its agent exited (the actor ends itself), or its node died
-        group_name, _ = _split(handle)
-        if not self._placed(group_name):
-            self._maybe_notice(group_name)
-            return True  # waiting for capacity is running as far as the job is concerned
-        try:
-            return bool(ray.get(actor.alive.remote(), timeout=CALL_TIMEOUT))
-        except ray.exceptions.GetTimeoutError:
-            return True  # busy (e.g. the worker still starting): ask again next pass
-        except ray.exceptions.RayActorError:
+        group, index = self._group(handle), _split(handle)[1]
+        if index not in group.launched:
+            if self._state(group) == "REMOVED":
+                return False  # killed, or collected after the job ended
+            if not self._try_launch(group, index):
+                self._maybe_notice(group)
+                return True  # waiting for capacity is running, as far as the job is concerned
+        jobdir = group.jobdirs.get(index)
+        launcher = self._launcher(group.nodes.get(index))
+        if jobdir is None or launcher is None:
             return False
+        try:
+            return bool(ray.get(launcher.alive.remote(str(jobdir)), timeout=CALL_TIMEOUT))
+        except ray.exceptions.GetTimeoutError:
+            return True  # busy: ask again next pass
+        except ray.exceptions.RayError:
+            self._forget_launcher(group.nodes.get(index))
+            return False  # the node (or its launcher) is gone, and the agent with it
 
     def stop(self, handle: str) -> None:
-        """SIGTERM to the agent; a job still waiting for capacity never starts and reports itself stopped."""
-        group_name, index = _split(handle)
-        if not self._placed(group_name):
-            self._cancel(handle, group_name, index)
+        """SIGTERM to the agent; an instance still waiting for capacity never starts and reports stopped."""
+        from opensage.runner.jobspec import JobResult
+
+        group, index = self._group(handle), _split(handle)[1]
+        if index in group.launched:
+            self._signal(group, index, signal.SIGTERM, group_too=False)
             return
-        self._signal(handle, signal.SIGTERM, group=False)
+        jobdir = group.jobdirs.get(index)
+        if jobdir is not None and JobResult.read(jobdir) is None:
+            # Written before a late launch could start it: the launcher refuses a dir with a result.
+            JobResult(exit_code=None, stopped=True).write(jobdir)
+            if (jobdir / "agent.launched").exists():  # lost the race: the agent did start
+                self._signal(group, index, signal.SIGTERM, group_too=False)
 
     def kill(self, handle: str) -> None:
-        import ray
-
-        self._signal(handle, signal.SIGKILL, group=True)
-        actor = self._actor(handle)
-        if actor is not None:
-            ray.kill(actor, no_restart=True)
+        group, index = self._group(handle), _split(handle)[1]
+        self._signal(group, index, signal.SIGKILL, group_too=True)
+        self._remove_group(group)
 
     def kill_job(self, handle: str, jobdir: Path) -> int:
-        """Kill what a dead agent left on its node (by the job's uid / marker, as the local executor does)."""
+        """Kill what a dead agent left on its node (by the job's uid / marker, as the local executor does),
+        and give the job's resources back."""
         import ray
 
-        actor = self._actor(handle)
-        if actor is None:
-            return 0
-        try:
-            killed = int(ray.get(actor.kill_job.remote(), timeout=CALL_TIMEOUT))
-        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
-            killed = 0
-        self.kill(handle)
+        group, index = self._group(handle), _split(handle)[1]
+        launcher = self._launcher(group.nodes.get(index))
+        killed = 0
+        if launcher is not None:
+            try:
+                killed = int(ray.get(launcher.kill_job.remote(str(Path(jobdir).resolve())), timeout=CALL_TIMEOUT))
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+                log.warning("ray: could not clean up %s on its node", jobdir)
+        self._remove_group(group)
         return killed
 
     # -- placement -------------------------------------------------------------------------------------
     def _group_for(self, jobdir: Path, spec: Any) -> _Group:
         """The job's placement group, created with the first host's submit (the reconcilers submit every
-        host of a job in one pass; the group name is new per launch, so a rerun never meets old actors)."""
+        host of a job in one pass; the group name is new per launch, so a rerun never meets old files)."""
         key = str(jobdir.parent)
         open_group = self._open.get(key)
         if spec.host_index > 0 and open_group is not None and open_group.count == spec.host_count:
@@ -276,7 +333,8 @@ class RayExecutor:
         name = f"{self.namespace}-{hashlib.sha1(key.encode()).hexdigest()[:8]}{uuid.uuid4().hex[:8]}"
         pg = placement_group([res.bundle() for _ in range(spec.host_count)], strategy=strategy, name=name,
                              lifetime="detached")
-        group = _Group(name, spec.host_count, itype, res, strategy)
+        group = _Group(name, spec.host_count, itype, res, strategy,
+                       gpus={i: res.gpus for i in range(spec.host_count)})
         self._groups[name], self._pgs[name], self._open[key] = group, pg, group
         log.info("ray: job %s: placement group %s, %d x %s (%s), %s", spec.job_name, name, spec.host_count,
                  itype, res.describe(), strategy)
@@ -289,29 +347,13 @@ class RayExecutor:
         return sum(1 for n in ray.nodes() if n.get("Alive")
                    and all(n.get("Resources", {}).get(k, 0) >= v for k, v in need.items()))
 
-    def _strategy(self, group_name: str, index: int) -> Any:
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        return PlacementGroupSchedulingStrategy(placement_group=self._pg(group_name),
-                                                placement_group_bundle_index=index)
-
-    @staticmethod
-    def _actor_resources(res: InstanceResources) -> dict[str, Any]:
-        bundle = res.bundle()
-        out: dict[str, Any] = {"num_cpus": bundle.pop("CPU"), "memory": bundle.pop("memory")}
-        if "GPU" in bundle:
-            out["num_gpus"] = bundle.pop("GPU")
-        if bundle:
-            out["resources"] = bundle
-        return out
-
-    def _actor_class(self) -> Any:
-        import ray
-
-        cls = getattr(self, "_remote_cls", None)
-        if cls is None:
-            cls = self._remote_cls = ray.remote(_AgentHost)
-        return cls
+    def _group(self, handle: str) -> _Group:
+        name, _ = _split(handle)
+        with self._lock:
+            group = self._groups.get(name)
+            if group is None:
+                group = self._groups[name] = _Group(name, 0)
+            return group
 
     def _pg(self, group_name: str) -> Any:
         pg = self._pgs.get(group_name)
@@ -321,86 +363,123 @@ class RayExecutor:
             pg = self._pgs[group_name] = get_placement_group(group_name)
         return pg
 
-    def _placed(self, group_name: str) -> bool:
-        group = self._groups.get(group_name)
-        if group is not None and group.placed:
-            return True
+    def _table(self, group: _Group) -> dict[str, Any]:
         from ray.util.placement_group import placement_group_table
 
+        self.connect()
         try:
-            state = placement_group_table(self._pg(group_name)).get("state")
-        except (ValueError, KeyError):
-            return True  # the group is gone: the actor's own answer decides
-        placed = state == "CREATED"
-        if placed and group is not None:
-            group.placed = True
-        return placed
+            return placement_group_table(self._pg(group.name))
+        except ValueError:  # no such group (removed long ago)
+            return {"state": "REMOVED"}
 
-    def _maybe_notice(self, group_name: str) -> None:
+    def _state(self, group: _Group) -> str:
+        return str(self._table(group).get("state"))
+
+    def _try_launch(self, group: _Group, index: int, wait: float = 0.0) -> bool:
+        """Start host ``index``'s agent if its bundle is placed (waiting up to ``wait`` s for that);
+        True once it is launched (by this call or earlier: the launcher starts each job dir once)."""
+        import ray
+
+        deadline = time.monotonic() + wait
+        while True:
+            table = self._table(group)
+            if table.get("state") == "CREATED":
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        node = table["bundles_to_node_id"][index]
+        bundle = (table.get("bundles") or {}).get(index) or {}
+        group.nodes[index] = node
+        jobdir = group.jobdirs.get(index)
+        launcher = self._launcher(node)
+        if jobdir is None or launcher is None:
+            return False
+        try:
+            ray.get(launcher.start.remote(str(jobdir), int(bundle.get("GPU", 0))), timeout=CALL_TIMEOUT)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            log.warning("ray: could not start %s on node %s yet", jobdir, node)
+            self._forget_launcher(node)
+            return False
+        group.launched.add(index)
+        return True
+
+    def _maybe_notice(self, group: _Group) -> None:
         """Once per job: SecondaryStatus + a log line in SageMaker's capacity wording, saying what is missing."""
         with self._lock:
-            group = self._groups.get(group_name)
-            if group is None or group.noticed or not group.jobdirs:
+            if group.noticed or not group.jobdirs:
                 return
             if time.monotonic() - group.since < self.capacity_notice_seconds:
                 return
             group.noticed = True
         what = (f"{group.count} x {group.instance_type} ({group.resources.describe()} each, {group.strategy})"
-                if group.count else "the job's instances")
+                if group.count and group.resources else "the job's instances")
         message = (f"{CAPACITY_MESSAGE} The Ray cluster cannot place {what} now; the job starts when it can "
                    f"(stop it to give up).")
         now = time.time()
         first = group.jobdirs[min(group.jobdirs)]
         _append(first / "events.jsonl",
                 json.dumps({"time": now, "status": "LaunchingMLInstances", "message": message}))
+        from opensage.runner.transform_worker import DATA_LOG, TRANSFORM_FILE
+
         for index, jobdir in group.jobdirs.items():
-            log_name = f"algo-{index + 1}.log"
-            from opensage.runner.transform_worker import DATA_LOG, TRANSFORM_FILE
-
-            if (jobdir / TRANSFORM_FILE).exists():
-                log_name = DATA_LOG
+            log_name = DATA_LOG if (jobdir / TRANSFORM_FILE).exists() else f"algo-{index + 1}.log"
             _append(jobdir / "logs" / log_name, f"{int(now * 1000)} {message}")
-        log.warning("ray: placement group %s waits for capacity: %s", group_name, message)
+        log.warning("ray: placement group %s waits for capacity: %s", group.name, message)
 
-    # -- actors ----------------------------------------------------------------------------------------
-    def _actor(self, handle: str) -> Any:
+    # -- launchers -------------------------------------------------------------------------------------
+    def _launcher(self, node_id: str | None) -> Any:
+        """The node's launcher actor (created detached on that node if there is none)."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if not node_id:
+            return None
+        with self._lock:
+            actor = self._launchers.get(node_id)
+            if actor is not None:
+                return actor
+            name = f"{self.namespace}-launcher-{node_id[:16]}"
+            try:
+                actor = ray.get_actor(name, namespace=self.namespace)
+            except ValueError:
+                actor = ray.remote(_NodeLauncher).options(
+                    name=name, namespace=self.namespace, lifetime="detached", get_if_exists=True, num_cpus=0,
+                    max_concurrency=16, max_restarts=-1,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                ).remote(self.python)
+            self._launchers[node_id] = actor
+            return actor
+
+    def _forget_launcher(self, node_id: str | None) -> None:
+        with self._lock:
+            self._launchers.pop(node_id or "", None)
+
+    def _signal(self, group: _Group, index: int, sig: int, group_too: bool) -> None:
         import ray
 
-        if not handle.startswith(HANDLE_PREFIX):
-            return None
-        self.connect()
-        try:
-            return ray.get_actor(handle[len(HANDLE_PREFIX):], namespace=self.namespace)
-        except ValueError:
-            return None
-
-    def _signal(self, handle: str, sig: int, group: bool) -> None:
-        import ray
-
-        actor = self._actor(handle)
-        if actor is None:
+        jobdir = group.jobdirs.get(index)
+        if index not in group.nodes and self._state(group) == "CREATED":
+            group.nodes[index] = self._table(group)["bundles_to_node_id"][index]
+        launcher = self._launcher(group.nodes.get(index))
+        if launcher is None or jobdir is None:
             return
         try:
-            ray.get(actor.signal.remote(sig, group), timeout=CALL_TIMEOUT)
+            ray.get(launcher.signal.remote(str(jobdir), sig, group_too), timeout=CALL_TIMEOUT)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
-            log.warning("ray: could not signal %s", handle)
-
-    def _cancel(self, handle: str, group_name: str, index: int) -> None:
-        """Stop a job instance that never started: its result says stopped, and its actor goes."""
-        import ray
-
-        from opensage.runner.jobspec import JobResult
-
-        group = self._groups.get(group_name)
-        jobdir = group.jobdirs.get(index) if group else None
-        if jobdir is not None and JobResult.read(jobdir) is None:
-            JobResult(exit_code=None, stopped=True,
-                      failure_reason=None).write(jobdir)
-        actor = self._actor(handle)
-        if actor is not None:
-            ray.kill(actor, no_restart=True)
+            log.warning("ray: could not signal the agent of %s", jobdir)
 
     # -- janitor ---------------------------------------------------------------------------------------
+    def _remove_group(self, group: _Group) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        if self._state(group) == "REMOVED":
+            return
+        try:
+            remove_placement_group(self._pg(group.name))
+        except Exception:  # noqa: BLE001 - removed meanwhile
+            log.debug("ray: placement group %s already gone", group.name)
+
     def _janitor_loop(self) -> None:
         while not self._closing.wait(JANITOR_SECONDS):
             try:
@@ -409,42 +488,33 @@ class RayExecutor:
                 log.exception("ray: placement-group janitor pass failed")
 
     def collect_groups(self) -> list[str]:
-        """Remove this namespace's placement groups with no actor left (seen so on two passes in a row, so a
-        group between its creation and its actors' is never taken). Returns the removed names."""
-        import ray
-        from ray.util.placement_group import placement_group_table, remove_placement_group
+        """Give back the resources of jobs that are over: remove this namespace's placement groups whose
+        every host has a result, and those no active job claimed since this control plane started (their
+        job ended while no control plane ran). Returns the removed names."""
+        from ray.util.placement_group import placement_group_table
 
         removed = []
-        empty_now = set()
         prefix = f"{self.namespace}-"
+        unclaimed_ok = time.monotonic() - self._connected_at > self.unclaimed_grace_seconds
         for info in placement_group_table().values():
             name = info.get("name") or ""
-            if not name.startswith(prefix) or info.get("state") == "REMOVED":
+            if not name.startswith(prefix) or "-launcher-" in name or info.get("state") == "REMOVED":
                 continue
-            count = len(info.get("bundles") or {})
-            alive = False
-            for i in range(count):
-                try:
-                    ray.get_actor(f"{name}-{i}", namespace=self.namespace)
-                    alive = True
-                    break
-                except ValueError:
-                    continue
-            if alive:
+            group = self._groups.get(name)
+            if group is None:
+                done = unclaimed_ok
+            else:
+                count = group.count or len(info.get("bundles") or {})
+                done = len(group.jobdirs) == count and all(
+                    (d / "result.json").exists() for d in group.jobdirs.values())
+            if not done:
                 continue
-            empty_now.add(name)
-            if name in self._empty_seen:
-                try:
-                    remove_placement_group(self._pg(name))
-                except Exception:  # noqa: BLE001
-                    log.exception("ray: could not remove placement group %s", name)
-                    continue
-                removed.append(name)
-                with self._lock:
-                    group = self._groups.pop(name, None)
-                    self._pgs.pop(name, None)
-                    self._open = {k: g for k, g in self._open.items() if g is not group}
-        self._empty_seen = empty_now - set(removed)
+            self._remove_group(group or _Group(name, 0))
+            removed.append(name)
+            with self._lock:
+                self._groups.pop(name, None)
+                self._pgs.pop(name, None)
+                self._open = {k: g for k, g in self._open.items() if g.name != name}
         return removed
 
 
