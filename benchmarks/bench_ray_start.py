@@ -7,7 +7,7 @@ against a one-node Ray cluster this script starts (``ray start --head``, 2 CPUs,
 PIDs of its own processes). The Ray run adds placement-group creation, the actor's worker start and one
 ``actor.run`` call before the same agent subprocess starts.
 
-    .venv/bin/python benchmarks/bench_ray_start.py --runs 5
+    .venv/bin/python benchmarks/bench_ray_start.py --runs 3   # ~2 min on a 2-core machine
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def run(runs: int) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args(argv)
     results = run(args.runs)
