@@ -154,13 +154,16 @@ class InterruptionsMixin:
 
     # -- a host is gone --------------------------------------------------------------------------------
     def _hosts_lost(self, job: Resource, lost: list[int], platform_shutdown: bool,
-                    cause: str = "its process ended without reporting a result: the host was lost") -> None:
+                    cause: str = "its process ended without reporting a result: it was killed, or its node "
+                                 "went down") -> None:
         if platform_shutdown:
             super()._hosts_lost(job, lost, platform_shutdown)  # type: ignore[misc]
             return
         hosts = ", ".join(f"algo-{i + 1}" for i in lost)
         what = f"host {hosts} was lost while the job ran ({cause})"
-        self._restart_or_fail(job, f"InternalServerError: {what[0].upper()}{what[1:]}.", what)
+        self._restart_or_fail(job, f"InternalServerError: {what[0].upper()}{what[1:]}. Start the job again, or "
+                                   f"let it resume from its checkpoints (EnableManagedSpotTraining) or be retried "
+                                   f"(RetryStrategy).", what)
 
     def _restart_or_fail(self, job: Resource, reason: str, what: str) -> None:
         """Spot: Interrupted -> Restarting; RetryStrategy: Restarting while attempts are left; else Failed."""
