@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from urllib.parse import urlparse
 
 import click
@@ -36,6 +37,9 @@ def build_executor(settings: Settings):  # noqa: ANN201 - an Executor, or None f
         raise click.ClickException(f"could not join the Ray cluster at {settings.ray_address or 'auto'}: "
                                    f"{exc}") from None
     click.echo(f"Jobs run on the Ray cluster at {settings.ray_address or 'auto'}: {summary}", err=True)
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        click.echo("Warning: Ray token authentication is off (RAY_AUTH_MODE=token): Ray's own ports accept anyone "
+                   "on the network, who can then run code on every node.", err=True)
     s3_host = urlparse(settings.s3_endpoint or "").hostname or "127.0.0.1"
     if _is_loopback(s3_host) and not _is_loopback(settings.host):
         click.echo("Note: the object store is on a loopback address; Ray nodes on other machines "

@@ -1,8 +1,9 @@
 """`opensage up --executor ray` against a two-node Ray cluster started here (issue 13 items 1 and 5).
 
 The cluster is this machine twice (`ray start --head` + `ray start --address`), 2 CPUs per node and no
-dashboard; it is stopped by the PIDs of its own processes (never `ray stop`, which would end every Ray
-cluster of the machine).
+dashboard, with Ray's token authentication on (Ray binds its GCS and raylet ports on every interface: without
+a token anyone on the network could run code there); it is stopped by the PIDs of its own processes (never
+`ray stop`, which would end every Ray cluster of the machine).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -41,6 +43,11 @@ INSTANCE_TYPES = {"ml.m5.large": {"cpus": 1, "memory_gib": 1}}
 class RayCluster:
     address: str
     temp_dir: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What every process that talks to this cluster needs (the token, as Ray reads it)."""
+        return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.temp_dir / "auth_token")}
 
     def pids(self) -> list[int]:
         """This cluster's processes: those naming its temp dir, and everything they started."""
@@ -78,13 +85,13 @@ class RayCluster:
                 time.sleep(0.2)
 
 
-def _ray_start(args: list[str], temp_dir: Path) -> None:
+def _ray_start(args: list[str], cluster: RayCluster) -> None:
     ports = [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
              f"--runtime-env-agent-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
     out = subprocess.run([RAY, "start", *args, "--num-cpus=2", f"--memory={4 * 2**30}",
                           "--object-store-memory=80000000", "--disable-usage-stats", *ports],
                          capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "RAY_TMPDIR": str(temp_dir)})
+                         env=cluster.env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
 
 
@@ -94,10 +101,13 @@ def ray_cluster() -> Iterator[RayCluster]:
     temp_dir = Path(tempfile.mkdtemp(prefix="osray", dir="/tmp"))
     port = free_port()
     cluster = RayCluster(f"127.0.0.1:{port}", temp_dir)
+    token = temp_dir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
     try:
         _ray_start(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
-                    f"--dashboard-port={free_port()}", f"--temp-dir={temp_dir}"], temp_dir)
-        _ray_start([f"--address={cluster.address}"], temp_dir)
+                    f"--dashboard-port={free_port()}", f"--temp-dir={temp_dir}"], cluster)
+        _ray_start([f"--address={cluster.address}"], cluster)
         yield cluster
     finally:
         cluster.stop()
@@ -115,7 +125,7 @@ def start_ray_platform(home: Path, cluster: RayCluster, timeout: float = 120.0) 
     log = home / "up.log"
     proc = subprocess.Popen([sys.executable, "-m", "opensage.cli.main", "up", "--home", str(home), "--port",
                              str(port), "--executor", "ray", "--ray-address", cluster.address,
-                             "--instance-types", str(types)],
+                             "--instance-types", str(types)], env=cluster.env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
@@ -192,7 +202,7 @@ def _placement_groups(cluster: RayCluster, home: Path) -> list[dict]:
     from opensage.executors.ray import namespace_for
 
     out = subprocess.run([sys.executable, "-c", code, cluster.address, namespace_for(home)],
-                         capture_output=True, text=True, timeout=120, check=True)
+                         capture_output=True, text=True, timeout=120, check=True, env=cluster.env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
