@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,8 +33,17 @@ import bench_training_start as bts  # noqa: E402 - the sibling benchmark's platf
 RAY = str(Path(sys.executable).parent / "ray")
 
 
+def ray_env(temp_dir: Path) -> dict[str, str]:
+    """Ray's token authentication (its ports listen on every interface)."""
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(temp_dir / "auth_token")}
+
+
 @contextlib.contextmanager
 def ray_cluster(temp_dir: Path) -> Iterator[str]:
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    token = temp_dir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
     port = bts.free_port()
     ports = [f"--dashboard-agent-listen-port={bts.free_port()}", f"--metrics-export-port={bts.free_port()}",
              f"--runtime-env-agent-port={bts.free_port()}", f"--dashboard-agent-grpc-port={bts.free_port()}",
@@ -42,7 +52,7 @@ def ray_cluster(temp_dir: Path) -> Iterator[str]:
         subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
                         f"--memory={4 * 2**30}", "--object-store-memory=80000000", "--include-dashboard=false",
                         "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports],
-                       check=True, capture_output=True, timeout=120)
+                       check=True, capture_output=True, timeout=120, env=ray_env(temp_dir))
         yield f"127.0.0.1:{port}"
     finally:
         _stop_cluster(temp_dir)
@@ -75,13 +85,14 @@ def _stop_cluster(temp_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def up_platform(home: Path, extra: list[str], timeout: float = 120.0) -> Iterator[bts.Platform]:
+def up_platform(home: Path, extra: list[str], env: dict[str, str] | None = None,
+                timeout: float = 120.0) -> Iterator[bts.Platform]:
     """``opensage up`` with ``extra`` flags (bench_training_start's ``up_platform`` takes none)."""
     port = bts.free_port()
     log = home / "up.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "opensage.cli.main", "up", "--home", str(home), "--port",
-                                 str(port), "--log-level", "warning", *extra], stdout=out,
+                                 str(port), "--log-level", "warning", *extra], stdout=out, env=env,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=bts.REPO)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -111,10 +122,9 @@ def run(runs: int) -> list[dict[str, Any]]:
         types = root / "types.json"
         types.write_text(json.dumps({"ml.m5.large": {"cpus": 1, "memory_gib": 1}}))
         (root / "ray").mkdir()
-        (root / "r").mkdir()
         with ray_cluster(root / "r") as address, \
                 up_platform(root / "ray", ["--executor", "ray", "--ray-address", address,
-                                           "--instance-types", str(types)]) as p:
+                                           "--instance-types", str(types)], env=ray_env(root / "r")) as p:
             bts.prepare_inputs(p)
             results.append(bts.run_kind(p, "xgboost", runs))
     return results
