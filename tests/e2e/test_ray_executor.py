@@ -303,3 +303,43 @@ def test_create_training_job_two_hosts_on_two_nodes_strict_spread(ray_cluster, t
             time.sleep(1)
     finally:
         stop_platform(p)
+
+
+SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+
+
+def test_create_processing_job_on_ray_executor_runs_and_uploads_output(ray_cluster, tmp_path):
+    home = tmp_path / "home"
+    p = start_ray_platform(home, ray_cluster)
+    try:
+        sm, s3 = _clients(p)
+        script = ("import os\n"
+                  "os.makedirs('/opt/ml/processing/output', exist_ok=True)\n"
+                  "ray = sorted(k for k in os.environ if k.startswith('RAY_'))\n"
+                  "open('/opt/ml/processing/output/where.txt', 'w').write(','.join(ray) or 'none')\n")
+        s3.put_object(Bucket=BUCKET, Key="ray/proc/code/proc.py", Body=script.encode())
+        sm.create_processing_job(
+            ProcessingJobName="ray-proc", RoleArn=ROLE,
+            AppSpecification={"ImageUri": SKLEARN_IMAGE,
+                              "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/proc.py"]},
+            ProcessingInputs=[{"InputName": "code", "S3Input": {
+                "S3Uri": f"s3://{BUCKET}/ray/proc/code", "LocalPath": "/opt/ml/processing/input/code",
+                "S3DataType": "S3Prefix", "S3InputMode": "File"}}],
+            ProcessingOutputConfig={"Outputs": [{"OutputName": "out", "S3Output": {
+                "S3Uri": f"s3://{BUCKET}/ray/proc/out", "LocalPath": "/opt/ml/processing/output",
+                "S3UploadMode": "EndOfJob"}}]},
+            ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
+                                                   "VolumeSizeInGB": 10}},
+            StoppingCondition={"MaxRuntimeInSeconds": 600})
+        deadline = time.time() + 240
+        while (d := sm.describe_processing_job(ProcessingJobName="ray-proc"))["ProcessingJobStatus"] in (
+                "InProgress", "Stopping"):
+            assert time.time() < deadline, "processing job did not finish"
+            time.sleep(0.5)
+        assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
+        body = s3.get_object(Bucket=BUCKET, Key="ray/proc/out/where.txt")["Body"].read()
+        assert body == b"none"  # the job's code gets none of Ray's settings (address, token path)
+        groups = _placement_groups(ray_cluster, home)
+        assert [g["bundles"] for g in groups] == [[{"CPU": 1.0, "memory": float(2**30)}]]
+    finally:
+        stop_platform(p)
