@@ -10,9 +10,9 @@ MetricDefinitions for the algorithm. The XGBoost regexes match the same lines as
 Resolving an image URI to an entry here (and script mode for XGBoost images given ``sagemaker_program``)
 is ``opensage.images``' job.
 
-The first-party algorithms (``linear-learner``, ``kmeans``, ``pca``) print ``#quality_metric: host=algo-1,
-test <name> <score|loss>=<value>`` lines as SageMaker's containers do; their MetricDefinitions are SageMaker's
-own regexes for those lines (as DescribeTrainingJob shows them for a 1P image), so the runner's matching and
+The first-party algorithms (``linear-learner``, ``kmeans``, ``pca``, ``knn``, ``factorization-machines``,
+``randomcutforest``, ``lda``, ``ntm``, ``ipinsights``) print ``#quality_metric: host=algo-1, test <name>
+<score|loss>=<value>`` lines as SageMaker's containers do; their MetricDefinitions are SageMaker's own regexes for those lines (as DescribeTrainingJob shows them for a 1P image), so the runner's matching and
 the described definitions are the same list.
 """
 
