@@ -249,3 +249,15 @@ def test_create_training_job_one_host_fails_others_stopped_job_fails_naming_it(s
     assert d["TrainingJobStatus"] == "Failed"
     assert "algo-2 cannot train" in d["FailureReason"] and "(host algo-2)" in d["FailureReason"]
     assert time.time() - started < 200  # not torchrun's rendezvous timeout
+
+
+def test_create_training_job_builtin_xgboost_more_hosts_than_shards_trains_with_an_empty_host(server, store):
+    """3 hosts, 2 objects: algo-3's shard is empty; it joins the collective with no rows (SageMaker trains
+    such a job too) instead of failing, and the model still learns from both objects."""
+    X_test, y_test = _breast_cancer(store, "mh/xgb3", parts=2)
+    sm = server.client("sagemaker")
+    sm.create_training_job(**_xgb_request("mh-xgb-3", "mh/xgb3", 3, "ShardedByS3Key"))
+    d = wait_for_status(sm, "mh-xgb-3", 300)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    acc = ((_xgb_predict(store, "mh-xgb-3", X_test) > 0.5) == y_test).mean()
+    assert acc > 0.9, acc

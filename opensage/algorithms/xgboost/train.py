@@ -59,8 +59,9 @@ def _channel_config(data_config: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def load_channels(paths: MlPaths, data_config: dict[str, Any], csv_weights: bool, arrow: bool = True,
-                  ) -> tuple[ChannelData, ChannelData | None]:
-    """The train and (optional) validation data; UserError if train is missing or empty."""
+                  allow_empty_train: bool = False) -> tuple[ChannelData, ChannelData | None]:
+    """The train and (optional) validation data; UserError if train is missing or empty (unless
+    ``allow_empty_train``: a host of a distributed job whose shard is empty joins with no rows)."""
     train_cfg = _channel_config(data_config, TRAIN)
     default_type = train_cfg.get("ContentType")
 
@@ -72,7 +73,7 @@ def load_channels(paths: MlPaths, data_config: dict[str, Any], csv_weights: bool
                             arrow=arrow)
 
     train = read(TRAIN, csv_weights)
-    if train is None:
+    if train is None and not allow_empty_train:
         raise UserError(f"Required channel '{TRAIN}' is missing or empty (looked in {paths.data / TRAIN}).")
     validation = None
     if VALIDATION in data_config or (paths.data / VALIDATION).is_dir():
@@ -80,6 +81,10 @@ def load_channels(paths: MlPaths, data_config: dict[str, Any], csv_weights: bool
         if validation is None and VALIDATION in data_config:
             raise UserError(f"Channel '{VALIDATION}' is configured but has no data "
                             f"(looked in {paths.data / VALIDATION}).")
+    if train is None:  # more hosts than objects: XGBoost's collective takes a worker without rows
+        log.warning("This host's shard of channel '%s' is empty: it joins the training with no rows", TRAIN)
+        width = validation.num_columns if validation is not None else 0
+        train = ChannelData(np.empty((0, width), dtype=np.float32), np.empty(0, dtype=np.float32))
     ignored = sorted(set(data_config) - {TRAIN, VALIDATION})
     if ignored:
         log.warning("Ignoring channels not used by XGBoost: %s", ", ".join(ignored))
@@ -276,9 +281,20 @@ def train(paths: MlPaths) -> Path | None:
         log.info("Host %s: the train channel is FullyReplicated, so %s trains on all the data alone",
                  current, hosts[0])
         return None
+    if plan == "distributed":
+        # DMatrices are built inside the collective: their column count is agreed across the hosts there
+        # (a host with an empty shard has none of its own).
+        with distributed.communicator(xgb, hosts, current):
+            return _load_and_fit(paths, hps, data_config, xgb, version, allow_empty_train=True)
+    return _load_and_fit(paths, hps, data_config, xgb, version)
+
+
+def _load_and_fit(paths: MlPaths, hps: XGBoostHyperparameters, data_config: dict[str, Any], xgb: Any,
+                  version: ContainerVersion, allow_empty_train: bool = False) -> Path:
     legacy = is_legacy_xgboost(xgb)
     train_data, validation_data = load_channels(paths, data_config, hps.csv_weights,
-                                                arrow=xgboost_version(xgb) >= (2, 0))
+                                                arrow=xgboost_version(xgb) >= (2, 0),
+                                                allow_empty_train=allow_empty_train)
     _align_widths(train_data, validation_data)
     params = adapt_params(dict(hps.params), xgb)
     params.setdefault("nthread", os.cpu_count() or 1)
@@ -291,9 +307,6 @@ def train(paths: MlPaths) -> Path | None:
     del train_data, validation_data
     if legacy:
         return _fit_legacy(paths, hps, params, dtrain, evals, xgb, version)
-    if plan == "distributed":
-        with distributed.communicator(xgb, hosts, current):
-            return _fit(paths, hps, params, dtrain, evals, xgb, version)
     return _fit(paths, hps, params, dtrain, evals, xgb, version)
 
 
