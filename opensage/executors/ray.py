@@ -48,7 +48,7 @@ DEFAULT_INSTANCE_TYPE = {"training": "ml.m5.large", "processing": "ml.m5.xlarge"
 CAPACITY_MESSAGE = "Insufficient capacity error from EC2 while launching instances, retrying!"
 CAPACITY_NOTICE_SECONDS = 1.0  # a group still pending after this long is reported as short of capacity
 JANITOR_SECONDS = 1.0
-CALL_TIMEOUT = 10.0
+CALL_TIMEOUT = 5.0
 LAUNCH_WAIT_SECONDS = 0.5  # submit waits this long for its bundle before leaving the launch to is_running
 UNCLAIMED_GRACE_SECONDS = 120.0  # a group no active job adopted by then belongs to a job that is over
 
@@ -201,6 +201,11 @@ class RayExecutor:
         self._janitor: threading.Thread | None = None
         self._closing = threading.Event()
         self._connected_at = 0.0
+        self._dead_nodes: set[str] = set()  # refreshed by the janitor: agents there are gone
+        # Jobs a local-executor platform started before this one took over the home (pid handles).
+        from opensage.executors.local import LocalExecutor
+
+        self._local = LocalExecutor(python)
 
     # -- connection ------------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -253,12 +258,17 @@ class RayExecutor:
 
     def adopt(self, handle: str, jobdir: Path) -> None:
         """A handle from an earlier control plane: remember its job dir."""
+        if not handle.startswith(HANDLE_PREFIX):
+            self._local.adopt(handle, jobdir)
+            return
         group = self._group(handle)
         group.jobdirs[_split(handle)[1]] = Path(jobdir).resolve()
 
     def is_running(self, handle: str) -> bool:
         import ray
 
+        if not handle.startswith(HANDLE_PREFIX):
+            return self._local.is_running(handle)
         group, index = self._group(handle), _split(handle)[1]
         if index not in group.launched:
             if self._state(group) == "REMOVED":
@@ -267,6 +277,8 @@ class RayExecutor:
                 self._maybe_notice(group)
                 return True  # waiting for capacity is running, as far as the job is concerned
         jobdir = group.jobdirs.get(index)
+        if group.nodes.get(index) in self._dead_nodes:
+            return False  # the node died, and the agent with it
         launcher = self._launcher(group.nodes.get(index))
         if jobdir is None or launcher is None:
             return False
@@ -282,6 +294,9 @@ class RayExecutor:
         """SIGTERM to the agent; an instance still waiting for capacity never starts and reports stopped."""
         from opensage.runner.jobspec import JobResult
 
+        if not handle.startswith(HANDLE_PREFIX):
+            self._local.stop(handle)
+            return
         group, index = self._group(handle), _split(handle)[1]
         if index in group.launched:
             self._signal(group, index, signal.SIGTERM, group_too=False)
@@ -294,6 +309,9 @@ class RayExecutor:
                 self._signal(group, index, signal.SIGTERM, group_too=False)
 
     def kill(self, handle: str) -> None:
+        if not handle.startswith(HANDLE_PREFIX):
+            self._local.kill(handle)
+            return
         group, index = self._group(handle), _split(handle)[1]
         self._signal(group, index, signal.SIGKILL, group_too=True)
         self._remove_group(group)
@@ -303,6 +321,8 @@ class RayExecutor:
         and give the job's resources back."""
         import ray
 
+        if not handle.startswith(HANDLE_PREFIX):
+            return self._local.kill_job(handle, jobdir)
         group, index = self._group(handle), _split(handle)[1]
         launcher = self._launcher(group.nodes.get(index))
         killed = 0
@@ -481,8 +501,11 @@ class RayExecutor:
             log.debug("ray: placement group %s already gone", group.name)
 
     def _janitor_loop(self) -> None:
+        import ray
+
         while not self._closing.wait(JANITOR_SECONDS):
             try:
+                self._dead_nodes = {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
                 self.collect_groups()
             except Exception:  # noqa: BLE001 - a janitor pass must never end the thread
                 log.exception("ray: placement-group janitor pass failed")

@@ -41,3 +41,21 @@ def test_split_handle_group_and_host_index() -> None:
 def test_namespace_for_two_homes_distinct(tmp_path: Path) -> None:
     a, b = namespace_for(tmp_path / "a"), namespace_for(tmp_path / "b")
     assert a != b and a == namespace_for(tmp_path / "a")
+
+
+def test_is_running_local_agent_handle_adopted_without_ray(tmp_path: Path) -> None:
+    """A home switched from --executor local to ray: agents the local executor started are still watched and
+    killed (pid handles), without a Ray cluster (the address below is never dialled)."""
+    from opensage.executors.local import LocalExecutor
+    from opensage.executors.ray import RayExecutor
+    from tests.unit.executors.test_executor_local import make_job, wait_for
+
+    jobdir = make_job(tmp_path, ["sleep", "30"])
+    local = LocalExecutor()
+    handle = local.submit(jobdir)
+    ray_executor = RayExecutor("127.0.0.1:1", "opensage-test")
+    ray_executor.adopt(handle, jobdir)
+    assert ray_executor.is_running(handle)
+    ray_executor.kill(handle)
+    wait_for(lambda: not local.is_running(handle))
+    assert not ray_executor.is_running(handle)
