@@ -68,7 +68,7 @@ class Settings:
     serverless_idle_seconds: float = 300.0  # a serverless variant with no request for this long scales to zero
     # Where job agents run: "local" (subprocesses) or "ray" (a Ray cluster at ray_address; executors/ray.py).
     executor: str = "local"
-    ray_address: str | None = None  # HOST:PORT of the cluster's GCS, ray://HOST:PORT, or None = "auto"
+    ray_address: str | None = None  # HOST:PORT of the cluster's GCS, or None = "auto" (this node's cluster)
     instance_types_file: Path | None = None  # operator's overrides of executors/instance_types.py
     advertise_host: str | None = None  # the address jobs on other machines reach the control plane at
     extra: dict = field(default_factory=dict)

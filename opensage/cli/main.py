@@ -56,7 +56,7 @@ def _lock(home: Path):
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
               help="Where job instances run: local subprocesses (default) or a Ray cluster.")
 @click.option("--ray-address", default=None, metavar="HOST:PORT",
-              help="The Ray cluster's address (GCS HOST:PORT or ray://HOST:PORT; default: auto).")
+              help="The Ray cluster's GCS address (default: auto, the cluster of this node).")
 @click.option("--instance-types", default=None, type=click.Path(dir_okay=False),
               help="JSON file overriding the resources of ml.* instance types (default: <home>/instance-types.json).")
 def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None, log_level: str,
