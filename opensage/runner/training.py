@@ -51,11 +51,18 @@ def cluster_layout(req: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [(host_name(i), name, itype) for i, (name, itype) in enumerate(flat)]
 
 
-def reads_every_shard(resolved: Any) -> bool:
+def reads_every_shard(resolved: Any, image: str = "") -> bool:
     """First-party built-ins (linear-learner, kmeans, pca, ...) have no reduction across hosts here: algo-1,
     whose model is the job's, reads every shard of a ShardedByS3Key channel and trains on all the data (the
-    other hosts end at once: ``algorithms/hosts.py``). Built-in XGBoost trains across hosts instead."""
-    return resolved.kind == "builtin" and (resolved.algorithm or "") != "xgboost"
+    other hosts end at once: ``algorithms/hosts.py``). Built-in XGBoost trains across hosts instead, from
+    image 1.7-1 (xgboost's collective API); older images' xgboost is handled like a first-party built-in."""
+    if resolved.kind != "builtin":
+        return False
+    if (resolved.algorithm or "") != "xgboost":
+        return True
+    from opensage.algorithms.xgboost import versions
+
+    return versions.ContainerVersion(versions.version_from_image(image)).before("1.7-1")
 
 
 # Read by runner/jobexec.py (/etc/hosts, the host's name) and frameworks/distributed.py (rendezvous).
@@ -240,7 +247,8 @@ class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
                 record_wrapper=ch.get("RecordWrapperType") or "None",
                 attribute_names=s3.get("AttributeNames"),
                 shuffle_seed=(ch.get("ShuffleConfig") or {}).get("Seed")))
-        if index == 0 and count > 1 and reads_every_shard(resolved):
+        image = (req.get("AlgorithmSpecification") or {}).get("TrainingImage") or ""
+        if index == 0 and count > 1 and reads_every_shard(resolved, image):
             channels = [dataclasses.replace(c, distribution="FullyReplicated") for c in channels]
         ckpt = req.get("CheckpointConfig") or {}
         main = index == 0

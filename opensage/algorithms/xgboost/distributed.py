@@ -9,7 +9,8 @@ master only in that case).
 
 Where the tracker is: ``algo-1`` when it resolves (the job's private /etc/hosts), else its address from
 ``OPENSAGE_JOB_HOSTS``; its port is the job's own (``OPENSAGE_JOB_MASTER_PORT``). Supported from xgboost 1.7
-(images 1.7-1 and later); older images' xgboost (Rabit's pre-collective API) trains on algo-1 alone.
+(images 1.7-1 and later); with older images' xgboost (Rabit's pre-collective API) algo-1 gets every shard
+(``runner/training.py`` ``reads_every_shard``) and trains alone.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def mode(hosts: list[str], current: str, data_config: dict[str, Any], xgb: Any) 
     if sharded and supports_collective(xgb):
         return "distributed"
     if sharded:
-        log.warning("xgboost %s has no collective API: algo-1 trains on its shard alone", xgb.__version__)
+        log.warning("xgboost %s has no collective API: algo-1 reads every shard and trains alone",
+                    xgb.__version__)
     return "single" if current == hosts[0] else "idle"
 
 

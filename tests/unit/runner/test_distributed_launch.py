@@ -53,3 +53,18 @@ def test_master_address_name_unresolvable_falls_back_to_reconciler_address(tmp_p
     monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
     env = _env(tmp_path, {"sagemaker_torch_distributed_enabled": "true"})
     assert distributed.master_address(env, {"OPENSAGE_JOB_HOSTS": "algo-1=10.0.0.7,algo-2=10.0.0.8"}) == "10.0.0.7"
+
+
+def test_reads_every_shard_first_party_and_old_xgboost_images_only():
+    from opensage.images import ResolvedImage
+    from opensage.runner.training import reads_every_shard
+
+    def builtin(algorithm: str) -> ResolvedImage:
+        return ResolvedImage(kind="builtin", repository=algorithm, framework=None, command=[],
+                             algorithm=algorithm)
+
+    assert reads_every_shard(builtin("kmeans"))
+    assert reads_every_shard(builtin("xgboost"), "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.5-1")
+    assert not reads_every_shard(builtin("xgboost"), "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1")
+    assert not reads_every_shard(ResolvedImage(kind="script", repository="pytorch-training", framework="pytorch",
+                                               command=[]))
