@@ -63,3 +63,16 @@ def test_describe_metric_definitions_first_party_images():
     assert {"Name": "test:mse", "Regex": "#quality_metric: host=\\S+, test mse <loss>=(\\S+)"} in described
     assert describe_metric_definitions(f"{ECR}/kmeans:1")[0]["Name"] == "test:msd"
     assert describe_metric_definitions(f"{ECR}/pca:1") is None
+
+
+def test_xgboost_metric_definitions_read_the_container_computed_tuning_objectives():
+    import re
+
+    from opensage.algorithms.registry import BUILTIN_ALGORITHMS
+
+    definitions = {d["Name"]: d["Regex"] for d in BUILTIN_ALGORITHMS["sagemaker-xgboost"].metric_definitions}
+    assert len(definitions) <= 40  # the API's maximum
+    line = "[7]#011train-rmse:0.31#011validation-r2:0.8125#011validation-aucpr:0.9"
+    for name, value in (("validation:r2", "0.8125"), ("validation:aucpr", "0.9"), ("train:rmse", "0.31")):
+        match = re.search(definitions[name], line)
+        assert match and match.group(1) == value, name
