@@ -103,6 +103,9 @@ class _NodeLauncher:
         earlier call (or launcher) already did, or the instance was stopped before it could start."""
         from opensage.executors.local import AGENT_MODULE, agent_env
 
+        for done in [d for d, proc in self.procs.items() if proc.poll() is not None]:  # reap finished agents
+            self.procs.pop(done, None)
+            self.gpu_ids.pop(done, None)
         jd = Path(jobdir)
         if jobdir in self.procs or (jd / "result.json").exists():
             return False
