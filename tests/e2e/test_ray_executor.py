@@ -343,3 +343,38 @@ def test_create_processing_job_on_ray_executor_runs_and_uploads_output(ray_clust
         assert [g["bundles"] for g in groups] == [[{"CPU": 1.0, "memory": float(2**30)}]]
     finally:
         stop_platform(p)
+
+
+def test_create_transform_job_on_ray_executor_scores_every_record(ray_cluster, tmp_path):
+    from tests.modelfiles import breast_cancer_xgb
+
+    home = tmp_path / "home"
+    p = start_ray_platform(home, ray_cluster)
+    try:
+        sm, s3 = _clients(p)
+        model_tar, X, _, _ = breast_cancer_xgb(rounds=10)
+        s3.put_object(Bucket=BUCKET, Key="ray/tf/model.tar.gz", Body=model_tar)
+        rows = "\n".join(",".join(f"{v:.6g}" for v in x) for x in X[:50]) + "\n"
+        s3.put_object(Bucket=BUCKET, Key="ray/tf/in/data.csv", Body=rows.encode())
+        sm.create_model(ModelName="ray-xgb-model", ExecutionRoleArn=ROLE, PrimaryContainer={
+            "Image": XGB_IMAGE, "ModelDataUrl": f"s3://{BUCKET}/ray/tf/model.tar.gz"})
+        sm.create_transform_job(
+            TransformJobName="ray-tf", ModelName="ray-xgb-model",
+            TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                            "S3Uri": f"s3://{BUCKET}/ray/tf/in"}},
+                            "ContentType": "text/csv", "SplitType": "Line"},
+            TransformOutput={"S3OutputPath": f"s3://{BUCKET}/ray/tf/out", "AssembleWith": "Line"},
+            TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1})
+        deadline = time.time() + 240
+        while (d := sm.describe_transform_job(TransformJobName="ray-tf"))["TransformJobStatus"] in (
+                "InProgress", "Stopping"):
+            assert time.time() < deadline, "transform job did not finish"
+            time.sleep(0.5)
+        assert d["TransformJobStatus"] == "Completed", d.get("FailureReason")
+        out = s3.get_object(Bucket=BUCKET, Key="ray/tf/out/data.csv.out")["Body"].read().decode()
+        scores = [float(v) for v in out.split()]
+        assert len(scores) == 50 and all(0.0 <= v <= 1.0 for v in scores)
+        groups = _placement_groups(ray_cluster, home)
+        assert [g["bundles"] for g in groups] == [[{"CPU": 1.0, "memory": float(2**30)}]]
+    finally:
+        stop_platform(p)
