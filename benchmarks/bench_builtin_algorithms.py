@@ -1,0 +1,497 @@
+"""The nine first-party built-ins as platform jobs vs their reference library, on the same data and cores.
+
+For each algorithm, ``--repeats`` rounds of (reference, job), alternating, nothing else of ours running:
+
+* ``reference``: this process, its libraries imported beforehand, data already in memory as numpy/scipy:
+  the reference's ``fit`` plus the evaluation the job also does on its test/validation channel (the job
+  prints that metric, so it is part of its training time too). Wall seconds and CPU seconds
+  (``time.process_time``: every thread of this process).
+* ``job``: CreateTrainingJob on ``opensage up`` (SeaweedFS S3; the data uploaded once beforehand, recordIO-
+  protobuf as ``record_set()`` writes it, or CSV where the algorithm takes CSV) -> Completed seen by
+  DescribeTrainingJob (50 ms polls): wall time (platform overhead included), and from the agent's own files
+  the breakdown: agent start (TrainingStartTime -> Downloading), channel download (Downloading -> Training),
+  interpreter + imports until the algorithm's first log line, the rest of the algorithm process (-> Uploading),
+  the model upload (Uploading -> result.json) and result -> Completed seen; CPU seconds of the job's
+  processes (agent + algorithm, from the agent's /proc entry) and of the control plane.
+
+References (quality metric beside each time, same metric on both sides):
+
+* linear-learner (binary): StandardScaler + LogisticRegression (lbfgs), test accuracy.
+* kmeans: KMeans (k-means++, n_init 1), test mean squared distance to the closest centre.
+* pca: PCA (full SVD), fraction of the training variance the components keep (job: from its model artifact).
+* knn: KNeighborsClassifier (fit + predicting the test set), test accuracy.
+* factorization-machines: no scikit-learn FM exists, so the same training code (``...factorization_machines.
+  train.train``) called in this process on the same files, torch imported beforehand: platform overhead only.
+* randomcutforest: IsolationForest (100 trees, 256 samples per tree as RCF's defaults), test F1, both flagging
+  scores above mean + 3 sd of their training scores (RCF's own threshold rule).
+* lda: LatentDirichletAllocation (batch variational Bayes), test per-word log-likelihood.
+* ntm: LatentDirichletAllocation, topic recovery (mean cosine of the known topics to the learned ones, best
+  matching; job: from its model artifact).
+* ipinsights: like FM, the same training code in this process; validation AUC.
+
+Data sets are the tests' generators (tests/algorithms), sized so that all of it runs in a few minutes on 2
+cores. Each report prints the load average before and after.
+
+    .venv/bin/python benchmarks/bench_builtin_algorithms.py --repeats 3 [--only kmeans,pca]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_training_start as common  # noqa: E402  (platform + job helpers)
+import bench_xgboost_builtin as xgbbench  # noqa: E402  (events, report cells)
+
+if str(common.REPO) not in sys.path:
+    sys.path.insert(0, str(common.REPO))
+
+IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/{}:1"
+PREFIX = "builtin-bench"
+RECORDIO = "application/x-recordio-protobuf"
+
+
+@dataclass
+class Case:
+    """One algorithm: its job (image, hyperparameters, channels) and its reference."""
+
+    name: str  # image repository
+    module: str  # opensage.algorithms.<module>
+    reference_name: str
+    metric: str  # what the quality number is
+    hyperparameters: dict[str, Any]
+    channels: dict[str, tuple[str, Any]]  # channel -> (ContentType, (features, labels) or CSV bytes)
+    reference: Callable[[], float]  # fits and evaluates; returns the quality metric
+    job_metric: Callable[[dict[str, float], Path | None], float]  # (#quality_metric values, model dir)
+    needs_model: bool = False
+    data: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- cases
+
+
+def _split(X: Any, y: Any, n_test: int) -> tuple[Any, Any, Any, Any]:
+    return X[:-n_test], (None if y is None else y[:-n_test]), X[-n_test:], (None if y is None else y[-n_test:])
+
+
+def _in_process(module: str, hyperparameters: dict[str, Any], channels: dict[str, tuple[str, Any]],
+                metric: str) -> Callable[[], float]:
+    """The algorithm's own ``train`` in this process on an ml root written beforehand (the files are read
+    inside the timing, as the job reads its downloaded files); its ``#quality_metric`` lines captured."""
+    from tests.algorithms.firstparty_support import ml_root, quality_metrics, train_in_process
+
+    tmp = Path(tempfile.mkdtemp(prefix="opensage-bench-1p-"))
+    root = ml_root(tmp, hyperparameters, {c: v for c, (_, v) in channels.items()},
+                   {c: {"ContentType": ct} for c, (ct, _) in channels.items()})
+    importlib_module = __import__(f"opensage.algorithms.{module}.train")  # imports (torch) outside the timing
+    del importlib_module
+
+    def run() -> float:
+        shutil.rmtree(root / "model", ignore_errors=True)
+        (root / "model").mkdir()
+        lines = io.StringIO()
+        handler = logging.StreamHandler(lines)
+        logger = logging.getLogger("opensage.algorithms")
+        logger.addHandler(handler)
+        old_level = logger.level
+        logger.setLevel(logging.INFO)
+        try:
+            train_in_process(module, root)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
+        text = "\n".join(f"#quality_metric: host=algo-1, {line.partition('host=algo-1, ')[2]}"
+                         for line in lines.getvalue().splitlines() if "#quality_metric" in line)
+        return quality_metrics(text)[metric]
+
+    return run
+
+
+def _topic_recovery(true_topics: Any, learned: Any) -> float:
+    from tests.algorithms.test_lda import _match
+
+    return _match(true_topics, learned)[0]
+
+
+def cases(scale: float) -> list[Case]:
+    import numpy as np
+    from sklearn.datasets import make_blobs, make_classification
+
+    def n(x: int) -> int:
+        return max(200, int(x * scale))
+
+    out: list[Case] = []
+
+    # linear-learner: binary classifier.
+    X, y = make_classification(n(20000), 50, n_informative=20, random_state=0)
+    X, y = X.astype(np.float32), y.astype(np.float32)
+    Xtr, ytr, Xte, yte = _split(X, y, n(4000))
+
+    def ll_ref(Xtr=Xtr, ytr=ytr, Xte=Xte, yte=yte) -> float:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return float(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(Xtr, ytr).score(Xte, yte))
+
+    out.append(Case("linear-learner", "linear_learner", "StandardScaler + LogisticRegression", "test accuracy",
+                    {"predictor_type": "binary_classifier", "feature_dim": 50, "mini_batch_size": 100},
+                    {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}, ll_ref,
+                    lambda m, _: m["test:binary_classification_accuracy"],
+                    data=f"make_classification {len(X):,} × 50, {len(Xte):,} test"))
+
+    # kmeans
+    X, _ = make_blobs(n(20000), 20, centers=10, cluster_std=2.0, random_state=0)
+    X = X.astype(np.float32)
+    Xtr, _, Xte, _ = _split(X, None, n(2000))
+
+    def km_ref(Xtr=Xtr, Xte=Xte) -> float:
+        from sklearn.cluster import KMeans
+
+        return float(-KMeans(10, n_init=1, random_state=0).fit(Xtr).score(Xte) / len(Xte))
+
+    out.append(Case("kmeans", "kmeans", "KMeans (k-means++, n_init=1)", "test MSD (lower is better)",
+                    {"k": 10, "feature_dim": 20, "mini_batch_size": 5000, "eval_metrics": '["msd"]'},
+                    {"train": (RECORDIO, (Xtr, None)), "test": (RECORDIO, (Xte, None))}, km_ref,
+                    lambda m, _: m["test:msd"], data=f"make_blobs {len(X):,} × 20, 10 centres, {len(Xte):,} test"))
+
+    # pca
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(n(20000), 10)) @ rng.normal(size=(10, 50)) + 0.5 * rng.normal(size=(n(20000), 50)))
+    X = X.astype(np.float32)
+
+    def kept_variance(projection: Any, X=X) -> float:
+        return float(projection.var(axis=0).sum() / X.var(axis=0).sum())
+
+    def pca_ref(X=X) -> float:
+        from sklearn.decomposition import PCA
+
+        return kept_variance(PCA(10).fit(X).transform(X))
+
+    def pca_job(_: dict[str, float], model: Path | None, X=X) -> float:
+        from opensage.algorithms.pca.serve import load
+
+        assert model is not None
+        return kept_variance(load(model).project(X))
+
+    out.append(Case("pca", "pca", "PCA (full SVD)", "variance kept by 10 components",
+                    {"num_components": 10, "feature_dim": 50, "mini_batch_size": 1000, "algorithm_mode": "regular"},
+                    {"train": (RECORDIO, (X, None))}, pca_ref, pca_job, needs_model=True,
+                    data=f"rank-10 + noise {len(X):,} × 50"))
+
+    # knn
+    X, y = make_classification(n(20000), 20, n_informative=10, n_classes=5, random_state=1)
+    X, y = X.astype(np.float32), y.astype(np.float32)
+    Xtr, ytr, Xte, yte = _split(X, y, n(2000))
+
+    def knn_ref(Xtr=Xtr, ytr=ytr, Xte=Xte, yte=yte) -> float:
+        from sklearn.neighbors import KNeighborsClassifier
+
+        return float(KNeighborsClassifier(5).fit(Xtr, ytr).score(Xte, yte))
+
+    out.append(Case("knn", "knn", "KNeighborsClassifier (k=5)", "test accuracy",
+                    {"feature_dim": 20, "k": 5, "predictor_type": "classifier", "sample_size": len(Xtr)},
+                    {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}, knn_ref,
+                    lambda m, _: m["test:accuracy"], data=f"make_classification 5 classes {len(X):,} × 20, "
+                    f"{len(Xte):,} test"))
+
+    # factorization-machines: reference = the same training code in-process.
+    from tests.algorithms.test_factorization_machines import HP as FM_HP
+    from tests.algorithms.test_factorization_machines import _ratings
+
+    X, y = _ratings(n(12000))
+    Xtr, ytr, Xte, yte = _split(X, y, n(2000))
+    fm_channels = {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}
+    out.append(Case("factorization-machines", "factorization_machines", "same torch code in-process",
+                    "test accuracy", dict(FM_HP), fm_channels,
+                    _in_process("factorization_machines", FM_HP, fm_channels, "test:binary_classification_accuracy"),
+                    lambda m, _: m["test:binary_classification_accuracy"],
+                    data=f"one-hot user×item (sparse) {X.shape[0]:,} × {X.shape[1]}, 30 epochs"))
+
+    # randomcutforest
+    from tests.algorithms.test_randomcutforest import _with_anomalies
+
+    X, y = _with_anomalies(n=n(10000), anomalies=n(100))
+    Xte, yte = X[:n(2000)], y[:n(2000)]
+    test_csv = "\n".join(",".join([repr(float(label))] + [repr(float(v)) for v in row])
+                         for row, label in zip(Xte, yte, strict=True)).encode()
+
+    def rcf_ref(X=X, Xte=Xte, yte=yte) -> float:
+        from sklearn.ensemble import IsolationForest
+        from sklearn.metrics import f1_score
+
+        model = IsolationForest(n_estimators=100, max_samples=256, random_state=0).fit(X)
+        train_scores = -model.score_samples(X)  # the same threshold rule as RCF: mean + 3 sd on training
+        cutoff = train_scores.mean() + 3 * train_scores.std()
+        return float(f1_score(yte == 1, -model.score_samples(Xte) > cutoff))
+
+    out.append(Case("randomcutforest", "randomcutforest", "IsolationForest (100 trees × 256)", "test F1",
+                    {"feature_dim": 5, "num_trees": 100, "num_samples_per_tree": 256},
+                    {"train": (RECORDIO, (X, None)), "test": ("text/csv;label_size=1", test_csv)}, rcf_ref,
+                    lambda m, _: m["test:f1"], data=f"2 Gaussian clusters + 1% uniform anomalies {len(X):,} × 5, "
+                    f"{len(Xte):,} labelled test"))
+
+    # lda + ntm: synthetic corpus with 5 known topics on 100 words.
+    from tests.algorithms.test_lda import _corpus
+
+    X, topics, _ = _corpus(docs=n(2000))
+    Xtr, _, Xte, _ = _split(X, None, n(400))
+
+    def lda_ref(Xtr=Xtr, Xte=Xte) -> float:
+        from sklearn.decomposition import LatentDirichletAllocation
+
+        model = LatentDirichletAllocation(5, doc_topic_prior=0.2, random_state=0).fit(Xtr)
+        return float(model.score(Xte) / Xte.sum())
+
+    out.append(Case("lda", "lda", "LatentDirichletAllocation (batch VB)", "test per-word log-likelihood",
+                    {"num_topics": 5, "feature_dim": 100, "mini_batch_size": 100},
+                    {"train": (RECORDIO, (Xtr, None)), "test": (RECORDIO, (Xte, None))}, lda_ref,
+                    lambda m, _: m["test:pwll"], data=f"5 known topics, {len(X):,} docs × 100 words"))
+
+    from tests.algorithms.test_ntm import HP as NTM_HP
+
+    def ntm_ref(Xtr=Xtr, topics=topics) -> float:
+        from sklearn.decomposition import LatentDirichletAllocation
+
+        return _topic_recovery(topics, LatentDirichletAllocation(5, doc_topic_prior=0.2, random_state=0)
+                               .fit(Xtr).components_)
+
+    def ntm_job(_: dict[str, float], model: Path | None, topics=topics) -> float:
+        from opensage.algorithms.ntm.serve import load
+
+        assert model is not None
+        return _topic_recovery(topics, load(model).topic_word())
+
+    out.append(Case("ntm", "ntm", "LatentDirichletAllocation (batch VB)", "topic recovery (cosine)",
+                    dict(NTM_HP), {"train": (RECORDIO, (Xtr, None)), "test": (RECORDIO, (Xte, None))}, ntm_ref,
+                    ntm_job, needs_model=True, data=f"the LDA corpus, {len(Xtr):,} training docs, 50 epochs"))
+
+    # ipinsights: reference = the same training code in-process.
+    from tests.algorithms.test_ipinsights import HP as IPI_HP
+    from tests.algorithms.test_ipinsights import _csv, _logins
+
+    ipi_channels = {"train": ("text/csv", _csv(*_logins(n(20000)))),
+                    "validation": ("text/csv", _csv(*_logins(n(2000), seed=1, last_octets=range(200, 256))))}
+    out.append(Case("ipinsights", "ipinsights", "same torch code in-process", "validation AUC", dict(IPI_HP),
+                    ipi_channels, _in_process("ipinsights", IPI_HP, ipi_channels, "validation:discriminator_auc"),
+                    lambda m, _: m["validation:discriminator_auc"],
+                    data=f"{n(20000):,} (user, IP) logins, 200 users, 5 epochs"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- platform
+
+
+def upload(p: common.Platform, case: Case) -> None:
+    """The channels under s3://bench-data/builtin-bench/<algorithm>/<channel>/: recordIO as two shards (what
+    ``record_set()`` writes for two instances), CSV as one object."""
+    from tests.algorithms.firstparty_support import recordio_bytes
+
+    for channel, (_, value) in case.channels.items():
+        key = f"{PREFIX}/{case.name}/{channel}"
+        if isinstance(value, bytes):
+            p.put(common.BUCKET, f"{key}/part-0", value)
+            continue
+        features, labels = value
+        half = features.shape[0] // 2
+        for i, (lo, hi) in enumerate(((0, half), (half, features.shape[0]))):
+            p.put(common.BUCKET, f"{key}/matrix_{i}.pbr",
+                  recordio_bytes(features[lo:hi], None if labels is None else labels[lo:hi]))
+
+
+def s3_client(home: Path) -> Any:
+    creds = json.loads((home / "credentials.json").read_text())
+    return common._client("s3", common._s3_endpoint_from_config(home), creds["access_key"], creds["secret_key"])
+
+
+def fetch_model(s3: Any, uri: str, into: Path) -> Path:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def run_job(p: common.Platform, home: Path, case: Case, s3: Any) -> dict[str, Any]:
+    from tests.algorithms.firstparty_support import quality_metrics
+
+    name = f"{case.name[:20]}-{time.time_ns()}"
+    req = common.job_request(name, "xgboost")
+    req["AlgorithmSpecification"]["TrainingImage"] = IMAGE.format(case.name)
+    req["HyperParameters"] = {k: str(v) for k, v in case.hyperparameters.items()}
+    req["InputDataConfig"] = [{"ChannelName": channel, "ContentType": content_type, "DataSource": {
+        "S3DataSource": {"S3DataType": "S3Prefix",
+                         "S3Uri": f"s3://{common.BUCKET}/{PREFIX}/{case.name}/{channel}"}}}
+        for channel, (content_type, _) in case.channels.items()]
+    assert p.pid is not None
+    cpu0 = common.process_cpu(p.pid)
+    t0 = time.time()
+    p.sm.create_training_job(**req)
+    desc = common.wait_finished(p.sm, name, timeout=600, poll=0.05)
+    wall = time.time() - t0
+    cpu1 = common.process_cpu(p.pid)
+    if desc["TrainingJobStatus"] != "Completed":
+        raise RuntimeError(f"job {name} ended {desc['TrainingJobStatus']}: {desc.get('FailureReason')}")
+    jobdir = home / "jobs" / name / "algo-1"
+    ev = xgbbench._events(jobdir)
+    lines = common._log_lines(jobdir / "logs" / "algo-1.log")
+    first_line = next((t for t, _ in lines if t >= ev["Training"]), ev["Uploading"])
+    result_at = (jobdir / "result.json").stat().st_mtime
+    agent = int((jobdir / "agent.pid").read_text())
+    try:  # the finished agent is usually an unreaped zombie whose stat still holds its (and its child's) CPU
+        job_cpu = sum(common.process_cpu(agent))
+    except OSError:  # already reaped: its CPU moved to `opensage up`'s children total
+        job_cpu = cpu1[1] - cpu0[1]
+    model = None
+    if case.needs_model:  # not timed: only for the quality number
+        model = fetch_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"], home / "models" / name)
+    return {
+        "wall": wall,
+        "agent_start": ev["Downloading"] - desc["TrainingStartTime"].timestamp(),
+        "create_to_launch": desc["TrainingStartTime"].timestamp() - t0,
+        "download": ev["Training"] - ev["Downloading"],
+        "to_first_line": first_line - ev["Training"],
+        "algorithm": ev["Uploading"] - ev["Training"],
+        "model_upload": result_at - ev["Uploading"],
+        "to_completed": t0 + wall - result_at,
+        "job_cpu": job_cpu,
+        "control_plane_cpu": cpu1[0] - cpu0[0],
+        "metric": case.job_metric(quality_metrics("\n".join(text for _, text in lines)), model),
+    }
+
+
+def run_reference(case: Case) -> dict[str, float]:
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    metric = case.reference()
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - cpu0, "metric": metric}
+
+
+def import_time(module: str) -> float:
+    """Wall seconds of a fresh ``python -c 'import opensage.algorithms.<m>.train'`` (interpreter + imports)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import opensage.algorithms.{module}.train"], check=True,
+                   cwd=common.REPO)
+    return time.perf_counter() - t0
+
+
+def run(repeats: int, scale: float, only: set[str] | None) -> dict[str, Any]:
+    import sklearn.cluster  # noqa: F401  (imported before timing: the references exclude import time)
+    import sklearn.decomposition  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.neighbors  # noqa: F401
+
+    started = time.perf_counter()
+    out: dict[str, Any] = {"repeats": repeats, "scale": scale, "loadavg_before": os.getloadavg(),
+                           "command": " ".join([".venv/bin/python", "benchmarks/bench_builtin_algorithms.py",
+                                                *sys.argv[1:]]), "algorithms": []}
+    selected = [c for c in cases(scale) if only is None or c.name in only]
+    with tempfile.TemporaryDirectory(prefix="opensage-bench-1p-") as tmp, \
+            common.open_platform("up", Path(tmp)) as p:
+        s3 = s3_client(Path(tmp))
+        for case in selected:
+            upload(p, case)
+            row: dict[str, Any] = {"name": case.name, "reference_name": case.reference_name, "metric": case.metric,
+                                   "data": case.data, "import": import_time(case.module), "reference": [],
+                                   "job": [], "loadavg": os.getloadavg()}
+            for i in range(repeats):  # alternate which side goes first, so drift hits both
+                order = ("reference", "job") if i % 2 == 0 else ("job", "reference")
+                for side in order:
+                    row[side].append(run_reference(case) if side == "reference" else run_job(p, Path(tmp), case, s3))
+            out["algorithms"].append(row)
+            print(f"{case.name}: reference {_median(row['reference'], 'wall'):.2f} s, job "
+                  f"{_median(row['job'], 'wall'):.2f} s", file=sys.stderr, flush=True)
+    out["loadavg_after"] = os.getloadavg()
+    out["total_minutes"] = (time.perf_counter() - started) / 60
+    return out
+
+
+# ----------------------------------------------------------------------------------------- report
+
+
+_median = xgbbench._median
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    rows = [
+        f"{r['repeats']} alternating pair(s) per algorithm (reference, job; then job, reference; ...): medians; "
+        "wall seconds with every run in brackets. Ratio = job wall ÷ reference wall (medians).",
+        "",
+        "| algorithm | data | reference | reference wall s | reference CPU s | job wall s (create→Completed) | "
+        "job CPU s (agent + algorithm) | ratio | quality: reference / job | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in r["algorithms"]:
+        ref, job = a["reference"], a["job"]
+        ratio = _median(job, "wall") / _median(ref, "wall")
+        rows.append(
+            f"| {a['name']} | {a['data']} | {a['reference_name']} | {xgbbench._cell(ref, 'wall').split(' |')[0]} | "
+            f"{_median(ref, 'cpu'):.2f} | {xgbbench._cell(job, 'wall').split(' |')[0]} | {_median(job, 'job_cpu'):.2f} | "
+            f"{ratio:.2f}× | {a['metric']}: {_fmt(_median(ref, 'metric'))} / {_fmt(_median(job, 'metric'))} | "
+            f"{a['loadavg'][0]:.1f} |")
+    rows += [
+        "",
+        "Where the job's time goes (medians, seconds): create→agent launched; agent start (launched→Downloading); "
+        "channel download; algorithm process start until its first log line (interpreter + imports + config); "
+        "rest of the algorithm process (read data, train, evaluate, save); model upload; result→Completed seen "
+        "by DescribeTrainingJob; control-plane CPU during the job; and a fresh `python -c 'import "
+        "opensage.algorithms.<m>.train'` measured apart.",
+        "",
+        "| algorithm | create→launch | agent start | download | to first line | rest of algorithm | upload | "
+        "→Completed | control-plane CPU s | fresh import (apart) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in r["algorithms"]:
+        job = a["job"]
+        rest = _median(job, "algorithm") - _median(job, "to_first_line")
+        rows.append(
+            f"| {a['name']} | {_median(job, 'create_to_launch'):.2f} | {_median(job, 'agent_start'):.2f} | "
+            f"{_median(job, 'download'):.2f} | {_median(job, 'to_first_line'):.2f} | {rest:.2f} | "
+            f"{_median(job, 'model_upload'):.2f} | {_median(job, 'to_completed'):.2f} | "
+            f"{_median(job, 'control_plane_cpu'):.2f} | {a['import']:.2f} |")
+    rows += ["", f"Total wall time {r['total_minutes']:.1f} min; load average (1/5/15 min) before / after: "
+             f"{' '.join(f'{x:.1f}' for x in r['loadavg_before'])} / "
+             f"{' '.join(f'{x:.1f}' for x in r['loadavg_after'])}. Command: `{r['command']}`"]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiplies every data set's row count")
+    ap.add_argument("--only", help="comma-separated image names (linear-learner,kmeans,...)")
+    ap.add_argument("--json", type=Path, help="also write the raw results here")
+    args = ap.parse_args(argv)
+    with contextlib.redirect_stdout(sys.stderr):  # the algorithms' in-process logs stay out of the report
+        result = run(args.repeats, args.scale, set(args.only.split(",")) if args.only else None)
+    print(markdown(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
