@@ -87,6 +87,7 @@ class TrainingService:
             raise ValidationException(
                 "AlgorithmSpecification must specify either TrainingImage or AlgorithmName.")
         check_s3_uri(params["OutputDataConfig"]["S3OutputPath"], "outputDataConfig.s3OutputPath")
+        check_spot_and_cluster(params)
         seen: set[str] = set()
         for i, ch in enumerate(params.get("InputDataConfig") or [], start=1):
             name = ch["ChannelName"]
@@ -179,6 +180,24 @@ class TrainingService:
         name = params["TrainingJobName"]
         return stop_job(self.d, KIND, lambda: self._get(name, missing=ResourceNotFound), "training job",
                         "StopTrainingJob", state=_stopping_state)
+
+
+def check_spot_and_cluster(params: dict[str, Any]) -> None:
+    """SageMaker's checks of StoppingCondition.MaxWaitTimeInSeconds against managed spot training, and of
+    InstanceGroups against InstanceType / InstanceCount (their wording)."""
+    stopping = params.get("StoppingCondition") or {}
+    max_wait = stopping.get("MaxWaitTimeInSeconds")
+    if params.get("EnableManagedSpotTraining"):
+        if max_wait is None or max_wait < stopping.get("MaxRuntimeInSeconds", 86400):
+            raise ValidationException("Invalid MaxWaitTimeInSeconds. It must be present and be greater than or "
+                                      "equal to MaxRuntimeInSeconds")
+    elif max_wait is not None:
+        raise ValidationException("Invalid MaxWaitTimeInSeconds. It is only supported when "
+                                  "EnableManagedSpotTraining is set to true")
+    resources = params.get("ResourceConfig") or {}
+    if resources.get("InstanceGroups") and (resources.get("InstanceType") or resources.get("InstanceCount")):
+        raise ValidationException("ResourceConfig: InstanceGroups cannot be specified together with InstanceType "
+                                  "or InstanceCount.")
 
 
 def _stopping_state(res: Resource, now: float) -> dict[str, Any]:
