@@ -298,6 +298,17 @@ def fit_width(features: Any, feature_dim: int) -> Any:
 # ---------------------------------------------------------------------------------------- inference out
 
 
+
+def parse_word_counts(payload: bytes, content_type: str | None, feature_dim: int, algorithm: str) -> Any:
+    """A topic model's request (LDA, NTM): documents as non-negative word counts over the vocabulary."""
+    import numpy as np
+
+    features = fit_width(parse_request(payload, content_type), feature_dim)
+    values = features.data if hasattr(features, "tocsr") else features
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise InferenceError(f"{algorithm} documents are non-negative word counts (finite numbers)")
+    return features
+
 def choose_accept(accept: str | None, supported: Sequence[str], default: str = JSON_TYPE) -> tuple[str, dict[str, str]]:
     """(media type, parameters) to answer with: the first supported type of Accept; absent or ``*/*`` is
     ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` or ``default``. Unsupported → InferenceError 406."""

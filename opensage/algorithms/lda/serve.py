@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from opensage.algorithms import firstparty, formats
 from opensage.algorithms.lda.model import ALGORITHM, LDAModel
 
@@ -23,8 +21,5 @@ def load(model_dir: str | Path) -> LDAModel:
 
 def predict(model: LDAModel, payload: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
     response_type, _ = formats.choose_accept(accept, ACCEPTS)
-    features = formats.fit_width(formats.parse_request(payload, content_type), model.feature_dim)
-    values = features.data if hasattr(features, "tocsr") else features
-    if not np.all(np.isfinite(values)) or np.any(values < 0):
-        raise formats.InferenceError("LDA documents are non-negative word counts (finite numbers)")
+    features = formats.parse_word_counts(payload, content_type, model.feature_dim, "LDA")
     return formats.encode_response({"topic_mixture": model.topic_mixture(features)}, response_type), response_type
