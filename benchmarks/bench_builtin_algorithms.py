@@ -1,17 +1,19 @@
 """The nine first-party built-ins as platform jobs vs their reference library, on the same data and cores.
 
-For each algorithm, ``--repeats`` rounds of (reference, job), alternating, nothing else of ours running:
+For each algorithm, ``--repeats`` rounds of (reference, job, direct), the order rotating each round, nothing else
+of ours running:
 
 * ``reference``: this process, its libraries imported beforehand, data already in memory as numpy/scipy:
   the reference's ``fit`` plus the evaluation the job also does on its test/validation channel (the job
   prints that metric, so it is part of its training time too). Wall seconds and CPU seconds
   (``time.process_time``: every thread of this process).
+* ``direct``: ``python -m opensage.algorithms.<m>.train`` on a local /opt/ml tree holding the same files: the
+  job's algorithm process without the platform (no agent, download or upload), timed from outside.
 * ``job``: CreateTrainingJob on ``opensage up`` (SeaweedFS S3; the data uploaded once beforehand, recordIO-
   protobuf as ``record_set()`` writes it, or CSV where the algorithm takes CSV) -> Completed seen by
   DescribeTrainingJob (50 ms polls): wall time (platform overhead included), and from the agent's own files
   the breakdown: agent start (TrainingStartTime -> Downloading), channel download (Downloading -> Training),
-  interpreter + imports until the algorithm's first log line, the rest of the algorithm process (-> Uploading),
-  the model upload (Uploading -> result.json) and result -> Completed seen; CPU seconds of the job's
+  the algorithm process (Training -> Uploading), the model upload (Uploading -> result.json) and result -> Completed seen; CPU seconds of the job's
   processes (agent + algorithm, from the agent's /proc entry) and of the control plane.
 
 References (quality metric beside each time, same metric on both sides):
@@ -353,7 +355,8 @@ def run_job(p: common.Platform, home: Path, case: Case, s3: Any) -> dict[str, An
     jobdir = home / "jobs" / name / "algo-1"
     ev = xgbbench._events(jobdir)
     lines = common._log_lines(jobdir / "logs" / "algo-1.log")
-    first_line = next((t for t, _ in lines if t >= ev["Training"]), ev["Uploading"])
+    first = next(((t, text) for t, text in lines if t >= ev["Training"]), (ev["Uploading"], ""))
+    first_line = first[0]
     result_at = (jobdir / "result.json").stat().st_mtime
     agent = int((jobdir / "agent.pid").read_text())
     try:  # the finished agent is usually an unreaped zombie whose stat still holds its (and its child's) CPU
@@ -372,10 +375,45 @@ def run_job(p: common.Platform, home: Path, case: Case, s3: Any) -> dict[str, An
         "algorithm": ev["Uploading"] - ev["Training"],
         "model_upload": result_at - ev["Uploading"],
         "to_completed": t0 + wall - result_at,
+        "first_line_text": first[1][:100],
         "job_cpu": job_cpu,
         "control_plane_cpu": cpu1[0] - cpu0[0],
         "metric": case.job_metric(quality_metrics("\n".join(text for _, text in lines)), model),
     }
+
+
+_ROOTS: dict[str, Path] = {}
+
+
+def direct_root(case: Case) -> Path:
+    """An /opt/ml tree with the case's channels (the tests' ``ml_root``), written once per algorithm."""
+    from tests.algorithms.firstparty_support import ml_root
+
+    if case.name not in _ROOTS:
+        tmp = Path(tempfile.mkdtemp(prefix="opensage-bench-1p-direct-"))
+        _ROOTS[case.name] = ml_root(tmp, case.hyperparameters, {c: v for c, (_, v) in case.channels.items()},
+                                    {c: {"ContentType": ct} for c, (ct, _) in case.channels.items()})
+    return _ROOTS[case.name]
+
+
+def run_direct(case: Case) -> dict[str, Any]:
+    """``python -m opensage.algorithms.<m>.train`` on a local /opt/ml tree: the algorithm process as the job
+    runs it, without the platform (no agent, no download, no upload), timed from outside."""
+    from tests.algorithms.firstparty_support import quality_metrics
+
+    root = direct_root(case)
+    shutil.rmtree(root / "model", ignore_errors=True)
+    (root / "model").mkdir()
+    env = dict(os.environ, SAGEMAKER_BASE_DIR=str(root), PYTHONUNBUFFERED="1")
+    cpu0 = xgbbench._children_cpu()
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", f"opensage.algorithms.{case.module}.train"], env=env,
+                          capture_output=True, text=True, cwd=common.REPO)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"direct {case.name} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    metric = case.job_metric(quality_metrics(done.stdout), root / "model")
+    return {"wall": wall, "cpu": xgbbench._children_cpu() - cpu0, "metric": metric}
 
 
 def run_reference(case: Case) -> dict[str, float]:
@@ -412,11 +450,14 @@ def run(repeats: int, scale: float, only: set[str] | None) -> dict[str, Any]:
             upload(p, case)
             row: dict[str, Any] = {"name": case.name, "reference_name": case.reference_name, "metric": case.metric,
                                    "data": case.data, "import": import_time(case.module), "reference": [],
-                                   "job": [], "loadavg": os.getloadavg()}
-            for i in range(repeats):  # alternate which side goes first, so drift hits both
-                order = ("reference", "job") if i % 2 == 0 else ("job", "reference")
+                                   "job": [], "direct": [], "loadavg": os.getloadavg()}
+            runners = {"reference": lambda c=case: run_reference(c),
+                       "job": lambda c=case: run_job(p, Path(tmp), c, s3),
+                       "direct": lambda c=case: run_direct(c)}
+            for i in range(repeats):  # rotate which side goes first, so drift hits all of them
+                order = ("reference", "job", "direct")[i % 3:] + ("reference", "job", "direct")[:i % 3]
                 for side in order:
-                    row[side].append(run_reference(case) if side == "reference" else run_job(p, Path(tmp), case, s3))
+                    row[side].append(runners[side]())
             out["algorithms"].append(row)
             print(f"{case.name}: reference {_median(row['reference'], 'wall'):.2f} s, job "
                   f"{_median(row['job'], 'wall'):.2f} s", file=sys.stderr, flush=True)
@@ -437,12 +478,16 @@ def _fmt(v: float) -> str:
 
 def markdown(r: dict[str, Any]) -> str:
     rows = [
-        f"{r['repeats']} alternating pair(s) per algorithm (reference, job; then job, reference; ...): medians; "
-        "wall seconds with every run in brackets. Ratio = job wall ÷ reference wall (medians).",
+        f"{r['repeats']} rotating round(s) per algorithm (reference, job, direct; then job, direct, reference; ...): "
+        "medians; "
+        "wall seconds with every run in brackets. Ratio = job wall ÷ reference wall (medians). Direct process = "
+        "`python -m opensage.algorithms.<m>.train` on a local /opt/ml tree (the job's algorithm process without "
+        "the platform).",
         "",
         "| algorithm | data | reference | reference wall s | reference CPU s | job wall s (create→Completed) | "
-        "job CPU s (agent + algorithm) | ratio | quality: reference / job | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "job CPU s (agent + algorithm) | ratio | direct process wall s (ratio) | quality: reference / job | "
+        "load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in r["algorithms"]:
         ref, job = a["reference"], a["job"]
@@ -450,26 +495,27 @@ def markdown(r: dict[str, Any]) -> str:
         rows.append(
             f"| {a['name']} | {a['data']} | {a['reference_name']} | {xgbbench._cell(ref, 'wall').split(' |')[0]} | "
             f"{_median(ref, 'cpu'):.2f} | {xgbbench._cell(job, 'wall').split(' |')[0]} | {_median(job, 'job_cpu'):.2f} | "
-            f"{ratio:.2f}× | {a['metric']}: {_fmt(_median(ref, 'metric'))} / {_fmt(_median(job, 'metric'))} | "
+            f"{ratio:.2f}× | {_median(a['direct'], 'wall'):.2f} ({_median(a['direct'], 'wall') / _median(ref, 'wall'):.2f}×) | "
+            f"{a['metric']}: {_fmt(_median(ref, 'metric'))} / {_fmt(_median(job, 'metric'))} | "
             f"{a['loadavg'][0]:.1f} |")
     rows += [
         "",
-        "Where the job's time goes (medians, seconds): create→agent launched; agent start (launched→Downloading); "
-        "channel download; algorithm process start until its first log line (interpreter + imports + config); "
-        "rest of the algorithm process (read data, train, evaluate, save); model upload; result→Completed seen "
-        "by DescribeTrainingJob; control-plane CPU during the job; and a fresh `python -c 'import "
-        "opensage.algorithms.<m>.train'` measured apart.",
+        "Where the job's time goes (medians, seconds, from the agent's files): create→agent launched "
+        "(TrainingStartTime); agent start (launched→Downloading); channel download (Downloading→Training); the "
+        "algorithm process (Training→Uploading: spawn to exit: interpreter, imports, reading the files, training, "
+        "evaluation, model save); model upload (Uploading→result.json); result→Completed seen by "
+        "DescribeTrainingJob; control-plane CPU during the job; and, measured apart, a fresh `python -c 'import "
+        "opensage.algorithms.<m>.train'` (interpreter + the algorithm's imports).",
         "",
-        "| algorithm | create→launch | agent start | download | to first line | rest of algorithm | upload | "
-        "→Completed | control-plane CPU s | fresh import (apart) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| algorithm | create→launch | agent start | download | algorithm process | upload | →Completed | "
+        "control-plane CPU s | fresh import (apart) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for a in r["algorithms"]:
         job = a["job"]
-        rest = _median(job, "algorithm") - _median(job, "to_first_line")
         rows.append(
             f"| {a['name']} | {_median(job, 'create_to_launch'):.2f} | {_median(job, 'agent_start'):.2f} | "
-            f"{_median(job, 'download'):.2f} | {_median(job, 'to_first_line'):.2f} | {rest:.2f} | "
+            f"{_median(job, 'download'):.2f} | {_median(job, 'algorithm'):.2f} | "
             f"{_median(job, 'model_upload'):.2f} | {_median(job, 'to_completed'):.2f} | "
             f"{_median(job, 'control_plane_cpu'):.2f} | {a['import']:.2f} |")
     rows += ["", f"Total wall time {r['total_minutes']:.1f} min; load average (1/5/15 min) before / after: "
