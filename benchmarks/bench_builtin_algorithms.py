@@ -318,21 +318,26 @@ def upload(p: common.Platform, case: Case) -> None:
                   recordio_bytes(features[lo:hi], None if labels is None else labels[lo:hi]))
 
 
-def s3_client(home: Path) -> Any:
-    creds = json.loads((home / "credentials.json").read_text())
-    return common._client("s3", common._s3_endpoint_from_config(home), creds["access_key"], creds["secret_key"])
+def model_reader(p: common.Platform) -> Callable[[str, str], bytes]:
+    """(bucket, key) -> bytes from the platform's object store: S3 on ``opensage up``, the file:// tree
+    (``<home>/s3/<bucket>/<key>``, tests/conftest.py ``start_server``) in-process."""
+    if p.kind == "inproc":
+        return lambda bucket, key: (p.home / "s3" / bucket / key).read_bytes()
+    creds = json.loads((p.home / "credentials.json").read_text())
+    s3 = common._client("s3", common._s3_endpoint_from_config(p.home), creds["access_key"], creds["secret_key"])
+    return lambda bucket, key: s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def fetch_model(s3: Any, uri: str, into: Path) -> Path:
+def fetch_model(read: Callable[[str, str], bytes], uri: str, into: Path) -> Path:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    body = read(bucket, key)
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
         tar.extractall(into, filter="data")
     return into
 
 
-def run_job(p: common.Platform, home: Path, case: Case, s3: Any) -> dict[str, Any]:
+def run_job(p: common.Platform, home: Path, case: Case, read: Callable[[str, str], bytes]) -> dict[str, Any]:
     from tests.algorithms.firstparty_support import quality_metrics
 
     name = f"{case.name[:20]}-{time.time_ns()}"
@@ -343,13 +348,13 @@ def run_job(p: common.Platform, home: Path, case: Case, s3: Any) -> dict[str, An
         "S3DataSource": {"S3DataType": "S3Prefix",
                          "S3Uri": f"s3://{common.BUCKET}/{PREFIX}/{case.name}/{channel}"}}}
         for channel, (content_type, _) in case.channels.items()]
-    assert p.pid is not None
-    cpu0 = common.process_cpu(p.pid)
+    control = p.pid or os.getpid()  # in-process: the control plane's threads are this process
+    cpu0 = common.process_cpu(control)
     t0 = time.time()
     p.sm.create_training_job(**req)
     desc = common.wait_finished(p.sm, name, timeout=600, poll=0.05)
     wall = time.time() - t0
-    cpu1 = common.process_cpu(p.pid)
+    cpu1 = common.process_cpu(control)
     if desc["TrainingJobStatus"] != "Completed":
         raise RuntimeError(f"job {name} ended {desc['TrainingJobStatus']}: {desc.get('FailureReason')}")
     jobdir = home / "jobs" / name / "algo-1"
@@ -365,7 +370,7 @@ def run_job(p: common.Platform, home: Path, case: Case, s3: Any) -> dict[str, An
         job_cpu = cpu1[1] - cpu0[1]
     model = None
     if case.needs_model:  # not timed: only for the quality number
-        model = fetch_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"], home / "models" / name)
+        model = fetch_model(read, desc["ModelArtifacts"]["S3ModelArtifacts"], home / "models" / name)
     return {
         "wall": wall,
         "agent_start": ev["Downloading"] - desc["TrainingStartTime"].timestamp(),
@@ -431,7 +436,7 @@ def import_time(module: str) -> float:
     return time.perf_counter() - t0
 
 
-def run(repeats: int, scale: float, only: set[str] | None) -> dict[str, Any]:
+def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up") -> dict[str, Any]:
     import sklearn.cluster  # noqa: F401  (imported before timing: the references exclude import time)
     import sklearn.decomposition  # noqa: F401
     import sklearn.ensemble  # noqa: F401
@@ -439,20 +444,20 @@ def run(repeats: int, scale: float, only: set[str] | None) -> dict[str, Any]:
     import sklearn.neighbors  # noqa: F401
 
     started = time.perf_counter()
-    out: dict[str, Any] = {"repeats": repeats, "scale": scale, "loadavg_before": os.getloadavg(),
+    out: dict[str, Any] = {"repeats": repeats, "scale": scale, "platform": platform, "loadavg_before": os.getloadavg(),
                            "command": " ".join([".venv/bin/python", "benchmarks/bench_builtin_algorithms.py",
                                                 *sys.argv[1:]]), "algorithms": []}
     selected = [c for c in cases(scale) if only is None or c.name in only]
     with tempfile.TemporaryDirectory(prefix="opensage-bench-1p-") as tmp, \
-            common.open_platform("up", Path(tmp)) as p:
-        s3 = s3_client(Path(tmp))
+            common.open_platform(platform, Path(tmp)) as p:
+        read = model_reader(p)
         for case in selected:
             upload(p, case)
             row: dict[str, Any] = {"name": case.name, "reference_name": case.reference_name, "metric": case.metric,
                                    "data": case.data, "import": import_time(case.module), "reference": [],
                                    "job": [], "direct": [], "loadavg": os.getloadavg()}
             runners = {"reference": lambda c=case: run_reference(c),
-                       "job": lambda c=case: run_job(p, Path(tmp), c, s3),
+                       "job": lambda c=case: run_job(p, Path(tmp), c, read),
                        "direct": lambda c=case: run_direct(c)}
             for i in range(repeats):  # rotate which side goes first, so drift hits all of them
                 order = ("reference", "job", "direct")[i % 3:] + ("reference", "job", "direct")[:i % 3]
@@ -478,6 +483,7 @@ def _fmt(v: float) -> str:
 
 def markdown(r: dict[str, Any]) -> str:
     rows = [
+        f"Platform: {'`opensage up` (SeaweedFS S3)' if r['platform'] == 'up' else 'in-process control plane (tests/conftest.py start_server, file:// object store; real agent and algorithm processes)'}. "
         f"{r['repeats']} rotating round(s) per algorithm (reference, job, direct; then job, direct, reference; ...): "
         "medians; "
         "wall seconds with every run in brackets. Ratio = job wall ÷ reference wall (medians). Direct process = "
@@ -529,10 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every data set's row count")
     ap.add_argument("--only", help="comma-separated image names (linear-learner,kmeans,...)")
+    ap.add_argument("--platform", choices=("up", "inproc"), default="up",
+                    help="up: `opensage up` subprocess (SeaweedFS); inproc: tests/conftest.py start_server (file://)")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):  # the algorithms' in-process logs stay out of the report
-        result = run(args.repeats, args.scale, set(args.only.split(",")) if args.only else None)
+        result = run(args.repeats, args.scale, set(args.only.split(",")) if args.only else None, args.platform)
     print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
