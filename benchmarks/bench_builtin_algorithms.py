@@ -9,7 +9,8 @@ of ours running:
   (``time.process_time``: every thread of this process).
 * ``direct``: ``python -m opensage.algorithms.<m>.train`` on a local /opt/ml tree holding the same files: the
   job's algorithm process without the platform (no agent, download or upload), timed from outside.
-* ``job``: CreateTrainingJob on ``opensage up`` (SeaweedFS S3; the data uploaded once beforehand, recordIO-
+* ``job``: CreateTrainingJob on ``opensage up`` (``--platform up``, default: SeaweedFS S3) or on the in-process
+  control plane (``--platform inproc``: tests/conftest.py ``start_server``, file:// store; the data uploaded once beforehand, recordIO-
   protobuf as ``record_set()`` writes it, or CSV where the algorithm takes CSV) -> Completed seen by
   DescribeTrainingJob (50 ms polls): wall time (platform overhead included), and from the agent's own files
   the breakdown: agent start (TrainingStartTime -> Downloading), channel download (Downloading -> Training),
@@ -40,6 +41,7 @@ cores. Each report prints the load average before and after.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import io
 import json
@@ -89,6 +91,13 @@ class Case:
 # ----------------------------------------------------------------------------------------- cases
 
 
+def _tempdir() -> Path:
+    """A scratch directory removed when the benchmark exits."""
+    path = Path(tempfile.mkdtemp(prefix="opensage-bench-1p-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def _split(X: Any, y: Any, n_test: int) -> tuple[Any, Any, Any, Any]:
     return X[:-n_test], (None if y is None else y[:-n_test]), X[-n_test:], (None if y is None else y[-n_test:])
 
@@ -99,7 +108,7 @@ def _in_process(module: str, hyperparameters: dict[str, Any], channels: dict[str
     inside the timing, as the job reads its downloaded files); its ``#quality_metric`` lines captured."""
     from tests.algorithms.firstparty_support import ml_root, quality_metrics, train_in_process
 
-    tmp = Path(tempfile.mkdtemp(prefix="opensage-bench-1p-"))
+    tmp = _tempdir()
     root = ml_root(tmp, hyperparameters, {c: v for c, (_, v) in channels.items()},
                    {c: {"ContentType": ct} for c, (ct, _) in channels.items()})
     importlib_module = __import__(f"opensage.algorithms.{module}.train")  # imports (torch) outside the timing
@@ -395,7 +404,7 @@ def direct_root(case: Case) -> Path:
     from tests.algorithms.firstparty_support import ml_root
 
     if case.name not in _ROOTS:
-        tmp = Path(tempfile.mkdtemp(prefix="opensage-bench-1p-direct-"))
+        tmp = _tempdir()
         _ROOTS[case.name] = ml_root(tmp, case.hyperparameters, {c: v for c, (_, v) in case.channels.items()},
                                     {c: {"ContentType": ct} for c, (ct, _) in case.channels.items()})
     return _ROOTS[case.name]
@@ -511,7 +520,8 @@ def markdown(r: dict[str, Any]) -> str:
         "algorithm process (Training→Uploading: spawn to exit: interpreter, imports, reading the files, training, "
         "evaluation, model save); model upload (Uploading→result.json); result→Completed seen by "
         "DescribeTrainingJob; control-plane CPU during the job; and, measured apart, a fresh `python -c 'import "
-        "opensage.algorithms.<m>.train'` (interpreter + the algorithm's imports).",
+        "opensage.algorithms.<m>.train'` (interpreter + the module; the heavy libraries, sklearn / torch, are imported lazily inside `train` and "
+        "are not in it).",
         "",
         "| algorithm | create→launch | agent start | download | algorithm process | upload | →Completed | "
         "control-plane CPU s | fresh import (apart) |",
