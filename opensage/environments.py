@@ -30,6 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -67,6 +68,16 @@ class EnvironmentSpec:
     notes: tuple[str, ...] = ()
     patch_sagemaker_containers: bool = False
     find_links: tuple[str, ...] = field(default=())
+    # More pins published only as sdists than ``SDIST_ONLY`` names (see ``wheels_to_build``).
+    build_wheels: tuple[str, ...] = field(default=())
+
+    def wheels_to_build(self) -> tuple[str, ...]:
+        """Pins built into the machine's wheelhouse once (``wheelhouse``). Left to uv, each environment build
+        re-downloads and rebuilds an sdist: the index sends no validators, so uv's cache keeps a new revision
+        per build (56 GB of pyspark builds, ~340 of each toolkit, were seen on one machine)."""
+        named = [r for r in self.requirements if _requirement_name(r) in SDIST_ONLY]
+        deps = [d for r in named for d in SDIST_ONLY_DEPENDENCIES.get(_requirement_name(r), ())]
+        return tuple(dict.fromkeys((*named, *deps, *self.build_wheels)))
 
     @property
     def image(self) -> str:
@@ -189,6 +200,60 @@ def _find_links(spec: EnvironmentSpec) -> list[str]:
     return [link for link in dict.fromkeys(links) if os.path.isdir(link.removeprefix("file://"))]
 
 
+WHEELHOUSE_ENV = "OPENSAGE_WHEELHOUSE"
+# Requirements the index has only as sdists (the images' toolkits, pyspark), and the sdist-only pins they
+# bring (sagemaker-training and sagemaker-containers require inotify_simple==1.2.1).
+SDIST_ONLY = frozenset({"pyspark", "sagemaker-training", "sagemaker-containers", "sagemaker-inference"})
+SDIST_ONLY_DEPENDENCIES = {"sagemaker-training": ("inotify-simple==1.2.1",),
+                           "sagemaker-containers": ("inotify-simple==1.2.1",)}
+
+
+def _requirement_name(line: str) -> str:
+    try:
+        return Requirement(line).name.lower().replace("_", "-")
+    except InvalidRequirement:
+        return ""
+
+
+def wheelhouse() -> Path:
+    """Where wheels built from sdists are kept for every home on this machine (like uv's own cache)."""
+    configured = os.environ.get(WHEELHOUSE_ENV)
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "opensage" / "wheels"
+
+
+def _has_wheel(house: Path, requirement: str) -> bool:
+    req = Requirement(requirement)
+    prefix = req.name.replace("-", "_").lower() + "-"
+    for wheel in house.glob("*.whl"):
+        name = wheel.name.lower()
+        if name.startswith(prefix) and req.specifier.contains(name[len(prefix):].split("-")[0], prereleases=True):
+            return True
+    return False
+
+
+def _ensure_built_wheels(spec: EnvironmentSpec, log: Log) -> list[str]:
+    """The wheelhouse as a find-links directory, after building any of ``spec.build_wheels`` it lacks
+    (one build per machine; pip, because uv has no "build this requirement into a directory")."""
+    wanted = spec.wheels_to_build()
+    if not wanted:
+        return []
+    house = wheelhouse()
+    house.mkdir(parents=True, exist_ok=True)
+    with file_lock(house / ".build.lock"):
+        missing = [r for r in wanted if not _has_wheel(house, r)]
+        if missing and not (os.environ.get("OPENSAGE_OFFLINE") or os.environ.get("UV_OFFLINE")):
+            log(f"Building wheels once for this machine: {', '.join(missing)} (kept in {house})")
+            with tempfile.TemporaryDirectory(dir=house, prefix=".build-") as tmp:
+                _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", tmp, *missing],
+                     spec, log, what="build the wheels of its sdist-only requirements")
+                for wheel in Path(tmp).glob("*.whl"):
+                    os.replace(wheel, house / wheel.name)  # complete files only: a crash leaves no half wheel
+    return [str(house)]
+
+
 def _build(spec: EnvironmentSpec, directory: Path, log: Log) -> None:
     started = time.monotonic()
     log(f"Preparing the environment for image {spec.image} ({len(spec.requirements)} pinned requirements) "
@@ -199,7 +264,7 @@ def _build(spec: EnvironmentSpec, directory: Path, log: Log) -> None:
     # PYTHONDONTWRITEBYTECODE nobody would), so without it every job recompiled boto3 & co. in memory
     # (~0.3 s more per start, measured).
     cmd = [uv, "pip", "install", "--python", str(_python(directory)), "--no-progress", "--compile-bytecode"]
-    for link in _find_links(spec):
+    for link in [*_ensure_built_wheels(spec, log), *_find_links(spec)]:
         cmd += ["--find-links", link]
     if os.environ.get("OPENSAGE_OFFLINE") or os.environ.get("UV_OFFLINE"):
         cmd.append("--offline")

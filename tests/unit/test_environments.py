@@ -143,3 +143,16 @@ def test_image_environment_python_platform_satisfied_image_keeps_platform(tmp_pa
     env = {"OPENSAGE_SERVING_IMAGE": "x/sagemaker-xgboost:1.7-1", "OPENSAGE_SERVING_IMAGE_KIND": "builtin"}
     assert image_environment_python(env, tmp_path / "log") is None
     assert "OPENSAGE_SERVING_IMAGE" not in env and "OPENSAGE_ENV_DIR" not in env
+
+
+def test_wheels_to_build_names_the_sdist_only_pins_and_their_sdist_only_dependencies(tmp_path):
+    from opensage.environments import EnvironmentSpec, _has_wheel
+
+    spec = EnvironmentSpec("sagemaker-scikit-learn", "1.2-1",
+                           ("scikit-learn==1.2.2", "sagemaker-training==4.8.0", "pyspark==3.5.7"))
+    assert spec.wheels_to_build() == ("sagemaker-training==4.8.0", "pyspark==3.5.7", "inotify-simple==1.2.1")
+    assert EnvironmentSpec("x", "1", ("numpy==1.26.4",)).wheels_to_build() == ()
+    (tmp_path / "sagemaker_training-4.8.0-cp311-cp311-linux_x86_64.whl").write_bytes(b"")
+    assert _has_wheel(tmp_path, "sagemaker-training==4.8.0")
+    assert not _has_wheel(tmp_path, "sagemaker-training==5.1.4")
+    assert not _has_wheel(tmp_path, "pyspark==3.5.7")
