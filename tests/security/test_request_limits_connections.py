@@ -156,7 +156,7 @@ def test_opensage_up_serves_with_the_guarded_configuration(monkeypatch, tmp_path
 
     monkeypatch.setattr(uvicorn, "Server", _Server)
     monkeypatch.setattr(opensage.objects, "open_store", lambda spec: _Store())
-    monkeypatch.setattr(opensage.app, "create_app", lambda settings, credentials=None, health=None: type("P", (), {"asgi": None}))
+    monkeypatch.setattr(opensage.app, "create_app", lambda settings, credentials=None, health=None, executor=None: type("P", (), {"asgi": None}))
     monkeypatch.setattr(cli, "write_client_config", lambda settings, endpoint: {"config": str(tmp_path / "c")})
     settings = Settings.build(tmp_path, s3_endpoint=f"file://{tmp_path}")
     with open(tmp_path / "lock", "a+") as lock:
