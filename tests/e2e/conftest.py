@@ -76,9 +76,23 @@ def stop_platform(p: Platform, sig: int = signal.SIGTERM) -> None:
             p.proc.wait()
 
 
+# One platform per test process, however many conftests import the fixture (tests/examples does): each import
+# registers a separate session fixture, and a second platform would repoint os.environ mid-session -- a
+# `sagemaker.Session()` made later then talks to another platform than the session made earlier.
+_SHARED: dict[str, object] = {"users": 0}
+
+
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory) -> Iterator[Platform]:
+    if _SHARED["users"]:
+        _SHARED["users"] += 1
+        try:
+            yield _SHARED["platform"]
+        finally:
+            _SHARED["users"] -= 1
+        return
     p = start_platform(tmp_path_factory.mktemp("opensage-home"))
+    _SHARED.update(platform=p, users=1)
     saved = {k: os.environ.get(k) for k in p.env}
     os.environ.update(p.env)
     os.environ["SAGEMAKER_SUPPRESS_V2_WARNING"] = "1"
@@ -88,7 +102,9 @@ def platform(tmp_path_factory) -> Iterator[Platform]:
     try:
         yield p
     finally:
+        _SHARED["users"] -= 1  # session teardown runs in reverse: sharers have finished before the creator
         stop_platform(p)
+        _SHARED.update(users=0, platform=None)
         boto3.DEFAULT_SESSION = None
         for k, v in saved.items():
             if v is None:
