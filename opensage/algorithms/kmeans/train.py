@@ -18,7 +18,7 @@ import numpy as np
 
 from opensage.algorithms import firstparty
 from opensage.algorithms.firstparty import JobInput, UserError, quality_metric
-from opensage.algorithms.formats import Dataset, read_training_channel
+from opensage.algorithms.formats import Dataset
 from opensage.algorithms.hosts import trains_here
 from opensage.algorithms.kmeans import hyperparameters
 
@@ -33,21 +33,7 @@ log = logging.getLogger("opensage.algorithms")
 
 
 def _load(job: JobInput, feature_dim: int) -> dict[str, Dataset]:
-    job.check_channels(CHANNELS)
-    data: dict[str, Dataset] = {}
-    for name in CHANNELS:
-        if name not in job.data_config:
-            continue
-        found = read_training_channel(name, job.paths.data, job.data_config[name], supervised=False)
-        if found is None:
-            raise UserError(f"ClientError: channel '{name}' has no data (looked in {job.paths.data / name}).")
-        if found.num_columns != feature_dim and not (found.is_sparse and found.num_columns < feature_dim):
-            raise UserError(f"ClientError: feature_dim is {feature_dim} but the records of channel '{name}' have "
-                            f"{found.num_columns} features.")
-        if found.is_sparse and found.num_columns < feature_dim:
-            found.features.resize((found.num_rows, feature_dim))
-        data[name] = found
-    return data
+    return job.read_channels(CHANNELS, feature_dim, supervised=False)
 
 
 def squared_distances(X: Any, centers: np.ndarray) -> np.ndarray:
