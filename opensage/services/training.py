@@ -104,6 +104,11 @@ class TrainingService:
                 raise ValidationException(
                     f"Channel '{name}': only S3DataSource is supported (inputDataConfig.{i}.member.dataSource).")
             check_s3_uri(s3["S3Uri"], f"inputDataConfig.{i}.member.dataSource.s3DataSource.s3Uri")
+            mode = ch.get("InputMode") or algo.get("TrainingInputMode") or "File"
+            if ch.get("CompressionType") == "Gzip" and mode == "File":
+                # SageMaker's own refusal (sagemaker-python-sdk#716): only Pipe mode decompresses channels.
+                raise ValidationException(
+                    f"Invalid compression type for channel {name}: File mode only supports NONE, got Gzip instead")
         ckpt = params.get("CheckpointConfig")
         if ckpt:
             check_s3_uri(ckpt["S3Uri"], "checkpointConfig.s3Uri")

@@ -216,3 +216,17 @@ def test_describe_training_job_builtin_image_lists_its_metric_definitions(sm):
     sm.create_training_job(**script)
     spec = sm.describe_training_job(TrainingJobName="metric-defs-script")["AlgorithmSpecification"]
     assert "MetricDefinitions" not in spec
+
+
+def test_create_training_job_gzip_channel_in_file_mode_is_refused_as_sagemaker_does(sm):
+    req = training_request("api-gzip-file")
+    req["InputDataConfig"][0]["CompressionType"] = "Gzip"
+    with pytest.raises(ClientError) as e:
+        sm.create_training_job(**req)
+    assert _code(e.value) == "ValidationException"
+    channel = req["InputDataConfig"][0]["ChannelName"]
+    assert e.value.response["Error"]["Message"] == (
+        f"Invalid compression type for channel {channel}: File mode only supports NONE, got Gzip instead")
+    # The channel's own InputMode overrides the job's (the SDK's TrainingInput(input_mode="Pipe")).
+    req["InputDataConfig"][0]["InputMode"] = "Pipe"
+    sm.create_training_job(**req)
