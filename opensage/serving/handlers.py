@@ -88,6 +88,37 @@ def _status_of(exc: BaseException) -> int:
     return 500
 
 
+def misrouted(handler: Handler, request: Request) -> Response | None:
+    """A ValidationError for routing headers this server cannot honour (single model, single container)."""
+    if request.target_model and not getattr(handler, "multi_model", False):
+        return validation_error(
+            f"TargetModel '{request.target_model}' was given, but this endpoint hosts a single model (its "
+            f"container's Mode is SingleModel): TargetModel is only for multi-model endpoints. Leave it out.")
+    if request.target_container_hostname and not getattr(handler, "multi_container", False):
+        return validation_error(
+            f"TargetContainerHostname '{request.target_container_hostname}' was given, but this endpoint is not "
+            f"configured for direct invocation (a model with several Containers and InferenceExecutionConfig "
+            f"Mode Direct). Leave it out.")
+    return None
+
+
+def answer(handler: Handler, request: Request) -> Response:
+    """One invocation, never raising: what the model server sends back for ``POST /invocations``, and what
+    a batch-transform worker predicting in its own process uses instead of the HTTP hop (one code path)."""
+    rejected = misrouted(handler, request)
+    if rejected is not None:
+        return rejected
+    try:
+        response = handler.invoke(request)
+    except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the connection
+        return Response(500, f"{exc}\n{traceback.format_exc()}".encode(), "text/plain")
+    if CUSTOM_ATTRIBUTES not in response.headers:
+        for name in list(response.headers):
+            if name.lower() == CUSTOM_ATTRIBUTES.lower():
+                response.headers[CUSTOM_ATTRIBUTES] = response.headers.pop(name)
+    return response
+
+
 # ------------------------------------------------------------------------------------------ built-ins
 class BuiltinHandler:
     """A built-in algorithm's serve module over ``model_dir``."""

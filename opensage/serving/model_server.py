@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 from opensage.serving.handlers import (
-    CUSTOM_ATTRIBUTES,
     BuiltinHandler,
     Handler,
     ModelLoadError,
@@ -56,8 +55,8 @@ from opensage.serving.handlers import (
     Response,
     ScriptHandler,
     default_accept,
-    validation_error,
 )
+from opensage.serving.handlers import answer as _safe_invoke  # one function for HTTP and in-process callers
 from opensage.serving.plan import MULTI_MODEL_ENV, PIPELINE_KIND
 
 KINDS = ("builtin-xgboost", "sklearn", "pytorch", "xgboost-script", PIPELINE_KIND)
@@ -432,35 +431,6 @@ class HttpProtocol(asyncio.Protocol):
         if not self.busy and self.transport is not None:
             self.closing = True
             self.transport.close()
-
-
-def misrouted(handler: Handler, request: Request) -> Response | None:
-    """A ValidationError for routing headers this server cannot honour (single model, single container)."""
-    if request.target_model and not getattr(handler, "multi_model", False):
-        return validation_error(
-            f"TargetModel '{request.target_model}' was given, but this endpoint hosts a single model (its "
-            f"container's Mode is SingleModel): TargetModel is only for multi-model endpoints. Leave it out.")
-    if request.target_container_hostname and not getattr(handler, "multi_container", False):
-        return validation_error(
-            f"TargetContainerHostname '{request.target_container_hostname}' was given, but this endpoint is not "
-            f"configured for direct invocation (a model with several Containers and InferenceExecutionConfig "
-            f"Mode Direct). Leave it out.")
-    return None
-
-
-def _safe_invoke(handler: Handler, request: Request) -> Response:
-    rejected = misrouted(handler, request)
-    if rejected is not None:
-        return rejected
-    try:
-        response = handler.invoke(request)
-    except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the connection
-        return Response(500, f"{exc}\n{traceback.format_exc()}".encode(), "text/plain")
-    if CUSTOM_ATTRIBUTES not in response.headers:
-        for name in list(response.headers):
-            if name.lower() == CUSTOM_ATTRIBUTES.lower():
-                response.headers[CUSTOM_ATTRIBUTES] = response.headers.pop(name)
-    return response
 
 
 def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
