@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from opensage.capabilities import CapabilityContext
 from opensage.services.tuning import TuningService
-from opensage.tuning.jobs import KIND
+from opensage.tuning.jobs import KIND, TRAINING_KIND
 from opensage.tuning.reconciler import TuningReconciler
 
 
@@ -19,3 +21,11 @@ def install(ctx: CapabilityContext) -> None:
     reconciler = TuningReconciler(ctx.deps, ctx.services)
     ctx.wakers[KIND] = reconciler.wake
     ctx.background.append(reconciler)
+    parent_prefix = ctx.deps.arns.sagemaker(KIND, "")
+
+    def child_ended(job: Any) -> None:
+        # The next child starts (or the tuning job ends) now, not at the reconciler's next poll.
+        if (job.parent_arn or "").startswith(parent_prefix):
+            reconciler.wake()
+
+    ctx.deps.on_job_end.setdefault(TRAINING_KIND, []).append(child_ended)

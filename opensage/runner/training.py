@@ -175,6 +175,11 @@ class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
             state["ModelArtifacts"] = {"S3ModelArtifacts": model_uri}
         transition(self.d.resources, job, status, now, **state)
         log.info("training job %s: %s (%s)", job.name, status, secondary)
+        for hook in self.d.on_job_end.get(KIND, ()):  # who waits on this job (Deps.on_job_end) goes on now
+            try:
+                hook(job)
+            except Exception:
+                log.exception("training job %s: an on_job_end hook failed", job.name)
 
     # -- launch --------------------------------------------------------------------------------------
     def _launch(self, job: Resource) -> None:

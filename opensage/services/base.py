@@ -29,6 +29,9 @@ class Deps:
     logs: LogRepository
     metrics: MetricRepository
     wake: Callable[[str], None] = field(default=lambda kind: None)  # nudge the reconciler of a kind
+    # kind -> callbacks run with a job's row once it ended (Completed / Failed / Stopped): a capability that
+    # waits on such jobs (tuning on its training jobs) registers its wake instead of polling faster.
+    on_job_end: dict[str, list[Callable[[Any], None]]] = field(default_factory=dict)
     # NextTokens of every list (resources, tags, and services with their own paging) are sealed with one key
     # derived from the platform's secret: unforgeable, and still valid after a restart.
     tokens: PageTokens = field(init=False)

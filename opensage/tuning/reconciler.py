@@ -290,6 +290,11 @@ class TuningReconciler(ReconcileLoop):
         state["TuningJobCompletionDetails"] = details
         transition(self.d.resources, job, status, now, **state)
         self._studies.pop(job.name, None)
+        for hook in self.d.on_job_end.get(KIND, ()):  # e.g. a pipeline's TuningStep waiting on this job
+            try:
+                hook(job)
+            except Exception:
+                log.exception("tuning job %s: an on_job_end hook failed", job.name)
         log.info("tuning job %s: %s%s", job.name, status, f" ({reason})" if reason else "")
 
     def _save(self, job: Resource, **state: Any) -> None:
