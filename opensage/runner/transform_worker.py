@@ -58,6 +58,7 @@ STRATEGIES = {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}
 REASON_MAX = 1024
 READ_CHUNK = 1 << 20  # bytes per read from the object store
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer
+IN_PROCESS_ENV = "OPENSAGE_TRANSFORM_IN_PROCESS"  # "false" in the job's Environment: always a model server
 
 
 class TransformFailed(Exception):
@@ -119,30 +120,57 @@ class ModelClient:
     def invoke(self, body: bytes) -> Reply:
         reply = Reply(None, b"")
         for attempt in range(self.retries + 1):
-            try:
-                conn = self._conn()
-                conn.request("POST", "/invocations", body=body, headers=self.headers)
-                resp = conn.getresponse()
-                reply = Reply(resp.status, resp.read(), resp.getheader("Content-Type"))
-                if resp.getheader("Connection", "").lower() == "close":
-                    self._drop()
-                if reply.status < 500:
-                    return reply
-            except TimeoutError:
-                self._drop()
-                reply = Reply(None, f"the model did not answer within {self.timeout:.0f} s "
-                                    "(ModelClientConfig.InvocationsTimeoutInSeconds)".encode())
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop()
-                reply = Reply(None, f"connection to the model server failed: {type(exc).__name__}: {exc}".encode())
+            reply = self._send(body)
+            if reply.status is not None and reply.status < 500:
+                return reply
             if attempt < self.retries:
                 self.log(f"invocation failed ({reply.status or 'no answer'}: {reply.message()}); retrying "
                          f"({attempt + 1}/{self.retries})")
                 time.sleep(min(0.2 * 2 ** attempt, 2.0))
         return reply
 
+    def _send(self, body: bytes) -> Reply:
+        try:
+            conn = self._conn()
+            conn.request("POST", "/invocations", body=body, headers=self.headers)
+            resp = conn.getresponse()
+            reply = Reply(resp.status, resp.read(), resp.getheader("Content-Type"))
+            if resp.getheader("Connection", "").lower() == "close":
+                self._drop()
+            return reply
+        except TimeoutError:
+            self._drop()
+            return Reply(None, f"the model did not answer within {self.timeout:.0f} s "
+                               "(ModelClientConfig.InvocationsTimeoutInSeconds)".encode())
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop()
+            return Reply(None, f"connection to the model server failed: {type(exc).__name__}: {exc}".encode())
+
     def close(self) -> None:
         self._drop()
+
+
+class InProcessClient(ModelClient):
+    """The model's handler called in this process: what ``POST /invocations`` would answer, without the
+    HTTP hop (``serving.handlers.answer`` is the function the model server calls per request). Same
+    retries; the InvocationsTimeoutInSeconds cannot cut a prediction short here (built-ins only)."""
+
+    def __init__(self, handler: Any, max_body_bytes: int, timeout: float, retries: int,
+                 content_type: str | None, accept: str | None, log: Any) -> None:
+        super().__init__(0, timeout, retries, content_type, accept, log)
+        self.handler, self.max_body_bytes = handler, max_body_bytes
+
+    def _send(self, body: bytes) -> Reply:
+        from opensage.serving.handlers import Request, answer
+
+        if len(body) > self.max_body_bytes:  # the model server's 413 (its HTTP layer refuses the body)
+            return Reply(413, (f"the request body ({len(body)} bytes) is larger than the limit "
+                               f"({self.max_body_bytes} bytes; SAGEMAKER_MAX_PAYLOAD_IN_MB)").encode(), "text/plain")
+        response = answer(self.handler, Request(body, self.headers["Content-Type"], self.headers.get("Accept")))
+        return Reply(response.status, response.body, response.content_type)
+
+    def close(self) -> None:
+        pass
 
 
 def describe_failure(reply: Reply) -> str:
@@ -240,27 +268,101 @@ class Worker:
             self.log("No input objects for this instance (more instances than objects).")
             return JobResult(exit_code=0)
         plan = self._plan_server()
+        if self._in_process(plan):
+            self._run_in_process(objects, plan)
+        else:
+            self._run_with_server(objects, plan)
+        self.log(f"Transformed {self.records} record(s) in {len(objects)} object(s).")
+        if capture:
+            self._capture(capture, start_time, objects)
+        return JobResult(exit_code=0, extra={"records": self.records, "outputs": self.outputs})
+
+    def _run_with_server(self, objects: list[channels.ObjectRef], plan: Any) -> None:
+        """Through a model server process, as SageMaker does (user code, pipelines, image environments)."""
+        assert self.spec is not None
         from opensage.serving.replicas import Replica, ReplicaManager
 
         manager = ReplicaManager()
         # OMP_NUM_THREADS=1 unless the model or the job sets it: the server's prediction thread shares the
         # instance with the object store and this worker; OpenMP's spinning threads cost ~35% more CPU for the
         # same wall time (benchmarks/RESULTS.md, batch transform).
-        replica = manager.start(plan.model_dir, plan.kind, {"OMP_NUM_THREADS": "1", **plan.env, **spec.environment},
+        replica = manager.start(plan.model_dir, plan.kind,
+                                {"OMP_NUM_THREADS": "1", **plan.env, **self.spec.environment},
                                 self.jobdir / "logs" / SERVER_LOG)
         (self.jobdir / SERVER_FILE).write_text(json.dumps(replica.to_state()))
         try:
             self._wait_ready(manager, replica)
-            params = self._parameters(replica)
-            self._transform(objects, params, replica)
+            params = self._parameters(self._served_parameters(replica))
+            tin, tout, mcc = self._io()
+            self.client = ModelClient(
+                replica.port, float(mcc.get("InvocationsTimeoutInSeconds") or DEFAULT_TIMEOUT_SECONDS),
+                int(mcc.get("InvocationsMaxRetries", DEFAULT_RETRIES)), tin.get("ContentType"), tout.get("Accept"),
+                self.log)
+            self._transform(objects, params)
         finally:
             if self.client is not None:
                 self.client.close()
             manager.stop(Replica.from_state(replica.to_state()), grace=10.0)
-        self.log(f"Transformed {self.records} record(s) in {len(objects)} object(s).")
-        if capture:
-            self._capture(capture, start_time, objects)
-        return JobResult(exit_code=0, extra={"records": self.records, "outputs": self.outputs})
+
+    def _in_process(self, plan: Any) -> bool:
+        """Predict in this process: a built-in algorithm served by the platform's own interpreter, one
+        model, one server worker. Everything else (user code, inference pipelines, multi-model, an image's
+        own environment) goes through a model server. ``OPENSAGE_TRANSFORM_IN_PROCESS=false`` in the job's
+        Environment forces the model server (benchmarks and the equivalence test compare both)."""
+        assert self.spec is not None
+        from opensage import images
+        from opensage.serving.plan import MULTI_MODEL_ENV, SERVING_IMAGE_ENV
+
+        env = {**plan.env, **self.spec.environment}
+        if env.get(IN_PROCESS_ENV, "true").lower() in ("false", "0", "no"):
+            return False
+        if not plan.kind.startswith("builtin-") or env.get(MULTI_MODEL_ENV):
+            return False
+        if (env.get("SAGEMAKER_MODEL_SERVER_WORKERS") or "1").strip() not in ("", "1"):
+            return False
+        return images.environment_for_image(plan.env.get(SERVING_IMAGE_ENV), "builtin") is None
+
+    def _run_in_process(self, objects: list[channels.ObjectRef], plan: Any) -> None:
+        """The model server's handler, built and loaded as the server would (``model_server.build_handler``
+        under the server's environment), called per mini-batch without the HTTP hop."""
+        assert self.spec is not None
+        import os
+
+        from opensage.serving import model_server
+        from opensage.serving.plan import SERVING_IMAGE_ENV, SERVING_IMAGE_KIND_ENV
+
+        env = {"OMP_NUM_THREADS": "1", **plan.env, **self.spec.environment}
+        for key in (SERVING_IMAGE_ENV, SERVING_IMAGE_KIND_ENV):
+            env.pop(key, None)
+        os.environ.update(env)  # this process is the job's: the handler reads the server's environment
+        server_log = open(self.jobdir / "logs" / SERVER_LOG, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            config = model_server.parse_args(["--model-dir", str(plan.model_dir), "--kind", plan.kind])
+            handler = model_server.build_handler(config)
+            started = time.monotonic()
+            try:
+                handler.load()
+            except Exception as exc:  # noqa: BLE001 - worded for the user, as the server's exit would be
+                server_log.write(f"could not load the model: {exc}\n{traceback.format_exc()}")
+                raise TransformFailed(f"AlgorithmError: could not load the model: {exc}") from exc
+            server_log.write(f"[in-process] model loaded in {time.monotonic() - started:.2f} s; predicting in "
+                             "the transform worker (no model server process)\n")
+            server_log.flush()
+            self.log(f"Model loaded in this process after {time.monotonic() - started:.2f} s.")
+            params = self._parameters(json.loads(model_server._execution_parameters(builtin=True)))
+            tin, tout, mcc = self._io()
+            self.client = InProcessClient(
+                handler, config.max_body_bytes,
+                float(mcc.get("InvocationsTimeoutInSeconds") or DEFAULT_TIMEOUT_SECONDS),
+                int(mcc.get("InvocationsMaxRetries", DEFAULT_RETRIES)), tin.get("ContentType"), tout.get("Accept"),
+                self.log)
+            self._transform(objects, params)
+        finally:
+            server_log.close()
+
+    def _io(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        return (self.request["TransformInput"], self.request["TransformOutput"],
+                self.request.get("ModelClientConfig") or {})
 
     def _capture(self, capture: dict[str, Any], start_time: float, objects: list[channels.ObjectRef]) -> None:
         """DataCaptureConfig: manifests of this instance's inputs and outputs under DestinationS3Uri."""
@@ -326,19 +428,20 @@ class Worker:
             time.sleep(0.05)
         self.log(f"Model server is ready after {time.monotonic() - started:.2f} s.")
 
-    def _parameters(self, replica: Any) -> Parameters:
-        """The job's values; else the server's /execution-parameters; else SageMaker's defaults."""
-        served: dict[str, Any] = {}
+    @staticmethod
+    def _served_parameters(replica: Any) -> dict[str, Any]:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=10)
             conn.request("GET", "/execution-parameters")
             resp = conn.getresponse()
             body = resp.read()
             conn.close()
-            if resp.status == 200:
-                served = json.loads(body)
+            return json.loads(body) if resp.status == 200 else {}
         except (OSError, http.client.HTTPException, ValueError):
-            served = {}
+            return {}
+
+    def _parameters(self, served: dict[str, Any]) -> Parameters:
+        """The job's values; else the server's /execution-parameters; else SageMaker's defaults."""
         if served.get("BatchStrategy"):
             served["BatchStrategy"] = STRATEGIES.get(str(served["BatchStrategy"]).upper(), "MultiRecord")
 
@@ -355,14 +458,9 @@ class Worker:
         return params
 
     # -- the data path --------------------------------------------------------------------------------
-    def _transform(self, objects: list[channels.ObjectRef], params: Parameters, replica: Any) -> None:
-        assert self.store is not None
-        tin, tout = self.request["TransformInput"], self.request["TransformOutput"]
-        mcc = self.request.get("ModelClientConfig") or {}
-        self.client = ModelClient(
-            replica.port, float(mcc.get("InvocationsTimeoutInSeconds") or DEFAULT_TIMEOUT_SECONDS),
-            int(mcc.get("InvocationsMaxRetries", DEFAULT_RETRIES)), tin.get("ContentType"), tout.get("Accept"),
-            self.log)
+    def _transform(self, objects: list[channels.ObjectRef], params: Parameters) -> None:
+        assert self.store is not None and self.client is not None
+        tin, tout, _ = self._io()
         processor = DataProcessor(self.request.get("DataProcessing"), tin.get("ContentType"))
         split_type = tin.get("SplitType") or "None"
         line_end = (tout.get("AssembleWith") or "None") == "Line"
