@@ -12,6 +12,7 @@ compare-and-set: a pass that loses to an API write (Stop, a callback) is abandon
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -157,8 +158,15 @@ class PipelineEngine(ReconcileLoop):
                     st["_stop_sent"] = True
                     st["StepStatus"] = "Stopping"
                 continue  # polled until the child reports Stopped / Completed / Failed
-            st.update(StepStatus="Stopped", EndTime=now)  # callbacks, retry waits, children not yet created
-            st.pop("_retry_at", None)
+            if st.get("_type") == "Callback" and final == "Stopped" and self.services.get("sqs") is not None:
+                # StopPipelineExecution: SageMaker tells the consumer ("Status": "Stopping") and waits for its
+                # SendPipelineExecutionStepSuccess / Failure before the execution is Stopped.
+                if not st.get("_stop_sent"):
+                    st.update(StepStatus="Stopping", _stop_sent=True, _send="stop")
+                    self._send_callback(res, self.definition(res).steps[st["StepName"]], st, now)
+                continue
+            st.update(StepStatus="Stopped", EndTime=now)  # retry waits, children not yet created, callbacks of a
+            st.pop("_retry_at", None)  # failed execution (its failure does not wait on a consumer)
         if any(st.get("StepStatus") in ACTIVE for st in steps.values()):
             self._save_if_changed(res, before, now)
             return
@@ -235,7 +243,7 @@ class PipelineEngine(ReconcileLoop):
                 if message:
                     st["FailureReason"] = reason(message)
             elif step.type == "Callback":
-                self._start_callback(view, step, st)
+                self._start_callback(res, view, step, st, now)
             elif step.type in JOB_KINDS:
                 self._start_job(res, view, step, st, now)
             else:
@@ -245,13 +253,44 @@ class PipelineEngine(ReconcileLoop):
         except ExpressionError as e:
             st.update(StepStatus="Failed", EndTime=now, FailureReason=reason(f"ClientError: {e}"))
 
-    def _start_callback(self, view: ExecutionScope, step: StepDef, st: dict[str, Any]) -> None:
+    def _start_callback(self, res: Resource, view: ExecutionScope, step: StepDef, st: dict[str, Any],
+                        now: float) -> None:
+        """Saved with its token first, then the message sent: a restart in between sends it then (the same
+        token), never a token the execution does not know."""
         inputs = resolve(step.arguments or {}, view.scope())
         if step.cache_config and self._cache_hit(view, step, st, inputs):
             return
         st["_cache_key"] = cache_key(step.type, inputs)
-        st.update(StepStatus="Executing", _inputs=inputs, Metadata={"Callback": {
+        st.update(StepStatus="Executing", _inputs=inputs, _send="start", Metadata={"Callback": {
             "CallbackToken": random_suffix(10), "SqsQueueUrl": step.raw.get("SqsQueueUrl", "")}})
+        self.d.resources.save(res, now)
+        self._send_callback(res, step, st, now)
+
+    def _send_callback(self, res: Resource, step: StepDef, st: dict[str, Any], now: float) -> None:
+        """The step's SQS message (DG "Callback step"): ``token``, ``pipelineExecutionArn`` and the resolved
+        ``arguments``; on StopPipelineExecution the same with ``"Status": "Stopping"``."""
+        which = st.get("_send")
+        sqs = self.services.get("sqs")
+        if which is None or sqs is None:
+            st.pop("_send", None)
+            return
+        callback = st["Metadata"]["Callback"]
+        body: dict[str, Any] = {"token": callback["CallbackToken"], "pipelineExecutionArn": res.arn,
+                                "arguments": st.get("_inputs") or {}}
+        if which == "stop":
+            body["Status"] = "Stopping"
+        try:
+            sqs.send_message(RequestContext(), {"QueueUrl": callback["SqsQueueUrl"], "MessageBody": json.dumps(body)})
+        except ServiceError as e:
+            st.pop("_send", None)
+            if which == "start":
+                st.update(StepStatus="Failed", EndTime=now, FailureReason=reason(
+                    f"ClientError: the callback message could not be sent to SqsQueueUrl "
+                    f"{callback['SqsQueueUrl']}: {e.message}"))
+            else:  # nobody can be told: the step stops here
+                st.update(StepStatus="Stopped", EndTime=now)
+            return
+        st.pop("_send", None)
 
     def _start_job(self, res: Resource, view: ExecutionScope, step: StepDef, st: dict[str, Any],
                    now: float) -> None:
@@ -316,7 +355,7 @@ class PipelineEngine(ReconcileLoop):
     # -- polling -----------------------------------------------------------------------------------------
     def _poll(self, res: Resource, view: ExecutionScope, step: StepDef, st: dict[str, Any], now: float) -> None:
         if step.type == "Callback":
-            self._poll_callback(step, st, now)
+            self._poll_callback(res, step, st, now)
             return
         if st.get("_retry_at") is not None:
             if res.status == "Executing" and now >= st["_retry_at"]:
@@ -399,15 +438,19 @@ class PipelineEngine(ReconcileLoop):
             return
         self._intend(res, step, st, args, name, now)
 
-    def _poll_callback(self, step: StepDef, st: dict[str, Any], now: float) -> None:
+    def _poll_callback(self, res: Resource, step: StepDef, st: dict[str, Any], now: float) -> None:
+        if st.get("_send"):  # a send a restart cut off
+            self._send_callback(res, step, st, now)
         answer = st.pop("_callback", None)
         if answer is None:
             return
+        stopping = st.get("StepStatus") == "Stopping"
         if answer.get("Status") == "Success":
             outputs = answer.get("OutputParameters") or []
             st["_outputs"] = outputs
             st["Metadata"]["Callback"]["OutputParameters"] = outputs
-            st.update(StepStatus="Succeeded", EndTime=now)
+            # answered after StopPipelineExecution: the execution stops, nothing downstream runs
+            st.update(StepStatus="Stopped" if stopping else "Succeeded", EndTime=now)
         else:
             st.update(StepStatus="Failed", EndTime=now, FailureReason=reason(answer.get("FailureReason") or ""))
 

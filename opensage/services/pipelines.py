@@ -426,7 +426,8 @@ class PipelineService:
                 raise ResourceNotFound(f"Callback token '{token}' does not belong to a step of a running "
                                        f"pipeline execution.")
             res, st = found
-            if st.get("_callback") is not None or st.get("StepStatus") != "Executing":
+            # Stopping: StopPipelineExecution waits for this answer (the consumer got "Status": "Stopping")
+            if st.get("_callback") is not None or st.get("StepStatus") not in ("Executing", "Stopping"):
                 if request_token and st.get("_callback_request") == request_token:
                     return {"PipelineExecutionArn": res.arn}  # the same request again
                 raise ValidationException(f"The step of callback token '{token}' has already been completed.")

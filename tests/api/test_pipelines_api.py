@@ -17,6 +17,7 @@ from tests.conftest import ROLE, XGB_IMAGE, start_server
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310"
 BUCKET = "pipes"
+QUEUE = "q"
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,7 @@ def server(home, executor):
         store.ensure_bucket(BUCKET)
         store.put_bytes(BUCKET, "raw/data.csv", b"1,2\n3,4\n")
         store.put_bytes(BUCKET, "code/prep.py", b"print('hi')\n")
+        srv.client("sqs").create_queue(QueueName=QUEUE)  # callback steps' SqsQueueUrl
         yield srv
 
 
@@ -386,6 +388,67 @@ def test_callback_step_failure_fails_execution_with_reason(sm):
     assert err.value.response["Error"]["Code"] == "ResourceNotFound"
 
 
+def receive_callback(server, queue: str = QUEUE, timeout: int = 20) -> tuple[dict, str]:
+    """What an SQS consumer does: one message from the queue (long polling), deleted once read."""
+    sqs = server.client("sqs")
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=2).get("Messages")
+        if got:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+            return json.loads(got[0]["Body"]), got[0]["MessageId"]
+    raise AssertionError(f"no message on {queue}")
+
+
+def test_callback_step_sends_token_and_arguments_to_its_sqs_queue(sm, server):
+    server.client("sqs").create_queue(QueueName="approvals")
+    step = callback_step()
+    step["SqsQueueUrl"] = "https://sqs.us-east-1.amazonaws.com/123456789012/approvals"  # named by its last segment
+    create(sm, "CallbackSqs", [processing_step("Prep"), step])
+    arn = sm.start_pipeline_execution(PipelineName="CallbackSqs")["PipelineExecutionArn"]
+    body, _ = receive_callback(server, "approvals")
+    assert body["pipelineExecutionArn"] == arn
+    assert body["arguments"]["model"].startswith(f"s3://{BUCKET}/runs/")
+    assert body["token"] == steps_by_name(sm, arn)["Approve"]["Metadata"]["Callback"]["CallbackToken"]
+    sm.send_pipeline_execution_step_success(CallbackToken=body["token"], OutputParameters=[
+        {"Name": "approved_by", "Value": "bob"}])
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
+
+
+def test_callback_step_missing_queue_fails_with_reason(sm):
+    step = callback_step()
+    step["SqsQueueUrl"] = "https://sqs.us-east-1.amazonaws.com/1/no-such-queue"
+    step["Arguments"] = {}
+    create(sm, "CallbackNoQueue", [step])
+    arn = sm.start_pipeline_execution(PipelineName="CallbackNoQueue")["PipelineExecutionArn"]
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Failed"
+    why = steps_by_name(sm, arn)["Approve"]["FailureReason"]
+    assert "no-such-queue" in why and "does not exist" in why
+
+
+def test_stop_pipeline_execution_waiting_callback_tells_consumer_and_stops_after_its_answer(sm, server):
+    server.client("sqs").create_queue(QueueName="stops")
+    step = callback_step()
+    step["SqsQueueUrl"] = "https://sqs.us-east-1.amazonaws.com/1/stops"
+    step["Arguments"] = {"why": "review"}
+    create(sm, "CallbackStop", [step, processing_step("After", DependsOn=["Approve"])])
+    arn = sm.start_pipeline_execution(PipelineName="CallbackStop")["PipelineExecutionArn"]
+    first, _ = receive_callback(server, "stops")
+    assert "Status" not in first
+    sm.stop_pipeline_execution(PipelineExecutionArn=arn)
+    stopping, _ = receive_callback(server, "stops")
+    assert stopping["Status"] == "Stopping" and stopping["token"] == first["token"]
+    assert stopping["arguments"] == {"why": "review"}
+    # SageMaker waits for the consumer's answer before the execution is Stopped
+    assert sm.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionStatus"] == "Stopping"
+    assert steps_by_name(sm, arn)["Approve"]["StepStatus"] == "Stopping"
+    sm.send_pipeline_execution_step_failure(CallbackToken=first["token"], FailureReason="cleaned up")
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Stopped"
+    steps = steps_by_name(sm, arn)
+    assert steps["Approve"]["StepStatus"] == "Failed" and "After" not in steps
+
+
 def test_lambda_step_fails_with_clear_reason(sm):
     create(sm, "LambdaPipe", [{"Name": "Fn", "Type": "Lambda", "FunctionArn": "arn:aws:lambda:us-east-1:1:function:f",
                                "Arguments": {}}])
@@ -525,6 +588,7 @@ def test_control_plane_restart_mid_execution_continues_without_rerunning_steps(t
     srv.store().ensure_bucket(BUCKET)
     srv.store().put_bytes(BUCKET, "raw/data.csv", b"1,2\n")
     srv.store().put_bytes(BUCKET, "code/prep.py", b"print('hi')\n")
+    srv.client("sqs").create_queue(QueueName=QUEUE)
     sm = srv.client("sagemaker")
     create(sm, "Durable", [processing_step("Prep"), callback_step(), processing_step("Ship", inputs_from="Prep")])
     arn = sm.start_pipeline_execution(PipelineName="Durable")["PipelineExecutionArn"]
