@@ -36,6 +36,9 @@ PROPERTY_SHAPES = {"Processing": ("DescribeProcessingJobResponse",),
                    "EndpointConfig": ("DescribeEndpointConfigOutput",),
                    "Endpoint": ("DescribeEndpointOutput",)}
 RUNNABLE = (*CREATE_OPERATION, "Condition", "Fail", "Callback")
+# DependsOn run conditions -> the upstream StepStatus values that let the dependent step run
+TRIGGERS = {"Completed": ("Succeeded",), "Failed": ("Failed",), "Stopped": ("Stopped",),
+            "Any": ("Succeeded", "Failed", "Stopped")}
 # Accepted (SageMaker accepts them) but they need services this platform does not run: the step fails.
 UNSUPPORTED = ("Lambda", "EMR", "EMRServerless", "AutoML", "QualityCheck", "ClarifyCheck", "EndpointConfig",
                "Endpoint", "Athena", "Glue", "Notebook", "BedrockCustomModel", "BedrockModelImport",
@@ -54,6 +57,9 @@ class StepDef:
     depends_on: list[str] = field(default_factory=list)
     guards: list[tuple[str, bool]] = field(default_factory=list)  # (condition step, branch) that hold it
     upstream: set[str] = field(default_factory=set)
+    # DependsOn run conditions (SDK v3 StepDependency): upstream step -> Failed / Stopped / Any. A plain entry
+    # (Completed) is not listed: the step runs only once that upstream step succeeded.
+    triggers: dict[str, str] = field(default_factory=dict)
 
     @property
     def display_name(self) -> str | None:
@@ -201,10 +207,8 @@ def _collect(item: Any, where: str, steps: dict[str, StepDef], guards: list[tupl
         raise _invalid(f"{where} (step '{name}') has unknown Type {kind!r}")
     if name in steps:
         raise _invalid(f"{where}: step name '{name}' is used more than once (first at {steps[name].where})")
-    depends = item.get("DependsOn") or []
-    if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
-        raise _invalid(f"{where}.DependsOn (step '{name}') must be a list of step names")
-    step = StepDef(name, kind, item.get("Arguments"), where, item, list(depends), list(guards))
+    depends, triggers = _depends_on(item.get("DependsOn"), where, name)
+    step = StepDef(name, kind, item.get("Arguments"), where, item, depends, list(guards), triggers=triggers)
     steps[name] = step
     if kind == "Condition":
         args = item.get("Arguments")
@@ -213,6 +217,28 @@ def _collect(item: Any, where: str, steps: dict[str, StepDef], guards: list[tupl
         for branch, outcome in (("IfSteps", True), ("ElseSteps", False)):
             for j, sub in enumerate(args.get(branch) or []):
                 _collect(sub, f"{where}.Arguments.{branch}[{j}]", steps, [*guards, (name, outcome)])
+
+
+def _depends_on(raw: Any, where: str, name: str) -> tuple[list[str], dict[str, str]]:
+    """DependsOn entries: a step name, or ``{"Step": name, "Trigger": Completed|Failed|Stopped|Any}``."""
+    if raw is None:
+        return [], {}
+    if not isinstance(raw, list):
+        raise _invalid(f"{where}.DependsOn (step '{name}') must be a list of step names")
+    names: list[str] = []
+    triggers: dict[str, str] = {}
+    for j, entry in enumerate(raw):
+        if isinstance(entry, str):
+            names.append(entry)
+            continue
+        trigger = entry.get("Trigger", "Completed") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("Step"), str) or trigger not in TRIGGERS:
+            raise _invalid(f"{where}.DependsOn[{j}] (step '{name}') must be a step name or "
+                           f"{{\"Step\": <name>, \"Trigger\": {' | '.join(TRIGGERS)}}}")
+        names.append(entry["Step"])
+        if trigger != "Completed":
+            triggers[entry["Step"]] = trigger
+    return names, triggers
 
 
 def _check_step(step: StepDef, steps: dict[str, StepDef], parameters: dict[str, dict[str, Any]]) -> None:

@@ -123,17 +123,20 @@ class PipelineEngine(ReconcileLoop):
         for name, st in list(steps.items()):
             if st.get("StepStatus") in ACTIVE:
                 self._poll(res, view, defn.steps[name], st, now)
-        failed = [n for n, st in steps.items() if st.get("StepStatus") in ("Failed", "Stopped")]
-        if res.status == "Stopping" or failed:
+        if res.status == "Stopping" or _unhandled_failures(defn, steps):
             self._wind_down(res, steps, now, "Stopped" if res.status == "Stopping" else "Failed", before)
             return
         started = self._schedule(res, view, defn, now)
         if not started and not any(st.get("StepStatus") in ACTIVE for st in steps.values()):
-            if any(st.get("StepStatus") in ("Failed", "Stopped") for st in steps.values()):
+            if _unhandled_failures(defn, steps):
                 self._wind_down(res, steps, now, "Failed", before)
-            else:  # every step ran, was skipped, or waits on one that never will
-                transition(self.d.resources, res, "Succeeded", now, PipelineExecutionEndTime=now)
-                self._definitions.pop(res.arn, None)
+                return
+            # every step ran, was skipped, or waits on one that never will; a failure that a step ran on
+            # (DependsOn Trigger Failed / Stopped / Any) ends the execution CompletedWithFailures, not Failed
+            handled = any(st.get("StepStatus") in ("Failed", "Stopped") for st in steps.values())
+            transition(self.d.resources, res, "CompletedWithFailures" if handled else "Succeeded", now,
+                       PipelineExecutionEndTime=now)
+            self._definitions.pop(res.arn, None)
             return
         self._save_if_changed(res, before, now)
 
@@ -217,8 +220,11 @@ class PipelineEngine(ReconcileLoop):
                 return "wait"
             if st.get("_skipped"):
                 return "skip"
-            if st.get("StepStatus") != "Succeeded":
+            status = st.get("StepStatus")
+            if status in ACTIVE:
                 return "wait"
+            if status not in pdef.TRIGGERS[step.triggers.get(up, "Completed")]:
+                return "skip"  # the upstream step ended otherwise than this step runs on
             if up in guards:
                 outcome = (st.get("Metadata") or {}).get("Condition", {}).get("Outcome") == "True"
                 if outcome != guards[up]:
@@ -493,6 +499,18 @@ class PipelineEngine(ReconcileLoop):
         return False
 
 
+def _unhandled_failures(defn: Definition, steps: dict[str, dict[str, Any]]) -> list[str]:
+    """Failed / Stopped steps that no step runs on (DependsOn Trigger): these end the execution Failed."""
+    out = []
+    for name, st in steps.items():
+        status = st.get("StepStatus")
+        if status not in ("Failed", "Stopped"):
+            continue
+        if not any(status in pdef.TRIGGERS[s.triggers[name]] for s in defn.steps.values() if name in s.triggers):
+            out.append(name)
+    return out
+
+
 _ARN_TYPE = {"Processing": "processing-job", "Training": "training-job", "Transform": "transform-job",
              "Tuning": "hyper-parameter-tuning-job", "Model": "model", "RegisterModel": "model-package"}
 
@@ -516,7 +534,7 @@ def selective_steps(defn: Definition, source: Resource, selected: list[str]) -> 
             entry["SelectiveExecutionResult"] = {"SourcePipelineExecutionArn": source.arn}
             out[name] = entry
         else:
-            out[name] = {"_skipped": True}
+            out[name] = {"_skipped": True, "_unselected": True}  # kept skipped by RetryPipelineExecution
     for name in selected:
         for up in defn.steps[name].upstream:
             if up not in selected and out.get(up, {}).get("_skipped"):

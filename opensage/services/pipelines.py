@@ -381,7 +381,9 @@ class PipelineService:
                 raise ValidationException(f"Pipeline execution '{res.arn}' is {res.status}: only a Failed or "
                                           f"Stopped execution can be retried.")
             steps = res.state.get("Steps") or {}
-            for name in [n for n, st in steps.items() if st.get("StepStatus") in ("Failed", "Stopped")]:
+            # failed / stopped steps run again, and so do the steps skipped because of them (decided again)
+            for name in [n for n, st in steps.items() if st.get("StepStatus") in ("Failed", "Stopped")
+                         or st.get("_skipped") and not st.get("_unselected")]:
                 del steps[name]
             res.state.pop("FailureReason", None)
             res.state.pop("PipelineExecutionEndTime", None)

@@ -352,6 +352,45 @@ def test_stop_pipeline_execution_stops_running_job(sm, executor):
     assert err.value.response["Error"]["Code"] == "ValidationException"
 
 
+def test_depends_on_trigger_failed_runs_the_handler_and_execution_completes_with_failures(sm, executor):
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    executor.by_step["crash"] = FakeRun(result=JobResult(exit_code=1, failure_reason="AlgorithmError: crash"))
+    create(sm, "RunConditions", [
+        processing_step("Crash"),
+        processing_step("Notify", DependsOn=[{"Step": "Crash", "Trigger": "Failed"}]),
+        processing_step("Always", DependsOn=[{"Step": "Crash", "Trigger": "Any"}]),
+        processing_step("OnStop", DependsOn=[{"Step": "Crash", "Trigger": "Stopped"}]),
+        processing_step("Next", inputs_from="Crash")])
+    arn = sm.start_pipeline_execution(PipelineName="RunConditions")["PipelineExecutionArn"]
+    d = wait_execution(sm, arn)
+    assert d["PipelineExecutionStatus"] == "CompletedWithFailures"
+    assert d["PipelineExecutionStatus"] in model.shape_for("PipelineExecutionStatus").enum
+    steps = steps_by_name(sm, arn)
+    assert {n: s["StepStatus"] for n, s in steps.items()} == {"Crash": "Failed", "Notify": "Succeeded",
+                                                             "Always": "Succeeded"}
+    assert all(s["StepStatus"] in model.shape_for("StepStatus").enum for s in steps.values())
+    listed = sm.list_pipeline_executions(PipelineName="RunConditions")["PipelineExecutionSummaries"]
+    assert listed[0]["PipelineExecutionStatus"] == "CompletedWithFailures"
+
+
+def test_depends_on_trigger_failed_upstream_succeeds_handler_is_skipped(sm):
+    create(sm, "RunConditionsOk", [
+        processing_step("Fine"), processing_step("Notify", DependsOn=[{"Step": "Fine", "Trigger": "Failed"}])])
+    arn = sm.start_pipeline_execution(PipelineName="RunConditionsOk")["PipelineExecutionArn"]
+    assert wait_execution(sm, arn)["PipelineExecutionStatus"] == "Succeeded"
+    assert set(steps_by_name(sm, arn)) == {"Fine"}
+
+
+def test_create_pipeline_depends_on_unknown_trigger_is_validation_exception_saying_where(sm):
+    with pytest.raises(ClientError) as err:
+        create(sm, "BadTrigger", [processing_step("A"),
+                                  processing_step("B", DependsOn=[{"Step": "A", "Trigger": "Sometimes"}])])
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    assert "Steps[1].DependsOn[0]" in err.value.response["Error"]["Message"]
+
+
 def callback_step(name: str = "Approve") -> dict:
     return {"Name": name, "Type": "Callback", "SqsQueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q",
             "OutputParameters": [{"OutputName": "approved_by", "OutputType": "String"}],
