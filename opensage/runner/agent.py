@@ -331,6 +331,25 @@ def job_python_layer(ml_root: Path, python: str) -> str:
 
 # ----------------------------------------------------------------------------------------- the job
 
+ZYGOTE_DIR_ENV = "OPENSAGE_ZYGOTE_DIR"  # runner/zygote.py: where the reconciler's fork servers listen
+
+
+def platform_dir(path: str | None) -> Path | None:
+    """``path`` if it is a directory only this agent's user can use (root's fork servers: the agent signals
+    the pids they name), else None."""
+    if not path:
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    import stat as stat_mod
+
+    if not stat_mod.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        return None
+    return Path(path)
+
+
 
 class Agent:
     def __init__(self, jobdir: Path, control: sandbox.Control) -> None:
@@ -350,6 +369,7 @@ class Agent:
         if spec.max_runtime_seconds:
             self.control.deadline = self.control.started + spec.max_runtime_seconds
         make_layout(self.ml_root)
+        zygotes = platform_dir(spec.environment.pop(ZYGOTE_DIR_ENV, None))
         from opensage.objects import open_store
 
         # Every transfer of the job waits out a restart of the platform's object store.
@@ -375,7 +395,8 @@ class Agent:
                 ckpt.start()
 
         try:
-            outcome = sandbox.run_command(spec, self.ml_root, log_path, self.control, on_start)
+            outcome = sandbox.run_command(spec, self.ml_root, log_path, self.control, on_start,
+                                          zygote_dir=zygotes)
         finally:
             for feeder in feeders:
                 feeder.stop()

@@ -221,7 +221,7 @@ def die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="jobexec")
     parser.add_argument("--ml-root")
     parser.add_argument("--uid", type=int)
@@ -234,13 +234,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="no PR_SET_PDEATHSIG: model servers outlive a control-plane restart and are adopted")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        raise SystemExit("jobexec: no command")
-    parent = os.getppid()
+    args.command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return args
+
+
+def prepare(args: argparse.Namespace, env: dict[str, str], parent: int) -> dict[str, str]:
+    """Everything before the exec (steps 1-5 of the module doc, then the death signal and the cwd), in a
+    mount namespace of the caller's own; returns the command's environment. Also used by a fork server's
+    child (``runner/zygote.py``), which then runs the command in-process instead of exec'ing it."""
+    env = dict(env)
     if args.ml_root:
         _bind(args.ml_root, OPT_ML)
-    env = dict(os.environ)
     additions: dict[str, str] = {}
     if args.ml_root and env.get(HOSTS_ENV):  # in a mount namespace of its own: the job's hosts resolve
         try:
@@ -262,7 +266,15 @@ def main(argv: list[str] | None = None) -> None:
         die_with_parent(parent)
     if args.cwd:
         os.chdir(args.cwd)
-    os.execvpe(command[0], command, env)
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if not args.command:
+        raise SystemExit("jobexec: no command")
+    env = prepare(args, dict(os.environ), os.getppid())
+    os.execvpe(args.command[0], args.command, env)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from opensage.runner.jobspec import JobSpec
 
@@ -70,12 +70,16 @@ JOBEXEC = str(Path(__file__).with_name("jobexec.py"))
 
 def _jobexec_argv(env: dict[str, str], options: list[str], uid: int | None) -> list[str]:
     """``python -I runner/jobexec.py <options> -- `` (then the command): see jobexec's docstring."""
-    argv = [sys.executable, "-I", JOBEXEC, *options]
+    return [sys.executable, "-I", JOBEXEC, *_jobexec_options(env, options, uid), "--"]
+
+
+def _jobexec_options(env: dict[str, str], options: list[str], uid: int | None) -> list[str]:
+    argv = list(options)
     if uid is not None:
         argv += ["--uid", str(uid), "--gid", str(JOB_GID)]
         for path in readable_roots(env):
             argv += ["--expose", path]
-    return [*argv, "--"]
+    return argv
 
 
 def readable_roots(env: dict[str, str]) -> list[str]:
@@ -342,7 +346,7 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
+def _terminate(proc: Any, grace: float) -> None:
     try:
         proc.send_signal(signal.SIGTERM)
     except ProcessLookupError:
@@ -442,8 +446,13 @@ def run_command(
     control: Control,
     on_start: Callable[[], None] | None = None,
     namespace: bool | None = None,
+    zygote_dir: Path | None = None,
 ) -> Outcome:
-    """Start the job's command, pump its logs, honour stop / max runtime; return how it ended."""
+    """Start the job's command, pump its logs, honour stop / max runtime; return how it ended.
+
+    ``zygote_dir``: where the training reconciler's fork servers listen (``runner/zygote.py``): a
+    ``python -m <module>`` command of an isolated job (its own uid) is then forked from a warm process of
+    that interpreter with the module's imports done, else started as below."""
     if namespace is None:
         namespace = use_namespace(spec.sandbox)
     code_dir = ml_root / "code"
@@ -461,8 +470,12 @@ def run_command(
     else:
         env = build_env(spec, str(ml_root), False, ml_root)
         argv = [*_jobexec_argv(env, [], None), *[rewrite_opt_ml(a, ml_root) for a in spec.command]]
+    proc: Any = None
+    if uid is not None and zygote_dir is not None:
+        proc = _zygote_child(zygote_dir, spec.command, env, _jobexec_options(env, options, uid))
     try:
-        proc = _popen(argv, env, code_dir)
+        if proc is None:
+            proc = _popen(argv, env, code_dir)
     except OSError as exc:
         return Outcome(None, start_error=f"could not start the command {spec.command!r}: {exc}")
     assert proc.stdout is not None
@@ -481,7 +494,25 @@ def run_command(
     return outcome
 
 
-def _supervise(proc: subprocess.Popen[bytes], spec: JobSpec, control: Control) -> Outcome:
+def _zygote_child(zygote_dir: Path, command: list[str], env: dict[str, str], options: list[str]) -> Any:
+    """A child of the warm zygote for ``command`` (``python -m module ...``), or None: no such zygote
+    ready (one is asked for), or it could not be reached. Never fails the job: None starts it as usual."""
+    from opensage.runner import zygote
+
+    parsed = zygote.module_command(command)
+    if parsed is None:
+        return None
+    python, module, args = parsed
+    sock = zygote.find(zygote_dir, python, module, env)
+    if sock is None:
+        return None
+    try:
+        return zygote.start_child(sock, module, args, env, options)
+    except OSError:
+        return None
+
+
+def _supervise(proc: Any, spec: JobSpec, control: Control) -> Outcome:
     stopped = exceeded = False
     while proc.poll() is None:
         if control.stop_requested:

@@ -101,6 +101,25 @@ def _image_environment(req: dict[str, Any], resolved: Any, settings: Settings) -
     return env
 
 
+ZYGOTE_DIR_ENV = "OPENSAGE_ZYGOTE_DIR"  # read (and removed) by the agent: runner/agent.py
+
+
+def zygotes_enabled() -> bool:
+    """Fork servers for training jobs (runner/zygote.py); ``OPENSAGE_ZYGOTES=0`` turns them off."""
+    return os.environ.get("OPENSAGE_ZYGOTES", "1").lower() not in ("0", "false", "no", "off")
+
+
+def _zygote_pool(settings: Settings) -> Any:
+    if not zygotes_enabled():
+        return None
+    from opensage.executors.local import agent_env
+    from opensage.runner.sandbox import inherited_env
+    from opensage.runner.zygote import ZygotePool
+
+    # What every job inherits (no OPENSAGE_* setting, no platform key pair or profile), nothing more.
+    return ZygotePool(settings.home / "zygotes", inherited_env(agent_env()))
+
+
 # Read (and removed from the job's environment) by the agent: runner/agent.py ``prepare_environment``.
 AGENT_IMAGE_ENV = "OPENSAGE_JOB_IMAGE"
 AGENT_IMAGE_KIND_ENV = "OPENSAGE_JOB_IMAGE_KIND"
@@ -112,6 +131,21 @@ class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
     def __init__(self, deps: Deps, executor: Executor, store_spec: ObjectStoreSpec,
                  credentials: CredentialAuthority | None = None) -> None:
         super().__init__(deps, executor, store_spec, "training-reconciler", credentials)
+        self.zygotes = _zygote_pool(deps.settings)
+
+    # -- fork servers (runner/zygote.py): started when an agent asked for one, stopped with the platform --
+    def run_once(self) -> bool:
+        if self.zygotes is not None:
+            try:
+                self.zygotes.start_wanted()
+            except Exception:  # a job without a zygote runs the usual way
+                log.exception("could not start a zygote")
+        return super().run_once()
+
+    def shutdown(self, stop_jobs: bool = True, wait_seconds: float = 10.0) -> None:
+        super().shutdown(stop_jobs, wait_seconds)
+        if self.zygotes is not None:
+            self.zygotes.shutdown()
 
     def _stopped_before_start(self, job: Resource) -> None:
         self._finish(job, "Stopped", "Stopped", "Training job stopped before it started.", None)
@@ -288,6 +322,9 @@ class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
         env.update(_image_environment(job.request, resolved, s))
         env.update(job.request.get("Environment") or {})
         env.update(self._cluster_environment(job, index, count))  # after the user's: the platform's to set
+        env.pop(ZYGOTE_DIR_ENV, None)  # never the user's to point at: the agent (root) trusts what answers
+        if self.zygotes is not None and self.zygotes.enabled:
+            env[ZYGOTE_DIR_ENV] = str(self.zygotes.directory)
         return env
 
     def _cluster_environment(self, job: Resource, index: int, count: int) -> dict[str, str]:
