@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -318,6 +319,7 @@ class PipeFeeder(threading.Thread):
         self.stop_event = threading.Event()
         self.error: str | None = None
         self.epochs_done = 0
+        self._dir_real: str | None = None  # set by prepare()
         seed = plan.channel.shuffle_seed
         self._rng = random.Random(seed) if seed is not None else None
 
@@ -327,7 +329,12 @@ class PipeFeeder(threading.Thread):
         return self.data_dir / f"{self.plan.channel.name}_{epoch}"
 
     def prepare(self) -> None:
-        _make_fifo(self.fifo_path(0))
+        # Before the user's process starts, the FIFOs' directory is the agent's: its real path is the one
+        # every later epoch must still open (the job owns that directory and could swap in a link).
+        parent = self.fifo_path(0).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self._dir_real = os.path.realpath(parent)
+        _make_fifo(self.fifo_path(0), self._dir_real)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -337,7 +344,7 @@ class PipeFeeder(threading.Thread):
         try:
             while not self.stop_event.is_set():
                 path = self.fifo_path(epoch)
-                _make_fifo(path)
+                _make_fifo(path, self._dir_real)
                 out = self._open_writer(path)
                 if out is None:
                     return
@@ -355,13 +362,22 @@ class PipeFeeder(threading.Thread):
 
     def _open_writer(self, path: Path) -> BinaryIO | None:
         while not self.stop_event.is_set():
+            dir_fd = _open_fifo_dir(path, self._dir_real)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                # Never through a link: the agent may be root and the job's code owns this directory.
+                fd = os.open(path.name, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=dir_fd)
             except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise OSError(f"{path} was replaced by a link; Pipe mode writes only to its FIFO") from None
                 if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
                     raise
                 self.stop_event.wait(0.02)
                 continue
+            finally:
+                os.close(dir_fd)
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(f"{path} is no longer a FIFO; Pipe mode writes only to its FIFO")
             os.set_blocking(fd, True)
             return os.fdopen(fd, "wb", buffering=_CHUNK)
         return None
@@ -408,13 +424,43 @@ class PipeFeeder(threading.Thread):
                     out.write(payload)
 
 
-def _make_fifo(path: Path) -> None:
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(path, 0o644)
-    # Readable by the job's own user (the agent, maybe root, writes it): its input/data is not shared.
-    os.chmod(path, 0o644)
+def _open_fifo_dir(path: Path, dir_real: str | None) -> int:
+    """A descriptor of ``path``'s directory, checked to be the directory ``prepare()`` saw: the job owns it
+    (and its parents up to /opt/ml), so a link swapped in would otherwise point the agent's writes at a host
+    path (issue 7: a planted ``<channel>_1`` link got the channel's bytes written into a host file as root)."""
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise OSError(f"{path.parent} was replaced by a link; Pipe mode writes only to its FIFOs") from None
+        raise
+    if dir_real is not None and os.readlink(f"/proc/self/fd/{dir_fd}") != dir_real:
+        os.close(dir_fd)
+        raise OSError(f"{path.parent} was replaced by a link; Pipe mode writes only to its FIFOs")
+    return dir_fd
+
+
+def _make_fifo(path: Path, dir_real: str | None) -> None:
+    dir_fd = _open_fifo_dir(path, dir_real)
+    try:
+        try:
+            mode = os.lstat(path.name, dir_fd=dir_fd).st_mode
+        except FileNotFoundError:
+            os.mkfifo(path.name, 0o644, dir_fd=dir_fd)
+        else:
+            if not stat.S_ISFIFO(mode):
+                raise OSError(f"{path} exists and is not a FIFO; Pipe mode writes only to its FIFO")
+        # Readable by the job's own user whatever the umask (the agent, maybe root, writes it). Opened for
+        # reading without blocking (a FIFO allows it), never through a link, and checked before the chmod.
+        fd = os.open(path.name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=dir_fd)
+        try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                raise OSError(f"{path} is not a FIFO; Pipe mode writes only to its FIFO")
+            os.fchmod(fd, 0o644)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
 
 
 # ----------------------------------------------------------------------------------------- all channels
