@@ -170,7 +170,17 @@ def _described_definition(definition: dict[str, Any]) -> dict[str, Any]:
     algo = dict(definition.get("AlgorithmSpecification") or {})
     if not algo.get("MetricDefinitions"):
         algo["MetricDefinitions"] = describe_metric_definitions(algo.get("TrainingImage") or "") or []
-    return {**definition, "ResourceConfig": jobs.resource_config(definition), "AlgorithmSpecification": algo}
+    out = {**definition, "ResourceConfig": jobs.resource_config(definition), "AlgorithmSpecification": algo}
+    if definition.get("HyperParameterRanges") is not None:
+        out["HyperParameterRanges"] = _all_range_lists(definition["HyperParameterRanges"])
+    return out
+
+
+def _all_range_lists(ranges: dict[str, Any]) -> dict[str, Any]:
+    """ParameterRanges with its three lists, empty ones included, as SageMaker describes them (SDK v2's attach
+    indexes all three)."""
+    return {"IntegerParameterRanges": [], "ContinuousParameterRanges": [], "CategoricalParameterRanges": [],
+            **ranges}
 
 
 def _best_summary(d: Deps, rows: list[Resource], tuning: Resource) -> dict[str, Any] | None:
@@ -194,7 +204,9 @@ def describe(d: Deps, res: Resource) -> dict[str, Any]:
         "TrainingJobStatusCounters": status,
         "ObjectiveStatusCounters": objective,
     })
-    config = out["HyperParameterTuningJobConfig"]
+    config = dict(out["HyperParameterTuningJobConfig"])
+    if config.get("ParameterRanges") is not None:
+        config["ParameterRanges"] = _all_range_lists(config["ParameterRanges"])
     out["HyperParameterTuningJobConfig"] = {"TrainingJobEarlyStoppingType": "Off", **config}
     # SDK v2's attach reads TrainingJobDefinition.ResourceConfig even for a job created with
     # HyperParameterTuningResourceConfig (which the tuner sends): describe both.

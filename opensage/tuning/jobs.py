@@ -11,6 +11,7 @@ from typing import Any
 from opensage.errors import ValidationException
 from opensage.services.base import Deps, check_s3_uri
 from opensage.store.resources import ListQuery, Resource
+from opensage.tuning import autotune
 from opensage.tuning.ranges import SearchSpace, parse_ranges
 
 KIND = "hyper-parameter-tuning-job"
@@ -112,6 +113,11 @@ def check_definition(d: dict[str, Any], objective: dict[str, str], space: Search
     if d.get("ResourceConfig") and d.get("HyperParameterTuningResourceConfig"):
         raise ValidationException(f"{where} must specify only one of ResourceConfig and "
                                   "HyperParameterTuningResourceConfig.")
+    hp = d.get("HyperParameterTuningResourceConfig") or {}
+    if hp.get("InstanceConfigs") and any(hp.get(k) for k in ("InstanceType", "InstanceCount", "VolumeSizeInGB")):
+        raise ValidationException(
+            f"{where}.HyperParameterTuningResourceConfig: if you use InstanceConfigs, do not provide values for "
+            "InstanceType, VolumeSizeInGB or InstanceCount.")
     check_s3_uri(d["OutputDataConfig"]["S3OutputPath"], f"{where}.OutputDataConfig.S3OutputPath")
     static = d.get("StaticHyperParameters") or {}
     for name in space.names:
@@ -138,9 +144,9 @@ def normalize(request: dict[str, Any]) -> dict[str, Any]:
     single, several = request.get("TrainingJobDefinition"), request.get("TrainingJobDefinitions")
     if bool(single) == bool(several):
         raise ValidationException("Specify exactly one of TrainingJobDefinition and TrainingJobDefinitions.")
-    if request.get("Autotune"):
-        raise ValidationException("Autotune is not supported here: give the strategy, objective and parameter "
-                                  "ranges explicitly.")
+    auto = autotune.enabled(request)
+    if not auto:
+        autotune.check_auto_parameters_need_autotune(request)
     strategy = config["Strategy"]
     early = config.get("TrainingJobEarlyStoppingType") or "Off"
     if strategy == "Hyperband" and early != "Off":
@@ -165,6 +171,15 @@ def normalize(request: dict[str, Any]) -> dict[str, Any]:
             raise ValidationException("HyperParameterTuningJobConfig.HyperParameterTuningJobObjective is "
                                       "required with a TrainingJobDefinition.")
         ranges = config.get("ParameterRanges") or single.get("HyperParameterRanges")
+        if auto:
+            ranges, kept = autotune.resolve_ranges(ranges, single, "HyperParameterTuningJobConfig.ParameterRanges"
+                                                   if config.get("ParameterRanges") else
+                                                   "TrainingJobDefinition.HyperParameterRanges")
+            if config.get("ParameterRanges"):
+                config["ParameterRanges"] = ranges
+            else:
+                single = {**single, "HyperParameterRanges": ranges}
+            single = {**single, "StaticHyperParameters": {**(single.get("StaticHyperParameters") or {}), **kept}}
         space = parse_ranges(ranges)
         check_definition(single, objective, space, "TrainingJobDefinition")
         out["TrainingJobDefinition"] = _with_objective_hp(single, objective)
@@ -180,8 +195,12 @@ def normalize(request: dict[str, Any]) -> dict[str, Any]:
             if not objective:
                 raise ValidationException(f"{where}.TuningObjective is required with TrainingJobDefinitions.")
             types.add(objective["Type"])
-            space = parse_ranges(d.get("HyperParameterRanges") or config.get("ParameterRanges"),
-                                 f"{where}.HyperParameterRanges")
+            ranges = d.get("HyperParameterRanges") or config.get("ParameterRanges")
+            if auto:
+                ranges, kept = autotune.resolve_ranges(ranges, d, f"{where}.HyperParameterRanges")
+                d = {**d, "HyperParameterRanges": ranges,
+                     "StaticHyperParameters": {**(d.get("StaticHyperParameters") or {}), **kept}}
+            space = parse_ranges(ranges, f"{where}.HyperParameterRanges")
             check_definition(d, objective, space, where)
             stored.append(_with_objective_hp(d, objective))
             spaces.append(space)
@@ -194,6 +213,10 @@ def normalize(request: dict[str, Any]) -> dict[str, Any]:
         if max_jobs is None or max_jobs > size:
             limits["MaxNumberOfTrainingJobs"] = size
         config["ResourceLimits"] = limits
+    if auto:
+        config["ResourceLimits"] = autotune.resource_limits(config["ResourceLimits"],
+                                                            max(len(s.ranges) for s in spaces))
+        config["TuningJobCompletionCriteria"] = autotune.completion_criteria(config.get("TuningJobCompletionCriteria"))
     out["HyperParameterTuningJobConfig"] = config
     return out
 
@@ -241,7 +264,9 @@ def child_request(tuning: Resource, definition: Definition, name: str, tuned: di
 
 def resource_config(d: dict[str, Any]) -> dict[str, Any]:
     """A definition's ResourceConfig, or the one its HyperParameterTuningResourceConfig (what SDK v2 sends)
-    stands for: the first InstanceConfigs entry when it lists several (no allocation across types here)."""
+    stands for. With InstanceConfigs, AllocationStrategy Prioritized: SageMaker takes the first configuration
+    that has capacity, in order; this platform runs whatever instance type it is given (the type only names
+    the job's hosts), so the first always has capacity and every child uses it."""
     if d.get("ResourceConfig"):
         return d["ResourceConfig"]
     hp = d.get("HyperParameterTuningResourceConfig") or {}

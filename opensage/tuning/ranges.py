@@ -131,10 +131,7 @@ def _number(text: Any, kind: str, name: str, member: str) -> float:
 
 def parse_ranges(ranges: dict[str, Any] | None, where: str = "ParameterRanges") -> SearchSpace:
     """Validate ParameterRanges as SageMaker does and return the search space (names unique across kinds)."""
-    ranges = ranges or {}
-    if ranges.get("AutoParameters"):
-        raise _error(f"{where}.AutoParameters (Autotune) is not supported here: give Integer, Continuous or "
-                     "Categorical parameter ranges.")
+    ranges = ranges or {}  # AutoParameters: resolved into these ranges at Create (tuning/autotune.py)
     out: list[Range] = []
     seen: set[str] = set()
 

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from tests.api.tuning_support import (
     BUCKET,
+    RANGES,
     TuningExecutor,
     all_children,
     definition,
@@ -146,7 +147,8 @@ def _with_ranges(name: str, ranges: dict, **kw) -> dict:
     (tuning_request("tune-bad-hyperband", strategy="Hyperband", TrainingJobEarlyStoppingType="Auto"),
      ["Hyperband", "TrainingJobEarlyStoppingType"]),
     (tuning_request("tune-bad-parallel", max_jobs=2, parallel=3), ["MaxParallelTrainingJobs"]),
-    ({**tuning_request("tune-bad-autotune"), "Autotune": {"Mode": "Enabled"}}, ["Autotune"]),
+    (_with_ranges("tune-bad-autotune", {**RANGES, "AutoParameters": [{"Name": "gamma", "ValueHint": "1"}]}),
+     ["AutoParameters", "Autotune"]),
     ({**tuning_request("tune-bad-both"), "TrainingJobDefinitions": [definition(DefinitionName="a")]},
      ["TrainingJobDefinition"]),
 ])
