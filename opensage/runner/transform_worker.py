@@ -18,8 +18,10 @@ a server whose worker was killed).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import queue
 import signal
 import tempfile
 import threading
@@ -57,6 +59,7 @@ DEFAULTS = {"MaxConcurrentTransforms": 1, "BatchStrategy": "MultiRecord", "MaxPa
 STRATEGIES = {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}
 REASON_MAX = 1024
 READ_CHUNK = 1 << 20  # bytes per read from the object store
+READ_AHEAD_CHUNKS = 64  # at most this many READ_CHUNKs read ahead of the splitter per object
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer
 IN_PROCESS_ENV = "OPENSAGE_TRANSFORM_IN_PROCESS"  # "false" in the job's Environment: always a model server
 
@@ -179,6 +182,66 @@ def describe_failure(reply: Reply) -> str:
     return f"model returned {reply.status}: {reply.message()}"
 
 
+# ------------------------------------------------------------------------------------------- read-ahead
+class ReadAhead:
+    """An input object's bytes read by a thread of their own, up to ``READ_AHEAD_CHUNKS`` MB ahead of the
+    consumer: the S3 read overlaps the model's start (the first object is opened before the model loads)
+    and the splitting/predicting of the main thread. Iterate once; errors (ObjectNotFound included) are
+    raised where the consumer reads."""
+
+    _END = object()
+
+    def __init__(self, store: ObjectStore, bucket: str, key: str) -> None:
+        self.store, self.bucket, self.key = store, bucket, key
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=READ_AHEAD_CHUNKS)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._closed:
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            stream = self.store.open_read(self.bucket, self.key)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(exc)
+            return
+        try:
+            while not self._closed:
+                chunk = stream.read(READ_CHUNK)
+                if not chunk:
+                    self._put(self._END)
+                    return
+                if not self._put(chunk):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(exc)
+        finally:
+            stream.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(queue.Empty):
+            while True:  # unblock a reader waiting on a full queue
+                self._queue.get_nowait()
+
+
 # ------------------------------------------------------------------------------------------- one object
 class ObjectTask:
     """One input object: its records out, its assembled output in a temporary file, uploaded at the end."""
@@ -232,6 +295,7 @@ class Worker:
         self.records = 0
         self.outputs: list[str] = []
         self.inference_ids: Any = None  # transform_capture.InferenceIds with DataCaptureConfig.GenerateInferenceId
+        self._prefetched: ReadAhead | None = None  # the first object, opened before the model loads
 
     # -- small pieces ---------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -267,11 +331,17 @@ class Worker:
         if not objects:
             self.log("No input objects for this instance (more instances than objects).")
             return JobResult(exit_code=0)
-        plan = self._plan_server()
-        if self._in_process(plan):
-            self._run_in_process(objects, plan)
-        else:
-            self._run_with_server(objects, plan)
+        # The first object streams in while the model server starts (or the model loads here).
+        self._prefetched = ReadAhead(self.store, objects[0].bucket, objects[0].key)
+        try:
+            plan = self._plan_server()
+            if self._in_process(plan):
+                self._run_in_process(objects, plan)
+            else:
+                self._run_with_server(objects, plan)
+        finally:
+            if self._prefetched is not None:
+                self._prefetched.close()
         self.log(f"Transformed {self.records} record(s) in {len(objects)} object(s).")
         if capture:
             self._capture(capture, start_time, objects)
@@ -493,19 +563,22 @@ class Worker:
         logs its size once it has been read in full."""
         assert self.store is not None
         ref = task.ref
-        try:
-            stream = self.store.open_read(ref.bucket, ref.key)
-        except ObjectNotFound as exc:
-            raise TransformFailed(f"ClientError: input object s3://{ref.bucket}/{ref.key} does not exist.") from exc
+        reader, self._prefetched = self._prefetched, None
+        if reader is None or (reader.bucket, reader.key) != (ref.bucket, ref.key):
+            if reader is not None:
+                reader.close()
+            reader = ReadAhead(self.store, ref.bucket, ref.key)
         size = 0
         try:
-            raw = iter(lambda: stream.read(READ_CHUNK), b"")
+            raw = iter(reader)
             gzipped = (self.request["TransformInput"].get("CompressionType") or "None") == "Gzip"
             for chunk in _gunzip(raw, f"s3://{ref.bucket}/{ref.key}") if gzipped else raw:
                 size += len(chunk)
                 yield chunk
+        except ObjectNotFound as exc:
+            raise TransformFailed(f"ClientError: input object s3://{ref.bucket}/{ref.key} does not exist.") from exc
         finally:
-            stream.close()
+            reader.close()
         self.log(f"s3://{ref.bucket}/{ref.key}: {size} bytes")
 
     def _batches(self, task: ObjectTask, split_type: str, params: Parameters,
