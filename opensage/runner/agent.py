@@ -20,7 +20,7 @@ from typing import Any
 
 from opensage.objects.base import ObjectNotFound, ObjectStore, split_s3_uri
 from opensage.runner import channels, sandbox
-from opensage.runner.archive import make_tar_gz
+from opensage.runner.archive import ArchiveError, make_tar_gz
 from opensage.runner.jobspec import JobResult, JobSpec
 from opensage.runner.transfers import RetryingStore, describe_s3_error
 
@@ -92,11 +92,16 @@ def artifact_uri(uri: str, filename: str) -> tuple[str, str]:
     return bucket, key
 
 
-def upload_dir_as_tar(store: ObjectStore, src: Path, uri: str, filename: str) -> str:
+def upload_dir_as_tar(store: ObjectStore, src: Path, uri: str, filename: str, within: Path | None = None) -> str:
+    """Pack ``src`` (see ``make_tar_gz``: ``within`` is the job's /opt/ml, which the job cannot replace) and
+    upload it."""
     bucket, key = artifact_uri(uri, filename)
     with tempfile.TemporaryDirectory(prefix="opensage-tar-") as tmp:
         tar_path = Path(tmp) / filename
-        make_tar_gz(src, tar_path)
+        try:
+            make_tar_gz(src, tar_path, within)
+        except ArchiveError as exc:
+            raise AgentError(f"ClientError: could not pack {filename}: {exc}.") from exc
         try:
             store.put_file(bucket, key, tar_path)  # a RetryingStore waits out a restarting object store
         except Exception as exc:  # noqa: BLE001 - any store error is the job's FailureReason
@@ -118,11 +123,15 @@ class CheckpointSync:
     """Mirrors the local checkpoint dir with CheckpointConfig.S3Uri: download at start, upload changes."""
 
     def __init__(self, store: ObjectStore, uri: str, local_dir: Path, interval: float,
-                 what: str = "checkpoints") -> None:
+                 what: str = "checkpoints", within: Path | None = None) -> None:
         self.what = what  # how failures name it: "checkpoints", "processing output 'train'"
         self.store = store
         self.bucket, self.prefix = split_s3_uri(uri)
         self.local_dir = local_dir
+        # Uploaded files must really lie inside this directory: the job's /opt/ml, which the job cannot
+        # replace. Not local_dir: the job owns it and can swap it for a link to a host directory (the check
+        # would then follow the link and pass, and the agent - root - upload the platform's secrets).
+        self.within = within if within is not None else local_dir
         self.interval = interval
         self._seen: dict[str, tuple[int, int]] = {}
         self._stop = threading.Event()
@@ -179,7 +188,7 @@ class CheckpointSync:
                 if self._seen.get(rel) == sig:
                     continue
                 # The job writes here while we read: open it safely (no link, inside the dir), upload that.
-                fd = sandbox.open_job_file(path, self.local_dir)
+                fd = sandbox.open_job_file(path, self.within)
                 if fd is None:
                     continue
                 try:
@@ -423,7 +432,8 @@ class Agent:
             local = local_path(self.ml_root, out.local_path, f"ProcessingOutput '{out.name}' LocalPath")
             local.mkdir(parents=True, exist_ok=True)
             syncs.append((out, CheckpointSync(self.store, out.s3_uri, local, spec.checkpoint_sync_seconds,
-                                              what=f"processing output '{out.name}' to {out.s3_uri}")))
+                                              what=f"processing output '{out.name}' to {out.s3_uri}",
+                                              within=self.ml_root)))
         self.check()
 
         def on_start() -> None:
@@ -471,7 +481,8 @@ class Agent:
         if not spec.checkpoint_s3_uri:
             return None
         local = local_path(self.ml_root, spec.checkpoint_local_path)
-        ckpt = CheckpointSync(self.store, spec.checkpoint_s3_uri, local, spec.checkpoint_sync_seconds)
+        ckpt = CheckpointSync(self.store, spec.checkpoint_s3_uri, local, spec.checkpoint_sync_seconds,
+                              within=self.ml_root)
         ckpt.download()
         return ckpt
 
@@ -512,7 +523,7 @@ class Agent:
         ended_well = outcome.exit_code == 0 or outcome.stopped or outcome.max_runtime_exceeded
         if spec.model_s3_uri and started and (ended_well or has_files(model_dir)):
             try:
-                uri = upload_dir_as_tar(self.store, model_dir, spec.model_s3_uri, "model.tar.gz")
+                uri = upload_dir_as_tar(self.store, model_dir, spec.model_s3_uri, "model.tar.gz", self.ml_root)
                 result.model_uploaded = True
                 result.extra["model_artifacts"] = uri
             except AgentError as exc:
@@ -520,7 +531,7 @@ class Agent:
         out_dir = self.ml_root / "output" / "data"
         if spec.output_s3_uri and has_files(out_dir):
             try:
-                uri = upload_dir_as_tar(self.store, out_dir, spec.output_s3_uri, "output.tar.gz")
+                uri = upload_dir_as_tar(self.store, out_dir, spec.output_s3_uri, "output.tar.gz", self.ml_root)
                 result.output_uploaded = True
                 result.extra["output_artifacts"] = uri
             except AgentError as exc:

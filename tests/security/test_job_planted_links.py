@@ -102,3 +102,80 @@ def test_pipe_feeder_data_dir_swapped_for_link_to_host_dir_is_refused(store, tmp
         feeder.stop()
     assert sorted(p.name for p in host_file.parent.iterdir()) == ["authorized_keys"]  # no FIFO made there
     assert feeder.error is not None and "replaced by a link" in feeder.error
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+def _secret_home(tmp_path: Path) -> Path:
+    home = tmp_path / "platform-home"
+    home.mkdir()
+    (home / "credentials.json").write_text('{"secret": "root-key"}')
+    (home / "data").mkdir()
+    (home / "data" / "db.sqlite").write_text("rows")
+    return home
+
+
+def _ml_root(tmp_path: Path) -> Path:
+    ml = tmp_path / "job" / "ml"
+    for sub in ("model", "checkpoints", "output/data"):
+        (ml / sub).mkdir(parents=True)
+    return ml
+
+
+def _stored_keys(store, prefix: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(info.key for info in store.list(BUCKET, prefix))
+
+
+def test_checkpoint_sync_checkpoints_dir_swapped_for_link_uploads_no_host_file(store, tmp_path) -> None:
+    from opensage.runner.agent import CheckpointSync
+
+    home, ml = _secret_home(tmp_path), _ml_root(tmp_path)
+    (ml / "checkpoints" / "epoch-1.pt").write_text("weights")
+    sync = CheckpointSync(store, f"s3://{BUCKET}/ckpt", ml / "checkpoints", 60, within=ml)
+    assert sync.upload_changes() == 1
+    # The job's code replaces its checkpoint directory by a link to the platform's home.
+    os.rename(ml / "checkpoints", ml / "checkpoints-old")
+    os.symlink(home, ml / "checkpoints")
+    sync.upload_changes()
+    assert _stored_keys(store, "ckpt/") == ["ckpt/epoch-1.pt"]
+
+
+def test_model_tar_of_model_dir_swapped_for_link_is_refused(store, tmp_path) -> None:
+    from opensage.runner.agent import AgentError, upload_dir_as_tar
+
+    home, ml = _secret_home(tmp_path), _ml_root(tmp_path)
+    os.rmdir(ml / "model")
+    os.symlink(home, ml / "model")
+    with pytest.raises(AgentError, match="link"):
+        upload_dir_as_tar(store, ml / "model", f"s3://{BUCKET}/out", "model.tar.gz", ml)
+    assert _stored_keys(store, "out/") == []
+
+
+def test_output_tar_under_a_parent_swapped_for_link_is_refused(store, tmp_path) -> None:
+    from opensage.runner.agent import AgentError, upload_dir_as_tar
+
+    home, ml = _secret_home(tmp_path), _ml_root(tmp_path)
+    # output/ -> the platform's home, whose data/ then stands where output/data was.
+    os.rename(ml / "output", ml / "output-old")
+    os.symlink(home, ml / "output")
+    with pytest.raises(AgentError, match="replaced by a link"):
+        upload_dir_as_tar(store, ml / "output" / "data", f"s3://{BUCKET}/out", "output.tar.gz", ml)
+    assert _stored_keys(store, "out/") == []
+
+
+def test_model_tar_link_to_host_file_is_stored_as_a_link_not_its_content(tmp_path) -> None:
+    import tarfile
+
+    from opensage.runner.archive import make_tar_gz
+
+    home, ml = _secret_home(tmp_path), _ml_root(tmp_path)
+    (ml / "model" / "model.bin").write_text("booster")
+    os.symlink(home / "credentials.json", ml / "model" / "config.json")
+    os.symlink("model.bin", ml / "model" / "latest.bin")  # an in-directory link: stored as the file
+    assert make_tar_gz(ml / "model", tmp_path / "m.tar.gz", ml) == 2
+    with tarfile.open(tmp_path / "m.tar.gz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert members["config.json"].issym() and members["config.json"].linkname == str(home / "credentials.json")
+        assert tar.extractfile("latest.bin").read() == b"booster"  # type: ignore[union-attr]
+        assert all(b"root-key" not in (tar.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
+                   for m in tar.getmembers())
