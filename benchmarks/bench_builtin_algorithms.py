@@ -359,6 +359,7 @@ def run_job(p: common.Platform, home: Path, case: Case, read: Callable[[str, str
         for channel, (content_type, _) in case.channels.items()]
     control = p.pid or os.getpid()  # in-process: the control plane's threads are this process
     cpu0 = common.process_cpu(control)
+    zcpu0 = zygote_children_cpu(home)
     t0 = time.time()
     p.sm.create_training_job(**req)
     desc = common.wait_finished(p.sm, name, timeout=600, poll=0.05)
@@ -377,6 +378,7 @@ def run_job(p: common.Platform, home: Path, case: Case, read: Callable[[str, str
         job_cpu = sum(common.process_cpu(agent))
     except OSError:  # already reaped: its CPU moved to `opensage up`'s children total
         job_cpu = cpu1[1] - cpu0[1]
+    job_cpu += zygote_children_cpu(home) - zcpu0  # a child of a zygote is reaped by the zygote
     model = None
     if case.needs_model:  # not timed: only for the quality number
         model = fetch_model(read, desc["ModelArtifacts"]["S3ModelArtifacts"], home / "models" / name)
@@ -394,6 +396,35 @@ def run_job(p: common.Platform, home: Path, case: Case, read: Callable[[str, str
         "control_plane_cpu": cpu1[0] - cpu0[0],
         "metric": case.job_metric(quality_metrics("\n".join(text for _, text in lines)), model),
     }
+
+
+def zygote_children_cpu(home: Path) -> float:
+    """CPU seconds of the reaped children of the platform's zygotes (runner/zygote.py): the jobs they forked."""
+    total = 0.0
+    for ready in (home / "zygotes").glob("*.json"):
+        try:
+            total += common.process_cpu(int(json.loads(ready.read_text())["pid"]))[1]
+        except (OSError, ValueError, KeyError):
+            continue
+    return total
+
+
+def warm_zygote(p: common.Platform, home: Path, case: Case, read: Callable[[str, str], bytes]) -> float:
+    """Untimed jobs until the platform's zygote for the case's module is ready (it starts once a second job
+    asks for it: runner/zygote.py START_AFTER_JOBS); returns its preload seconds."""
+    from opensage.runner import zygote
+
+    module = f"opensage.algorithms.{case.module}.train"
+    for _ in range(zygote.START_AFTER_JOBS):
+        run_job(p, home, case, read)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for ready in (home / "zygotes").glob("*.json"):
+            info = json.loads(ready.read_text())
+            if info.get("module") == module:
+                return float(info.get("preload_seconds") or 0)
+        time.sleep(0.2)
+    raise RuntimeError(f"no zygote for {module} became ready")
 
 
 _ROOTS: dict[str, Path] = {}
@@ -445,7 +476,8 @@ def import_time(module: str) -> float:
     return time.perf_counter() - t0
 
 
-def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up") -> dict[str, Any]:
+def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
+        zygotes: str = "compare") -> dict[str, Any]:
     import sklearn.cluster  # noqa: F401  (imported before timing: the references exclude import time)
     import sklearn.decomposition  # noqa: F401
     import sklearn.ensemble  # noqa: F401
@@ -453,24 +485,38 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up")
     import sklearn.neighbors  # noqa: F401
 
     started = time.perf_counter()
-    out: dict[str, Any] = {"repeats": repeats, "scale": scale, "platform": platform, "loadavg_before": os.getloadavg(),
+    out: dict[str, Any] = {"repeats": repeats, "scale": scale, "platform": platform, "zygotes": zygotes,
+                           "loadavg_before": os.getloadavg(),
                            "command": " ".join([".venv/bin/python", "benchmarks/bench_builtin_algorithms.py",
                                                 *sys.argv[1:]]), "algorithms": []}
     selected = [c for c in cases(scale) if only is None or c.name in only]
-    with tempfile.TemporaryDirectory(prefix="opensage-bench-1p-") as tmp, \
-            common.open_platform(platform, Path(tmp)) as p:
-        read = model_reader(p)
+    # "job": the platform as configured by --zygotes; "fresh": a second platform with zygotes off (the
+    # path before them), both open at once so that every round times both on the same machine state.
+    wanted = {"compare": {"fresh": "0", "job": "1"}, "on": {"job": "1"}, "off": {"job": "0"}}[zygotes]
+    with tempfile.TemporaryDirectory(prefix="opensage-bench-1p-") as tmp, contextlib.ExitStack() as stack:
+        platforms: dict[str, common.Platform] = {}
+        for side, flag in wanted.items():
+            os.environ["OPENSAGE_ZYGOTES"] = flag  # read when the platform's training reconciler starts
+            platforms[side] = stack.enter_context(common.open_platform(platform, Path(tmp) / side))
+        os.environ.pop("OPENSAGE_ZYGOTES", None)
+        readers = {side: model_reader(p) for side, p in platforms.items()}
         for case in selected:
-            upload(p, case)
             row: dict[str, Any] = {"name": case.name, "reference_name": case.reference_name, "metric": case.metric,
                                    "data": case.data, "import": import_time(case.module), "reference": [],
-                                   "job": [], "direct": [], "loadavg": os.getloadavg()}
-            runners = {"reference": lambda c=case: run_reference(c),
-                       "job": lambda c=case: run_job(p, Path(tmp), c, read),
-                       "direct": lambda c=case: run_direct(c)}
+                                   "direct": [], "loadavg": os.getloadavg()}
+            runners: dict[str, Callable[[], dict[str, Any]]] = {
+                "reference": lambda c=case: run_reference(c), "direct": lambda c=case: run_direct(c)}
+            for side, p in platforms.items():
+                upload(p, case)
+                row[side] = []
+                if wanted[side] == "1":
+                    row["preload_seconds"] = warm_zygote(p, p.home, case, readers[side])
+                else:
+                    run_job(p, p.home, case, readers[side])  # the same untimed first job as the other side
+                runners[side] = lambda c=case, q=p, s=side: run_job(q, q.home, c, readers[s])
+            names = list(runners)
             for i in range(repeats):  # rotate which side goes first, so drift hits all of them
-                order = ("reference", "job", "direct")[i % 3:] + ("reference", "job", "direct")[:i % 3]
-                for side in order:
+                for side in names[i % len(names):] + names[:i % len(names)]:
                     row[side].append(runners[side]())
             out["algorithms"].append(row)
             print(f"{case.name}: reference {_median(row['reference'], 'wall'):.2f} s, job "
@@ -491,49 +537,67 @@ def _fmt(v: float) -> str:
 
 
 def markdown(r: dict[str, Any]) -> str:
+    compare = r.get("zygotes") == "compare"
     rows = [
         f"Platform: {'`opensage up` (SeaweedFS S3)' if r['platform'] == 'up' else 'in-process control plane (tests/conftest.py start_server, file:// object store; real agent and algorithm processes)'}. "
-        f"{r['repeats']} rotating round(s) per algorithm (reference, job, direct; then job, direct, reference; ...): "
-        "medians; "
-        "wall seconds with every run in brackets. Ratio = job wall ÷ reference wall (medians). Direct process = "
-        "`python -m opensage.algorithms.<m>.train` on a local /opt/ml tree (the job's algorithm process without "
-        "the platform).",
+        f"{r['repeats']} rotating round(s) per algorithm: medians; wall seconds with every run in brackets. "
+        "Ratio = job wall ÷ reference wall (medians). "
+        + ("*before* = a platform with zygotes off (`OPENSAGE_ZYGOTES=0`: a fresh algorithm process per job, the "
+           "path before them); *after* = a platform with zygotes on, its zygote warmed by untimed jobs (each side "
+           "gets the same untimed jobs first); both platforms open at once, rounds interleaved. " if compare else "")
+        + "Direct process = `python -m opensage.algorithms.<m>.train` on a local /opt/ml tree (a fresh algorithm "
+        "process without the platform).",
         "",
-        "| algorithm | data | reference | reference wall s | reference CPU s | job wall s (create→Completed) | "
-        "job CPU s (agent + algorithm) | ratio | direct process wall s (ratio) | quality: reference / job | "
-        "load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if compare:
+        rows += ["| algorithm | data | reference | reference wall s | job wall s before (fresh process) | ratio before "
+                 "| job wall s after (zygote) | ratio after | job CPU s before / after | direct process wall s | "
+                 "quality: reference / job | load (1 min) |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    else:
+        rows += ["| algorithm | data | reference | reference wall s | job wall s (create→Completed) | ratio | "
+                 "job CPU s | direct process wall s | quality: reference / job | load (1 min) |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
     for a in r["algorithms"]:
         ref, job = a["reference"], a["job"]
-        ratio = _median(job, "wall") / _median(ref, "wall")
-        rows.append(
-            f"| {a['name']} | {a['data']} | {a['reference_name']} | {xgbbench._cell(ref, 'wall').split(' |')[0]} | "
-            f"{_median(ref, 'cpu'):.2f} | {xgbbench._cell(job, 'wall').split(' |')[0]} | {_median(job, 'job_cpu'):.2f} | "
-            f"{ratio:.2f}× | {_median(a['direct'], 'wall'):.2f} ({_median(a['direct'], 'wall') / _median(ref, 'wall'):.2f}×) | "
-            f"{a['metric']}: {_fmt(_median(ref, 'metric'))} / {_fmt(_median(job, 'metric'))} | "
-            f"{a['loadavg'][0]:.1f} |")
+        cells = [a["name"], a["data"], a["reference_name"], xgbbench._cell(ref, "wall").split(" |")[0]]
+        if compare:
+            fresh = a["fresh"]
+            cells += [xgbbench._cell(fresh, "wall").split(" |")[0],
+                      f"{_median(fresh, 'wall') / _median(ref, 'wall'):.2f}×",
+                      xgbbench._cell(job, "wall").split(" |")[0],
+                      f"**{_median(job, 'wall') / _median(ref, 'wall'):.2f}×**",
+                      f"{_median(fresh, 'job_cpu'):.2f} / {_median(job, 'job_cpu'):.2f}"]
+        else:
+            cells += [xgbbench._cell(job, "wall").split(" |")[0], f"{_median(job, 'wall') / _median(ref, 'wall'):.2f}×",
+                      f"{_median(job, 'job_cpu'):.2f}"]
+        cells += [f"{_median(a['direct'], 'wall'):.2f}",
+                  f"{a['metric']}: {_fmt(_median(ref, 'metric'))} / {_fmt(_median(job, 'metric'))}",
+                  f"{a['loadavg'][0]:.1f}"]
+        rows.append("| " + " | ".join(cells) + " |")
     rows += [
         "",
         "Where the job's time goes (medians, seconds, from the agent's files): create→agent launched "
         "(TrainingStartTime); agent start (launched→Downloading); channel download (Downloading→Training); the "
-        "algorithm process (Training→Uploading: spawn to exit: interpreter, imports, reading the files, training, "
-        "evaluation, model save); model upload (Uploading→result.json); result→Completed seen by "
-        "DescribeTrainingJob; control-plane CPU during the job; and, measured apart, a fresh `python -c 'import "
-        "opensage.algorithms.<m>.train'` (interpreter + the module; the heavy libraries, sklearn / torch, are imported lazily inside `train` and "
-        "are not in it).",
+        "algorithm process (Training→Uploading: start to exit: reading the files, training, evaluation, model save; "
+        "plus, for a fresh process, the interpreter and imports); Training→first log line of the algorithm; model "
+        "upload (Uploading→result.json); result→Completed seen by DescribeTrainingJob; a fresh `python -c 'import "
+        "opensage.algorithms.<m>.train'` measured apart; the zygote's preload (once per platform, not in any job).",
         "",
-        "| algorithm | create→launch | agent start | download | algorithm process | upload | →Completed | "
-        "control-plane CPU s | fresh import (apart) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| algorithm | variant | create→launch | agent start | download | algorithm process | →first line | upload | "
+        "→Completed | fresh import (apart) | zygote preload |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in r["algorithms"]:
-        job = a["job"]
-        rows.append(
-            f"| {a['name']} | {_median(job, 'create_to_launch'):.2f} | {_median(job, 'agent_start'):.2f} | "
-            f"{_median(job, 'download'):.2f} | {_median(job, 'algorithm'):.2f} | "
-            f"{_median(job, 'model_upload'):.2f} | {_median(job, 'to_completed'):.2f} | "
-            f"{_median(job, 'control_plane_cpu'):.2f} | {a['import']:.2f} |")
+        for side in (("fresh", "job") if compare else ("job",)):
+            job = a[side]
+            label = ("before (fresh process)" if side == "fresh" else "after (zygote)") if compare else "job"
+            rows.append(
+                f"| {a['name']} | {label} | {_median(job, 'create_to_launch'):.2f} | {_median(job, 'agent_start'):.2f} | "
+                f"{_median(job, 'download'):.2f} | {_median(job, 'algorithm'):.2f} | "
+                f"{_median(job, 'to_first_line'):.2f} | {_median(job, 'model_upload'):.2f} | "
+                f"{_median(job, 'to_completed'):.2f} | {a['import']:.2f} | "
+                f"{a.get('preload_seconds', 0) if side == 'job' and r.get('zygotes') != 'off' else 0:.2f} |")
     rows += ["", f"Total wall time {r['total_minutes']:.1f} min; load average (1/5/15 min) before / after: "
              f"{' '.join(f'{x:.1f}' for x in r['loadavg_before'])} / "
              f"{' '.join(f'{x:.1f}' for x in r['loadavg_after'])}. Command: `{r['command']}`"]
@@ -547,10 +611,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated image names (linear-learner,kmeans,...)")
     ap.add_argument("--platform", choices=("up", "inproc"), default="up",
                     help="up: `opensage up` subprocess (SeaweedFS); inproc: tests/conftest.py start_server (file://)")
+    ap.add_argument("--zygotes", choices=("compare", "on", "off"), default="compare",
+                    help="compare: a platform with zygotes off (before) and one with them on (after), side by side")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):  # the algorithms' in-process logs stay out of the report
-        result = run(args.repeats, args.scale, set(args.only.split(",")) if args.only else None, args.platform)
+        result = run(args.repeats, args.scale, set(args.only.split(",")) if args.only else None, args.platform,
+                     args.zygotes)
     print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))

@@ -370,14 +370,17 @@ def run_kind(p: Platform, kind: str, runs: int, warmup: int = 1) -> dict[str, An
     stamp = int(time.time())
     for i in range(warmup):
         run_one(p, f"warm-{kind}-{stamp}-{i}", kind)
-    samples = [run_one(p, f"start-{kind}-{stamp}-{i}", kind) for i in range(runs)]
+    return summarize_kind(p, kind, [run_one(p, f"start-{kind}-{stamp}-{i}", kind) for i in range(runs)])
+
+
+def summarize_kind(p: Platform, kind: str, samples: list[Sample], variant: str = "") -> dict[str, Any]:
     bad = [s for s in samples if s.status != "Completed"]
     if bad:
         raise RuntimeError(f"{len(bad)} {kind} job(s) did not complete: {[(s.job, s.status) for s in bad]}")
     mark_names = sorted({k for s in samples for k in s.marks}, key=lambda k: statistics.median(
         [s.marks[k] for s in samples if k in s.marks]))
     return {
-        "platform": p.kind, "kind": kind, "runs": runs,
+        "platform": p.kind, "kind": kind, "runs": len(samples), "variant": variant,
         "first_line": summarize([s.latency for s in samples]),
         "seen_via_api": summarize([s.seen for s in samples]),
         "completed": summarize([s.completed for s in samples]),
@@ -385,11 +388,57 @@ def run_kind(p: Platform, kind: str, runs: int, warmup: int = 1) -> dict[str, An
     }
 
 
-def run(platform: str, runs: int, kinds: tuple[str, ...] = ("script", "xgboost")) -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory(prefix="opensage-bench-start-") as tmp, \
-            open_platform(platform, Path(tmp)) as p:
-        prepare_inputs(p)
-        return [run_kind(p, kind, runs) for kind in kinds]
+ZYGOTE_MODULES = {"script": "opensage.frameworks.training", "xgboost": "opensage.algorithms.xgboost.train"}
+
+
+def warm_zygote(p: Platform, kind: str, timeout: float = 120.0) -> None:
+    """Untimed jobs until the platform's zygote for ``kind``'s module is ready (it starts once a second job
+    asks for it: runner/zygote.py START_AFTER_JOBS)."""
+    from opensage.runner import zygote
+
+    stamp = int(time.time())
+    for i in range(zygote.START_AFTER_JOBS):
+        run_one(p, f"warmz-{kind}-{stamp}-{i}", kind)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for ready in (p.home / "zygotes").glob("*.json"):
+            if json.loads(ready.read_text()).get("module") == ZYGOTE_MODULES[kind]:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"no zygote for {kind} became ready")
+
+
+def run(platform: str, runs: int, kinds: tuple[str, ...] = ("script", "xgboost"),
+        zygotes: str = "off") -> list[dict[str, Any]]:
+    """``zygotes``: off / on (OPENSAGE_ZYGOTES for the platform), or compare: one platform of each open at
+    once, their jobs interleaved (before = off: a fresh process per job; after = on, its zygote warm)."""
+    flags = {"compare": ("0", "1"), "on": ("1",), "off": ("0",)}[zygotes]
+    with tempfile.TemporaryDirectory(prefix="opensage-bench-start-") as tmp, contextlib.ExitStack() as stack:
+        plats: dict[str, Platform] = {}
+        for flag in flags:
+            os.environ["OPENSAGE_ZYGOTES"] = flag  # read when the platform's training reconciler starts
+            plats[flag] = stack.enter_context(open_platform(platform, Path(tmp) / f"zygotes-{flag}"))
+            prepare_inputs(plats[flag])
+        os.environ.pop("OPENSAGE_ZYGOTES", None)
+        results = []
+        for kind in kinds:
+            stamp = int(time.time())
+            for flag, p in plats.items():
+                if flag == "1":
+                    warm_zygote(p, kind)
+                else:  # the same untimed jobs as the other side
+                    for i in range(3):
+                        run_one(p, f"warm-{kind}-{stamp}-{i}", kind)
+            samples: dict[str, list[Sample]] = {flag: [] for flag in plats}
+            order = list(plats)
+            for i in range(runs):  # alternate which platform goes first
+                for flag in order[i % len(order):] + order[:i % len(order)]:
+                    samples[flag].append(run_one(plats[flag], f"start-{kind}-{flag}-{stamp}-{i}", kind))
+            for flag, p in plats.items():
+                variant = ("before (fresh process)" if flag == "0" else "after (zygote)") if zygotes == "compare" \
+                    else ""
+                results.append(summarize_kind(p, kind, samples[flag], variant))
+        return results
 
 
 # ----------------------------------------------------------------------------------------- report
@@ -409,14 +458,16 @@ def markdown(results: list[dict[str, Any]]) -> str:
             "create→Completed (median) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         f = r["first_line"]
-        rows.append(f"| {r['platform']} | {r['kind']} | {r['runs']} | {f['median']:.3f} s | {f['p90']:.3f} s | "
+        job = f"{r['kind']} {r['variant']}".strip() if r.get("variant") else r["kind"]
+        rows.append(f"| {r['platform']} | {job} | {r['runs']} | {f['median']:.3f} s | {f['p90']:.3f} s | "
                     f"{f['min']:.3f} s | {f['max']:.3f} s | {r['seen_via_api']['median']:.3f} s | "
                     f"{r['completed']['median']:.3f} s |")
     rows += ["", "Breakdown (median seconds after t0 = just before create_training_job):", ""]
     for r in results:
         steps = [f"{MARK_LABELS.get(k, k)} {v:.3f}" for k, v in r["marks"].items()]
         steps.append(f"training code's first line {r['first_line']['median']:.3f}")
-        rows.append(f"- {r['platform']} / {r['kind']}: " + " → ".join(steps))
+        job = f"{r['kind']} {r['variant']}".strip() if r.get("variant") else r["kind"]
+        rows.append(f"- {r['platform']} / {job}: " + " → ".join(steps))
     return "\n".join(rows)
 
 
@@ -425,11 +476,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--platform", choices=("up", "inproc", "both"), default="up")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--kinds", default="script,xgboost", help="comma-separated: script,xgboost")
+    ap.add_argument("--zygotes", choices=("compare", "on", "off"), default="compare",
+                    help="compare: a platform with zygotes off (before) and one with them on (after), interleaved")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args(argv)
     platforms = ("up", "inproc") if args.platform == "both" else (args.platform,)
     kinds = tuple(k for k in args.kinds.split(",") if k)
-    results = [r for plat in platforms for r in run(plat, args.runs, kinds)]
+    load_before = os.getloadavg()
+    results = [r for plat in platforms for r in run(plat, args.runs, kinds, args.zygotes)]
+    print(f"Load average (1/5/15 min) before / after: {' '.join(f'{x:.2f}' for x in load_before)} / "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
