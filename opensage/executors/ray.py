@@ -50,6 +50,7 @@ CAPACITY_NOTICE_SECONDS = 1.0  # a group still pending after this long is report
 JANITOR_SECONDS = 1.0
 CALL_TIMEOUT = 5.0
 LAUNCH_WAIT_SECONDS = 0.5  # submit waits this long for its bundle before leaving the launch to is_running
+REPLICA_GROUP_TAG = "ep-"  # endpoint replicas' placement groups: <namespace>-ep-...
 UNCLAIMED_GRACE_SECONDS = 120.0  # a group no active job adopted by then belongs to a job that is over
 
 
@@ -92,6 +93,7 @@ class _NodeLauncher:
         node_id = ray.get_runtime_context().get_node_id()
         node = next((n for n in ray.nodes() if n.get("NodeID") == node_id), {})
         self.node_gpus = int(node.get("Resources", {}).get("GPU", 0))
+        self._replicas: Any = None  # a ReplicaManager for the endpoint replicas of this node
 
     def ping(self) -> str:
         import ray
@@ -158,6 +160,45 @@ class _NodeLauncher:
         except ProcessLookupError:
             pass
 
+    # -- endpoint replicas (executors/ray_replicas.py): the model server runs here, bound to this node's address
+    def _replica_manager(self) -> Any:
+        if self._replicas is None:
+            from opensage.serving.replicas import ReplicaManager
+
+            self._replicas = ReplicaManager(self.python)
+        return self._replicas
+
+    def start_replica(self, model_dir: str, kind: str, environment: dict[str, str], log_path: str,
+                      token: str, gpus: int = 0) -> dict[str, Any]:
+        """Start a model server on this node (listening on the node's address, token required); its state."""
+        import ray
+
+        env = dict(environment)
+        if gpus:  # the node's GPUs no job agent or other replica of this launcher holds
+            used = {i for ids in self.gpu_ids.values() for i in ids}
+            ids = [i for i in range(self.node_gpus) if i not in used][:gpus]
+            self.gpu_ids[log_path] = ids
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ids))
+        replica = self._replica_manager().start(Path(model_dir), kind, env, Path(log_path), token=token,
+                                                host=ray.util.get_node_ip_address())
+        return replica.to_state()
+
+    def replica_running(self, state: dict[str, Any]) -> bool:
+        from opensage.serving.replicas import Replica
+
+        return self._replica_manager().running(Replica.from_state(state))
+
+    def replica_exit_status(self, state: dict[str, Any]) -> str:
+        from opensage.serving.replicas import Replica
+
+        return self._replica_manager().exit_status(Replica.from_state(state))
+
+    def stop_replica(self, state: dict[str, Any], grace: float) -> None:
+        from opensage.serving.replicas import Replica
+
+        self._replica_manager().stop(Replica.from_state(state), grace=grace)
+        self.gpu_ids.pop(state.get("log", ""), None)
+
     def kill_job(self, jobdir: str) -> int:
         from opensage.executors.local import LocalExecutor
 
@@ -205,6 +246,7 @@ class RayExecutor:
         self._closing = threading.Event()
         self._connected_at = 0.0
         self._dead_nodes: set[str] = set()  # refreshed by the janitor: agents there are gone
+        self.dead_nodes_seen_at = 0.0  # when the janitor last refreshed ``_dead_nodes``
         # Jobs a local-executor platform started before this one took over the home (pid handles).
         from opensage.executors.local import LocalExecutor
 
@@ -230,6 +272,8 @@ class RayExecutor:
                 log.warning("ray: some node launchers did not answer within 60 s; jobs there start later")
             self._janitor = threading.Thread(target=self._janitor_loop, name="ray-janitor", daemon=True)
             self._janitor.start()
+            global _ACTIVE
+            _ACTIVE = self
 
     def close(self) -> None:
         self._closing.set()
@@ -509,6 +553,7 @@ class RayExecutor:
         while not self._closing.wait(JANITOR_SECONDS):
             try:
                 self._dead_nodes = {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
+                self.dead_nodes_seen_at = time.monotonic()
                 self.collect_groups()
             except Exception:  # noqa: BLE001 - a janitor pass must never end the thread
                 log.exception("ray: placement-group janitor pass failed")
@@ -524,7 +569,8 @@ class RayExecutor:
         unclaimed_ok = time.monotonic() - self._connected_at > self.unclaimed_grace_seconds
         for info in placement_group_table().values():
             name = info.get("name") or ""
-            if not name.startswith(prefix) or "-launcher-" in name or info.get("state") == "REMOVED":
+            if (not name.startswith(prefix) or "-launcher-" in name or name.startswith(prefix + REPLICA_GROUP_TAG)
+                    or info.get("state") == "REMOVED"):  # endpoint replicas' groups: ray_replicas.py removes them
                 continue
             group = self._groups.get(name)
             if group is None:
@@ -542,6 +588,13 @@ class RayExecutor:
                 self._pgs.pop(name, None)
                 self._open = {k: g for k, g in self._open.items() if g.name != name}
         return removed
+
+
+_ACTIVE: RayExecutor | None = None  # the connected executor of this process (endpoint replicas share it)
+
+
+def active_executor() -> RayExecutor | None:
+    return _ACTIVE
 
 
 def _split(handle: str) -> tuple[str, int]:

@@ -22,7 +22,14 @@ from opensage.runner.logtail import read_new_lines
 from opensage.runner.loop import ReconcileLoop
 from opensage.services.base import Deps
 from opensage.services.endpoints import KIND
-from opensage.serving.replicas import STARTUP_TIMEOUT_SECONDS, Replica, ReplicaManager
+from opensage.serving.replicas import (
+    STARTUP_TIMEOUT_SECONDS,
+    Replica,
+    ReplicaBackend,
+    ReplicaManager,
+    backend_for,
+    new_token,
+)
 from opensage.serving.rolling import RollingMixin
 from opensage.serving.router import EndpointRoute, Router, VariantRoute
 from opensage.states import transition
@@ -38,7 +45,8 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
     def __init__(self, deps: Deps, replicas: ReplicaManager, router: Router, store_spec: ObjectStoreSpec,
                  credentials: CredentialAuthority | None = None) -> None:
         self.d = deps
-        self.replicas = replicas
+        # Placement hook: on ``--executor ray`` replicas go to the cluster (serving/replicas.backend_for).
+        self.replicas: ReplicaBackend = backend_for(deps.settings, replicas)
         self.router = router
         self.store_spec = store_spec  # the control plane's own (staging); replicas get temporary credentials
         self.credentials = credentials
@@ -464,7 +472,8 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
             variant = {"name": v["VariantName"], "weight": float(v.get("InitialVariantWeight", 1.0)),
                        "count": count, "model": model.name, "image": plan.images[0], "images": plan.images,
                        "kind": plan.kind, "model_dir": str(plan.model_dir), "env": plan.env, "replicas": [],
-                       "shadow": v["VariantName"] in shadows, "serverless": serverless}
+                       "shadow": v["VariantName"] in shadows, "serverless": serverless,
+                       "instance_type": v.get("InstanceType")}
             if start:
                 variant["replicas"] = [self._start_replica(ep.name, variant, i) for i in range(count)]
             variants.append(variant)
@@ -489,7 +498,11 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
         seed = f"{endpoint}/{variant['name']}/{index}/{time.time()}".encode()
         instance = "i-" + hashlib.sha1(seed).hexdigest()[:17]
         log_path = s.home / "endpoints" / endpoint / variant["name"] / f"{instance}.log"
-        replica = self.replicas.start(Path(variant["model_dir"]), variant["kind"], env, log_path)
+        # Placement hook: a cluster backend sizes the replica's bundle from the instance type and spreads a
+        # variant's replicas over nodes (``group``); every replica's server requires its own token.
+        replica = self.replicas.start(Path(variant["model_dir"]), variant["kind"], env, log_path,
+                                      token=new_token(), instance_type=variant.get("instance_type"),
+                                      group=f"{endpoint}/{variant['name']}")
         return {**replica.to_state(), "ready": False, "instance": instance, "started": time.time(),
                 "offset": 0}
 
@@ -528,7 +541,8 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
     @staticmethod
     def _build_route(fleet: dict[str, Any]) -> EndpointRoute:
         def route(v: dict[str, Any]) -> VariantRoute:
-            return VariantRoute(v["name"], v["weight"], [Replica.from_state(r).url for r in v["replicas"] if r["ready"]],
+            return VariantRoute(v["name"], v["weight"],
+                                [Replica.from_state(r).routed_url() for r in v["replicas"] if r["ready"]],
                                 serverless=v.get("serverless"))
 
         production = [route(v) for v in fleet["variants"] if not v.get("shadow")]

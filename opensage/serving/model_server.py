@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
+import ipaddress
 import json
 import mmap
 import os
@@ -88,6 +90,15 @@ class ServerConfig:
     program: str | None
     max_body_bytes: int
     listen_fd: int | None = None
+    token: bytes | None = None  # every request must carry it (``TOKEN_HEADER``); None: loopback-only servers
+
+
+# The platform's proof that a request comes from its own router / health check: the replica manager gives
+# the server a random token in ``TOKEN_ENV`` (not argv: /proc/<pid>/cmdline is world-readable); the server
+# takes it out of its environment before user code loads, and refuses any request (``/ping`` too) without it.
+TOKEN_ENV = "OPENSAGE_REPLICA_TOKEN"
+TOKEN_HEADER = "X-OpenSage-Replica-Token"
+_TOKEN_KEY = TOKEN_HEADER.lower()
 
 
 def parse_args(argv: list[str] | None) -> ServerConfig:
@@ -112,7 +123,19 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
     return ServerConfig(model_dir=Path(args.model_dir), host=args.host, port=args.port, kind=args.kind,
                         workers=max(1, args.workers), code_dir=Path(args.code_dir) if args.code_dir else None,
                         program=env.get("SAGEMAKER_PROGRAM") or None, max_body_bytes=max_bytes,
-                        listen_fd=args.listen_fd)
+                        listen_fd=args.listen_fd, token=_token_from_env())
+
+
+def _token_from_env() -> bytes | None:
+    token = os.environ.get(TOKEN_ENV) or None
+    return token.encode("latin-1") if token else None
+
+
+def authorized(headers: dict[str, str], token: bytes | None) -> bool:
+    """The request carries the server's token (constant-time compare), or the server has none."""
+    if token is None:
+        return True
+    return hmac.compare_digest(headers.get(_TOKEN_KEY, "").encode("latin-1"), token)
 
 
 def resolve_code_dir(model_dir: Path, submit_directory: str | None) -> Path | None:
@@ -221,8 +244,10 @@ class ReadyFlags:
 class ServerState:
     """What every connection of one worker process shares."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int, flags: ReadyFlags, slot: int) -> None:
+    def __init__(self, handler: Handler, max_body_bytes: int, flags: ReadyFlags, slot: int,
+                 token: bytes | None = None) -> None:
         self.handler = handler
+        self.token = token
         self.max_body_bytes = max_body_bytes
         self.flags = flags
         self.slot = slot
@@ -358,6 +383,9 @@ class HttpProtocol(asyncio.Protocol):
     def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes, keep_alive: bool) -> None:
         path = target.split("?", 1)[0]
         state = self.state
+        if state.token is not None and not authorized(headers, state.token):
+            self._respond(Response(403, b"missing or wrong replica token", "text/plain"), keep_alive)
+            return
         if path == "/invocations":
             if method != "POST":
                 self._respond(Response(405, b"use POST /invocations", "text/plain"), keep_alive)
@@ -459,7 +487,7 @@ async def serve(config: ServerConfig, sock: socket.socket, handler: Handler, fla
                 slot: int = 0) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT; load the model in the background meanwhile."""
     loop = asyncio.get_running_loop()
-    state = ServerState(handler, config.max_body_bytes, flags, slot)
+    state = ServerState(handler, config.max_body_bytes, flags, slot, config.token)
     server = await loop.create_server(lambda: HttpProtocol(state), sock=sock, backlog=1024)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -538,6 +566,13 @@ def bind(host: str, port: int, listen_fd: int | None = None) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def run_worker(config: ServerConfig, sock: socket.socket, flags: ReadyFlags, slot: int = 0,
@@ -628,6 +663,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if config.kind in SCRIPT_FRAMEWORKS:
         maybe_reexec_in_venv(config, argv)
+    os.environ.pop(TOKEN_ENV, None)  # the user's code (and what it starts) never sees it
+    if config.token is None and not _loopback(config.host):
+        log(f"refusing to listen on {config.host} without a replica token ({TOKEN_ENV}): only loopback "
+            "servers may answer unauthenticated")
+        return 1
     if not config.model_dir.is_dir():
         log(f"model directory {config.model_dir} does not exist (it should hold the unpacked model.tar.gz)")
         return 1

@@ -1,7 +1,14 @@
-"""The only place that spawns model servers. A replica = one model-server OS process on a local port.
+"""The only place that spawns model servers. A replica = one model-server OS process on a port of its node.
 
 Replicas run in their own session (like job agents), so a restarted control plane can adopt them: the
 handle is (pid, port), checked against /proc so a reused pid is not mistaken for ours.
+
+A replica backend places replicas: ``ReplicaManager`` (this module) starts them as children of this process
+on loopback; ``executors.ray_replicas.RayReplicaManager`` puts each in a placement-group bundle on a Ray node
+and has that node's launcher start it there with this same ``ReplicaManager``, bound to the node's address.
+An endpoint replica carries a random token (``Replica.token``): the model server refuses every request
+(``/ping`` included) without header ``X-OpenSage-Replica-Token`` equal to it, and refuses to listen on a
+non-loopback address without one. The router's upstream client and ``ping`` send it.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,10 +26,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from opensage.runner.sandbox import inherited_env
 
 SERVER_MODULE = "opensage.serving.model_server"
+TOKEN_ENV = "OPENSAGE_REPLICA_TOKEN"  # model_server.TOKEN_ENV (not imported: that module is the server's)
+TOKEN_HEADER = "X-OpenSage-Replica-Token"
 STOP_GRACE_SECONDS = 30.0  # SageMaker: SIGTERM, then SIGKILL 30 s later
 STARTUP_TIMEOUT_SECONDS = 600.0  # SAGEMAKER_STARTUP_TIMEOUT's default: /ping must pass within this
 
@@ -51,20 +62,59 @@ class Replica:
     log_path: str
     host: str = "127.0.0.1"
     uid: int | None = None  # the user it runs as when isolated (its processes are found by it)
+    token: str | None = None  # what its model server requires in TOKEN_HEADER (None: loopback, no check)
+    placement: dict[str, Any] | None = None  # the backend's own (Ray: placement group and node ids)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def routed_url(self) -> str:
+        """The URL the router sends requests to, with the replica's token registered for the upstream client."""
+        from opensage.serving.upstream import set_replica_token
+
+        set_replica_token(self.url, self.token)
+        return self.url
 
     def to_state(self) -> dict:
-        state = {"pid": self.pid, "port": self.port, "log": self.log_path}
+        state: dict[str, Any] = {"pid": self.pid, "port": self.port, "log": self.log_path}
         if self.uid is not None:
             state["uid"] = self.uid
+        if self.host != "127.0.0.1":
+            state["host"] = self.host
+        if self.token is not None:
+            state["token"] = self.token
+        if self.placement is not None:
+            state["placement"] = self.placement
         return state
 
     @classmethod
     def from_state(cls, raw: dict) -> Replica:
-        return cls(raw["pid"], raw["port"], raw["log"], uid=raw.get("uid"))
+        return cls(raw["pid"], raw["port"], raw["log"], host=raw.get("host") or "127.0.0.1", uid=raw.get("uid"),
+                   token=raw.get("token"), placement=raw.get("placement"))
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class ReplicaBackend(Protocol):
+    """Where model servers run: ``ReplicaManager`` (here, loopback) or a cluster (``RayReplicaManager``)."""
+
+    def start(self, model_dir: Path, kind: str, environment: dict[str, str], log_path: Path,
+              python: str | None = None, token: str | None = None, instance_type: str | None = None,
+              group: str | None = None) -> Replica: ...
+
+    def running(self, replica: Replica) -> bool: ...
+
+    def healthy(self, replica: Replica, timeout: float = 2.0) -> bool: ...
+
+    def stop(self, replica: Replica, grace: float = STOP_GRACE_SECONDS, wait: bool = True) -> None: ...
+
+    def exit_status(self, replica: Replica) -> str: ...
+
+    def log_tail(self, replica: Replica, lines: int = 15) -> str: ...
 
 
 def image_environment_python(env: dict[str, str], log_path: Path) -> str | None:
@@ -201,7 +251,7 @@ def _serving_ml_root(ml: Path, model_dir: Path) -> Path:
     return ml
 
 
-def ping(host: str, port: int, timeout: float = 2.0) -> bool:
+def ping(host: str, port: int, timeout: float = 2.0, token: str | None = None) -> bool:
     """GET /ping answered 200 (SageMaker's health check, 2 s timeout).
 
     http.client, not httpx.get: a throwaway httpx client builds an SSL context per call (~35 ms CPU, taken
@@ -209,7 +259,7 @@ def ping(host: str, port: int, timeout: float = 2.0) -> bool:
     """
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", "/ping")
+        conn.request("GET", "/ping", headers={TOKEN_HEADER: token} if token else {})
         return conn.getresponse().status == 200
     except (OSError, http.client.HTTPException):
         return False
@@ -227,26 +277,35 @@ class ReplicaManager:
         self._isolate = isolate
 
     def start(self, model_dir: Path, kind: str, environment: dict[str, str], log_path: Path,
-              python: str | None = None) -> Replica:
-        """Launch a model server for ``model_dir``; returns at once (poll ``healthy``)."""
+              python: str | None = None, token: str | None = None, instance_type: str | None = None,
+              group: str | None = None, host: str = "127.0.0.1") -> Replica:
+        """Launch a model server for ``model_dir`` listening on ``host``; returns at once (poll ``healthy``).
+        ``token``: required by the server on every request (mandatory off loopback). ``instance_type`` and
+        ``group`` are for cluster backends (placement); one machine has nothing to place."""
         self._reap()
         # Bound here and inherited by the server (--listen-fd): a port picked free and bound later by the
         # server can be taken in between by another replica or process (seen under load).
-        listener = listening_socket()
+        listener = listening_socket(host)
         port = listener.getsockname()[1]
         try:
-            return self._spawn(model_dir, kind, environment, log_path, python, port, listener)
+            replica = self._spawn(model_dir, kind, environment, log_path, python, port, listener, host, token)
         finally:
             listener.close()  # the server holds its own copy
+        replica.host, replica.token = host, token
+        return replica
 
     def _spawn(self, model_dir: Path, kind: str, environment: dict[str, str], log_path: Path,
-               python: str | None, port: int, listener: socket.socket) -> Replica:
+               python: str | None, port: int, listener: socket.socket, host: str = "127.0.0.1",
+               token: str | None = None) -> Replica:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # Not the platform's settings nor its client profile / key pair: the caller passes the replica's
         # own temporary credentials in ``environment``.
         env = inherited_env()
         env.update(environment)
         env["PYTHONUNBUFFERED"] = "1"
+        env.pop(TOKEN_ENV, None)
+        if token:
+            env[TOKEN_ENV] = token
         pkg_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
@@ -259,7 +318,7 @@ class ReplicaManager:
                                     start_new_session=True, close_fds=True)
             self._children[proc.pid] = proc
             return Replica(proc.pid, port, str(log_path))
-        argv = server_argv(python or image_python or self.python, model_dir, port, kind)
+        argv = server_argv(python or image_python or self.python, model_dir, port, kind, host)
         argv += ["--listen-fd", str(listener.fileno())]
         uid = None
         if self.isolating():
@@ -293,7 +352,7 @@ class ReplicaManager:
         return _alive(replica.pid)
 
     def healthy(self, replica: Replica, timeout: float = 2.0) -> bool:
-        return ping(replica.host, replica.port, timeout)
+        return ping(replica.host, replica.port, timeout, replica.token)
 
     def stop(self, replica: Replica, grace: float = STOP_GRACE_SECONDS, wait: bool = True) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds (only waits when ``wait``)."""
@@ -355,3 +414,15 @@ class ReplicaManager:
                 self._exited[pid] = proc
                 while len(self._exited) > 16:
                     del self._exited[next(iter(self._exited))]
+
+
+def backend_for(settings: Any, local: ReplicaManager) -> ReplicaBackend:
+    """Where the platform's endpoint replicas run: on the Ray cluster with ``--executor ray`` (one bundle per
+    replica), else ``local`` (children of this process on loopback)."""
+    if getattr(settings, "executor", "local") != "ray":
+        return local
+    from opensage.executors.instance_types import InstanceTypes
+    from opensage.executors.ray_replicas import RayReplicaManager
+
+    return RayReplicaManager(settings.ray_address, settings.home, InstanceTypes.load(settings.instance_types_path),
+                             local=local)

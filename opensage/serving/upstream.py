@@ -15,6 +15,22 @@ import asyncio
 from dataclasses import dataclass
 
 CONNECT_TIMEOUT_SECONDS = 2.0
+TOKEN_HEADER = "X-OpenSage-Replica-Token"  # serving.model_server.TOKEN_HEADER
+# base URL -> the token its model server requires; set when a replica is routed (``Replica.routed_url``).
+# Read once per request (a dict lookup); the header line itself is cached in the request head.
+_TOKENS: dict[str, str] = {}
+
+
+def set_replica_token(base_url: str, token: str | None) -> None:
+    """Requests to ``base_url`` carry ``token`` (None: none; a loopback server started without one)."""
+    if token:
+        _TOKENS[base_url] = token
+    else:
+        _TOKENS.pop(base_url, None)
+    if len(_TOKENS) > 65536:  # replicas come and go on new ports: never grow without bound
+        _TOKENS.clear()
+        if token:
+            _TOKENS[base_url] = token
 LARGE_BODY_BYTES = 65536  # bodies this size or more are written separately, not copied onto the head
 
 
@@ -207,7 +223,8 @@ class UpstreamPool:
     def __init__(self, max_idle_per_host: int = 64) -> None:
         self.max_idle = max_idle_per_host
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
-        self._heads: dict[str, tuple[str, int, bytes]] = {}  # base URL -> host, port, "POST ... Host:" line
+        # "base URL path" -> host, port, "POST ... Host: ... token" lines, the token they hold
+        self._heads: dict[str, tuple[str, int, bytes, str | None]] = {}
 
     async def post(self, base_url: str, path: str, body: bytes, headers: dict[str, str],
                    timeout: float) -> UpstreamResponse:
@@ -237,13 +254,17 @@ class UpstreamPool:
     def _head(self, base_url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[str, int, bytes]:
         key = f"{base_url} {path}"
         cached = self._heads.get(key)
-        if cached is None:
+        token = _TOKENS.get(base_url)
+        if cached is None or cached[3] != token:  # new, or a replaced replica took over the port
             host, port = _host_port(base_url)
-            cached = (host, port, f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode("latin-1"))
+            first = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            if token:
+                first += f"{TOKEN_HEADER}: {token}\r\n"
+            cached = (host, port, first.encode("latin-1"), token)
             if len(self._heads) > 4096:
                 self._heads.clear()
             self._heads[key] = cached
-        host, port, first = cached
+        host, port, first, _ = cached
         rest = f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
         return host, port, first + rest.encode("latin-1")
 
@@ -279,4 +300,4 @@ class UpstreamPool:
 def _host_port(base_url: str) -> tuple[str, int]:
     hostport = base_url.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
-    return host, int(port)
+    return host.strip("[]"), int(port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -39,3 +40,57 @@ def test_exit_status_of_a_child_that_exited(tmp_path):
     assert not manager.running(replica)
     assert manager.exit_status(replica) == "exit code 3"
     assert manager.exit_status(Replica(1, 0, "")) == ""  # not ours: unknown
+
+
+def _wait_healthy(manager: ReplicaManager, replica: Replica, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if manager.healthy(replica):
+            return
+        assert manager.running(replica), manager.log_tail(replica)
+        time.sleep(0.1)
+    raise AssertionError(f"not healthy after {timeout} s: {manager.log_tail(replica)}")
+
+
+def test_model_server_with_token_refuses_requests_without_it(tmp_path, xgboost_model_dir, breast_cancer):
+    import httpx
+
+    manager = ReplicaManager(isolate=False)
+    token = replicas.new_token()
+    replica = manager.start(xgboost_model_dir, "builtin-xgboost", {}, tmp_path / "server.log", token=token)
+    try:
+        _wait_healthy(manager, replica)  # ping sends the replica's token
+        body = ",".join(str(v) for v in breast_cancer[0][0])
+        for headers in ({}, {replicas.TOKEN_HEADER: "wrong"}, {replicas.TOKEN_HEADER: token[:-1]}):
+            for method, path in (("POST", "/invocations"), ("GET", "/ping"), ("GET", "/execution-parameters")):
+                answer = httpx.request(method, replica.url + path, content=body if method == "POST" else None,
+                                       headers={"Content-Type": "text/csv", **headers}, timeout=10)
+                assert answer.status_code == 403, (method, path, headers, answer.text)
+        good = httpx.post(replica.url + "/invocations", content=body,
+                          headers={"Content-Type": "text/csv", replicas.TOKEN_HEADER: token}, timeout=10)
+        assert good.status_code == 200 and 0.0 <= float(good.text.strip()) <= 1.0, good.text
+        assert replica.to_state()["token"] == token and Replica.from_state(replica.to_state()).token == token
+    finally:
+        manager.stop(replica, grace=5.0)
+
+
+def test_model_server_off_loopback_without_token_refuses_to_start(tmp_path, xgboost_model_dir):
+    import socket
+    import subprocess
+
+    try:  # an address of this machine that is not loopback
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+    except OSError:
+        address = "0.0.0.0"
+    if address.startswith("127."):
+        address = "0.0.0.0"
+    out = subprocess.run([sys.executable, "-m", replicas.SERVER_MODULE, "--model-dir", str(xgboost_model_dir),
+                          "--port", "0", "--host", address, "--kind", "builtin-xgboost"],
+                         capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k != replicas.TOKEN_ENV})
+    assert out.returncode == 1
+    assert "without a replica token" in out.stderr

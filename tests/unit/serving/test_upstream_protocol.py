@@ -135,3 +135,39 @@ def test_post_server_closing_mid_response_on_fresh_connection_is_connect_error()
 
     with pytest.raises(UpstreamConnectError, match="closed before a response"):
         asyncio.run(main())
+
+
+def test_post_sends_the_replica_token_registered_for_its_url_and_a_new_one_after_replacement():
+    from opensage.serving.upstream import TOKEN_HEADER, set_replica_token
+
+    seen: list[bytes] = []
+
+    async def main():
+        async def handle(reader, writer):
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                await reader.readexactly(1)
+                seen.append(head)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        pool = UpstreamPool()
+        set_replica_token(url, "first-token")
+        await pool.post(url, "/invocations", b"a", {"Content-Type": "text/csv"}, timeout=5)
+        set_replica_token(url, "second-token")  # a new replica on the same port
+        await pool.post(url, "/invocations", b"b", {}, timeout=5)
+        set_replica_token(url, None)
+        await pool.post(url, "/invocations", b"c", {}, timeout=5)
+        await pool.close()
+        server.close()
+
+    asyncio.run(main())
+    header = TOKEN_HEADER.lower().encode()
+    tokens = [[line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(header)]
+              for head in seen]
+    assert tokens == [[b"first-token"], [b"second-token"], []]
