@@ -221,6 +221,11 @@ def describe(d: Deps, res: Resource) -> dict[str, Any]:
         overall = overall_best(d, res, rows)
         if overall:
             out["OverallBestTrainingJob"] = overall
+    if "TuningJobCompletionDetails" not in out:  # still running: how things stand (set for good at the end)
+        from opensage.tuning.reconciler import not_improving
+
+        out["TuningJobCompletionDetails"] = {"NumberOfTrainingJobsObjectiveNotImproving": not_improving(
+            [r for r in rows if r.status not in RUNNING], res.request)}
     end = res.state.get("HyperParameterTuningEndTime")
     out["ConsumedResources"] = {"RuntimeInSeconds": int((end or d.clock.time()) - res.creation_time)}
     return out

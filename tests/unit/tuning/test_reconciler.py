@@ -118,3 +118,30 @@ def test_tuning_job_end_runs_on_job_end_hooks_of_its_kind(tmp_path):
         if ended:
             break
     assert ended == [("tune-end", "Completed")]
+
+
+def test_describe_hyper_parameter_tuning_job_in_progress_reports_jobs_not_improving(tmp_path):
+    """TuningJobCompletionDetails while the job runs, not only once it ended."""
+    from opensage.runner.jobspec import JobResult
+    from tests.api.tuning_support import eval_line
+
+    executor = FakeExecutor(default=FakeRun(keep_running=True))
+    platform, clock, tuning = _platform(tmp_path, executor)
+    service = platform.capabilities.services["tuning"]
+    service.create_hyper_parameter_tuning_job(RequestContext(), tuning_request("tune-live", max_jobs=4, parallel=2))
+    tuning.run_once()
+    platform.training.run_once()
+    rows = _child_statuses(platform, service, "tune-live")
+    assert rows == ["InProgress", "InProgress"]
+    names = [r["TrainingJobName"] for r in service.list_training_jobs_for_hyper_parameter_tuning_job(
+        RequestContext(), {"HyperParameterTuningJobName": "tune-live"})["TrainingJobSummaries"]]
+    first = sorted(names)[0]
+    handle = next(h for h, j in executor.jobs.items() if j.spec.job_name == first)
+    (executor.jobs[handle].jobdir / "logs" / "algo-1.log").open("a").write(f"1 {eval_line(0, 0.5)}\n")
+    executor.finish(handle, JobResult(exit_code=0))
+    for _ in range(3):
+        platform.training.run_once()
+    d = service.describe_hyper_parameter_tuning_job(RequestContext(), {"HyperParameterTuningJobName": "tune-live"})
+    assert d["HyperParameterTuningJobStatus"] == "InProgress"
+    assert d["TrainingJobStatusCounters"]["Completed"] == 1
+    assert d["TuningJobCompletionDetails"] == {"NumberOfTrainingJobsObjectiveNotImproving": 0}
