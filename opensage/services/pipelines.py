@@ -21,6 +21,7 @@ from opensage.store.resources import AlreadyExists, ConcurrentUpdate, ListQuery,
 from opensage.store.tags import check_user_tags
 
 _ID_CHARS = string.ascii_lowercase + string.digits
+UNCHANGED = object()  # _update_execution: answer without writing
 
 
 def _page(deps: Deps, operation: str, params: dict[str, Any], items: list, key: str,
@@ -354,29 +355,47 @@ class PipelineService:
         return _page(self.d, "ListPipelineParametersForExecution", params,
                      list(res.request.get("PipelineParameters") or []), "PipelineParameters", 50)
 
-    def stop_pipeline_execution(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+    def _update_execution(self, arn: str, operation: str,
+                          mutate: Callable[[Resource], str | None | object]) -> dict[str, Any]:
+        """Read the execution, ``mutate`` it, save compare-and-set, wake the engine; redone on a concurrent
+        write. ``mutate`` returns the status to move to, None to save as it is, or UNCHANGED to answer without
+        writing (the same request again)."""
         for _ in range(10):
-            res = self._execution(params["PipelineExecutionArn"])
-            token = params.get("ClientRequestToken")
-            if res.status == "Stopping" or (token and res.request.get("_StopToken") == token):
-                return {"PipelineExecutionArn": res.arn}  # already stopping, or this request again
-            if res.status != "Executing":
-                raise ValidationException(f"Pipeline execution '{res.arn}' is {res.status}: only an Executing "
-                                          f"execution can be stopped.")
-            res.request["_StopToken"] = token
+            res = self._execution(arn)
+            outcome = mutate(res)
+            if outcome is UNCHANGED:
+                return {"PipelineExecutionArn": res.arn}
             try:
-                transition(self.d.resources, res, "Stopping", self.d.clock.time())
+                if outcome is None:
+                    self.d.resources.save(res, self.d.clock.time())
+                else:
+                    transition(self.d.resources, res, outcome, self.d.clock.time())
             except ConcurrentUpdate:
                 continue
             self.d.wake(EXECUTION)
             return {"PipelineExecutionArn": res.arn}
-        raise ValidationException("The pipeline execution is being updated; retry StopPipelineExecution.")
+        raise ValidationException(f"The pipeline execution is being updated; retry {operation}.")
+
+    def stop_pipeline_execution(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        token = params.get("ClientRequestToken")
+
+        def stop(res: Resource) -> str | object:
+            if res.status == "Stopping" or (token and res.request.get("_StopToken") == token):
+                return UNCHANGED  # already stopping, or this request again
+            if res.status != "Executing":
+                raise ValidationException(f"Pipeline execution '{res.arn}' is {res.status}: only an Executing "
+                                          f"execution can be stopped.")
+            res.request["_StopToken"] = token
+            return "Stopping"
+
+        return self._update_execution(params["PipelineExecutionArn"], "StopPipelineExecution", stop)
 
     def retry_pipeline_execution(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
-        for _ in range(10):
-            res = self._execution(params["PipelineExecutionArn"])
-            if res.request.get("_RetryToken") == params.get("ClientRequestToken") and res.status == "Executing":
-                return {"PipelineExecutionArn": res.arn}
+        token = params.get("ClientRequestToken")
+
+        def retry(res: Resource) -> str | object:
+            if res.request.get("_RetryToken") == token and res.status == "Executing":
+                return UNCHANGED
             if res.status not in ("Failed", "Stopped"):
                 raise ValidationException(f"Pipeline execution '{res.arn}' is {res.status}: only a Failed or "
                                           f"Stopped execution can be retried.")
@@ -387,30 +406,20 @@ class PipelineService:
                 del steps[name]
             res.state.pop("FailureReason", None)
             res.state.pop("PipelineExecutionEndTime", None)
-            res.request["_RetryToken"] = params.get("ClientRequestToken")
+            res.request["_RetryToken"] = token
             if params.get("ParallelismConfiguration"):
                 res.request["ParallelismConfiguration"] = params["ParallelismConfiguration"]
-            try:
-                transition(self.d.resources, res, "Executing", self.d.clock.time())
-            except ConcurrentUpdate:
-                continue
-            self.d.wake(EXECUTION)
-            return {"PipelineExecutionArn": res.arn}
-        raise ValidationException("The pipeline execution is being updated; retry RetryPipelineExecution.")
+            return "Executing"
+
+        return self._update_execution(params["PipelineExecutionArn"], "RetryPipelineExecution", retry)
 
     def update_pipeline_execution(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
-        for _ in range(10):
-            res = self._execution(params["PipelineExecutionArn"])
+        def update(res: Resource) -> None:
             for key in ("PipelineExecutionDescription", "PipelineExecutionDisplayName", "ParallelismConfiguration"):
                 if params.get(key) is not None:
                     res.request[key] = params[key]
-            try:
-                self.d.resources.save(res, self.d.clock.time())
-            except ConcurrentUpdate:
-                continue
-            self.d.wake(EXECUTION)
-            return {"PipelineExecutionArn": res.arn}
-        raise ValidationException("The pipeline execution is being updated; retry UpdatePipelineExecution.")
+
+        return self._update_execution(params["PipelineExecutionArn"], "UpdatePipelineExecution", update)
 
     # -- callback steps ----------------------------------------------------------------------------------
     def send_pipeline_execution_step_success(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
