@@ -22,14 +22,19 @@ def build_executor(settings: Settings):  # noqa: ANN201 - an Executor, or None f
         raise click.BadParameter(f"unknown executor {settings.executor!r} (local or ray)", param_hint="--executor")
     try:
         from opensage.executors.instance_types import InstanceTypes
-        from opensage.executors.ray import RayExecutor, namespace_for
+        from opensage.executors.ray import CAPACITY_WAIT_SECONDS, RayExecutor, namespace_for
     except ImportError as exc:  # ray is an optional extra
         raise click.ClickException(f"--executor ray needs Ray: pip install 'opensage[ray]' ({exc})") from None
     try:
         types = InstanceTypes.load(settings.instance_types_path)
     except ValueError as exc:
         raise click.ClickException(f"instance types file: {exc}") from None
-    executor = RayExecutor(settings.ray_address or "auto", namespace_for(settings.home), types)
+    try:  # how long a job may wait for room before it fails with SageMaker's CapacityError (0: for ever)
+        wait = float(os.environ.get("OPENSAGE_RAY_CAPACITY_WAIT_SECONDS", CAPACITY_WAIT_SECONDS))
+    except ValueError:
+        raise click.ClickException("OPENSAGE_RAY_CAPACITY_WAIT_SECONDS must be a number of seconds") from None
+    executor = RayExecutor(settings.ray_address or "auto", namespace_for(settings.home), types,
+                           capacity_wait_seconds=wait if wait > 0 else None)
     try:
         executor.connect()
         summary = executor.cluster_summary()

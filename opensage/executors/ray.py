@@ -47,6 +47,12 @@ DEFAULT_INSTANCE_TYPE = {"training": "ml.m5.large", "processing": "ml.m5.xlarge"
 # SageMaker's words while it waits for instances (SecondaryStatus StatusMessage of a job short of capacity).
 CAPACITY_MESSAGE = "Insufficient capacity error from EC2 while launching instances, retrying!"
 CAPACITY_NOTICE_SECONDS = 1.0  # a group still pending after this long is reported as short of capacity
+# A job still unplaced after this long fails as SageMaker's do ("failedReason begins with CapacityError", per
+# AWS Batch's guide to SageMaker jobs); SageMaker publishes no duration, so it is the operator's setting
+# (OPENSAGE_RAY_CAPACITY_WAIT_SECONDS; 0 waits for ever).
+CAPACITY_WAIT_SECONDS = 3600.0
+CAPACITY_FAILURE = ("CapacityError: Unable to provision requested ML compute capacity. Please retry using a "
+                    "different ML instance type.")
 JANITOR_SECONDS = 1.0
 CALL_TIMEOUT = 5.0
 LAUNCH_WAIT_SECONDS = 0.5  # submit waits this long for its bundle before leaving the launch to is_running
@@ -230,13 +236,15 @@ class RayExecutor:
 
     def __init__(self, address: str, namespace: str, instance_types: InstanceTypes | None = None,
                  python: str | None = None, capacity_notice_seconds: float = CAPACITY_NOTICE_SECONDS,
-                 unclaimed_grace_seconds: float = UNCLAIMED_GRACE_SECONDS) -> None:
+                 unclaimed_grace_seconds: float = UNCLAIMED_GRACE_SECONDS,
+                 capacity_wait_seconds: float | None = CAPACITY_WAIT_SECONDS) -> None:
         self.address = address
         self.namespace = namespace
         self.instance_types = instance_types or InstanceTypes()
         self.python = python
         self.capacity_notice_seconds = capacity_notice_seconds
         self.unclaimed_grace_seconds = unclaimed_grace_seconds
+        self.capacity_wait_seconds = capacity_wait_seconds or None  # None / 0: wait for ever
         self._groups: dict[str, _Group] = {}  # group name -> group
         self._pgs: dict[str, Any] = {}  # group name -> PlacementGroup
         self._open: dict[str, _Group] = {}  # job root dir -> the group its latest launch created
@@ -322,6 +330,9 @@ class RayExecutor:
                 return False  # killed, or collected after the job ended
             if not self._try_launch(group, index):
                 self._maybe_notice(group)
+                if self._capacity_wait_over(group):
+                    self._give_up(group)
+                    return False
                 return True  # waiting for capacity is running, as far as the job is concerned
         jobdir = group.jobdirs.get(index)
         if group.nodes.get(index) in self._dead_nodes:
@@ -487,12 +498,31 @@ class RayExecutor:
         first = group.jobdirs[min(group.jobdirs)]
         _append(first / "events.jsonl",
                 json.dumps({"time": now, "status": "LaunchingMLInstances", "message": message}))
-        from opensage.runner.transform_worker import DATA_LOG, TRANSFORM_FILE
-
         for index, jobdir in group.jobdirs.items():
-            log_name = DATA_LOG if (jobdir / TRANSFORM_FILE).exists() else f"algo-{index + 1}.log"
-            _append(jobdir / "logs" / log_name, f"{int(now * 1000)} {message}")
+            _append(jobdir / "logs" / _log_name(jobdir, index), f"{int(now * 1000)} {message}")
         log.warning("ray: placement group %s waits for capacity: %s", group.name, message)
+
+    def _capacity_wait_over(self, group: _Group) -> bool:
+        return (self.capacity_wait_seconds is not None
+                and time.monotonic() - group.since >= self.capacity_wait_seconds)
+
+    def _give_up(self, group: _Group) -> None:
+        """The job waited ``capacity_wait_seconds`` for its instances: every host that never started gets a
+        result with SageMaker's CapacityError reason (the reconciler fails the job with it), and the pending
+        group is removed so it can never start late."""
+        from opensage.runner.jobspec import JobResult
+
+        self._remove_group(group)
+        waited = f"{self.capacity_wait_seconds:g} s" if self.capacity_wait_seconds else "too long"
+        note = f"{CAPACITY_FAILURE} (the Ray cluster could not place the job's instances within {waited})"
+        for index, jobdir in group.jobdirs.items():
+            if index in group.launched or JobResult.read(jobdir) is not None:
+                continue
+            if (jobdir / "agent.launched").exists():  # started after all, in a race with the removal
+                continue
+            JobResult(exit_code=None, failure_reason=CAPACITY_FAILURE).write(jobdir)
+            _append(jobdir / "logs" / _log_name(jobdir, index), f"{int(time.time() * 1000)} {note}")
+        log.warning("ray: placement group %s: %s", group.name, note)
 
     # -- launchers -------------------------------------------------------------------------------------
     def _launcher(self, node_id: str | None) -> Any:
@@ -601,6 +631,13 @@ def _split(handle: str) -> tuple[str, int]:
     name = handle[len(HANDLE_PREFIX):]
     group, _, index = name.rpartition("-")
     return group, int(index)
+
+
+def _log_name(jobdir: Path, index: int) -> str:
+    """The log file of a host's job dir that becomes its log stream (a transform's data log, else algo-N)."""
+    from opensage.runner.transform_worker import DATA_LOG, TRANSFORM_FILE
+
+    return DATA_LOG if (jobdir / TRANSFORM_FILE).exists() else f"algo-{index + 1}.log"
 
 
 def _append(path: Path, line: str) -> None:

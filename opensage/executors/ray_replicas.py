@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"  # a serverless variant has none
 PLACEMENT_WAIT_SECONDS = 60.0  # a replica's bundle not placed by then: the replica fails, its log says why
 NODES_REFRESH_SECONDS = 0.5
+SUSPECT_SECONDS = 60.0  # a node whose launcher did not answer gets no new replica for this long
 
 
 class RayReplicaManager:
@@ -56,6 +57,9 @@ class RayReplicaManager:
         self._executor: RayExecutor | None = None
         self._nodes: dict[str, bool] = {}  # node id -> alive
         self._nodes_at = 0.0
+        # Nodes whose launcher failed to answer: Ray takes ~15-30 s to declare a lost node dead, and a
+        # replacement aimed there meanwhile would wait for it.
+        self._suspect: dict[str, float] = {}
 
     # -- the cluster ---------------------------------------------------------------------------------
     def executor(self) -> RayExecutor:
@@ -98,6 +102,9 @@ class RayReplicaManager:
             free = {}
         fitting = [n["NodeID"] for n in ray.nodes() if n.get("Alive")
                    and all(n.get("Resources", {}).get(k, 0) >= v for k, v in bundle.items())]
+        now = time.monotonic()
+        trusted = [n for n in fitting if now - self._suspect.get(n, -SUSPECT_SECONDS) >= SUSPECT_SECONDS]
+        fitting = trusted or fitting
         if not fitting:
             return None
         return min(fitting, key=lambda n: (counts.get(n, 0), -free.get(n, {}).get("CPU", 0)))
@@ -160,13 +167,14 @@ class RayReplicaManager:
         node = placement.get("node")
         if not self._alive_nodes().get(node, False):
             return False  # the node died, and the model server with it
+        if ping(replica.host, replica.port, 2.0, replica.token):
+            return True  # answering: no Ray call needed (this runs for every replica on every pass)
         try:
             launcher = self.executor()._launcher(node)
             return bool(ray.get(launcher.replica_running.remote(_server_state(replica)), timeout=CALL_TIMEOUT))
-        except ray.exceptions.GetTimeoutError:
-            # The launcher is busy or its node is going: the server's own answer decides.
-            return ping(replica.host, replica.port, 2.0, replica.token)
-        except ray.exceptions.RayError:
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+            # The launcher is busy, or its node is going: the server's own answer decides.
+            self._suspect[node] = time.monotonic()
             self.executor()._forget_launcher(node)
             return ping(replica.host, replica.port, 2.0, replica.token)
 

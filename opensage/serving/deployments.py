@@ -345,8 +345,11 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
                         variant["count"] = len(variant["replicas"])
                         changed = True
                         break
-                    log.warning("endpoint %s: replica %s of %s died; replacing it", ep.name, r["pid"],
-                                variant["name"])
+                    log.warning("endpoint %s: replica %s of %s died (%s); replacing it", ep.name, r["pid"],
+                                variant["name"], self.replicas.exit_status(replica) or "exited")
+                    # Placement hook: give back what the dead one held (a cluster backend's bundle, which Ray
+                    # would otherwise re-place on another node after a node loss) before placing its successor.
+                    self.replicas.stop(replica, grace=0.0, wait=False)
                     variant["replicas"][i] = self._start_replica(ep.name, variant, i)
                     changed = True
                 elif not r["ready"] and self.replicas.healthy(replica):

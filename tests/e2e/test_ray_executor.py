@@ -378,3 +378,143 @@ def test_create_transform_job_on_ray_executor_scores_every_record(ray_cluster, t
         assert [g["bundles"] for g in groups] == [[{"CPU": 1.0, "memory": float(2**30)}]]
     finally:
         stop_platform(p)
+
+
+def _runtime(p: Platform):
+    """sagemaker-runtime without client retries: a request the platform failed must count as failed."""
+    import botocore.session
+
+    core = botocore.session.Session()
+    core.set_config_variable("config_file", p.env["AWS_CONFIG_FILE"])
+    core.set_config_variable("credentials_file", p.env["AWS_SHARED_CREDENTIALS_FILE"])
+    core.set_config_variable("profile", "opensage")
+    return boto3.Session(botocore_session=core).client(
+        "sagemaker-runtime", config=Config(retries={"total_max_attempts": 1}, read_timeout=30))
+
+
+def _raylet(cluster: RayCluster, node_id: str) -> tuple[int, bool]:
+    """The pid of node ``node_id``'s raylet, and whether it is the head node's."""
+    for pid in cluster.pids():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg == f"--node_id={node_id}".encode() for arg in cmdline) and b"raylet" in cmdline[0]:
+            return pid, b"--head" in cmdline
+    raise AssertionError(f"no raylet of node {node_id}")
+
+
+def _subtree(root: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return sorted(found)
+
+
+def _model_servers_under(pids: list[int], model_marker: str) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"opensage.serving.model_server" in cmdline and model_marker.encode() in cmdline:
+            out.append(pid)
+    return out
+
+
+def test_invoke_endpoint_two_replicas_on_two_nodes_survives_node_loss_and_replica_is_replaced(ray_cluster,
+                                                                                               tmp_path):
+    """Last in this file: it kills a node (and starts a fresh one for whatever runs next)."""
+    import threading
+
+    from tests.modelfiles import breast_cancer_xgb
+
+    home = tmp_path / "home"
+    p = start_ray_platform(home, ray_cluster)
+    stop = threading.Event()
+    try:
+        sm, s3 = _clients(p)
+        runtime = _runtime(p)
+        model_tar, X, _, _ = breast_cancer_xgb(rounds=10)
+        s3.put_object(Bucket=BUCKET, Key="ray/ep/model.tar.gz", Body=model_tar)
+        sm.create_model(ModelName="ray-ep-model", ExecutionRoleArn=ROLE, PrimaryContainer={
+            "Image": XGB_IMAGE, "ModelDataUrl": f"s3://{BUCKET}/ray/ep/model.tar.gz"})
+        sm.create_endpoint_config(EndpointConfigName="ray-ep-config", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "ray-ep-model", "InitialInstanceCount": 2,
+            "InstanceType": "ml.m5.large"}])
+        sm.create_endpoint(EndpointName="ray-ep", EndpointConfigName="ray-ep-config")
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="ray-ep",
+                                                  WaiterConfig={"Delay": 1, "MaxAttempts": 240})
+        row = ",".join(f"{v:.6g}" for v in X[0])
+        answer = runtime.invoke_endpoint(EndpointName="ray-ep", ContentType="text/csv", Body=row)
+        assert 0.0 <= float(answer["Body"].read()) <= 1.0
+
+        # One bundle per replica, sized from ml.m5.large, on two different nodes.
+        groups = [g for g in _placement_groups(ray_cluster, home) if g["state"] == "CREATED"]
+        assert len(groups) == 2 and all(g["bundles"] == [{"CPU": 1.0, "memory": float(2**30)}] for g in groups)
+        nodes = {g["nodes"][0] for g in groups}
+        assert len(nodes) == 2, groups
+
+        ok, failures = [0], []
+
+        def load() -> None:
+            while not stop.is_set():
+                try:
+                    body = runtime.invoke_endpoint(EndpointName="ray-ep", ContentType="text/csv", Body=row)["Body"]
+                    float(body.read())
+                    ok[0] += 1
+                except Exception as exc:  # noqa: BLE001 - every failure is the test's business
+                    failures.append(repr(exc))
+
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        # The node loss: the worker node's raylet and everything under it (its Ray workers, the model server
+        # there). Not the head: the platform's driver is attached to the head node's raylet.
+        raylets = {n: _raylet(ray_cluster, n) for n in nodes}
+        victim = next(n for n, (_, head) in raylets.items() if not head)
+        survivor = next(n for n in nodes if n != victim)
+        doomed = _subtree(raylets[victim][0])
+        assert _model_servers_under(doomed, "--model-dir"), "the victim node runs no model server"
+        before = ok[0]
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        # Replaced elsewhere: two placed replica groups again, both on the surviving node.
+        deadline = time.time() + 180
+        while True:
+            live = [g for g in _placement_groups(ray_cluster, home) if g["state"] == "CREATED"]
+            if len(live) == 2 and all(g["nodes"][0] == survivor for g in live):
+                break
+            assert time.time() < deadline, f"replica not replaced: {live}"
+            time.sleep(2)
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="ray-ep",
+                                                  WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        time.sleep(5)  # load keeps flowing over the new replica too
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        assert failures == [], failures[:5]
+        assert ok[0] > before + 10
+        d = sm.describe_endpoint(EndpointName="ray-ep")
+        assert d["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+        sm.delete_endpoint(EndpointName="ray-ep")
+    finally:
+        stop.set()
+        stop_platform(p)
+        _ray_start([f"--address={ray_cluster.address}"], ray_cluster)  # the lost node's stand-in
