@@ -17,7 +17,7 @@ import pytest
 from botocore.credentials import Credentials
 
 from opensage.api.spec import service_model
-from tests.security.fuzz import Probe, ProbeBuilder, signed
+from tests.security.fuzz import CANDIDATES, Probe, ProbeBuilder, signed
 
 with warnings.catch_warnings():  # starlette asks for httpx2; the TestClient works the same
     warnings.simplefilter("ignore")
@@ -33,11 +33,12 @@ SERVICES = {
     "logs": ("json",),
     "cloudwatch": ("json", "cbor"),
     "application-autoscaling": ("json",),
+    "sqs": ("json",),
 }
 
 
 # Services whose "nearly valid" probes are known to get 2xx answers (they run real service code).
-REACHES_SERVICE_CODE = ("sagemaker", "cloudwatch", "application-autoscaling", "sts")
+REACHES_SERVICE_CODE = ("sagemaker", "cloudwatch", "application-autoscaling", "sts", "logs")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,10 @@ def app(tmp_path_factory) -> Iterator[tuple[TestClient, Credentials, Any]]:
     settings = Settings.build(home, s3_endpoint=f"file://{home / 's3'}", stop_grace_seconds=1)
     platform = create_app(settings, executor=FakeExecutor(), run_background=False)
     creds = Credentials(settings.credentials.access_key, settings.credentials.secret_key)
+    # Log groups named like the probes' candidate values, so Logs probes get past ResourceNotFound and reach
+    # the paging code (hostile nextTokens once answered 500 there).
+    for group in CANDIDATES:
+        platform.deps.logs.append(group, "abc", [(1, "line")], 2)
     with TestClient(platform.asgi, base_url="http://testserver", raise_server_exceptions=False) as client:
         yield client, creds, platform.dispatcher
 

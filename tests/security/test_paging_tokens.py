@@ -108,3 +108,54 @@ def test_describe_alarms_token_with_other_prefix_or_operation_is_invalid_next_to
         cw.describe_alarm_history(NextToken=token)
     with pytest.raises(cw.exceptions.InvalidNextToken):
         cw.list_metrics(NextToken=token)
+
+
+@pytest.fixture(scope="module")
+def logs(fake_server):
+    deps = fake_server.platform.deps
+    for stream in ("s-0", "s-1", "s-2"):
+        deps.logs.append("/tok/group", stream, [(1000 + i, f"{stream} line {i}") for i in range(3)], 5000)
+    deps.logs.append("/tok/other", "s-0", [(1000, "other")], 5000)
+    return fake_server.client("logs")
+
+
+def _logs_refused(logs, call: str, **kw) -> None:
+    with pytest.raises(logs.exceptions.InvalidParameterException) as e:
+        getattr(logs, call)(**kw)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+@pytest.mark.parametrize("token", ["abc", str(2**70), "-5", "f/99999999999999999999999", "b/1", "f/x"])
+def test_logs_forged_or_out_of_range_tokens_are_invalid_parameter_not_500(logs, token):
+    _logs_refused(logs, "describe_log_streams", logGroupName="/tok/group", nextToken=token)
+    _logs_refused(logs, "get_log_events", logGroupName="/tok/group", logStreamName="s-0", nextToken=token)
+    _logs_refused(logs, "filter_log_events", logGroupName="/tok/group", nextToken=token)
+
+
+def test_logs_tokens_page_on_and_are_bound_to_their_operation_and_request(logs):
+    page = logs.describe_log_streams(logGroupName="/tok/group", limit=1)
+    names = [s["logStreamName"] for s in page["logStreams"]]
+    while "nextToken" in page:
+        token = page["nextToken"]
+        page = logs.describe_log_streams(logGroupName="/tok/group", limit=1, nextToken=token)
+        names += [s["logStreamName"] for s in page["logStreams"]]
+    assert names == ["s-0", "s-1", "s-2"]
+    _logs_refused(logs, "describe_log_streams", logGroupName="/tok/other", nextToken=token)
+    _logs_refused(logs, "filter_log_events", logGroupName="/tok/group", nextToken=token)
+
+    first = logs.filter_log_events(logGroupName="/tok/group", limit=2)
+    rest = logs.filter_log_events(logGroupName="/tok/group", limit=20, nextToken=first["nextToken"])
+    assert len(first["events"]) + len(rest["events"]) == 9
+    _logs_refused(logs, "filter_log_events", logGroupName="/tok/group", logStreamNamePrefix="s-1",
+                  nextToken=first["nextToken"])
+
+    events = logs.get_log_events(logGroupName="/tok/group", logStreamName="s-0", startFromHead=True, limit=2)
+    assert events["nextForwardToken"].startswith("f/") and events["nextBackwardToken"].startswith("b/")
+    more = logs.get_log_events(logGroupName="/tok/group", logStreamName="s-0", startFromHead=True,
+                               nextToken=events["nextForwardToken"])
+    assert [e["message"] for e in events["events"] + more["events"]] == [f"s-0 line {i}" for i in range(3)]
+    end = logs.get_log_events(logGroupName="/tok/group", logStreamName="s-0", startFromHead=True,
+                              nextToken=more["nextForwardToken"])
+    assert end["events"] == [] and end["nextForwardToken"] == more["nextForwardToken"]  # the SDK's end signal
+    _logs_refused(logs, "get_log_events", logGroupName="/tok/group", logStreamName="s-1",
+                  nextToken=events["nextForwardToken"])
