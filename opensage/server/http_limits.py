@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -33,6 +35,37 @@ KEEP_ALIVE_SECONDS = 5  # idle time between requests on a keep-alive connection 
 BACKLOG = 2048  # accept queue: held by the kernel, costs this process no descriptor
 GRACEFUL_SHUTDOWN_SECONDS = 5
 MAX_CONNECTIONS_CEILING = 4096
+
+
+class ThrottledLog:
+    """At most one line per ``interval`` seconds; the next line says how many were left out meanwhile.
+
+    Refused requests cost the client nothing, so logging each one at INFO lets anyone flood the log.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float,
+                 clock: Callable[[], float] = time.monotonic, level: int = logging.INFO,
+                 what: str = "refused requests") -> None:
+        self.logger, self.interval, self.clock, self.level, self.what = logger, interval, clock, level, what
+        self.next_at = float("-inf")
+        self.suppressed = 0
+
+    def info(self, msg: str, *args: object) -> None:
+        """Log ``msg`` at this log's level, unless one was logged less than ``interval`` seconds ago."""
+        now = self.clock()
+        if now < self.next_at:
+            self.suppressed += 1
+            return
+        self.next_at = now + self.interval
+        if self.suppressed:
+            msg += f" (and %d more {self.what} in the last %.0f s, not logged)"
+            args = (*args, self.suppressed, self.interval)
+            self.suppressed = 0
+        self.logger.log(self.level, msg, *args)
+
+
+# A flood of connections over the cap must not flood the log too.
+_over_cap = ThrottledLog(log, 10.0, level=logging.WARNING, what="connections closed over the cap")
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -50,7 +83,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            log.warning("more than %d open connections: closing a new one", self.max_connections)
+            _over_cap.info("more than %d open connections: closing a new one", self.max_connections)
             transport.close()
             return
         self._arm()

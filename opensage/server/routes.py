@@ -11,7 +11,6 @@ discarding) whatever body the client still sends.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from urllib.parse import unquote
 
@@ -24,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from opensage.api import auth, cbor_protocol, parser, serializer
 from opensage.api.dispatch import Dispatcher, RequestContext
 from opensage.errors import AccessDenied, InternalFailure, ServiceError, UnknownOperation, ValidationError
+from opensage.server.http_limits import ThrottledLog
 from opensage.services.runtime import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -241,31 +241,6 @@ def _url_query(scope: Scope) -> str:
     if scope.get("query_string") or "?" in path or "#" in path:
         return URL(scope=scope).query
     return ""
-
-
-class ThrottledLog:
-    """At most one line per ``interval`` seconds; the next line says how many were left out meanwhile.
-
-    Refused requests cost the client nothing, so logging each one at INFO lets anyone flood the log.
-    """
-
-    def __init__(self, logger: logging.Logger, interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.logger, self.interval, self.clock = logger, interval, clock
-        self.next_at = float("-inf")
-        self.suppressed = 0
-
-    def info(self, msg: str, *args: object) -> None:
-        now = self.clock()
-        if now < self.next_at:
-            self.suppressed += 1
-            return
-        self.next_at = now + self.interval
-        if self.suppressed:
-            msg += " (and %d more refused requests in the last %.0f s, not logged)"
-            args = (*args, self.suppressed, self.interval)
-            self.suppressed = 0
-        self.logger.info(msg, *args)
 
 
 _refusals = ThrottledLog(log, REFUSAL_LOG_INTERVAL)
