@@ -162,7 +162,7 @@ def inproc_platform(home: Path) -> Iterator[Platform]:
         store = server.store()
         store.ensure_bucket(BUCKET)
         yield Platform("inproc", home, server.client("sagemaker"), server.client("logs"), store.put_bytes,
-                       store.put_file, code_uri=str(server.s3_root / BUCKET / CODE_KEY))
+                       store.put_file, code_uri=INPROC_CODE_URI)
     finally:
         gen.close()
 
@@ -201,6 +201,11 @@ def prepare_inputs(p: Platform) -> None:
     p.put(BUCKET, "start/train/data.csv", tiny_csv())
 
 
+# In-process the object store is file:// (no S3 endpoint for the toolkit), and the toolkit refuses a host path
+# outside the job's /opt/ml: the code travels as a channel and sagemaker_submit_directory names it there.
+INPROC_CODE_URI = f"/opt/ml/input/data/code/{CODE_KEY.rsplit('/', 1)[-1]}"
+
+
 def job_request(name: str, kind: str, code_uri: str = f"s3://{BUCKET}/{CODE_KEY}") -> dict[str, Any]:
     req: dict[str, Any] = {
         "TrainingJobName": name,
@@ -216,6 +221,9 @@ def job_request(name: str, kind: str, code_uri: str = f"s3://{BUCKET}/{CODE_KEY}
             "sagemaker_submit_directory": json.dumps(code_uri),
             "sagemaker_region": json.dumps("us-east-1"),
         }
+        if code_uri.startswith("/opt/ml/"):
+            req["InputDataConfig"] = [{"ChannelName": "code", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/{CODE_KEY.rsplit('/', 1)[0]}"}}}]
     elif kind == "xgboost":
         req["AlgorithmSpecification"] = {"TrainingImage": XGB_IMAGE, "TrainingInputMode": "File"}
         req["HyperParameters"] = {"num_round": "5", "objective": "binary:logistic"}
