@@ -78,6 +78,9 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
     try:
         if not settings.s3_endpoint:
             from opensage.objects.seaweed import SeaweedServer
+            from opensage.server.http_limits import raise_open_files_limit
+
+            raise_open_files_limit()  # before the S3 proxy sizes its connection cap from it
 
             seaweed = SeaweedServer(home_path / "s3", 0, settings.credentials.access_key,
                                     settings.credentials.secret_key, host="127.0.0.1",

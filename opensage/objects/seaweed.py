@@ -556,7 +556,15 @@ class SeaweedServer:
     def _start_proxy(self) -> None:
         assert self.ports is not None
         ports = self.ports
+        import resource
+
+        from opensage.server.http_limits import max_connections_for
+
+        # A quarter of the descriptors, as the control plane takes: a fixed 4096 could starve the job loops
+        # where the limit is 4096 (issue 7 item 7).
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         proxy = SseKmsProxy(self.host, ports.s3, self.host, ports.s3_backend, authority=self.authority,
+                            max_connections=max_connections_for(open_files),
                             root=(self.access_key, self.secret_key),
                             backend_socket=lambda: self._socket_path("s3", ports.s3_backend),
                             backend_wait=BACKEND_WAIT_SECONDS,

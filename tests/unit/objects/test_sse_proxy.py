@@ -256,3 +256,26 @@ def test_proxy_accepted_connections_have_tcp_nodelay() -> None:
             conn.close()
     finally:
         proxy.stop()
+
+
+def test_proxy_connection_cap_follows_the_open_files_limit(monkeypatch, tmp_path) -> None:
+    import resource
+
+    from opensage.objects import seaweed as seaweed_module
+    from opensage.objects.seaweed import SeaweedServer
+
+    caps: list[int] = []
+
+    class Recorder:
+        def __init__(self, *args, max_connections: int = 4096, **kwargs) -> None:  # noqa: ANN002, ANN003
+            caps.append(max_connections)
+            raise RuntimeError("recorded")
+
+    monkeypatch.setattr(seaweed_module, "SseKmsProxy", Recorder)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (4096, 4096))
+    server = SeaweedServer(tmp_path, 0, "AKID", "secret")
+    server.ports = seaweed_module.SeaweedPorts(*[0] * 8)
+    with pytest.raises(RuntimeError, match="recorded"):
+        server._start_proxy()
+    # A quarter of the descriptors, like the control plane (a fixed 4096 took them all where the limit is 4096).
+    assert caps == [1024]
