@@ -92,3 +92,23 @@ def test_training_job_script_uses_temporary_credentials_against_api(server) -> N
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     env = json.loads((server.settings.jobs_dir / "creds-api" / "algo-1" / "ml" / "model" / "env.json").read_text())
     assert env["AWS_SESSION_TOKEN"] and server.settings.credentials.secret_key not in json.dumps(env)
+
+
+def test_get_caller_identity_with_job_credentials_answers_the_jobs_assumed_role(fake_server) -> None:
+    from opensage.api.dispatch import RequestContext
+    from opensage.credentials import Principal
+    from opensage.services.sts import StsService
+
+    sm = fake_server.client("sagemaker")
+    sm.create_training_job(**training_request("creds-sts"))
+    row = fake_server.platform.deps.resources.get("training-job", "creds-sts")
+    role = row.request["RoleArn"].rpartition("/")[2]
+    owner = resource_owner("training-job", "creds-sts", row.creation_time)
+    ctx = RequestContext(access_key="ASIAJOB", principal=Principal("ASIAJOB", "s", owner))
+    ident = StsService(fake_server.platform.deps).get_caller_identity(ctx, {})
+    account = fake_server.settings.account
+    # As inside a SageMaker job: the role's session, never the platform's own user.
+    assert ident == {"UserId": "ASIAJOB:SageMaker", "Account": account,
+                     "Arn": f"arn:aws:sts::{account}:assumed-role/{role}/SageMaker"}
+    root = StsService(fake_server.platform.deps).get_caller_identity(RequestContext(access_key="AKID"), {})
+    assert root["Arn"] == f"arn:aws:iam::{account}:user/opensage"
