@@ -224,6 +224,112 @@ def run(rows: int, features: int, cache: Path, repeats: int) -> dict[str, Any]:
     return out
 
 
+# ----------------------------------------------------------------------------------------- channel read
+
+
+class _RangedStream:
+    """A file-like over one S3 object read by ``workers`` parallel ranged GETs of ``part`` bytes, handed
+    out in order (what a FastFile channel read while it streams would need to beat File mode's download)."""
+
+    def __init__(self, s3: Any, key: str, size: int, part: int = 16 << 20, workers: int = 8) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(workers)
+        ranges = [(o, min(o + part, size) - 1) for o in range(0, size, part)]
+
+        def get(r: tuple[int, int]) -> bytes:
+            return s3.get_object(Bucket=common.BUCKET, Key=key, Range=f"bytes={r[0]}-{r[1]}")["Body"].read()
+
+        self.pending = deque(ranges)
+        self.futures: Any = deque()
+        self.get, self.workers = get, workers
+        self.buf, self.closed = memoryview(b""), False
+
+    def _fill(self) -> None:
+        while self.pending and len(self.futures) < self.workers * 2:
+            self.futures.append(self.pool.submit(self.get, self.pending.popleft()))
+
+    def read(self, n: int = -1) -> bytes:
+        self._fill()
+        if not self.buf and self.futures:
+            self.buf = memoryview(self.futures.popleft().result())
+            self._fill()
+        out, self.buf = bytes(self.buf[:n] if n >= 0 else self.buf), self.buf[n:] if n >= 0 else memoryview(b"")
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def channel_read(p: common.Platform, csv: Path, features: int, tmp: Path) -> dict[str, float]:
+    """Seconds to have the channel as a DMatrix, four ways, on the same platform S3 object: File mode as
+    the agent does it (s3transfer download, then the disk parse), one streamed GET parsed as it arrives,
+    parallel ranged GETs parsed in order as they arrive, and the disk parse alone (the in-process load)."""
+    import boto3.s3.transfer as s3transfer
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import xgboost as xgb
+
+    creds = json.loads((p.home / "credentials.json").read_text())
+    s3 = common._client("s3", common._s3_endpoint_from_config(p.home), creds["access_key"], creds["secret_key"])
+    key = f"{DATA_PREFIX}/data.csv"
+    names = [f"c{j}" for j in range(features + 1)]
+
+    def parse(source: Any) -> float:
+        table = pacsv.read_csv(source, read_options=pacsv.ReadOptions(column_names=names, block_size=16 << 20),
+                               convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float32())))
+        xgb.DMatrix(table.drop_columns(["c0"]), label=table.column(0).to_numpy())
+        return time.perf_counter()
+
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    dest = tmp / "downloaded.csv"
+    s3transfer.S3Transfer(s3).download_file(common.BUCKET, key, str(dest))
+    out["file_download"] = time.perf_counter() - t
+    out["file_mode"] = parse(dest) - t
+    dest.unlink()
+    gc.collect()
+    t = time.perf_counter()
+    out["disk_parse"] = parse(csv) - t
+    gc.collect()
+    t = time.perf_counter()
+    body = s3.get_object(Bucket=common.BUCKET, Key=key)["Body"]
+    out["one_stream"] = parse(pa.PythonFile(body, mode="r")) - t
+    gc.collect()
+    t = time.perf_counter()
+    stream = _RangedStream(s3, key, csv.stat().st_size)
+    out["ranged_stream"] = parse(pa.PythonFile(stream, mode="r")) - t
+    stream.close()
+    gc.collect()
+    return out
+
+
+def run_channel_read(rows: int, features: int, cache: Path, repeats: int) -> str:
+    csv, _ = dataset(cache, rows, features)
+    before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="opensage-bench-xgb-") as tmp, \
+            common.open_platform("up", Path(tmp)) as p:
+        p.put_file(common.BUCKET, f"{DATA_PREFIX}/data.csv", csv)
+        for _ in range(repeats):
+            runs.append(channel_read(p, csv, features, Path(tmp)))
+    after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    labels = {"disk_parse": "disk parse only (the in-process load)",
+              "file_mode": "File mode: s3transfer download, then disk parse (what the job does)",
+              "file_download": "… of which the download",
+              "one_stream": "one GET, parsed as it streams (FastFile-style, one connection)",
+              "ranged_stream": "8 parallel 16 MB ranged GETs, parsed in order as they arrive"}
+    lines = [f"Channel read floor: {csv.stat().st_size / 1e6:.0f} MB CSV ({rows:,} × {features} + label) from the "
+             f"platform's S3 to a DMatrix, {repeats} repeat(s): median (each run).", "",
+             "| how | seconds, median (each) | min |", "|---|---|---|"]
+    for k, label in labels.items():
+        lines.append(f"| {label} | {_cell(runs, k)} |")
+    lines += ["", f"`uptime` before: `{before}`; after: `{after}`."]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------- report
 
 
@@ -293,7 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "opensage-bench-data")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--channel-read", action="store_true",
+                    help="only how fast the channel becomes a DMatrix: File-mode download vs parsing while it streams")
     args = ap.parse_args(argv)
+    if args.channel_read:
+        print(run_channel_read(args.rows, args.features, args.cache, args.repeats))
+        return 0
     result = run(args.rows, args.features, args.cache, args.repeats)
     print(markdown(result))
     if args.json:
