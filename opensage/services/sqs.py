@@ -6,7 +6,7 @@ receives it with boto3; no client may reach real AWS. Queues and messages are re
 
 What is served: CreateQueue, GetQueueUrl, ListQueues, GetQueueAttributes, SetQueueAttributes, DeleteQueue,
 PurgeQueue, SendMessage, ReceiveMessage (VisibilityTimeout, WaitTimeSeconds long polling, MaxNumberOfMessages,
-system and message attributes), DeleteMessage, ChangeMessageVisibility. FIFO queues keep order, need a
+system and message attributes), DeleteMessage, ChangeMessageVisibility, their *Batch forms, and queue tags. FIFO queues keep order, need a
 MessageGroupId, deduplicate for 5 minutes and hold back a group while one of its messages is in flight.
 ReceiveMessage scans a queue's rows in send order: fine for the queues a platform like this holds (callback
 tokens, work lists), not for millions of messages.
@@ -451,6 +451,78 @@ class SqsService:
             except ConcurrentUpdate:
                 continue
         raise SqsError("RequestThrottled", "The message is being updated; retry ChangeMessageVisibility.")
+
+
+    # -- batches and tags --------------------------------------------------------------------------------
+    def send_message_batch(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        self._queue(params["QueueUrl"])  # a missing queue fails the whole request, as on SQS
+        return _batch(params["Entries"], lambda e: self.send_message(ctx, {
+            "QueueUrl": params["QueueUrl"], **{k: v for k, v in e.items() if k != "Id"}}))
+
+    def delete_message_batch(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        self._queue(params["QueueUrl"])
+        return _batch(params["Entries"], lambda e: self.delete_message(ctx, {
+            "QueueUrl": params["QueueUrl"], "ReceiptHandle": e["ReceiptHandle"]}))
+
+    def change_message_visibility_batch(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        self._queue(params["QueueUrl"])
+        return _batch(params["Entries"], lambda e: self.change_message_visibility(ctx, {
+            "QueueUrl": params["QueueUrl"], "ReceiptHandle": e["ReceiptHandle"],
+            "VisibilityTimeout": e.get("VisibilityTimeout", 0)}))
+
+    def tag_queue(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        return self._tags(params["QueueUrl"], lambda tags: tags.update(params["Tags"]))
+
+    def untag_queue(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        return self._tags(params["QueueUrl"], lambda tags: [tags.pop(k, None) for k in params["TagKeys"]])
+
+    def list_queue_tags(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        tags = self._queue(params["QueueUrl"]).state.get("Tags") or {}
+        return {"Tags": tags} if tags else {}
+
+    def _tags(self, url: str, change) -> dict[str, Any]:
+        for _ in range(10):
+            res = self._queue(url)
+            change(res.state.setdefault("Tags", {}))
+            try:
+                self.d.resources.save(res, self.d.clock.time())
+                return {}
+            except ConcurrentUpdate:
+                continue
+        raise SqsError("RequestThrottled", "The queue is being updated; retry.")
+
+
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+BATCH_MAX = 10
+
+
+def _batch(entries: list[dict[str, Any]], run) -> dict[str, Any]:
+    """SQS's batch rules (1-10 entries, distinct valid Ids), then each entry on its own: an entry's error is
+    reported in Failed and the others still run."""
+    if not entries:
+        raise SqsError("EmptyBatchRequest", "There should be at least one SendMessageBatchRequestEntry in the "
+                                            "request.")
+    if len(entries) > BATCH_MAX:
+        raise SqsError("TooManyEntriesInBatchRequest", f"Maximum number of entries per request are {BATCH_MAX}. "
+                                                       f"You have sent {len(entries)}.")
+    ids = [e["Id"] for e in entries]
+    bad = next((i for i in ids if not _BATCH_ID.fullmatch(i)), None)
+    if bad is not None:
+        raise SqsError("InvalidBatchEntryId", f"A batch entry id can only contain alphanumeric characters, "
+                                              f"hyphens and underscores. It can be at most 80 letters long. "
+                                              f"Invalid id: {bad}")
+    if len(set(ids)) != len(ids):
+        raise SqsError("BatchEntryIdsNotDistinct", "Two or more batch entries in the request have the same Id.")
+    ok: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for entry in entries:
+        try:
+            out = run(entry) or {}
+        except ServiceError as e:
+            failed.append({"Id": entry["Id"], "SenderFault": e.sender_fault, "Code": e.code, "Message": e.message})
+            continue
+        ok.append({"Id": entry["Id"], **{k: v for k, v in out.items() if v is not None}})
+    return {"Successful": ok, "Failed": failed}
 
 
 def _stored_attribute(value: dict[str, Any]) -> dict[str, Any]:

@@ -128,3 +128,26 @@ def test_messages_survive_a_control_plane_restart(tmp_path):
         client = srv.client("sqs")
         url = client.get_queue_url(QueueName="durable")["QueueUrl"]
         assert client.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "kept"
+
+
+def test_send_message_batch_then_delete_message_batch_reports_each_entry(sqs):
+    url = sqs.create_queue(QueueName="batches")["QueueUrl"]
+    sent = sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "one"},
+                                                         {"Id": "b", "MessageBody": "two"}])
+    assert [e["Id"] for e in sent["Successful"]] == ["a", "b"] and not sent.get("Failed")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in got] == ["one", "two"]
+    deleted = sqs.delete_message_batch(QueueUrl=url, Entries=[
+        {"Id": "x", "ReceiptHandle": got[0]["ReceiptHandle"]}, {"Id": "y", "ReceiptHandle": "garbage"}])
+    assert [e["Id"] for e in deleted["Successful"]] == ["x"]
+    assert deleted["Failed"][0]["Id"] == "y" and deleted["Failed"][0]["Code"] == "ReceiptHandleIsInvalid"
+    with pytest.raises(sqs.exceptions.BatchEntryIdsNotDistinct):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "1"}, {"Id": "a", "MessageBody": "2"}])
+
+
+def test_tag_queue_list_queue_tags_untag_queue(sqs):
+    url = sqs.create_queue(QueueName="tagged", tags={"team": "ml"})["QueueUrl"]
+    sqs.tag_queue(QueueUrl=url, Tags={"stage": "dev"})
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"team": "ml", "stage": "dev"}
+    sqs.untag_queue(QueueUrl=url, TagKeys=["team"])
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"stage": "dev"}
