@@ -337,6 +337,12 @@ def _verify_v2(method: str, path: str, query: str, headers: Headers, authorizati
     if not matches(content_type) and not (authorization is None and content_type and matches("")):
         raise _signature_mismatch()
     payload = headers.get("x-amz-content-sha256") or UNSIGNED
+    if authorization is not None and method in ("PUT", "POST") and not _HEX64.fullmatch(payload):
+        # A SigV2 header signature covers the headers, not the body: a captured PUT could be replayed with
+        # other bytes. x-amz-* headers are signed in SigV2, so a hex x-amz-content-sha256 pins the body.
+        raise S3AuthError(400, "InvalidRequest", "Signature Version 2 does not cover the request body: sign "
+                          "PUT and POST requests with AWS4-HMAC-SHA256 (Signature Version 4, every AWS SDK's "
+                          "default) or send a signed x-amz-content-sha256 of the body.")
     return PayloadRule(payload if _HEX64.fullmatch(payload) else UNSIGNED, principal, presigned=True)
 
 

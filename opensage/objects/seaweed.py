@@ -43,6 +43,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -61,6 +62,7 @@ from typing import IO, Any
 from opensage.credentials import CredentialAuthority
 from opensage.objects.isolation import PROTECTION_TEXT, PROTECTIONS, isolate
 from opensage.objects.sse_proxy import SseKmsProxy
+from opensage.server.http_limits import max_connections_for
 from opensage.settings import Credentials
 
 log = logging.getLogger(__name__)
@@ -556,10 +558,6 @@ class SeaweedServer:
     def _start_proxy(self) -> None:
         assert self.ports is not None
         ports = self.ports
-        import resource
-
-        from opensage.server.http_limits import max_connections_for
-
         # A quarter of the descriptors, as the control plane takes: a fixed 4096 could starve the job loops
         # where the limit is 4096 (issue 7 item 7).
         open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
