@@ -31,6 +31,11 @@ runs in the control plane's tuning thread).
     .venv/bin/python benchmarks/bench_tuning.py --tasks xgb-cancer --seeds 2 --trials 8 --overhead-trials 20
     .venv/bin/python benchmarks/bench_tuning.py --offline                       # strategies only, hartmann6
 
+Image environments (the script-mode task's ``sagemaker-scikit-learn`` venv, built once: ~1 min, mostly uv's
+bytecode compilation) are cached in the user's environment cache (``OPENSAGE_ENV_CACHE``, default
+``~/.opensage/environments``) rather than in the run's throw-away platform home, so only the first run on a
+machine pays for them (``--fresh-environments``: build them in the run's home, as a new platform would).
+
 ``--offline`` runs the trials-to-best protocol on hartmann6 with the platform's studies (opensage.tuning,
 ``parallel`` asks then their tells, as the reconciler does) but without the platform: the strategies' own
 figure, minutes instead of hours.
@@ -342,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="trivial trial: built-in XGBoost, 1 round on 200 rows; or a script-mode print")
     ap.add_argument("--offline", action="store_true",
                     help="only the strategies: trials-to-best on hartmann6 with opensage.tuning studies, no platform")
+    ap.add_argument("--fresh-environments", action="store_true",
+                    help="build image environments in this run's platform home instead of the user's cache")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.offline:
@@ -351,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(results, indent=1, default=str))
         return 0
     tasks = [t for t in args.tasks.split(",") if t]
+    if not args.fresh_environments:
+        import os
+
+        from opensage import environments
+
+        # Inherited by `opensage up`: its jobs reuse (or build once) the user's environments.
+        os.environ.setdefault(environments.CACHE_ENV, str(environments.cache_root()))
     results: dict[str, Any] = {"trials_to_best": [], "load_before": list(__import__("os").getloadavg())}
     results["sampler_cost"] = sampler_cost()
     with tempfile.TemporaryDirectory(prefix="opensage-bench-tuning-") as tmp, contextlib.ExitStack() as stack:
