@@ -199,10 +199,10 @@ class _NodeLauncher:
 
         return self._replica_manager().exit_status(Replica.from_state(state))
 
-    def stop_replica(self, state: dict[str, Any], grace: float) -> None:
+    def stop_replica(self, state: dict[str, Any], grace: float, wait: bool = True) -> None:
         from opensage.serving.replicas import Replica
 
-        self._replica_manager().stop(Replica.from_state(state), grace=grace)
+        self._replica_manager().stop(Replica.from_state(state), grace=grace, wait=wait)
         self.gpu_ids.pop(state.get("log", ""), None)
 
     def kill_job(self, jobdir: str) -> int:

@@ -194,9 +194,10 @@ class RayReplicaManager:
         node = placement.get("node")
         if replica.pid and node and self._alive_nodes().get(node, False):
             try:
-                ref = self.executor()._launcher(node).stop_replica.remote(_server_state(replica), grace)
-                if wait:
-                    ray.get(ref, timeout=grace + CALL_TIMEOUT)
+                # Waited for even when not ``wait`` (the launcher then only sends SIGTERM): a call merely
+                # submitted can be lost when this process exits right after (platform shutdown).
+                ref = self.executor()._launcher(node).stop_replica.remote(_server_state(replica), grace, wait)
+                ray.get(ref, timeout=(grace if wait else 0.0) + CALL_TIMEOUT)
             except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
                 log.warning("ray: could not stop the endpoint replica on node %s", node)
         if placement.get("group"):  # give the instance's resources back

@@ -1,12 +1,12 @@
-"""A minimal keep-alive HTTP/1.1 client for the InvokeEndpoint hop to local model servers.
+"""A minimal keep-alive HTTP/1.1 client for the InvokeEndpoint hop to model servers (loopback, or Ray nodes).
 
 Why not httpx: on this hop httpx.AsyncClient cost ~0.95 ms of CPU per request against ~0.06 ms for plain
 asyncio streams (benchmarks/RESULTS.md, hosting section), and that CPU is the control plane's. Why not
 asyncio streams either: a StreamReader costs one await (and a future) per header line, plus a task for
 ``wait_for``; an ``asyncio.Protocol`` that parses what ``data_received`` hands it costs about half as much
-CPU per request. The peers are our own model servers on loopback, so the protocol subset is small: one POST
-at a time per connection, Content-Length, chunked or close-delimited responses, keep-alive unless the
-server says close.
+CPU per request. The peers are our own model servers, so the protocol subset is small: one POST at a time
+per connection, Content-Length, chunked or close-delimited responses, keep-alive unless the server says
+close. Each request carries its replica's token (``set_replica_token``), cached in the request head.
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ _TOKENS: dict[str, str] = {}
 
 def set_replica_token(base_url: str, token: str | None) -> None:
     """Requests to ``base_url`` carry ``token`` (None: none; a loopback server started without one)."""
+    # Bounded by the host:port pairs replicas ever listened on (a new replica on a port overwrites the entry);
+    # never cleared wholesale, which would strip live replicas' tokens until their next route.
     if token:
         _TOKENS[base_url] = token
     else:
         _TOKENS.pop(base_url, None)
-    if len(_TOKENS) > 65536:  # replicas come and go on new ports: never grow without bound
-        _TOKENS.clear()
-        if token:
-            _TOKENS[base_url] = token
 LARGE_BODY_BYTES = 65536  # bodies this size or more are written separately, not copied onto the head
 
 
