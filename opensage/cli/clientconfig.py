@@ -16,7 +16,7 @@ from opensage.settings import Settings
 PROFILE = "opensage"
 # botocore service names (client names) the control plane answers; their config keys are derived.
 CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker-runtime", "sts", "logs", "cloudwatch", "iam",
-                          "application-autoscaling")
+                          "application-autoscaling", "sqs")
 
 
 def service_config_key(service_name: str) -> str:

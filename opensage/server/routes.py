@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 JSON_TARGETS = {"SageMaker": "sagemaker", "Logs_20140328": "logs",
                 "AnyScaleFrontendService": "application-autoscaling",
-                "GraniteServiceVersion20100801": "cloudwatch"}
+                "GraniteServiceVersion20100801": "cloudwatch",
+                "AmazonSQS": "sqs"}  # served by the sqs capability (opensage/capabilities/sqs.py)
 XMLNS = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/", "iam": "https://iam.amazonaws.com/doc/2010-05-08/"}
 AMZ_JSON = "application/x-amz-json-1.1"
 

@@ -38,7 +38,7 @@ SERVICES = {
 
 
 # Services whose "nearly valid" probes are known to get 2xx answers (they run real service code).
-REACHES_SERVICE_CODE = ("sagemaker", "cloudwatch", "application-autoscaling", "sts", "logs")
+REACHES_SERVICE_CODE = ("sagemaker", "cloudwatch", "application-autoscaling", "sts", "logs", "sqs")
 
 
 @pytest.fixture(scope="module")
