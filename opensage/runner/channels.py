@@ -474,16 +474,28 @@ def prepare_channels(
     host_count: int,
     check: Callable[[], None] | None = None,
     destinations: dict[str, Path] | None = None,
-) -> list[PipeFeeder]:
-    """Download File-mode channels and create Pipe-mode FIFOs; returns the (unstarted) Pipe feeders.
+    stream_fastfile: bool = False,
+) -> list[Any]:
+    """Download File-mode channels and create Pipe-mode FIFOs; returns the (unstarted) feeders.
 
     ``destinations``: channel name -> the directory its File-mode objects go to (processing inputs); a
-    Pipe-mode channel with a destination streams through ``<destination>_0``, ``<destination>_1``, ..."""
-    feeders: list[PipeFeeder] = []
+    Pipe-mode channel with a destination streams through ``<destination>_0``, ``<destination>_1``, ...
+    ``stream_fastfile``: the algorithm follows streamed files (``runner.fastfile.follow``: the built-ins), so
+    a FastFile channel is downloaded while it runs instead of before (a ``fastfile.StreamedChannel`` feeder).
+    """
+    feeders: list[Any] = []
     for spec in channels:
         if check is not None:
             check()
         plan = plan_channel(store, spec, host_index, host_count)
+        if stream_fastfile and spec.input_mode == "FastFile" and not (destinations or {}).get(spec.name):
+            from opensage.runner import fastfile
+
+            if fastfile.can_stream(plan):
+                streamed = fastfile.StreamedChannel(store, plan, data_dir)
+                streamed.prepare()
+                feeders.append(streamed)
+                continue
         if spec.input_mode == "Pipe":
             feeder = PipeFeeder(store, plan, data_dir, (destinations or {}).get(spec.name))
             feeder.prepare()

@@ -1,0 +1,173 @@
+"""FastFile channels read while they download, for readers that know how to follow them.
+
+SageMaker's FastFile mode shows a channel's files at once and lets reads block until their bytes arrive. A
+reader that only reads sequentially can do the same here without a file system of our own:
+
+* ``StreamedChannel.prepare()`` (the agent, before the algorithm starts) creates every file of the channel,
+  empty, opens it for writing (never through a link: the job owns the directory afterwards) and creates the
+  marker directory ``<data_dir>/.opensage-streams/<channel>/``;
+* ``start()`` downloads the objects in order into those files, and after each one writes the marker
+  ``<rel>.done`` (its final size), or ``<rel>.failed`` (the reason) and sets ``error``, which the agent turns
+  into the job's FailureReason as for a broken Pipe-mode stream;
+* ``follow(path)`` (the algorithm) reads a file as it grows: at its current end it waits for more bytes or
+  its marker; it ends at the size the ``.done`` marker gives and raises ``ChannelError`` with the reason of a
+  failed download.
+
+A file that is not being streamed opens as a plain file, so a reader can call ``follow`` unconditionally.
+Only for readers that follow (the built-in algorithms): any other reader of a streamed channel would see a
+file that is still growing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from opensage.objects.base import ObjectNotFound, ObjectStore
+from opensage.runner.channels import ChannelError, ChannelPlan, ObjectRef, check_channel_name
+from opensage.runner.transfers import describe_s3_error
+
+MARKERS = ".opensage-streams"
+MAX_FILES = 256  # one descriptor per file is held from prepare(); larger channels are downloaded first
+CHUNK = 1 << 20
+POLL_SECONDS = 0.002
+GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def markers_dir(data_dir: Path, channel: str) -> Path:
+    return data_dir / MARKERS / channel
+
+
+def can_stream(plan: ChannelPlan) -> bool:
+    """Objects (not an augmented manifest), few enough to hold a descriptor each."""
+    return plan.manifest_lines is None and 0 < len(plan.objects) <= MAX_FILES
+
+
+class StreamedChannel(threading.Thread):
+    """The feeder of one streamed FastFile channel (the ``PipeFeeder`` interface: prepare/start/stop/error)."""
+
+    def __init__(self, store: ObjectStore, plan: ChannelPlan, data_dir: Path) -> None:
+        super().__init__(name=f"fastfile-{plan.channel.name}", daemon=True)
+        self.store, self.plan, self.data_dir = store, plan, data_dir
+        self.channel = check_channel_name(plan.channel.name)
+        self.error: str | None = None
+        self._halt = threading.Event()
+        self._files: list[tuple[ObjectRef, BinaryIO]] = []
+        self._markers_fd: int | None = None
+
+    def prepare(self) -> None:
+        root = self.data_dir / self.channel
+        root.mkdir(parents=True, exist_ok=True)
+        marks = markers_dir(self.data_dir, self.channel)
+        marks.mkdir(parents=True, exist_ok=True)
+        self._markers_fd = os.open(marks, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        for ref in self.plan.objects:
+            parts = PurePosixPath(ref.rel).parts
+            if not parts or ".." in parts:
+                raise ChannelError(f"ClientError: object path '{ref.rel}' of channel '{self.channel}' is not a "
+                                   "safe local path.")
+            dest = root.joinpath(*parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            os.fchmod(fd, 0o644)  # readable by the job's user, whatever the umask
+            self._files.append((ref, os.fdopen(fd, "wb", buffering=0)))
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        try:
+            for ref, out in self._files:
+                if self._halt.is_set():
+                    return
+                try:
+                    size = self._download(ref, out)
+                except Exception as exc:  # noqa: BLE001 - worded for the user, told to the reader and the job
+                    self.error = self._reason(ref, exc)
+                    self._mark(ref, "failed", self.error)
+                    return
+                self._mark(ref, "done", str(size))
+        finally:
+            for _, out in self._files:
+                out.close()
+            if self._markers_fd is not None:
+                os.close(self._markers_fd)
+
+    def _download(self, ref: ObjectRef, out: BinaryIO) -> int:
+        stream = self.store.open_read(ref.bucket, ref.key)
+        decomp = zlib.decompressobj(GZIP_WBITS) if self.plan.channel.compression == "Gzip" else None
+        size = 0
+        try:
+            while not self._halt.is_set():
+                chunk = stream.read(CHUNK)
+                if not chunk:
+                    break
+                if decomp is not None:
+                    chunk = decomp.decompress(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        finally:
+            stream.close()
+        if decomp is not None and not decomp.eof:
+            raise EOFError("the gzip stream ends before its end-of-stream marker (truncated)")
+        return size
+
+    def _reason(self, ref: ObjectRef, exc: Exception) -> str:
+        uri = f"s3://{ref.bucket}/{ref.key}"
+        if isinstance(exc, ObjectNotFound):
+            return f"ClientError: Data download failed: object {uri} of channel '{self.channel}' does not exist."
+        if isinstance(exc, (zlib.error, EOFError)):
+            return (f"ClientError: could not decompress {uri} of input '{self.channel}' (S3CompressionType "
+                    f"Gzip): {exc}")
+        return f"ClientError: Could not download {uri} for channel '{self.channel}': {describe_s3_error(exc, uri)}."
+
+    def _mark(self, ref: ObjectRef, kind: str, text: str) -> None:
+        name = ref.rel.replace("/", "%2F") + "." + kind
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=self._markers_fd)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+
+class _Follower(io.RawIOBase):
+    def __init__(self, path: Path, marks: Path, rel: str) -> None:
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._done = marks / (rel.replace("/", "%2F") + ".done")
+        self._failed = marks / (rel.replace("/", "%2F") + ".failed")
+        self._size: int | None = None
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while True:
+            if self._size is not None and self._pos >= self._size:
+                return 0
+            n = self._file.readinto(buffer)
+            if n:
+                self._pos += n
+                return n
+            if self._size is None and self._done.exists():
+                self._size = int(self._done.read_text())
+                continue
+            if self._failed.exists():
+                raise ChannelError(self._failed.read_text())
+            time.sleep(POLL_SECONDS)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def follow(path: Path, data_dir: Path, channel: str) -> BinaryIO:
+    """A sequential reader of a channel file: streamed ones end when their download has (see the module)."""
+    marks = markers_dir(data_dir, channel)
+    if not marks.is_dir():
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    rel = path.relative_to(data_dir / channel).as_posix()
+    return io.BufferedReader(_Follower(path, marks, rel), buffer_size=CHUNK)  # type: ignore[return-value]

@@ -1,0 +1,130 @@
+"""FastFile channels read while they download (runner.fastfile): same bytes, failures surfaced to reader
+and job."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from opensage.objects.memory import MemoryStore
+from opensage.runner import channels, fastfile
+from opensage.runner.channels import ChannelError
+from opensage.runner.jobspec import ChannelSpec
+
+
+class _Slow(io.RawIOBase):
+    """An object body that arrives in small pieces, slowly, optionally breaking after ``fail_after`` bytes."""
+
+    def __init__(self, data: bytes, fail_after: int | None = None) -> None:
+        self.data, self.pos, self.fail_after = data, 0, fail_after
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.fail_after is not None and self.pos >= self.fail_after:
+            raise ConnectionResetError("connection reset by the object store")
+        time.sleep(0.002)
+        piece = self.data[self.pos:self.pos + min(n if n > 0 else 1 << 30, 50_000)]
+        self.pos += len(piece)
+        return piece
+
+
+class _SlowStore(MemoryStore):
+    fail_after: int | None = None
+
+    def open_read(self, bucket: str, key: str):
+        return _Slow(self.get_bytes(bucket, key), self.fail_after)
+
+
+def _csv_bytes(rows: int = 20_000) -> bytes:
+    rng = np.random.default_rng(7)
+    x = np.round(rng.normal(size=(rows, 6)), 4)
+    return "".join(",".join(str(v) for v in row) + "\n" for row in x).encode()
+
+
+def _setup(tmp_path, objects: dict[str, bytes], store_cls=_SlowStore, mode: str = "FastFile", **spec_kw):
+    store = store_cls()
+    store.ensure_bucket("b")
+    for key, body in objects.items():
+        store.put_bytes("b", key, body)
+    spec = ChannelSpec(name="train", s3_uri="s3://b/train/", input_mode=mode, **spec_kw)
+    data_dir = tmp_path / "input" / "data"
+    return store, spec, data_dir
+
+
+def test_prepare_channels_fastfile_streamed_reader_gets_identical_bytes_while_downloading(tmp_path):
+    a, b = _csv_bytes(), _csv_bytes(3000)
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": a, "train/sub/b.csv": b})
+    feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    assert [type(f).__name__ for f in feeders] == ["StreamedChannel"]
+    # Every file is there (empty) before the download starts: the algorithm lists the channel at once.
+    assert sorted(p.name for p in (data_dir / "train").rglob("*") if p.is_file()) == ["a.csv", "b.csv"]
+    feeders[0].start()
+    with fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train") as stream:
+        first = stream.read(100)
+        assert not (data_dir / fastfile.MARKERS / "train" / "a.csv.done").exists()  # read before it finished
+        got_a = first + stream.read()
+    got_b = fastfile.follow(data_dir / "train" / "sub" / "b.csv", data_dir, "train").read()
+    assert (got_a, got_b) == (a, b)
+    feeders[0].join(5)
+    assert feeders[0].error is None
+    # pyarrow's CSV reader consuming the stream sees the same table as the finished file.
+    names = [f"c{i}" for i in range(6)]
+    opts = dict(read_options=pacsv.ReadOptions(column_names=names),
+                convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float32())))
+    streamed = pacsv.read_csv(pa.input_stream(fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train")),
+                              **opts)
+    assert streamed.equals(pacsv.read_csv(data_dir / "train" / "a.csv", **opts))
+
+
+def test_prepare_channels_fastfile_failed_download_fails_reader_and_job_with_reason(tmp_path):
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": _csv_bytes()})
+    store.fail_after = 200_000
+    feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeders[0].start()
+    with pytest.raises(ChannelError, match=r"ClientError: Could not download s3://b/train/a.csv for channel "
+                                           r"'train': the object store did not answer"):
+        fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train").read()
+    feeders[0].join(5)
+    assert feeders[0].error and "s3://b/train/a.csv" in feeders[0].error  # the agent's FailureReason
+
+
+def test_prepare_channels_fastfile_gzip_object_streams_decompressed(tmp_path):
+    body = _csv_bytes(2000)
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv.gz": gzip.compress(body)}, compression="Gzip")
+    feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeders[0].start()
+    assert fastfile.follow(data_dir / "train" / "a.csv.gz", data_dir, "train").read() == body
+
+
+def test_prepare_channels_without_stream_flag_downloads_fastfile_before_start(tmp_path):
+    body = _csv_bytes(500)
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": body}, store_cls=MemoryStore)
+    assert channels.prepare_channels(store, [spec], data_dir, 0, 1) == []
+    assert (data_dir / "train" / "a.csv").read_bytes() == body
+    with fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train") as plain:  # not streamed: a file
+        assert plain.read() == body
+
+
+def test_prepare_channels_file_mode_is_never_streamed(tmp_path):
+    body = _csv_bytes(500)
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": body}, store_cls=MemoryStore, mode="File")
+    assert channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True) == []
+    assert (data_dir / "train" / "a.csv").read_bytes() == body
+
+
+def test_streamed_channel_stop_ends_download_thread(tmp_path):
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": _csv_bytes(200_000)})
+    feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeders[0].start()
+    time.sleep(0.05)
+    feeders[0].stop()
+    feeders[0].join(5)
+    assert not feeders[0].is_alive()
