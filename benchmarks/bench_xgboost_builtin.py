@@ -284,23 +284,28 @@ def channel_read(p: common.Platform, csv: Path, features: int, tmp: Path) -> dic
         return time.perf_counter()
 
     out: dict[str, float] = {}
+
+    def note(name: str, value: float) -> float:
+        print(f"channel read: {name} {value:.2f} s (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+        return value
+
     t = time.perf_counter()
     dest = tmp / "downloaded.csv"
     s3transfer.S3Transfer(s3).download_file(common.BUCKET, key, str(dest))
-    out["file_download"] = time.perf_counter() - t
-    out["file_mode"] = parse(dest) - t
+    out["file_download"] = note("file_download", time.perf_counter() - t)
+    out["file_mode"] = note("file_mode", parse(dest) - t)
     dest.unlink()
     gc.collect()
     t = time.perf_counter()
-    out["disk_parse"] = parse(csv) - t
+    out["disk_parse"] = note("disk_parse", parse(csv) - t)
     gc.collect()
     t = time.perf_counter()
     body = s3.get_object(Bucket=common.BUCKET, Key=key)["Body"]
-    out["one_stream"] = parse(pa.PythonFile(body, mode="r")) - t
+    out["one_stream"] = note("one_stream", parse(pa.PythonFile(body, mode="r")) - t)
     gc.collect()
     t = time.perf_counter()
     stream = _RangedStream(s3, key, csv.stat().st_size)
-    out["ranged_stream"] = parse(pa.PythonFile(stream, mode="r")) - t
+    out["ranged_stream"] = note("ranged_stream", parse(pa.PythonFile(stream, mode="r")) - t)
     stream.close()
     gc.collect()
     return out
@@ -312,7 +317,9 @@ def run_channel_read(rows: int, features: int, cache: Path, repeats: int) -> str
     runs = []
     with tempfile.TemporaryDirectory(prefix="opensage-bench-xgb-") as tmp, \
             common.open_platform("up", Path(tmp)) as p:
+        t = time.perf_counter()
         p.put_file(common.BUCKET, f"{DATA_PREFIX}/data.csv", csv)
+        print(f"uploaded in {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
         for _ in range(repeats):
             runs.append(channel_read(p, csv, features, Path(tmp)))
     after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()

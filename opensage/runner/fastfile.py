@@ -128,9 +128,11 @@ class StreamedChannel(threading.Thread):
 
     def _mark(self, ref: ObjectRef, kind: str, text: str) -> None:
         name = ref.rel.replace("/", "%2F") + "." + kind
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=self._markers_fd)
+        tmp = f".tmp-{name}"  # written, then renamed: a reader never sees a marker without its content
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=self._markers_fd)
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.rename(tmp, name, src_dir_fd=self._markers_fd, dst_dir_fd=self._markers_fd)
 
 
 class _Follower(io.RawIOBase):
@@ -162,6 +164,25 @@ class _Follower(io.RawIOBase):
     def close(self) -> None:
         self._file.close()
         super().close()
+
+
+def wait_complete(data_dir: Path, channel: str) -> None:
+    """Return once every file of a streamed channel has downloaded (at once for one that is not streamed);
+    ``ChannelError`` with the reason if a download failed. For readers that need whole files (seek, size):
+    the download still overlaps the algorithm's start-up and whatever it does before reading."""
+    marks = markers_dir(data_dir, channel)
+    root = data_dir / channel
+    if not marks.is_dir() or not root.is_dir():
+        return
+    pending = {p.relative_to(root).as_posix().replace("/", "%2F") for p in root.rglob("*") if p.is_file()}
+    while pending:
+        for name in list(pending):
+            if (marks / f"{name}.done").exists():
+                pending.discard(name)
+            elif (marks / f"{name}.failed").exists():
+                raise ChannelError((marks / f"{name}.failed").read_text())
+        if pending:
+            time.sleep(POLL_SECONDS * 5)
 
 
 def follow(path: Path, data_dir: Path, channel: str) -> BinaryIO:

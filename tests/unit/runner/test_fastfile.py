@@ -128,3 +128,34 @@ def test_streamed_channel_stop_ends_download_thread(tmp_path):
     feeders[0].stop()
     feeders[0].join(5)
     assert not feeders[0].is_alive()
+
+
+def test_xgboost_load_channels_streamed_fastfile_waits_for_download_then_reads_all_rows(tmp_path):
+    from opensage.algorithms.content import MlPaths
+    from opensage.algorithms.xgboost.train import load_channels
+
+    rng = np.random.default_rng(3)
+    rows = np.round(rng.normal(size=(5000, 4)), 4)
+    rows[:, 0] = rows[:, 0] > 0
+    body = "".join(",".join(str(v) for v in row) + "\n" for row in rows).encode()
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": body})
+    feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeders[0].start()
+    paths = MlPaths(tmp_path)
+    train, _ = load_channels(paths, {"train": {"ContentType": "text/csv", "TrainingInputMode": "FastFile"}},
+                             csv_weights=False, arrow=False)
+    assert train.num_rows == 5000
+    np.testing.assert_allclose(train.labels, rows[:, 0].astype(np.float32))
+
+
+def test_xgboost_load_channels_streamed_fastfile_failed_download_is_user_error(tmp_path):
+    from opensage.algorithms.content import MlPaths
+    from opensage.algorithms.xgboost.train import UserError, load_channels
+
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": _csv_bytes()})
+    store.fail_after = 100_000
+    feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeders[0].start()
+    with pytest.raises(UserError, match="ClientError: Could not download s3://b/train/a.csv"):
+        load_channels(MlPaths(tmp_path), {"train": {"ContentType": "text/csv", "TrainingInputMode": "FastFile"}},
+                      csv_weights=False)
