@@ -217,6 +217,9 @@ class RayReplicaManager:
             return "never placed"
         if node and not self._alive_nodes().get(node, False):
             return f"its Ray node {node[:12]} died"
+        if time.monotonic() - self._suspect.get(node, -SUSPECT_SECONDS) < SUSPECT_SECONDS:
+            # its launcher did not answer just now: do not wait for it again
+            return f"its Ray node {node[:12]} does not answer"
         try:
             return str(ray.get(self.executor()._launcher(node).replica_exit_status.remote(_server_state(replica)),
                                timeout=CALL_TIMEOUT))

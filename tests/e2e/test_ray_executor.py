@@ -203,7 +203,8 @@ def _placement_groups(cluster: RayCluster, home: Path) -> list[dict]:
 
     out = subprocess.run([sys.executable, "-c", code, cluster.address, namespace_for(home)],
                          capture_output=True, text=True, timeout=120, check=True, env=cluster.env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    # Ray may print its own notices on stdout too (e.g. about a node that just died): the JSON line is ours.
+    return json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith("[")))
 
 
 def test_create_training_job_on_ray_executor_placed_completed_and_adopted_after_restart(ray_cluster, tmp_path):
