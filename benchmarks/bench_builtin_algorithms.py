@@ -497,6 +497,7 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
         platforms: dict[str, common.Platform] = {}
         for side, flag in wanted.items():
             os.environ["OPENSAGE_ZYGOTES"] = flag  # read when the platform's training reconciler starts
+            (Path(tmp) / side).mkdir()
             platforms[side] = stack.enter_context(common.open_platform(platform, Path(tmp) / side))
         os.environ.pop("OPENSAGE_ZYGOTES", None)
         readers = {side: model_reader(p) for side, p in platforms.items()}

@@ -425,6 +425,7 @@ def run(platform: str, runs: int, kinds: tuple[str, ...] = ("script", "xgboost")
         plats: dict[str, Platform] = {}
         for flag in flags:
             os.environ["OPENSAGE_ZYGOTES"] = flag  # read when the platform's training reconciler starts
+            (Path(tmp) / f"zygotes-{flag}").mkdir()
             plats[flag] = stack.enter_context(open_platform(platform, Path(tmp) / f"zygotes-{flag}"))
             prepare_inputs(plats[flag])
         os.environ.pop("OPENSAGE_ZYGOTES", None)
