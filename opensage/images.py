@@ -38,6 +38,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 ImageKind = Literal["builtin", "script", "command"]
@@ -376,9 +377,13 @@ def image_version(image_uri: str) -> str:
     return match.group(1)
 
 
-def environment_for_image(image_uri: str | None, kind: str) -> Any:
+def environment_for_image(image_uri: str | None, kind: str, model_dir: Path | str | None = None) -> Any:
     """The ``EnvironmentSpec`` a job of ``kind`` (builtin | script | command | inference) on ``image_uri``
-    runs in, or None for the platform's own interpreter. The one place that decides it."""
+    runs in, or None for the platform's own interpreter. The one place that decides it.
+
+    ``model_dir``: the unpacked model a built-in algorithm serves (model server, batch transform). A
+    built-in XGBoost model that only its image's xgboost reads (a 1.x pickle or a binary model file, as the
+    1.0-1 ... 1.7-1 containers write them on AWS) is served in that image version's environment."""
     from opensage.environments import EnvironmentSpec
 
     if not image_uri:
@@ -386,7 +391,8 @@ def environment_for_image(image_uri: str | None, kind: str) -> Any:
     repository = parse_repository(image_uri)
     version = image_version(image_uri)
     if repository in ("sagemaker-xgboost", "xgboost") and version:
-        if kind == "builtin" and version not in _BUILTIN_ENV_VERSIONS:
+        if kind == "builtin" and version not in _BUILTIN_ENV_VERSIONS and not (
+                model_dir is not None and version in _XGBOOST and _legacy_xgboost_model(model_dir)):
             return None
         known = _XGBOOST.get(version)
         if known is None:
@@ -432,6 +438,12 @@ _SPARK: dict[str, tuple[str, ...]] = {
     "3.4": ("pyspark==3.4.4", _JDK17, *_SPARK_LIBS),
     "3.5": ("pyspark==3.5.7", _JDK17, *_SPARK_LIBS),
 }
+
+
+def _legacy_xgboost_model(model_dir: Path | str) -> bool:
+    from opensage.algorithms.xgboost.versions import legacy_model_files
+
+    return bool(legacy_model_files(Path(model_dir)))
 
 
 def _spark_environment(version: str) -> Any:

@@ -117,10 +117,11 @@ class ReplicaBackend(Protocol):
     def log_tail(self, replica: Replica, lines: int = 15) -> str: ...
 
 
-def image_environment_python(env: dict[str, str], log_path: Path) -> str | None:
+def image_environment_python(env: dict[str, str], log_path: Path, model_dir: Path | None = None) -> str | None:
     """The interpreter of the container image's environment (``images.environment_for_image``, built now when
     missing; its progress goes to the replica's log), or None for the platform's. Removes the plan's image
-    keys from ``env`` and adds the environment's directory (which the isolated replica must read)."""
+    keys from ``env`` and adds the environment's directory (which the isolated replica must read).
+    ``model_dir``: a built-in model that only its image's framework version reads picks that environment."""
     from opensage.serving.plan import SERVING_IMAGE_ENV, SERVING_IMAGE_KIND_ENV
 
     image = env.pop(SERVING_IMAGE_ENV, None)
@@ -130,7 +131,7 @@ def image_environment_python(env: dict[str, str], log_path: Path) -> str | None:
     from opensage import environments, images
     from opensage.runner.sandbox import IMAGE_ENV_DIR
 
-    spec = images.environment_for_image(image, kind)
+    spec = images.environment_for_image(image, kind, model_dir)
     if spec is None:
         return None
     venv_cache = env.get("OPENSAGE_VENV_CACHE")
@@ -309,7 +310,7 @@ class ReplicaManager:
         pkg_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
-            image_python = image_environment_python(env, log_path)
+            image_python = image_environment_python(env, log_path, model_dir)
         except RuntimeError as exc:  # environments.EnvironmentError: the replica "exits", its log says why
             with open(log_path, "a") as log:
                 log.write(f"{exc}\n")

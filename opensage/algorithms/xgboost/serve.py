@@ -45,6 +45,18 @@ NEWER_PICKLE_MESSAGE = (
     "container aborts on it): run it with the image version that trained it")
 
 
+SNAPSHOT_PICKLE_MESSAGE = (
+    "this model is a Booster pickled by xgboost 1.0 ... 1.5 (as the sagemaker-xgboost 1.0-1/1.2-x images write "
+    "it); xgboost {installed} cannot read that format: serve it with the image version that trained it "
+    "(e.g. sagemaker-xgboost:1.2-1), which runs that version's xgboost here, or load it with that xgboost and "
+    "re-save it with Booster.save_model(\"xgboost-model.json\")")
+BINARY_MODEL_MESSAGE = (
+    "{name} is in xgboost's legacy binary format (what save_model writes without an extension in the "
+    "sagemaker-xgboost 1.3-1 ... 1.7-1 images); xgboost {installed} removed that format: serve it with the image "
+    "version that trained it (e.g. sagemaker-xgboost:1.7-1), which runs that version's xgboost here, or re-save "
+    "it as JSON/UBJSON (Booster.save_model(\"xgboost-model.json\")) with xgboost < 3.1")
+
+
 class InferenceError(ValueError):
     """A request the model cannot answer; ``status`` is the HTTP status a model server should return."""
 
@@ -106,46 +118,24 @@ def _model_file(model_dir: Path, version: ContainerVersion) -> Path:
     return files[0]
 
 
-class _BoosterState:
-    """Stands in for ``xgboost.core.Booster`` while a pickle is only inspected."""
-
-    state: dict[str, Any]
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.state = state
-
-
-class _InspectingUnpickler(pickle.Unpickler):
-    """Builds nothing but a Booster's state (bytes, lists, strings): safe to run on any file."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] == "xgboost" and name == "Booster":
-            return _BoosterState
-        if (module, name) in (("builtins", "bytearray"), ("builtins", "bytes")):
-            return bytearray
-        raise pickle.UnpicklingError(f"{module}.{name} is not part of a pickled Booster")
-
-
 def pickled_booster_kind(path: Path) -> str | None:
     """``legacy`` for a Booster pickled by xgboost 0.90 (its raw model inside), ``modern`` for one pickled by
     xgboost >= 1.0 (``CONFIG-offset:`` or JSON/UBJSON serialisation), None when the file is not a pickled
     Booster (a model file, or some other pickle)."""
-    with open(path, "rb") as stream:
-        if stream.read(1) != b"\x80":  # every pickle protocol >= 2 starts with PROTO
-            return None
-        stream.seek(0)
-        try:
-            obj = _InspectingUnpickler(stream).load()
-        except Exception:  # noqa: BLE001 - anything else is "not a pickled Booster"
-            return None
-    if not isinstance(obj, _BoosterState) or not isinstance(getattr(obj, "state", None), dict):
+    handle = versions.pickled_handle(path)
+    if handle is None:
         return None
-    handle = bytes(obj.state.get("handle") or b"")
     return "modern" if handle.startswith((b"CONFIG-offset:", b"{")) else "legacy"
 
 
 def _xgboost_major(xgb: Any) -> int:
     return int(str(getattr(xgb, "__version__", "3")).split(".")[0])
+
+
+def _reads_legacy_formats(xgb: Any) -> bool:
+    """xgboost 3.1 removed the binary model format and the ``CONFIG-offset:`` snapshots that 1.0 ... ~1.5 pickled."""
+    parts = str(getattr(xgb, "__version__", "3.1")).split(".")
+    return (int(parts[0]), int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0) < (3, 1)
 
 
 def _unpickle_booster(path: Path, xgb: Any) -> Any:
@@ -155,8 +145,15 @@ def _unpickle_booster(path: Path, xgb: Any) -> Any:
         raise ModelFormatError(LEGACY_PICKLE_MESSAGE.format(installed=xgb.__version__))
     if kind == "modern" and major < 1:
         raise ModelFormatError(NEWER_PICKLE_MESSAGE.format(installed=xgb.__version__))
-    with open(path, "rb") as stream:
-        booster = pickle.load(stream)  # noqa: S301 - the user's own model artifact, as SageMaker does
+    if versions.model_file_format(path) == versions.PICKLE_SNAPSHOT and not _reads_legacy_formats(xgb):
+        raise ModelFormatError(SNAPSHOT_PICKLE_MESSAGE.format(installed=xgb.__version__))
+    try:
+        with open(path, "rb") as stream:
+            booster = pickle.load(stream)  # noqa: S301 - the user's own model artifact, as SageMaker does
+    except xgb.core.XGBoostError as exc:  # never the C++ trace: its first line says what failed
+        reason = str(exc).split("Stack trace:")[0].strip()
+        raise ModelFormatError(f"the pickled Booster {path.name} cannot be loaded by xgboost "
+                               f"{xgb.__version__}: {reason}") from None
     if not isinstance(booster, xgb.Booster):
         raise ModelFormatError(f"{path.name} is a pickle of {type(booster).__name__}, not of an xgboost Booster")
     return booster
@@ -169,6 +166,8 @@ def _load_booster(path: Path) -> Any:
 
     if _starts_like_pickle(path):
         return _unpickle_booster(path, xgb)
+    if not _reads_legacy_formats(xgb) and versions.model_file_format(path) == versions.BINARY:
+        raise ModelFormatError(BINARY_MODEL_MESSAGE.format(name=path.name, installed=xgb.__version__))
     try:
         return load_booster(path)
     except (xgb.core.XGBoostError, UnicodeDecodeError, ValueError) as exc:

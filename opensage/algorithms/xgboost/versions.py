@@ -13,9 +13,13 @@ definitions the service fills in DescribeTrainingJob.
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 ENV_VAR = "OPENSAGE_IMAGE_VERSION"
 KNOWN_VERSIONS = ("0.90-1", "0.90-2", "1.0-1", "1.2-1", "1.2-2", "1.3-1", "1.5-1", "1.7-1", "3.0-5")
@@ -231,3 +235,92 @@ def service_metric_definitions(version: str | None) -> list[dict[str, str]]:
         channel, metric = name.split(":", 1)
         definitions.append({"Name": name, "Regex": SERVICE_METRIC_REGEX.format(channel=channel, metric=metric)})
     return definitions
+
+
+# ------------------------------------------------------------------------------------------ model file formats
+# X3: what each container writes, and what today's xgboost (>= 3.1) can no longer read: pickles of xgboost
+# 0.90 (its raw model inside) and 1.0 ... ~1.5 (a "CONFIG-offset:" snapshot), and the legacy binary format
+# (``binf`` + model, written by save_model without an extension in 1.3-1 ... 1.7-1; headerless in 0.90).
+PICKLE_090, PICKLE_SNAPSHOT, PICKLE_MODERN = "pickle-0.90", "pickle-snapshot", "pickle"
+BINARY, JSONLIKE = "binary", "json"  # JSONLIKE: JSON or UBJSON (both start with "{")
+LEGACY_FORMATS = frozenset({PICKLE_SNAPSHOT, BINARY})  # readable by the image's own xgboost (1.0 ... 3.0)
+_LEARNER_PARAM_BYTES = 136  # xgboost's LearnerModelParam before the objective's name in the binary format
+_OBJECTIVE_NAME = re.compile(rb"^[a-z_]+:[a-z_]+$")
+
+
+class _BoosterState:
+    """Stands in for ``xgboost.core.Booster`` while a pickle is only inspected."""
+
+    state: dict[str, Any]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
+class _InspectingUnpickler(pickle.Unpickler):
+    """Builds nothing but a Booster's state (bytes, lists, strings): safe to run on any file."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] == "xgboost" and name == "Booster":
+            return _BoosterState
+        if (module, name) in (("builtins", "bytearray"), ("builtins", "bytes")):
+            return bytearray
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a pickled Booster")
+
+
+def pickled_handle(path: Path) -> bytes | None:
+    """The serialised model inside a pickled Booster, None when ``path`` is not one (never runs the pickle)."""
+    with open(path, "rb") as stream:
+        if stream.read(1) != b"\x80":  # every pickle protocol >= 2 starts with PROTO
+            return None
+        stream.seek(0)
+        try:
+            obj = _InspectingUnpickler(stream).load()
+        except Exception:  # noqa: BLE001 - anything else is "not a pickled Booster"
+            return None
+    if not isinstance(obj, _BoosterState) or not isinstance(getattr(obj, "state", None), dict):
+        return None
+    return bytes(obj.state.get("handle") or b"")
+
+
+def _is_binary_model(head: bytes) -> bool:
+    """xgboost's legacy binary model: [``binf``] LearnerModelParam, then the objective's name (u64 length)."""
+    body = head[4:] if head.startswith(b"binf") else head
+    if len(body) < _LEARNER_PARAM_BYTES + 8:
+        return False
+    (length,) = struct.unpack_from("<Q", body, _LEARNER_PARAM_BYTES)
+    name = body[_LEARNER_PARAM_BYTES + 8:_LEARNER_PARAM_BYTES + 8 + length]
+    return 0 < length <= 64 and len(name) == length and bool(_OBJECTIVE_NAME.match(name))
+
+
+def model_file_format(path: Path) -> str | None:
+    """What kind of XGBoost model file ``path`` is (the constants above), None when it is none of them."""
+    with open(path, "rb") as stream:
+        head = stream.read(_LEARNER_PARAM_BYTES + 80)
+    if head[:1] == b"\x80":
+        handle = pickled_handle(path)
+        if handle is None:
+            return None
+        if handle.startswith(b"CONFIG-offset:"):
+            return PICKLE_SNAPSHOT
+        return PICKLE_MODERN if handle.startswith(b"{") else PICKLE_090
+    if head[:1] == b"{":
+        return JSONLIKE
+    return BINARY if _is_binary_model(head) else None
+
+
+def legacy_model_files(model_dir: Path) -> list[str]:
+    """The files of ``model_dir`` (top level, not dotfiles) that only an older xgboost reads: a 1.x pickle or a
+    binary model. The platform's xgboost (>= 3.1) reads neither; the image's own version does."""
+    try:
+        files = sorted(p for p in Path(model_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError:
+        return []
+    found = []
+    for path in files:
+        try:
+            if model_file_format(path) in LEGACY_FORMATS:
+                found.append(path.name)
+        except OSError:
+            continue
+    return found
