@@ -267,6 +267,7 @@ class Endpoint:
     config: str
     model_server: str = ""  # the endpoint's model server, http://127.0.0.1:PORT
     model_server_pid: int = 0
+    model_server_token: str = ""  # every replica refuses requests without X-OpenSage-Replica-Token
 
 
 def deploy(p: bts.Platform, files: ModelFiles) -> Endpoint:
@@ -316,8 +317,21 @@ def find_model_server(ep: Endpoint, name: str) -> None:
         m = re.search(r"\[model-server (\d+)\] listening on ([\d.]+):(\d+)", log.read_text(errors="replace"))
         if m:
             ep.model_server_pid, ep.model_server = int(m.group(1)), f"http://{m.group(2)}:{m.group(3)}"
+            ep.model_server_token = replica_token(ep, name)
             return
     raise RuntimeError(f"no model server log under {ep.platform.home / 'endpoints' / name}")
+
+
+def replica_token(ep: Endpoint, name: str) -> str:
+    """The replica's token, from the endpoint's row (the router sends it; a direct client must too)."""
+    from opensage.settings import Settings
+    from opensage.store.db import make_engine
+    from opensage.store.resources import ResourceRepository
+
+    settings = Settings.build(ep.platform.home)
+    row = ResourceRepository(make_engine(settings.database_url)).get("endpoint", name)
+    assert row is not None, name
+    return row.state["_fleet"]["variants"][0]["replicas"][0]["token"]
 
 
 # ----------------------------------------------------------------------------------------- clients
@@ -354,12 +368,17 @@ class KeepAlive:
         return data
 
 
-def raw_sender(url: str, path: str, body: bytes, content_type: str, accept: str | None = CSV) -> Sender:
+def raw_sender(url: str, path: str, body: bytes, content_type: str, accept: str | None = CSV,
+               extra: dict[str, str] | None = None) -> Sender:
     client = KeepAlive(url)
-    headers = {"Content-Type": content_type}
+    headers = {"Content-Type": content_type, **(extra or {})}
     if accept:
         headers["Accept"] = accept
     return lambda: client.post(path, body, headers)
+
+
+def token_header(ep: Endpoint) -> dict[str, str]:
+    return {"X-OpenSage-Replica-Token": ep.model_server_token}
 
 
 def signed_sender(ep: Endpoint, name: str, body: bytes) -> Sender:
@@ -549,17 +568,17 @@ def inprocess_breakdown(files: ModelFiles, ep: Endpoint, n: int = 2000) -> dict[
         "control plane: serializer.rest_json_response": per_call(
             lambda: serializer.rest_json_response(parsed.operation, result)),
     }
-    out.update(httpx_hop(ep.model_server, body, n))
+    out.update(httpx_hop(ep.model_server, body, n, token_header(ep)))
     return out
 
 
-def httpx_hop(url: str, body: bytes, n: int) -> dict[str, float]:
+def httpx_hop(url: str, body: bytes, n: int, extra: dict[str, str]) -> dict[str, float]:
     """Sequential POSTs to the model server from this process, three ways: httpx.AsyncClient (what the
     control plane's proxy uses), a minimal asyncio keep-alive client, and http.client. Wall and client CPU
     microseconds per request."""
     import httpx
 
-    headers = {"Content-Type": CSV, "Accept": CSV}
+    headers = {"Content-Type": CSV, "Accept": CSV, **extra}
     parts = urlsplit(url)
 
     async def via_httpx() -> tuple[float, float]:
@@ -571,7 +590,8 @@ def httpx_hop(url: str, body: bytes, n: int) -> dict[str, float]:
     async def via_streams() -> tuple[float, float]:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         request = (f"POST /invocations HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {CSV}\r\n"
-                   f"Accept: {CSV}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+                   f"Accept: {CSV}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+                   + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
         async def one() -> None:
             writer.write(request)
@@ -586,7 +606,7 @@ def httpx_hop(url: str, body: bytes, n: int) -> dict[str, float]:
         finally:
             writer.close()
 
-    send = raw_sender(url, "/invocations", body, CSV)
+    send = raw_sender(url, "/invocations", body, CSV, extra=extra)
     timed(send, 100)
     cpu = time.process_time()
     wall = statistics.fmean(timed(send, n)) * 1e6
@@ -635,7 +655,7 @@ def build_targets(files: ModelFiles, ep: Endpoint, floor: Server, mlflow: Server
         Target("platform_boto3", "platform InvokeEndpoint", "boto3 invoke_endpoint",
                lambda: boto3_sender(ep, ENDPOINT, body), plat),
         Target("model_server", "platform model server direct (no control plane)", "http.client",
-               lambda: raw_sender(ep.model_server, "/invocations", body, CSV),
+               lambda: raw_sender(ep.model_server, "/invocations", body, CSV, extra=token_header(ep)),
                {"model server": ep.model_server_pid}),
         Target("mlflow", "mlflow models serve (JSON dataframe_split)", "http.client", lambda: raw_sender(
             mlflow.url, "/invocations", mlflow_json(files), "application/json", None), {"server": mlflow.proc.pid}),

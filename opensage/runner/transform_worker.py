@@ -47,7 +47,7 @@ from opensage.runner.transform_data import (
     split_records,
     stream_line_batches,
 )
-from opensage.serving.replicas import STARTUP_TIMEOUT_SECONDS
+from opensage.serving.replicas import STARTUP_TIMEOUT_SECONDS, TOKEN_HEADER
 
 TRANSFORM_FILE = "transform.json"
 SERVER_FILE = "model_server.json"
@@ -100,11 +100,13 @@ class ModelClient:
     """POST /invocations on keep-alive HTTP/1.1 connections (one per thread), with retries."""
 
     def __init__(self, port: int, timeout: float, retries: int, content_type: str | None,
-                 accept: str | None, log: Any) -> None:
+                 accept: str | None, log: Any, token: str | None = None) -> None:
         self.port, self.timeout, self.retries, self.log = port, timeout, retries, log
         self.headers = {"Content-Type": content_type or "application/octet-stream"}
         if accept:
             self.headers["Accept"] = accept
+        if token:
+            self.headers[TOKEN_HEADER] = token
         self._local = threading.local()
 
     def _conn(self) -> http.client.HTTPConnection:
@@ -350,7 +352,7 @@ class Worker:
     def _run_with_server(self, objects: list[channels.ObjectRef], plan: Any) -> None:
         """Through a model server process, as SageMaker does (user code, pipelines, image environments)."""
         assert self.spec is not None
-        from opensage.serving.replicas import Replica, ReplicaManager
+        from opensage.serving.replicas import Replica, ReplicaManager, new_token
 
         manager = ReplicaManager()
         # OMP_NUM_THREADS=1 unless the model or the job sets it: the server's prediction thread shares the
@@ -358,7 +360,9 @@ class Worker:
         # same wall time (benchmarks/RESULTS.md, batch transform).
         replica = manager.start(plan.model_dir, plan.kind,
                                 {"OMP_NUM_THREADS": "1", **plan.env, **self.spec.environment},
-                                self.jobdir / "logs" / SERVER_LOG)
+                                self.jobdir / "logs" / SERVER_LOG,
+                                # Like an endpoint's: another local user must not reach it on loopback.
+                                token=new_token())
         (self.jobdir / SERVER_FILE).write_text(json.dumps(replica.to_state()))
         try:
             self._wait_ready(manager, replica)
@@ -367,7 +371,7 @@ class Worker:
             self.client = ModelClient(
                 replica.port, float(mcc.get("InvocationsTimeoutInSeconds") or DEFAULT_TIMEOUT_SECONDS),
                 int(mcc.get("InvocationsMaxRetries", DEFAULT_RETRIES)), tin.get("ContentType"), tout.get("Accept"),
-                self.log)
+                self.log, replica.token)
             self._transform(objects, params)
         finally:
             if self.client is not None:
@@ -502,7 +506,8 @@ class Worker:
     def _served_parameters(replica: Any) -> dict[str, Any]:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=10)
-            conn.request("GET", "/execution-parameters")
+            conn.request("GET", "/execution-parameters",
+                         headers={TOKEN_HEADER: replica.token} if replica.token else {})
             resp = conn.getresponse()
             body = resp.read()
             conn.close()

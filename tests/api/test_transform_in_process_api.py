@@ -124,3 +124,16 @@ def test_create_transform_job_builtin_in_process_writes_same_bytes_as_model_serv
     # The in-process path really ran (and the forced one did not): the model server log stream says so.
     assert "[in-process] model loaded" in _server_log(logs, pairs[0][0])
     assert "[in-process] model loaded" not in _server_log(logs, pairs[0][1])
+
+
+def test_create_transform_job_model_server_path_requires_its_token(server, data):
+    """The transform's own model server (loopback) refuses requests without its replica token, like an
+    endpoint's: another local user cannot reach the model or its user code (issue 7 / issue 13)."""
+    import json
+
+    sm = server.client("sagemaker")
+    sm.create_transform_job(**_request("ip-token-http", "Line", "Line", "none", "MultiRecord", False))
+    assert _finish(sm, ["ip-token-http"])["ip-token-http"]["TransformJobStatus"] == "Completed"
+    (state_file,) = list((server.settings.jobs_dir / "ip-token-http").rglob("model_server.json"))
+    state = json.loads(state_file.read_text())
+    assert len(state.get("token") or "") >= 32
