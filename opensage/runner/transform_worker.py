@@ -482,11 +482,16 @@ class Worker:
         assert self.store is not None
         from opensage.serving.staging import stage_model
 
+        what = f"ModelDataUrl of model {self.request['ModelName']}"
         try:
             return stage_model(self.store, Path(self.config["models_root"]), url)
-        except (ObjectNotFound, ValueError, OSError) as exc:
-            raise TransformFailed(f"ClientError: could not download the model artifact {url} (ModelDataUrl of "
-                                  f"model {self.request['ModelName']}): {exc}") from exc
+        except ValueError as exc:  # a malformed URL, an unsafe or damaged archive: the message says which
+            raise TransformFailed(f"ClientError: could not unpack the model artifact {url} ({what}): {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - missing object, store errors: worded for the user
+            from opensage.runner.transfers import describe_s3_error
+
+            raise TransformFailed(f"ClientError: could not download the model artifact ({what}): "
+                                  f"{describe_s3_error(exc, url or '')}.") from exc
 
     def _wait_ready(self, manager: Any, replica: Any) -> None:
         started = time.monotonic()

@@ -36,6 +36,11 @@ from opensage.states import transition
 from opensage.store.resources import ConcurrentUpdate, Resource
 
 log = logging.getLogger(__name__)
+STAGE_RETRY_SECONDS = 30.0  # how long staging waits out a restarting object store
+
+
+class ModelDataError(ValueError):
+    """The model artifact could not be staged; the message is the endpoint's FailureReason."""
 
 DRAIN_TIMEOUT_SECONDS = 60.0
 LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
@@ -118,13 +123,13 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
             try:
                 return self._start_rolling(ep)
             except Exception as e:  # staging the model (download, bad archive) failed
-                self._fail(ep, f"Failed to deploy: {e}")
+                self._fail(ep, str(e) if isinstance(e, ModelDataError) else f"Failed to deploy: {e}")
                 return False
         if pending is None:
             try:
                 pending = self._start_fleet(ep, st["_target_config"], st["_target"])
             except Exception as e:  # staging the model (download, bad archive) failed
-                self._fail(ep, f"Failed to deploy: {e}")
+                self._fail(ep, str(e) if isinstance(e, ModelDataError) else f"Failed to deploy: {e}")
                 return False
             st["_pending"] = pending
             self._pending_status(ep, pending, "Creating")
@@ -581,11 +586,25 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
                 self._stopper.submit(self.replicas.stop, Replica.from_state(r))
 
     def _stage_model(self, model_data_url: str | None) -> Path:
-        """model.tar.gz -> an unpacked directory, cached per URL (the replica's /opt/ml/model)."""
-        from opensage.objects import open_store
+        """model.tar.gz -> an unpacked directory, cached per URL (the replica's /opt/ml/model).
+
+        Failures are worded for the endpoint's FailureReason (``ModelDataError``): SageMaker's words for a
+        missing object, the archive checker's for a bad archive, never botocore's raw text. Transfers wait out
+        a restarting object store for a while (the reconciler thread is blocked meanwhile, so not for long)."""
+        from opensage.objects import ObjectNotFound, open_store
+        from opensage.runner.transfers import RetryingStore, describe_s3_error
         from opensage.serving.staging import stage_model
 
-        return stage_model(open_store(self.store_spec), self.d.settings.home / "models", model_data_url)
+        store = RetryingStore(open_store(self.store_spec), deadline_seconds=STAGE_RETRY_SECONDS)
+        try:
+            return stage_model(store, self.d.settings.home / "models", model_data_url)
+        except ObjectNotFound:
+            raise ModelDataError(f"Could not find model data at {model_data_url}.") from None
+        except ValueError as exc:  # a malformed URL, an unsafe or damaged archive: the message says which
+            raise ModelDataError(f"Failed to extract model data archive from URL {model_data_url}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - worded for the user
+            raise ModelDataError(f"Could not download model data from {model_data_url}: "
+                                 f"{describe_s3_error(exc, model_data_url or '')}.") from exc
 
     # -- logs ----------------------------------------------------------------------------------------
     def _ingest_logs(self, ep: Resource) -> None:

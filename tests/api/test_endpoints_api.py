@@ -286,3 +286,19 @@ def test_update_endpoint_weights_and_capacities_while_creating_is_in_progress_er
     assert e.value.response["Error"]["Message"] == f'Cannot update in-progress endpoint "{arn}".'
     assert _wait(sm, "ep-busy")["EndpointStatus"] == "InService"
     sm.delete_endpoint(EndpointName="ep-busy")
+
+
+def test_create_endpoint_model_data_missing_or_not_an_archive_fails_with_sagemakers_words(server, models):
+    sm = server.client("sagemaker")
+    server.store().put_bytes("bucket1", "models/not-a-tar/model.tar.gz", b"this is not gzip")
+    for name, url in (("ep-missing-data", "s3://bucket1/models/nothing-here/model.tar.gz"),
+                      ("ep-bad-archive", "s3://bucket1/models/not-a-tar/model.tar.gz")):
+        sm.create_model(ModelName=name, ExecutionRoleArn=ROLE,
+                        PrimaryContainer={"Image": XGB_IMAGE, "ModelDataUrl": url})
+        _config(sm, f"{name}-cfg", [("AllTraffic", name, 1.0, 1)])
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-cfg")
+    missing, bad = _wait(sm, "ep-missing-data"), _wait(sm, "ep-bad-archive")
+    assert missing["EndpointStatus"] == bad["EndpointStatus"] == "Failed"
+    assert missing["FailureReason"] == "Could not find model data at s3://bucket1/models/nothing-here/model.tar.gz."
+    assert bad["FailureReason"].startswith(
+        "Failed to extract model data archive from URL s3://bucket1/models/not-a-tar/model.tar.gz: ")
