@@ -313,11 +313,17 @@ def resolve_inference_image(image_uri: str, environment: dict[str, str]) -> Reso
 # (3.11); otherwise the nearest release that has one, named in the environment's notes (and the job's log).
 IMAGE_VERSION_ENV = "OPENSAGE_IMAGE_VERSION"  # built-in algorithm processes: the image's version ("" = latest)
 _PLATFORM_PINS = ("boto3==1.44.5", "botocore==1.44.5")  # what our in-job code imports (frameworks/training.py)
+# The toolkits import pkg_resources (sagemaker_containers.beta.framework, sagemaker_inference.model_server):
+# uv's environments have no setuptools, and setuptools 81 removed pkg_resources.
+_SETUPTOOLS = "setuptools==69.5.1"
 _CONTAINERS = ("sagemaker-containers==2.8.6.post2", "sagemaker-training==4.8.0", "sagemaker-inference==1.10.1",
                # sagemaker-containers' Flask 1.1.1 and record_pb2 need these (X6, measured here).
-               "protobuf==3.20.3", "jinja2==3.0.3", "itsdangerous==2.0.1", "werkzeug==2.0.3", "markupsafe==2.1.1")
-_TOOLKIT_IMPORTS = ("sagemaker_containers", "sagemaker_training", "sagemaker_inference",
-                    "opensage.frameworks.training")
+               "protobuf==3.20.3", "jinja2==3.0.3", "itsdangerous==2.0.1", "werkzeug==2.0.3", "markupsafe==2.1.1",
+               _SETUPTOOLS)
+# What AWS's example scripts import (the sklearn featurizer: ``from sagemaker_containers.beta.framework import
+# encoders, worker``), checked before an environment is published.
+_TOOLKIT_IMPORTS = ("sagemaker_containers", "sagemaker_containers.beta.framework", "sagemaker_training",
+                    "sagemaker_inference", "sagemaker_inference.model_server", "opensage.frameworks.training")
 _PY311 = "no wheel of the image's {what} for Python 3.11 here: {used} instead"
 
 # version -> (framework pins, notes)
@@ -418,10 +424,10 @@ def environment_for_image(image_uri: str | None, kind: str, model_dir: Path | st
         note = (f"{repository}:{version or 'latest'} names torch {version or '(latest)'}: its CUDA wheels "
                 f"are GBs, so torch 2.13.0 (CPU build) stands in for it")
         return EnvironmentSpec("pytorch", "2.13.0-cpu",
-                               (_TORCH, "sagemaker-training==5.1.4", "sagemaker-inference==1.10.1",
+                               (_TORCH, "sagemaker-training==5.1.4", "sagemaker-inference==1.10.1", _SETUPTOOLS,
                                 *_PLATFORM_PINS),
                                imports=("torch", "sagemaker_training", "sagemaker_inference",
-                                        "opensage.frameworks.training"),
+                                        "sagemaker_inference.model_server", "opensage.frameworks.training"),
                                notes=(note,), find_links=(_TORCH_WHEELS,))
     return None
 

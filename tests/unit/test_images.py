@@ -191,3 +191,17 @@ def test_resolve_training_image_unknown_repository_raises_unsupported_image() ->
 
     with pytest.raises(UnsupportedImage, match="my-own"):
         resolve_training_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/my-own:1", None, {}, None, None)
+
+
+@pytest.mark.parametrize("image", [f"{ECR}/sagemaker-scikit-learn:1.2-1-cpu-py3", f"{ECR}/sagemaker-xgboost:1.7-1",
+                                   f"{DLC}/pytorch-training:2.3-cpu-py311"])
+def test_environment_for_image_toolkits_get_pkg_resources_and_the_featurizer_imports_are_checked(image) -> None:
+    """sagemaker_containers.beta.framework and sagemaker_inference.model_server import pkg_resources, which
+    setuptools 81 removed and uv's environments do not have at all."""
+    from packaging.version import Version
+
+    spec = environment_for_image(image, "script")
+    assert Version(_pins(spec)["setuptools"]) < Version("81")
+    assert "sagemaker_inference.model_server" in spec.imports
+    if "pytorch" not in image:
+        assert "sagemaker_containers.beta.framework" in spec.imports
