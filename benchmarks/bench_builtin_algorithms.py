@@ -32,6 +32,10 @@ References (quality metric beside each time, same metric on both sides):
   matching; job: from its model artifact).
 * ipinsights: like FM, the same training code in this process; validation AUC.
 
+``--zygotes compare`` (default) times the job on two platforms open at once: one with zygotes off
+(``OPENSAGE_ZYGOTES=0``: a fresh algorithm process per job, the path before runner/zygote.py) and one with them on
+(its zygote warmed by untimed jobs first), rounds interleaved with the reference and the direct process.
+
 Data sets are the tests' generators (tests/algorithms), sized so that all of it runs in a few minutes on 2
 cores. Each report prints the load average before and after.
 
