@@ -17,6 +17,8 @@ PROFILE = "opensage"
 # botocore service names (client names) the control plane answers; their config keys are derived.
 CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker-runtime", "sts", "logs", "cloudwatch", "iam",
                           "application-autoscaling", "sqs")
+# botocore loads it into every client (name=module); a Python without opensage skips it silently.
+GUARD_PLUGIN = "opensage=opensage.cli.awsguard"
 
 
 def service_config_key(service_name: str) -> str:
@@ -61,6 +63,9 @@ def env_exports(home: Path) -> dict[str, str]:
         "AWS_SHARED_CREDENTIALS_FILE": str(paths["credentials"]),
         "AWS_PROFILE": PROFILE,
         "SAGEMAKER_USER_CONFIG_OVERRIDE": str(paths["sdk"]),
+        # SDK calls that pass an explicit AWS endpoint_url (STS in get_execution_role / account_id) are
+        # sent to the platform instead: see opensage/cli/awsguard.py.
+        "BOTOCORE_EXPERIMENTAL__PLUGINS": GUARD_PLUGIN,
     }
 
 
