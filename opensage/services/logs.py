@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from opensage.store.resources import InvalidPageToken
 from opensage.errors import InvalidParameterException, ResourceNotFoundException
 from opensage.services.base import Deps, open_next_token, seal_next_token
+from opensage.store.resources import InvalidPageToken
 
 _MAX_ID = (1 << 63) - 1
 
