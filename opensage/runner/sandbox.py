@@ -439,6 +439,43 @@ def job_marker(ml_root: Path) -> bytes:
     return f"{JOB_MARKER_ENV}={digest}".encode()
 
 
+JOB_BIN = ".opensage-bin"  # under /opt/ml, first on a job's PATH
+# SageMaker images run their user as root or give it sudo; here a job runs as a user of its own that already
+# owns what those images open up with sudo (its /opt/ml, its private /tmp), and no job ever gets root. The
+# SDK's remote-function bootstrap (@step, @remote) runs `sudo chmod -R 777 /opt/ml/... /tmp` as a non-root
+# user and fails without sudo: this one runs the command as the job's own user.
+_SUDO = """#!/bin/sh
+# OpenSage: no job gets root; run the command as this job's own user, which owns /opt/ml and its /tmp.
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -u|-g|-p|-C|-h|-r|-t|-U) shift 2 ;;
+    --) shift; break ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || exit 0
+exec "$@"
+"""
+
+
+def _write_job_bin(ml_root: Path) -> None:
+    """``sudo`` for the job (see ``_SUDO``), in ``/opt/ml/.opensage-bin``, before the tree is given to the job."""
+    bin_dir = ml_root / JOB_BIN
+    if bin_dir.is_symlink():  # the agent writes before the job's code runs; be safe on a reused tree anyway
+        bin_dir.unlink()
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(bin_dir / "sudo", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o755)
+    os.fchmod(fd, 0o755)  # whatever the umask
+    with os.fdopen(fd, "w") as fh:
+        fh.write(_SUDO)
+
+
+def _prepend_path(env: dict[str, str], directory: str) -> None:
+    env["PATH"] = os.pathsep.join([directory, *[p for p in env.get("PATH", os.defpath).split(os.pathsep)
+                                                if p and p != directory]])
+
+
 def run_command(
     spec: JobSpec,
     ml_root: Path,
@@ -457,8 +494,10 @@ def run_command(
         namespace = use_namespace(spec.sandbox)
     code_dir = ml_root / "code"
     uid = job_uid(spec.run_as_uid) if namespace else None
+    _write_job_bin(ml_root)
     if namespace:
         env = build_env(spec, OPT_ML, True, ml_root)
+        _prepend_path(env, f"{OPT_ML}/{JOB_BIN}")
         options = ["--ml-root", str(ml_root), "--cwd", f"{OPT_ML}/code"]
         if uid is not None:
             give_to_job(ml_root, uid)
@@ -469,6 +508,7 @@ def run_command(
                 *spec.command]
     else:
         env = build_env(spec, str(ml_root), False, ml_root)
+        _prepend_path(env, str(ml_root / JOB_BIN))
         argv = [*_jobexec_argv(env, [], None), *[rewrite_opt_ml(a, ml_root) for a in spec.command]]
     proc: Any = None
     if uid is not None and zygote_dir is not None:

@@ -133,3 +133,19 @@ def test_create_app_database_owner_only(tmp_path: Path) -> None:
     create_app(settings, executor=FakeExecutor(), run_background=False)
     assert stat.S_IMODE((settings.home / "opensage.db").stat().st_mode) == 0o600
     assert stat.S_IMODE(settings.jobs_dir.stat().st_mode) == 0o700
+
+
+@needs_root
+def test_training_job_sudo_runs_as_the_job_user_never_root(tmp_path: Path) -> None:
+    """SageMaker images' bootstrap steps call sudo (the SDK's @step / @remote runner: `sudo chmod -R 777
+    /opt/ml/... /tmp` as a non-root user). A job has a sudo that runs the command as its own user: the
+    chmod works on what the job owns, and nothing runs as root."""
+    home = Settings.build(tmp_path / "home").home
+    script = ("sudo chmod -R 777 /opt/ml/output /opt/ml/model /tmp && sudo -E id -u > /opt/ml/model/sudo-uid "
+              "&& stat -c %a /opt/ml/model > /opt/ml/model/mode")
+    jobdir = _job(home, "sudo", ["/bin/sh", "-c", script], pick_job_uid())
+    result = _run_agent(jobdir)
+    assert result.exit_code == 0, result
+    uid = int((jobdir / "ml" / "model" / "sudo-uid").read_text())
+    assert uid >= JOB_UID_MIN  # the job's own user, not root
+    assert (jobdir / "ml" / "model" / "mode").read_text().strip() == "777"
