@@ -25,3 +25,7 @@ def install(ctx: CapabilityContext) -> None:
     ctx.services["pipeline-engine"] = engine
     ctx.wakers[EXECUTION] = engine.wake
     ctx.background.append(engine)
+    # A step waiting on a training or tuning job goes on as soon as it ends (a wake is cheap when no
+    # execution waits: the engine finds nothing to do).
+    for kind in ("training-job", "hyper-parameter-tuning-job"):
+        ctx.deps.on_job_end.setdefault(kind, []).append(lambda _job: engine.wake())
