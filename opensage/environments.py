@@ -46,6 +46,7 @@ POLICY_ENV = "OPENSAGE_ENVIRONMENTS"  # auto (default) | platform (never build: 
 COMPLETE_MARKER = ".complete"
 PTH_NAME = "_opensage_platform_package.pth"
 LINK_DIR = "opensage-platform"
+TOOLKITS_DIR = "toolkits"  # opensage/toolkits/<name>: stand-ins linked as top-level packages
 OUTPUT_TAIL_LINES = 30
 
 Log = Callable[[str], None]
@@ -70,6 +71,9 @@ class EnvironmentSpec:
     find_links: tuple[str, ...] = field(default=())
     # More pins published only as sdists than ``SDIST_ONLY`` names (see ``wheels_to_build``).
     build_wheels: tuple[str, ...] = field(default=())
+    # Stand-ins for the image's own packages that PyPI lacks (``opensage/toolkits/<name>``), importable by
+    # their top-level name (``sagemaker_xgboost_container``).
+    toolkits: tuple[str, ...] = field(default=())
 
     def wheels_to_build(self) -> tuple[str, ...]:
         """Pins built into the machine's wheelhouse once (``wheelhouse``). Left to uv, each environment build
@@ -91,7 +95,7 @@ class EnvironmentSpec:
         """Changes with the pins, this interpreter and the platform package location (the .pth link)."""
         digest = hashlib.sha256()
         for part in (*self.requirements, sys.version, os.path.realpath(sys.base_prefix), _platform_package(),
-                     str(self.patch_sagemaker_containers)):
+                     str(self.patch_sagemaker_containers), *self.toolkits):
             digest.update(part.encode() + b"\0")
         return digest.hexdigest()[:12]
 
@@ -271,7 +275,7 @@ def _build(spec: EnvironmentSpec, directory: Path, log: Log) -> None:
     _run([*cmd, *spec.requirements], spec, log)
     if spec.patch_sagemaker_containers:
         _patch_sagemaker_containers(directory)
-    _link_platform_package(directory)
+    _link_platform_package(directory, spec.toolkits)
     if spec.imports:
         probe = "; ".join(f"import {m}" for m in spec.imports)
         _run([str(_python(directory)), "-c", probe], spec, log, what="import the environment's packages")
@@ -289,14 +293,19 @@ def _site_packages(directory: Path) -> Path:
     return found[0]
 
 
-def _link_platform_package(directory: Path) -> None:
-    """Only ``opensage`` from the platform: a directory holding a link to the package, put on sys.path."""
+def _link_platform_package(directory: Path, toolkits: tuple[str, ...] = ()) -> None:
+    """Only ``opensage`` from the platform (and the toolkit stand-ins the spec names, each under its own
+    top-level name): a directory holding links to the packages, put on sys.path."""
     link_dir = directory / LINK_DIR
     link_dir.mkdir(exist_ok=True)
-    link = link_dir / "opensage"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(_platform_package(), target_is_directory=True)
+    package = Path(_platform_package())
+    for name, target in (("opensage", package), *((t, package / TOOLKITS_DIR / t) for t in toolkits)):
+        if not target.is_dir():
+            raise EnvironmentError(f"The platform has no toolkit stand-in {name} ({target}).")
+        link = link_dir / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target, target_is_directory=True)
     (_site_packages(directory) / PTH_NAME).write_text(f"{link_dir}\n")
 
 

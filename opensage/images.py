@@ -326,6 +326,10 @@ _TOOLKIT_IMPORTS = ("sagemaker_containers", "sagemaker_containers.beta.framework
                     "sagemaker_inference", "sagemaker_inference.model_server", "opensage.frameworks.training")
 _PY311 = "no wheel of the image's {what} for Python 3.11 here: {used} instead"
 
+# Not on PyPI: opensage/toolkits' stand-in (AWS's abalone.py imports its data_utils and distributed).
+_XGBOOST_TOOLKITS = ("sagemaker_xgboost_container",)
+_XGBOOST_TOOLKIT_IMPORTS = ("sagemaker_xgboost_container.data_utils", "sagemaker_xgboost_container.distributed")
+
 # version -> (framework pins, notes)
 _SKLEARN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "0.23-1": (("scikit-learn==1.1.3", "numpy==1.23.5", "pandas==1.5.3", "scipy==1.9.3"),
@@ -405,8 +409,8 @@ def environment_for_image(image_uri: str | None, kind: str, model_dir: Path | st
             return None
         pins, notes = known
         return EnvironmentSpec("sagemaker-xgboost", version, (*pins, *_CONTAINERS, *_PLATFORM_PINS),
-                               imports=("xgboost", *_TOOLKIT_IMPORTS), notes=notes,
-                               patch_sagemaker_containers=True)
+                               imports=("xgboost", *_TOOLKIT_IMPORTS, *_XGBOOST_TOOLKIT_IMPORTS), notes=notes,
+                               patch_sagemaker_containers=True, toolkits=_XGBOOST_TOOLKITS)
     if kind == "builtin":
         return None
     if repository == SPARK_REPOSITORY:
