@@ -16,11 +16,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-training:2.14.1-cpu-py310-ubuntu20.04-sagemaker"
 
 
-# Measured here: with a `sudo` on the job's PATH that runs its command as the job user (failures on files the
-# job does not own ignored), this test passes unchanged (1m44s); without one the first step fails at once.
-@pytest.mark.xfail(strict=True, reason=(
-    "the remote-function bootstrap runs `sudo chmod -R 777 /opt/ml/input /opt/ml/output /opt/ml/model /tmp` "
-    "when the job user is not root (jobs run under a uid of their own): the job has no `sudo`"))
+# The SDK's bootstrap runs `sudo chmod -R 777 ...` as a non-root user: jobs have a `sudo` that runs the command
+# as their own user (runner/sandbox.py JOB_BIN).
 def test_function_steps_pass_return_values_and_result_reads_the_last(platform):
     from sagemaker.workflow.function_step import step
     from sagemaker.workflow.parameters import ParameterInteger
