@@ -9,6 +9,9 @@ Policies act as on AWS, through CloudWatch alarms (services/alarms.py, evaluated
   ``...-AlarmLow-<uuid>`` (metric < 90 % of target for 15 of 15; not created with DisableScaleIn), each
   with the policy's ARN as its alarm action; they are returned in ``Alarms`` and deleted with the policy.
   The metric is a predefined SageMaker metric or any CloudWatch metric (CustomizedMetricSpecification).
+  SageMakerVariantConcurrentRequestsPerModelHighResolution alarms high on 10-second periods (the metric is
+  published every 10 s), low on the standard one-minute ones. Inference-component metric types and
+  provisioned-concurrency utilization are refused, naming why.
 * StepScaling: the user's own alarms name the policy ARN in AlarmActions.
 The autoscaler executes the policies whose alarms are in ALARM.
 """
@@ -16,6 +19,7 @@ The autoscaler executes the policies whose alarms are in ALARM.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from opensage.errors import ServiceError
@@ -35,10 +39,21 @@ LOW_DATAPOINTS = 15
 LOW_FRACTION = 0.9
 ALARM_PERIOD = 60
 
-# The SageMaker predefined metric types botocore lists -> (scalable dimension, metric) or why it is refused.
+# The SageMaker predefined metric types botocore lists -> how they are alarmed, or why they are refused.
+@dataclass(frozen=True)
+class Predefined:
+    metric: str
+    statistic: str
+    high_period: int  # AlarmHigh's Period; AlarmLow always uses one-minute periods
+
+
 SERVED_PREDEFINED = {
     # The per-minute count of invocations per instance (AWS/SageMaker, Sum over one minute).
-    "SageMakerVariantInvocationsPerInstance": ("AWS/SageMaker", "InvocationsPerInstance", "Sum"),
+    "SageMakerVariantInvocationsPerInstance": Predefined("InvocationsPerInstance", "Sum", 60),
+    # High resolution (serving/metrics.py publishes it every 10 s): AlarmHigh looks at 10-second periods so
+    # scale-out reacts within ~30 s; scale-in keeps the standard 15 one-minute periods, as AWS documents.
+    "SageMakerVariantConcurrentRequestsPerModelHighResolution":
+        Predefined("ConcurrentRequestsPerModel", "Average", 10),
 }
 PREDEFINED_DIMENSIONS = {
     "SageMakerVariantInvocationsPerInstance": "sagemaker:variant:DesiredInstanceCount",
@@ -48,10 +63,16 @@ PREDEFINED_DIMENSIONS = {
     "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution":
         "sagemaker:inference-component:DesiredCopyCount",
 }
+_NO_INFERENCE_COMPONENTS = ("it scales the copies of an inference component (scalable dimension "
+                            "sagemaker:inference-component:DesiredCopyCount), and OpenSage has no inference "
+                            "components: scale the variant's instances with SageMakerVariantInvocationsPerInstance "
+                            "or SageMakerVariantConcurrentRequestsPerModelHighResolution")
 UNSERVED_WHY = {
-    "SageMakerVariantConcurrentRequestsPerModelHighResolution":
-        "OpenSage does not publish the ConcurrentRequestsPerModel metric yet; track "
-        "SageMakerVariantInvocationsPerInstance, or a CustomizedMetricSpecification",
+    "SageMakerInferenceComponentInvocationsPerCopy": _NO_INFERENCE_COMPONENTS,
+    "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution": _NO_INFERENCE_COMPONENTS,
+    "SageMakerVariantProvisionedConcurrencyUtilization":
+        "it scales a serverless variant's provisioned concurrency (scalable dimension "
+        "sagemaker:variant:DesiredProvisionedConcurrency), which OpenSage does not scale yet",
 }
 ADJUSTMENT_TYPES = ("ChangeInCapacity", "PercentChangeInCapacity", "ExactCapacity")
 
@@ -96,15 +117,16 @@ def tracked_metric(resource_id: str, cfg: dict[str, Any]) -> dict[str, Any]:
                                     "CustomizedMetricSpecification must be specified.")
     if predefined:
         kind = predefined["PredefinedMetricType"]
+        if kind in UNSERVED_WHY:
+            raise AutoscalingValidation(f"Unsupported metric type {kind}: {UNSERVED_WHY[kind]}.")
         if PREDEFINED_DIMENSIONS.get(kind) != DIMENSION:  # AWS's wording (seen for the serverless dimension)
             allowed = ", ".join(k for k, d in PREDEFINED_DIMENSIONS.items() if d == DIMENSION)
             raise AutoscalingValidation(f"Scalable dimension {DIMENSION} only supports the following predefined "
                                         f"metric types: {allowed}")
-        if kind not in SERVED_PREDEFINED:
-            raise AutoscalingValidation(f"Unsupported metric type {kind}: {UNSERVED_WHY[kind]}.")
-        namespace, name, stat = SERVED_PREDEFINED[kind]
+        served = SERVED_PREDEFINED[kind]
         endpoint, variant = parse_resource_id(resource_id)
-        return {"Namespace": namespace, "MetricName": name, "Statistic": stat, "Dimensions": [
+        return {"Namespace": "AWS/SageMaker", "MetricName": served.metric, "Statistic": served.statistic,
+                "Dimensions": [
             {"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}]}
     if custom.get("Metrics"):
         return {"Metrics": _custom_queries(custom)}
@@ -141,20 +163,21 @@ def managed_alarms(deps: Deps, policy_arn: str, resource_id: str, cfg: dict[str,
                    names: dict[str, str]) -> list[dict[str, Any]]:
     """PutMetricAlarm requests for the target-tracking alarms (``names``: AlarmHigh/AlarmLow -> name to keep)."""
     metric = tracked_metric(resource_id, cfg)
-    if "Metrics" not in metric:
-        metric = {**metric, "Period": ALARM_PERIOD}
+    predefined = SERVED_PREDEFINED.get((cfg.get("PredefinedMetricSpecification") or {}).get("PredefinedMetricType"))
+    high_period = predefined.high_period if predefined else ALARM_PERIOD
     target = float(cfg["TargetValue"])
     description = f"DO NOT EDIT OR DELETE. For TargetTrackingScaling policy {policy_arn}."
     out = []
-    for which, n, threshold, operator in (
-            ("AlarmHigh", HIGH_DATAPOINTS, target, "GreaterThanThreshold"),
-            ("AlarmLow", LOW_DATAPOINTS, target * LOW_FRACTION, "LessThanThreshold")):
+    for which, n, threshold, operator, period in (
+            ("AlarmHigh", HIGH_DATAPOINTS, target, "GreaterThanThreshold", high_period),
+            ("AlarmLow", LOW_DATAPOINTS, target * LOW_FRACTION, "LessThanThreshold", ALARM_PERIOD)):
         if which == "AlarmLow" and cfg.get("DisableScaleIn"):
             continue
         name = names.get(which) or f"TargetTracking-{resource_id}-{which}-{uuid.uuid4()}"
+        periodic = metric if "Metrics" in metric else {**metric, "Period": period}
         out.append({"AlarmName": name, "AlarmDescription": description, "ActionsEnabled": True,
                     "AlarmActions": [policy_arn], "EvaluationPeriods": n, "DatapointsToAlarm": n,
-                    "Threshold": threshold, "ComparisonOperator": operator, **metric})
+                    "Threshold": threshold, "ComparisonOperator": operator, **periodic})
     return out
 
 

@@ -9,6 +9,11 @@ Namespace ``AWS/SageMaker``, dimensions EndpointName + VariantName:
   Invocations, InvocationsPerInstance (1/instances per request), ModelLatency and OverheadLatency
   (microseconds), Invocation4XXErrors / Invocation5XXErrors (1 when the model answered 4xx / 5xx, else 0),
   InvocationModelErrors (1 when the model did not answer 2xx: error status, timeout, unreachable).
+  ConcurrentRequestsPerModel: high resolution (10-second periods), the average number of requests inside a
+  model container over the period, per instance. Only completed requests are known (``record`` runs when
+  the model answered), so a request's time in the container is spread over the periods it overlapped; a
+  period is written once, GRACE seconds after it closed, with 0 for a live variant that had no request.
+  Model time older than that (a request over ~20 s) is not counted in the periods already written.
 Namespace ``/aws/sagemaker/Endpoints``, same dimensions: CPUUtilization (percent, summed over cores, so up
 to 100 x cores) and MemoryUtilization (percent of the machine's memory), one sample per instance.
 """
@@ -28,11 +33,14 @@ log = logging.getLogger(__name__)
 INVOCATION_NAMESPACE = "AWS/SageMaker"
 UTILIZATION_NAMESPACE = "/aws/sagemaker/Endpoints"
 FLUSH_INTERVAL_SECONDS = 10.0
+CONCURRENCY_METRIC = "ConcurrentRequestsPerModel"
+HIGH_RESOLUTION_PERIOD = 10  # seconds: SageMaker's high-resolution endpoint metrics
+CONCURRENCY_GRACE_SECONDS = 10.0  # a period is written this long after it closed (late answers still count)
 LIVE_STATUSES = ("InService", "Updating", "SystemUpdating", "RollingBack")
 KNOWN_UNITS = {
     **{(INVOCATION_NAMESPACE, n): "None" for n in (
         "Invocations", "InvocationsPerInstance", "Invocation4XXErrors", "Invocation5XXErrors",
-        "InvocationModelErrors")},
+        "InvocationModelErrors", CONCURRENCY_METRIC)},
     (INVOCATION_NAMESPACE, "ModelLatency"): "Microseconds",
     (INVOCATION_NAMESPACE, "OverheadLatency"): "Microseconds",
     (UTILIZATION_NAMESPACE, "CPUUtilization"): "Percent",
@@ -94,15 +102,24 @@ class EndpointMetrics:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cpu = CpuSampler()
+        # (endpoint, variant, 10-second period start) -> container seconds / (period x instances)
+        self._concurrency: dict[tuple[str, str, int], float] = {}
+        self._concurrency_written: dict[tuple[str, str], int] = {}  # last period written per variant
 
     # -- request path --------------------------------------------------------------------------------
     def record(self, endpoint: str, variant: str, instances: int, model_seconds: float | None,
                overhead_seconds: float, model_status: int | None) -> None:
         """One InvokeEndpoint that reached a variant. ``model_seconds`` / ``model_status`` are None when the
         model server never answered (timeout, unreachable)."""
-        minute = int(self.d.clock.time() // 60 * 60)
+        now = self.d.clock.time()
+        minute = int(now // 60 * 60)
         key = (endpoint, variant, minute)
+        spans = _overlaps(now - model_seconds, now) if model_seconds else []
         with self._lock:
+            for period, seconds in spans:
+                ck = (endpoint, variant, period)
+                self._concurrency[ck] = self._concurrency.get(ck, 0.0) + seconds / (
+                    HIGH_RESOLUTION_PERIOD * max(instances, 1))
             b = self._pending.get(key)
             if b is None:
                 b = self._pending[key] = _Bucket()
@@ -119,12 +136,20 @@ class EndpointMetrics:
                 b.errors_5xx += 1
 
     # -- flushing ------------------------------------------------------------------------------------
-    def flush(self) -> int:
-        """Write what was recorded since the last flush; returns the number of statistic sets written."""
+    def flush(self, final: bool = False, live: list[tuple[str, str]] | None = None) -> int:
+        """Write what was recorded since the last flush; returns the number of statistic sets written.
+
+        Concurrency periods are written once closed (all of them when ``final``); ``live`` variants get a 0
+        for each closed period without a request since the last one written (an idle model, not no data)."""
         with self._flush_lock:
+            closed = self._last_closed_period(final)
             with self._lock:
                 pending, self._pending = self._pending, {}
-            if not pending:
+                concurrency = {k: v for k, v in self._concurrency.items() if k[2] <= closed}
+                for k in concurrency:
+                    del self._concurrency[k]
+            concurrency_sets = self._concurrency_sets(concurrency, closed, live or [])
+            if not pending and not concurrency_sets:
                 return 0
             written = 0
             with self.d.metrics.engine.begin() as conn:
@@ -132,7 +157,37 @@ class EndpointMetrics:
                     sets = bucket.sets(float(minute))
                     self.d.metrics.put_stats(INVOCATION_NAMESPACE, _dims(endpoint, variant), sets, conn=conn)
                     written += len(sets)
+                for (endpoint, variant), sets in concurrency_sets.items():
+                    self.d.metrics.put_stats(INVOCATION_NAMESPACE, _dims(endpoint, variant), sets, conn=conn)
+                    written += len(sets)
             return written
+
+    def _last_closed_period(self, final: bool) -> int:
+        if final:
+            return 2**62
+        period = HIGH_RESOLUTION_PERIOD
+        return int((self.d.clock.time() - CONCURRENCY_GRACE_SECONDS) // period * period) - period
+
+    def _concurrency_sets(self, values: dict[tuple[str, str, int], float], closed: int,
+                          live: list[tuple[str, str]]) -> dict[tuple[str, str], list[StatSet]]:
+        """One sample per period (count 1, so Average = Sum = the period's value), zeros for idle periods."""
+        out: dict[tuple[str, str], list[StatSet]] = {}
+        for (endpoint, variant, period), value in sorted(values.items()):
+            out.setdefault((endpoint, variant), []).append((CONCURRENCY_METRIC, float(period), 1, value, value, value))
+        for key in {*live, *out}:
+            written = {int(s[1]) for s in out.get(key, [])}
+            last = self._concurrency_written.get(key)
+            if key in live and closed < 2**62:
+                # idle periods since the last one written, at most a minute back (a fresh start has no history)
+                first = max(last + HIGH_RESOLUTION_PERIOD if last is not None else closed,
+                            closed - 5 * HIGH_RESOLUTION_PERIOD)
+                for period in range(first, closed + 1, HIGH_RESOLUTION_PERIOD):
+                    if period not in written:
+                        out.setdefault(key, []).append((CONCURRENCY_METRIC, float(period), 1, 0.0, 0.0, 0.0))
+                        written.add(period)
+            if written:
+                self._concurrency_written[key] = max(max(written), last if last is not None else -1)
+        return out
 
     def sample_utilization(self) -> int:
         """CPU / memory of every live replica (its whole process tree), one point per instance."""
@@ -168,11 +223,11 @@ class EndpointMetrics:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        self._safely(self.flush)
+        self._safely(lambda: self.flush(final=True))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self._safely(self.flush)
+            self._safely(lambda: self.flush(live=list(live_fleets(self.d))))
             self._safely(self.sample_utilization)
 
     @staticmethod
@@ -181,6 +236,19 @@ class EndpointMetrics:
             fn()
         except Exception:
             log.exception("endpoint metrics: %s failed", getattr(fn, "__name__", fn))
+
+
+def _overlaps(start: float, end: float) -> list[tuple[int, float]]:
+    """(10-second period start, seconds of [start, end] inside it) for every period the span touches."""
+    period = HIGH_RESOLUTION_PERIOD
+    out = []
+    p = int(start // period * period)
+    while p < end:
+        seconds = min(end, p + period) - max(start, p)
+        if seconds > 0:
+            out.append((p, seconds))
+        p += period
+    return out
 
 
 def _dims(endpoint: str, variant: str) -> dict[str, str]:

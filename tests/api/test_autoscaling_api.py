@@ -152,7 +152,6 @@ def test_put_scaling_policy_step_scaling_runs_from_alarm_action(server, models):
 
 @pytest.mark.parametrize("metric", ["SageMakerVariantProvisionedConcurrencyUtilization",
                                     "SageMakerInferenceComponentInvocationsPerCopy",
-                                    "SageMakerVariantConcurrentRequestsPerModelHighResolution",
                                     "ECSServiceAverageCPUUtilization"])
 def test_put_scaling_policy_unserved_predefined_metric_is_validation_error(server, models, metric):  # noqa: F811
     aas = server.client("application-autoscaling")
