@@ -74,6 +74,9 @@ class EnvironmentSpec:
     # Stand-ins for the image's own packages that PyPI lacks (``opensage/toolkits/<name>``), importable by
     # their top-level name (``sagemaker_xgboost_container``).
     toolkits: tuple[str, ...] = field(default=())
+    # Package indexes besides the default one (PyTorch's CPU builds are only on download.pytorch.org); searched
+    # with uv's best-match strategy so the other pins still come from wherever they are.
+    extra_index_urls: tuple[str, ...] = field(default=())
 
     def wheels_to_build(self) -> tuple[str, ...]:
         """Pins built into the machine's wheelhouse once (``wheelhouse``). Left to uv, each environment build
@@ -270,6 +273,10 @@ def _build(spec: EnvironmentSpec, directory: Path, log: Log) -> None:
     cmd = [uv, "pip", "install", "--python", str(_python(directory)), "--no-progress", "--compile-bytecode"]
     for link in [*_ensure_built_wheels(spec, log), *_find_links(spec)]:
         cmd += ["--find-links", link]
+    for url in spec.extra_index_urls:
+        cmd += ["--extra-index-url", url]
+    if spec.extra_index_urls:
+        cmd += ["--index-strategy", "unsafe-best-match"]
     if os.environ.get("OPENSAGE_OFFLINE") or os.environ.get("UV_OFFLINE"):
         cmd.append("--offline")
     _run([*cmd, *spec.requirements], spec, log)

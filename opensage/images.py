@@ -121,6 +121,8 @@ def resolve_training_image(
         # A framework image's own entrypoint runs any arguments other than "train" as a command.
         return _resolve_command(image_uri, repository, framework, [], container_arguments)
     if framework and (PROGRAM_HYPERPARAMETER in hyperparameters or repository not in ALGORITHM_FRAMEWORKS):
+        if framework in NO_ENVIRONMENT_FRAMEWORKS:
+            raise UnsupportedImage(_no_environment_message(image_uri, repository, framework))
         return ResolvedImage(kind="script", repository=repository, framework=framework,
                              command=[sys.executable, "-m", SCRIPT_MODULE])
     algo = _builtin_for(repository)
@@ -183,6 +185,22 @@ def _builtin_for(repository: str) -> Any | None:
         return registry[repository]
     alias = BUILTIN_ALIASES.get(repository)
     return registry.get(alias) if alias else None
+
+
+# Framework images known by name whose framework has no environment here: a script-mode job would end in an
+# ImportError at run time, so it fails at once instead. (A verbatim ContainerEntrypoint, e.g. an SDK @step
+# remote function, still runs on the platform's interpreter.)
+NO_ENVIRONMENT_FRAMEWORKS: dict[str, str] = {"tensorflow": "TensorFlow", "huggingface": "Hugging Face Transformers"}
+ENVIRONMENT_REPOSITORIES = ("sagemaker-scikit-learn", "sagemaker-xgboost", "pytorch-training", "pytorch-inference",
+                            "sagemaker-spark-processing")
+
+
+def _no_environment_message(image_uri: str, repository: str, framework: str) -> str:
+    return (f"TrainingImage '{image_uri}' (repository '{repository}') cannot run script mode here: this platform "
+            f"has no container engine and no {NO_ENVIRONMENT_FRAMEWORKS[framework]} environment, so the training "
+            f"script could not import its framework. Images with framework environments here: "
+            f"{', '.join(ENVIRONMENT_REPOSITORIES)} (see `opensage pull IMAGE`); built-in algorithm images: "
+            f"{', '.join(sorted(_builtin_registry())) or '(none registered)'}.")
 
 
 def _unsupported_image_message(image_uri: str, repository: str) -> str:
@@ -364,9 +382,12 @@ _XGBOOST: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # Built-in (algorithm mode) XGBoost runs our implementation; it needs the version's own xgboost only where
 # the platform's cannot read or write that version's model files: 0.90 pickles (X3).
 _BUILTIN_ENV_VERSIONS = frozenset({"0.90-1", "0.90-2"})
-# PyTorch: an exact torch per tag would mean GBs of CUDA wheels; the CPU build that lies on this disk.
-_TORCH = "torch==2.13.0+cpu"  # the local wheel only: never a CUDA build from the index
+# PyTorch: an exact torch per tag would mean GBs of CUDA wheels (PyPI's Linux torch pulls the nvidia-* wheels);
+# one CPU build stands in for every tag, as the job's log says: a local wheel when there is one (offline
+# machines, CI images), else PyTorch's CPU index (PyPI has no +cpu builds).
+_TORCH = "torch==2.13.0+cpu"  # never a CUDA build
 _TORCH_WHEELS = "/opt/wheels"
+_TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 _VERSION_RE = re.compile(r"^(\d+(?:\.\d+)*(?:-\d+)?)")
 
 
@@ -427,12 +448,14 @@ def environment_for_image(image_uri: str | None, kind: str, model_dir: Path | st
     if repository in ("pytorch-training", "pytorch-inference", "sagemaker-pytorch"):
         note = (f"{repository}:{version or 'latest'} names torch {version or '(latest)'}: its CUDA wheels "
                 f"are GBs, so torch 2.13.0 (CPU build) stands in for it")
+        local = _has_local_torch()
         return EnvironmentSpec("pytorch", "2.13.0-cpu",
                                (_TORCH, "sagemaker-training==5.1.4", "sagemaker-inference==1.10.1", _SETUPTOOLS,
                                 *_PLATFORM_PINS),
                                imports=("torch", "sagemaker_training", "sagemaker_inference",
                                         "sagemaker_inference.model_server", "opensage.frameworks.training"),
-                               notes=(note,), find_links=(_TORCH_WHEELS,))
+                               notes=(note,), find_links=(_TORCH_WHEELS,) if local else (),
+                               extra_index_urls=() if local else (_TORCH_CPU_INDEX,))
     return None
 
 
@@ -448,6 +471,15 @@ _SPARK: dict[str, tuple[str, ...]] = {
     "3.4": ("pyspark==3.4.4", _JDK17, *_SPARK_LIBS),
     "3.5": ("pyspark==3.5.7", _JDK17, *_SPARK_LIBS),
 }
+
+
+def _has_local_torch() -> bool:
+    """The pinned CPU torch lies in the local wheel directory (then no index is asked for it)."""
+    version = _TORCH.split("==", 1)[1]
+    try:
+        return any(Path(_TORCH_WHEELS).glob(f"torch-{version}-*.whl"))
+    except OSError:
+        return False
 
 
 def _legacy_xgboost_model(model_dir: Path | str) -> bool:

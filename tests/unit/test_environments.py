@@ -156,3 +156,18 @@ def test_wheels_to_build_names_the_sdist_only_pins_and_their_sdist_only_dependen
     assert _has_wheel(tmp_path, "sagemaker-training==4.8.0")
     assert not _has_wheel(tmp_path, "sagemaker-training==5.1.4")
     assert not _has_wheel(tmp_path, "pyspark==3.5.7")
+
+
+def test_ensure_environment_extra_index_serves_a_local_version_pin(tmp_path, offline):
+    """A pin only an extra index has (PyTorch's ``+cpu`` builds: download.pytorch.org, not PyPI) installs from it."""
+    wheel = make_wheel(tmp_path / "build", "opensagetiny", "1.0+cpu")
+    project = tmp_path / "index" / "opensagetiny"
+    project.mkdir(parents=True)
+    (project / wheel.name).write_bytes(wheel.read_bytes())
+    (project / "index.html").write_text(f'<html><body><a href="{wheel.name}">{wheel.name}</a></body></html>')
+    spec = EnvironmentSpec("sagemaker-test-image", "1.0-cpu", ("opensagetiny==1.0+cpu",), imports=("opensagetiny",),
+                           extra_index_urls=((tmp_path / "index").as_uri(),))
+    built = ensure_environment(spec, tmp_path / "envs", log=lambda line: None)
+    probe = subprocess.run([built.python, "-c", "import opensagetiny; print(opensagetiny.VALUE)"],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "42", probe.stderr

@@ -55,7 +55,6 @@ def test_resolve_legacy_xgboost_image_is_builtin() -> None:
     (f"{ECR}/sagemaker-scikit-learn:1.2-1-cpu-py3", {}, "sklearn"),
     (f"{DLC}/pytorch-training:2.1-cpu-py310", {"sagemaker_program": '"train.py"'}, "pytorch"),
     (f"{DLC}/pytorch-training:2.1.0-gpu-py310-cu121-ubuntu20.04-sagemaker", {}, "pytorch"),
-    (f"{DLC}/tensorflow-training:2.14-cpu-py310", {}, "tensorflow"),
 ])
 def test_resolve_framework_image_is_script_mode(uri: str, hps: dict[str, str], framework: str) -> None:
     resolved = resolve_training_image(uri, None, hps, None, None)
@@ -205,3 +204,29 @@ def test_environment_for_image_toolkits_get_pkg_resources_and_the_featurizer_imp
     assert "sagemaker_inference.model_server" in spec.imports
     if "pytorch" not in image:
         assert "sagemaker_containers.beta.framework" in spec.imports
+
+
+@pytest.mark.parametrize("uri", [f"{DLC}/tensorflow-training:2.14-cpu-py310",
+                                 f"{DLC}/huggingface-pytorch-training:2.1.0-transformers4.36.0-gpu-py310-cu121"])
+def test_resolve_framework_image_without_environment_script_mode_fails_naming_images_with_environments(uri) -> None:
+    from opensage.images import UnsupportedImage
+
+    with pytest.raises(UnsupportedImage) as err:
+        resolve_training_image(uri, None, {"sagemaker_program": '"train.py"'}, None, None)
+    message = str(err.value)
+    assert uri in message and "sagemaker-scikit-learn" in message and "pytorch-training" in message
+    # A verbatim entrypoint (SDK @step remote functions) still runs on the platform's interpreter.
+    assert resolve_training_image(uri, None, {}, ["/bin/bash"], ["-c", "true"]).kind == "command"
+
+
+def test_environment_for_image_pytorch_without_local_wheel_uses_pytorch_cpu_index(monkeypatch, tmp_path) -> None:
+    """On a user's machine (no /opt/wheels) the CPU torch must resolve: PyPI has no +cpu builds."""
+    from opensage import images
+
+    monkeypatch.setattr(images, "_TORCH_WHEELS", str(tmp_path))
+    spec = environment_for_image(f"{DLC}/pytorch-training:2.3-cpu-py311", "script")
+    assert spec.extra_index_urls == ("https://download.pytorch.org/whl/cpu",)
+    assert spec.find_links == ()
+    (tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    local = environment_for_image(f"{DLC}/pytorch-training:2.3-cpu-py311", "script")
+    assert local.find_links == (str(tmp_path),) and local.extra_index_urls == ()
