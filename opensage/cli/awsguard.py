@@ -24,7 +24,7 @@ PROFILE = "opensage"
 
 
 @functools.lru_cache(maxsize=8)
-def _platform(config_file: str, credentials_file: str) -> tuple[str, str, str] | None:
+def _platform(config_file: str, credentials_file: str, _versions: tuple[int, int]) -> tuple[str, str, str] | None:
     """(access key, control-plane origin, S3 origin) of the generated profile, or None."""
     config, creds = configparser.ConfigParser(), configparser.ConfigParser()
     try:
@@ -48,7 +48,13 @@ def _platform(config_file: str, credentials_file: str) -> tuple[str, str, str] |
 def _current_platform() -> tuple[str, str, str] | None:
     config = os.environ.get("AWS_CONFIG_FILE", "")
     creds = os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "")
-    return _platform(config, creds) if config and creds else None
+    if not config or not creds:
+        return None
+    try:  # rewritten files (a new `opensage up`) are read again
+        versions = (os.stat(config).st_mtime_ns, os.stat(creds).st_mtime_ns)
+    except OSError:
+        return None
+    return _platform(config, creds, versions)
 
 
 def _access_key(request_signer: Any) -> str | None:
