@@ -96,7 +96,9 @@ def _walk(buf: bytes, pos: int, end: int) -> Layout:
 
 
 def _decode_varints(raw: np.ndarray) -> np.ndarray:
-    """int32 values of concatenated packed varints (protobuf ``int32``: negatives sign-extended to 10 bytes)."""
+    """int32 values of concatenated packed varints, as protobuf writes ``int32``: [0, 2**31) in at most 5
+    bytes, a negative sign-extended to 64 bits in 10. Anything else (non-minimal or out-of-range encodings)
+    raises _Unsupported: protobuf decides those."""
     ends = raw < 0x80
     if not ends[-1]:
         raise _Unsupported
@@ -107,15 +109,20 @@ def _decode_varints(raw: np.ndarray) -> np.ndarray:
     starts[0] = 0
     starts[1:] = last[:-1] + 1
     lengths = last - starts + 1
-    if lengths.max() > 10 or (raw[last[lengths == 10]] > 1).any():
+    if (raw[last[lengths == 5]] > 0x07).any():  # 5 bytes that encode 2**31 or more
         raise _Unsupported
-    position = np.arange(raw.size) - np.repeat(starts, lengths)
-    parts = (raw & 0x7F).astype(np.uint64) << (position * 7).astype(np.uint64)
-    values = np.add.reduceat(parts, starts)
-    # Only what an int32 encodes: [0, 2**31) or a sign-extended negative; anything else goes to protobuf.
-    if ((values >= np.uint64(2**31)) & (values < np.uint64(2**64 - 2**31))).any():
+    negative = starts[lengths > 5]
+    if negative.size and ((lengths[lengths > 5] != 10).any() or (raw[negative + 4] & 0x78 != 0x78).any()
+                          or (raw[negative[:, None] + np.arange(5, 9)] != 0xFF).any()
+                          or (raw[negative + 9] != 0x01).any()):
         raise _Unsupported
-    return values.view(np.int64).astype(np.int32)
+    # The low 32 bits are bytes 0-4 (bits of byte 4 past 31 are the sign extension just checked).
+    values = raw[starts].astype(np.uint32) & np.uint32(0x7F)
+    for k in range(1, min(int(lengths.max()), 5)):
+        part = raw[np.minimum(starts + k, last)].astype(np.uint32) & np.uint32(0x7F)
+        part *= lengths > k
+        values |= part << np.uint32(7 * k)
+    return values.view(np.int32)
 
 
 def _matrix(kind: int, raw: np.ndarray, n: int, segment_starts: np.ndarray | None) -> np.ndarray:
