@@ -333,7 +333,7 @@ IMAGE_VERSION_ENV = "OPENSAGE_IMAGE_VERSION"  # built-in algorithm processes: th
 _PLATFORM_PINS = ("boto3==1.44.5", "botocore==1.44.5")  # what our in-job code imports (frameworks/training.py)
 # The toolkits import pkg_resources (sagemaker_containers.beta.framework, sagemaker_inference.model_server):
 # uv's environments have no setuptools, and setuptools 81 removed pkg_resources.
-_SETUPTOOLS = "setuptools==69.5.1"
+_SETUPTOOLS = "setuptools==80.9.0"  # the last with pkg_resources; torch 2.13 needs >= 77.0.3
 _CONTAINERS = ("sagemaker-containers==2.8.6.post2", "sagemaker-training==4.8.0", "sagemaker-inference==1.10.1",
                # sagemaker-containers' Flask 1.1.1 and record_pb2 need these (X6, measured here).
                "protobuf==3.20.3", "jinja2==3.0.3", "itsdangerous==2.0.1", "werkzeug==2.0.3", "markupsafe==2.1.1",

@@ -394,7 +394,7 @@ class Worker:
             return False
         if (env.get("SAGEMAKER_MODEL_SERVER_WORKERS") or "1").strip() not in ("", "1"):
             return False
-        return images.environment_for_image(plan.env.get(SERVING_IMAGE_ENV), "builtin") is None
+        return images.environment_for_image(plan.env.get(SERVING_IMAGE_ENV), "builtin", plan.model_dir) is None
 
     def _run_in_process(self, objects: list[channels.ObjectRef], plan: Any) -> None:
         """The model server's handler, built and loaded as the server would (``model_server.build_handler``

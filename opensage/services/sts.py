@@ -1,7 +1,7 @@
 """STS GetCallerIdentity: the SDK asks who it is (telemetry, default-bucket naming).
 
-The platform's own key is the account's user; a job's or endpoint's temporary credentials answer as AWS
-answers inside a SageMaker job: the assumed role of the resource's RoleArn (ExecutionRoleArn for models),
+The platform's own key is a session of the role ``PLATFORM_ROLE`` (as a notebook's identity is); a job's or
+endpoint's temporary credentials answer as AWS answers inside a SageMaker job: the assumed role of the resource's RoleArn (ExecutionRoleArn for models),
 session name ``SageMaker``, so a job's identity is visible to the code that asks.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 from opensage.services.base import Deps
 
 _SESSION = "SageMaker"
+PLATFORM_ROLE = "SageMakerRole"  # the role the platform's own key stands for
 
 
 class StsService:
@@ -25,8 +26,11 @@ class StsService:
             role = self._role_name(owner)
             return {"UserId": f"{ctx.access_key}:{_SESSION}", "Account": account,
                     "Arn": f"arn:aws:sts::{account}:assumed-role/{role}/{_SESSION}"}
-        return {"UserId": ctx.access_key or "opensage", "Account": account,
-                "Arn": f"arn:aws:iam::{account}:user/opensage"}
+        # The platform's own key answers as a notebook's execution role does on SageMaker (a session of
+        # PLATFORM_ROLE): the SDK's get_execution_role() turns that into the role's ARN (IAM GetRole is served),
+        # so notebooks that start with it run unchanged.
+        return {"UserId": f"AROA{account}OPENSAGE:opensage", "Account": account,
+                "Arn": f"arn:aws:sts::{account}:assumed-role/{PLATFORM_ROLE}/opensage"}
 
     def _role_name(self, owner: str) -> str:
         """The role the resource named by ``owner`` (``<kind>/<name>/<generation>``) runs as."""

@@ -59,7 +59,7 @@ def test_sts_get_caller_identity_answers_account(fake_server):
     sts = fake_server.client("sts")
     ident = sts.get_caller_identity()
     assert ident["Account"] == "000000000000"
-    assert ident["Arn"].startswith("arn:aws:iam::000000000000:")
+    assert ident["Arn"] == "arn:aws:sts::000000000000:assumed-role/SageMakerRole/opensage"
 
 
 def test_logs_get_log_events_pages_until_an_empty_page(fake_server):

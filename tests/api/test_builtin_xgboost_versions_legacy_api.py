@@ -91,10 +91,6 @@ def test_invoke_endpoint_xgboost_090_2_aws_pickled_booster_served_by_xgboost_090
     assert _floats(r["Body"].read().decode(), ",") == pytest.approx(EXPECTED, abs=1e-7)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the transform worker decides in-process prediction without the model: runner/transform_worker.py "
-    "_in_process must call images.environment_for_image(..., 'builtin', plan.model_dir) (owned by another "
-    "engineer; remove this marker with that change)"))
 def test_create_transform_job_xgboost_17_1_aws_binary_model_uses_its_xgboost(server, models):
     sm = server.client("sagemaker")
     sm.create_model(ModelName="legacy-xgb-17-bt", ExecutionRoleArn=ROLE, PrimaryContainer={

@@ -111,4 +111,4 @@ def test_get_caller_identity_with_job_credentials_answers_the_jobs_assumed_role(
     assert ident == {"UserId": "ASIAJOB:SageMaker", "Account": account,
                      "Arn": f"arn:aws:sts::{account}:assumed-role/{role}/SageMaker"}
     root = StsService(fake_server.platform.deps).get_caller_identity(RequestContext(access_key="AKID"), {})
-    assert root["Arn"] == f"arn:aws:iam::{account}:user/opensage"
+    assert root["Arn"] == f"arn:aws:sts::{account}:assumed-role/SageMakerRole/opensage"
