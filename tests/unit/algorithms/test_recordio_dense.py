@@ -254,3 +254,40 @@ def test_decode_matrix_dense_records_carrying_shape_decode_values_only():
     np.testing.assert_array_equal(features, np.array([[1.5, 2.5], [3.5, 4.5]], dtype=np.float32))
     assert labels is None
     assert recordio.decode_matrix(_dense_with_shape([[], []]))[0].shape == (2, 0)
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        if value < 0x80:
+            return bytes(out + bytes([value]))
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+
+
+def _int32_record(packed: bytes) -> bytes:
+    """One Record whose features["values"] is an Int32Tensor with these raw packed value bytes."""
+    tensor = b"\x0a" + _varint_bytes(len(packed)) + packed
+    value = b"\x3a" + _varint_bytes(len(tensor)) + tensor
+    entry = b"\x0a\x06values\x12" + _varint_bytes(len(value)) + value
+    return recordio.frame(b"\x0a" + _varint_bytes(len(entry)) + entry)
+
+
+@pytest.mark.parametrize("packed", [
+    b"\x80\x00\x05",  # non-minimal 0, then 5
+    b"\xff\xff\xff\xff\x0f\x01",  # 5 bytes encoding 2**32 - 1 (not an int32 encoding)
+    b"\x80\x80\x80\x80\x08\x01",  # 2**31 in 5 bytes
+    b"\xff\xff\xff\xff\x07\x02",  # 2**31 - 1, then 2
+    _varint_bytes(2**64 - 5) + b"\x03",  # -5 sign-extended, then 3
+    b"\xfb\xff\xff\xff\xff\xff\xff\xff\xff\x03\x03",  # 10 bytes, last byte 3 (overflows 64 bits)
+    b"\xfb\xff\xff\xff\x0f\x00\x03",  # -5 as a 5-byte uint32, then 0, 3
+])
+def test_decode_matrix_int32_varint_encodings_same_as_protobuf(packed):
+    body = _int32_record(packed) * 2
+    try:
+        expected = _reference(body)
+    except recordio.RecordIOError as exc:
+        with pytest.raises(recordio.RecordIOError, match=re.escape(str(exc))):
+            recordio.decode_matrix(body)
+    else:
+        _assert_same(recordio.decode_matrix(body), expected)
