@@ -97,8 +97,8 @@ def _walk(buf: bytes, pos: int, end: int) -> Layout:
 
 def _decode_varints(raw: np.ndarray) -> np.ndarray:
     """int32 values of concatenated packed varints, as protobuf writes ``int32``: [0, 2**31) in at most 5
-    bytes, a negative sign-extended to 64 bits in 10. Anything else (non-minimal or out-of-range encodings)
-    raises _Unsupported: protobuf decides those."""
+    bytes, a negative sign-extended to 64 bits in 10. Anything else (6-9 bytes, 10 bytes that are not a
+    sign-extended int32, 5 bytes worth 2**31 or more) raises _Unsupported: protobuf decides those."""
     ends = raw < 0x80
     if not ends[-1]:
         raise _Unsupported
@@ -125,19 +125,19 @@ def _decode_varints(raw: np.ndarray) -> np.ndarray:
     return values.view(np.int32)
 
 
-def _matrix(kind: int, raw: np.ndarray, n: int, segment_starts: np.ndarray | None) -> np.ndarray:
+def _matrix(kind: int, raw: np.ndarray, n: int, sizes: list[int] | None) -> np.ndarray:
     """(n, width) values of n equal-count segments of packed values laid end to end in ``raw`` (uint8).
-    ``segment_starts`` (None when every segment has the same byte length) locates varint segments."""
+    ``sizes``: each segment's byte length (None: all the same)."""
     wire = _KINDS[kind]
     if wire is not None:
-        if raw.size % (n * wire.itemsize):
-            raise _Unsupported
+        if raw.size % (n * wire.itemsize) or (sizes is not None and len(set(sizes)) != 1):
+            raise _Unsupported  # records of different widths: the protobuf path names the first one
         return raw.view(wire).reshape(n, -1)
     values = _decode_varints(raw)
     if values.size % n:
         raise _Unsupported
     width = values.size // n
-    counts = (np.add.reduceat((raw < 0x80).astype(np.int64), segment_starts) if segment_starts is not None
+    counts = (np.add.reduceat((raw < 0x80).astype(np.int64), _starts(sizes)) if sizes is not None
               else (raw.reshape(n, -1) < 0x80).sum(axis=1))
     if (counts != width).any():
         raise _Unsupported
@@ -201,8 +201,8 @@ def _walked(payloads: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
             label_parts.append(payload[lstart:lstart + llen])
             label_sizes.append(llen)
     n = len(payloads)
-    features = _matrix(fkind, np.frombuffer(b"".join(feature_parts), dtype=np.uint8), n, _starts(feature_sizes))
-    labels = (_matrix(lkind, np.frombuffer(b"".join(label_parts), dtype=np.uint8), n, _starts(label_sizes))
+    features = _matrix(fkind, np.frombuffer(b"".join(feature_parts), dtype=np.uint8), n, feature_sizes)
+    labels = (_matrix(lkind, np.frombuffer(b"".join(label_parts), dtype=np.uint8), n, label_sizes)
               if lkind else None)
     return _result(features, labels)
 

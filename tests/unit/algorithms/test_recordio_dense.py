@@ -62,8 +62,8 @@ def _features(dtype, rows=40, cols=7, seed=0):
     rng = np.random.default_rng(seed)
     if np.issubdtype(dtype, np.integer):  # multi-byte and 10-byte (negative) varints, int32 extremes
         array = rng.integers(-2**31, 2**31, size=(rows, cols), dtype=np.int64)
-        array[0, :2] = [-2**31, 2**31 - 1]
-        array[1, :3] = [0, 127, 128]
+        array[0, :2] = [-2**31, 2**31 - 1][:cols]
+        array[-1, :3] = [0, 127, 128][:cols]
         return array.astype(dtype)
     array = (rng.standard_normal((rows, cols)) * 1e3).astype(dtype)
     array[rows // 2, :3] = [np.nan, np.inf, -0.0][:cols]
@@ -170,6 +170,17 @@ def _sdk_sparse(dtype=np.float32) -> bytes:
     return buf.getvalue()
 
 
+def _labels_of_widths(widths):
+    record = recordio.record_class()()
+    out = []
+    for width in widths:
+        record.Clear()
+        record.features["values"].float32_tensor.values.extend([1.0, 2.0])
+        record.label["values"].float32_tensor.values.extend([float(width)] * width)
+        out.append(recordio.frame(record.SerializeToString()))
+    return b"".join(out)
+
+
 _FALLBACKS = {
     "sparse": _sdk_sparse,
     "sparse-float64": lambda: _sdk_sparse(np.float64),
@@ -180,6 +191,10 @@ _FALLBACKS = {
     + _sdk_dense(np.ones((3, 4), np.float32), np.ones(3, np.float32)),
     "uid": lambda: _with_uid(_sdk_dense(np.ones((3, 4), np.float32), np.ones(3, np.float32))),
     "zero-columns": lambda: _sdk_dense(np.ones((3, 0), np.float32)),
+    "widths-3-then-5": lambda: _sdk_dense(np.ones((1, 3), np.float32)) + _sdk_dense(np.ones((1, 5), np.float32)),
+    "widths-3-5-4-4-float64": lambda: _sdk_dense(np.ones((1, 3))) + _sdk_dense(np.ones((1, 5)))
+    + _sdk_dense(np.ones((2, 4))),
+    "label-widths-differ": lambda: _labels_of_widths([1, 3]),
     "response-records": lambda: recordio.encode_label_records({"score": np.array([0.5, 1.5])}),
 }
 
@@ -290,4 +305,27 @@ def test_decode_matrix_int32_varint_encodings_same_as_protobuf(packed):
         with pytest.raises(recordio.RecordIOError, match=re.escape(str(exc))):
             recordio.decode_matrix(body)
     else:
+        _assert_same(recordio.decode_matrix(body), expected)
+
+
+def test_decode_matrix_spliced_files_of_any_widths_kinds_labels_never_disagree_with_protobuf():
+    """Several SDK files concatenated (widths, tensor kinds and labels differing between them)."""
+    rng = np.random.default_rng(7)
+    dtypes = (np.float32, np.float64, np.int64)
+    for _ in range(300):
+        parts = []
+        same_kind, same_label = int(rng.integers(3)), int(rng.integers(3))  # mostly shared: widths then decide
+        for _ in range(int(rng.integers(1, 4))):
+            rows, cols = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+            kind = same_kind if rng.random() < 0.8 else int(rng.integers(3))
+            label = same_label if rng.random() < 0.8 else int(rng.integers(3))
+            labels = [None, np.ones(rows, np.float32), np.arange(rows)][label]
+            parts.append(_sdk_dense(_features(dtypes[kind], rows, cols, int(rng.integers(99))), labels))
+        body = b"".join(parts)
+        try:
+            expected = _reference(body)
+        except recordio.RecordIOError as exc:
+            with pytest.raises(recordio.RecordIOError, match=re.escape(str(exc))):
+                recordio.decode_matrix(body)
+            continue
         _assert_same(recordio.decode_matrix(body), expected)
