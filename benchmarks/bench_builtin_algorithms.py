@@ -145,169 +145,189 @@ def _topic_recovery(true_topics: Any, learned: Any) -> float:
     return _match(true_topics, learned)[0]
 
 
-def cases(scale: float) -> list[Case]:
+def cases(scale: float, only: set[str] | None = None, scales: dict[str, float] | None = None,
+          pca_features: int = 50) -> list[Case]:
+    """The selected cases (``only``; all when None), each data set's row count multiplied by ``scales[name]``
+    where given, else by ``scale``; pca's width is ``pca_features``. Unselected data sets are not generated."""
     import numpy as np
     from sklearn.datasets import make_blobs, make_classification
 
+    factor = scale
+
     def n(x: int) -> int:
-        return max(200, int(x * scale))
+        return max(200, int(x * factor))
+
+    def want(*names: str) -> bool:
+        nonlocal factor
+        chosen = [name for name in names if only is None or name in only]
+        factor = (scales or {}).get(chosen[0], scale) if chosen else scale
+        return bool(chosen)
 
     out: list[Case] = []
 
     # linear-learner: binary classifier.
-    X, y = make_classification(n(20000), 50, n_informative=20, random_state=0)
-    X, y = X.astype(np.float32), y.astype(np.float32)
-    Xtr, ytr, Xte, yte = _split(X, y, n(4000))
+    if want("linear-learner"):
+        X, y = make_classification(n(20000), 50, n_informative=20, random_state=0)
+        X, y = X.astype(np.float32), y.astype(np.float32)
+        Xtr, ytr, Xte, yte = _split(X, y, n(4000))
 
-    def ll_ref(Xtr=Xtr, ytr=ytr, Xte=Xte, yte=yte) -> float:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        def ll_ref(Xtr=Xtr, ytr=ytr, Xte=Xte, yte=yte) -> float:
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
 
-        return float(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(Xtr, ytr).score(Xte, yte))
+            return float(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(Xtr, ytr).score(Xte, yte))
 
-    out.append(Case("linear-learner", "linear_learner", "StandardScaler + LogisticRegression", "test accuracy",
-                    {"predictor_type": "binary_classifier", "feature_dim": 50, "mini_batch_size": 100},
-                    {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}, ll_ref,
-                    lambda m, _: m["test:binary_classification_accuracy"],
-                    data=f"make_classification {len(X):,} × 50, {len(Xte):,} test"))
+        out.append(Case("linear-learner", "linear_learner", "StandardScaler + LogisticRegression", "test accuracy",
+                        {"predictor_type": "binary_classifier", "feature_dim": 50, "mini_batch_size": 100},
+                        {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}, ll_ref,
+                        lambda m, _: m["test:binary_classification_accuracy"],
+                        data=f"make_classification {len(X):,} × 50, {len(Xte):,} test"))
 
     # kmeans
-    X, _ = make_blobs(n(20000), 20, centers=10, cluster_std=2.0, random_state=0)
-    X = X.astype(np.float32)
-    Xtr, _, Xte, _ = _split(X, None, n(2000))
+    if want("kmeans"):
+        X, _ = make_blobs(n(20000), 20, centers=10, cluster_std=2.0, random_state=0)
+        X = X.astype(np.float32)
+        Xtr, _, Xte, _ = _split(X, None, n(2000))
 
-    def km_ref(Xtr=Xtr, Xte=Xte) -> float:
-        from sklearn.cluster import KMeans
+        def km_ref(Xtr=Xtr, Xte=Xte) -> float:
+            from sklearn.cluster import KMeans
 
-        return float(-KMeans(10, n_init=1, random_state=0).fit(Xtr).score(Xte) / len(Xte))
+            return float(-KMeans(10, n_init=1, random_state=0).fit(Xtr).score(Xte) / len(Xte))
 
-    out.append(Case("kmeans", "kmeans", "KMeans (k-means++, n_init=1)", "test MSD (lower is better)",
-                    {"k": 10, "feature_dim": 20, "mini_batch_size": 5000, "eval_metrics": '["msd"]'},
-                    {"train": (RECORDIO, (Xtr, None)), "test": (RECORDIO, (Xte, None))}, km_ref,
-                    lambda m, _: m["test:msd"], data=f"make_blobs {len(X):,} × 20, 10 centres, {len(Xte):,} test"))
+        out.append(Case("kmeans", "kmeans", "KMeans (k-means++, n_init=1)", "test MSD (lower is better)",
+                        {"k": 10, "feature_dim": 20, "mini_batch_size": 5000, "eval_metrics": '["msd"]'},
+                        {"train": (RECORDIO, (Xtr, None)), "test": (RECORDIO, (Xte, None))}, km_ref,
+                        lambda m, _: m["test:msd"], data=f"make_blobs {len(X):,} × 20, 10 centres, {len(Xte):,} test"))
 
     # pca
-    rng = np.random.default_rng(0)
-    X = (rng.normal(size=(n(20000), 10)) @ rng.normal(size=(10, 50)) + 0.5 * rng.normal(size=(n(20000), 50)))
-    X = X.astype(np.float32)
+    if want("pca"):
+        rng = np.random.default_rng(0)
+        X = (rng.normal(size=(n(20000), 10)) @ rng.normal(size=(10, pca_features))
+             + 0.5 * rng.normal(size=(n(20000), pca_features)))
+        X = X.astype(np.float32)
 
-    def kept_variance(projection: Any, X=X) -> float:
-        return float(projection.var(axis=0).sum() / X.var(axis=0).sum())
+        def kept_variance(projection: Any, X=X) -> float:
+            return float(projection.var(axis=0).sum() / X.var(axis=0).sum())
 
-    def pca_ref(X=X) -> float:
-        from sklearn.decomposition import PCA
+        def pca_ref(X=X) -> float:
+            from sklearn.decomposition import PCA
 
-        return kept_variance(PCA(10).fit(X).transform(X))
+            return kept_variance(PCA(10).fit(X).transform(X))
 
-    def pca_job(_: dict[str, float], model: Path | None, X=X) -> float:
-        from opensage.algorithms.pca.serve import load
+        def pca_job(_: dict[str, float], model: Path | None, X=X) -> float:
+            from opensage.algorithms.pca.serve import load
 
-        assert model is not None
-        return kept_variance(load(model).project(X))
+            assert model is not None
+            return kept_variance(load(model).project(X))
 
-    out.append(Case("pca", "pca", "PCA (full SVD)", "variance kept by 10 components",
-                    {"num_components": 10, "feature_dim": 50, "mini_batch_size": 1000, "algorithm_mode": "regular"},
-                    {"train": (RECORDIO, (X, None))}, pca_ref, pca_job, needs_model=True,
-                    data=f"rank-10 + noise {len(X):,} × 50"))
+        out.append(Case("pca", "pca", "PCA (full SVD)", "variance kept by 10 components",
+                        {"num_components": 10, "feature_dim": pca_features, "mini_batch_size": 1000, "algorithm_mode": "regular"},
+                        {"train": (RECORDIO, (X, None))}, pca_ref, pca_job, needs_model=True,
+                        data=f"rank-10 + noise {len(X):,} × {pca_features}"))
 
     # knn
-    X, y = make_classification(n(20000), 20, n_informative=10, n_classes=5, random_state=1)
-    X, y = X.astype(np.float32), y.astype(np.float32)
-    Xtr, ytr, Xte, yte = _split(X, y, n(2000))
+    if want("knn"):
+        X, y = make_classification(n(20000), 20, n_informative=10, n_classes=5, random_state=1)
+        X, y = X.astype(np.float32), y.astype(np.float32)
+        Xtr, ytr, Xte, yte = _split(X, y, n(2000))
 
-    def knn_ref(Xtr=Xtr, ytr=ytr, Xte=Xte, yte=yte) -> float:
-        from sklearn.neighbors import KNeighborsClassifier
+        def knn_ref(Xtr=Xtr, ytr=ytr, Xte=Xte, yte=yte) -> float:
+            from sklearn.neighbors import KNeighborsClassifier
 
-        return float(KNeighborsClassifier(5).fit(Xtr, ytr).score(Xte, yte))
+            return float(KNeighborsClassifier(5).fit(Xtr, ytr).score(Xte, yte))
 
-    out.append(Case("knn", "knn", "KNeighborsClassifier (k=5)", "test accuracy",
-                    {"feature_dim": 20, "k": 5, "predictor_type": "classifier", "sample_size": len(Xtr)},
-                    {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}, knn_ref,
-                    lambda m, _: m["test:accuracy"], data=f"make_classification 5 classes {len(X):,} × 20, "
-                    f"{len(Xte):,} test"))
+        out.append(Case("knn", "knn", "KNeighborsClassifier (k=5)", "test accuracy",
+                        {"feature_dim": 20, "k": 5, "predictor_type": "classifier", "sample_size": len(Xtr)},
+                        {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}, knn_ref,
+                        lambda m, _: m["test:accuracy"], data=f"make_classification 5 classes {len(X):,} × 20, "
+                        f"{len(Xte):,} test"))
 
     # factorization-machines: reference = the same training code in-process.
-    from tests.algorithms.test_factorization_machines import HP as FM_HP
-    from tests.algorithms.test_factorization_machines import _ratings
+    if want("factorization-machines"):
+        from tests.algorithms.test_factorization_machines import HP as FM_HP
+        from tests.algorithms.test_factorization_machines import _ratings
 
-    X, y = _ratings(n(12000))
-    Xtr, ytr, Xte, yte = _split(X, y, n(2000))
-    fm_channels = {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}
-    out.append(Case("factorization-machines", "factorization_machines", "same torch code in-process",
-                    "test accuracy", dict(FM_HP), fm_channels,
-                    _in_process("factorization_machines", FM_HP, fm_channels, "test:binary_classification_accuracy"),
-                    lambda m, _: m["test:binary_classification_accuracy"],
-                    data=f"one-hot user×item (sparse) {X.shape[0]:,} × {X.shape[1]}, 30 epochs"))
+        X, y = _ratings(n(12000))
+        Xtr, ytr, Xte, yte = _split(X, y, n(2000))
+        fm_channels = {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}
+        out.append(Case("factorization-machines", "factorization_machines", "same torch code in-process",
+                        "test accuracy", dict(FM_HP), fm_channels,
+                        _in_process("factorization_machines", FM_HP, fm_channels, "test:binary_classification_accuracy"),
+                        lambda m, _: m["test:binary_classification_accuracy"],
+                        data=f"one-hot user×item (sparse) {X.shape[0]:,} × {X.shape[1]}, 30 epochs"))
 
     # randomcutforest
-    from tests.algorithms.test_randomcutforest import _with_anomalies
+    if want("randomcutforest"):
+        from tests.algorithms.test_randomcutforest import _with_anomalies
 
-    X, y = _with_anomalies(n=n(10000), anomalies=n(100))
-    Xte, yte = X[:n(2000)], y[:n(2000)]
-    test_csv = "\n".join(",".join([repr(float(label))] + [repr(float(v)) for v in row])
-                         for row, label in zip(Xte, yte, strict=True)).encode()
+        X, y = _with_anomalies(n=n(10000), anomalies=n(100))
+        Xte, yte = X[:n(2000)], y[:n(2000)]
+        test_csv = "\n".join(",".join([repr(float(label))] + [repr(float(v)) for v in row])
+                             for row, label in zip(Xte, yte, strict=True)).encode()
 
-    def rcf_ref(X=X, Xte=Xte, yte=yte) -> float:
-        from sklearn.ensemble import IsolationForest
-        from sklearn.metrics import f1_score
+        def rcf_ref(X=X, Xte=Xte, yte=yte) -> float:
+            from sklearn.ensemble import IsolationForest
+            from sklearn.metrics import f1_score
 
-        model = IsolationForest(n_estimators=100, max_samples=256, random_state=0).fit(X)
-        train_scores = -model.score_samples(X)  # the same threshold rule as RCF: mean + 3 sd on training
-        cutoff = train_scores.mean() + 3 * train_scores.std()
-        return float(f1_score(yte == 1, -model.score_samples(Xte) > cutoff))
+            model = IsolationForest(n_estimators=100, max_samples=256, random_state=0).fit(X)
+            train_scores = -model.score_samples(X)  # the same threshold rule as RCF: mean + 3 sd on training
+            cutoff = train_scores.mean() + 3 * train_scores.std()
+            return float(f1_score(yte == 1, -model.score_samples(Xte) > cutoff))
 
-    out.append(Case("randomcutforest", "randomcutforest", "IsolationForest (100 trees × 256)", "test F1",
-                    {"feature_dim": 5, "num_trees": 100, "num_samples_per_tree": 256},
-                    {"train": (RECORDIO, (X, None)), "test": ("text/csv;label_size=1", test_csv)}, rcf_ref,
-                    lambda m, _: m["test:f1"], data=f"2 Gaussian clusters + 1% uniform anomalies {len(X):,} × 5, "
-                    f"{len(Xte):,} labelled test"))
+        out.append(Case("randomcutforest", "randomcutforest", "IsolationForest (100 trees × 256)", "test F1",
+                        {"feature_dim": 5, "num_trees": 100, "num_samples_per_tree": 256},
+                        {"train": (RECORDIO, (X, None)), "test": ("text/csv;label_size=1", test_csv)}, rcf_ref,
+                        lambda m, _: m["test:f1"], data=f"2 Gaussian clusters + 1% uniform anomalies {len(X):,} × 5, "
+                        f"{len(Xte):,} labelled test"))
 
     # lda + ntm: synthetic corpus with 5 known topics on 100 words.
-    from tests.algorithms.test_lda import _corpus
+    if want("lda", "ntm"):
+        from tests.algorithms.test_lda import _corpus
 
-    X, topics, _ = _corpus(docs=n(2000))
-    Xtr, _, Xte, _ = _split(X, None, n(400))
+        X, topics, _ = _corpus(docs=n(2000))
+        Xtr, _, Xte, _ = _split(X, None, n(400))
 
-    def lda_ref(Xtr=Xtr, Xte=Xte) -> float:
-        from sklearn.decomposition import LatentDirichletAllocation
+        def lda_ref(Xtr=Xtr, Xte=Xte) -> float:
+            from sklearn.decomposition import LatentDirichletAllocation
 
-        model = LatentDirichletAllocation(5, doc_topic_prior=0.2, random_state=0).fit(Xtr)
-        return float(model.score(Xte) / Xte.sum())
+            model = LatentDirichletAllocation(5, doc_topic_prior=0.2, random_state=0).fit(Xtr)
+            return float(model.score(Xte) / Xte.sum())
 
-    out.append(Case("lda", "lda", "LatentDirichletAllocation (batch VB)", "test per-word log-likelihood",
-                    {"num_topics": 5, "feature_dim": 100, "mini_batch_size": 100},
-                    {"train": (RECORDIO, (Xtr, None)), "test": (RECORDIO, (Xte, None))}, lda_ref,
-                    lambda m, _: m["test:pwll"], data=f"5 known topics, {len(X):,} docs × 100 words"))
+        out.append(Case("lda", "lda", "LatentDirichletAllocation (batch VB)", "test per-word log-likelihood",
+                        {"num_topics": 5, "feature_dim": 100, "mini_batch_size": 100},
+                        {"train": (RECORDIO, (Xtr, None)), "test": (RECORDIO, (Xte, None))}, lda_ref,
+                        lambda m, _: m["test:pwll"], data=f"5 known topics, {len(X):,} docs × 100 words"))
 
-    from tests.algorithms.test_ntm import HP as NTM_HP
+        from tests.algorithms.test_ntm import HP as NTM_HP
 
-    def ntm_ref(Xtr=Xtr, topics=topics) -> float:
-        from sklearn.decomposition import LatentDirichletAllocation
+        def ntm_ref(Xtr=Xtr, topics=topics) -> float:
+            from sklearn.decomposition import LatentDirichletAllocation
 
-        return _topic_recovery(topics, LatentDirichletAllocation(5, doc_topic_prior=0.2, random_state=0)
-                               .fit(Xtr).components_)
+            return _topic_recovery(topics, LatentDirichletAllocation(5, doc_topic_prior=0.2, random_state=0)
+                                   .fit(Xtr).components_)
 
-    def ntm_job(_: dict[str, float], model: Path | None, topics=topics) -> float:
-        from opensage.algorithms.ntm.serve import load
+        def ntm_job(_: dict[str, float], model: Path | None, topics=topics) -> float:
+            from opensage.algorithms.ntm.serve import load
 
-        assert model is not None
-        return _topic_recovery(topics, load(model).topic_word())
+            assert model is not None
+            return _topic_recovery(topics, load(model).topic_word())
 
-    out.append(Case("ntm", "ntm", "LatentDirichletAllocation (batch VB)", "topic recovery (cosine)",
-                    dict(NTM_HP), {"train": (RECORDIO, (Xtr, None)), "test": (RECORDIO, (Xte, None))}, ntm_ref,
-                    ntm_job, needs_model=True, data=f"the LDA corpus, {len(Xtr):,} training docs, 50 epochs"))
+        out.append(Case("ntm", "ntm", "LatentDirichletAllocation (batch VB)", "topic recovery (cosine)",
+                        dict(NTM_HP), {"train": (RECORDIO, (Xtr, None)), "test": (RECORDIO, (Xte, None))}, ntm_ref,
+                        ntm_job, needs_model=True, data=f"the LDA corpus, {len(Xtr):,} training docs, 50 epochs"))
 
     # ipinsights: reference = the same training code in-process.
-    from tests.algorithms.test_ipinsights import HP as IPI_HP
-    from tests.algorithms.test_ipinsights import _csv, _logins
+    if want("ipinsights"):
+        from tests.algorithms.test_ipinsights import HP as IPI_HP
+        from tests.algorithms.test_ipinsights import _csv, _logins
 
-    ipi_channels = {"train": ("text/csv", _csv(*_logins(n(20000)))),
-                    "validation": ("text/csv", _csv(*_logins(n(2000), seed=1, last_octets=range(200, 256))))}
-    out.append(Case("ipinsights", "ipinsights", "same torch code in-process", "validation AUC", dict(IPI_HP),
-                    ipi_channels, _in_process("ipinsights", IPI_HP, ipi_channels, "validation:discriminator_auc"),
-                    lambda m, _: m["validation:discriminator_auc"],
-                    data=f"{n(20000):,} (user, IP) logins, 200 users, 5 epochs"))
+        ipi_channels = {"train": ("text/csv", _csv(*_logins(n(20000)))),
+                        "validation": ("text/csv", _csv(*_logins(n(2000), seed=1, last_octets=range(200, 256))))}
+        out.append(Case("ipinsights", "ipinsights", "same torch code in-process", "validation AUC", dict(IPI_HP),
+                        ipi_channels, _in_process("ipinsights", IPI_HP, ipi_channels, "validation:discriminator_auc"),
+                        lambda m, _: m["validation:discriminator_auc"],
+                        data=f"{n(20000):,} (user, IP) logins, 200 users, 5 epochs"))
     return out
 
 
@@ -481,7 +501,8 @@ def import_time(module: str) -> float:
 
 
 def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
-        zygotes: str = "compare") -> dict[str, Any]:
+        zygotes: str = "compare", scales: dict[str, float] | None = None, pca_features: int = 50,
+        direct: bool = True) -> dict[str, Any]:
     import sklearn.cluster  # noqa: F401  (imported before timing: the references exclude import time)
     import sklearn.decomposition  # noqa: F401
     import sklearn.ensemble  # noqa: F401
@@ -493,7 +514,9 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
                            "loadavg_before": os.getloadavg(),
                            "command": " ".join([".venv/bin/python", "benchmarks/bench_builtin_algorithms.py",
                                                 *sys.argv[1:]]), "algorithms": []}
-    selected = [c for c in cases(scale) if only is None or c.name in only]
+    data_started = time.perf_counter()
+    selected = [c for c in cases(scale, only, scales, pca_features) if only is None or c.name in only]
+    out["data_seconds"] = time.perf_counter() - data_started  # generating the data sets, not timed per job
     # "job": the platform as configured by --zygotes; "fresh": a second platform with zygotes off (the
     # path before them), both open at once so that every round times both on the same machine state.
     wanted = {"compare": {"fresh": "0", "job": "1"}, "on": {"job": "1"}, "off": {"job": "0"}}[zygotes]
@@ -509,10 +532,13 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
             row: dict[str, Any] = {"name": case.name, "reference_name": case.reference_name, "metric": case.metric,
                                    "data": case.data, "import": import_time(case.module), "reference": [],
                                    "direct": [], "loadavg": os.getloadavg()}
-            runners: dict[str, Callable[[], dict[str, Any]]] = {
-                "reference": lambda c=case: run_reference(c), "direct": lambda c=case: run_direct(c)}
+            runners: dict[str, Callable[[], dict[str, Any]]] = {"reference": lambda c=case: run_reference(c)}
+            if direct:  # --no-direct: skip the platform-less algorithm process (saves a run per round at scale)
+                runners["direct"] = lambda c=case: run_direct(c)
             for side, p in platforms.items():
+                t_up = time.perf_counter()
                 upload(p, case)
+                row["upload_seconds"] = time.perf_counter() - t_up  # encode + put, before any timed job
                 row[side] = []
                 if wanted[side] == "1":
                     row["preload_seconds"] = warm_zygote(p, p.home, case, readers[side])
@@ -576,7 +602,7 @@ def markdown(r: dict[str, Any]) -> str:
         else:
             cells += [xgbbench._cell(job, "wall").split(" |")[0], f"{_median(job, 'wall') / _median(ref, 'wall'):.2f}×",
                       f"{_median(job, 'job_cpu'):.2f}"]
-        cells += [f"{_median(a['direct'], 'wall'):.2f}",
+        cells += [f"{_median(a['direct'], 'wall'):.2f}" if a["direct"] else "—",
                   f"{a['metric']}: {_fmt(_median(ref, 'metric'))} / {_fmt(_median(job, 'metric'))}",
                   f"{a['loadavg'][0]:.1f}"]
         rows.append("| " + " | ".join(cells) + " |")
@@ -613,6 +639,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every data set's row count")
+    ap.add_argument("--scale-of", default="",
+                    help="per-algorithm row multipliers overriding --scale, e.g. kmeans=100,knn=6")
+    ap.add_argument("--pca-features", type=int, default=50, help="pca's data width (columns)")
+    ap.add_argument("--no-direct", action="store_true",
+                    help="skip the direct algorithm process (python -m ...train without the platform)")
     ap.add_argument("--only", help="comma-separated image names (linear-learner,kmeans,...)")
     ap.add_argument("--platform", choices=("up", "inproc"), default="up",
                     help="up: `opensage up` subprocess (SeaweedFS); inproc: tests/conftest.py start_server (file://)")
@@ -621,8 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):  # the algorithms' in-process logs stay out of the report
+        scales = {name: float(f) for name, _, f in (x.partition("=") for x in args.scale_of.split(",") if x)}
         result = run(args.repeats, args.scale, set(args.only.split(",")) if args.only else None, args.platform,
-                     args.zygotes)
+                     args.zygotes, scales, args.pca_features, not args.no_direct)
     print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
