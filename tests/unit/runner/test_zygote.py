@@ -64,7 +64,7 @@ def _pool(home: Path) -> tuple[zygote.ZygotePool, dict]:
     pool = zygote.ZygotePool(home / "zygotes", inherited_env(agent_env()))
     pool.start(sys.executable, MODULE)
     ready = home / "zygotes" / f"{zygote.key(sys.executable, MODULE)}.json"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded 2-core CI machine imports slowly
     while not ready.exists():
         assert time.monotonic() < deadline, "zygote not ready"
         time.sleep(0.05)
