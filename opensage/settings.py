@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,9 @@ class Settings:
     ray_address: str | None = None  # HOST:PORT of the cluster's GCS, or None = "auto" (this node's cluster)
     instance_types_file: Path | None = None  # operator's overrides of executors/instance_types.py
     advertise_host: str | None = None  # the address jobs on other machines reach the control plane at
+    # How long a job Ray cannot place waits before CapacityError (OPENSAGE_RAY_CAPACITY_WAIT_SECONDS; 0: for
+    # ever; None: executors/ray.py's CAPACITY_WAIT_SECONDS).
+    ray_capacity_wait_seconds: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -99,6 +103,22 @@ class Settings:
         return self.host
 
     @property
+    def binds_loopback(self) -> bool:
+        """Whether the platform listens only on this machine (--host 127.0.0.1 / ::1 / localhost)."""
+        import ipaddress
+
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
+    @property
+    def object_store_public_host(self) -> str | None:
+        """The host the embedded S3 front is handed out at: None (loopback) unless the platform binds a
+        non-loopback address, then ``public_host`` (so jobs on other Ray nodes reach it)."""
+        return None if self.binds_loopback else self.public_host
+
+    @property
     def instance_types_path(self) -> Path:
         return self.instance_types_file or self.home / "instance-types.json"
 
@@ -123,6 +143,17 @@ class Settings:
             "ray_address": env.get("OPENSAGE_RAY_ADDRESS"),
             "instance_types_file": Path(env["OPENSAGE_INSTANCE_TYPES"]) if env.get("OPENSAGE_INSTANCE_TYPES") else None,
             "advertise_host": env.get("OPENSAGE_ADVERTISE_HOST"),
+            "ray_capacity_wait_seconds": _seconds(env, "OPENSAGE_RAY_CAPACITY_WAIT_SECONDS"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(home=home_path, credentials=creds, **values)
+
+
+def _seconds(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return float(raw)
+    except ValueError:  # left to the user of the setting to refuse with its own message (cli/ray_executor.py)
+        return None

@@ -57,10 +57,14 @@ def _lock(home: Path):
               help="Where job instances run: local subprocesses (default) or a Ray cluster.")
 @click.option("--ray-address", default=None, metavar="HOST:PORT",
               help="The Ray cluster's GCS address (default: auto, the cluster of this node).")
+@click.option("--ray-capacity-wait", default=None, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="How long a job Ray cannot place waits before failing with CapacityError (0: for ever; "
+                   "default: $OPENSAGE_RAY_CAPACITY_WAIT_SECONDS or 3600).")
 @click.option("--instance-types", default=None, type=click.Path(dir_okay=False),
               help="JSON file overriding the resources of ml.* instance types (default: <home>/instance-types.json).")
 def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None, log_level: str,
-       executor: str | None, ray_address: str | None, instance_types: str | None) -> None:
+       executor: str | None, ray_address: str | None, instance_types: str | None,
+       ray_capacity_wait: float | None) -> None:
     """Start the platform in the foreground (Ctrl-C stops it and everything it started)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home_path = Path(home).expanduser().resolve()
@@ -69,7 +73,10 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
     signal.signal(signal.SIGTERM, _exit_on_signal)
     settings = Settings.build(home_path, host=host, port=port, db_url=db, s3_endpoint=s3_endpoint,
                               executor=executor, ray_address=ray_address,
+                              ray_capacity_wait_seconds=ray_capacity_wait,
                               instance_types_file=Path(instance_types).resolve() if instance_types else None)
+    if ray_capacity_wait is not None:  # cli/ray_executor.py reads the environment variable
+        os.environ["OPENSAGE_RAY_CAPACITY_WAIT_SECONDS"] = str(ray_capacity_wait)
     from opensage.credentials import CredentialAuthority
 
     # One authority for the control plane and the S3 proxy: both accept jobs' temporary credentials.
@@ -82,8 +89,11 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
 
             raise_open_files_limit()  # before the S3 proxy sizes its connection cap from it
 
+            # weed's own ports stay on loopback; only the SigV4 proxy binds --host, and jobs on other nodes
+            # get the advertised address (settings.public_host) when --host is not loopback.
             seaweed = SeaweedServer(home_path / "s3", 0, settings.credentials.access_key,
                                     settings.credentials.secret_key, host="127.0.0.1",
+                                    front_host=settings.host, advertise_host=settings.object_store_public_host,
                                     die_with_parent=True, authority=authority)
             seaweed.start()
             click.echo("Starting the object store (SeaweedFS)...", err=True)

