@@ -7,6 +7,7 @@ sees a half-written object.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import uuid
@@ -80,6 +81,15 @@ class FileStore:
 
     def open_read(self, bucket: str, key: str) -> BinaryIO:
         return self._open_existing(bucket, key)
+
+    def open_range(self, bucket: str, key: str, start: int, end: int) -> BinaryIO:
+        with self._open_existing(bucket, key) as fh:
+            fh.seek(start)
+            return io.BytesIO(fh.read(max(0, end - start)))
+
+    def size(self, bucket: str, key: str) -> int:
+        with self._open_existing(bucket, key) as fh:
+            return os.fstat(fh.fileno()).st_size
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
         with self._open_existing(bucket, key) as fh:

@@ -55,6 +55,12 @@ class MemoryStore:
     def open_read(self, bucket: str, key: str) -> BinaryIO:
         return io.BytesIO(self.get_bytes(bucket, key))
 
+    def open_range(self, bucket: str, key: str, start: int, end: int) -> BinaryIO:
+        return io.BytesIO(self.get_bytes(bucket, key)[start:max(start, end)])
+
+    def size(self, bucket: str, key: str) -> int:
+        return len(self.get_bytes(bucket, key))
+
     def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
         _check_key(key)
         with self._lock:

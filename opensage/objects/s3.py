@@ -6,6 +6,7 @@ Large files go through s3transfer's managed transfers (multipart, concurrent par
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +127,22 @@ class S3Store:
         except _client_error() as exc:
             raise _translate(exc, bucket, key) from exc
         return response["Body"]  # botocore StreamingBody (an io.IOBase): read(n), iter_chunks, close
+
+    def open_range(self, bucket: str, key: str, start: int, end: int) -> BinaryIO:
+        if end <= start:
+            return io.BytesIO(b"")  # S3 refuses an empty Range
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+        except _client_error() as exc:
+            raise _translate(exc, bucket, key) from exc
+        return response["Body"]
+
+    def size(self, bucket: str, key: str) -> int:
+        try:
+            response = self.client.head_object(Bucket=bucket, Key=key)
+        except _client_error() as exc:
+            raise _translate(exc, bucket, key) from exc
+        return int(response["ContentLength"])
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
         body = self.open_read(bucket, key)

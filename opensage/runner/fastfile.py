@@ -6,12 +6,16 @@ reader that only reads sequentially can do the same here without a file system o
 * ``StreamedChannel.prepare()`` (the agent, before the algorithm starts) creates every file of the channel,
   empty, opens it for writing (never through a link: the job owns the directory afterwards) and creates the
   marker directory ``<data_dir>/.opensage-streams/<channel>/``;
-* ``start()`` downloads the objects in order into those files, and after each one writes the marker
+* ``start()`` downloads the objects in order into those files (an uncompressed object of at least
+  ``RANGED_MIN`` bytes as ``RANGES`` parallel ranged GETs, each written at its offset with ``os.pwrite``
+  through the held descriptor: one GET is slower than the parse), and after each one writes the marker
   ``<rel>.done`` (its final size), or ``<rel>.failed`` (the reason) and sets ``error``, which the agent turns
   into the job's FailureReason as for a broken Pipe-mode stream;
 * ``follow(path)`` (the algorithm) reads a file as it grows: at its current end it waits for more bytes or
   its marker; it ends at the size the ``.done`` marker gives and raises ``ChannelError`` with the reason of a
-  failed download.
+  failed download. A file filled by ranges has holes until it is complete, so ``prepare()`` marks it
+  ``<rel>.ranged`` and ``follow`` waits for its ``.done`` before reading (``wait_complete`` readers, the
+  built-in XGBoost, lose nothing).
 
 A file that is not being streamed opens as a plain file, so a reader can call ``follow`` unconditionally.
 Only for readers that follow (the built-in algorithms): any other reader of a streamed channel would see a
@@ -25,6 +29,7 @@ import os
 import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -37,6 +42,8 @@ MAX_FILES = 256  # one descriptor per file is held from prepare(); larger channe
 CHUNK = 1 << 20
 POLL_SECONDS = 0.002
 GZIP_WBITS = 16 + zlib.MAX_WBITS
+RANGES = 8  # parallel ranged GETs per object (measured: 8 ranges 32.2 s vs one GET 43.7 s for 371 MB)
+RANGED_MIN = 8 << 20  # below this one GET is as fast
 
 
 def markers_dir(data_dir: Path, channel: str) -> Path:
@@ -58,6 +65,7 @@ class StreamedChannel(threading.Thread):
         self.error: str | None = None
         self._halt = threading.Event()
         self._files: list[tuple[ObjectRef, BinaryIO]] = []
+        self._sizes: dict[str, int] = {}  # rel -> size of the objects fetched by ranges
         self._markers_fd: int | None = None
 
     def prepare(self) -> None:
@@ -76,6 +84,12 @@ class StreamedChannel(threading.Thread):
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
             os.fchmod(fd, 0o644)  # readable by the job's user, whatever the umask
             self._files.append((ref, os.fdopen(fd, "wb", buffering=0)))
+        if self.plan.channel.compression != "Gzip" and hasattr(self.store, "open_range"):
+            for ref, _ in self._files:
+                size = self.store.size(ref.bucket, ref.key)  # type: ignore[attr-defined]
+                if size >= RANGED_MIN:
+                    self._sizes[ref.rel] = size
+                    self._mark(ref, "ranged", str(size))  # before the job starts: follow() sees it
 
     def stop(self) -> None:
         self._halt.set()
@@ -99,6 +113,8 @@ class StreamedChannel(threading.Thread):
                 os.close(self._markers_fd)
 
     def _download(self, ref: ObjectRef, out: BinaryIO) -> int:
+        if ref.rel in self._sizes:
+            return self._download_ranges(ref, out, self._sizes[ref.rel])
         stream = self.store.open_read(ref.bucket, ref.key)
         decomp = zlib.decompressobj(GZIP_WBITS) if self.plan.channel.compression == "Gzip" else None
         size = 0
@@ -115,6 +131,35 @@ class StreamedChannel(threading.Thread):
             stream.close()
         if decomp is not None and not decomp.eof:
             raise EOFError("the gzip stream ends before its end-of-stream marker (truncated)")
+        return size
+
+    def _download_ranges(self, ref: ObjectRef, out: BinaryIO, size: int) -> int:
+        """``RANGES`` ranged GETs in parallel, each written at its own offset through the held descriptor."""
+        fd = out.fileno()
+        os.ftruncate(fd, size)
+        step = -(-size // RANGES)
+
+        def fill(start: int) -> int:
+            end = min(size, start + step)
+            stream = self.store.open_range(ref.bucket, ref.key, start, end)  # type: ignore[attr-defined]
+            pos = start
+            try:
+                while pos < end and not self._halt.is_set():
+                    chunk = stream.read(min(CHUNK, end - pos))
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        n = os.pwrite(fd, view, pos)
+                        view, pos = view[n:], pos + n
+            finally:
+                stream.close()
+            if pos < end and not self._halt.is_set():
+                raise ConnectionError(f"the object ended at byte {pos} of {size} while it was read")
+            return pos - start
+
+        with ThreadPoolExecutor(RANGES, thread_name_prefix=f"fastfile-{self.channel}") as pool:
+            sum(pool.map(fill, range(0, size, step)))  # the first failure is raised here
         return size
 
     def _reason(self, ref: ObjectRef, exc: Exception) -> str:
@@ -142,6 +187,16 @@ class _Follower(io.RawIOBase):
         self._failed = marks / (rel.replace("/", "%2F") + ".failed")
         self._size: int | None = None
         self._pos = 0
+        if (marks / (rel.replace("/", "%2F") + ".ranged")).exists():
+            self._wait_whole()
+
+    def _wait_whole(self) -> None:
+        """A file filled by ranges has holes until its download is done: wait for that."""
+        while not self._done.exists():
+            if self._failed.exists():
+                self._file.close()
+                raise ChannelError(self._failed.read_text())
+            time.sleep(POLL_SECONDS * 5)
 
     def readable(self) -> bool:
         return True

@@ -98,6 +98,13 @@ class RetryingStore:
     def open_read(self, bucket: str, key: str) -> BinaryIO:
         return self._retry(lambda: self.inner.open_read(bucket, key), f"read of s3://{bucket}/{key}")
 
+    def open_range(self, bucket: str, key: str, start: int, end: int) -> BinaryIO:
+        return self._retry(lambda: self.inner.open_range(bucket, key, start, end),
+                           f"read of s3://{bucket}/{key} bytes {start}-{end}")
+
+    def size(self, bucket: str, key: str) -> int:
+        return self._retry(lambda: self.inner.size(bucket, key), f"lookup of s3://{bucket}/{key}")
+
     def get_bytes(self, bucket: str, key: str) -> bytes:
         return self._retry(lambda: self.inner.get_bytes(bucket, key), f"download of s3://{bucket}/{key}")
 

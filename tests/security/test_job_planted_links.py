@@ -179,3 +179,47 @@ def test_model_tar_link_to_host_file_is_stored_as_a_link_not_its_content(tmp_pat
         assert tar.extractfile("latest.bin").read() == b"booster"  # type: ignore[union-attr]
         assert all(b"root-key" not in (tar.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
                    for m in tar.getmembers())
+
+
+# ------------------------------------------------------------------------------- FastFile streaming
+
+@pytest.fixture(params=["one-get", "ranges"])
+def fastfile_mode(request, monkeypatch):  # type: ignore[no-untyped-def]
+    from opensage.runner import fastfile
+
+    if request.param == "ranges":
+        monkeypatch.setattr(fastfile, "RANGED_MIN", 1)  # every object through parallel ranged GETs + pwrite
+    return fastfile
+
+
+def test_fastfile_streamed_file_swapped_for_link_after_prepare_is_not_written_through(
+        store, tmp_path, host_file, fastfile_mode) -> None:
+    data_dir = tmp_path / "ml" / "input" / "data"
+    spec = ChannelSpec("train", f"s3://{BUCKET}/in/", input_mode="FastFile")
+    feeder = fastfile_mode.StreamedChannel(store, plan_channel(store, spec, 0, 1), data_dir)
+    feeder.prepare()
+    # The job replaces the (empty) channel file by a link to a host file before the download writes it.
+    (data_dir / "train" / "part-0").unlink()
+    os.symlink(host_file, data_dir / "train" / "part-0")
+    feeder.start()
+    feeder.join(10)
+    assert host_file.read_bytes() == b"original\n"
+
+
+def test_fastfile_data_dir_swapped_for_link_to_host_dir_gets_no_file_or_marker(
+        store, tmp_path, host_file, fastfile_mode) -> None:
+    data_dir = tmp_path / "ml" / "input" / "data"
+    spec = ChannelSpec("train", f"s3://{BUCKET}/in/", input_mode="FastFile")
+    feeder = fastfile_mode.StreamedChannel(store, plan_channel(store, spec, 0, 1), data_dir)
+    feeder.prepare()
+    # The job moves its whole input/data away and links it to a host directory: markers and bytes still go
+    # through the descriptors prepare() holds, never into the host directory.
+    os.rename(data_dir, data_dir.with_name("data-moved"))
+    os.symlink(host_file.parent, data_dir)
+    feeder.start()
+    feeder.join(10)
+    assert sorted(p.name for p in host_file.parent.iterdir()) == ["authorized_keys"]
+    assert host_file.read_bytes() == b"original\n"
+    moved = data_dir.with_name("data-moved")
+    assert (moved / "train" / "part-0").read_bytes() == b"* * * * * root evil\n"
+    assert (moved / fastfile_mode.MARKERS / "train" / "part-0.done").read_text() == "20"

@@ -244,3 +244,22 @@ def test_version_changes_when_the_object_is_overwritten(store: ObjectStore, buck
     assert store.version(bucket, "model.tar.gz") != first
     with pytest.raises(ObjectNotFound):
         store.version(bucket, "missing")
+
+
+def test_open_range_returns_exactly_the_requested_bytes(store: ObjectStore, bucket: str) -> None:
+    data = bytes(range(256)) * 40
+    store.put_bytes(bucket, "r/obj", data)
+    assert store.size(bucket, "r/obj") == len(data)
+    for start, end in [(0, 1), (5, 300), (len(data) - 7, len(data)), (100, 100)]:
+        body = store.open_range(bucket, "r/obj", start, end)
+        try:
+            assert body.read() == data[start:end]
+        finally:
+            body.close()
+
+
+def test_open_range_missing_key_raises_object_not_found(store: ObjectStore, bucket: str) -> None:
+    with pytest.raises(ObjectNotFound):
+        store.open_range(bucket, "nope", 0, 10)
+    with pytest.raises(ObjectNotFound):
+        store.size(bucket, "nope")

@@ -159,3 +159,50 @@ def test_xgboost_load_channels_streamed_fastfile_failed_download_is_user_error(t
     with pytest.raises(UserError, match="ClientError: Could not download s3://b/train/a.csv"):
         load_channels(MlPaths(tmp_path), {"train": {"ContentType": "text/csv", "TrainingInputMode": "FastFile"}},
                       csv_weights=False)
+
+
+class _RangeStore(MemoryStore):
+    """Counts ranged GETs; one range can break after ``fail_after`` bytes."""
+
+    fail_after: int | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ranges: list[tuple[int, int]] = []
+
+    def open_range(self, bucket: str, key: str, start: int, end: int):
+        self.ranges.append((start, end))
+        fail = self.fail_after if start > 0 else None  # the first range succeeds, a later one breaks
+        return _Slow(self.get_bytes(bucket, key)[start:end], fail)
+
+
+def test_streamed_channel_large_object_filled_by_parallel_ranges_identical_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(fastfile, "RANGED_MIN", 1000)
+    body = _csv_bytes(20_000)
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": body}, store_cls=_RangeStore)
+    feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeders[0].start()
+    # follow() on a file filled by ranges waits for it whole (holes read as zeros until then).
+    got = fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train").read()
+    feeders[0].join(5)
+    assert feeders[0].error is None and got == body
+    fastfile.wait_complete(data_dir, "train")
+    assert (data_dir / "train" / "a.csv").read_bytes() == body
+    starts = sorted(s for s, _ in store.ranges)
+    assert len(starts) == fastfile.RANGES and starts[0] == 0
+    assert sum(e - s for s, e in store.ranges) == len(body)
+
+
+def test_streamed_channel_failed_range_fails_reader_and_job_with_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(fastfile, "RANGED_MIN", 1000)
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": _csv_bytes(20_000)}, store_cls=_RangeStore)
+    store.fail_after = 1000
+    feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeders[0].start()
+    with pytest.raises(ChannelError, match=r"ClientError: Could not download s3://b/train/a.csv for channel "
+                                           r"'train'"):
+        fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train").read()
+    feeders[0].join(5)
+    assert feeders[0].error and "s3://b/train/a.csv" in feeders[0].error
+    with pytest.raises(ChannelError):
+        fastfile.wait_complete(data_dir, "train")
