@@ -75,8 +75,6 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
                               executor=executor, ray_address=ray_address,
                               ray_capacity_wait_seconds=ray_capacity_wait,
                               instance_types_file=Path(instance_types).resolve() if instance_types else None)
-    if ray_capacity_wait is not None:  # cli/ray_executor.py reads the environment variable
-        os.environ["OPENSAGE_RAY_CAPACITY_WAIT_SECONDS"] = str(ray_capacity_wait)
     from opensage.credentials import CredentialAuthority
 
     # One authority for the control plane and the S3 proxy: both accept jobs' temporary credentials.

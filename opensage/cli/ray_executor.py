@@ -29,10 +29,13 @@ def build_executor(settings: Settings):  # noqa: ANN201 - an Executor, or None f
         types = InstanceTypes.load(settings.instance_types_path)
     except ValueError as exc:
         raise click.ClickException(f"instance types file: {exc}") from None
-    try:  # how long a job may wait for room before it fails with SageMaker's CapacityError (0: for ever)
-        wait = float(os.environ.get("OPENSAGE_RAY_CAPACITY_WAIT_SECONDS", CAPACITY_WAIT_SECONDS))
-    except ValueError:
-        raise click.ClickException("OPENSAGE_RAY_CAPACITY_WAIT_SECONDS must be a number of seconds") from None
+    # How long a job may wait for room before it fails with SageMaker's CapacityError (0: for ever):
+    # --ray-capacity-wait or OPENSAGE_RAY_CAPACITY_WAIT_SECONDS, read by Settings (None: unset or not a number).
+    wait = settings.ray_capacity_wait_seconds
+    if wait is None:
+        if os.environ.get("OPENSAGE_RAY_CAPACITY_WAIT_SECONDS", "").strip():
+            raise click.ClickException("OPENSAGE_RAY_CAPACITY_WAIT_SECONDS must be a number of seconds")
+        wait = CAPACITY_WAIT_SECONDS
     executor = RayExecutor(settings.ray_address or "auto", namespace_for(settings.home), types,
                            capacity_wait_seconds=wait if wait > 0 else None)
     try:

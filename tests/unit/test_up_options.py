@@ -36,7 +36,7 @@ def test_up_ray_capacity_wait_option_sets_setting(tmp_path: Path, served: dict,
                                            "http://127.0.0.1:9", "--ray-capacity-wait", "42"])
     assert result.exit_code == 0, result.output
     assert served["settings"].ray_capacity_wait_seconds == 42.0
-    assert served["env"] == "42.0"  # what cli/ray_executor.py reads when it builds the RayExecutor
+    assert served["env"] is None  # cli/ray_executor.py reads the setting, not a process-wide variable
 
 
 def test_up_ray_capacity_wait_negative_is_refused(tmp_path: Path, served: dict) -> None:
