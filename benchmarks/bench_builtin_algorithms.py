@@ -368,11 +368,11 @@ def dense_recordio(features: Any, labels: Any) -> bytes:
     return body
 
 
-def upload(p: common.Platform, case: Case) -> None:
+def upload(p: common.Platform, case: Case, prefix: str = PREFIX) -> None:
     """The channels under s3://bench-data/builtin-bench/<algorithm>/<channel>/: recordIO as two shards (what
     ``record_set()`` writes for two instances), CSV as one object."""
     for channel, (_, value) in case.channels.items():
-        key = f"{PREFIX}/{case.name}/{channel}"
+        key = f"{prefix}/{case.name}/{channel}"
         if isinstance(value, bytes):
             p.put(common.BUCKET, f"{key}/part-0", value)
             continue
@@ -402,7 +402,8 @@ def fetch_model(read: Callable[[str, str], bytes], uri: str, into: Path) -> Path
     return into
 
 
-def run_job(p: common.Platform, home: Path, case: Case, read: Callable[[str, str], bytes]) -> dict[str, Any]:
+def run_job(p: common.Platform, home: Path, case: Case, read: Callable[[str, str], bytes],
+            prefix: str = PREFIX) -> dict[str, Any]:
     from tests.algorithms.firstparty_support import quality_metrics
 
     name = f"{case.name[:20]}-{time.time_ns()}"
@@ -411,7 +412,7 @@ def run_job(p: common.Platform, home: Path, case: Case, read: Callable[[str, str
     req["HyperParameters"] = {k: str(v) for k, v in case.hyperparameters.items()}
     req["InputDataConfig"] = [{"ChannelName": channel, "ContentType": content_type, "DataSource": {
         "S3DataSource": {"S3DataType": "S3Prefix",
-                         "S3Uri": f"s3://{common.BUCKET}/{PREFIX}/{case.name}/{channel}"}}}
+                         "S3Uri": f"s3://{common.BUCKET}/{prefix}/{case.name}/{channel}"}}}
         for channel, (content_type, _) in case.channels.items()]
     control = p.pid or os.getpid()  # in-process: the control plane's threads are this process
     cpu0 = common.process_cpu(control)
@@ -465,14 +466,15 @@ def zygote_children_cpu(home: Path) -> float:
     return total
 
 
-def warm_zygote(p: common.Platform, home: Path, case: Case, read: Callable[[str, str], bytes]) -> float:
+def warm_zygote(p: common.Platform, home: Path, case: Case, read: Callable[[str, str], bytes],
+                prefix: str = PREFIX) -> float:
     """Untimed jobs until the platform's zygote for the case's module is ready (it starts once a second job
     asks for it: runner/zygote.py START_AFTER_JOBS); returns its preload seconds."""
     from opensage.runner import zygote
 
     module = f"opensage.algorithms.{case.module}.train"
     for _ in range(zygote.START_AFTER_JOBS):
-        run_job(p, home, case, read)
+        run_job(p, home, case, read, prefix)
     deadline = time.time() + 120
     while time.time() < deadline:
         for ready in (home / "zygotes").glob("*.json"):
@@ -534,7 +536,7 @@ def import_time(module: str) -> float:
 
 def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
         zygotes: str = "compare", scales: dict[str, float] | None = None, pca_features: int = 50,
-        direct: bool = True) -> dict[str, Any]:
+        direct: bool = True, small_warmup: bool = False) -> dict[str, Any]:
     import sklearn.cluster  # noqa: F401  (imported before timing: the references exclude import time)
     import sklearn.decomposition  # noqa: F401
     import sklearn.ensemble  # noqa: F401
@@ -549,6 +551,7 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
     data_started = time.perf_counter()
     selected = [c for c in cases(scale, only, scales, pca_features) if only is None or c.name in only]
     out["data_seconds"] = time.perf_counter() - data_started  # generating the data sets, not timed per job
+    wprefix = PREFIX + "-warm" if small_warmup else PREFIX
     # "job": the platform as configured by --zygotes; "fresh": a second platform with zygotes off (the
     # path before them), both open at once so that every round times both on the same machine state.
     wanted = {"compare": {"fresh": "0", "job": "1"}, "on": {"job": "1"}, "off": {"job": "0"}}[zygotes]
@@ -567,15 +570,21 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
             runners: dict[str, Callable[[], dict[str, Any]]] = {"reference": lambda c=case: run_reference(c)}
             if direct:  # --no-direct: skip the platform-less algorithm process (saves a run per round at scale)
                 runners["direct"] = lambda c=case: run_direct(c)
+            warm = case  # the untimed warm-up jobs: the case itself, or its small twin (--small-warmup)
+            if small_warmup:
+                twins = cases(1.0, {case.name}, None, pca_features)  # lda's block also builds ntm
+                warm = next(c for c in twins if c.name == case.name)
             for side, p in platforms.items():
+                if small_warmup:
+                    upload(p, warm, PREFIX + "-warm")
                 t_up = time.perf_counter()
                 upload(p, case)
                 row["upload_seconds"] = time.perf_counter() - t_up  # encode + put, before any timed job
                 row[side] = []
                 if wanted[side] == "1":
-                    row["preload_seconds"] = warm_zygote(p, p.home, case, readers[side])
+                    row["preload_seconds"] = warm_zygote(p, p.home, warm, readers[side], wprefix)
                 else:
-                    run_job(p, p.home, case, readers[side])  # the same untimed first job as the other side
+                    run_job(p, p.home, warm, readers[side], wprefix)  # the same untimed first job as the other side
                 runners[side] = lambda c=case, q=p, s=side: run_job(q, q.home, c, readers[s])
             names = list(runners)
             for i in range(repeats):  # rotate which side goes first, so drift hits all of them
@@ -676,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pca-features", type=int, default=50, help="pca's data width (columns)")
     ap.add_argument("--no-direct", action="store_true",
                     help="skip the direct algorithm process (python -m ...train without the platform)")
+    ap.add_argument("--small-warmup", action="store_true",
+                    help="the untimed warm-up jobs (zygote start) on the default-size (scale 1) twin of each data set")
     ap.add_argument("--only", help="comma-separated image names (linear-learner,kmeans,...)")
     ap.add_argument("--platform", choices=("up", "inproc"), default="up",
                     help="up: `opensage up` subprocess (SeaweedFS); inproc: tests/conftest.py start_server (file://)")
@@ -686,7 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # the algorithms' in-process logs stay out of the report
         scales = {name: float(f) for name, _, f in (x.partition("=") for x in args.scale_of.split(",") if x)}
         result = run(args.repeats, args.scale, set(args.only.split(",")) if args.only else None, args.platform,
-                     args.zygotes, scales, args.pca_features, not args.no_direct)
+                     args.zygotes, scales, args.pca_features, not args.no_direct,
+                     args.small_warmup)
     print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
