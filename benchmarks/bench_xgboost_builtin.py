@@ -18,7 +18,9 @@ Variants, run one after the other in one invocation (nothing else runs meanwhile
 * ``job``: a CreateTrainingJob on ``opensage up`` (SeaweedFS S3): wall time create -> Completed seen by
   DescribeTrainingJob (20 ms polls), ``TrainingTimeInSeconds``, and from the agent's ``events.jsonl`` the
   channel download (Downloading -> Training), the algorithm process (Training -> Uploading: spawn to exit)
-  and the model upload (Uploading -> result.json).
+  and the model upload (Uploading -> result.json). One job per ``--input-modes`` entry (default
+  ``File,FastFile``): File mode downloads the channel before the algorithm starts; FastFile streams it
+  (8 ranged GETs) while the algorithm starts and parses it, so the two rows are before / after streaming.
 
     .venv/bin/python benchmarks/bench_xgboost_builtin.py
 """
@@ -164,10 +166,11 @@ def _events(jobdir: Path) -> dict[str, float]:
     return out
 
 
-def run_job(p: common.Platform, home: Path) -> dict[str, Any]:
+def run_job(p: common.Platform, home: Path, input_mode: str = "File") -> dict[str, Any]:
     """The uploaded CSV as a built-in XGBoost training job on ``opensage up``."""
     name = f"xgb-builtin-{time.time_ns()}"
     req = common.job_request(name, "xgboost")
+    req["AlgorithmSpecification"]["TrainingInputMode"] = input_mode
     req["HyperParameters"] = dict(HYPERPARAMETERS)
     req["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = f"s3://{common.BUCKET}/{DATA_PREFIX}"
     assert p.pid is not None
@@ -203,13 +206,15 @@ def run_job(p: common.Platform, home: Path) -> dict[str, Any]:
     }
 
 
-def run(rows: int, features: int, cache: Path, repeats: int) -> dict[str, Any]:
+def run(rows: int, features: int, cache: Path, repeats: int,
+        input_modes: tuple[str, ...] = ("File",)) -> dict[str, Any]:
     """``repeats`` rounds of (in-process, direct, job), interleaved so that machine noise hits all three."""
     import xgboost  # noqa: F401  (imported before timing: the in-process baseline excludes import time)
 
     csv, generated = dataset(cache, rows, features)
     out: dict[str, Any] = {"rows": rows, "features": features, "csv_mb": csv.stat().st_size / 1e6,
                            "generate": generated, "inproc": [], "direct": [], "job": [],
+                           **{f"job_{m}": [] for m in input_modes[1:]}, "input_modes": list(input_modes),
                            "loadavg_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="opensage-bench-xgb-") as tmp, \
             common.open_platform("up", Path(tmp)) as p:
@@ -219,7 +224,9 @@ def run(rows: int, features: int, cache: Path, repeats: int) -> dict[str, Any]:
         for _ in range(repeats):
             out["inproc"].append(run_inproc(csv, features))
             out["direct"].append(run_direct(csv))
-            out["job"].append(run_job(p, Path(tmp)))
+            out["job"].append(run_job(p, Path(tmp), input_modes[0]))
+            for mode in input_modes[1:]:
+                out[f"job_{mode}"].append(run_job(p, Path(tmp), mode))
     out["loadavg_after"] = os.getloadavg()
     return out
 
@@ -390,10 +397,20 @@ def markdown(r: dict[str, Any]) -> str:
         f"{ratio(job, 'training_time_s')} |",
         f"| platform job | wall: create_training_job → Completed seen | {_cell(job, 'wall')} | "
         f"{ratio(job, 'wall')} |",
+        *[line for mode in r.get("input_modes", ["File"])[1:] for line in (
+            f"| platform job, {mode} | the algorithm process inside the job (events Training→Uploading) | "
+            f"{_cell(r[f'job_{mode}'], 'algorithm')} | {ratio(r[f'job_{mode}'], 'algorithm')} |",
+            f"| platform job, {mode} | channel download before the algorithm starts (Downloading→Training) | "
+            f"{_cell(r[f'job_{mode}'], 'download')} | |",
+            f"| platform job, {mode} | CPU seconds of the job's processes | {_cell(r[f'job_{mode}'], 'job_cpu')} | |",
+            f"| platform job, {mode} | wall: create_training_job → Completed seen | "
+            f"{_cell(r[f'job_{mode}'], 'wall')} | {ratio(r[f'job_{mode}'], 'wall')} |")],
         "",
         f"Not counted: data generation {r['generate']:.1f} s (0 = cached), CSV upload to S3 "
         f"{r['upload_data']:.2f} s. Final train logloss: in-process {inproc[-1]['final_eval']:.5f}, "
-        f"direct {direct[-1]['final_eval']}, job {job[-1]['final_eval']}. Load average before/after: "
+        f"direct {direct[-1]['final_eval']}, job {job[-1]['final_eval']}"
+        + "".join(f", {m} job {r[f'job_{m}'][-1]['final_eval']}" for m in r.get("input_modes", ["File"])[1:])
+        + f" (the first job row is {r.get('input_modes', ['File'])[0]} mode). Load average before/after: "
         f"{' '.join(f'{x:.1f}' for x in r['loadavg_before'])} / {' '.join(f'{x:.1f}' for x in r['loadavg_after'])}.",
     ]
     return "\n".join(rows)
@@ -406,13 +423,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "opensage-bench-data")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--input-modes", default="File,FastFile",
+                    help="comma-separated TrainingInputMode of the job variant, one job each per repeat")
     ap.add_argument("--channel-read", action="store_true",
                     help="only how fast the channel becomes a DMatrix: File-mode download vs parsing while it streams")
     args = ap.parse_args(argv)
     if args.channel_read:
         print(run_channel_read(args.rows, args.features, args.cache, args.repeats))
         return 0
-    result = run(args.rows, args.features, args.cache, args.repeats)
+    result = run(args.rows, args.features, args.cache, args.repeats, tuple(args.input_modes.split(",")))
     print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -168,10 +168,33 @@ class Source:
     name: str
     path: Path | None = None
     payload: bytes | None = None
+    # (data_dir, channel) of a FastFile channel the platform is still downloading (runner.fastfile): the
+    # file is read through ``fastfile.follow``, which waits for bytes and fails with the download's reason.
+    streamed: tuple[Path, str] | None = None
+
+    def open(self) -> BinaryIO:
+        """The file's bytes as a sequential stream (following a streamed download)."""
+        if self.streamed is None:
+            return open(self.path, "rb")  # type: ignore[arg-type]  # noqa: SIM115 - the caller closes it
+        from opensage.runner.fastfile import follow
+
+        return follow(self.path, *self.streamed)  # type: ignore[arg-type]
 
     def read_bytes(self) -> bytes:
-        raw = self.payload if self.payload is not None else self.path.read_bytes()  # type: ignore[union-attr]
+        if self.payload is not None:
+            raw = self.payload
+        elif self.streamed is not None:
+            with self.open() as stream:
+                raw = stream.read()
+        else:
+            raw = self.path.read_bytes()  # type: ignore[union-attr]
         return gzip.decompress(raw) if raw[:2] == _GZIP_MAGIC else raw
+
+    def is_gzip(self) -> bool:
+        if self.streamed is None:
+            return self.path.suffix == ".gz"  # type: ignore[union-attr]
+        with self.open() as stream:
+            return stream.read(2) == _GZIP_MAGIC
 
     def iter_lines(self) -> Iterator[bytes]:
         return iter(io.BytesIO(self.read_bytes()))
@@ -216,6 +239,11 @@ def channel_sources(channel: str, data_dir: Path, *, input_mode: str = "File",
     directory = data_dir / channel
     if not directory.is_dir():
         return []
+    from opensage.runner.fastfile import markers_dir
+
+    if markers_dir(data_dir, channel).is_dir():  # still downloading: sizes are not known yet
+        return [Source(name=str(p.relative_to(directory)), path=p, streamed=(data_dir, channel))
+                for p in list_files(directory)]
     return [Source(name=str(p.relative_to(directory)), path=p) for p in list_files(directory)
             if p.stat().st_size > 0]
 
@@ -226,8 +254,8 @@ def channel_sources(channel: str, data_dir: Path, *, input_mode: str = "File",
 def _first_line(source: Source) -> bytes:
     if source.payload is not None:
         return source.read_bytes().split(b"\n", 1)[0]
-    opener = gzip.open if source.path.suffix == ".gz" else open  # type: ignore[union-attr]
-    with opener(source.path, "rb") as stream:  # type: ignore[operator]
+    with source.open() as raw:
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if source.is_gzip() else raw
         return stream.readline()
 
 
@@ -236,6 +264,9 @@ def _csv_stream(source: Source) -> Any:
 
     if source.payload is not None:
         return pa.BufferReader(source.read_bytes())
+    if source.streamed is not None:  # parsed while it downloads
+        stream = pa.PythonFile(source.open(), mode="r")
+        return pa.CompressedInputStream(stream, "gzip") if source.is_gzip() else stream
     return pa.input_stream(str(source.path), compression="detect")
 
 
@@ -436,7 +467,8 @@ def _read_parquet_source(channel: str, source: Source, arrow: bool = False) -> C
     import pyarrow.parquet as pq
 
     try:
-        target = io.BytesIO(source.read_bytes()) if source.payload is not None else str(source.path)
+        whole = source.payload is not None or source.streamed is not None  # Parquet seeks: the whole file
+        target = io.BytesIO(source.read_bytes()) if whole else str(source.path)
         table = pq.read_table(target)
         table = table.cast(pa.schema([pa.field(f.name, pa.float32()) for f in table.schema]))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError) as exc:
@@ -498,6 +530,14 @@ def _concat(channel: str, parts: list[ChannelData]) -> ChannelData:
     return ChannelData(features, labels, weights, qid)
 
 
+def _empty_stream(source: Source) -> bool:
+    """A streamed file that downloaded empty (a plain empty file is never listed: ``channel_sources``)."""
+    if source.streamed is None:
+        return False
+    with source.open() as stream:
+        return not stream.read(1)
+
+
 def read_source(channel: str, source: Source, fmt: str, *, csv_weights: bool = False,
                 arrow: bool = False, label_size: int = 1, require_labels: bool = True) -> ChannelData:
     """Rows of one source in format ``fmt``."""
@@ -530,8 +570,13 @@ def read_channel(channel: str, *, data_dir: Path | None = None, content_type: st
                         f"got {label_size!r}")
     data_dir = data_dir if data_dir is not None else MlPaths.from_env().data
     sources = channel_sources(channel, data_dir, input_mode=input_mode, record_wrapper=record_wrapper, fmt=fmt)
-    parts = [read_source(channel, s, fmt, csv_weights=csv_weights, arrow=arrow, label_size=int(label_size),
-                         require_labels=require_labels) for s in sources]
+    from opensage.runner.channels import ChannelError
+
+    try:
+        parts = [read_source(channel, s, fmt, csv_weights=csv_weights, arrow=arrow, label_size=int(label_size),
+                             require_labels=require_labels) for s in sources if not _empty_stream(s)]
+    except ChannelError as exc:  # a streamed download failed: its reason is the job's
+        raise DataError(str(exc)) from None
     parts = [p for p in parts if p.num_rows]
     return _concat(channel, parts) if parts else None
 

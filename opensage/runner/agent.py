@@ -391,7 +391,7 @@ class Agent:
         self.events.append("Downloading", "Downloading input data")
         feeders = channels.prepare_channels(
             store, spec.channels, self.ml_root / "input" / "data", spec.host_index, spec.host_count,
-            self.check,
+            self.check, stream_fastfile=" ".join(spec.command[1:3]).startswith("-m opensage.algorithms."),
         )
         ckpt = self._checkpoints()
         self.check()

@@ -181,9 +181,13 @@ def test_streamed_channel_large_object_filled_by_parallel_ranges_identical_bytes
     body = _csv_bytes(20_000)
     store, spec, data_dir = _setup(tmp_path, {"train/a.csv": body}, store_cls=_RangeStore)
     feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    monkeypatch.setattr(fastfile, "UPTO_STEP", 4096)
     feeders[0].start()
-    # follow() on a file filled by ranges waits for it whole (holes read as zeros until then).
-    got = fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train").read()
+    # follow() reads a file filled by ranges up to its complete prefix (holes read as zeros), before it is done.
+    with fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train") as stream:
+        first = stream.read(100)
+        assert not (data_dir / fastfile.MARKERS / "train" / "a.csv.done").exists()  # read before it finished
+        got = first + stream.read()
     feeders[0].join(5)
     assert feeders[0].error is None and got == body
     fastfile.wait_complete(data_dir, "train")
@@ -206,3 +210,47 @@ def test_streamed_channel_failed_range_fails_reader_and_job_with_reason(tmp_path
     assert feeders[0].error and "s3://b/train/a.csv" in feeders[0].error
     with pytest.raises(ChannelError):
         fastfile.wait_complete(data_dir, "train")
+
+
+def _libsvm_bytes(rows: int = 3000) -> bytes:
+    rng = np.random.default_rng(3)
+    return "".join(f"{rng.integers(0, 2)} 1:{rng.normal():.4f} 4:{rng.normal():.4f}\n"
+                   for _ in range(rows)).encode()
+
+
+@pytest.mark.parametrize("ranged", [False, True])
+@pytest.mark.parametrize(("content_type", "make"), [("text/csv", _csv_bytes), ("text/libsvm", _libsvm_bytes)])
+def test_read_channel_streamed_fastfile_parses_while_downloading_identical_data(tmp_path, monkeypatch, ranged,
+                                                                                  content_type, make):
+    from opensage.algorithms.content import read_channel
+
+    if ranged:
+        monkeypatch.setattr(fastfile, "RANGED_MIN", 1000)
+        monkeypatch.setattr(fastfile, "UPTO_STEP", 4096)
+    objects = {"train/a.csv": make(), "train/empty.csv": b"", "train/sub/b.csv": make(500)}
+    store, spec, data_dir = _setup(tmp_path, objects, store_cls=_RangeStore)
+    feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeders[0].start()
+    streamed = read_channel("train", data_dir=data_dir, content_type=content_type, input_mode="FastFile")
+    feeders[0].join(5)
+    assert feeders[0].error is None
+    # The same channel downloaded whole (File mode) reads as the same rows.
+    plain_dir = tmp_path / "plain" / "input" / "data"
+    channels.prepare_channels(store, [spec], plain_dir, 0, 1)
+    whole = read_channel("train", data_dir=plain_dir, content_type=content_type, input_mode="File")
+    dense = (lambda m: m.toarray()) if content_type == "text/libsvm" else np.asarray
+    assert np.array_equal(dense(streamed.features), dense(whole.features))
+    assert np.array_equal(streamed.labels, whole.labels)
+    assert streamed.num_rows == whole.num_rows == (3500 if make is _libsvm_bytes else 20_500)
+
+
+def test_read_channel_streamed_fastfile_failed_download_is_data_error_with_reason(tmp_path):
+    from opensage.algorithms.content import DataError, read_channel
+
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": _csv_bytes()})
+    store.fail_after = 200_000
+    feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeders[0].start()
+    with pytest.raises(DataError, match=r"ClientError: Could not download s3://b/train/a.csv for channel 'train'"):
+        read_channel("train", data_dir=data_dir, content_type="text/csv", input_mode="FastFile")
+    feeders[0].join(5)
