@@ -91,6 +91,8 @@ class ServerConfig:
     max_body_bytes: int
     listen_fd: int | None = None
     token: bytes | None = None  # every request must carry it (``TOKEN_HEADER``); None: loopback-only servers
+    listen_unix_fd: int | None = None  # an inherited, listening Unix socket served beside the TCP one
+    unix_sock: socket.socket | None = None  # that socket, once taken over (``bind_unix``)
 
 
 # The platform's proof that a request comes from its own router / health check: the replica manager gives
@@ -114,6 +116,8 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
     parser.add_argument("--code-dir", default=None, help="resolved script-mode code directory (internal)")
     parser.add_argument("--listen-fd", type=int, default=None,
                         help="an inherited socket already bound to --port and listening (internal)")
+    parser.add_argument("--listen-unix-fd", type=int, default=None,
+                        help="an inherited Unix socket, bound and listening, also served (internal)")
     args = parser.parse_args(argv)
     if args.kind not in SCRIPT_FRAMEWORKS and args.kind != PIPELINE_KIND and not args.kind.startswith("builtin-"):
         parser.error(f"--kind {args.kind!r} is not one of {', '.join(KINDS)} (or builtin-<algorithm>)")
@@ -123,7 +127,8 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
     return ServerConfig(model_dir=Path(args.model_dir), host=args.host, port=args.port, kind=args.kind,
                         workers=max(1, args.workers), code_dir=Path(args.code_dir) if args.code_dir else None,
                         program=env.get("SAGEMAKER_PROGRAM") or None, max_body_bytes=max_bytes,
-                        listen_fd=args.listen_fd, token=_token_from_env())
+                        listen_fd=args.listen_fd, token=_token_from_env(),
+                        listen_unix_fd=args.listen_unix_fd)
 
 
 def _token_from_env() -> bytes | None:
@@ -489,13 +494,17 @@ async def serve(config: ServerConfig, sock: socket.socket, handler: Handler, fla
     loop = asyncio.get_running_loop()
     state = ServerState(handler, config.max_body_bytes, flags, slot, config.token)
     server = await loop.create_server(lambda: HttpProtocol(state), sock=sock, backlog=1024)
+    servers = [server]
+    if config.unix_sock is not None:  # the router's hop on this machine; same protocol, same token check
+        servers.append(await loop.create_unix_server(lambda: HttpProtocol(state), sock=config.unix_sock,
+                                                     backlog=1024))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     load_task = loop.run_in_executor(state.executor, _load, handler, config)
     load_task.add_done_callback(lambda fut: _loaded(fut, state, stop))
     await stop.wait()
-    await _drain(server, state)
+    await _drain(servers, state)
 
 
 def _fatal(state: ServerState, stop: asyncio.Event, reason: str) -> None:
@@ -531,9 +540,10 @@ def _loaded(fut: asyncio.Future[float], state: ServerState, stop: asyncio.Event)
     stop.set()
 
 
-async def _drain(server: asyncio.Server, state: ServerState) -> None:
+async def _drain(servers: list[asyncio.Server], state: ServerState) -> None:
     state.draining = True
-    server.close()  # stop accepting
+    for server in servers:
+        server.close()  # stop accepting
     waiting, state.waiting = state.waiting, []
     for conn, _request, _keep_alive in waiting:  # stopped before the model loaded
         conn.busy = False
@@ -564,6 +574,14 @@ def bind(host: str, port: int, listen_fd: int | None = None) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_unix(listen_unix_fd: int) -> socket.socket:
+    """The inherited Unix socket (``--listen-unix-fd``): bound and listening already, its path unneeded."""
+    sock = socket.socket(fileno=listen_unix_fd)
+    sock.set_inheritable(False)
     sock.setblocking(False)
     return sock
 
@@ -673,6 +691,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         sock = bind(config.host, config.port, config.listen_fd)
+        if config.listen_unix_fd is not None:
+            config.unix_sock = bind_unix(config.listen_unix_fd)
     except OSError as exc:
         log(f"cannot listen on {config.host}:{config.port}: {exc}")
         return 1

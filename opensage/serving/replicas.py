@@ -49,6 +49,31 @@ def listening_socket(host: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
+def unix_listening_socket(directory: Path, name: str) -> tuple[socket.socket, str] | None:
+    """A Unix socket bound in ``directory`` (made root-only: only the platform connects to it) and listening,
+    for a loopback model server to inherit beside its TCP one; None where the path would be too long for
+    sun_path (108 bytes) or cannot be made -- the replica is then reached over TCP only. The server never
+    needs the path (it inherits the descriptor), so its own mount namespace need not see the directory."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        path = str(directory / f"{name}.sock")
+        if len(path.encode()) > 100:
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+    except OSError:
+        return None
+    return sock, path
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -64,6 +89,8 @@ class Replica:
     uid: int | None = None  # the user it runs as when isolated (its processes are found by it)
     token: str | None = None  # what its model server requires in TOKEN_HEADER (None: loopback, no check)
     placement: dict[str, Any] | None = None  # the backend's own (Ray: placement group and node ids)
+    unix: str | None = None  # a loopback replica's Unix socket (same server, same token check), else None
+
 
     @property
     def url(self) -> str:
@@ -72,9 +99,10 @@ class Replica:
 
     def routed_url(self) -> str:
         """The URL the router sends requests to, with the replica's token registered for the upstream client."""
-        from opensage.serving.upstream import set_replica_token
+        from opensage.serving.upstream import set_replica_socket, set_replica_token
 
         set_replica_token(self.url, self.token)
+        set_replica_socket(self.url, self.unix)
         return self.url
 
     def to_state(self) -> dict:
@@ -87,12 +115,14 @@ class Replica:
             state["token"] = self.token
         if self.placement is not None:
             state["placement"] = self.placement
+        if self.unix is not None:
+            state["unix"] = self.unix
         return state
 
     @classmethod
     def from_state(cls, raw: dict) -> Replica:
         return cls(raw["pid"], raw["port"], raw["log"], host=raw.get("host") or "127.0.0.1", uid=raw.get("uid"),
-                   token=raw.get("token"), placement=raw.get("placement"))
+                   token=raw.get("token"), placement=raw.get("placement"), unix=raw.get("unix"))
 
 
 def new_token() -> str:
@@ -288,16 +318,27 @@ class ReplicaManager:
         # server can be taken in between by another replica or process (seen under load).
         listener = listening_socket(host)
         port = listener.getsockname()[1]
+        # A loopback replica also listens on a Unix socket (the router's hop: ~35% less per round trip than
+        # loopback TCP); a replica on another node (Ray) stays TCP-only.
+        unix = unix_listening_socket(log_path.parent / ".sockets", str(port)) if _is_loopback(host) else None
         try:
-            replica = self._spawn(model_dir, kind, environment, log_path, python, port, listener, host, token)
+            replica = self._spawn(model_dir, kind, environment, log_path, python, port, listener, host, token,
+                                  unix[0] if unix else None)
         finally:
             listener.close()  # the server holds its own copy
+            if unix:
+                unix[0].close()
         replica.host, replica.token = host, token
+        if unix and replica.pid in self._children and "--listen-unix-fd" in (self._children[replica.pid].args or []):
+            replica.unix = unix[1]
+        elif unix:
+            with contextlib.suppress(OSError):
+                os.unlink(unix[1])
         return replica
 
     def _spawn(self, model_dir: Path, kind: str, environment: dict[str, str], log_path: Path,
                python: str | None, port: int, listener: socket.socket, host: str = "127.0.0.1",
-               token: str | None = None) -> Replica:
+               token: str | None = None, unix: socket.socket | None = None) -> Replica:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # Not the platform's settings nor its client profile / key pair: the caller passes the replica's
         # own temporary credentials in ``environment``.
@@ -321,13 +362,17 @@ class ReplicaManager:
             return Replica(proc.pid, port, str(log_path))
         argv = server_argv(python or image_python or self.python, model_dir, port, kind, host)
         argv += ["--listen-fd", str(listener.fileno())]
+        fds = (listener.fileno(),)
+        if unix is not None:
+            argv += ["--listen-unix-fd", str(unix.fileno())]
+            fds += (unix.fileno(),)
         uid = None
         if self.isolating():
             # The replica's /tmp: beside its log, removed when the replica is stopped.
             argv, uid = isolated_argv(model_dir, kind, env, argv, log_path.with_suffix(".tmp"))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True, pass_fds=(listener.fileno(),),
+                                    start_new_session=True, close_fds=True, pass_fds=fds,
                                     env=env, cwd=model_dir)
         self._children[proc.pid] = proc
         return Replica(proc.pid, port, str(log_path), uid=uid)
@@ -385,6 +430,9 @@ class ReplicaManager:
             from opensage.runner.sandbox import job_uid, kill_job_processes
 
             kill_job_processes(job_uid(replica.uid), None)
+        if replica.unix:
+            with contextlib.suppress(OSError):
+                os.unlink(replica.unix)
         shutil.rmtree(Path(replica.log_path).with_suffix(".tmp"), ignore_errors=True)
         shutil.rmtree(Path(replica.log_path).with_suffix(".ml"), ignore_errors=True)
 
@@ -415,6 +463,15 @@ class ReplicaManager:
                 self._exited[pid] = proc
                 while len(self._exited) > 16:
                     del self._exited[next(iter(self._exited))]
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def backend_for(settings: Any, local: ReplicaManager) -> ReplicaBackend:

@@ -29,6 +29,22 @@ def set_replica_token(base_url: str, token: str | None) -> None:
         _TOKENS[base_url] = token
     else:
         _TOKENS.pop(base_url, None)
+
+
+# base URL -> the Unix socket its (loopback) model server also listens on; set like the token. A Unix
+# socket round trip costs ~35% less than loopback TCP (no TCP stack, no Nagle/ACK work); the token check
+# is the same on both. Replicas on other nodes (Ray) and anything without one use TCP.
+_SOCKETS: dict[str, str] = {}
+
+
+def set_replica_socket(base_url: str, path: str | None) -> None:
+    """Requests to ``base_url`` go over the Unix socket at ``path`` (None: over TCP)."""
+    if path:
+        _SOCKETS[base_url] = path
+    else:
+        _SOCKETS.pop(base_url, None)
+
+
 LARGE_BODY_BYTES = 65536  # bodies this size or more are written separately, not copied onto the head
 
 
@@ -227,8 +243,9 @@ class UpstreamPool:
     async def post(self, base_url: str, path: str, body: bytes, headers: dict[str, str],
                    timeout: float) -> UpstreamResponse:
         host, port, head = self._head(base_url, path, body, headers)
+        unix = _SOCKETS.get(base_url)
         for attempt in (0, 1):
-            conn, reused = await self._acquire(host, port)
+            conn, reused = await self._acquire(host, port, unix)
             try:
                 response, keep = await conn.request(head, body, timeout)
             except TimeoutError:
@@ -266,7 +283,7 @@ class UpstreamPool:
         rest = f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
         return host, port, first + rest.encode("latin-1")
 
-    async def _acquire(self, host: str, port: int) -> tuple[_Conn, bool]:
+    async def _acquire(self, host: str, port: int, unix: str | None = None) -> tuple[_Conn, bool]:
         idle = self._idle.get((host, port))
         while idle:
             conn = idle.pop()
@@ -276,6 +293,12 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                if unix is not None:
+                    try:
+                        _, conn = await loop.create_unix_connection(lambda: _Conn(loop), unix)
+                        return conn, False
+                    except (FileNotFoundError, ConnectionRefusedError):
+                        pass  # the socket file went (a replica adopted from elsewhere): its TCP port still serves
                 _, conn = await loop.create_connection(lambda: _Conn(loop), host, port)
         except (TimeoutError, OSError) as e:
             raise UpstreamConnectError(str(e) or type(e).__name__) from None

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from opensage.serving import replicas
 from opensage.serving.replicas import Replica, ReplicaManager
 
@@ -74,6 +76,53 @@ def test_model_server_with_token_refuses_requests_without_it(tmp_path, xgboost_m
         assert replica.to_state()["token"] == token and Replica.from_state(replica.to_state()).token == token
     finally:
         manager.stop(replica, grace=5.0)
+
+
+def _unix_request(path: str, raw: bytes) -> bytes:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(raw)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["same-user", "isolated"])
+def test_local_replica_serves_on_its_unix_socket_and_refuses_requests_without_the_token_there(
+        tmp_path, xgboost_model_dir, breast_cancer, isolate):
+    import stat
+
+    if isolate:
+        from opensage.runner.sandbox import namespace_supported
+
+        if not namespace_supported():
+            pytest.skip("isolated replicas need root and mount namespaces")
+    manager = ReplicaManager(isolate=isolate)
+    token = replicas.new_token()
+    replica = manager.start(xgboost_model_dir, "builtin-xgboost", {}, tmp_path / "server.log", token=token)
+    try:
+        _wait_healthy(manager, replica)
+        assert replica.unix and stat.S_ISSOCK(os.stat(replica.unix).st_mode)
+        assert stat.S_IMODE(os.stat(os.path.dirname(replica.unix)).st_mode) == 0o700  # only the platform
+        assert Replica.from_state(replica.to_state()).unix == replica.unix  # adopted replicas keep it
+        body = ",".join(str(v) for v in breast_cancer[0][0]).encode()
+        for extra in (b"", f"{replicas.TOKEN_HEADER}: wrong\r\n".encode()):
+            answer = _unix_request(replica.unix, b"POST /invocations HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                   b"Content-Type: text/csv\r\n" + extra
+                                   + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            assert answer.startswith(b"HTTP/1.1 403"), answer
+        good = _unix_request(replica.unix, b"POST /invocations HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                             + f"{replicas.TOKEN_HEADER}: {token}\r\n".encode()
+                             + f"Content-Type: text/csv\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert good.startswith(b"HTTP/1.1 200"), good
+        assert 0.0 <= float(good.split(b"\r\n\r\n", 1)[1].strip()) <= 1.0
+    finally:
+        manager.stop(replica, grace=5.0)
+    assert not os.path.exists(replica.unix)
 
 
 def test_model_server_off_loopback_without_token_refuses_to_start(tmp_path, xgboost_model_dir):

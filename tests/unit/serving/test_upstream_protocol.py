@@ -171,3 +171,38 @@ def test_post_sends_the_replica_token_registered_for_its_url_and_a_new_one_after
     tokens = [[line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(header)]
               for head in seen]
     assert tokens == [[b"first-token"], [b"second-token"], []]
+
+
+def test_post_to_a_url_with_a_registered_unix_socket_goes_over_it_with_the_token(tmp_path):
+    from opensage.serving.upstream import TOKEN_HEADER, set_replica_socket, set_replica_token
+
+    seen: list[bytes] = []
+
+    async def main():
+        async def handle(reader, writer):
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(1)
+            seen.append(head)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nunix")
+            await writer.drain()
+            writer.close()
+
+        path = str(tmp_path / "replica.sock")
+        server = await asyncio.start_unix_server(handle, path)
+        url = "http://127.0.0.1:9"  # nothing listens on this TCP port: only the Unix socket can answer
+        pool = UpstreamPool()
+        set_replica_token(url, "unix-token")
+        set_replica_socket(url, path)
+        try:
+            response = await pool.post(url, "/invocations", b"a", {"Content-Type": "text/csv"}, timeout=5)
+        finally:
+            set_replica_socket(url, None)
+            set_replica_token(url, None)
+            await pool.close()
+            server.close()
+        assert (response.status_code, response.content) == (200, b"unix")
+        with pytest.raises(UpstreamConnectError):  # unregistered: TCP, where nothing listens
+            await UpstreamPool().post(url, "/invocations", b"a", {}, timeout=5)
+
+    asyncio.run(main())
+    assert f"{TOKEN_HEADER}: unix-token".encode() in seen[0]
