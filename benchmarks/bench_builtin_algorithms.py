@@ -21,7 +21,7 @@ References (quality metric beside each time, same metric on both sides):
 
 * linear-learner (binary): StandardScaler + LogisticRegression (lbfgs), test accuracy.
 * kmeans: KMeans (k-means++, n_init 1), test mean squared distance to the closest centre.
-* pca: PCA (full SVD), fraction of the training variance the components keep (job: from its model artifact).
+* pca: PCA (svd_solver auto: covariance_eigh for tall data in scikit-learn 1.9), fraction of the training variance the components keep (job: from its model artifact).
 * knn: KNeighborsClassifier (fit + predicting the test set), test accuracy.
 * factorization-machines: no scikit-learn FM exists, so the same training code (``...factorization_machines.
   train.train``) called in this process on the same files, torch imported beforehand: platform overhead only.
@@ -40,6 +40,11 @@ Data sets are the tests' generators (tests/algorithms), sized so that all of it 
 cores. Each report prints the load average before and after.
 
     .venv/bin/python benchmarks/bench_builtin_algorithms.py --repeats 3 [--only kmeans,pca]
+
+At realistic size (references of several seconds; RESULTS.md "Realistic size"): ``--scale-of kmeans=100,knn=6``
+multiplies those data sets' rows, ``--pca-features`` widens pca, ``--small-warmup`` runs the untimed zygote
+warm-up jobs on the default-size twin, ``--no-direct`` skips the platform-less process; the channels are written
+by ``dense_recordio`` (the SDK's bytes, built vectorised).
 """
 
 from __future__ import annotations
@@ -221,7 +226,7 @@ def cases(scale: float, only: set[str] | None = None, scales: dict[str, float] |
             assert model is not None
             return kept_variance(load(model).project(X))
 
-        out.append(Case("pca", "pca", "PCA (full SVD)", "variance kept by 10 components",
+        out.append(Case("pca", "pca", "PCA (default svd_solver=auto)", "variance kept by 10 components",
                         {"num_components": 10, "feature_dim": pca_features, "mini_batch_size": 1000, "algorithm_mode": "regular"},
                         {"train": (RECORDIO, (X, None))}, pca_ref, pca_job, needs_model=True,
                         data=f"rank-10 + noise {len(X):,} × {pca_features}"))
