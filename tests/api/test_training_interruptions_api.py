@@ -68,7 +68,7 @@ def _checkpointed_epoch(store, name: str) -> int:
         return 0
 
 
-def _wait_for_checkpoint_beyond(store, name: str, epoch: int, timeout: float = 90) -> int:
+def _wait_for_checkpoint_beyond(store, name: str, epoch: int, timeout: float = 240) -> int:  # loaded 2 cores
     deadline = time.time() + timeout
     while time.time() < deadline:
         got = _checkpointed_epoch(store, name)
