@@ -1,6 +1,8 @@
 """Application Auto Scaling for SageMaker variants: scalable targets, scaling policies, activities.
 
-Only the `sagemaker` namespace and `sagemaker:variant:DesiredInstanceCount` are served; the scaling loop is
+Only the `sagemaker` namespace is served: `sagemaker:variant:DesiredInstanceCount` (instances) and
+`sagemaker:variant:DesiredProvisionedConcurrency` (a serverless variant's ProvisionedConcurrency, registered only
+for a serverless variant that has one, within 1..its MaxConcurrency); the scaling loop is
 serving/autoscaler.py. Targets and policies are rows of the resources table (kinds below).
 
 Policies act as on AWS, through CloudWatch alarms (services/alarms.py, evaluated by serving/alarms.py):
@@ -10,8 +12,10 @@ Policies act as on AWS, through CloudWatch alarms (services/alarms.py, evaluated
   with the policy's ARN as its alarm action; they are returned in ``Alarms`` and deleted with the policy.
   The metric is a predefined SageMaker metric or any CloudWatch metric (CustomizedMetricSpecification).
   SageMakerVariantConcurrentRequestsPerModelHighResolution alarms high on 10-second periods (the metric is
-  published every 10 s), low on the standard one-minute ones. Inference-component metric types and
-  provisioned-concurrency utilization are refused, naming why.
+  published every 10 s), low on the standard one-minute ones.
+  SageMakerVariantProvisionedConcurrencyUtilization tracks ServerlessProvisionedConcurrencyUtilization (per
+  minute, serving/metrics.py) on the provisioned-concurrency dimension. Inference-component metric types are
+  refused, naming why.
 * StepScaling: the user's own alarms name the policy ARN in AlarmActions.
 The autoscaler executes the policies whose alarms are in ALARM.
 """
@@ -31,6 +35,8 @@ TARGET = "scalable-target"
 POLICY = "scaling-policy"
 ACTIVITY = "scaling-activity"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+PC_DIMENSION = "sagemaker:variant:DesiredProvisionedConcurrency"  # a serverless variant's ProvisionedConcurrency
+DIMENSIONS = (DIMENSION, PC_DIMENSION)
 SERVICE = "sagemaker"
 
 # AWS's managed target-tracking alarms (Application Auto Scaling User Guide, "How target tracking works").
@@ -54,6 +60,9 @@ SERVED_PREDEFINED = {
     # scale-out reacts within ~30 s; scale-in keeps the standard 15 one-minute periods, as AWS documents.
     "SageMakerVariantConcurrentRequestsPerModelHighResolution":
         Predefined("ConcurrentRequestsPerModel", "Average", 10),
+    # In-flight requests / ProvisionedConcurrency, averaged over each minute (serving/metrics.py).
+    "SageMakerVariantProvisionedConcurrencyUtilization":
+        Predefined("ServerlessProvisionedConcurrencyUtilization", "Average", 60),
 }
 PREDEFINED_DIMENSIONS = {
     "SageMakerVariantInvocationsPerInstance": "sagemaker:variant:DesiredInstanceCount",
@@ -70,9 +79,6 @@ _NO_INFERENCE_COMPONENTS = ("it scales the copies of an inference component (sca
 UNSERVED_WHY = {
     "SageMakerInferenceComponentInvocationsPerCopy": _NO_INFERENCE_COMPONENTS,
     "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution": _NO_INFERENCE_COMPONENTS,
-    "SageMakerVariantProvisionedConcurrencyUtilization":
-        "it scales a serverless variant's provisioned concurrency (scalable dimension "
-        "sagemaker:variant:DesiredProvisionedConcurrency), which OpenSage does not scale yet",
 }
 ADJUSTMENT_TYPES = ("ChangeInCapacity", "PercentChangeInCapacity", "ExactCapacity")
 
@@ -108,7 +114,7 @@ def is_policy_arn(arn: str) -> bool:
 
 
 # -- the metric a target-tracking policy tracks ---------------------------------------------------------
-def tracked_metric(resource_id: str, cfg: dict[str, Any]) -> dict[str, Any]:
+def tracked_metric(resource_id: str, cfg: dict[str, Any], dimension: str = DIMENSION) -> dict[str, Any]:
     """The alarm members (Namespace/MetricName/Dimensions/Statistic[/Unit], or Metrics) of the policy's metric."""
     predefined = cfg.get("PredefinedMetricSpecification")
     custom = cfg.get("CustomizedMetricSpecification")
@@ -119,9 +125,9 @@ def tracked_metric(resource_id: str, cfg: dict[str, Any]) -> dict[str, Any]:
         kind = predefined["PredefinedMetricType"]
         if kind in UNSERVED_WHY:
             raise AutoscalingValidation(f"Unsupported metric type {kind}: {UNSERVED_WHY[kind]}.")
-        if PREDEFINED_DIMENSIONS.get(kind) != DIMENSION:  # AWS's wording (seen for the serverless dimension)
-            allowed = ", ".join(k for k, d in PREDEFINED_DIMENSIONS.items() if d == DIMENSION)
-            raise AutoscalingValidation(f"Scalable dimension {DIMENSION} only supports the following predefined "
+        if PREDEFINED_DIMENSIONS.get(kind) != dimension:  # AWS's wording (seen for the serverless dimension)
+            allowed = ", ".join(k for k, d in PREDEFINED_DIMENSIONS.items() if d == dimension)
+            raise AutoscalingValidation(f"Scalable dimension {dimension} only supports the following predefined "
                                         f"metric types: {allowed}")
         served = SERVED_PREDEFINED[kind]
         endpoint, variant = parse_resource_id(resource_id)
@@ -160,9 +166,9 @@ def _custom_queries(custom: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def managed_alarms(deps: Deps, policy_arn: str, resource_id: str, cfg: dict[str, Any],
-                   names: dict[str, str]) -> list[dict[str, Any]]:
+                   names: dict[str, str], dimension: str = DIMENSION) -> list[dict[str, Any]]:
     """PutMetricAlarm requests for the target-tracking alarms (``names``: AlarmHigh/AlarmLow -> name to keep)."""
-    metric = tracked_metric(resource_id, cfg)
+    metric = tracked_metric(resource_id, cfg, dimension)
     predefined = SERVED_PREDEFINED.get((cfg.get("PredefinedMetricSpecification") or {}).get("PredefinedMetricType"))
     high_period = predefined.high_period if predefined else ALARM_PERIOD
     target = float(cfg["TargetValue"])
@@ -217,35 +223,60 @@ class AutoscalingService:
         self.d = deps
         self.alarms = AlarmService(deps)  # the managed alarms go through PutMetricAlarm's own checks
 
-    def _check(self, params: dict[str, Any]) -> tuple[str, str]:
+    def _check(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The variant's summary (DescribeEndpoint's ProductionVariants item) the request names."""
         if params.get("ServiceNamespace") != SERVICE:
             raise AutoscalingValidation("OpenSage scales only the 'sagemaker' service namespace.")
-        if params.get("ScalableDimension", DIMENSION) != DIMENSION:
-            raise AutoscalingValidation(f"Unsupported scalable dimension; use {DIMENSION}.")
+        dimension = params.get("ScalableDimension", DIMENSION)
+        if dimension not in DIMENSIONS:
+            raise AutoscalingValidation(f"Unsupported scalable dimension {dimension}; use one of "
+                                        f"{', '.join(DIMENSIONS)}.")
         endpoint, variant = parse_resource_id(params["ResourceId"])
         ep = self.d.resources.get("endpoint", endpoint)
-        if ep is None or variant not in {v["VariantName"] for v in ep.state.get("ProductionVariants", [])}:
+        summary = next((v for v in (ep.state.get("ProductionVariants", []) if ep else [])
+                        if v["VariantName"] == variant), None)
+        if summary is None:
             raise AutoscalingValidation(
                 f"The endpoint variant {params['ResourceId']} does not exist or is not InService yet.")
-        return endpoint, variant
+        if dimension == PC_DIMENSION and not (summary.get("CurrentServerlessConfig") or {}).get(
+                "ProvisionedConcurrency"):
+            raise AutoscalingValidation(
+                f"Scalable dimension {PC_DIMENSION} is only supported for a serverless variant with "
+                f"ProvisionedConcurrency: variant {variant} of endpoint {endpoint} has none.")
+        return summary
+
+    @staticmethod
+    def _check_bounds(dimension: str, summary: dict[str, Any], mn: int, mx: int) -> None:
+        if mn > mx:
+            raise AutoscalingValidation(f"MinCapacity {mn} is greater than MaxCapacity {mx}.")
+        if dimension == PC_DIMENSION:  # provisioned concurrency is 1..MaxConcurrency (ServerlessConfig's bounds)
+            most = int(summary["CurrentServerlessConfig"].get("MaxConcurrency") or 200)
+            if mn < 1 or mx > most:
+                raise AutoscalingValidation(
+                    f"MinCapacity and MaxCapacity of {PC_DIMENSION} must be between 1 and the variant's "
+                    f"MaxConcurrency ({most}); got {mn} and {mx}.")
 
     def register_scalable_target(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
-        self._check(params)
-        key = target_key(params["ResourceId"], DIMENSION)
+        summary = self._check(params)
+        dimension = params.get("ScalableDimension", DIMENSION)
+        key = target_key(params["ResourceId"], dimension)
         existing = self.d.resources.get(TARGET, key)
         now = self.d.clock.time()
         arn = f"arn:aws:application-autoscaling:{self.d.settings.region}:{self.d.settings.account}:" \
               f"scalable-target/{uuid.uuid5(uuid.NAMESPACE_URL, key).hex[:20]}"
         request = {k: v for k, v in params.items() if k != "Tags"}
+        request["ScalableDimension"] = dimension
+        if existing is None and (params.get("MinCapacity") is None or params.get("MaxCapacity") is None):
+            raise AutoscalingValidation("MinCapacity and MaxCapacity are required for a new scalable target.")
+        merged = {**(existing.request if existing else {}), **{k: v for k, v in request.items() if v is not None}}
+        if dimension == PC_DIMENSION:  # checked before anything is written
+            self._check_bounds(dimension, summary, merged["MinCapacity"], merged["MaxCapacity"])
         if existing is None:
-            if params.get("MinCapacity") is None or params.get("MaxCapacity") is None:
-                raise AutoscalingValidation("MinCapacity and MaxCapacity are required for a new scalable target.")
             self.d.resources.create(Resource(TARGET, key, arn, "Active", now, now, request, {}))
         else:
-            existing.request.update({k: v for k, v in request.items() if v is not None})
+            existing.request = merged
             self.d.resources.save(existing, now)
-        mn, mx = (existing.request if existing else request)["MinCapacity"], \
-            (existing.request if existing else request)["MaxCapacity"]
+        mn, mx = merged["MinCapacity"], merged["MaxCapacity"]
         if mn > mx:
             raise AutoscalingValidation(f"MinCapacity {mn} is greater than MaxCapacity {mx}.")
         return {"ScalableTargetARN": arn}
@@ -256,7 +287,8 @@ class AutoscalingService:
         for res in self._all(TARGET):
             if ids and res.request["ResourceId"] not in ids:
                 continue
-            out.append({**res.request, "ScalableDimension": DIMENSION, "CreationTime": res.creation_time,
+            out.append({**res.request, "ScalableDimension": res.request.get("ScalableDimension") or DIMENSION,
+                        "CreationTime": res.creation_time,
                         "ScalableTargetARN": res.arn, "RoleARN": res.request.get("RoleARN") or
                         f"arn:aws:iam::{self.d.settings.account}:role/aws-service-role/"
                         "sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling"
@@ -264,11 +296,13 @@ class AutoscalingService:
         return {"ScalableTargets": out}
 
     def deregister_scalable_target(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
-        key = target_key(params["ResourceId"], DIMENSION)
+        dimension = params.get("ScalableDimension", DIMENSION)
+        key = target_key(params["ResourceId"], dimension)
         if self.d.resources.get(TARGET, key) is None:
             raise ObjectNotFoundException(f"No scalable target registered for {params['ResourceId']}.")
         for policy in self._all(POLICY):
-            if policy.request["ResourceId"] == params["ResourceId"]:
+            if policy.request["ResourceId"] == params["ResourceId"] and \
+                    (policy.request.get("ScalableDimension") or DIMENSION) == dimension:
                 self._delete_policy(policy)
         self.d.resources.delete(TARGET, key)
         return {}
@@ -276,7 +310,8 @@ class AutoscalingService:
     def put_scaling_policy(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         self._check(params)
         resource_id = params["ResourceId"]
-        if self.d.resources.get(TARGET, target_key(resource_id, DIMENSION)) is None:
+        dimension = params.get("ScalableDimension", DIMENSION)
+        if self.d.resources.get(TARGET, target_key(resource_id, dimension)) is None:
             raise ObjectNotFoundException(
                 f"No scalable target registered for {resource_id}; call RegisterScalableTarget first.")
         kind = params.get("PolicyType") or "StepScaling"
@@ -289,7 +324,7 @@ class AutoscalingService:
                                             "TargetTrackingScaling.")
             if cfg["TargetValue"] <= 0:
                 raise AutoscalingValidation("TargetValue must be greater than 0.")
-            tracked_metric(resource_id, cfg)  # refuse an unusable metric before anything is written
+            tracked_metric(resource_id, cfg, dimension)  # refuse an unusable metric before anything is written
         else:
             check_step_config(params.get("StepScalingPolicyConfiguration"))
         key = policy_key(resource_id, params["PolicyName"])
@@ -297,7 +332,7 @@ class AutoscalingService:
         arn = (f"arn:aws:autoscaling:{self.d.settings.region}:{self.d.settings.account}:scalingPolicy:"
                f"{uuid.uuid5(uuid.NAMESPACE_URL, key)}:resource/{SERVICE}/{resource_id}:"
                f"policyName/{params['PolicyName']}")
-        request = {**params, "PolicyType": kind}
+        request = {**params, "PolicyType": kind, "ScalableDimension": dimension}
         existing = self.d.resources.get(POLICY, key)
         alarms = self._put_alarms(arn, request, existing.state.get("Alarms", []) if existing else [])
         if existing is None:
@@ -315,7 +350,8 @@ class AutoscalingService:
         alarms: list[dict[str, str]] = []
         if request["PolicyType"] == "TargetTrackingScaling":
             configs = managed_alarms(self.d, arn, request["ResourceId"],
-                                     request["TargetTrackingScalingPolicyConfiguration"], kept)
+                                     request["TargetTrackingScalingPolicyConfiguration"], kept,
+                                     request.get("ScalableDimension") or DIMENSION)
             for alarm in configs:  # all checked before any is written
                 try:
                     check_alarm(alarm)
@@ -360,7 +396,8 @@ class AutoscalingService:
                 continue
             kind = req.get("PolicyType") or "TargetTrackingScaling"  # rows from before step policies existed
             alarms = res.state.get("Alarms") or (self._step_alarms(res.arn) if kind == "StepScaling" else [])
-            out.append({**req, "PolicyType": kind, "ScalableDimension": DIMENSION, "PolicyARN": res.arn,
+            out.append({**req, "PolicyType": kind, "ScalableDimension": req.get("ScalableDimension") or DIMENSION,
+                        "PolicyARN": res.arn,
                         "Alarms": alarms, "CreationTime": res.creation_time})
         return {"ScalingPolicies": out}
 
@@ -368,7 +405,8 @@ class AutoscalingService:
         policy = self.d.resources.get(POLICY, policy_key(params["ResourceId"], params["PolicyName"]))
         if policy is None:
             raise ObjectNotFoundException(f"No scaling policy found for service namespace: {SERVICE}, resource ID: "
-                                          f"{params['ResourceId']}, scalable dimension: {DIMENSION}, policy name: "
+                                          f"{params['ResourceId']}, scalable dimension: "
+                                          f"{params.get('ScalableDimension', DIMENSION)}, policy name: "
                                           f"{params['PolicyName']}")
         self._delete_policy(policy)
         return {}

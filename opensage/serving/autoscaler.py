@@ -14,7 +14,9 @@ behaviour for Auto Scaling actions; the invocation is recorded in the alarm's hi
   (rounded away from zero, at least MinAdjustmentMagnitude) / ExactCapacity.
 The result is clamped to [MinCapacity, MaxCapacity]; ScaleOutCooldown / ScaleInCooldown / Cooldown and the
 target's SuspendedState are honoured. A change goes through UpdateEndpointWeightsAndCapacities' own code path,
-so the deployment reconciler does the work. A policy that cannot act now (endpoint Updating) is retried on
+so the deployment reconciler does the work: DesiredInstanceCount, or for the
+``sagemaker:variant:DesiredProvisionedConcurrency`` dimension ServerlessUpdateConfig.ProvisionedConcurrency
+(the capacity is then the serverless variant's provisioned concurrency). A policy that cannot act now (endpoint Updating) is retried on
 the next pass rather than a minute later.
 """
 
@@ -33,6 +35,7 @@ from opensage.services.alarms import ALARM_KIND, STATE_VALUES, append_history, h
 from opensage.services.autoscaling import (
     ACTIVITY,
     DIMENSION,
+    PC_DIMENSION,
     POLICY,
     TARGET,
     AutoscalingService,
@@ -93,11 +96,12 @@ def step_capacity(current: int, breach: float, cfg: dict[str, Any]) -> int | Non
 
 
 class Autoscaler:
-    def __init__(self, deps: Deps, scale: Callable[[str, str, int], None], interval: float = 10.0,
+    def __init__(self, deps: Deps, scale: Callable[..., None], interval: float = 10.0,
                  before_read: Callable[[], None] | None = None) -> None:
         self.d = deps
         self.before_read = before_read  # flush in-memory endpoint metrics to the metric store
-        self.scale = scale  # (endpoint, variant, count): UpdateEndpointWeightsAndCapacities
+        # (endpoint, variant, count[, dimension=PC_DIMENSION]): UpdateEndpointWeightsAndCapacities
+        self.scale = scale
         self.interval = interval
         self._last_scaled: dict[tuple[str, str], float] = {}  # (resource id, "out"/"in") -> time
         self._invoked: dict[tuple[str, str], float] = {}  # (alarm, policy arn) -> last invocation
@@ -182,14 +186,15 @@ class Autoscaler:
     def _execute(self, policy: Resource, alarm: Resource, now: float) -> Outcome:
         req = policy.request
         resource_id = req["ResourceId"]
-        target = self.d.resources.get(TARGET, target_key(resource_id, DIMENSION))
+        dimension = req.get("ScalableDimension") or DIMENSION
+        target = self.d.resources.get(TARGET, target_key(resource_id, dimension))
         endpoint_name, variant = parse_resource_id(resource_id)
         endpoint = self.d.resources.get("endpoint", endpoint_name)
         if target is None or endpoint is None:
             return Outcome(True)
         if endpoint.status != "InService":
             return Outcome(endpoint.status not in ("Creating", "Updating", "SystemUpdating", "RollingBack"))
-        current = next((v.get("DesiredInstanceCount") for v in endpoint.state.get("ProductionVariants", [])
+        current = next((_capacity(v, dimension) for v in endpoint.state.get("ProductionVariants", [])
                         if v["VariantName"] == variant), None)
         if current is None:
             return Outcome(True)
@@ -229,33 +234,46 @@ class Autoscaler:
         if now - last < cooldown:
             return Outcome(True)
         try:
-            self.scale(endpoint_name, variant, desired)
+            if dimension == PC_DIMENSION:
+                self.scale(endpoint_name, variant, desired, dimension=dimension)
+            else:
+                self.scale(endpoint_name, variant, desired)
         except ServiceError as e:
             log.info("autoscaler: %s not scaled yet: %s", resource_id, e.message)
             return Outcome(False)
         self._last_scaled[(resource_id, direction)] = now
-        self._record(resource_id, current, desired, now,
+        self._record(resource_id, dimension, desired, now,
                      f"monitor alarm {alarm.name} in state {alarm.status} triggered policy {req['PolicyName']} "
                      f"({why}) changing the desired capacity from {current} to {desired}.")
         log.info("autoscaler: %s %d -> %d (policy %s, alarm %s)", resource_id, current, desired, req["PolicyName"],
                  alarm.name)
         return Outcome(True, (endpoint_name, variant, desired))
 
-    def _record(self, resource_id: str, current: int, desired: int, now: float, cause: str) -> None:
+    def _record(self, resource_id: str, dimension: str, desired: int, now: float, cause: str) -> None:
         activity_id = str(uuid.uuid4())
+        what = "provisioned concurrency" if dimension == PC_DIMENSION else "instance count"
         self.d.resources.create(Resource(ACTIVITY, activity_id, f"activity/{activity_id}", "Successful", now, now, {
             "ActivityId": activity_id, "ServiceNamespace": "sagemaker", "ResourceId": resource_id,
-            "ScalableDimension": DIMENSION, "StatusCode": "Successful",
-            "Description": f"Setting desired instance count to {desired}.", "Cause": cause,
+            "ScalableDimension": dimension, "StatusCode": "Successful",
+            "Description": f"Setting desired {what} to {desired}.", "Cause": cause,
         }, {}))
 
 
-def internal_scale(endpoints: Any) -> Callable[[str, str, int], None]:
+def _capacity(summary: dict[str, Any], dimension: str) -> int | None:
+    """The variant's current capacity in the target's dimension (DescribeEndpoint's ProductionVariants item)."""
+    if dimension == PC_DIMENSION:
+        return (summary.get("DesiredServerlessConfig") or {}).get("ProvisionedConcurrency")
+    return summary.get("DesiredInstanceCount")
+
+
+def internal_scale(endpoints: Any) -> Callable[..., None]:
     """Scale through the public operation's code path (validation, status machine, reconciler)."""
 
-    def scale(endpoint: str, variant: str, count: int) -> None:
+    def scale(endpoint: str, variant: str, count: int, dimension: str = DIMENSION) -> None:
+        item: dict[str, Any] = {"VariantName": variant, "DesiredInstanceCount": count}
+        if dimension == PC_DIMENSION:
+            item = {"VariantName": variant, "ServerlessUpdateConfig": {"ProvisionedConcurrency": count}}
         endpoints.update_endpoint_weights_and_capacities(None, {
-            "EndpointName": endpoint,
-            "DesiredWeightsAndCapacities": [{"VariantName": variant, "DesiredInstanceCount": count}]})
+            "EndpointName": endpoint, "DesiredWeightsAndCapacities": [item]})
 
     return scale

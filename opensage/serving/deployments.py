@@ -406,6 +406,16 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
                 while len(variant["replicas"]) > count:
                     retired.append(variant["replicas"].pop())
                 variant["count"] = count
+            update = item.get("ServerlessUpdateConfig")
+            if update and variant.get("serverless"):
+                # New MaxConcurrency / ProvisionedConcurrency (Application Auto Scaling's
+                # DesiredProvisionedConcurrency): DescribeEndpoint's Current/DesiredServerlessConfig show it;
+                # a variant with provisioned concurrency keeps one instance warm.
+                variant["serverless"] = {**variant["serverless"],
+                                         **{k: v for k, v in update.items() if v is not None}}
+                if variant["serverless"].get("ProvisionedConcurrency") and not variant["replicas"]:
+                    variant["replicas"].append(self._start_replica(ep.name, variant, 0))
+                    variant["count"] = 1
         st["_scaling"] = True
         old_route = self.router.get(ep.name)
         self._route(ep.name, fleet)

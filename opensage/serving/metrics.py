@@ -14,6 +14,10 @@ Namespace ``AWS/SageMaker``, dimensions EndpointName + VariantName:
   the model answered), so a request's time in the container is spread over the periods it overlapped; a
   period is written once, GRACE seconds after it closed, with 0 for a live variant that had no request.
   Model time older than that (a request over ~20 s) is not counted in the periods already written.
+  ServerlessProvisionedConcurrencyUtilization: serverless variants with ProvisionedConcurrency only, one value
+  per minute: the average number of requests in flight over the minute / the variant's provisioned
+  concurrency (model seconds / (60 x ProvisionedConcurrency)), written the same way (once the minute closed,
+  0 for a live variant without requests).
 Namespace ``/aws/sagemaker/Endpoints``, same dimensions: CPUUtilization (percent, summed over cores, so up
 to 100 x cores) and MemoryUtilization (percent of the machine's memory), one sample per instance.
 """
@@ -36,11 +40,13 @@ FLUSH_INTERVAL_SECONDS = 10.0
 CONCURRENCY_METRIC = "ConcurrentRequestsPerModel"
 HIGH_RESOLUTION_PERIOD = 10  # seconds: SageMaker's high-resolution endpoint metrics
 CONCURRENCY_GRACE_SECONDS = 10.0  # a period is written this long after it closed (late answers still count)
+PC_UTILIZATION_METRIC = "ServerlessProvisionedConcurrencyUtilization"
+PC_PERIOD = 60
 LIVE_STATUSES = ("InService", "Updating", "SystemUpdating", "RollingBack")
 KNOWN_UNITS = {
     **{(INVOCATION_NAMESPACE, n): "None" for n in (
         "Invocations", "InvocationsPerInstance", "Invocation4XXErrors", "Invocation5XXErrors",
-        "InvocationModelErrors", CONCURRENCY_METRIC)},
+        "InvocationModelErrors", CONCURRENCY_METRIC, PC_UTILIZATION_METRIC)},
     (INVOCATION_NAMESPACE, "ModelLatency"): "Microseconds",
     (INVOCATION_NAMESPACE, "OverheadLatency"): "Microseconds",
     (UTILIZATION_NAMESPACE, "CPUUtilization"): "Percent",
@@ -105,6 +111,11 @@ class EndpointMetrics:
         # (endpoint, variant, 10-second period start) -> container seconds / (period x instances)
         self._concurrency: dict[tuple[str, str, int], float] = {}
         self._concurrency_written: dict[tuple[str, str], int] = {}  # last period written per variant
+        # (endpoint, variant, minute) -> model seconds in it; -> ServerlessProvisionedConcurrencyUtilization
+        self._model_seconds: dict[tuple[str, str, int], float] = {}
+        self._pc_written: dict[tuple[str, str], int] = {}  # last minute written per provisioned variant
+        # (endpoint, variant) -> ProvisionedConcurrency, as the flusher thread last read the endpoint rows
+        self._provisioned: dict[tuple[str, str], int] = {}
 
     # -- request path --------------------------------------------------------------------------------
     def record(self, endpoint: str, variant: str, instances: int, model_seconds: float | None,
@@ -115,7 +126,11 @@ class EndpointMetrics:
         minute = int(now // 60 * 60)
         key = (endpoint, variant, minute)
         spans = _overlaps(now - model_seconds, now) if model_seconds else []
+        minutes = _overlaps(now - model_seconds, now, PC_PERIOD) if model_seconds else []
         with self._lock:
+            for m, seconds in minutes:
+                mk = (endpoint, variant, m)
+                self._model_seconds[mk] = self._model_seconds.get(mk, 0.0) + seconds
             for period, seconds in spans:
                 ck = (endpoint, variant, period)
                 self._concurrency[ck] = self._concurrency.get(ck, 0.0) + seconds / (
@@ -149,7 +164,8 @@ class EndpointMetrics:
                 for k in concurrency:
                     del self._concurrency[k]
             concurrency_sets = self._concurrency_sets(concurrency, closed, live or [])
-            if not pending and not concurrency_sets:
+            pc_sets = self._provisioned_sets(final, self._provisioned)
+            if not pending and not concurrency_sets and not pc_sets:
                 return 0
             written = 0
             with self.d.metrics.engine.begin() as conn:
@@ -157,10 +173,41 @@ class EndpointMetrics:
                     sets = bucket.sets(float(minute))
                     self.d.metrics.put_stats(INVOCATION_NAMESPACE, _dims(endpoint, variant), sets, conn=conn)
                     written += len(sets)
-                for (endpoint, variant), sets in concurrency_sets.items():
+                for (endpoint, variant), sets in [*concurrency_sets.items(), *pc_sets.items()]:
                     self.d.metrics.put_stats(INVOCATION_NAMESPACE, _dims(endpoint, variant), sets, conn=conn)
                     written += len(sets)
             return written
+
+    def _provisioned_sets(self, final: bool, provisioned: dict[tuple[str, str], int]
+                          ) -> dict[tuple[str, str], list[StatSet]]:
+        """ServerlessProvisionedConcurrencyUtilization of the closed minutes, for the variants that have
+        provisioned concurrency (the model seconds of other variants are dropped). ``provisioned`` is read by
+        the flusher thread every few seconds, so it knows a variant that served a minute GRACE seconds after
+        the minute closed, when the minute is written."""
+        closed = 2**62 if final else \
+            int((self.d.clock.time() - CONCURRENCY_GRACE_SECONDS) // PC_PERIOD * PC_PERIOD) - PC_PERIOD
+        with self._lock:
+            seconds = {k: v for k, v in self._model_seconds.items() if k[2] <= closed}
+            for k in seconds:
+                del self._model_seconds[k]
+        out: dict[tuple[str, str], list[StatSet]] = {}
+        for (endpoint, variant, minute), value in sorted(seconds.items()):
+            pc = provisioned.get((endpoint, variant))
+            if pc:
+                u = value / (PC_PERIOD * pc)
+                out.setdefault((endpoint, variant), []).append((PC_UTILIZATION_METRIC, float(minute), 1, u, u, u))
+        for key in {*provisioned, *out}:
+            written = {int(s[1]) for s in out.get(key, [])}
+            last = self._pc_written.get(key)
+            if key in provisioned and not final:  # idle minutes: 0, at most five minutes back
+                first = max(last + PC_PERIOD if last is not None else closed, closed - 5 * PC_PERIOD)
+                for minute in range(first, closed + 1, PC_PERIOD):
+                    if minute not in written:
+                        out.setdefault(key, []).append((PC_UTILIZATION_METRIC, float(minute), 1, 0.0, 0.0, 0.0))
+                        written.add(minute)
+            if written:
+                self._pc_written[key] = max(max(written), last if last is not None else -1)
+        return out
 
     def _last_closed_period(self, final: bool) -> int:
         if final:
@@ -227,8 +274,13 @@ class EndpointMetrics:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
+            self._safely(self._refresh_provisioned)
             self._safely(lambda: self.flush(live=list(live_fleets(self.d))))
             self._safely(self.sample_utilization)
+
+    def _refresh_provisioned(self) -> int:
+        self._provisioned = provisioned_concurrency(self.d)
+        return len(self._provisioned)
 
     @staticmethod
     def _safely(fn: Callable[[], int]) -> None:
@@ -238,9 +290,8 @@ class EndpointMetrics:
             log.exception("endpoint metrics: %s failed", getattr(fn, "__name__", fn))
 
 
-def _overlaps(start: float, end: float) -> list[tuple[int, float]]:
-    """(10-second period start, seconds of [start, end] inside it) for every period the span touches."""
-    period = HIGH_RESOLUTION_PERIOD
+def _overlaps(start: float, end: float, period: int = HIGH_RESOLUTION_PERIOD) -> list[tuple[int, float]]:
+    """(period start, seconds of [start, end] inside it) for every period the span touches."""
     out = []
     p = int(start // period * period)
     while p < end:
@@ -263,6 +314,17 @@ def live_fleets(deps: Any) -> dict[tuple[str, str], list[int]]:
             pids = [int(r["pid"]) for r in variant.get("replicas", []) if r.get("pid")]
             if pids:
                 out[(ep.name, variant["name"])] = pids
+    return out
+
+
+def provisioned_concurrency(deps: Any) -> dict[tuple[str, str], int]:
+    """(endpoint, variant) -> ProvisionedConcurrency of the live serverless variants that have one."""
+    out: dict[tuple[str, str], int] = {}
+    for ep in deps.resources.in_status("endpoint", LIVE_STATUSES):
+        for variant in (ep.state.get("_fleet") or {}).get("variants", []):
+            pc = (variant.get("serverless") or {}).get("ProvisionedConcurrency")
+            if pc:
+                out[(ep.name, variant["name"])] = int(pc)
     return out
 
 
