@@ -118,6 +118,18 @@ class EndpointService:
                 raise ValidationException(
                     f"Variant {item['VariantName']} is serverless: it has no instance count to set (its "
                     "instances follow the requests); change ServerlessConfig with UpdateEndpoint instead.")
+            update = item.get("ServerlessUpdateConfig")
+            if update is not None:
+                serverless = variants[item["VariantName"]].get("CurrentServerlessConfig")
+                if serverless is None:
+                    raise ValidationException(
+                        f"Variant {item['VariantName']} is not serverless: ServerlessUpdateConfig applies only to "
+                        "a variant with a ServerlessConfig.")
+                wanted = update.get("ProvisionedConcurrency")
+                if wanted is not None and wanted > int(serverless.get("MaxConcurrency") or 0):
+                    raise ValidationException(
+                        f"ProvisionedConcurrency {wanted} of variant {item['VariantName']} is greater than its "
+                        f"MaxConcurrency {serverless.get('MaxConcurrency')}.")
         return self._change(params["EndpointName"], "Updating",
                             {"_desired": params["DesiredWeightsAndCapacities"], "_pending_deployment": None},
                             allowed={"InService"})

@@ -167,3 +167,15 @@ def test_invoke_endpoint_publishes_provisioned_concurrency_utilization(server, r
     assert math.isclose(provisioned_seconds, model_seconds, rel_tol=1e-6), (provisioned_seconds, model_seconds)
     assert all(p["SampleCount"] == 1 for p in points)  # one value per minute
     assert all(0 <= p["Average"] <= 1 for p in points)
+
+
+def test_update_endpoint_weights_and_capacities_serverless_update_checked(server, rows):
+    sm = server.client("sagemaker")
+    _endpoint(server, "pc-upd-instances", InitialInstanceCount=1, InstanceType="ml.m5.large")
+    _endpoint(server, "pc-upd-serverless", ServerlessConfig={"MemorySizeInMB": 1024, "MaxConcurrency": 2,
+                                                             "ProvisionedConcurrency": 1})
+    for endpoint, pc, words in (("pc-upd-instances", 1, "not serverless"), ("pc-upd-serverless", 3, "MaxConcurrency")):
+        with pytest.raises(ClientError) as e:
+            sm.update_endpoint_weights_and_capacities(EndpointName=endpoint, DesiredWeightsAndCapacities=[
+                {"VariantName": "AllTraffic", "ServerlessUpdateConfig": {"ProvisionedConcurrency": pc}}])
+        assert e.value.response["Error"]["Code"] == "ValidationException" and words in str(e.value)
