@@ -173,7 +173,10 @@ def pick_job_uid() -> int:
 # a profile it cannot load makes boto3 fail).
 PLATFORM_CLIENT_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
                        "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
-                       "SAGEMAKER_USER_CONFIG_OVERRIDE")
+                       "SAGEMAKER_USER_CONFIG_OVERRIDE",
+                       # the client guard `opensage env` loads into botocore (cli/awsguard.py): a job signs with its
+                       # own credentials, and the plugin made botocore in job environments fail to load its data
+                       "BOTOCORE_EXPERIMENTAL__PLUGINS")
 
 
 def inherited_env(environ: dict[str, str] | None = None) -> dict[str, str]:
