@@ -66,7 +66,10 @@ def _pool(home: Path) -> tuple[zygote.ZygotePool, dict]:
     ready = home / "zygotes" / f"{zygote.key(sys.executable, MODULE)}.json"
     deadline = time.monotonic() + 120  # a loaded 2-core CI machine imports slowly
     while not ready.exists():
-        assert time.monotonic() < deadline, "zygote not ready"
+        if time.monotonic() > deadline or any(proc.poll() is not None for proc in pool.procs.values()):
+            logs = {p.name: p.read_text(errors="replace")[-3000:] for p in (home / "zygotes").glob("*.log")}
+            codes = {name: proc.poll() for name, proc in pool.procs.items()}
+            raise AssertionError(f"zygote not ready: exit codes {codes}, logs {logs}")
         time.sleep(0.05)
     return pool, json.loads(ready.read_text())
 
