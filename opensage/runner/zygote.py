@@ -83,7 +83,26 @@ INIT_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONOPTIMIZE", "PYT
 
 
 def key(python: str, module: str) -> str:
-    return hashlib.sha256(f"{os.path.realpath(python)}\0{module}".encode()).hexdigest()[:20]
+    # The interpreter's path as given, not its realpath: every virtual environment's bin/python links to the
+    # same base interpreter, and a zygote holds its environment's packages (sys.prefix comes from the link's
+    # place). Keyed by realpath, a PyTorch job forked from the scikit-learn environment's zygote.
+    return hashlib.sha256(f"{os.path.abspath(python)}\0{module}".encode()).hexdigest()[:20]
+
+
+_SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes with the terminating NUL; keep a margin
+
+
+def _unix_call(sock: socket.socket, method: str, path: Path) -> None:
+    """``sock.bind`` / ``sock.connect`` to ``path``; a path too long for an AF_UNIX address (a deep home) is
+    reached through a descriptor of its directory (``/proc/self/fd/N/name``, resolved by the kernel)."""
+    if len(os.fsencode(str(path))) <= _SUN_PATH_MAX:
+        getattr(sock, method)(str(path))
+        return
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        getattr(sock, method)(f"/proc/self/fd/{dir_fd}/{path.name}")
+    finally:
+        os.close(dir_fd)
 
 
 def init_env(environ: dict[str, str]) -> dict[str, str]:
@@ -213,7 +232,7 @@ def start_child(sock_path: Path, module: str, args: list[str], env: dict[str, st
     conn.settimeout(timeout)
     read_fd, write_fd = os.pipe()
     try:
-        conn.connect(str(sock_path))
+        _unix_call(conn, "connect", sock_path)
         payload = json.dumps({"module": module, "args": args, "env": env, "options": options}).encode()
         _send_message(conn, payload, [write_fd])
         line = b""
@@ -256,7 +275,7 @@ class _Server:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            listener.bind(str(self.sock_path))
+            _unix_call(listener, "bind", self.sock_path)
         finally:
             os.umask(old)
         listener.listen(64)

@@ -207,3 +207,37 @@ def _uid_of(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def test_zygote_key_differs_per_virtual_environment_of_one_interpreter(tmp_path: Path) -> None:
+    """Every venv's bin/python links to the same base interpreter: a key by realpath made a PyTorch job fork
+    from the scikit-learn environment's zygote (and fail on that environment's botocore)."""
+    links = []
+    for env in ("sklearn-env", "pytorch-env"):
+        (tmp_path / env / "bin").mkdir(parents=True)
+        (tmp_path / env / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+        links.append(str(tmp_path / env / "bin" / "python"))
+    assert zygote.key(links[0], MODULE) != zygote.key(links[1], MODULE)
+    assert zygote.key(links[0], MODULE) == zygote.key(links[0], MODULE)
+
+
+def test_zygote_socket_path_longer_than_an_af_unix_address_still_binds_and_connects(tmp_path: Path) -> None:
+    import socket
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "0943d41481c23bfe0a95.sock"
+    assert len(str(path)) > 108
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        zygote._unix_call(server, "bind", path)
+        server.listen(1)
+        zygote._unix_call(client, "connect", path)
+        conn, _ = server.accept()
+        client.sendall(b"ok")
+        assert conn.recv(2) == b"ok"
+        conn.close()
+    finally:
+        client.close()
+        server.close()
