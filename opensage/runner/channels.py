@@ -431,8 +431,9 @@ def _open_fifo_dir(path: Path, dir_real: str | None) -> int:
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
-        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-            raise OSError(f"{path.parent} was replaced by a link; Pipe mode writes only to its FIFOs") from None
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT):  # ENOENT: moved away (a swap under way)
+            raise OSError(f"{path.parent} was replaced by a link or removed; Pipe mode writes only to its "
+                          "FIFOs") from None
         raise
     if dir_real is not None and os.readlink(f"/proc/self/fd/{dir_fd}") != dir_real:
         os.close(dir_fd)
