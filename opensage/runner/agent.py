@@ -420,8 +420,8 @@ class Agent:
         bin_dir = job_python_layer(self.ml_root, python or sys.executable)
         if spec.command and os.path.basename(spec.command[0]).startswith("python"):
             spec.command[0] = f"{bin_dir}/python"
-        spec.environment["PATH"] = os.pathsep.join(
-            [bin_dir, *[p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p and p != bin_dir]])
+        spec.environment["PATH"] = os.environ.get("PATH", os.defpath)
+        sandbox.prepend_path(spec.environment, bin_dir)
         destinations = {ch.name: local_path(self.ml_root, ch.local_path, f"ProcessingInput '{ch.name}' LocalPath")
                         for ch in spec.channels if ch.local_path}
         # File inputs are downloaded to their LocalPath; Pipe ones stream through the FIFO <LocalPath>_0.

@@ -481,7 +481,8 @@ def _write_job_bin(ml_root: Path) -> None:
         fh.write(_SUDO)
 
 
-def _prepend_path(env: dict[str, str], directory: str) -> None:
+def prepend_path(env: dict[str, str], directory: str) -> None:
+    """Put ``directory`` first on ``env``'s PATH (once)."""
     env["PATH"] = os.pathsep.join([directory, *[p for p in env.get("PATH", os.defpath).split(os.pathsep)
                                                 if p and p != directory]])
 
@@ -507,7 +508,7 @@ def run_command(
     _write_job_bin(ml_root)
     if namespace:
         env = build_env(spec, OPT_ML, True, ml_root)
-        _prepend_path(env, f"{OPT_ML}/{JOB_BIN}")
+        prepend_path(env, f"{OPT_ML}/{JOB_BIN}")
         options = ["--ml-root", str(ml_root), "--cwd", f"{OPT_ML}/code"]
         if uid is not None:
             give_to_job(ml_root, uid)
@@ -518,7 +519,7 @@ def run_command(
                 *spec.command]
     else:
         env = build_env(spec, str(ml_root), False, ml_root)
-        _prepend_path(env, str(ml_root / JOB_BIN))
+        prepend_path(env, str(ml_root / JOB_BIN))
         argv = [*_jobexec_argv(env, [], None), *[rewrite_opt_ml(a, ml_root) for a in spec.command]]
     proc: Any = None
     if uid is not None and zygote_dir is not None:

@@ -60,6 +60,7 @@ from opensage.serving.handlers import (
 )
 from opensage.serving.handlers import answer as _safe_invoke  # one function for HTTP and in-process callers
 from opensage.serving.plan import MULTI_MODEL_ENV, PIPELINE_KIND
+from opensage.serving.upstream import TOKEN_HEADER  # the one definition
 
 KINDS = ("builtin-xgboost", "sklearn", "pytorch", "xgboost-script", PIPELINE_KIND)
 SCRIPT_FRAMEWORKS = {"sklearn": "sklearn", "pytorch": "pytorch", "xgboost-script": "xgboost"}
@@ -99,7 +100,6 @@ class ServerConfig:
 # the server a random token in ``TOKEN_ENV`` (not argv: /proc/<pid>/cmdline is world-readable); the server
 # takes it out of its environment before user code loads, and refuses any request (``/ping`` too) without it.
 TOKEN_ENV = "OPENSAGE_REPLICA_TOKEN"
-TOKEN_HEADER = "X-OpenSage-Replica-Token"
 _TOKEN_KEY = TOKEN_HEADER.lower()
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from opensage.runner.sandbox import inherited_env
+from opensage.serving.upstream import TOKEN_HEADER
 
 SERVER_MODULE = "opensage.serving.model_server"
 TOKEN_ENV = "OPENSAGE_REPLICA_TOKEN"  # model_server.TOKEN_ENV (not imported: that module is the server's)
-TOKEN_HEADER = "X-OpenSage-Replica-Token"
 STOP_GRACE_SECONDS = 30.0  # SageMaker: SIGTERM, then SIGKILL 30 s later
 STARTUP_TIMEOUT_SECONDS = 600.0  # SAGEMAKER_STARTUP_TIMEOUT's default: /ping must pass within this
 

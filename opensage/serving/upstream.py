@@ -15,7 +15,7 @@ import asyncio
 from dataclasses import dataclass
 
 CONNECT_TIMEOUT_SECONDS = 2.0
-TOKEN_HEADER = "X-OpenSage-Replica-Token"  # serving.model_server.TOKEN_HEADER
+TOKEN_HEADER = "X-OpenSage-Replica-Token"  # a replica's token (model_server checks it; one definition)
 # base URL -> the token its model server requires; set when a replica is routed (``Replica.routed_url``).
 # Read once per request (a dict lookup); the header line itself is cached in the request head.
 _TOKENS: dict[str, str] = {}
