@@ -482,16 +482,19 @@ def prepare_channels(
     ``destinations``: channel name -> the directory its File-mode objects go to (processing inputs); a
     Pipe-mode channel with a destination streams through ``<destination>_0``, ``<destination>_1``, ...
     ``stream_fastfile``: the algorithm follows streamed files (``runner.fastfile.follow``: the built-ins), so
-    a FastFile channel is downloaded while it runs instead of before (a ``fastfile.StreamedChannel`` feeder).
+    a FastFile channel is downloaded while it runs instead of before (a ``fastfile.StreamedChannel`` feeder),
+    and so is a File-mode one it reads only sequentially (``fastfile.FILE_MODE_CHANNELS``): it cannot tell.
     """
+    from opensage.runner import fastfile
+
     feeders: list[Any] = []
     for spec in channels:
         if check is not None:
             check()
         plan = plan_channel(store, spec, host_index, host_count)
-        if stream_fastfile and spec.input_mode == "FastFile" and not (destinations or {}).get(spec.name):
-            from opensage.runner import fastfile
-
+        streamable = spec.input_mode == "FastFile" or (spec.input_mode == "File"
+                                                       and spec.name in fastfile.FILE_MODE_CHANNELS)
+        if stream_fastfile and streamable and not (destinations or {}).get(spec.name):
             if fastfile.can_stream(plan):
                 streamed = fastfile.StreamedChannel(store, plan, data_dir)
                 streamed.prepare()

@@ -6,11 +6,12 @@ reader that only reads sequentially can do the same here without a file system o
 * ``StreamedChannel.prepare()`` (the agent, before the algorithm starts) creates every file of the channel,
   empty, opens it for writing (never through a link: the job owns the directory afterwards) and creates the
   marker directory ``<data_dir>/.opensage-streams/<channel>/``;
-* ``start()`` downloads the objects in order into those files (an uncompressed object of at least
-  ``RANGED_MIN`` bytes as ``RANGES`` parallel ranged GETs, each written at its offset with ``os.pwrite``
-  through the held descriptor: one GET is slower than the parse), and after each one writes the marker
-  ``<rel>.done`` (its final size), or ``<rel>.failed`` (the reason) and sets ``error``, which the agent turns
-  into the job's FailureReason as for a broken Pipe-mode stream;
+* ``start()`` downloads the objects into those files in the order the reader reads them
+  (``reading_order``), ``RANGES`` GETs at a time from one pool (an uncompressed object of at least
+  ``RANGED_MIN`` bytes as ``RANGES`` ranged GETs, each written at its offset with ``os.pwrite`` through the
+  held descriptor: one GET is slower than the parse), and after each object writes the marker ``<rel>.done``
+  (its final size); the first failure writes ``<rel>.failed`` (the reason) for every file not yet complete
+  and sets ``error``, which the agent turns into the job's FailureReason as for a broken Pipe-mode stream;
 * ``follow(path)`` (the algorithm) reads a file as it grows: at its current end it waits for more bytes or
   its marker; it ends at the size the ``.done`` marker gives and raises ``ChannelError`` with the reason of a
   failed download. A file filled by ranges has holes until it is complete, so ``prepare()`` marks it
@@ -18,8 +19,10 @@ reader that only reads sequentially can do the same here without a file system o
   (every ``UPTO_STEP`` bytes): ``follow`` reads a ranged file only up to that.
 
 A file that is not being streamed opens as a plain file, so a reader can call ``follow`` unconditionally.
-Only for readers that follow (the built-in algorithms): any other reader of a streamed channel would see a
-file that is still growing.
+Only for readers that follow (the built-in algorithms, through ``algorithms/content.py``): any other reader of
+a streamed channel would see a file that is still growing. For them File mode streams too
+(``FILE_MODE_CHANNELS``): SageMaker's File mode promises the data on disk when the algorithm starts, which a
+reader that follows cannot tell from a download still under way.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ RANGED_MIN = 8 << 20  # below this one GET is as fast
 UPTO_STEP = 4 << 20  # how far a ranged file's complete prefix grows between two ``.upto`` markers
 
 
+# File-mode channels the built-in algorithms read only sequentially and whole through algorithms/content.py
+# (every built-in reads 'train' and 'validation' so, or refuses the channel before reading it; NTM opens its
+# 'auxiliary' vocab.txt as a file and XGBoost ignores channels beyond these two): streamed, File mode looks the
+# same to them, so these are streamed like FastFile ones (prepare_channels(stream_fastfile=True)).
+FILE_MODE_CHANNELS = frozenset({"train", "validation"})
+
+
 def markers_dir(data_dir: Path, channel: str) -> Path:
     return data_dir / MARKERS / channel
 
@@ -54,6 +64,47 @@ def markers_dir(data_dir: Path, channel: str) -> Path:
 def can_stream(plan: ChannelPlan) -> bool:
     """Objects (not an augmented manifest), few enough to hold a descriptor each."""
     return plan.manifest_lines is None and 0 < len(plan.objects) <= MAX_FILES
+
+
+def reading_order(rel: str) -> tuple[tuple[int, str], ...]:
+    """Sort key of a channel file in the order ``content.list_files`` reads (``os.walk`` top-down, sorted):
+    a directory's files before its subdirectories. S3 key order differs ("b.csv" after "a/c.csv")."""
+    parts = PurePosixPath(rel).parts
+    return (*((1, d) for d in parts[:-1]), (0, parts[-1]))
+
+
+def _pwrite_all(fd: int, data: bytes, pos: int) -> int:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
+    return pos
+
+
+class _Download:
+    """One object of a streamed channel: one whole GET (``size`` None) or ``RANGES`` ranged ones."""
+
+    def __init__(self, ref: ObjectRef, out: BinaryIO, size: int | None) -> None:
+        self.ref, self.out, self.size = ref, out, size
+        if size is None:
+            self.parts: list[tuple[int, int | None]] = [(0, None)]
+        else:
+            step = -(-size // RANGES)
+            self.parts = [(start, min(size, start + step)) for start in range(0, size, step)]
+        self.reached = [start for start, _ in self.parts]  # how far each range has written
+        self.left = len(self.parts)
+        self.written = 0  # a whole GET: bytes written (decompressed)
+        self.published = 0  # the last ``.upto``
+        self.done = False
+
+    def prefix(self) -> int:
+        """Bytes complete from the start: whole ranges, then the first one still filling."""
+        prefix = 0
+        for (_, end), pos in zip(self.parts, self.reached, strict=True):
+            prefix = pos
+            if pos < (end or 0):
+                break
+        return prefix
 
 
 class StreamedChannel(threading.Thread):
@@ -65,6 +116,7 @@ class StreamedChannel(threading.Thread):
         self.channel = check_channel_name(plan.channel.name)
         self.error: str | None = None
         self._halt = threading.Event()
+        self._lock = threading.Lock()  # download state and marker writes
         self._files: list[tuple[ObjectRef, BinaryIO]] = []
         self._sizes: dict[str, int] = {}  # rel -> size of the objects fetched by ranges
         self._markers_fd: int | None = None
@@ -86,39 +138,64 @@ class StreamedChannel(threading.Thread):
             os.fchmod(fd, 0o644)  # readable by the job's user, whatever the umask
             self._files.append((ref, os.fdopen(fd, "wb", buffering=0)))
         if self.plan.channel.compression != "Gzip" and hasattr(self.store, "open_range"):
-            for ref, _ in self._files:
+            for ref, out in self._files:
                 size = self.store.size(ref.bucket, ref.key)  # type: ignore[attr-defined]
                 if size >= RANGED_MIN:
                     self._sizes[ref.rel] = size
                     self._mark(ref, "ranged", str(size))  # before the job starts: follow() sees it
+                    os.ftruncate(out.fileno(), size)  # ranges are written at their offsets
 
     def stop(self) -> None:
         self._halt.set()
 
     def run(self) -> None:
+        # One pool for every object, fed in the order the reader reads (content.list_files): a large object's
+        # ranges, then the next objects, so a channel of many small files downloads several at once too.
+        downloads = [_Download(ref, out, self._sizes.get(ref.rel))
+                     for ref, out in sorted(self._files, key=lambda f: reading_order(f[0].rel))]
         try:
-            for ref, out in self._files:
-                if self._halt.is_set():
-                    return
-                try:
-                    size = self._download(ref, out)
-                except Exception as exc:  # noqa: BLE001 - worded for the user, told to the reader and the job
-                    self.error = self._reason(ref, exc)
-                    self._mark(ref, "failed", self.error)
-                    return
-                self._mark(ref, "done", str(size))
+            with ThreadPoolExecutor(RANGES, thread_name_prefix=f"fastfile-{self.channel}") as pool:
+                for dl in downloads:
+                    for index in range(len(dl.parts)):
+                        pool.submit(self._part, dl, index, downloads)
         finally:
             for _, out in self._files:
                 out.close()
             if self._markers_fd is not None:
                 os.close(self._markers_fd)
 
-    def _download(self, ref: ObjectRef, out: BinaryIO) -> int:
-        if ref.rel in self._sizes:
-            return self._download_ranges(ref, out, self._sizes[ref.rel])
-        stream = self.store.open_read(ref.bucket, ref.key)
+    def _part(self, dl: _Download, index: int, downloads: list[_Download]) -> None:
+        if self._halt.is_set():
+            return
+        try:
+            if dl.size is None:
+                self._download_whole(dl)
+            else:
+                self._download_range(dl, index)
+            with self._lock:
+                dl.left -= 1
+                if dl.left == 0 and not self._halt.is_set():
+                    self._mark(dl.ref, "done", str(dl.size if dl.size is not None else dl.written))
+                    dl.done = True
+        except Exception as exc:  # noqa: BLE001 - worded for the user, told to the readers and the job
+            self._fail(dl.ref, exc, downloads)
+
+    def _fail(self, ref: ObjectRef, exc: Exception, downloads: list[_Download]) -> None:
+        """The first failure is the job's; every file not yet complete fails with it (its reader would
+        otherwise wait for bytes that never come)."""
+        with self._lock:
+            if self.error is not None:
+                return
+            self.error = self._reason(ref, exc)
+            self._halt.set()
+            for dl in downloads:
+                if not dl.done:
+                    self._mark(dl.ref, "failed", self.error)
+
+    def _download_whole(self, dl: _Download) -> None:
+        fd = dl.out.fileno()
+        stream = self.store.open_read(dl.ref.bucket, dl.ref.key)
         decomp = zlib.decompressobj(GZIP_WBITS) if self.plan.channel.compression == "Gzip" else None
-        size = 0
         try:
             while not self._halt.is_set():
                 chunk = stream.read(CHUNK)
@@ -126,60 +203,35 @@ class StreamedChannel(threading.Thread):
                     break
                 if decomp is not None:
                     chunk = decomp.decompress(chunk)
-                out.write(chunk)
-                size += len(chunk)
+                dl.written = _pwrite_all(fd, chunk, dl.written)
         finally:
             stream.close()
-        if decomp is not None and not decomp.eof:
+        if decomp is not None and not decomp.eof and not self._halt.is_set():
             raise EOFError("the gzip stream ends before its end-of-stream marker (truncated)")
-        return size
 
-    def _download_ranges(self, ref: ObjectRef, out: BinaryIO, size: int) -> int:
-        """``RANGES`` ranged GETs in parallel, each written at its own offset through the held descriptor."""
-        fd = out.fileno()
-        os.ftruncate(fd, size)
-        step = -(-size // RANGES)
-        starts = list(range(0, size, step))
-        reached = list(starts)  # how far each range has written
-        lock = threading.Lock()
-        published = [0]
-
-        def publish() -> None:  # the complete prefix: whole ranges, then the first one still filling
-            with lock:
-                prefix = 0
-                for start, pos in zip(starts, reached, strict=True):
-                    prefix = pos
-                    if pos < min(size, start + step):
-                        break
-                if prefix - published[0] >= UPTO_STEP and prefix < size:
-                    published[0] = prefix
-                    self._mark(ref, "upto", str(prefix))
-
-        def fill(index: int) -> int:
-            start = starts[index]
-            end = min(size, start + step)
-            stream = self.store.open_range(ref.bucket, ref.key, start, end)  # type: ignore[attr-defined]
-            pos = start
-            try:
-                while pos < end and not self._halt.is_set():
-                    chunk = stream.read(min(CHUNK, end - pos))
-                    if not chunk:
-                        break
-                    view = memoryview(chunk)
-                    while view:
-                        n = os.pwrite(fd, view, pos)
-                        view, pos = view[n:], pos + n
-                    reached[index] = pos
-                    publish()
-            finally:
-                stream.close()
-            if pos < end and not self._halt.is_set():
-                raise ConnectionError(f"the object ended at byte {pos} of {size} while it was read")
-            return pos - start
-
-        with ThreadPoolExecutor(RANGES, thread_name_prefix=f"fastfile-{self.channel}") as pool:
-            sum(pool.map(fill, range(len(starts))))  # the first failure is raised here
-        return size
+    def _download_range(self, dl: _Download, index: int) -> None:
+        """One of ``RANGES`` ranged GETs of a large object, written at its own offset through the held
+        descriptor; the file's complete prefix is published (``.upto``) as it grows."""
+        start, end = dl.parts[index]
+        assert end is not None and dl.size is not None
+        stream = self.store.open_range(dl.ref.bucket, dl.ref.key, start, end)  # type: ignore[attr-defined]
+        pos = start
+        try:
+            while pos < end and not self._halt.is_set():
+                chunk = stream.read(min(CHUNK, end - pos))
+                if not chunk:
+                    break
+                pos = _pwrite_all(dl.out.fileno(), chunk, pos)
+                with self._lock:
+                    dl.reached[index] = pos
+                    prefix = dl.prefix()
+                    if prefix - dl.published >= UPTO_STEP and prefix < dl.size:
+                        dl.published = prefix
+                        self._mark(dl.ref, "upto", str(prefix))
+        finally:
+            stream.close()
+        if pos < end and not self._halt.is_set():
+            raise ConnectionError(f"the object ended at byte {pos} of {dl.size} while it was read")
 
     def _reason(self, ref: ObjectRef, exc: Exception) -> str:
         uri = f"s3://{ref.bucket}/{ref.key}"
@@ -192,7 +244,8 @@ class StreamedChannel(threading.Thread):
 
     def _mark(self, ref: ObjectRef, kind: str, text: str) -> None:
         name = ref.rel.replace("/", "%2F") + "." + kind
-        tmp = f".tmp-{name}"  # written, then renamed: a reader never sees a marker without its content
+        # Written, then renamed: a reader never sees a marker without its content.
+        tmp = f".tmp-{threading.get_ident()}-{name}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=self._markers_fd)
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -67,15 +67,8 @@ def load_channels(paths: MlPaths, data_config: dict[str, Any], csv_weights: bool
 
     def read(name: str, weights: bool) -> ChannelData | None:
         cfg = _channel_config(data_config, name)
-        # A FastFile channel the platform streams (runner.fastfile) downloads while this process starts;
-        # whole files are read once it has arrived, and a failed download is this job's failure.
-        from opensage.runner.channels import ChannelError
-        from opensage.runner.fastfile import wait_complete
-
-        try:
-            wait_complete(paths.data, name)
-        except ChannelError as exc:
-            raise UserError(str(exc)) from None
+        # A channel the platform streams (runner.fastfile) is parsed as it downloads: read_channel follows its
+        # files in order, and a failed download is a DataError with the download's reason (the job's).
         return read_channel(name, data_dir=paths.data, content_type=cfg.get("ContentType", default_type),
                             input_mode=cfg.get("TrainingInputMode", "File"),
                             record_wrapper=cfg.get("RecordWrapperType"), csv_weights=weights,

@@ -113,11 +113,45 @@ def test_prepare_channels_without_stream_flag_downloads_fastfile_before_start(tm
         assert plain.read() == body
 
 
-def test_prepare_channels_file_mode_is_never_streamed(tmp_path):
+def test_prepare_channels_file_mode_sequential_channels_streamed_for_builtins_only(tmp_path):
     body = _csv_bytes(500)
-    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": body}, store_cls=MemoryStore, mode="File")
-    assert channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True) == []
-    assert (data_dir / "train" / "a.csv").read_bytes() == body
+    store, _, data_dir = _setup(tmp_path, {"train/a.csv": body, "auxiliary/vocab.txt": b"a\nb\n"},
+                                store_cls=MemoryStore)
+    specs = [ChannelSpec(name=n, s3_uri=f"s3://b/{n}/", input_mode="File") for n in ("train", "auxiliary")]
+    # A built-in (stream_fastfile): 'train' is read through content.py, so it streams; 'auxiliary' (NTM opens
+    # vocab.txt as a file) is on disk before the algorithm starts, as File mode promises.
+    feeders = channels.prepare_channels(store, specs, data_dir, 0, 1, stream_fastfile=True)
+    assert [f.plan.channel.name for f in feeders] == ["train"]
+    assert (data_dir / "auxiliary" / "vocab.txt").read_bytes() == b"a\nb\n"
+    feeders[0].start()
+    assert fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train").read() == body
+    # A user's script: File mode is never streamed.
+    plain = tmp_path / "plain"
+    assert channels.prepare_channels(store, specs, plain, 0, 1) == []
+    assert (plain / "train" / "a.csv").read_bytes() == body
+
+
+def test_streamed_channel_downloads_in_reading_order_not_key_order(tmp_path):
+    from tests.streaming import GatedStore
+
+    store = GatedStore()
+    store.ensure_bucket("b")
+    for key in ("train/a/x/1.csv", "train/a/2.csv", "train/b.csv", "train/a-b.csv"):
+        store.put_bytes("b", key, _csv_bytes(100))
+    spec = ChannelSpec(name="train", s3_uri="s3://b/train/", input_mode="FastFile")
+    data_dir = tmp_path / "input" / "data"
+    monkey_ranges = fastfile.RANGES
+    try:
+        fastfile.RANGES = 1  # one download at a time: the order they start in is the order asked
+        (feeder,) = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+        feeder.start()
+        feeder.join(10)
+    finally:
+        fastfile.RANGES = monkey_ranges
+    from opensage.algorithms.content import list_files
+
+    reading = ["train/" + p.relative_to(data_dir / "train").as_posix() for p in list_files(data_dir / "train")]
+    assert store.opened == reading == ["train/a-b.csv", "train/b.csv", "train/a/2.csv", "train/a/x/1.csv"]
 
 
 def test_streamed_channel_stop_ends_download_thread(tmp_path):
@@ -130,7 +164,7 @@ def test_streamed_channel_stop_ends_download_thread(tmp_path):
     assert not feeders[0].is_alive()
 
 
-def test_xgboost_load_channels_streamed_fastfile_waits_for_download_then_reads_all_rows(tmp_path):
+def test_xgboost_load_channels_streamed_fastfile_reads_all_rows(tmp_path):
     from opensage.algorithms.content import MlPaths
     from opensage.algorithms.xgboost.train import load_channels
 
@@ -148,17 +182,49 @@ def test_xgboost_load_channels_streamed_fastfile_waits_for_download_then_reads_a
     np.testing.assert_allclose(train.labels, rows[:, 0].astype(np.float32))
 
 
-def test_xgboost_load_channels_streamed_fastfile_failed_download_is_user_error(tmp_path):
+def test_xgboost_load_channels_streamed_download_paused_midway_parses_first_part(tmp_path):
+    import os
+    import threading
+
     from opensage.algorithms.content import MlPaths
-    from opensage.algorithms.xgboost.train import UserError, load_channels
+    from opensage.algorithms.xgboost.train import load_channels
+    from tests.streaming import GatedStore, reader_position, wait_for
+
+    body = _csv_bytes(30_000)
+    store = GatedStore(pause_at=len(body) // 2)
+    store.ensure_bucket("b")
+    store.put_bytes("b", "train/a.csv", body)
+    spec = ChannelSpec(name="train", s3_uri="s3://b/train/", input_mode="File")
+    data_dir = tmp_path / "input" / "data"
+    (feeder,) = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeder.start()
+    got: dict[str, object] = {}
+    reader = threading.Thread(target=lambda: got.update(train=load_channels(
+        MlPaths(tmp_path), {"train": {"ContentType": "text/csv", "TrainingInputMode": "File"}}, csv_weights=False,
+        arrow=False)[0]), daemon=True)
+    reader.start()
+    # Not waiting for the whole channel: the first half is read while the second is held back.
+    wait_for(lambda: reader_position(os.getpid(), data_dir / "train" / "a.csv") >= len(body) // 4,
+             what="load_channels to read the first part")
+    assert reader.is_alive()
+    store.release.set()
+    reader.join(60)
+    assert got["train"].num_rows == 30_000
+
+
+def test_xgboost_load_channels_streamed_fastfile_failed_download_is_data_error_with_reason(tmp_path):
+    from opensage.algorithms.content import DataError, MlPaths
+    from opensage.algorithms.xgboost.train import load_channels
 
     store, spec, data_dir = _setup(tmp_path, {"train/a.csv": _csv_bytes()})
     store.fail_after = 100_000
     feeders = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
     feeders[0].start()
-    with pytest.raises(UserError, match="ClientError: Could not download s3://b/train/a.csv"):
+    with pytest.raises(DataError, match="ClientError: Could not download s3://b/train/a.csv"):
         load_channels(MlPaths(tmp_path), {"train": {"ContentType": "text/csv", "TrainingInputMode": "FastFile"}},
                       csv_weights=False)
+    feeders[0].join(5)
+    assert "s3://b/train/a.csv" in feeders[0].error
 
 
 class _RangeStore(MemoryStore):
