@@ -14,6 +14,12 @@ adds, to uvicorn's httptools protocol:
   is reached) the connections already open keep working.
 
 Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``, as before.
+
+InvokeEndpoint's fast path (``runtime_app``): POST /endpoints/... goes straight to the runtime route
+(``routes.RuntimeEndpoint``) instead of through the whole app (uvicorn's proxy-headers middleware, Starlette's
+error and exception middleware, its router), which that route needs none of: it catches its own errors and
+answers them AWS-style. Its response head and body leave in one write (``_OneWrite``) instead of two. Each
+layer costs little, but this route is on every inference request's critical path (issue 14).
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     read_timeout: float = READ_TIMEOUT_SECONDS
     max_connections: int = MAX_CONNECTIONS_CEILING
+    runtime_app: Any = None  # the ASGI app that answers POST /endpoints/... directly (None: the whole app does)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -96,6 +103,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._reading = True
+
+    def on_headers_complete(self) -> None:
+        runtime = self.runtime_app
+        if (runtime is None or not self.url.startswith(RUNTIME_PREFIX) or self.expect_100_continue
+                or self.parser.get_method() != b"POST"):
+            super().on_headers_complete()
+            return
+        # uvicorn starts (or queues, pipelined) the request's cycle with self.app: hand it the runtime route.
+        # Absolute-form or %-encoded paths, other methods and Expect: 100-continue take the whole app.
+        app, self.app = self.app, runtime
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # created for this request (not an upgrade)
+            cycle.transport = _OneWrite(self.transport)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -120,9 +144,49 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # an app waiting for the body sees http.disconnect
 
 
-def guarded_protocol(read_timeout: float, max_connections: int) -> type[GuardedHttpToolsProtocol]:
+RUNTIME_PREFIX = b"/endpoints/"
+ONE_WRITE_MAX_BODY = 65536  # larger bodies are not copied onto the head: two writes
+
+
+class _OneWrite:
+    """The transport as one response's cycle sees it: the head (the cycle's first write) is held back and
+    leaves with the first body write, in one ``write`` (one syscall, one segment for the client to wake on)."""
+
+    __slots__ = ("transport", "head", "passthrough")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.head: bytes | None = None
+        self.passthrough = False
+
+    def write(self, data: bytes) -> None:
+        if self.passthrough:
+            self.transport.write(data)
+        elif self.head is None:
+            self.head = data
+        else:
+            head, self.head, self.passthrough = self.head, None, True
+            if len(data) < ONE_WRITE_MAX_BODY:
+                self.transport.write(head + data)
+            else:
+                self.transport.write(head)
+                self.transport.write(data)
+
+    def close(self) -> None:
+        if self.head is not None:  # a head without a body (the app gave up): send what there is, as uvicorn would
+            self.transport.write(self.head)
+            self.head = None
+        self.passthrough = True
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...: the connection's own
+        return getattr(self.transport, name)
+
+
+def guarded_protocol(read_timeout: float, max_connections: int,
+                     runtime_app: Any = None) -> type[GuardedHttpToolsProtocol]:
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
-                {"read_timeout": read_timeout, "max_connections": max_connections})
+                {"read_timeout": read_timeout, "max_connections": max_connections, "runtime_app": runtime_app})
 
 
 def raise_open_files_limit() -> int:
@@ -155,10 +219,12 @@ def server_config(app: Any, host: str, port: int, *, open_files: int | None = No
         if open_files is None:
             open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         max_connections = max_connections_for(open_files)
+    from opensage.server.routes import runtime_endpoint  # routes imports this module
+
     options: dict[str, Any] = {
         "log_level": "warning", "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
         "timeout_keep_alive": keep_alive, "backlog": BACKLOG,
-        "http": guarded_protocol(read_timeout, max_connections),
+        "http": guarded_protocol(read_timeout, max_connections, runtime_endpoint(app)),
     }
     options.update(overrides)
     return uvicorn.Config(app, host=host, port=port, **options)

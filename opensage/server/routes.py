@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote
 
 from starlette.datastructures import URL
@@ -168,7 +169,6 @@ class RuntimeEndpoint:
             result = await self.dispatcher.dispatch_async(ctx, req)
             status, out_headers, payload = serializer.rest_json_response(req.operation, result)
             out_headers["x-amzn-RequestId"] = ctx.request_id
-            response = Response(payload, status, out_headers)
         except ServiceError as err:
             response = _error(err, ctx, "rest-json", body_read=body is not None)
         except ClientDisconnect:
@@ -177,7 +177,24 @@ class RuntimeEndpoint:
             log.exception("unexpected error (request %s)", ctx.request_id)
             response = _error(InternalFailure(f"Internal error (request id {ctx.request_id})."), ctx, "rest-json",
                               body_read=body is not None)
+        else:
+            # The bytes Starlette's Response(payload, status, out_headers) would send, without building one.
+            raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]
+            if status >= 200 and status not in (204, 304) and all(k != b"content-length" for k, _ in raw):
+                raw.append((b"content-length", b"%d" % len(payload)))
+            await send({"type": "http.response.start", "status": status, "headers": raw})
+            await send({"type": "http.response.body", "body": payload})
+            return
         await response(scope, receive, send)
+
+
+def runtime_endpoint(app: Any) -> RuntimeEndpoint | None:
+    """The app's runtime route (``http_limits`` serves POST /endpoints/... with it directly), if it has one."""
+    for route in getattr(app, "routes", None) or ():
+        endpoint = getattr(route, "app", None)
+        if isinstance(endpoint, RuntimeEndpoint) and getattr(route, "path", "") == "/endpoints/{rest:path}":
+            return endpoint
+    return None
 
 
 async def read_body(receive: Receive, headers: dict[str, str], cap: int,
@@ -223,12 +240,8 @@ def _control_too_large(size: int | None) -> ServiceError:
 
 def _header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """``dict(request.headers)``: names as the server gives them (lower-case), a repeated name's first value."""
-    out: dict[str, str] = {}
-    for name, value in raw:
-        key = name.decode("latin-1")
-        if key not in out:
-            out[key] = value.decode("latin-1")
-    return out
+    # Built from the last header to the first, so that a repeated name keeps its first value.
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw)}
 
 
 def _scope_raw_path(scope: Scope) -> str:
