@@ -1,7 +1,9 @@
 """Endpoint metrics as SageMaker publishes them, aggregated in memory and flushed as statistic sets.
 
-InvokeEndpoint is latency-critical, so ``record`` only adds numbers to a per (endpoint, variant, minute)
-bucket under an uncontended lock; a background thread (``start``) flushes the buckets every few seconds as
+InvokeEndpoint is latency-critical, so ``record`` only appends one tuple to a deque (atomic: no lock, no
+arithmetic on the request's path); the flusher folds them into per (endpoint, variant, minute) buckets before
+writing (at most ``MAX_UNFOLDED`` wait: past that ``record`` folds them itself). A background thread
+(``start``) flushes the buckets every few seconds as
 CloudWatch statistic sets (four rows per metric per minute, whatever the request rate) and samples the
 replicas' CPU and memory from /proc. Reads through the CloudWatch API call ``flush`` first.
 
@@ -28,6 +30,7 @@ import logging
 import math
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +57,7 @@ KNOWN_UNITS = {
 }
 
 StatSet = tuple[str, float, float, float, float, float]  # name, timestamp, count, sum, min, max
+MAX_UNFOLDED = 100_000  # records waiting for the flusher (~10 MB); a stalled flusher cannot grow memory past it
 
 
 @dataclass
@@ -103,7 +107,9 @@ class EndpointMetrics:
         self.d = deps
         self.interval = interval
         self._pending: dict[tuple[str, str, int], _Bucket] = {}
-        self._lock = threading.Lock()
+        # (time, endpoint, variant, instances, model s, overhead s, status) per request, not yet in _pending
+        self._unfolded: deque[tuple[float, str, str, int, float | None, float, int | None]] = deque()
+        self._lock = threading.Lock()  # the folded state: flushers and folds only, never a request alone
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,33 +128,51 @@ class EndpointMetrics:
                overhead_seconds: float, model_status: int | None) -> None:
         """One InvokeEndpoint that reached a variant. ``model_seconds`` / ``model_status`` are None when the
         model server never answered (timeout, unreachable)."""
-        now = self.d.clock.time()
+        unfolded = self._unfolded
+        unfolded.append((self.d.clock.time(), endpoint, variant, instances, model_seconds, overhead_seconds,
+                         model_status))
+        if len(unfolded) > MAX_UNFOLDED:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Move the recorded requests into the buckets (the flusher does this before each write)."""
+        unfolded = self._unfolded
+        with self._lock:
+            while True:
+                try:
+                    record = unfolded.popleft()  # deque.append / popleft are atomic: requests never wait here
+                except IndexError:
+                    return
+                self._add(*record)
+
+    def _add(self, now: float, endpoint: str, variant: str, instances: int, model_seconds: float | None,
+             overhead_seconds: float, model_status: int | None) -> None:
+        """One request into the buckets; the caller holds ``_lock``."""
         minute = int(now // 60 * 60)
         key = (endpoint, variant, minute)
         spans = _overlaps(now - model_seconds, now) if model_seconds else []
         minutes = _overlaps(now - model_seconds, now, PC_PERIOD) if model_seconds else []
-        with self._lock:
-            for m, seconds in minutes:
-                mk = (endpoint, variant, m)
-                self._model_seconds[mk] = self._model_seconds.get(mk, 0.0) + seconds
-            for period, seconds in spans:
-                ck = (endpoint, variant, period)
-                self._concurrency[ck] = self._concurrency.get(ck, 0.0) + seconds / (
-                    HIGH_RESOLUTION_PERIOD * max(instances, 1))
-            b = self._pending.get(key)
-            if b is None:
-                b = self._pending[key] = _Bucket()
-            b.invocations += 1
-            b.per_instance.add(1.0 / max(instances, 1))
-            b.overhead.add(overhead_seconds * 1e6)
-            if model_seconds is not None:
-                b.model.add(model_seconds * 1e6)
-            if model_status is None or not 200 <= model_status < 300:
-                b.model_errors += 1
-            if model_status is not None and 400 <= model_status < 500:
-                b.errors_4xx += 1
-            elif model_status is not None and model_status >= 500:
-                b.errors_5xx += 1
+        for m, seconds in minutes:
+            mk = (endpoint, variant, m)
+            self._model_seconds[mk] = self._model_seconds.get(mk, 0.0) + seconds
+        for period, seconds in spans:
+            ck = (endpoint, variant, period)
+            self._concurrency[ck] = self._concurrency.get(ck, 0.0) + seconds / (
+                HIGH_RESOLUTION_PERIOD * max(instances, 1))
+        b = self._pending.get(key)
+        if b is None:
+            b = self._pending[key] = _Bucket()
+        b.invocations += 1
+        b.per_instance.add(1.0 / max(instances, 1))
+        b.overhead.add(overhead_seconds * 1e6)
+        if model_seconds is not None:
+            b.model.add(model_seconds * 1e6)
+        if model_status is None or not 200 <= model_status < 300:
+            b.model_errors += 1
+        if model_status is not None and 400 <= model_status < 500:
+            b.errors_4xx += 1
+        elif model_status is not None and model_status >= 500:
+            b.errors_5xx += 1
 
     # -- flushing ------------------------------------------------------------------------------------
     def flush(self, final: bool = False, live: list[tuple[str, str]] | None = None) -> int:
@@ -157,6 +181,7 @@ class EndpointMetrics:
         Concurrency periods are written once closed (all of them when ``final``); ``live`` variants get a 0
         for each closed period without a request since the last one written (an idle model, not no data)."""
         with self._flush_lock:
+            self._fold()
             closed = self._last_closed_period(final)
             with self._lock:
                 pending, self._pending = self._pending, {}

@@ -87,3 +87,29 @@ def test_process_tree_family_includes_children_and_cpu_is_measured():
     finally:
         child.wait()
     assert ProcessTree.scan().family(child.pid) == []
+
+
+def test_record_takes_no_lock_on_the_request_path(agg):
+    """A flusher holding the aggregation lock never makes an InvokeEndpoint wait."""
+    import threading
+
+    done = threading.Event()
+    with agg._lock:
+        worker = threading.Thread(target=lambda: (agg.record("ep", "v", 1, 0.001, 0.0001, 200), done.set()))
+        worker.start()
+        assert done.wait(5), "record waited for the flusher's lock"
+    worker.join()
+    assert agg.flush() == 7
+    assert _sample(agg, "Invocations")[0].count == 1
+
+
+def test_record_folds_itself_past_max_unfolded(agg, monkeypatch):
+    """A stalled flusher cannot make the unfolded records grow without bound; nothing is lost."""
+    from opensage.serving import metrics
+
+    monkeypatch.setattr(metrics, "MAX_UNFOLDED", 10)
+    for _ in range(25):
+        agg.record("ep", "v", 1, 0.001, 0.0001, 200)
+    assert len(agg._unfolded) <= 10
+    agg.flush()
+    assert _sample(agg, "Invocations")[0].count == 25
