@@ -49,3 +49,27 @@ def test_canonical_request_mixed_case_headers_equal_lowercase_ones():
     assert creq == auth._canonical_request("POST", "/endpoints/my ep/invocations", "b=2&a=1", lower, signed, "h")
     assert creq.split("\n")[:5] == ["POST", "/endpoints/my%20ep/invocations", "a=1&b=2", "content-type:text/csv a",
                                     "host:h:1"]
+
+
+@pytest.mark.parametrize("value", ["ab" * 32, "0123456789abcdef" * 4, "AB" * 32, "ab" * 31 + "g0", "ab" * 31,
+                                   "ab" * 33, "", " " + "ab" * 31 + "a"])
+def test_is_sha256_hex_agrees_with_the_character_by_character_check(value):
+    expected = len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    assert auth._is_sha256_hex(value) is expected
+
+
+@pytest.mark.parametrize("offset", [-auth.MAX_SKEW_SECONDS - 1, -auth.MAX_SKEW_SECONDS, 0, auth.MAX_SKEW_SECONDS,
+                                    auth.MAX_SKEW_SECONDS + 1])
+def test_check_headers_skew_with_cached_date_matches_the_15_minute_rule(offset):
+    from datetime import timedelta
+
+    when = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+    headers = {"authorization": "AWS4-HMAC-SHA256 Credential=AK/20240101/us-east-1/sagemaker/aws4_request, "
+                                "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
+               "x-amz-date": "20240101T120000Z", "host": "h"}
+    now = when + timedelta(seconds=offset)
+    if abs(offset) > auth.MAX_SKEW_SECONDS:
+        with pytest.raises(auth.AccessDenied, match="Signature expired"):
+            auth.check_headers(headers, {"AK": "s"}, now=now)
+    else:
+        assert auth.check_headers(headers, {"AK": "s"}, now=now).amz_date == "20240101T120000Z"
