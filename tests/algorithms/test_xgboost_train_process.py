@@ -151,3 +151,85 @@ def test_train_process_libsvm_is_default_content_type(tmp_path):
     result = _run(root)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("[0]\ttrain-rmse:")
+
+
+# ---------------------------------------------------------------------------------------------- streamed channels
+
+
+def _streamed_csv() -> bytes:
+    rng = np.random.default_rng(11)
+    x = np.round(rng.normal(size=(30_000, 5)), 4)
+    y = (x @ rng.normal(size=5) + rng.normal(size=30_000) > 0).astype(int)
+    return "".join(f"{label}," + ",".join(f"{v:.4f}" for v in row) + "\n" for label, row in zip(y, x, strict=True)).encode()
+
+
+def _start_streamed(root, mode: str, store, body: bytes):
+    """The agent's part: the channel's files created and streamed (``prepare_channels(stream_fastfile=True)``,
+    as for a built-in algorithm), the algorithm process started, then the download."""
+    from opensage.runner import channels
+    from opensage.runner.jobspec import ChannelSpec
+
+    _write_config(root, {"num_round": "5", "objective": "binary:logistic", "max_depth": "3"},
+                  {"train": {"ContentType": "text/csv", "TrainingInputMode": mode}})
+    store.ensure_bucket("b")
+    store.put_bytes("b", "train/part-0.csv", body)
+    spec = ChannelSpec(name="train", s3_uri="s3://b/train/", input_mode=mode)
+    (feeder,) = channels.prepare_channels(store, [spec], root / "input" / "data", 0, 1, stream_fastfile=True)
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(root),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "opensage.algorithms.xgboost.train"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    feeder.start()
+    return proc, feeder
+
+
+@pytest.mark.parametrize("mode", ["File", "FastFile"])
+def test_train_process_streamed_channel_parsed_while_downloading_model_identical_to_downloaded(tmp_path, mode):
+    from tests.streaming import GatedStore, reader_position, wait_for
+
+    body = _streamed_csv()
+    reference = tmp_path / "downloaded"
+    _write_config(reference, {"num_round": "5", "objective": "binary:logistic", "max_depth": "3"},
+                  {"train": {"ContentType": "text/csv", "TrainingInputMode": "File"}})
+    (reference / "input" / "data" / "train").mkdir(parents=True)
+    (reference / "input" / "data" / "train" / "part-0.csv").write_bytes(body)
+    assert _run(reference).returncode == 0
+
+    store = GatedStore(pause_at=len(body) // 2)
+    root = tmp_path / "streamed"
+    proc, feeder = _start_streamed(root, mode, store, body)
+    try:
+        # The download is held at its middle: the algorithm reads the first half before the rest exists.
+        wait_for(lambda: reader_position(proc.pid, root / "input" / "data" / "train" / "part-0.csv")
+                 >= len(body) // 4 or proc.poll() is not None, what="the algorithm to read the first part")
+        assert proc.poll() is None, proc.communicate()
+        assert reader_position(proc.pid, root / "input" / "data" / "train" / "part-0.csv") >= len(body) // 4
+    finally:
+        store.release.set()
+    out, err = proc.communicate(timeout=300)
+    feeder.join(10)
+    assert proc.returncode == 0, err
+    assert feeder.error is None
+    # Byte-identical model: the streamed channel parsed as it arrived is the downloaded one.
+    assert (root / "model" / "xgboost-model").read_bytes() == (reference / "model" / "xgboost-model").read_bytes()
+
+
+def test_train_process_streamed_download_fails_midway_failure_is_download_reason(tmp_path):
+    from tests.streaming import GatedStore, reader_position, wait_for
+
+    body = _streamed_csv()
+    store = GatedStore(pause_at=len(body) // 2, fail=True)
+    root = tmp_path / "streamed"
+    proc, feeder = _start_streamed(root, "File", store, body)
+    try:
+        wait_for(lambda: reader_position(proc.pid, root / "input" / "data" / "train" / "part-0.csv")
+                 >= len(body) // 4 or proc.poll() is not None, what="the algorithm to read the first part")
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        store.release.set()  # the held GET now breaks
+    _, err = proc.communicate(timeout=300)
+    feeder.join(10)
+    assert proc.returncode == 1, err
+    assert feeder.error.startswith("ClientError: Could not download s3://b/train/part-0.csv for channel 'train'")
+    assert (root / "output" / "failure").read_text() == feeder.error  # the job's FailureReason either way
+    assert not (root / "model" / "xgboost-model").exists()
