@@ -85,6 +85,10 @@ class _ResponseParser:
         self.chunks: list[bytes] = []
 
     def feed(self, data: bytes) -> tuple[UpstreamResponse, bool] | None:
+        if self.headers is None and not self.buf:
+            whole = self._whole(data)  # the usual case: the model server's one write, in one piece
+            if whole is not None:
+                return whole
         self.buf += data
         if self.headers is None and not self._parse_head():
             return None
@@ -102,6 +106,24 @@ class _ResponseParser:
             return None
         self.headers["connection"] = "close"
         return self._done(bytes(self.buf[self.pos:]))
+
+    def _whole(self, data: bytes) -> tuple[UpstreamResponse, bool] | None:
+        """A complete CRLF, Content-Length response in ``data``, parsed without copying it into the buffer;
+        None (nothing changed) for anything else, which the incremental path then handles."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or data.find(b"\n\n", 0, end) >= 0:
+            return None
+        lines = data[:end].decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = headers.get("content-length")
+        if length is None or "transfer-encoding" in headers or len(data) - end - 4 < int(length):
+            return None
+        self.version, self.status, self.headers = parts[0], int(parts[1]), headers
+        return self._done(data[end + 4:end + 4 + int(length)])
 
     def _parse_head(self) -> bool:
         buf = self.buf

@@ -206,3 +206,30 @@ def test_post_to_a_url_with_a_registered_unix_socket_goes_over_it_with_the_token
 
     asyncio.run(main())
     assert f"{TOKEN_HEADER}: unix-token".encode() in seen[0]
+
+
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 5\r\n\r\n0.25\n",
+    b"HTTP/1.1 424 Failed\r\ncontent-length: 4\r\nConnection: close\r\nX-A:  b \r\n\r\nboom",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\na\n\nbEXTRA",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+])
+def test_response_in_one_piece_parses_as_byte_by_byte(raw):
+    whole = _ResponseParser().feed(raw)
+    parser, piecewise = _ResponseParser(), None
+    for i in range(len(raw)):
+        piecewise = parser.feed(raw[i:i + 1])
+        if piecewise is not None:
+            break
+    assert whole is not None and piecewise is not None
+    (a, keep_a), (b, keep_b) = whole, piecewise
+    assert (a.status_code, a.headers, a.content, keep_a) == (b.status_code, b.headers, b.content, keep_b)
+
+
+def test_response_head_complete_body_short_waits_for_the_rest():
+    parser = _ResponseParser()
+    assert parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n012") is None
+    response, keep = parser.feed(b"345")
+    assert response.content == b"012345" and keep
