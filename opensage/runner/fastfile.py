@@ -8,8 +8,9 @@ reader that only reads sequentially can do the same here without a file system o
   marker directory ``<data_dir>/.opensage-streams/<channel>/``;
 * ``start()`` downloads the objects into those files in the order the reader reads them
   (``reading_order``), ``RANGES`` GETs at a time from one pool (an uncompressed object of at least
-  ``RANGED_MIN`` bytes as ``RANGES`` ranged GETs, each written at its offset with ``os.pwrite`` through the
-  held descriptor: one GET is slower than the parse), and after each object writes the marker ``<rel>.done``
+  ``RANGED_MIN`` bytes as ranged GETs, each written at its offset with ``os.pwrite`` through the
+  held descriptor: one GET is slower than the parse; ``PART``-sized, in order, so the complete prefix grows
+  at the download's pace), and after each object writes the marker ``<rel>.done``
   (its final size); the first failure writes ``<rel>.failed`` (the reason) for every file not yet complete
   and sets ``error``, which the agent turns into the job's FailureReason as for a broken Pipe-mode stream;
 * ``follow(path)`` (the algorithm) reads a file as it grows: at its current end it waits for more bytes or
@@ -47,6 +48,7 @@ POLL_SECONDS = 0.002
 GZIP_WBITS = 16 + zlib.MAX_WBITS
 RANGES = 8  # parallel ranged GETs per object (measured: 8 ranges 32.2 s vs one GET 43.7 s for 371 MB)
 RANGED_MIN = 8 << 20  # below this one GET is as fast
+PART = 8 << 20  # a ranged GET's size: RANGES of them are in flight, in the reader's order
 UPTO_STEP = 4 << 20  # how far a ranged file's complete prefix grows between two ``.upto`` markers
 
 
@@ -82,14 +84,17 @@ def _pwrite_all(fd: int, data: bytes, pos: int) -> int:
 
 
 class _Download:
-    """One object of a streamed channel: one whole GET (``size`` None) or ``RANGES`` ranged ones."""
+    """One object of a streamed channel: one whole GET (``size`` None) or ranged ones of at most ``PART``."""
 
     def __init__(self, ref: ObjectRef, out: BinaryIO, size: int | None) -> None:
         self.ref, self.out, self.size = ref, out, size
         if size is None:
             self.parts: list[tuple[int, int | None]] = [(0, None)]
         else:
-            step = -(-size // RANGES)
+            # Parts of at most PART bytes, fetched in order by the pool's RANGES workers: the complete prefix
+            # (what the reader may read) then grows at the whole download's pace. RANGES equal ranges grew it at
+            # one range's pace: the reader got the second eighth only when nearly everything had arrived.
+            step = min(PART, -(-size // RANGES))
             self.parts = [(start, min(size, start + step)) for start in range(0, size, step)]
         self.reached = [start for start, _ in self.parts]  # how far each range has written
         self.left = len(self.parts)
@@ -210,7 +215,7 @@ class StreamedChannel(threading.Thread):
             raise EOFError("the gzip stream ends before its end-of-stream marker (truncated)")
 
     def _download_range(self, dl: _Download, index: int) -> None:
-        """One of ``RANGES`` ranged GETs of a large object, written at its own offset through the held
+        """One ranged GET of a large object, written at its own offset through the held
         descriptor; the file's complete prefix is published (``.upto``) as it grows."""
         start, end = dl.parts[index]
         assert end is not None and dl.size is not None

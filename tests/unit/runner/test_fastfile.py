@@ -263,6 +263,22 @@ def test_streamed_channel_large_object_filled_by_parallel_ranges_identical_bytes
     assert sum(e - s for s, e in store.ranges) == len(body)
 
 
+def test_streamed_channel_large_object_fetched_as_ordered_parts_of_at_most_part_size(tmp_path, monkeypatch):
+    # Parts, not RANGES equal ranges: the complete prefix the reader may read then grows at the pace of the
+    # whole download instead of one range's (the reader waited for nearly everything before its second eighth).
+    monkeypatch.setattr(fastfile, "RANGED_MIN", 1000)
+    monkeypatch.setattr(fastfile, "PART", 8192)
+    body = _csv_bytes(5000)
+    store, spec, data_dir = _setup(tmp_path, {"train/a.csv": body}, store_cls=_RangeStore)
+    (feeder,) = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeder.start()
+    assert fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train").read() == body
+    feeder.join(5)
+    parts = sorted(store.ranges)
+    assert parts == [(start, min(len(body), start + 8192)) for start in range(0, len(body), 8192)]
+    assert len(parts) > fastfile.RANGES
+
+
 def test_streamed_channel_failed_range_fails_reader_and_job_with_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(fastfile, "RANGED_MIN", 1000)
     store, spec, data_dir = _setup(tmp_path, {"train/a.csv": _csv_bytes(20_000)}, store_cls=_RangeStore)
