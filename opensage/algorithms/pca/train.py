@@ -23,21 +23,29 @@ from opensage.algorithms.pca import hyperparameters
 ALGORITHM = "pca"
 CHANNELS = ("train", "test")
 GRAM_RATIO = 4  # rows/features above which regular mode decomposes X^T X instead of X
-GRAM_CHUNK = 4096  # rows per partial product of X^T X
+GRAM_CHUNK_VALUES = 1 << 24  # values per chunk of rows in the partial products of X^T X (64 MiB of float32)
 
 log = logging.getLogger("opensage.algorithms")
 
 
 def _centred_gram(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """(d, d) float64 (X - mean)^T (X - mean), accumulated over chunks of rows: each chunk's product in the
-    rows' dtype (float32 as read; numpy's syrk for ``c.T @ c``), summed in float64 across chunks. No centred
-    or float64 copy of X (scikit-learn's covariance_eigh forms one float32 X^T X over all rows, then subtracts
-    n mean mean^T: centring each chunk first avoids that cancellation)."""
-    gram = np.zeros((X.shape[1], X.shape[1]))
-    shift = mean.astype(X.dtype)
-    for start in range(0, X.shape[0], GRAM_CHUNK):
-        chunk = X[start:start + GRAM_CHUNK] - shift
+    """(d, d) float64 (X - mean)^T (X - mean) accumulated over chunks of rows, without a centred or float64 copy
+    of X. Each chunk is shifted by the data's own mean and multiplied in the rows' dtype (float32 as read;
+    numpy's syrk for ``c.T @ c``); the chunks' products and sums add up in float64, and the difference between
+    that shift and ``mean`` (zero with subtract_mean=false) is put back exactly in float64. The float32
+    products so see only centred values: no cancellation against a large mean (scikit-learn's covariance_eigh
+    forms one float32 X^T X over all rows, then subtracts n mean mean^T)."""
+    d = X.shape[1]
+    shift = X.mean(axis=0, dtype=np.float64).astype(X.dtype)
+    gram, sums = np.zeros((d, d)), np.zeros(d)
+    rows = max(1024, GRAM_CHUNK_VALUES // d)  # big chunks: each one is a pass to shift it and a BLAS call
+    for start in range(0, X.shape[0], rows):
+        chunk = X[start:start + rows] - shift
         gram += chunk.T @ chunk
+        sums += chunk.sum(axis=0, dtype=np.float64)
+    # sum (x - mean)(x - mean)^T = sum (x - shift + u)(x - shift + u)^T with u = shift - mean
+    u = shift.astype(np.float64) - mean
+    gram += np.outer(sums, u) + np.outer(u, sums) + X.shape[0] * np.outer(u, u)
     return gram
 
 
