@@ -56,7 +56,11 @@ def start_server(home: Path, executor=None, **settings_overrides) -> Iterator[Se
     settings = Settings.build(home, port=sock.getsockname()[1], s3_endpoint=f"file://{s3_root}",
                               stop_grace_seconds=5, **settings_overrides)
     platform = create_app(settings, executor=executor)
-    config = uvicorn.Config(platform.asgi, log_level="warning")
+    # opensage up's own server configuration (read deadline, connection cap, InvokeEndpoint's fast path), so the
+    # API tests exercise the request path users get, not a plain uvicorn one.
+    from opensage.server.http_limits import server_config
+
+    config = server_config(platform.asgi, "127.0.0.1", settings.port)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
