@@ -43,6 +43,27 @@ def test_mpi_rank_environments_global_ranks_across_hosts(tmp_path):
     assert [r["LOCAL_RANK"] for r in ranks] == ["0", "1", "2"] and ranks[0]["MASTER_PORT"] == "5000"
 
 
+def test_mpi_rank_environments_pmi_slot_per_rank_and_foreign_pmi_dropped(tmp_path):
+    """MPICH finds algo-1's process manager (PMI_PORT, next to torch's master port) and its slot (PMI_ID:
+    a per-job offset + the global rank); another process manager's variables never reach a rank."""
+    env = _env(tmp_path, {"sagemaker_mpi_enabled": "true", "sagemaker_mpi_num_of_processes_per_host": "2",
+                          "sagemaker_mpi_custom_mpi_options": '"-x NCCL_DEBUG=INFO -x KEEP --mca btl ^openib"'})
+    base = {"OPENSAGE_JOB_MASTER_PORT": "5000", "OPENSAGE_JOB_HOSTS": "algo-1=127.0.0.1,algo-2=127.0.0.1",
+            "OPENSAGE_JOB_SECRET": "s3cret", "PMI_FD": "7", "PMIX_NAMESPACE": "other", "KEEP": "yes"}
+    ranks = distributed.mpi_rank_environments(env, base)
+    assert ranks.plan is not None and not ranks.plan.is_master and ranks.plan.world == 4
+    ports = {r["PMI_PORT"].rsplit(":", 1)[1] for r in ranks}
+    assert ports == {"5001"}
+    ids = [int(r["PMI_ID"]) for r in ranks]
+    assert ids[1] == ids[0] + 1 and ids[0] - ranks.plan.id_base == 2 and ranks.plan.id_base > 0
+    assert all("PMI_FD" not in r and "PMIX_NAMESPACE" not in r for r in ranks)
+    assert ranks[0]["UCX_TLS"] == "self,tcp" and ranks[0]["NCCL_DEBUG"] == "INFO" and ranks[0]["KEEP"] == "yes"
+    other_job = distributed.mpi_rank_environments(env, {**base, "OPENSAGE_JOB_SECRET": "other"})
+    assert other_job.plan.id_base != ranks.plan.id_base
+    reserved = distributed.mpi_rank_environments(env, {**base, "OPENSAGE_JOB_PMI_PORT": "6123"})
+    assert reserved[0]["PMI_PORT"].endswith(":6123")
+
+
 def test_master_address_name_unresolvable_falls_back_to_reconciler_address(tmp_path, monkeypatch):
     """Not root (no private /etc/hosts): launchers get algo-1's address from OPENSAGE_JOB_HOSTS."""
     import socket
