@@ -406,10 +406,20 @@ class Agent:
         try:
             outcome = sandbox.run_command(spec, self.ml_root, log_path, self.control, on_start,
                                           zygote_dir=zygotes)
+            if outcome.exit_code == 0 and not outcome.stopped:
+                self._await_file_mode_streams(feeders)
         finally:
             for feeder in feeders:
                 feeder.stop()
         return self._finish(outcome, feeders, ckpt)
+
+    def _await_file_mode_streams(self, feeders: list[Any]) -> None:
+        """File mode promises the whole channel: a built-in that streamed a File-mode channel (runner.fastfile)
+        and exited 0 without reading all of it (files it skips, the idle host of a replicated channel) still
+        fails if the rest of the download fails, as it would have before the algorithm started."""
+        for feeder in filter(_streams_file_mode, feeders):
+            while feeder.is_alive() and not (self.control.stop_requested or self.control.deadline_passed()):
+                feeder.join(0.2)
 
     # -- processing jobs ---------------------------------------------------------------------------
     def _run_processing(self, log_path: Path, python: str | None) -> JobResult:
@@ -503,6 +513,10 @@ class Agent:
             pipe_errors = [f.error for f in feeders if f.error]
             if pipe_errors and outcome.exit_code != 0 and not outcome.stopped:
                 result.failure_reason = _truncate(pipe_errors[0])
+            file_mode_errors = [f.error for f in feeders if f.error and _streams_file_mode(f)]
+            if file_mode_errors and outcome.exit_code == 0 and not outcome.stopped:
+                result.exit_code = 1  # the data File mode promised never arrived: the job fails with its reason
+                result.failure_reason = _truncate(file_mode_errors[0])
         self.events.append("Uploading", "Uploading generated training model")
         errors: list[str] = []
         self._upload_artifacts(result, outcome, errors)
@@ -547,6 +561,11 @@ def _become_group_leader() -> None:
             os.setpgid(0, 0)
     except OSError:
         pass  # a session leader already leads its group
+
+
+def _streams_file_mode(feeder: Any) -> bool:
+    channel = getattr(getattr(feeder, "plan", None), "channel", None)
+    return channel is not None and channel.input_mode == "File"
 
 
 def run_agent(jobdir: Path) -> JobResult:

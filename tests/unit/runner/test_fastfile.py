@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import sys
+import threading
 import time
 
 import numpy as np
@@ -336,3 +338,32 @@ def test_read_channel_streamed_fastfile_failed_download_is_data_error_with_reaso
     with pytest.raises(DataError, match=r"ClientError: Could not download s3://b/train/a.csv for channel 'train'"):
         read_channel("train", data_dir=data_dir, content_type="text/csv", input_mode="FastFile")
     feeders[0].join(5)
+
+
+def test_agent_builtin_exits_zero_before_streamed_file_mode_download_fails_job_fails_with_reason(tmp_path,
+                                                                                                  monkeypatch):
+    """File mode promises the whole channel: a built-in that streamed it and exited 0 without reading it all
+    (files it skips, the idle host of a replicated channel) still fails when the rest never arrives."""
+    from opensage.runner import agent as agent_mod
+    from opensage.runner import sandbox
+    from opensage.runner.jobspec import JobSpec, ObjectStoreSpec
+    from tests.streaming import GatedStore
+
+    store = GatedStore(pause_at=1000, fail=True)
+    store.ensure_bucket("b")
+    store.put_bytes("b", "train/a.csv", _csv_bytes(2000))
+    monkeypatch.setattr("opensage.objects.open_store", lambda spec: store)
+    jobdir = tmp_path / "job"
+    JobSpec(job_name="j", job_arn="arn:aws:sagemaker:us-east-1:000000000000:training-job/j", kind="training",
+            # a built-in's command (streams its channels) that exits 0 without reading anything
+            command=[sys.executable, "-m", "opensage.algorithms.hosts"], environment={},
+            channels=[ChannelSpec(name="train", s3_uri="s3://b/train/", input_mode="File")],
+            object_store=ObjectStoreSpec("memory://"), model_s3_uri="s3://b/out/model.tar.gz",
+            output_s3_uri="s3://b/out/output.tar.gz").write(jobdir)
+    agent = agent_mod.Agent(jobdir, sandbox.Control(None))
+    started = threading.Timer(0.5, store.release.set)  # the download breaks after the algorithm has exited
+    started.start()
+    result = agent.run()
+    started.cancel()
+    assert result.exit_code != 0
+    assert "Could not download s3://b/train/a.csv for channel 'train'" in (result.failure_reason or "")
