@@ -27,6 +27,7 @@ unauthenticated as any MPI's: jobs of one cluster must trust its network.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import selectors
 import socket
 import sys
@@ -70,7 +71,6 @@ class MpiPlan:
     bind_address: str  # algo-1's address (the server listens there)
     allowed: frozenset[str] = field(default=frozenset())  # peers' addresses (empty: the job gave none)
     id_base: int = 0
-    kvsname: str = "opensage_kvs"
 
     @property
     def world(self) -> int:
@@ -122,6 +122,9 @@ class PmiServer:
 
     def __init__(self, plan: MpiPlan, log: Any = None) -> None:
         self.plan = plan
+        # Unique per world: MPICH names its shared-memory segments after a hash of it (/dev/shm/mpich_shm_*),
+        # so two jobs (or two attempts of one) with one name would open each other's.
+        self.kvsname = f"kvs_{secrets.token_hex(8)}"
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._kvs: dict[str, str] = {}
         self._barrier: set[int] = set()
@@ -271,7 +274,7 @@ class PmiServer:
         elif cmd == "get_universe_size":
             self._send(conn, f"cmd=universe_size rc=0 size={self.plan.world}\n")
         elif cmd == "get_my_kvsname":
-            self._send(conn, f"cmd=my_kvsname rc=0 kvsname={self.plan.kvsname}\n")
+            self._send(conn, f"cmd=my_kvsname rc=0 kvsname={self.kvsname}\n")
         elif cmd == "put":
             key, value = msg.get("key", ""), msg.get("value", "")
             if not key or len(key) > KEY_MAX or len(value) > VAL_MAX:

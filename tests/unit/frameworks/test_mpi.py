@@ -139,6 +139,10 @@ def test_pmi_server_barrier_out_only_when_every_rank_arrived_and_kvs_shared():
         assert _line(b) == "cmd=get_result rc=0 value=(vector,(0,2,1))\n"
         b.sendall(b"cmd=get kvsname=opensage_kvs key=missing\n")
         assert _line(b).startswith("cmd=get_result rc=1 ")
+        b.sendall(b"cmd=get_my_kvsname\n")
+        name = _line(b).strip().rpartition("kvsname=")[2]
+        # MPICH names its /dev/shm segments after the KVS name: never one shared by two worlds.
+        assert name == server.kvsname and name != mpi.PmiServer(_plan(0, port)).kvsname
         a.close()
         b.close()
     finally:
