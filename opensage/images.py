@@ -388,6 +388,9 @@ _BUILTIN_ENV_VERSIONS = frozenset({"0.90-1", "0.90-2"})
 _TORCH = "torch==2.13.0+cpu"  # never a CUDA build
 _TORCH_WHEELS = "/opt/wheels"
 _TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# MPI for distribution={"mpi": ...} (frameworks/mpi.py): MPICH's wheel (its libmpi, 36 MB installed) and
+# mpi4py, which loads it; ~40 MB in all, so always (a job's distribution does not choose its environment).
+_MPI = ("mpich==5.0.2", "mpi4py==4.1.2")
 _VERSION_RE = re.compile(r"^(\d+(?:\.\d+)*(?:-\d+)?)")
 
 
@@ -451,7 +454,7 @@ def environment_for_image(image_uri: str | None, kind: str, model_dir: Path | st
         local = _has_local_torch()
         return EnvironmentSpec("pytorch", "2.13.0-cpu",
                                (_TORCH, "sagemaker-training==5.1.4", "sagemaker-inference==1.10.1", _SETUPTOOLS,
-                                *_PLATFORM_PINS),
+                                *_MPI, *_PLATFORM_PINS),
                                imports=("torch", "sagemaker_training", "sagemaker_inference",
                                         "sagemaker_inference.model_server", "opensage.frameworks.training"),
                                notes=(note,), find_links=(_TORCH_WHEELS,) if local else (),

@@ -14,7 +14,7 @@ The SDK sends the choice as hyperparameters (``PyTorch._pytorch_distribution_con
   There is no ssh here: each host's agent starts its own ``processes_per_host`` ranks (global rank = host
   index x processes_per_host + local rank) and algo-1's launcher runs a PMI-1 process manager
   (``frameworks/mpi.py``) that every rank of every host reaches through ``PMI_PORT`` / ``PMI_ID``, so
-  MPICH (the ``mpich`` + ``mpi4py`` wheels pinned in the PyTorch and scikit-learn environments) wires the
+  MPICH (the ``mpich`` + ``mpi4py`` wheels pinned in the PyTorch environment) wires the
   ranks up itself: ``mpi4py``'s ``COMM_WORLD`` spans the hosts, ranks of one host share memory, others
   talk over TCP (UCX, ``UCX_TLS=self,tcp`` unless the job sets it: UCX's shared-memory transports fail
   between hosts of one machine, which run as different users). Each rank also gets the environment Open
@@ -22,8 +22,10 @@ The SDK sends the choice as hyperparameters (``PyTorch._pytorch_distribution_con
   one (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), so scripts that read their rank from
   either (SageMaker's MPI examples with ``init_process_group``) run too. ``-x NAME[=VALUE]`` in
   ``custom_mpi_options`` exports a variable to the ranks, as mpirun does; other mpirun options do not
-  apply. A rank that fails ends its host's other ranks (as mpirun does) and its host fails; the control
-  plane then stops the other hosts. Not here: Open MPI itself, Horovod, ``MPI_Comm_spawn``.
+  apply. A Python entry point runs as ``python -m mpi4py script`` (as SageMaker's runner does: an
+  uncaught exception aborts the world instead of hanging in MPI_Finalize). A rank that fails ends its
+  host's other ranks (as mpirun does) and its host fails; the control plane then stops the other hosts.
+  Not here: Open MPI itself, Horovod, ``MPI_Comm_spawn``.
 
 Where the master is: ``algo-1`` when the name resolves (jobexec's private /etc/hosts, root); otherwise (an
 agent that is not root) the address the reconciler put in ``OPENSAGE_JOB_HOSTS``. The port is the job's own
@@ -205,6 +207,20 @@ def run_mpi(env: ToolkitEnvironment, cmd: list[str], base: dict[str, str], cwd: 
     return run_ranks(cmd, mpi_rank_environments(env, base), cwd)
 
 
+def mpi_command(cmd: list[str]) -> list[str]:
+    """``python -m mpi4py script args`` for a Python entry point when mpi4py is there, as SageMaker's MPI
+    runner does: an uncaught exception then calls MPI_Abort, so a failing rank exits instead of hanging in
+    MPI_Finalize while the others wait for it in a collective."""
+    if len(cmd) < 3 or cmd[1] != "--" or not cmd[2].endswith(".py"):
+        return cmd
+    probe = [cmd[0], "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('mpi4py') is None)"]
+    try:
+        found = subprocess.run(probe, capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        found = False
+    return [cmd[0], "-m", "mpi4py", *cmd[2:]] if found else cmd
+
+
 def _failed_to_start(message: str) -> tuple[int, str]:
     print(message, file=sys.stderr, flush=True)
     return 1, message
@@ -216,6 +232,8 @@ def run_ranks(cmd: list[str], environments: list[dict[str, str]], cwd: str) -> t
     (``mpi_rank_environments``), algo-1 serves PMI until every host's ranks ended; the other hosts start
     their ranks once they reach it."""
     plan = getattr(environments, "plan", None)
+    if plan is not None:
+        cmd = mpi_command(cmd)
     server: mpi.PmiServer | None = None
     watch: mpi.Watch | None = None
     if plan is not None and plan.is_master:

@@ -40,7 +40,9 @@ SECRET_ENV = "OPENSAGE_JOB_SECRET"  # per job, shared by its hosts (set by the c
 PMI_PORT_ENV = "OPENSAGE_JOB_PMI_PORT"  # the PMI server's port when the control plane reserved one
 KVS_NAME_MAX, KEY_MAX, VAL_MAX = 256, 64, 1024  # Hydra's (pmiserv_common.h)
 MAX_LINE = 64 * 1024  # a longer line is no PMI-1 command: the connection is dropped
-CONNECT_TIMEOUT_S = 300.0  # how long a host waits for algo-1's server (algo-1 may start later)
+# How long a host waits for algo-1's server: algo-1 may start minutes later (its node building the environment);
+# if it never does, its failure makes the control plane stop this host first.
+CONNECT_TIMEOUT_S = 1800.0
 # Variables of another process manager that would take precedence over ours (PMI_FD) or confuse MPICH's
 # auto-detection (PMIX_*): never passed to a rank.
 FOREIGN_PMI_PREFIXES = ("PMI_", "PMIX_", "PMI2_")
