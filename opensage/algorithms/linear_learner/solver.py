@@ -9,7 +9,7 @@ best epoch (by the early-stopping loss).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,55 +142,6 @@ class ParallelModels:
         return self.W[index].copy(), self.b[index].copy()
 
 
-def _batches(n: int, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    order = rng.permutation(n)
-    for start in range(0, n, size):
-        yield order[start:start + size]
-
-
-class _Optimizer:
-    """Adam / RMSProp / SGD(+momentum) over (W, b) with a per-model learning rate."""
-
-    def __init__(self, settings: Settings, rates: np.ndarray, W: np.ndarray, b: np.ndarray) -> None:
-        self.s = settings
-        self.rates = rates
-        self.state = [np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)]
-        self.t = 0
-
-    def step(self, W: np.ndarray, b: np.ndarray, gW: np.ndarray, gb: np.ndarray, scale: float) -> np.ndarray:
-        """Update in place; returns the per-model step size actually used (for the L1 proximal step)."""
-        self.t += 1
-        lr = self.rates * scale
-        lr_w = lr[:, None, None]
-        lr_b = (lr * self.s.bias_lr_mult)[:, None]
-        mW, vW, mb, vb = self.state
-        if self.s.optimizer == "adam":
-            b1, b2 = self.s.beta_1, self.s.beta_2
-            for m, v, g in ((mW, vW, gW), (mb, vb, gb)):
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * g * g
-            c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-            W -= lr_w * (mW / c1) / (np.sqrt(vW / c2) + 1e-8)
-            b -= lr_b * (mb / c1) / (np.sqrt(vb / c2) + 1e-8)
-        elif self.s.optimizer == "rmsprop":
-            for v, g in ((vW, gW), (vb, gb)):
-                v *= 0.9
-                v += 0.1 * g * g
-            W -= lr_w * gW / (np.sqrt(vW) + 1e-8)
-            b -= lr_b * gb / (np.sqrt(vb) + 1e-8)
-        else:
-            mu = self.s.momentum
-            mW *= mu
-            mW += gW
-            mb *= mu
-            mb += gb
-            W -= lr_w * mW
-            b -= lr_b * mb
-        return lr
-
-
 def _init(settings: Settings, models: int, dim: int, outputs: int, rng: np.random.Generator) -> ParallelModels:
     if settings.init_method == "normal":
         W = rng.normal(0.0, settings.init_sigma, (models, dim, outputs))
@@ -207,35 +158,83 @@ def fit(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: 
         settings: Settings, validation: tuple[np.ndarray, np.ndarray] | None = None,
         on_epoch: EpochHook | None = None) -> ParallelModels:
     """Train ``len(candidates)`` models on standardised ``X`` (n, d); early-stop and keep each model's best
-    epoch by the mean loss on ``validation`` (else on the training data)."""
+    epoch by the mean loss on ``validation`` (else on the training data).
+
+    Every model's weights and bias live in one matrix ``P`` ((d + 1) x M*K, the bias as the last row against a
+    column of ones), so a mini-batch costs two matrix products for all M models and one fused optimizer update:
+    with small mini-batches the per-step Python overhead, not the arithmetic, is the cost."""
     rng = np.random.default_rng(settings.seed)
     n, dim = X.shape
     count = len(candidates)
     models = _init(settings, count, dim, outputs, rng)
-    rates = np.array([c.learning_rate for c in candidates])
-    wd = np.array([c.wd for c in candidates])[:, None, None]
-    l1 = np.array([c.l1 for c in candidates])[:, None, None]
-    optimizer = _Optimizer(settings, rates, models.W, models.b)
+    columns = count * outputs
+    P = np.empty((dim + 1, columns))
+    P[:dim] = models.W.transpose(1, 0, 2).reshape(dim, columns)
+    P[dim] = models.b.reshape(columns)
+    per_column = np.repeat  # model m's settings apply to its K columns
+    rates = per_column(np.array([c.learning_rate for c in candidates]), outputs)
+    wd = per_column(np.array([c.wd for c in candidates]), outputs)
+    l1 = per_column(np.array([c.l1 for c in candidates]), outputs)
+    reg = np.empty_like(P)  # d(wd/2 |W|^2)/dP per entry: wd on weights, bias_wd_mult * wd on the bias
+    reg[:dim] = wd
+    reg[dim] = settings.bias_wd_mult * wd if settings.use_bias else 0.0
+    rate = np.empty_like(P)  # learning rate per entry (bias_lr_mult on the bias row; 0 without a bias)
+    rate[:dim] = rates
+    rate[dim] = rates * settings.bias_lr_mult if settings.use_bias else 0.0
+    has_l1 = bool(l1.any())
+    first, second = np.zeros_like(P), np.zeros_like(P)
+    grad_buf, step_buf = np.empty_like(P), np.empty_like(P)
+    b1, b2, mu = settings.beta_1, settings.beta_2, settings.momentum
+    optimizer = settings.optimizer
+    Xa = np.empty((n, dim + 1))
+    Xa[:, dim] = 1.0
+    size = settings.mini_batch_size
     best_loss = np.full(count, np.inf)
     best = ParallelModels(models.W.copy(), models.b.copy(), np.zeros(count, dtype=np.int64))
-    stale, overall = 0, np.inf
+    stale, overall, t = 0, np.inf, 0
     for epoch in range(settings.epochs):
-        total, seen = np.zeros(count), 0
-        for index in _batches(n, settings.mini_batch_size, rng):
-            Xb, yb, wb = X[index], y[index], weights[index]
-            scores = np.einsum("bd,mdk->mbk", Xb, models.W) + models.b[:, None, :]
+        order = rng.permutation(n)  # one shuffled copy per epoch: the mini-batches are contiguous slices
+        np.take(X, order, axis=0, out=Xa[:, :dim])
+        ye, we = y[order], weights[order]
+        total = np.zeros(count)
+        for begin in range(0, n, size):
+            Xb, yb, wb = Xa[begin:begin + size], ye[begin:begin + size], we[begin:begin + size]
+            scores = (Xb @ P).reshape(len(yb), count, outputs).transpose(1, 0, 2)
             values, grad = loss(scores, yb)
-            total += (values * wb).sum(axis=1)
-            seen += len(index)
-            grad *= (wb / len(index))[None, :, None]
-            gW = np.einsum("bd,mbk->mdk", Xb, grad) + wd * models.W
-            gb = grad.sum(axis=1) + settings.bias_wd_mult * wd[:, :, 0] * models.b if settings.use_bias else \
-                np.zeros_like(models.b)
-            lr = optimizer.step(models.W, models.b, gW, gb, _schedule(settings, optimizer.t))
-            if l1.any():  # proximal step: soft-threshold by lr * l1
-                shrink = lr[:, None, None] * l1
-                np.copyto(models.W, np.sign(models.W) * np.maximum(np.abs(models.W) - shrink, 0.0))
-        train_loss = total / max(seen, 1)
+            total += values @ wb
+            grad *= (wb / len(yb))[None, :, None]
+            np.matmul(Xb.T, grad.transpose(1, 0, 2).reshape(len(yb), columns), out=grad_buf)
+            grad_buf += reg * P
+            t += 1
+            scale = _schedule(settings, t)
+            if optimizer == "adam":
+                first *= b1
+                first += (1 - b1) * grad_buf
+                second *= b2
+                grad_buf *= grad_buf
+                second += (1 - b2) * grad_buf
+                np.sqrt(second / (1 - b2 ** t), out=step_buf)
+                step_buf += 1e-8
+                np.divide(first, step_buf, out=step_buf)
+                step_buf *= rate * (scale / (1 - b1 ** t))
+            elif optimizer == "rmsprop":
+                second *= 0.9
+                second += 0.1 * grad_buf * grad_buf
+                np.sqrt(second, out=step_buf)
+                step_buf += 1e-8
+                np.divide(grad_buf, step_buf, out=step_buf)
+                step_buf *= rate * scale
+            else:
+                first *= mu
+                first += grad_buf
+                np.multiply(first, rate * scale, out=step_buf)
+            P -= step_buf
+            if has_l1:  # proximal step on the weights: soft-threshold by lr * l1
+                weights_part = P[:dim]
+                np.copyto(weights_part, np.sign(weights_part) *
+                          np.maximum(np.abs(weights_part) - rates * scale * l1, 0.0))
+        models = _unpack(P, count, outputs)
+        train_loss = total / max(n, 1)
         watched = train_loss if validation is None else _mean_loss(models, loss, *validation)
         watched = np.where(np.isfinite(watched), watched, np.inf)
         if on_epoch is not None:
@@ -255,6 +254,12 @@ def fit(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: 
     return best
 
 
+def _unpack(P: np.ndarray, count: int, outputs: int) -> ParallelModels:
+    dim = P.shape[0] - 1
+    return ParallelModels(P[:dim].reshape(dim, count, outputs).transpose(1, 0, 2).copy(),
+                          P[dim].reshape(count, outputs).copy())
+
+
 def _schedule(settings: Settings, step: int) -> float:
     if settings.lr_schedule is None:
         return 1.0
@@ -265,7 +270,7 @@ def _schedule(settings: Settings, step: int) -> float:
 def _mean_loss(models: ParallelModels, loss: Loss, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.zeros(models.W.shape[0])
     for start in range(0, X.shape[0], 8192):
-        scores = np.einsum("bd,mdk->mbk", X[start:start + 8192], models.W) + models.b[:, None, :]
+        scores = np.matmul(X[start:start + 8192][None], models.W) + models.b[:, None, :]
         out += loss.value(scores, y[start:start + 8192]).sum(axis=1)
     return out / max(X.shape[0], 1)
 
