@@ -295,7 +295,10 @@ class PmiServer:
             conn.finalized = True
             self._send(conn, "cmd=finalize_ack rc=0\n")
         elif cmd == "abort":
+            # MPICH expects the process manager to end an aborting rank (Hydra kills it); dropping its
+            # connection ends its wait, so it exits with its code and its host's launcher ends the others.
             self._log(f"MPI rank {rank} called MPI_Abort (exit code {msg.get('exitcode', '?')})")
+            return False
         elif cmd in ("publish_name", "unpublish_name", "lookup_name"):
             reply = {"publish_name": "publish_result", "unpublish_name": "unpublish_result",
                      "lookup_name": "lookup_result"}[cmd]
