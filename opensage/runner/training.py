@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ def reads_every_shard(resolved: Any, image: str = "") -> bool:
 HOSTS_ENV = "OPENSAGE_JOB_HOSTS"
 CURRENT_HOST_ENV = "OPENSAGE_JOB_CURRENT_HOST"
 MASTER_PORT_ENV = "OPENSAGE_JOB_MASTER_PORT"
+PMI_PORT_ENV = "OPENSAGE_JOB_PMI_PORT"  # = frameworks.mpi.PMI_PORT_ENV (not imported: the toolkit's module)
+JOB_SECRET_ENV = "OPENSAGE_JOB_SECRET"  # = frameworks.mpi.SECRET_ENV
 
 
 def free_port() -> int:
@@ -342,8 +345,13 @@ class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
             job.state["_host_addresses"] = addresses
         if "_master_port" not in job.state:
             job.state["_master_port"] = free_port()
+        if "_pmi_port" not in job.state:  # the mpi distribution's process manager (frameworks/mpi.py) on algo-1
+            job.state["_pmi_port"] = free_port()
+        if "_job_secret" not in job.state:  # shared by the job's hosts only: MPI rank ids nobody else can guess
+            job.state["_job_secret"] = secrets.token_hex(16)
         return {HOSTS_ENV: ",".join(f"{host_name(i)}={a}" for i, a in enumerate(addresses)),
-                CURRENT_HOST_ENV: host_name(index), MASTER_PORT_ENV: str(job.state["_master_port"])}
+                CURRENT_HOST_ENV: host_name(index), MASTER_PORT_ENV: str(job.state["_master_port"]),
+                PMI_PORT_ENV: str(job.state["_pmi_port"]), JOB_SECRET_ENV: job.state["_job_secret"]}
 
     def _write_configs(self, ml: Path, req: dict[str, Any], index: int, count: int) -> None:
         config = ml / "input" / "config"
