@@ -87,6 +87,12 @@ def test_pytorch_torch_distributed_two_hosts_all_reduce_together(sm_session, tmp
 
 
 def test_builtin_xgboost_two_hosts_sharded_by_s3_key_matches_one_host(sm_session, tmp_path):
+    xgboost_one_host_vs_two_sharded(sm_session, tmp_path)
+
+
+def xgboost_one_host_vs_two_sharded(sm_session, tmp_path, instance_type: str = "ml.m5.large") -> None:
+    """Built-in XGBoost on 1 host (FullyReplicated) and 2 hosts (ShardedByS3Key) on the same 4 CSV parts: the
+    same accuracy and nearly the same predictions (also run on the Ray executor, test_ray_executor.py)."""
     import sagemaker
     import xgboost as xgb
     from sagemaker.estimator import Estimator
@@ -105,7 +111,7 @@ def test_builtin_xgboost_two_hosts_sharded_by_s3_key_matches_one_host(sm_session
     image = sagemaker.image_uris.retrieve("xgboost", "us-east-1", "1.7-1")
     models = {}
     for count, distribution in ((1, "FullyReplicated"), (2, "ShardedByS3Key")):
-        est = Estimator(image_uri=image, role=ROLE, instance_count=count, instance_type="ml.m5.large",
+        est = Estimator(image_uri=image, role=ROLE, instance_count=count, instance_type=instance_type,
                         output_path=f"s3://{bucket}/e2e/mh-xgb/out{count}", sagemaker_session=sm_session,
                         hyperparameters={"num_round": 30, "objective": "binary:logistic", "max_depth": 3,
                                          "tree_method": "hist"})

@@ -519,3 +519,70 @@ def test_invoke_endpoint_two_replicas_on_two_nodes_survives_node_loss_and_replic
         stop.set()
         stop_platform(p)
         _ray_start([f"--address={ray_cluster.address}"], ray_cluster)  # the lost node's stand-in
+
+
+def test_sdk_pytorch_torch_distributed_two_hosts_on_two_nodes_all_reduce_together(ray_cluster, tmp_path,
+                                                                                   monkeypatch):
+    """Issue 13 item 5: the unmodified SDK's PyTorch(instance_count=2, torch_distributed) on the Ray executor:
+    the two hosts are placed on the two nodes and their ranks all-reduce together (gloo over the nodes'
+    addresses), DDP keeping the replicas' weights identical."""
+    import sagemaker
+    from sagemaker.pytorch import PyTorch
+
+    from tests.e2e.test_multi_host_training import DDP_SCRIPT, _model_dir
+
+    home = tmp_path / "home"
+    p = start_ray_platform(home, ray_cluster)
+    try:
+        session = _sdk_session(p, monkeypatch)
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "train.py").write_text(DDP_SCRIPT)
+        image = sagemaker.image_uris.retrieve("pytorch", "us-east-1", version="2.3", py_version="py311",
+                                              instance_type="ml.m5.large", image_scope="training")
+        est = PyTorch(entry_point="train.py", source_dir=str(src), role=ROLE, image_uri=image,
+                      instance_count=2, instance_type="ml.m5.large", sagemaker_session=session,
+                      output_path=f"s3://{BUCKET}/ray/ddp/out",
+                      distribution={"torch_distributed": {"enabled": True}})
+        est.fit(wait=False)
+        deadline = time.time() + 120
+        while True:  # placed while it runs: one bundle per host, each host on its own node
+            groups = [g for g in _placement_groups(ray_cluster, home) if g["state"] == "CREATED"]
+            if groups:
+                break
+            assert time.time() < deadline, "the two-host job was never placed"
+            time.sleep(0.5)
+        assert groups[0]["strategy"] == "STRICT_SPREAD" and len(set(groups[0]["nodes"])) == 2, groups
+        desc = _wait(session.sagemaker_client, est.latest_training_job.name, timeout=900)
+        assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+        result = json.loads((_model_dir(session, desc["ModelArtifacts"]["S3ModelArtifacts"], tmp_path)
+                             / "result.json").read_text())
+        assert result["world"] == 2 and result["sum"] == 3.0 and result["same_weights"]
+        assert result["hosts"] == ["algo-1", "algo-2"]
+    finally:
+        stop_platform(p)
+
+
+def test_sdk_builtin_xgboost_two_hosts_on_two_nodes_sharded_matches_one_host(ray_cluster, tmp_path, monkeypatch):
+    """Issue 13 item 5: distributed built-in XGBoost (ShardedByS3Key, the Rabit tracker on algo-1) across the
+    two Ray nodes, with the model quality of one host on the same data."""
+
+    from tests.e2e.test_multi_host_training import xgboost_one_host_vs_two_sharded
+
+    p = start_ray_platform(tmp_path / "home", ray_cluster)
+    try:
+        session = _sdk_session(p, monkeypatch)
+        xgboost_one_host_vs_two_sharded(session, tmp_path)
+    finally:
+        stop_platform(p)
+
+
+def _sdk_session(p: Platform, monkeypatch):
+    """A SageMaker SDK session the way a user gets one: the environment `opensage env` prints (the profile and
+    the client guard that answers any AWS endpoint the SDK names itself, e.g. STS's regional one, locally)."""
+    import sagemaker
+
+    for key, value in p.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    return sagemaker.Session()
