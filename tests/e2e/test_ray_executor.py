@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -435,6 +436,124 @@ def _model_servers_under(pids: list[int], model_marker: str) -> list[int]:
     return out
 
 
+def test_sdk_pytorch_torch_distributed_two_hosts_on_two_nodes_all_reduce_together(ray_cluster, tmp_path,
+                                                                                   monkeypatch):
+    """Issue 13 item 5: the unmodified SDK's PyTorch(instance_count=2, torch_distributed) on the Ray executor:
+    the two hosts are placed on the two nodes and their ranks all-reduce together (gloo over the nodes'
+    addresses), DDP keeping the replicas' weights identical."""
+    import sagemaker
+    from sagemaker.pytorch import PyTorch
+
+    from tests.e2e.test_multi_host_training import DDP_SCRIPT, _model_dir
+
+    home = tmp_path / "home"
+    p = start_ray_platform(home, ray_cluster)
+    try:
+        session = _sdk_session(p, monkeypatch)
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "train.py").write_text(DDP_SCRIPT)
+        image = sagemaker.image_uris.retrieve("pytorch", "us-east-1", version="2.3", py_version="py311",
+                                              instance_type="ml.m5.large", image_scope="training")
+        est = PyTorch(entry_point="train.py", source_dir=str(src), role=ROLE, image_uri=image,
+                      instance_count=2, instance_type="ml.m5.large", sagemaker_session=session,
+                      output_path=f"s3://{BUCKET}/ray/ddp/out",
+                      distribution={"torch_distributed": {"enabled": True}})
+        est.fit(wait=False)
+        deadline = time.time() + 120
+        while True:  # placed while it runs: one bundle per host, each host on its own node
+            groups = [g for g in _placement_groups(ray_cluster, home) if g["state"] == "CREATED"]
+            if groups:
+                break
+            assert time.time() < deadline, "the two-host job was never placed"
+            time.sleep(0.5)
+        assert groups[0]["strategy"] == "STRICT_SPREAD" and len(set(groups[0]["nodes"])) == 2, groups
+        desc = _wait(session.sagemaker_client, est.latest_training_job.name, timeout=900)
+        assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+        result = json.loads((_model_dir(session, desc["ModelArtifacts"]["S3ModelArtifacts"], tmp_path)
+                             / "result.json").read_text())
+        assert result["world"] == 2 and result["sum"] == 3.0 and result["same_weights"]
+        assert result["hosts"] == ["algo-1", "algo-2"]
+    finally:
+        stop_platform(p)
+
+
+def test_sdk_builtin_xgboost_two_hosts_on_two_nodes_sharded_matches_one_host(ray_cluster, tmp_path, monkeypatch):
+    """Issue 13 item 5: distributed built-in XGBoost (ShardedByS3Key, the Rabit tracker on algo-1) across the
+    two Ray nodes, with the model quality of one host on the same data."""
+
+    from tests.e2e.test_multi_host_training import xgboost_one_host_vs_two_sharded
+
+    p = start_ray_platform(tmp_path / "home", ray_cluster)
+    try:
+        session = _sdk_session(p, monkeypatch)
+        xgboost_one_host_vs_two_sharded(session, tmp_path)
+    finally:
+        stop_platform(p)
+
+
+def test_sdk_spot_job_on_ray_host_lost_twice_completes_from_checkpoints(ray_cluster, tmp_path, monkeypatch):
+    """Issue 13 items 4/5 on the Ray executor: a managed-spot job whose host is lost twice (its agent and the
+    user's process killed on their node: what a node's death does to them) is Interrupted → Restarting, placed
+    again and completes from its last S3 checkpoint; BillableTimeInSeconds ≤ TrainingTimeInSeconds."""
+    import sagemaker
+    from sagemaker.pytorch import PyTorch
+
+    from tests.e2e.test_spot_interruptions import SCRIPT, _checkpoint_epoch
+
+    home = tmp_path / "home"
+    p = start_ray_platform(home, ray_cluster)
+    try:
+        session = _sdk_session(p, monkeypatch)
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "train.py").write_text(SCRIPT)
+        checkpoints = f"s3://{BUCKET}/ray/spot/checkpoints"
+        est = PyTorch(entry_point="train.py", source_dir=str(src), role=ROLE, framework_version="2.3",
+                      py_version="py311", instance_count=1, instance_type="ml.m5.large",
+                      sagemaker_session=session, output_path=f"s3://{BUCKET}/ray/spot/out",
+                      hyperparameters={"epochs": 40}, use_spot_instances=True, max_run=900, max_wait=1800,
+                      checkpoint_s3_uri=checkpoints)
+        est.fit(wait=False)
+        name = est.latest_training_job.name
+        agent_pid = home / "jobs" / name / "algo-1" / "agent.pid"
+        seen = 0
+        for lost in (1, 2):
+            deadline = time.time() + 600  # the first start builds the PyTorch environment
+            while (epoch := _checkpoint_epoch(session, checkpoints)) <= seen and time.time() < deadline:
+                time.sleep(1)
+            assert epoch > seen, "no new checkpoint reached S3"
+            seen = epoch
+            agent = int(agent_pid.read_text().split()[0])
+            for pid in _subtree(agent):  # the host is gone: its agent and everything it started
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + 180
+            while True:
+                desc = est.latest_training_job.describe()
+                statuses = [t["Status"] for t in desc["SecondaryStatusTransitions"]]
+                if statuses.count("Restarting") >= lost and desc["SecondaryStatus"] == "Training":
+                    break
+                assert desc["TrainingJobStatus"] == "InProgress", desc.get("FailureReason")
+                assert time.time() < deadline, f"not restarted after host loss {lost}: {statuses}"
+                time.sleep(1)
+        desc = _wait(session.sagemaker_client, name, timeout=600)
+        assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+        statuses = [t["Status"] for t in desc["SecondaryStatusTransitions"]]
+        assert statuses.count("Interrupted") == 2 and statuses.count("Restarting") == 2, statuses
+        assert 1 <= desc["BillableTimeInSeconds"] <= desc["TrainingTimeInSeconds"]
+        local = sagemaker.s3.S3Downloader.download(desc["ModelArtifacts"]["S3ModelArtifacts"], str(tmp_path),
+                                                   sagemaker_session=session)[0]
+        with tarfile.open(local) as tar:
+            state = json.load(tar.extractfile("state.json"))
+        assert state["epoch"] == 40 and len(state["starts"]) == 3 and state["starts"][0] == 0, state
+        assert 0 < state["starts"][1] < state["starts"][2] < 40, state
+    finally:
+        stop_platform(p)
+
+
 def test_invoke_endpoint_two_replicas_on_two_nodes_survives_node_loss_and_replica_is_replaced(ray_cluster,
                                                                                                tmp_path):
     """Last in this file: it kills a node (and starts a fresh one for whatever runs next)."""
@@ -519,62 +638,6 @@ def test_invoke_endpoint_two_replicas_on_two_nodes_survives_node_loss_and_replic
         stop.set()
         stop_platform(p)
         _ray_start([f"--address={ray_cluster.address}"], ray_cluster)  # the lost node's stand-in
-
-
-def test_sdk_pytorch_torch_distributed_two_hosts_on_two_nodes_all_reduce_together(ray_cluster, tmp_path,
-                                                                                   monkeypatch):
-    """Issue 13 item 5: the unmodified SDK's PyTorch(instance_count=2, torch_distributed) on the Ray executor:
-    the two hosts are placed on the two nodes and their ranks all-reduce together (gloo over the nodes'
-    addresses), DDP keeping the replicas' weights identical."""
-    import sagemaker
-    from sagemaker.pytorch import PyTorch
-
-    from tests.e2e.test_multi_host_training import DDP_SCRIPT, _model_dir
-
-    home = tmp_path / "home"
-    p = start_ray_platform(home, ray_cluster)
-    try:
-        session = _sdk_session(p, monkeypatch)
-        src = tmp_path / "src"
-        src.mkdir()
-        (src / "train.py").write_text(DDP_SCRIPT)
-        image = sagemaker.image_uris.retrieve("pytorch", "us-east-1", version="2.3", py_version="py311",
-                                              instance_type="ml.m5.large", image_scope="training")
-        est = PyTorch(entry_point="train.py", source_dir=str(src), role=ROLE, image_uri=image,
-                      instance_count=2, instance_type="ml.m5.large", sagemaker_session=session,
-                      output_path=f"s3://{BUCKET}/ray/ddp/out",
-                      distribution={"torch_distributed": {"enabled": True}})
-        est.fit(wait=False)
-        deadline = time.time() + 120
-        while True:  # placed while it runs: one bundle per host, each host on its own node
-            groups = [g for g in _placement_groups(ray_cluster, home) if g["state"] == "CREATED"]
-            if groups:
-                break
-            assert time.time() < deadline, "the two-host job was never placed"
-            time.sleep(0.5)
-        assert groups[0]["strategy"] == "STRICT_SPREAD" and len(set(groups[0]["nodes"])) == 2, groups
-        desc = _wait(session.sagemaker_client, est.latest_training_job.name, timeout=900)
-        assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-        result = json.loads((_model_dir(session, desc["ModelArtifacts"]["S3ModelArtifacts"], tmp_path)
-                             / "result.json").read_text())
-        assert result["world"] == 2 and result["sum"] == 3.0 and result["same_weights"]
-        assert result["hosts"] == ["algo-1", "algo-2"]
-    finally:
-        stop_platform(p)
-
-
-def test_sdk_builtin_xgboost_two_hosts_on_two_nodes_sharded_matches_one_host(ray_cluster, tmp_path, monkeypatch):
-    """Issue 13 item 5: distributed built-in XGBoost (ShardedByS3Key, the Rabit tracker on algo-1) across the
-    two Ray nodes, with the model quality of one host on the same data."""
-
-    from tests.e2e.test_multi_host_training import xgboost_one_host_vs_two_sharded
-
-    p = start_ray_platform(tmp_path / "home", ray_cluster)
-    try:
-        session = _sdk_session(p, monkeypatch)
-        xgboost_one_host_vs_two_sharded(session, tmp_path)
-    finally:
-        stop_platform(p)
 
 
 def _sdk_session(p: Platform, monkeypatch):
