@@ -94,9 +94,15 @@ def _log_text(server, name: str) -> str:
     streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/ProcessingJobs",
                                         logStreamNamePrefix=name + "/")["logStreams"]
     assert streams and streams[0]["logStreamName"].startswith(f"{name}/algo-1-")
-    events = logs.get_log_events(logGroupName="/aws/sagemaker/ProcessingJobs",
-                                 logStreamName=streams[0]["logStreamName"], startFromHead=True)["events"]
-    return "\n".join(e["message"] for e in events)
+    messages, token = [], None
+    while True:  # every page: an environment built on first use logs many lines before the script's
+        page = logs.get_log_events(logGroupName="/aws/sagemaker/ProcessingJobs",
+                                   logStreamName=streams[0]["logStreamName"], startFromHead=True,
+                                   **({"nextToken": token} if token else {}))
+        messages += [e["message"] for e in page["events"]]
+        if not page["events"] or page.get("nextForwardToken") == token:
+            return "\n".join(messages)
+        token = page.get("nextForwardToken")
 
 
 def test_create_processing_job_inputs_outputs_config_completes(server, store):
@@ -387,7 +393,9 @@ def test_processing_job_runs_as_own_uid_with_temporary_credentials(server, store
     sm.create_processing_job(**req)
     d = wait_done(sm, "proc-who")
     assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
-    text = _log_text(server, "proc-who")
+    deadline = time.time() + 30  # the log's last lines may be ingested just after the job's end
+    while "token " not in (text := _log_text(server, "proc-who")) and time.time() < deadline:
+        time.sleep(0.5)
     assert f"key {server.settings.credentials.access_key}" not in text
     assert "token True" in text
     if os.geteuid() == 0:
