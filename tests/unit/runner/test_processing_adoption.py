@@ -39,7 +39,9 @@ def test_processing_job_running_when_control_plane_restarts_is_adopted_and_compl
     # The first control plane goes away without stopping its jobs; a new one starts on the same home.
     first.processing.shutdown(stop_jobs=False)
     second = create_app(settings, run_background=False)
-    deadline = time.time() + 60
+    # The job's first start builds the PyTorch image environment in this fresh home (uv, minutes on a loaded
+    # 2-core machine): the adoption itself is quick, the deadline covers the build.
+    deadline = time.time() + 300
     job = launched
     while time.time() < deadline:
         second.processing.run_once()
