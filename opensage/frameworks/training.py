@@ -157,7 +157,6 @@ def fetch_source(uri: str, code_dir: Path, root: Path | None = None) -> None:
 
 
 def s3_download(uri: str, dest: Path) -> None:
-    import boto3
     from botocore.exceptions import BotoCoreError
     from botocore.exceptions import ClientError as BotoClientError
 
@@ -167,12 +166,21 @@ def s3_download(uri: str, dest: Path) -> None:
     endpoint = os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or None
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get(
         "SAGEMAKER_REGION") or None
+    from opensage.objects.s3 import boto3_session
     from opensage.runner.transfers import describe_s3_error, retry_transient
 
-    client = boto3.client("s3", endpoint_url=endpoint, region_name=region)
+    # On the zygote's pre-loaded botocore data (~25 ms for the client instead of ~140 ms); one GET, no
+    # transfer thread pool: a sourcedir is small.
+    client = boto3_session().client("s3", endpoint_url=endpoint, region_name=region)
+
+    def download() -> None:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        with open(dest, "wb") as out:
+            shutil.copyfileobj(body, out, 1 << 20)
+
     try:
         # Waits out a restart of the platform (connection refused / 503), as every transfer of a job does.
-        retry_transient(lambda: client.download_file(bucket, key, str(dest)), f"download of {uri}")
+        retry_transient(download, f"download of {uri}")
     except (BotoClientError, BotoCoreError) as exc:
         raise ClientError(
             f"Could not download sagemaker_submit_directory '{uri}' (S3 endpoint {endpoint or 'default'}): "

@@ -23,6 +23,51 @@ MAX_CONCURRENCY = 8
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
 
+# botocore's data files an S3 client loads (~0.12 s of JSON parsing per client: measured 0.14 s for a client on
+# a fresh session vs 0.025 s with these already loaded). A process keeps them in one loader; a zygote loads
+# them before it forks (runner/zygote.py PRELOAD), so a job's toolkit creates its client in ~25 ms.
+_LOADER_DATA = ("endpoints", "partitions", "sdk-default-configuration", "_retry")
+_loader: Any = None
+_loader_data_path: str | None = None
+_loader_lock = threading.Lock()
+
+
+def botocore_loader() -> Any:
+    """A process-wide botocore data loader with S3's service model loaded (thread-safe, read-only data).
+
+    Shared only while ``AWS_DATA_PATH`` (extra model directories, read when a loader is created) is what it
+    was at load time: a job that sets its own gets a fresh loader, as boto3 would give it."""
+    import os
+
+    global _loader, _loader_data_path
+    data_path = os.environ.get("AWS_DATA_PATH")
+    with _loader_lock:
+        if _loader is None or data_path != _loader_data_path:
+            from botocore.loaders import create_loader
+
+            loader = create_loader(data_path)
+            for name in _LOADER_DATA:
+                loader.load_data(name)
+            loader.load_service_model("s3", "service-2")
+            loader.load_service_model("s3", "endpoint-rule-set-1")
+            _loader, _loader_data_path = loader, data_path
+        return _loader
+
+
+def boto3_session() -> Any:
+    """A fresh boto3 session (its own credentials / config resolution) on the shared data loader."""
+    import boto3
+    import botocore.session
+
+    core = botocore.session.Session()
+    core.register_component("data_loader", botocore_loader())
+    return boto3.session.Session(botocore_session=core)
+
+
+def warm_botocore_loader() -> None:
+    """Zygote preload hook: load S3's botocore data before forking."""
+    botocore_loader()
+
 
 class S3Store:
     def __init__(
@@ -54,7 +99,6 @@ class S3Store:
         return self._client
 
     def _make_client(self) -> Any:
-        import boto3
         from botocore.config import Config
 
         config = Config(
@@ -65,7 +109,7 @@ class S3Store:
             connect_timeout=10,
             read_timeout=120,
         )
-        return boto3.session.Session().client(
+        return boto3_session().client(
             "s3",
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self._access_key,

@@ -65,7 +65,7 @@ PRELOAD: dict[str, tuple[str, ...]] = {
     # xgboost without scikit-learn, as the job itself imports it (algorithms/xgboost import_xgboost_fast)
     "opensage.algorithms.xgboost.train": ("opensage.algorithms.xgboost:import_xgboost_fast", "pyarrow",
                                           "pyarrow.csv", "scipy.sparse"),
-    "opensage.frameworks.training": ("boto3", "botocore.client", "s3transfer.manager"),
+    "opensage.frameworks.training": ("boto3", "botocore.client", "opensage.objects.s3:warm_botocore_loader"),
 }
 # A zygote is started once this many jobs of one (interpreter, module) ran without one: a platform that runs
 # a module once (most tests) never pays its preload (seconds of CPU for torch / scikit-learn).

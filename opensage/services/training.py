@@ -125,16 +125,14 @@ class TrainingService:
     def _check_inputs_exist(self, params: dict[str, Any]) -> None:
         """SageMaker lists every channel's S3 input at Create: an empty prefix (or a missing manifest) is a
         ValidationException there, not a failed job."""
-        from opensage.objects import ObjectNotFound, open_store, split_s3_uri
-        from opensage.runner.jobspec import ObjectStoreSpec
+        from opensage.objects import ObjectNotFound, split_s3_uri
 
         channels = [ch for ch in params.get("InputDataConfig") or []
                     if (ch.get("DataSource") or {}).get("S3DataSource")]
         if not channels:
             return
         s = self.d.settings
-        store = open_store(ObjectStoreSpec(endpoint_url=s.s3_endpoint, access_key=s.credentials.access_key,
-                                           secret_key=s.credentials.secret_key, region=s.region))
+        store = self.d.platform_store()
         for ch in channels:
             source = ch["DataSource"]["S3DataSource"]
             uri = source["S3Uri"]

@@ -90,12 +90,9 @@ class TransformService:
 
     def _check_input_exists(self, source: dict[str, Any]) -> None:
         """SageMaker lists the input at Create and refuses an empty prefix or a missing manifest."""
-        from opensage.objects import ObjectNotFound, open_store, split_s3_uri
-        from opensage.runner.jobspec import ObjectStoreSpec
+        from opensage.objects import ObjectNotFound, split_s3_uri
 
-        s = self.d.settings
-        store = open_store(ObjectStoreSpec(endpoint_url=s.s3_endpoint, access_key=s.credentials.access_key,
-                                           secret_key=s.credentials.secret_key, region=s.region))
+        store = self.d.platform_store()
         uri = source["S3Uri"]
         bucket, key = split_s3_uri(uri)
         try:
