@@ -103,6 +103,9 @@ class Platform:
         self.deployments.shutdown()
         self.endpoint_metrics.shutdown()
         self.capture.shutdown()
+        close_executor = getattr(self.training.executor, "close", None)  # LocalExecutor's idle spare agent
+        if close_executor is not None:
+            close_executor()
 
 
 def object_store_spec(settings: Settings) -> ObjectStoreSpec:

@@ -620,8 +620,48 @@ def _job_kind(jobdir: Path) -> str:
         return "training"  # run_agent reports the unreadable spec
 
 
+def _wait_as_spare() -> Path | None:
+    """A spare agent (executors/local.py): import what every agent needs, then wait for a job directory on
+    stdin; work in it and log to its agent.log as a fresh agent would. None: stdin closed, no job came.
+
+    The imports run on a thread so that a job given early is taken at once: the working directory is what
+    identifies this process as the job's agent (``process_alive``) until it writes agent.pid."""
+
+    def preload() -> None:
+        try:
+            import boto3  # noqa: F401 - what the job's transfers need, loaded before the job exists
+            import botocore.client  # noqa: F401
+
+            from opensage.objects.s3 import warm_botocore_loader
+
+            warm_botocore_loader()
+        except Exception:  # noqa: BLE001 - the job imports them itself and reports what fails
+            pass
+
+    loading = threading.Thread(target=preload, name="spare-preload", daemon=True)
+    loading.start()
+    line = sys.stdin.buffer.readline()
+    if not line.endswith(b"\n"):
+        return None
+    jobdir = Path(os.fsdecode(line[:-1])).resolve()
+    os.chdir(jobdir)
+    loading.join()
+    log_fd = os.open(jobdir / "agent.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    for fd, target in ((null_fd, 0), (log_fd, 1), (log_fd, 2)):
+        os.dup2(fd, target)
+    os.close(log_fd)
+    os.close(null_fd)
+    return jobdir
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--spare"]:
+        spare_jobdir = _wait_as_spare()
+        if spare_jobdir is None:
+            return 0
+        args = [str(spare_jobdir)]
     if len(args) != 1:
         print("usage: python -m opensage.runner.agent <jobdir>", file=sys.stderr)
         return 2
