@@ -47,8 +47,10 @@ class Loss:
 
     def _logistic(self, s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z = s[..., 0]
-        loss = np.logaddexp(0.0, z) - y * z
-        return loss, (sigmoid(z) - y)[..., None]
+        e = np.exp(-np.abs(z))  # log(1 + e^z) and sigmoid(z) from one exp, stable for any z (faster than logaddexp)
+        p = 1.0 / (1.0 + e)
+        loss = np.maximum(z, 0.0) + np.log1p(e) - y * z
+        return loss, (np.where(z >= 0, p, e * p) - y)[..., None]
 
     def _hinge_loss(self, s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sign = 2.0 * y - 1.0
@@ -126,6 +128,13 @@ class Settings:
     patience: int = 3
     tolerance: float = 0.001
     seed: int = 0
+    # Full-batch L-BFGS polish (smooth losses): SGD runs polish_after epochs (or until early stopping / the
+    # epochs end), then polish() solves each model's objective to convergence from there. Measured on 160k x 50
+    # logistic: the second SGD epoch already gains < 1% and 15 epochs stop ~2% short of the optimum; one SGD
+    # epoch + ~40 full-batch evaluations reach it (the reference's accuracy) in a fraction of the time.
+    polish: bool = False
+    polish_after: int = 1
+    polish_iterations: int = 200
 
 
 @dataclass
@@ -254,6 +263,17 @@ def fit(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: 
         else:
             stale = 0
         overall = min(overall, current)
+        if settings.polish and epoch + 1 >= settings.polish_after:
+            break
+    if settings.polish:
+        polished = polish(best, best_loss, X, y, weights, loss, candidates, settings)
+        if validation is None:
+            watched = _mean_loss(polished, loss, X, y, weights)
+        else:
+            watched = _mean_loss(polished, loss, *validation)
+        improved = np.isfinite(watched) & (watched < best_loss)
+        best.W[improved], best.b[improved] = polished.W[improved], polished.b[improved]
+        best.best_epoch[improved] = epoch
     return best
 
 
@@ -270,46 +290,86 @@ def _schedule(settings: Settings, step: int) -> float:
     return max(factor ** (step // every), minimum_ratio)
 
 
-def _mean_loss(models: ParallelModels, loss: Loss, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _mean_loss(models: ParallelModels, loss: Loss, X: np.ndarray, y: np.ndarray,
+               weights: np.ndarray | None = None) -> np.ndarray:
+    """Each model's mean (row-weighted, when ``weights`` are given) loss on (X, y)."""
     out = np.zeros(models.W.shape[0])
     for start in range(0, X.shape[0], 8192):
         scores = np.matmul(X[start:start + 8192][None], models.W) + models.b[:, None, :]
-        out += loss.value(scores, y[start:start + 8192]).sum(axis=1)
+        values = loss.value(scores, y[start:start + 8192])
+        out += values.sum(axis=1) if weights is None else values @ weights[start:start + 8192]
     return out / max(X.shape[0], 1)
 
 
 SMOOTH_LOSSES = frozenset({"logistic", "softmax_loss", "squared_loss", "huber_loss", "eps_insensitive_squared_loss"})
 
 
-def refine(models: ParallelModels, X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss,
-           candidates: list[Candidate], settings: Settings, max_iterations: int) -> ParallelModels:
-    """Polish each model with full-batch L-BFGS on the same objective (mean weighted loss + wd/2 |W|^2;
-    smooth losses, no L1), starting from its SGD solution: the result no longer depends on the epoch budget
-    and matches what scikit-learn's solvers reach on the same objective."""
+def polish(models: ParallelModels, start_loss: np.ndarray, X: np.ndarray, y: np.ndarray, weights: np.ndarray,
+           loss: Loss, candidates: list[Candidate], settings: Settings) -> ParallelModels:
+    """Full-batch L-BFGS-B on each model's own objective (mean weighted loss + wd/2 |W|^2 +
+    bias_wd_mult wd/2 b^2 + l1 |W|_1, the objective its SGD steps descend), from its SGD weights.
+
+    Models that share (wd, l1) share the optimum (they differ only in learning rate), so one solve per
+    distinct pair, started from the pair's best model by ``start_loss``; all pairs go through one L-BFGS-B
+    run on the sum of their (separable) objectives, so each function evaluation is two matrix products for
+    all of them. L1 uses the split W = U - V with U, V >= 0: smooth and bound-constrained, and weights that
+    L1 removes end exactly on the bound (0), as the proximal SGD step leaves them."""
     from scipy.optimize import minimize
 
-    _, dim, outputs = models.W.shape
-    total_weight = float(weights.sum()) or 1.0
-    refined = ParallelModels(models.W.copy(), models.b.copy(), models.best_epoch.copy())
+    count, dim, outputs = models.W.shape
+    groups: dict[tuple[float, float], list[int]] = {}
     for m, candidate in enumerate(candidates):
-        if candidate.l1 > 0:
-            continue
-        wd = candidate.wd
+        groups.setdefault((candidate.wd, candidate.l1), []).append(m)
+    keys = list(groups)
+    starts = [min(groups[key], key=lambda m: start_loss[m]) for key in keys]
+    columns = len(keys) * outputs
+    wd = np.repeat([key[0] for key in keys], outputs)
+    l1 = np.repeat([key[1] for key in keys], outputs)
+    split = bool(l1.any())
+    W0 = models.W[starts].transpose(1, 0, 2).reshape(dim, columns)
+    b0 = models.b[starts].reshape(columns) if settings.use_bias else np.zeros(columns)
+    scaled = weights / max(len(y), 1)  # SGD's objective: the mean over rows of the weighted loss
+    bias_wd = settings.bias_wd_mult * wd
+    n = len(y)
+    size = dim * columns
+    # (d, n) float32: W.T @ XT and XT @ G.T measured 2-3x faster than X @ W, X.T @ G in float64 (the passes
+    # over X are memory-bound); the loss and its sums stay float64
+    XT = np.ascontiguousarray(X.T, dtype=np.float32)
 
-        def objective(theta: np.ndarray, wd: float = wd) -> tuple[float, np.ndarray]:
-            W = theta[:dim * outputs].reshape(dim, outputs)
-            b = theta[dim * outputs:] if settings.use_bias else np.zeros(outputs)
-            values, grad = loss((X @ W + b)[None], y)
-            grad = grad[0] * (weights / total_weight)[:, None]
-            value = float(values[0] @ weights) / total_weight + 0.5 * wd * float(np.sum(W * W))
-            gW = X.T @ grad + wd * W
-            parts = [gW.ravel()] + ([grad.sum(axis=0) + settings.bias_wd_mult * wd * b] if settings.use_bias else [])
-            return value, np.concatenate(parts)
+    def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        W = (theta[:size] - theta[size:2 * size]) if split else theta[:size]
+        return W.reshape(dim, columns), theta[-columns:]
 
-        start = np.concatenate([models.W[m].ravel()] + ([models.b[m]] if settings.use_bias else []))
-        result = minimize(objective, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iterations})
-        if np.all(np.isfinite(result.x)):
-            refined.W[m] = result.x[:dim * outputs].reshape(dim, outputs)
-            if settings.use_bias:
-                refined.b[m] = result.x[dim * outputs:]
-    return refined
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        W, b = unpack(theta)
+        scores = ((W.T.astype(np.float32) @ XT) + b[:, None]).reshape(len(keys), outputs, n).transpose(0, 2, 1)
+        values, grad = loss(scores, y)
+        grad *= scaled[None, :, None]
+        flat = np.ascontiguousarray(grad.transpose(0, 2, 1)).reshape(columns, n)
+        gW = (XT @ flat.T.astype(np.float32)).astype(np.float64) + wd * W
+        gb = flat.sum(axis=1) + bias_wd * b
+        value = float((values @ scaled).sum() + 0.5 * np.sum(wd * W * W) + 0.5 * np.sum(bias_wd * b * b))
+        if not split:
+            return value, np.concatenate([gW.ravel(), gb])
+        value += float(np.sum(l1 * (theta[:size] + theta[size:2 * size]).reshape(dim, columns)))
+        l1_grad = np.broadcast_to(l1, (dim, columns)).ravel()
+        return value, np.concatenate([gW.ravel() + l1_grad, -gW.ravel() + l1_grad, gb])
+
+    if split:
+        theta0 = np.concatenate([np.maximum(W0, 0).ravel(), np.maximum(-W0, 0).ravel(), b0])
+        bounds = [(0.0, None)] * (2 * size)
+    else:
+        theta0, bounds = np.concatenate([W0.ravel(), b0]), [(None, None)] * size
+    bounds += [(None, None) if settings.use_bias else (0.0, 0.0)] * columns
+    result = minimize(objective, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
+                      options={"maxiter": settings.polish_iterations, "gtol": 1e-4, "ftol": 1e-9})
+    polished = ParallelModels(models.W.copy(), models.b.copy(), models.best_epoch.copy())
+    if not np.all(np.isfinite(result.x)):
+        return polished
+    W, b = unpack(result.x)
+    W = W.reshape(dim, len(keys), outputs).transpose(1, 0, 2)
+    b = b.reshape(len(keys), outputs)
+    for g, key in enumerate(keys):
+        polished.W[groups[key]] = W[g]
+        polished.b[groups[key]] = b[g]
+    return polished

@@ -29,9 +29,8 @@ BASE_RATES = {"adam": 0.1, "rmsprop": 0.01, "sgd": 0.1}
 RATE_STEPS = (1.0, 3.0, 1 / 3, 1 / 10, 10.0)
 AUTO_WD = (0.0, 1e-4, 1e-3, 1e-2)
 MAX_DENSE_BYTES = 4 << 30
-REFINE_MAX_VALUES = 50_000_000  # rows x features up to which models are polished by full-batch L-BFGS
-REFINE_ITERATIONS = 200
-REFINE_MAX_STEPS = 2000  # with fewer mini-batch steps than this, SGD may stop short of the optimum
+POLISH_MAX_VALUES = 50_000_000  # rows x features up to which models are polished by full-batch L-BFGS
+POLISH_ITERATIONS = 200
 
 log = logging.getLogger("opensage.algorithms")
 
@@ -296,10 +295,9 @@ def train(job: JobInput) -> Path:
 
     Xs, ys, weights = scaler.features(X), scaler.labels(y, kind), sample_weights(y, hp)
     settings = settings_for(hp, steps)
+    settings.polish = hp["loss"] in solver.SMOOTH_LOSSES and Xs.size <= POLISH_MAX_VALUES
+    settings.polish_iterations = POLISH_ITERATIONS
     models = solver.fit(Xs, ys, weights, loss, outputs, models_to_train, settings, watched, on_epoch)
-    few_steps = steps * hp["epochs"] < REFINE_MAX_STEPS
-    if hp["loss"] in solver.SMOOTH_LOSSES and Xs.size <= REFINE_MAX_VALUES and few_steps:
-        models = solver.refine(models, Xs, ys, weights, loss, models_to_train, settings, REFINE_ITERATIONS)
     selected, _ = _select(models, scaler, hp, loss, validation or train_data,
                           "validation" if validation is not None else "train")
     for channel in CHANNELS:
