@@ -227,3 +227,93 @@ def decode_dense(buf: bytes | bytearray | memoryview) -> tuple[np.ndarray, np.nd
         return _walked(payloads) if payloads else None
     except (_Unsupported, RecordIOError, IndexError):
         return None
+
+
+# ---------------------------------------------------------------------------------------------- whole files
+
+BLOCK_BYTES = 4 << 20  # bytes of records read and decoded at a time (a block stays in cache while it is copied)
+
+
+class FileTemplate:
+    """Record 0 of a dense file, as ``_template`` requires every record of the file to be: every frame the
+    same length, and the same bytes as record 0 outside the value regions (the padding is not compared,
+    as ``_template`` does not). ``of`` returns None when record 0 is not the common dense layout."""
+
+    def __init__(self, head: bytes) -> None:
+        if len(head) < 8:
+            raise _Unsupported
+        magic, lrec = _HEADER.unpack_from(head, 0)
+        if magic != MAGIC or lrec >> 29 or len(head) < 8 + lrec:
+            raise _Unsupported
+        self.length = lrec
+        self.stride = 8 + lrec + ((-lrec) & 3)
+        self.fkind, self.fstart, self.flen, self.lkind, self.lstart, self.llen = _walk(head, 8, 8 + lrec)
+        self.head = np.frombuffer(head[:8 + lrec], dtype=np.uint8).copy()
+        fixed = [(0, self.fstart), (self.fstart + self.flen, self.lstart if self.llen else 8 + lrec)]
+        if self.llen:
+            fixed.append((self.lstart + self.llen, 8 + lrec))
+        self.fixed = [(lo, hi) for lo, hi in fixed if hi > lo]
+        self.width = self._values(self.fkind, self.head[None, self.fstart:self.fstart + self.flen]).shape[1]
+
+    @classmethod
+    def of(cls, head: bytes) -> FileTemplate | None:
+        try:
+            return cls(head)
+        except (_Unsupported, IndexError, ValueError):
+            return None
+
+    @property
+    def labelled(self) -> bool:
+        return self.llen > 0
+
+    @staticmethod
+    def _values(kind: int, region: np.ndarray) -> np.ndarray:
+        """(m, width) values of m records' value regions (an (m, bytes) uint8 view), as ``_matrix`` gives."""
+        wire = _KINDS[kind]
+        if wire is not None and region.shape[1] % wire.itemsize == 0:
+            return region.view(wire)  # rows of a block: no copy (possibly unaligned; numpy copes)
+        return _matrix(kind, np.ascontiguousarray(region).reshape(-1), region.shape[0], None)
+
+    def fill(self, block: np.ndarray, features: np.ndarray, labels: np.ndarray | None) -> bool:
+        """Decode ``block`` ((m, stride) uint8: m whole frames) into ``features`` (m, width) float32 and
+        ``labels`` (m,) float32; False (outputs partly written) when a record is not like record 0."""
+        for lo, hi in self.fixed:
+            if (block[:, lo:hi] != self.head[lo:hi]).any():
+                return False
+        try:
+            values = self._values(self.fkind, block[:, self.fstart:self.fstart + self.flen])
+            if values.shape[1] != self.width:
+                return False
+            np.copyto(features, values, casting="unsafe")  # = _result's astype(float32)
+            if labels is not None:
+                column = self._values(self.lkind, block[:, self.lstart:self.lstart + self.llen])[:, 0]
+                labels[:] = column.astype(np.float64).astype(np.float32)  # as _result: even NaN bits agree
+        except _Unsupported:
+            return False
+        return True
+
+
+def read_file_into(path: str, template: FileTemplate, features: np.ndarray, labels: np.ndarray | None) -> bool:
+    """Decode the dense file ``path`` (whose record 0 gave ``template``; its size a whole number of frames,
+    ``len(features)`` of them) straight into ``features`` / ``labels``, reading it a block at a time into one
+    reused buffer: no copy of the file's bytes and no per-file array. The values are those ``decode_dense``
+    gives for the file's bytes. False when a record differs from record 0 (the caller decodes the file the
+    general way); OSError if it cannot be read."""
+    stride, rows = template.stride, len(features)
+    per_block = max(1, min(rows, BLOCK_BYTES // stride))
+    buffer = np.empty(per_block * stride, dtype=np.uint8)
+    with open(path, "rb", buffering=0) as stream:
+        for start in range(0, rows, per_block):
+            count = min(per_block, rows - start)
+            view = memoryview(buffer)[:count * stride]
+            got = 0
+            while got < len(view):
+                n = stream.readinto(view[got:])
+                if not n:
+                    return False  # shorter than when it was listed
+                got += n
+            block = buffer[:count * stride].reshape(count, stride)
+            if not template.fill(block, features[start:start + count],
+                                 None if labels is None else labels[start:start + count]):
+                return False
+        return not stream.read(1)  # longer than when it was listed: let the general path read it whole
