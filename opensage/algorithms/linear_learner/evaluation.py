@@ -117,10 +117,23 @@ def best_threshold(score: np.ndarray, y: np.ndarray, criterion: str, *, beta: fl
 def selection_score(kind: str, criterion: str, y: np.ndarray, score: np.ndarray, loss_value: float, *,
                     beta: float, target_precision: float, target_recall: float, default: float) -> float:
     """Higher is better: how a parallel model ranks for model selection."""
+    return selection(kind, criterion, y, score, loss_value, beta=beta, target_precision=target_precision,
+                     target_recall=target_recall, default=default)[0]
+
+
+def selection(kind: str, criterion: str, y: np.ndarray, score: np.ndarray, loss_value: float, *,
+              beta: float, target_precision: float, target_recall: float, default: float) -> tuple[float, float]:
+    """(rank, calibrated threshold): the rank as ``selection_score``, with the threshold it was computed at
+    (binary; ``default`` otherwise), so the winner's threshold is not searched twice."""
     if kind != BINARY or criterion == "loss_function":
-        return -loss_value
+        return -loss_value, default
     threshold = best_threshold(score, y, criterion, beta=beta, target_precision=target_precision,
                                target_recall=target_recall, default=default)
+    return _rank(criterion, y, score, threshold, beta, target_precision, target_recall), threshold
+
+
+def _rank(criterion: str, y: np.ndarray, score: np.ndarray, threshold: float, beta: float,
+          target_precision: float, target_recall: float) -> float:
     predicted = (score > threshold).astype(np.float64)
     tp = float(np.sum(predicted * y))
     fp = float(np.sum(predicted * (1 - y)))
@@ -138,4 +151,4 @@ def selection_score(kind: str, criterion: str, y: np.ndarray, score: np.ndarray,
 
 
 __all__ = ["BINARY", "MULTICLASS", "Metric", "best_threshold", "binary_metrics", "multiclass_metrics",
-           "objective_name", "regression_metrics", "selection_score"]
+           "objective_name", "regression_metrics", "selection", "selection_score"]

@@ -186,11 +186,14 @@ class LinearModel:
         self.weights, self.bias, self.kind, self.loss, self.threshold = weights, bias, kind, loss, threshold
 
     def raw(self, X: Any) -> np.ndarray:
+        if isinstance(X, np.ndarray) and X.dtype != self.weights.dtype:
+            X = X.astype(self.weights.dtype)  # float32 @ float64 takes numpy's slow non-BLAS loop (~4x)
         return np.asarray(X @ self.weights) + self.bias
 
-    def outputs(self, X: Any) -> dict[str, np.ndarray]:
-        """``score`` (probability, class probabilities or regression value) and ``predicted_label``."""
-        raw = self.raw(X)
+    def outputs(self, X: Any, raw: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``score`` (probability, class probabilities or regression value) and ``predicted_label``
+        (from ``raw`` scores when the caller has them)."""
+        raw = self.raw(X) if raw is None else raw
         if self.kind == REGRESSOR:
             return {"score": raw[:, 0]}
         if self.kind == MULTICLASS:
@@ -207,7 +210,7 @@ def report(host: str, channel: str, model: LinearModel, data: Dataset, hp: dict[
     assert labels is not None
     raw = model.raw(data.features)
     metrics: list[evaluation.Metric] = []
-    outputs = model.outputs(data.features)
+    outputs = model.outputs(data.features, raw)
     if model.kind == BINARY:
         metrics = evaluation.binary_metrics(labels, outputs["score"], outputs["predicted_label"], hp["f_beta"])
     elif model.kind == MULTICLASS:
@@ -226,24 +229,30 @@ def _select(models: solver.ParallelModels, scaler: Scaler, hp: dict[str, Any], l
     assert data.labels is not None
     limit = hp["num_calibration_samples"] or len(data.labels)
     X, y = data.features[:limit], data.labels[:limit]
+    if isinstance(X, np.ndarray):
+        X = X.astype(np.float64)  # once, not per model (see LinearModel.raw)
     best: tuple[float, int, LinearModel] | None = None
     default = 0.5 if hp["loss"] == "logistic" else 0.0
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
     for index in range(models.W.shape[0]):
-        weights, bias = scaler.unfold(*models.select(index))
+        W, b = models.select(index)
+        if any(np.array_equal(W, W2) and np.array_equal(b, b2) for W2, b2 in seen):
+            continue  # the same weights as an earlier model (polished to one optimum): same rank, first wins
+        seen.append((W, b))
+        weights, bias = scaler.unfold(W, b)
         model = LinearModel(weights, bias, hp["predictor_type"], hp["loss"], default)
         raw = model.raw(X)
         loss_value = float(np.mean(loss.value(raw[None], y)))
-        score = model.outputs(X)["score"]
+        score = model.outputs(X, raw)["score"]
         kwargs = {"beta": hp["f_beta"], "target_precision": hp["target_precision"],
                   "target_recall": hp["target_recall"], "default": default}
-        rank = evaluation.selection_score(hp["predictor_type"], hp["binary_classifier_model_selection_criteria"],
-                                          y, score if model.kind == BINARY else raw, loss_value, **kwargs)
+        rank, threshold = evaluation.selection(hp["predictor_type"], hp["binary_classifier_model_selection_criteria"],
+                                               y, score if model.kind == BINARY else raw, loss_value, **kwargs)
         if not np.isfinite(rank):
             continue
         if best is None or rank > best[0]:
             if model.kind == BINARY:
-                model.threshold = evaluation.best_threshold(
-                    score, y, hp["binary_classifier_model_selection_criteria"], **kwargs)
+                model.threshold = threshold
             best = (rank, index, model)
     if best is None:
         raise UserError("ClientError: training diverged for every model (non-finite loss); lower learning_rate "
