@@ -66,7 +66,6 @@ def minibatch_centers(X: np.ndarray, clusters: int, hp: dict[str, Any], seed: in
     (``compute_labels``) and needs another full pass for the counts, and runs each small step through its
     OpenMP pool, which on a loaded machine costs far more than the step (measured: 12 s of 15 for 450,000 rows;
     these numpy steps take well under a second)."""
-    from scipy import sparse
     from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
     rng = np.random.default_rng(seed)
@@ -86,6 +85,8 @@ def minibatch_centers(X: np.ndarray, clusters: int, hp: dict[str, Any], seed: in
     X = np.asarray(X)
     centers = np.array(centers, dtype=np.float64)
     counts = np.zeros(clusters)
+    width = X.shape[1]
+    columns = np.arange(width)
     # One BLAS thread: the products are small (batch x d x clusters), and threads only add synchronisation.
     with threadpool_limits(1, user_api="blas"):
         for _ in range(hp["epochs"]):
@@ -94,9 +95,10 @@ def minibatch_centers(X: np.ndarray, clusters: int, hp: dict[str, Any], seed: in
                 taken = X[order[start:start + batch]]
                 labels = _nearest(taken, centers.astype(taken.dtype))
                 hits = np.bincount(labels, minlength=clusters).astype(np.float64)
-                # per-center sums of the batch rows: a (clusters x batch) 0/1 matrix times the batch
-                sums = sparse.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))),
-                                         shape=(clusters, len(labels))) @ taken
+                # per-center sums of the batch rows in float64, each row added in batch order (the sums a 0/1
+                # CSR matrix times the batch gave, bit for bit, without building the matrix per step)
+                cells = (labels[:, None] * width + columns).ravel()
+                sums = np.bincount(cells, weights=taken.ravel(), minlength=clusters * width).reshape(clusters, width)
                 moved = hits > 0
                 counts[moved] += hits[moved]
                 centers[moved] += (sums[moved] - hits[moved, None] * centers[moved]) / counts[moved, None]

@@ -28,7 +28,7 @@ GRAM_CHUNK_VALUES = 1 << 24  # values per chunk of rows in the partial products 
 log = logging.getLogger("opensage.algorithms")
 
 
-def _centred_gram(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
+def _centred_gram(X: np.ndarray, mean: np.ndarray, column_mean: np.ndarray | None = None) -> np.ndarray:
     """(d, d) float64 (X - mean)^T (X - mean) accumulated over chunks of rows, without a centred or float64 copy
     of X. Each chunk is shifted by the data's own mean and multiplied in the rows' dtype (float32 as read;
     numpy's syrk for ``c.T @ c``); the chunks' products and sums add up in float64, and the difference between
@@ -36,7 +36,9 @@ def _centred_gram(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
     products so see only centred values: no cancellation against a large mean (scikit-learn's covariance_eigh
     forms one float32 X^T X over all rows, then subtracts n mean mean^T)."""
     d = X.shape[1]
-    shift = X.mean(axis=0, dtype=np.float64).astype(X.dtype)
+    if column_mean is None:
+        column_mean = X.mean(axis=0, dtype=np.float64)
+    shift = column_mean.astype(X.dtype)
     gram, sums = np.zeros((d, d)), np.zeros(d)
     rows = max(1024, GRAM_CHUNK_VALUES // d)  # big chunks: each one is a pass to shift it and a BLAS call
     for start in range(0, X.shape[0], rows):
@@ -49,14 +51,17 @@ def _centred_gram(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return gram
 
 
-def decompose(X: np.ndarray, hp: dict[str, Any], seed: int = 0,
+def decompose(X: np.ndarray, hp: dict[str, Any], seed: int = 0, column_mean: np.ndarray | None = None,
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(mean (d,), v (d, k), s (k,), total sum of squares of the centred rows) with columns in ascending order
-    of singular value. ``X`` float32 or float64; it is not modified."""
+    of singular value. ``X`` float32 or float64; it is not modified. ``column_mean``: ``X.mean(axis=0,
+    dtype=np.float64)`` if the caller has it already (one pass over X less)."""
     k = hp["num_components"]
-    mean = X.mean(axis=0, dtype=np.float64) if hp["subtract_mean"] else np.zeros(X.shape[1])
+    if column_mean is None and (hp["subtract_mean"] or hp["algorithm_mode"] == "regular"):
+        column_mean = X.mean(axis=0, dtype=np.float64)
+    mean = column_mean if hp["subtract_mean"] else np.zeros(X.shape[1])
     if hp["algorithm_mode"] == "regular" and X.shape[0] > GRAM_RATIO * X.shape[1]:
-        gram = _centred_gram(X, mean)
+        gram = _centred_gram(X, mean, column_mean)
         eigenvalues, vectors = np.linalg.eigh(gram)  # ascending already
         s = np.sqrt(np.maximum(eigenvalues[-k:][::-1], 0.0))
         v = vectors[:, -k:][:, ::-1]
@@ -105,12 +110,15 @@ def train(job: JobInput) -> Path:
     if train_data is None:
         raise UserError("ClientError: channel 'train' is required.")
     X = train_data.dense()  # float32; decompose upcasts where it needs to
-    if not np.all(np.isfinite(X)):
+    # float64 column sums of float32 values overflow for no realistic row count: a column mean is finite
+    # exactly when all of its values are (NaN and inf propagate), and decompose needs the means anyway
+    column_mean = X.mean(axis=0, dtype=np.float64)
+    if not np.all(np.isfinite(column_mean)):
         raise UserError("ClientError: channel 'train' has feature values that are not finite numbers.")
     if hp["num_components"] > X.shape[0]:
         raise hyperparameter_error(f"num_components ({hp['num_components']}) must not exceed the number of "
                                    f"records in channel 'train' ({X.shape[0]})")
-    mean, v, s, total = decompose(X, hp)
+    mean, v, s, total = decompose(X, hp, column_mean=column_mean)
     log.info("PCA (%s): %d components explain %.4f of the variance", hp["algorithm_mode"], len(s),
              float(np.sum(s ** 2) / total) if total else 1.0)
     return firstparty.save_state(job.paths.model, {"mean": mean, "v": v, "s": s},
