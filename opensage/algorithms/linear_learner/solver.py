@@ -4,7 +4,9 @@
 data trains them all (the design SageMaker's linear learner uses for ``num_models``). Losses give their
 gradient with respect to the scores in closed form; L2 (``wd``) is added to the gradient, L1 is applied as a
 proximal (soft-threshold) step so that weights can reach exactly zero. Each model keeps the weights of its
-best epoch (by the early-stopping loss).
+best epoch (by the early-stopping loss). With ``Settings.polish`` (smooth losses), SGD stops after
+``polish_after`` epochs and ``polish`` solves each model's objective by full-batch L-BFGS-B, once per distinct
+(wd, l1): a polished model replaces its SGD weights only where it lowers the watched loss.
 """
 
 from __future__ import annotations
