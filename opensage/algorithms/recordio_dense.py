@@ -157,30 +157,15 @@ def _result(features: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray
 
 def _template(buf: bytes) -> tuple[np.ndarray, np.ndarray | None] | None:
     """Decode when every frame is whole and the same length and all records share record 0's bytes outside
-    their values; None when the buffer is not like that."""
-    magic, lrec = _HEADER.unpack_from(buf, 0)
-    if magic != MAGIC or lrec >> 29:
+    their values (``FileTemplate``: the same check a whole file gets); None when the buffer is not like that."""
+    template = FileTemplate.of(buf)
+    if template is None or len(buf) % template.stride:
         return None
-    length = lrec
-    stride = 8 + length + ((-length) & 3)
-    if len(buf) % stride:
-        return None
-    n = len(buf) // stride
-    words = np.frombuffer(buf, dtype="<u4").reshape(n, stride // 4)
-    if (words[:, 0] != MAGIC).any() or (words[:, 1] != lrec).any():
-        return None
-    rows = np.frombuffer(buf, dtype=np.uint8).reshape(n, stride)[:, 8:8 + length]
-    fkind, fstart, flen, lkind, lstart, llen = _walk(buf, 8, 8 + length)
-    fstart, lstart = fstart - 8, lstart - 8
-    fixed = [(0, fstart), (fstart + flen, lstart if llen else length)]
-    if llen:
-        fixed.append((lstart + llen, length))
-    for lo, hi in fixed:
-        if hi > lo and (rows[:, lo:hi] != rows[0, lo:hi]).any():
-            return None
-    features = _matrix(fkind, rows[:, fstart:fstart + flen].copy().reshape(-1), n, None)
-    labels = _matrix(lkind, rows[:, lstart:lstart + llen].copy().reshape(-1), n, None) if llen else None
-    return _result(features, labels)
+    n = len(buf) // template.stride
+    block = np.frombuffer(buf, dtype=np.uint8).reshape(n, template.stride)
+    features = np.empty((n, template.width), dtype=np.float32)
+    labels = np.empty(n, dtype=np.float32) if template.labelled else None
+    return (features, labels) if template.fill(block, features, labels) else None
 
 
 def _walked(payloads: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -7,6 +7,7 @@ Large files go through s3transfer's managed transfers (multipart, concurrent par
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,8 +38,6 @@ def botocore_loader() -> Any:
 
     Shared only while ``AWS_DATA_PATH`` (extra model directories, read when a loader is created) is what it
     was at load time: a job that sets its own gets a fresh loader, as boto3 would give it."""
-    import os
-
     global _loader, _loader_data_path
     data_path = os.environ.get("AWS_DATA_PATH")
     with _loader_lock:
