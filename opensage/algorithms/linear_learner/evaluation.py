@@ -114,17 +114,11 @@ def best_threshold(score: np.ndarray, y: np.ndarray, criterion: str, *, beta: fl
     return cut
 
 
-def selection_score(kind: str, criterion: str, y: np.ndarray, score: np.ndarray, loss_value: float, *,
-                    beta: float, target_precision: float, target_recall: float, default: float) -> float:
-    """Higher is better: how a parallel model ranks for model selection."""
-    return selection(kind, criterion, y, score, loss_value, beta=beta, target_precision=target_precision,
-                     target_recall=target_recall, default=default)[0]
-
-
 def selection(kind: str, criterion: str, y: np.ndarray, score: np.ndarray, loss_value: float, *,
               beta: float, target_precision: float, target_recall: float, default: float) -> tuple[float, float]:
-    """(rank, calibrated threshold): the rank as ``selection_score``, with the threshold it was computed at
-    (binary; ``default`` otherwise), so the winner's threshold is not searched twice."""
+    """(rank, calibrated threshold) of a parallel model for model selection: higher rank is better; the
+    threshold it was computed at (binary; ``default`` otherwise), so the winner's threshold is not searched
+    twice."""
     if kind != BINARY or criterion == "loss_function":
         return -loss_value, default
     threshold = best_threshold(score, y, criterion, beta=beta, target_precision=target_precision,
@@ -151,4 +145,4 @@ def _rank(criterion: str, y: np.ndarray, score: np.ndarray, threshold: float, be
 
 
 __all__ = ["BINARY", "MULTICLASS", "Metric", "best_threshold", "binary_metrics", "multiclass_metrics",
-           "objective_name", "regression_metrics", "selection", "selection_score"]
+           "objective_name", "regression_metrics", "selection"]
