@@ -96,6 +96,13 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
             return True
         if ep.name not in self._known:
             self._known.add(ep.name)
+            # A fleet read back after a restart may hold instances that died with (or after) the previous
+            # process: never route to them, not even until this pass replaces them. Their port may already
+            # belong to another listener, which could hold a request until its timeout (an asynchronous one's
+            # is up to an hour) instead of refusing it.
+            for r in _all_replicas(ep.state):
+                if r.get("ready") and not self.replicas.running(Replica.from_state(r)):
+                    r["ready"] = False
             if ep.state.get("_fleet"):
                 self._route(ep.name, ep.state["_fleet"])
             elif ep.state.get("_rolling"):

@@ -154,7 +154,13 @@ def test_invoke_endpoint_async_queue_survives_a_restart(tmp_path):
     second = start_server(home)
     server = next(second)
     try:
-        assert len(_wait_object(server, r["OutputLocation"], timeout=60).decode().split()) == 3
+        try:
+            out = _wait_object(server, r["OutputLocation"], timeout=60)
+        except AssertionError as e:  # say what became of the request, not only that its output is missing
+            rows = server.platform.deps.resources.in_status(
+                "async-invocation", ("Pending", "InProgress", "Completed", "Failed"))
+            raise AssertionError(f"{e}; queued requests: {[(x.status, x.state) for x in rows]}") from None
+        assert len(out.decode().split()) == 3
     finally:
         next(second, None)
 
