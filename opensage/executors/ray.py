@@ -284,7 +284,18 @@ class RayExecutor:
             _ACTIVE = self
 
     def close(self) -> None:
+        """Stop the janitor after one last pass. Without it, a job that ended within the janitor's last second
+        keeps its detached placement group, and so its CPUs, until a platform runs on this home again (seen:
+        a two-host job's bundle left on a node, and a later endpoint could not place a replica there)."""
         self._closing.set()
+        janitor = self._janitor
+        if janitor is None:
+            return
+        janitor.join(timeout=JANITOR_SECONDS + CALL_TIMEOUT)
+        try:
+            self.collect_groups()
+        except Exception:  # noqa: BLE001 - shutting down: the next platform on this home collects the rest
+            log.warning("ray: last placement-group janitor pass failed", exc_info=True)
 
     def cluster_summary(self) -> str:
         import ray

@@ -208,6 +208,21 @@ def _placement_groups(cluster: RayCluster, home: Path) -> list[dict]:
     return json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith("[")))
 
 
+def _cluster_usage(cluster: RayCluster) -> str:
+    """What holds the cluster's resources (for a failure message): free resources per node and every placement
+    group not removed, of any platform."""
+    code = ("import json, ray, sys\n"
+            "from ray.util.placement_group import placement_group_table\n"
+            "from ray._private.state import available_resources_per_node\n"
+            "ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)\n"
+            "pgs = [(v['name'], v['state'], list(v['bundles_to_node_id'].values()))\n"
+            "       for v in placement_group_table().values() if v['state'] != 'REMOVED']\n"
+            "print(json.dumps({'free': available_resources_per_node(), 'groups': pgs}))\n")
+    out = subprocess.run([sys.executable, "-c", code, cluster.address], capture_output=True, text=True,
+                         timeout=120, env=cluster.env)
+    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-2000:]
+
+
 def test_create_training_job_on_ray_executor_placed_completed_and_adopted_after_restart(ray_cluster, tmp_path):
     home = tmp_path / "home"
     p = start_ray_platform(home, ray_cluster)
@@ -406,6 +421,13 @@ def _raylet(cluster: RayCluster, node_id: str) -> tuple[int, bool]:
     raise AssertionError(f"no raylet of node {node_id}")
 
 
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"({e})"
+
+
 def _subtree(root: int) -> list[int]:
     parents = {}
     for entry in Path("/proc").iterdir():
@@ -476,6 +498,9 @@ def test_sdk_pytorch_torch_distributed_two_hosts_on_two_nodes_all_reduce_togethe
         assert result["hosts"] == ["algo-1", "algo-2"]
     finally:
         stop_platform(p)
+    # Stopped within a second of the job's end (seen): its placement group must not outlive the platform.
+    left = [g for g in _placement_groups(ray_cluster, home) if g["state"] != "REMOVED"]
+    assert left == [], left
 
 
 def test_sdk_builtin_xgboost_two_hosts_on_two_nodes_sharded_matches_one_host(ray_cluster, tmp_path, monkeypatch):
@@ -484,12 +509,17 @@ def test_sdk_builtin_xgboost_two_hosts_on_two_nodes_sharded_matches_one_host(ray
 
     from tests.e2e.test_multi_host_training import xgboost_one_host_vs_two_sharded
 
-    p = start_ray_platform(tmp_path / "home", ray_cluster)
+    home = tmp_path / "home"
+    p = start_ray_platform(home, ray_cluster)
     try:
         session = _sdk_session(p, monkeypatch)
         xgboost_one_host_vs_two_sharded(session, tmp_path)
     finally:
         stop_platform(p)
+    # Stopped within a second of its last job's end: that job's placement group must not outlive the platform
+    # (a CPU on each node, for ever: the node-loss test below could then not place a replacement replica).
+    left = [g for g in _placement_groups(ray_cluster, home) if g["state"] != "REMOVED"]
+    assert left == [], left
 
 
 def test_sdk_spot_job_on_ray_host_lost_twice_completes_from_checkpoints(ray_cluster, tmp_path, monkeypatch):
@@ -618,10 +648,13 @@ def test_invoke_endpoint_two_replicas_on_two_nodes_survives_node_loss_and_replic
         # Replaced elsewhere: two placed replica groups again, both on the surviving node.
         deadline = time.time() + 180
         while True:
-            live = [g for g in _placement_groups(ray_cluster, home) if g["state"] == "CREATED"]
+            groups = _placement_groups(ray_cluster, home)
+            live = [g for g in groups if g["state"] == "CREATED"]
             if len(live) == 2 and all(g["nodes"][0] == survivor for g in live):
                 break
-            assert time.time() < deadline, f"replica not replaced: {live}"
+            assert time.time() < deadline, (f"replica not replaced; survivor {survivor}, groups {groups}; "
+                                            f"cluster: {_cluster_usage(ray_cluster)}; "
+                                            f"platform log:\n{_tail(home / 'up.log', 40)}")
             time.sleep(2)
         sm.get_waiter("endpoint_in_service").wait(EndpointName="ray-ep",
                                                   WaiterConfig={"Delay": 1, "MaxAttempts": 60})
