@@ -96,17 +96,10 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
             return True
         if ep.name not in self._known:
             self._known.add(ep.name)
-            # A fleet read back after a restart may hold instances that died with (or after) the previous
-            # process: never route to them, not even until this pass replaces them. Their port may already
-            # belong to another listener, which could hold a request until its timeout (an asynchronous one's
-            # is up to an hour) instead of refusing it.
-            for r in _all_replicas(ep.state):
-                if r.get("ready") and not self.replicas.running(Replica.from_state(r)):
-                    r["ready"] = False
             if ep.state.get("_fleet"):
-                self._route(ep.name, ep.state["_fleet"])
+                self._route(ep.name, self._running_only(ep.state["_fleet"]))
             elif ep.state.get("_rolling"):
-                self._route(ep.name, self._mixed_fleet(ep.state["_rolling"]))
+                self._route(ep.name, self._running_only(self._mixed_fleet(ep.state["_rolling"])))
         if ep.status == "InService":
             return self._maintain(ep)
         if ep.status == "Updating" and "_desired" in ep.state:
@@ -559,6 +552,16 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
                     return (f"The primary container for production variant {variant['name']} did not pass the "
                             f"ping health check within {STARTUP_TIMEOUT_SECONDS:.0f} s.")
         return None
+
+    def _running_only(self, fleet: dict[str, Any]) -> dict[str, Any]:
+        """``fleet`` without its instances that are not running, for the first route after a restart: one that
+        died with (or after) the previous process is never routed to, not even until the reconcile pass
+        replaces it (its row is left as it is for that). Its port may already belong to another listener,
+        which could hold a request until its timeout (an asynchronous request's is up to an hour) instead of
+        refusing it."""
+        return {**fleet, "variants": [
+            {**v, "replicas": [r for r in v["replicas"] if self.replicas.running(Replica.from_state(r))]}
+            for v in fleet["variants"]]}
 
     def _route(self, endpoint: str, fleet: dict[str, Any]) -> None:
         self.router.set(endpoint, self._build_route(fleet))
