@@ -380,6 +380,32 @@ def kill_group_leftovers(run_as_uid: int | None = None, ml_root: Path | None = N
     kill_job_processes(job_uid(run_as_uid), job_marker(ml_root) if ml_root is not None else None, exclude=me)
 
 
+def remove_job_shm(uid: int | None, shm: Path = Path("/dev/shm")) -> int:
+    """Remove what the job's own user left in ``shm``: the machine's /dev/shm (jobs share it; a mount namespace
+    does not make it private) outlives the job, and killed MPI ranks leave MPICH's ``mpich_shm_*`` segments
+    there (2 MB each), as can a user's own multiprocessing code. Only entries owned by the job's uid (no one
+    else has it); never follows a link. Returns how many were removed."""
+    if uid is None:
+        return 0
+    try:
+        entries = list(os.scandir(shm))
+    except OSError:
+        return 0
+    removed = 0
+    for entry in entries:
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def job_uid(run_as_uid: int | None) -> int | None:
     """The uid the job's processes run as, if they run as one of their own (the agent is root)."""
     if run_as_uid is None or os.geteuid() != 0 or not JOB_UID_MIN <= run_as_uid <= JOB_UID_MAX:
@@ -537,6 +563,7 @@ def run_command(
     outcome = _supervise(proc, spec, control)
     if sys.platform.startswith("linux"):
         kill_group_leftovers(uid, ml_root)
+        remove_job_shm(uid)  # after the kill: no process of the job can make a new segment now
     if uid is not None:  # the job's /tmp (and HOME in it); rmtree never follows links
         shutil.rmtree(ml_root.parent / "tmp", ignore_errors=True)
     pump.join(timeout=5)

@@ -424,12 +424,13 @@ class ReplicaManager:
 
     @staticmethod
     def _remove_tmp(replica: Replica) -> None:
-        """What an isolated replica leaves: processes of its user (a child that left its group), its /tmp
-        (see ``start``; rmtree never follows the links its user left)."""
+        """What an isolated replica leaves: processes of its user (a child that left its group), its user's
+        /dev/shm segments, its /tmp (see ``start``; rmtree never follows the links its user left)."""
         if replica.uid is not None:
-            from opensage.runner.sandbox import job_uid, kill_job_processes
+            from opensage.runner.sandbox import job_uid, kill_job_processes, remove_job_shm
 
             kill_job_processes(job_uid(replica.uid), None)
+            remove_job_shm(job_uid(replica.uid))
         if replica.unix:
             with contextlib.suppress(OSError):
                 os.unlink(replica.unix)

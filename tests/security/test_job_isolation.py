@@ -149,3 +149,25 @@ def test_training_job_sudo_runs_as_the_job_user_never_root(tmp_path: Path) -> No
     uid = int((jobdir / "ml" / "model" / "sudo-uid").read_text())
     assert uid >= JOB_UID_MIN  # the job's own user, not root
     assert (jobdir / "ml" / "model" / "mode").read_text().strip() == "777"
+
+
+@needs_root
+def test_training_job_shared_memory_segments_removed_when_it_ends(tmp_path: Path) -> None:
+    """/dev/shm is the machine's, not the job's: segments its user left (MPICH's of killed ranks, a user's
+    own) would outlive it. After the job: its user's are gone, another owner's stay."""
+    home = Settings.build(tmp_path / "home").home
+    uid = pick_job_uid()
+    name = f"opensage-test-{uid}"
+    foreign = Path("/dev/shm") / f"{name}-not-the-jobs"
+    foreign.write_bytes(b"root's")
+    script = (f"head -c 4096 /dev/zero > /dev/shm/{name}-segment && mkdir /dev/shm/{name}-dir && "
+              f"touch /dev/shm/{name}-dir/x")
+    try:
+        result = _run_agent(_job(home, "shm", ["/bin/sh", "-c", script], uid))
+        assert result.exit_code == 0, result
+        assert not Path(f"/dev/shm/{name}-segment").exists() and not Path(f"/dev/shm/{name}-dir").exists()
+        assert foreign.read_bytes() == b"root's"
+    finally:
+        foreign.unlink()
+        for leftover in Path("/dev/shm").glob(f"{name}-*"):
+            subprocess.run(["rm", "-rf", str(leftover)], check=False)
