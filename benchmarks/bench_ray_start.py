@@ -88,6 +88,7 @@ def _stop_cluster(temp_dir: Path) -> None:
 def up_platform(home: Path, extra: list[str], env: dict[str, str] | None = None,
                 timeout: float = 120.0) -> Iterator[bts.Platform]:
     """``opensage up`` with ``extra`` flags (bench_training_start's ``up_platform`` takes none)."""
+    bts.stop_platforms_on_sigterm()
     port = bts.free_port()
     log = home / "up.log"
     with open(log, "ab") as out:

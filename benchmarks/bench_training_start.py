@@ -125,9 +125,21 @@ def _stop_process_group(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def stop_platforms_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, a killed CI step) exit through ``finally`` blocks: by default Python dies at
+    once, and an ``opensage up`` started in its own session (with its SeaweedFS and model servers) outlived
+    the benchmark. Only from the main thread, and only where nobody installed a handler yet."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 @contextlib.contextmanager
 def up_platform(home: Path, timeout: float = 120.0) -> Iterator[Platform]:
     """``opensage up --home <home> --port <free>`` as a subprocess (SeaweedFS S3)."""
+    stop_platforms_on_sigterm()
     port = free_port()
     log = home / "up.log"
     with open(log, "ab") as out:
