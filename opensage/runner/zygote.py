@@ -51,7 +51,8 @@ MAX_REQUEST = 4 << 20
 _TORCH = ("torch", "torch.nn", "torch.optim", "torch._dynamo")
 _FIRST_PARTY = ("scipy.sparse", "pyarrow", "pyarrow.csv", "google.protobuf.descriptor_pb2",
                 "google.protobuf.descriptor_pool", "google.protobuf.message_factory", "opensage.algorithms.recordio",
-                "opensage.algorithms.formats", "opensage.algorithms.firstparty")
+                "opensage.algorithms.formats", "opensage.algorithms.firstparty",
+                "opensage.algorithms.recordio_dense")  # imported by content's recordIO read when a channel has one
 PRELOAD: dict[str, tuple[str, ...]] = {
     "opensage.algorithms.factorization_machines.train": (*_FIRST_PARTY, *_TORCH),
     "opensage.algorithms.ipinsights.train": (*_FIRST_PARTY, *_TORCH, "sklearn.metrics"),
