@@ -25,6 +25,29 @@ except ImportError:
 needs_mpi4py = pytest.mark.skipif(not HAVE_MPI4PY, reason="mpi4py / mpich are not installed in this venv "
                                   "(uv pip install mpich==5.0.2 mpi4py==4.1.2)")
 
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_memory_left():
+    """These tests run ranks as this process's user, not as a job's (whose /dev/shm entries the agent removes):
+    the MPICH segments of ranks a test kills would stay in the machine's /dev/shm. Only this user's new ones are
+    removed (a job running beside these tests has a uid of its own)."""
+    def ours() -> set[Path]:
+        found = set()
+        for path in Path("/dev/shm").glob("mpich_shm_*"):
+            try:
+                if path.lstat().st_uid == os.getuid():
+                    found.add(path)
+            except FileNotFoundError:  # another process's segment, removed meanwhile
+                continue
+        return found
+
+    before = ours()
+    yield
+    for path in ours() - before:
+        path.unlink(missing_ok=True)
+
+
 RANK_SCRIPT = textwrap.dedent('''
     import json, os, sys
     from mpi4py import MPI
