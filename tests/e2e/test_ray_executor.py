@@ -202,8 +202,7 @@ def _placement_groups(cluster: RayCluster, home: Path) -> list[dict]:
             "print(json.dumps(rows))\n")
     from opensage.executors.ray import namespace_for
 
-    out = subprocess.run([sys.executable, "-c", code, cluster.address, namespace_for(home)],
-                         capture_output=True, text=True, timeout=120, check=True, env=cluster.env)
+    out = _ray_driver(cluster, code, namespace_for(home), check=True)
     # Ray may print its own notices on stdout too (e.g. about a node that just died): the JSON line is ours.
     return json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith("[")))
 
@@ -218,9 +217,22 @@ def _cluster_usage(cluster: RayCluster) -> str:
             "pgs = [(v['name'], v['state'], list(v['bundles_to_node_id'].values()))\n"
             "       for v in placement_group_table().values() if v['state'] != 'REMOVED']\n"
             "print(json.dumps({'free': available_resources_per_node(), 'groups': pgs}))\n")
-    out = subprocess.run([sys.executable, "-c", code, cluster.address], capture_output=True, text=True,
-                         timeout=120, env=cluster.env)
+    out = _ray_driver(cluster, code)
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-2000:]
+
+
+def _ray_driver(cluster: RayCluster, code: str, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``code`` as a Ray driver of its own in a subprocess (this test process stays out of Ray); argv[1]
+    is the cluster's address, then ``args``."""
+    return subprocess.run([sys.executable, "-c", code, cluster.address, *args], capture_output=True, text=True,
+                          timeout=120, check=check, env=cluster.env)
+
+
+def _assert_no_groups_left(cluster: RayCluster, home: Path) -> None:
+    """After the platform of ``home`` stopped: none of its placement groups outlives it (a finished job's would
+    hold its CPUs on the cluster for ever; the node-loss test could then not place a replacement replica)."""
+    left = [g for g in _placement_groups(cluster, home) if g["state"] != "REMOVED"]
+    assert left == [], left
 
 
 def test_create_training_job_on_ray_executor_placed_completed_and_adopted_after_restart(ray_cluster, tmp_path):
@@ -498,9 +510,7 @@ def test_sdk_pytorch_torch_distributed_two_hosts_on_two_nodes_all_reduce_togethe
         assert result["hosts"] == ["algo-1", "algo-2"]
     finally:
         stop_platform(p)
-    # Stopped within a second of the job's end (seen): its placement group must not outlive the platform.
-    left = [g for g in _placement_groups(ray_cluster, home) if g["state"] != "REMOVED"]
-    assert left == [], left
+    _assert_no_groups_left(ray_cluster, home)  # stopped within a second of the job's end (seen)
 
 
 def test_sdk_builtin_xgboost_two_hosts_on_two_nodes_sharded_matches_one_host(ray_cluster, tmp_path, monkeypatch):
@@ -516,10 +526,7 @@ def test_sdk_builtin_xgboost_two_hosts_on_two_nodes_sharded_matches_one_host(ray
         xgboost_one_host_vs_two_sharded(session, tmp_path)
     finally:
         stop_platform(p)
-    # Stopped within a second of its last job's end: that job's placement group must not outlive the platform
-    # (a CPU on each node, for ever: the node-loss test below could then not place a replacement replica).
-    left = [g for g in _placement_groups(ray_cluster, home) if g["state"] != "REMOVED"]
-    assert left == [], left
+    _assert_no_groups_left(ray_cluster, home)  # stopped within a second of its last job's end
 
 
 def test_sdk_spot_job_on_ray_host_lost_twice_completes_from_checkpoints(ray_cluster, tmp_path, monkeypatch):
