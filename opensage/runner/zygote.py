@@ -258,10 +258,10 @@ def start_child(sock_path: Path, module: str, args: list[str], env: dict[str, st
 
 
 class _Server:
-    def __init__(self, sock_path: Path, module: str) -> None:
+    def __init__(self, sock_path: Path, module: str, parent: int) -> None:
         self.sock_path = sock_path
         self.module = module
-        self.parent = os.getppid()
+        self.parent = parent
         self.listener: socket.socket | None = None
         self.children: dict[int, socket.socket] = {}
         self.draining = False
@@ -494,10 +494,15 @@ def preload(module: str) -> None:
             print(f"zygote: preloading {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
-def serve(sock_path: Path, module: str) -> int:
+def serve(sock_path: Path, module: str, parent: int | None = None) -> int:
+    """Preload ``module``, then fork jobs until told to stop or ``parent`` (the control plane) is gone.
+
+    The parent's pid comes from the pool (or is read before the preload): read after it, a control plane that
+    died during the preload's seconds made PID 1 the recorded parent, and the zygote never exited."""
     started = time.monotonic()
+    parent = os.getppid() if parent is None else parent
     preload(module)
-    server = _Server(sock_path, module)
+    server = _Server(sock_path, module, parent)
     server.listen()
     threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0
     ready = sock_path.with_suffix(".json")
@@ -561,7 +566,8 @@ class ZygotePool:
             return None
         with open(self.directory / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
-                [python, "-m", "opensage.runner.zygote", str(self.directory / f"{name}.sock"), module],
+                [python, "-m", "opensage.runner.zygote", str(self.directory / f"{name}.sock"), module,
+                 str(os.getpid())],
                 env=self.environ, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.directory, start_new_session=True, close_fds=True)
         return self.procs[name]
@@ -581,10 +587,10 @@ class ZygotePool:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m opensage.runner.zygote <socket> <module>", file=sys.stderr)
+    if len(args) not in (2, 3) or (len(args) == 3 and not args[2].isdigit()):
+        print("usage: python -m opensage.runner.zygote <socket> <module> [<parent pid>]", file=sys.stderr)
         return 2
-    return serve(Path(args[0]), args[1])
+    return serve(Path(args[0]), args[1], int(args[2]) if len(args) == 3 else None)
 
 
 if __name__ == "__main__":

@@ -241,3 +241,40 @@ def test_zygote_socket_path_longer_than_an_af_unix_address_still_binds_and_conne
     finally:
         client.close()
         server.close()
+
+
+def test_zygote_exits_when_its_control_plane_died_during_the_preload(tmp_path: Path) -> None:
+    """A control plane killed while its zygote was still importing left that zygote running for ever (~100 MB):
+    it read its parent's pid only after the preload, by then PID 1, so "parent gone" never fired."""
+    if not zygote.ZygotePool(tmp_path / "probe", {}).enabled:
+        pytest.skip("zygotes need root on Linux")
+    module = "opensage.algorithms.kmeans.train"  # a real preload: scikit-learn's imports take most of a second
+    control_plane = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import os, sys
+            from pathlib import Path
+            from opensage.executors.local import agent_env
+            from opensage.runner import zygote
+            from opensage.runner.sandbox import inherited_env
+            proc = zygote.ZygotePool(Path({str(tmp_path / 'z')!r}), inherited_env(agent_env())).start(
+                sys.executable, {module!r})
+            print(proc.pid, flush=True)
+            os._exit(0)  # dies as SIGKILL would: no shutdown(), the zygote is still preloading
+        """)], capture_output=True, text=True, timeout=60, check=True)
+    pid = int(control_plane.stdout.split()[0])
+    ready = tmp_path / "z" / f"{zygote.key(sys.executable, module)}.json"
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            log = (tmp_path / "z" / f"{zygote.key(sys.executable, module)}.log").read_text(errors="replace")
+            raise AssertionError(f"zygote {pid} outlived its control plane by 60 s; log: {log[-2000:]}")
+        time.sleep(0.1)
+    assert not ready.exists()  # nobody is told to fork from it
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
