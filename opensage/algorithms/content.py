@@ -495,15 +495,29 @@ def _read_recordio_files(channel: str, sources: list[Source], require_labels: bo
     file is dense as the SDK writes it (``recordio_dense.FileTemplate``: the first record read, the file's
     size a whole number of equal frames) and all have one width and all or none a label; None otherwise
     (the caller reads file by file and concatenates, which also names the problem). The arrays are those of
-    that path: a file whose records turn out to differ is decoded the general way into its rows."""
+    that path: a file whose records turn out to differ is decoded the general way into its rows.
+
+    A streamed file (still downloading) is decoded block by block as it arrives: its final size is known
+    before its bytes (``fastfile.final_size``), so the array is allocated up front."""
+    from opensage.runner.channels import ChannelError
+
+    try:
+        return _read_recordio_blocks(channel, sources, require_labels)
+    except ChannelError as exc:  # a streamed download failed: its reason is the job's
+        raise DataError(str(exc)) from None
+
+
+def _read_recordio_blocks(channel: str, sources: list[Source], require_labels: bool) -> ChannelData | None:
     from opensage.algorithms import recordio_dense
+    from opensage.runner.fastfile import final_size
 
     plans: list[tuple[Source, recordio_dense.FileTemplate, int]] = []
     for source in sources:
-        if source.path is None or source.streamed is not None or source.payload is not None:
+        if source.path is None or source.payload is not None:
             return None
-        size = source.path.stat().st_size
-        with open(source.path, "rb") as stream:
+        size = (source.path.stat().st_size if source.streamed is None
+                else final_size(source.path, *source.streamed))
+        with source.open() as stream:
             head = stream.read(min(size, 1 << 16))
         template = recordio_dense.FileTemplate.of(head)
         if template is None or size % template.stride:
@@ -523,7 +537,7 @@ def _read_recordio_files(channel: str, sources: list[Source], require_labels: bo
     for source, template, n in plans:
         out = features[start:start + n]
         out_labels = None if labels is None else labels[start:start + n]
-        if not recordio_dense.read_file_into(str(source.path), template, out, out_labels):
+        if not recordio_dense.read_file_into(source.open(), template, out, out_labels):
             part = _read_recordio_source(channel, source, require_labels)
             if (not isinstance(part.features, np.ndarray) or part.features.shape != out.shape
                     or (part.labels is None) != (out_labels is None)):

@@ -23,6 +23,8 @@ float32 features (C order) and float32 labels (each record's first label value).
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import numpy as np
 
 from opensage.algorithms.recordio import _HEADER, MAGIC, RecordIOError, iter_records
@@ -278,16 +280,18 @@ class FileTemplate:
         return True
 
 
-def read_file_into(path: str, template: FileTemplate, features: np.ndarray, labels: np.ndarray | None) -> bool:
-    """Decode the dense file ``path`` (whose record 0 gave ``template``; its size a whole number of frames,
-    ``len(features)`` of them) straight into ``features`` / ``labels``, reading it a block at a time into one
-    reused buffer: no copy of the file's bytes and no per-file array. The values are those ``decode_dense``
-    gives for the file's bytes. False when a record differs from record 0 (the caller decodes the file the
-    general way); OSError if it cannot be read."""
+def read_file_into(stream: BinaryIO, template: FileTemplate, features: np.ndarray,
+                   labels: np.ndarray | None) -> bool:
+    """Decode the dense file open as ``stream`` at its start (whose record 0 gave ``template``; its size a
+    whole number of frames, ``len(features)`` of them) straight into ``features`` / ``labels``, reading it a
+    block at a time into one reused buffer: no copy of the file's bytes and no per-file array, and a file that
+    is still downloading (``fastfile.follow``) is decoded as its blocks arrive. The values are those
+    ``decode_dense`` gives for the file's bytes. False when a record differs from record 0 (the caller decodes
+    the file the general way); OSError if it cannot be read."""
     stride, rows = template.stride, len(features)
     per_block = max(1, min(rows, BLOCK_BYTES // stride))
     buffer = np.empty(per_block * stride, dtype=np.uint8)
-    with open(path, "rb", buffering=0) as stream:
+    with stream:
         for start in range(0, rows, per_block):
             count = min(per_block, rows - start)
             view = memoryview(buffer)[:count * stride]

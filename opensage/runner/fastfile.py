@@ -326,6 +326,29 @@ def wait_complete(data_dir: Path, channel: str) -> None:
             time.sleep(POLL_SECONDS * 5)
 
 
+def final_size(path: Path, data_dir: Path, channel: str) -> int:
+    """The size ``path`` has once downloaded: known at once for a file filled by ranges (its ``.ranged``
+    marker) or one not streamed; otherwise waits for its ``.done`` marker (a whole GET: below ``RANGED_MIN``
+    or compressed). ``ChannelError`` with the reason if its download failed."""
+    marks = markers_dir(data_dir, channel)
+    if not marks.is_dir():
+        return path.stat().st_size
+    name = path.relative_to(data_dir / channel).as_posix().replace("/", "%2F")
+    for kind in ("ranged", "done"):
+        try:
+            return int((marks / f"{name}.{kind}").read_text())
+        except (FileNotFoundError, ValueError):
+            pass
+    while True:
+        try:
+            return int((marks / f"{name}.done").read_text())
+        except (FileNotFoundError, ValueError):
+            pass
+        if (marks / f"{name}.failed").exists():
+            raise ChannelError((marks / f"{name}.failed").read_text())
+        time.sleep(POLL_SECONDS * 5)
+
+
 def follow(path: Path, data_dir: Path, channel: str) -> BinaryIO:
     """A sequential reader of a channel file: streamed ones end when their download has (see the module)."""
     marks = markers_dir(data_dir, channel)

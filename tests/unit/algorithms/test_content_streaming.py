@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from opensage.algorithms import recordio
+from opensage.algorithms import content, recordio
 from opensage.algorithms.content import DataError, MlPaths, read_channel
 from opensage.runner import channels, fastfile
 from opensage.runner.jobspec import ChannelSpec
@@ -168,3 +168,36 @@ def test_read_channel_streamed_download_fails_midway_data_error_with_download_re
     assert feeder.error.startswith("ClientError: Could not download s3://b/train/a.csv for channel 'train'")
     # The file after it, incomplete, fails with the same reason instead of leaving its reader waiting.
     assert (data_dir / fastfile.MARKERS / "train" / "b.csv.failed").read_text() == feeder.error
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_read_channel_streamed_recordio_decoded_into_one_array_as_it_downloads(tmp_path, monkeypatch, fail):
+    # A dense recordIO file filled by ranges (its final size known from the start) is decoded block by block
+    # while the rest downloads, not read whole first; a break midway fails the read with the download's reason.
+    monkeypatch.setattr(fastfile, "RANGED_MIN", 1000)
+    monkeypatch.setattr(fastfile, "UPTO_STEP", 4096)
+    monkeypatch.setattr("opensage.algorithms.recordio_dense.BLOCK_BYTES", 8192)
+    whole_reads: list[str] = []
+    read_bytes = content.Source.read_bytes
+    monkeypatch.setattr(content.Source, "read_bytes", lambda self: whole_reads.append(self.name) or read_bytes(self))
+    body = _recordio(_rows(30_000))
+    store = GatedStore(pause_at=len(body) // 2, fail=fail)
+    data_dir, spec, feeder = _channel(tmp_path, store, {"train/a.rec": body})
+    feeder.start()
+    thread, result = _read_in_thread(data_dir, "application/x-recordio-protobuf", "FastFile")
+    wait_for(lambda: reader_position(os.getpid(), data_dir / "train" / "a.rec") >= len(body) // 4,
+             what="the reader to decode the first part")
+    assert not (data_dir / fastfile.MARKERS / "train" / "a.rec.done").exists() and thread.is_alive()
+    store.release.set()
+    thread.join(60)
+    feeder.join(10)
+    if fail:
+        assert isinstance(result.get("error"), DataError) and str(result["error"]) == feeder.error
+        assert feeder.error.startswith("ClientError: Could not download s3://b/train/a.rec for channel 'train'")
+        return
+    assert feeder.error is None and "error" not in result
+    assert whole_reads == []  # never held whole in memory: decoded into the channel's array as it came
+    whole = read_channel("train", data_dir=_downloaded(tmp_path, store, spec),
+                         content_type="application/x-recordio-protobuf")
+    _same(result["data"], whole)
+    assert result["data"].num_rows == 30_000 and result["data"].features.dtype == np.float32
