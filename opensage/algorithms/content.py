@@ -492,61 +492,131 @@ def _read_recordio_source(channel: str, source: Source, require_labels: bool = T
 
 def _read_recordio_files(channel: str, sources: list[Source], require_labels: bool) -> ChannelData | None:
     """Every row of a File-mode recordio-protobuf channel decoded straight into one float32 array, when each
-    file is dense as the SDK writes it (``recordio_dense.FileTemplate``: the first record read, the file's
-    size a whole number of equal frames) and all have one width and all or none a label; None otherwise
-    (the caller reads file by file and concatenates, which also names the problem). The arrays are those of
-    that path: a file whose records turn out to differ is decoded the general way into its rows.
-
-    A streamed file (still downloading) is decoded block by block as it arrives: its final size is known
-    before its bytes (``fastfile.final_size``), so the array is allocated up front."""
+    file is dense as the SDK writes it (``DenseChannel.of``); None otherwise (the caller reads file by file and
+    concatenates, which also names the problem). The arrays are those of that path: a file whose records turn
+    out to differ is decoded the general way into its rows. A streamed file (still downloading) is decoded
+    block by block as it arrives: its final size is known before its bytes (``fastfile.final_size``), so the
+    array is allocated up front."""
+    from opensage.algorithms import recordio_dense
     from opensage.runner.channels import ChannelError
 
     try:
-        return _read_recordio_blocks(channel, sources, require_labels)
+        dense = DenseChannel.of(channel, sources, require_labels)
+        if dense is None:
+            return None
+        features = np.empty((dense.rows, dense.width), dtype=np.float32)
+        labels = np.empty(dense.rows, dtype=np.float32) if dense.labelled else None
+        start = 0
+        for source, template, n in dense.plans:
+            out = features[start:start + n]
+            out_labels = None if labels is None else labels[start:start + n]
+            if not recordio_dense.read_file_into(source.open(), template, out, out_labels):
+                part = _read_recordio_source(channel, source, require_labels)
+                if not _same_layout(part, out.shape, out_labels is not None):
+                    return None
+                out[...] = part.features
+                if out_labels is not None:
+                    out_labels[...] = part.labels
+            start += n
     except ChannelError as exc:  # a streamed download failed: its reason is the job's
         raise DataError(str(exc)) from None
-
-
-def _read_recordio_blocks(channel: str, sources: list[Source], require_labels: bool) -> ChannelData | None:
-    from opensage.algorithms import recordio_dense
-    from opensage.runner.fastfile import final_size
-
-    plans: list[tuple[Source, recordio_dense.FileTemplate, int]] = []
-    for source in sources:
-        if source.path is None or source.payload is not None:
-            return None
-        size = (source.path.stat().st_size if source.streamed is None
-                else final_size(source.path, *source.streamed))
-        with source.open() as stream:
-            head = stream.read(min(size, 1 << 16))
-        template = recordio_dense.FileTemplate.of(head)
-        if template is None or size % template.stride:
-            return None
-        plans.append((source, template, size // template.stride))
-    if not plans:
-        return None
-    first = plans[0][1]
-    if any(t.width != first.width or t.labelled != first.labelled for _, t, _ in plans):
-        return None
-    if require_labels and not first.labelled:
-        return None
-    rows = sum(n for _, _, n in plans)
-    features = np.empty((rows, first.width), dtype=np.float32)
-    labels = np.empty(rows, dtype=np.float32) if first.labelled else None
-    start = 0
-    for source, template, n in plans:
-        out = features[start:start + n]
-        out_labels = None if labels is None else labels[start:start + n]
-        if not recordio_dense.read_file_into(source.open(), template, out, out_labels):
-            part = _read_recordio_source(channel, source, require_labels)
-            if (not isinstance(part.features, np.ndarray) or part.features.shape != out.shape
-                    or (part.labels is None) != (out_labels is None)):
-                return None
-            out[...] = part.features
-            if out_labels is not None:
-                out_labels[...] = part.labels
-        start += n
     return ChannelData(features, labels)
+
+
+def _same_layout(part: ChannelData, shape: tuple[int, ...], labelled: bool) -> bool:
+    return (isinstance(part.features, np.ndarray) and part.features.shape == shape
+            and (part.labels is not None) == labelled)
+
+
+class DenseChannel:
+    """A File-mode recordio-protobuf channel whose files are all dense as the SDK writes them
+    (``recordio_dense.FileTemplate``: the first record read, each file's size a whole number of equal frames;
+    one width; all or none labelled): its shape is known before its rows are read, and ``blocks()`` decodes
+    it a block of rows at a time, so an algorithm that needs one pass (PCA's XᵀX) never holds it whole and
+    works while a streamed channel still downloads."""
+
+    def __init__(self, channel: str, plans: list[tuple[Source, Any, int]], require_labels: bool) -> None:
+        self.channel, self.plans, self.require_labels = channel, plans, require_labels
+        self.rows = sum(n for _, _, n in plans)
+        self.width, self.labelled = plans[0][1].width, plans[0][1].labelled
+
+    @classmethod
+    def of(cls, channel: str, sources: list[Source], require_labels: bool) -> DenseChannel | None:
+        """None when a file is not so (or the channel is empty): read it with ``read_channel``. Waits for the
+        final size of a streamed file that is not filled by ranges (``fastfile.final_size``)."""
+        from opensage.algorithms import recordio_dense
+        from opensage.runner.fastfile import final_size
+
+        plans: list[tuple[Source, Any, int]] = []
+        for source in sources:
+            if source.path is None or source.payload is not None:
+                return None
+            size = (source.path.stat().st_size if source.streamed is None
+                    else final_size(source.path, *source.streamed))
+            with source.open() as stream:
+                head = stream.read(min(size, 1 << 16))
+            template = recordio_dense.FileTemplate.of(head)
+            if template is None or size % template.stride:
+                return None
+            plans.append((source, template, size // template.stride))
+        if not plans:
+            return None
+        first = plans[0][1]
+        if any(t.width != first.width or t.labelled != first.labelled for _, t, _ in plans):
+            return None
+        if require_labels and not first.labelled:
+            return None
+        return cls(channel, plans, require_labels)
+
+    def blocks(self, rows: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(features (m, width) float32, labels (m,) float32 or None) of consecutive rows, in file order, up to
+        ``rows`` at a time (default: a read block's worth, ``recordio_dense.BLOCK_BYTES``); the arrays are
+        reused: each is valid until the next block (the consumer may modify it). The values are those
+        ``read_channel`` gives. DataError when a download fails or a file changes while read."""
+        from opensage.runner.channels import ChannelError
+
+        try:
+            yield from self._blocks(rows)
+        except ChannelError as exc:  # a streamed download failed: its reason is the job's
+            raise DataError(str(exc)) from None
+
+    def _blocks(self, rows: int | None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        from opensage.algorithms import recordio_dense
+
+        capacity = rows or max(1, recordio_dense.BLOCK_BYTES // max(1, self.plans[0][1].stride))
+        features = np.empty((capacity, self.width), dtype=np.float32)
+        labels = np.empty(capacity, dtype=np.float32) if self.labelled else None
+        filled = 0
+        for source, template, n in self.plans:
+            done = 0
+            try:
+                for start, block in recordio_dense.iter_blocks(source.open(), template.stride, n):
+                    at = 0
+                    while at < len(block):  # read blocks fill the buffer; it is handed out when full
+                        m = min(len(block) - at, capacity - filled)
+                        out = slice(filled, filled + m)
+                        if not template.fill(block[at:at + m], features[out], None if labels is None else labels[out]):
+                            raise recordio_dense.FileChanged
+                        filled, at, done = filled + m, at + m, start + at + m
+                        if filled == capacity:
+                            yield features, labels
+                            filled = 0
+            except recordio_dense.FileChanged:
+                # a record unlike record 0 (or the file changed): the rest of this file decoded the general way
+                # (rows of it already in the buffer are kept: they are what that way gives)
+                whole = _read_recordio_source(self.channel, source, self.require_labels)
+                if not _same_layout(whole, (n, self.width), self.labelled):
+                    raise DataError(f"{self.channel} channel: file {source.name} changed while it was read "
+                                    f"or its records are not alike") from None
+                if filled:
+                    yield features[:filled], None if labels is None else labels[:filled]
+                    filled = 0
+                rest = np.asarray(whole.features, dtype=np.float32)
+                rest_labels = None if whole.labels is None else np.asarray(whole.labels, dtype=np.float32)
+                for at in range(done, n, capacity):
+                    yield rest[at:at + capacity], None if rest_labels is None else rest_labels[at:at + capacity]
+        if filled:
+            yield features[:filled], None if labels is None else labels[:filled]
 
 
 # ---------------------------------------------------------------------------------------------- combine

@@ -164,6 +164,28 @@ def read_training_channel(channel: str, data_dir: Path, config: Mapping[str, Any
     return Dataset(features, labels)
 
 
+def dense_training_channel(channel: str, data_dir: Path, config: Mapping[str, Any] | None, *,
+                           supervised: bool) -> content.DenseChannel | None:
+    """The channel as ``content.DenseChannel`` (its shape known, its rows read a block at a time) when it is
+    File- or FastFile-mode recordio-protobuf with every file dense as the SDK writes it; None otherwise
+    (read it with ``read_training_channel``, which also names any problem)."""
+    config = dict(config or {})
+    content_type = config.get("ContentType") or RECORDIO_TYPE
+    if content_type.split(";")[0].strip().lower() != RECORDIO_TYPE:
+        return None
+    mode = config.get("TrainingInputMode") or "File"
+    if mode == "Pipe":
+        return None
+    sources = content.channel_sources(channel, data_dir, input_mode=mode,
+                                      record_wrapper=config.get("RecordWrapperType"), fmt=content.RECORDIO)
+    from opensage.runner.channels import ChannelError
+
+    try:
+        return content.DenseChannel.of(channel, sources, require_labels=supervised)
+    except ChannelError as exc:  # a streamed download failed: its reason is the job's
+        raise DataError(str(exc)) from None
+
+
 # ---------------------------------------------------------------------------------------- inference in
 
 

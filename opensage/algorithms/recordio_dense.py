@@ -23,6 +23,7 @@ float32 features (C order) and float32 labels (each record's first label value).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -280,15 +281,15 @@ class FileTemplate:
         return True
 
 
-def read_file_into(stream: BinaryIO, template: FileTemplate, features: np.ndarray,
-                   labels: np.ndarray | None) -> bool:
-    """Decode the dense file open as ``stream`` at its start (whose record 0 gave ``template``; its size a
-    whole number of frames, ``len(features)`` of them) straight into ``features`` / ``labels``, reading it a
-    block at a time into one reused buffer: no copy of the file's bytes and no per-file array, and a file that
-    is still downloading (``fastfile.follow``) is decoded as its blocks arrive. The values are those
-    ``decode_dense`` gives for the file's bytes. False when a record differs from record 0 (the caller decodes
-    the file the general way); OSError if it cannot be read."""
-    stride, rows = template.stride, len(features)
+class FileChanged(Exception):
+    """The file has fewer or more frames than when it was listed."""
+
+
+def iter_blocks(stream: BinaryIO, stride: int, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The ``rows`` frames of ``stride`` bytes of the file open as ``stream`` at its start, a block at a time:
+    (first row, (m, stride) uint8 view of one reused buffer, valid until the next block). A file that is
+    still downloading (``fastfile.follow``) yields its blocks as they arrive. ``FileChanged`` when it ends
+    early or goes on past ``rows`` frames; OSError if it cannot be read."""
     per_block = max(1, min(rows, BLOCK_BYTES // stride))
     buffer = np.empty(per_block * stride, dtype=np.uint8)
     with stream:
@@ -299,10 +300,25 @@ def read_file_into(stream: BinaryIO, template: FileTemplate, features: np.ndarra
             while got < len(view):
                 n = stream.readinto(view[got:])
                 if not n:
-                    return False  # shorter than when it was listed
+                    raise FileChanged
                 got += n
-            block = buffer[:count * stride].reshape(count, stride)
-            if not template.fill(block, features[start:start + count],
-                                 None if labels is None else labels[start:start + count]):
+            yield start, buffer[:count * stride].reshape(count, stride)
+        if stream.read(1):
+            raise FileChanged
+
+
+def read_file_into(stream: BinaryIO, template: FileTemplate, features: np.ndarray,
+                   labels: np.ndarray | None) -> bool:
+    """Decode the dense file open as ``stream`` at its start (whose record 0 gave ``template``; its size a
+    whole number of frames, ``len(features)`` of them) straight into ``features`` / ``labels``, a block at a
+    time (``iter_blocks``): no copy of the file's bytes and no per-file array. The values are those
+    ``decode_dense`` gives for the file's bytes. False when a record differs from record 0 or the file changed
+    size (the caller decodes the file the general way); OSError if it cannot be read."""
+    try:
+        for start, block in iter_blocks(stream, template.stride, len(features)):
+            end = start + len(block)
+            if not template.fill(block, features[start:end], None if labels is None else labels[start:end]):
                 return False
-        return not stream.read(1)  # longer than when it was listed: let the general path read it whole
+    except FileChanged:
+        return False
+    return True

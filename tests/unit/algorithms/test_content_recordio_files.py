@@ -151,17 +151,22 @@ def _label_first(frame: bytes) -> bytes:
     return frame[:8] + payload[split:] + payload[:split]
 
 
-def test_read_channel_record_unlike_first_in_a_later_block_that_file_decoded_general_way(tmp_path, small_blocks,
-                                                                                        whole_reads):
-    """Frames of one length whose non-value bytes differ after the first blocks: that file alone is decoded
-    the general way (into its rows of the channel's array), the others stay on the block path."""
+def _channel_with_an_odd_file(tmp_path):
+    """a.pbr (6 rows), b.pbr (9 rows; record 7's fields swapped: same length, not record 0's bytes), c.pbr (4)."""
     values, labels = _values(np.float32, 9, 3, 1), np.arange(9, dtype=np.float32)
     body = _sdk(values, labels)
     stride = len(body) // 9
     odd = body[:7 * stride] + _label_first(body[7 * stride:8 * stride]) + body[8 * stride:]
     files = {"a.pbr": _sdk(_values(np.float32, 6, 3, 2), labels[:6]), "b.pbr": odd,
              "c.pbr": _sdk(values[:4], labels[:4])}
-    data_dir = _channel(tmp_path, files)
+    return _channel(tmp_path, files), values, odd, stride
+
+
+def test_read_channel_record_unlike_first_in_a_later_block_that_file_decoded_general_way(tmp_path, small_blocks,
+                                                                                        whole_reads):
+    """Frames of one length whose non-value bytes differ after the first blocks: that file alone is decoded
+    the general way (into its rows of the channel's array), the others stay on the block path."""
+    data_dir, values, odd, stride = _channel_with_an_odd_file(tmp_path)
     want = _general(data_dir)
     whole_reads.clear()
     got = read_channel("train", data_dir=data_dir, content_type=RECORDIO_TYPE)
@@ -219,3 +224,28 @@ def test_read_channel_corrupted_bytes_never_disagree_with_file_by_file(tmp_path,
         for _ in range(int(rng.integers(1, 3))):
             corrupt[int(rng.integers(len(corrupt)))] = int(rng.integers(256))
         _check(_channel(tmp_path / str(trial), {"a.pbr": body, "b.pbr": bytes(corrupt)}))
+
+
+@pytest.mark.parametrize("rows", [None, 1, 4, 7, 100])
+def test_dense_channel_blocks_same_rows_as_read_channel_including_a_file_decoded_general_way(tmp_path, small_blocks,
+                                                                                              rows):
+    """``DenseChannel.blocks`` (PCA's one pass, never the whole channel): the rows concatenated equal
+    ``read_channel``'s arrays at any block size, also across a file whose later record is unlike record 0
+    (its rest decoded the general way) and across file ends."""
+    data_dir = _channel_with_an_odd_file(tmp_path)[0]
+    want = read_channel("train", data_dir=data_dir, content_type=RECORDIO_TYPE)
+    dense = content.DenseChannel.of("train", content.channel_sources("train", data_dir, fmt=RECORDIO), True)
+    assert (dense.rows, dense.width, dense.labelled) == (19, 3, True)
+    parts = [(f.copy(), y.copy()) for f, y in dense.blocks(rows)]
+    assert rows is None or all(len(f) <= rows for f, _ in parts)
+    assert np.concatenate([f for f, _ in parts]).tobytes() == want.features.tobytes()
+    assert np.concatenate([y for _, y in parts]).tobytes() == want.labels.tobytes()
+
+
+def test_dense_channel_none_for_sparse_or_unlike_files(tmp_path):
+    sparse = sp.random(20, 5, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    data_dir = _channel(tmp_path, {"a.pbr": _sdk(sparse)})
+    assert content.DenseChannel.of("train", content.channel_sources("train", data_dir, fmt=RECORDIO), False) is None
+    data_dir = _channel(tmp_path / "two", {"a.pbr": _sdk(_values(np.float32, 4, 3, 0)),
+                                           "b.pbr": _sdk(_values(np.float32, 4, 5, 0))})
+    assert content.DenseChannel.of("train", content.channel_sources("train", data_dir, fmt=RECORDIO), False) is None
