@@ -83,10 +83,9 @@ def test_train_tall_recordio_read_a_block_at_a_time_same_model_as_in_memory(tmp_
     import tracemalloc
 
     from opensage.algorithms import recordio_dense
+    from opensage.algorithms.pca import train as pca_train
     from opensage.algorithms.pca.serve import load
     from tests.algorithms.firstparty_support import ml_root, train_in_process
-
-    from opensage.algorithms.pca import train as pca_train
 
     monkeypatch.setattr(recordio_dense, "BLOCK_BYTES", 64 << 10)
     monkeypatch.setattr(pca_train, "STREAM_CHUNK_VALUES", 1 << 14)  # blocks of 1,024 rows
