@@ -78,6 +78,9 @@ if str(common.REPO) not in sys.path:
 IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/{}:1"
 PREFIX = "builtin-bench"
 RECORDIO = "application/x-recordio-protobuf"
+# --describe-poll-only: wait for a job by DescribeTrainingJob every 50 ms alone (the tables before 2026-11-27
+# 08:15); default: a stat of the agent's result.json every 10 ms first (common.wait_finished)
+DESCRIBE_POLL_ONLY = False
 
 
 @dataclass
@@ -424,7 +427,8 @@ def run_job(p: common.Platform, home: Path, case: Case, read: Callable[[str, str
     zcpu0 = zygote_children_cpu(home)
     t0 = time.time()
     p.sm.create_training_job(**req)
-    desc = common.wait_finished(p.sm, name, timeout=600, poll=0.05)
+    result_file = None if DESCRIBE_POLL_ONLY else home / "jobs" / name / "algo-1" / "result.json"
+    desc = common.wait_finished(p.sm, name, timeout=600, poll=0.05, result_file=result_file)
     wall = time.time() - t0
     cpu1 = common.process_cpu(control)
     if desc["TrainingJobStatus"] != "Completed":
@@ -619,6 +623,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"Platform: {'`opensage up` (SeaweedFS S3)' if r['platform'] == 'up' else 'in-process control plane (tests/conftest.py start_server, file:// object store; real agent and algorithm processes)'}. "
         f"{r['repeats']} rotating round(s) per algorithm: medians; wall seconds with every run in brackets. "
         "Ratio = job wall ÷ reference wall (medians). "
+        + ("Job end seen by DescribeTrainingJob every 50 ms. " if DESCRIBE_POLL_ONLY else
+           "Job end seen by a stat of the agent's result.json every 10 ms, then DescribeTrainingJob every 50 ms. ")
         + ("*before* = a platform with zygotes off (`OPENSAGE_ZYGOTES=0`: a fresh algorithm process per job, the "
            "path before them); *after* = a platform with zygotes on, its zygote warmed by untimed jobs (each side "
            "gets the same untimed jobs first); both platforms open at once, rounds interleaved. " if compare else "")
@@ -697,8 +703,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="up: `opensage up` subprocess (SeaweedFS); inproc: tests/conftest.py start_server (file://)")
     ap.add_argument("--zygotes", choices=("compare", "on", "off"), default="compare",
                     help="compare: a platform with zygotes off (before) and one with them on (after), side by side")
+    ap.add_argument("--describe-poll-only", action="store_true",
+                    help="wait for each job by DescribeTrainingJob every 50 ms alone (as before 2026-11-27; "
+                         "20 calls a second slow the job being measured on 2 cores)")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args(argv)
+    global DESCRIBE_POLL_ONLY
+    DESCRIBE_POLL_ONLY = args.describe_poll_only
     with contextlib.redirect_stdout(sys.stderr):  # the algorithms' in-process logs stay out of the report
         scales = {name: float(f) for name, _, f in (x.partition("=") for x in args.scale_of.split(",") if x)}
         result = run(args.repeats, args.scale, set(args.only.split(",")) if args.only else None, args.platform,

@@ -284,8 +284,19 @@ def first_event(p: Platform, job: str, match: Callable[[str], bool], timeout: fl
     raise TimeoutError(f"training job {job}: no matching log event within {timeout:.0f}s")
 
 
-def wait_finished(sm: Any, name: str, timeout: float = 600.0, poll: float = 0.05) -> dict[str, Any]:
+def wait_finished(sm: Any, name: str, timeout: float = 600.0, poll: float = 0.05,
+                  result_file: Path | None = None) -> dict[str, Any]:
+    """DescribeTrainingJob every ``poll`` seconds until the job ends. With ``result_file`` (the agent's
+    result.json), only a stat every 10 ms (and a Describe every second) until that file exists: 20 Describes a
+    second on 2 cores slowed the job being measured by 0.15-0.2 s (a user's SDK polls every few seconds)."""
     deadline = time.time() + timeout
+    last = 0.0
+    while result_file is not None and not result_file.exists() and time.time() < deadline:
+        if time.time() - last >= 1.0:
+            last = time.time()
+            if sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] not in ("InProgress", "Stopping"):
+                break
+        time.sleep(0.01)
     while time.time() < deadline:
         d = sm.describe_training_job(TrainingJobName=name)
         if d["TrainingJobStatus"] not in ("InProgress", "Stopping"):
