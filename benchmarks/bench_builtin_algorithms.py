@@ -428,7 +428,8 @@ def run_job(p: common.Platform, home: Path, case: Case, read: Callable[[str, str
     t0 = time.time()
     p.sm.create_training_job(**req)
     result_file = None if DESCRIBE_POLL_ONLY else home / "jobs" / name / "algo-1" / "result.json"
-    desc = common.wait_finished(p.sm, name, timeout=600, poll=0.05, result_file=result_file)
+    desc = common.wait_finished(p.sm, name, timeout=600, poll=0.05 if result_file is None else 0.01,
+                                result_file=result_file)
     wall = time.time() - t0
     cpu1 = common.process_cpu(control)
     if desc["TrainingJobStatus"] != "Completed":
@@ -624,7 +625,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['repeats']} rotating round(s) per algorithm: medians; wall seconds with every run in brackets. "
         "Ratio = job wall ÷ reference wall (medians). "
         + ("Job end seen by DescribeTrainingJob every 50 ms. " if DESCRIBE_POLL_ONLY else
-           "Job end seen by a stat of the agent's result.json every 10 ms, then DescribeTrainingJob every 50 ms. ")
+           "Job end seen by a stat of the agent's result.json every 10 ms, then DescribeTrainingJob every 10 ms. ")
         + ("*before* = a platform with zygotes off (`OPENSAGE_ZYGOTES=0`: a fresh algorithm process per job, the "
            "path before them); *after* = a platform with zygotes on, its zygote warmed by untimed jobs (each side "
            "gets the same untimed jobs first); both platforms open at once, rounds interleaved. " if compare else "")

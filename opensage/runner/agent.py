@@ -681,4 +681,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # result.json is written and every transfer has ended: skip the interpreter's teardown (joining idle
+    # transfer pools' threads, module cleanup: 20-100 ms measured), so the control plane, woken by this exit
+    # (LocalExecutor.on_agent_exit), sees the job's end that much sooner.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

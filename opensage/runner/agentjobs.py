@@ -41,6 +41,9 @@ class AgentJobReconciler(ReconcileLoop):
         self.store_spec = store_spec  # endpoint and region; never handed to a job with the platform's keys
         self.credentials = credentials
         self._init_loop(name, deps.settings.reconcile_interval, 5.0)
+        subscribe = getattr(executor, "on_agent_exit", None)  # LocalExecutor: a job's end wakes this loop
+        if subscribe is not None:
+            subscribe(self.wake)
         self._gone_since: dict[str, float] = {}
         self._known: set[str] = set()
 

@@ -69,3 +69,20 @@ def test_stop_unknown_or_finished_handle_is_a_no_op(tmp_path: Path) -> None:
     executor = LocalExecutor()
     executor.stop(str(os.getpid()))  # not an agent: must not signal ourselves
     executor.kill("999999999")
+
+
+def test_agent_exit_calls_listener_after_result_written_and_process_reaped(tmp_path: Path) -> None:
+    """A reconciler's wake runs when the agent exits (its result.json already there): the end is seen at once,
+    not at the next 0.2 s poll. The agent is reaped by the watcher (no zombie); is_running agrees."""
+    import threading
+
+    jobdir = make_job(tmp_path, ["true"])
+    executor = LocalExecutor()
+    woken = threading.Event()
+    seen: list[bool] = []
+    executor.on_agent_exit(lambda: (seen.append(JobResult.read(jobdir) is not None), woken.set()))
+    handle = executor.submit(jobdir)
+    assert woken.wait(30), "the listener was never called"
+    assert seen == [True]
+    assert not executor.is_running(handle)
+    assert not Path(f"/proc/{handle}").exists()
