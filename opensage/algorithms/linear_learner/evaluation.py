@@ -35,15 +35,34 @@ class Metric:
 
 
 def binary_metrics(y: np.ndarray, score: np.ndarray, predicted: np.ndarray, beta: float) -> list[Metric]:
-    from sklearn import metrics as skm
-
-    out = [Metric("binary_classification_accuracy", skm.accuracy_score(y, predicted)),
-           Metric(f"binary_f_{beta:.3f}", skm.fbeta_score(y, predicted, beta=beta, zero_division=0)),
-           Metric("precision", skm.precision_score(y, predicted, zero_division=0)),
-           Metric("recall", skm.recall_score(y, predicted, zero_division=0))]
-    if len(np.unique(y)) == 2:
-        out.append(Metric("roc_auc_score", skm.roc_auc_score(y, score)))
+    """scikit-learn's accuracy, F-beta, precision, recall (``zero_division=0``) and ROC AUC, from one pass of
+    counts and one sort (scikit-learn's functions validate and count per call: 0.1 s of 0.23 on 160k rows)."""
+    y, predicted = y.astype(bool), predicted.astype(bool)
+    positives = int(np.count_nonzero(y))
+    tp = int(np.count_nonzero(predicted & y))
+    fp = int(np.count_nonzero(predicted)) - tp
+    fn = positives - tp
+    b2 = beta * beta
+    out = [Metric("binary_classification_accuracy", float(np.count_nonzero(predicted == y)) / max(len(y), 1)),
+           Metric(f"binary_f_{beta:.3f}", _ratio((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)),
+           Metric("precision", _ratio(tp, tp + fp)),
+           Metric("recall", _ratio(tp, positives))]
+    if 0 < positives < len(y):
+        out.append(Metric("roc_auc_score", roc_auc(score, y)))
     return out
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator) / denominator if denominator else 0.0
+
+
+def roc_auc(score: np.ndarray, y: np.ndarray) -> float:
+    """Area under the ROC curve through every distinct score (trapezoids: ties count half), as
+    ``sklearn.metrics.roc_auc_score``; ``y`` must hold both classes."""
+    _, tp, fp, positives = _curve(score.astype(np.float64), y.astype(np.float64))
+    tpr = np.r_[0.0, tp] / positives
+    fpr = np.r_[0.0, fp] / (len(y) - positives)
+    return float(np.trapezoid(tpr, fpr))
 
 
 def multiclass_metrics(y: np.ndarray, probabilities: np.ndarray, top_k: int, beta: float) -> list[Metric]:
@@ -79,7 +98,7 @@ def regression_metrics(y: np.ndarray, prediction: np.ndarray) -> list[Metric]:
 
 def _curve(score: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Candidate thresholds (descending) with true/false positives when predicting ``score >= threshold``."""
-    order = np.argsort(-score, kind="mergesort")
+    order = np.argsort(-score)  # any order within ties: the counts are read at each run's end (3x mergesort's speed)
     sorted_score, sorted_y = score[order], y[order]
     distinct = np.r_[np.nonzero(np.diff(sorted_score))[0], len(score) - 1]
     tp = np.cumsum(sorted_y)[distinct]
@@ -145,4 +164,4 @@ def _rank(criterion: str, y: np.ndarray, score: np.ndarray, threshold: float, be
 
 
 __all__ = ["BINARY", "MULTICLASS", "Metric", "best_threshold", "binary_metrics", "multiclass_metrics",
-           "objective_name", "regression_metrics", "selection"]
+           "objective_name", "regression_metrics", "roc_auc", "selection"]

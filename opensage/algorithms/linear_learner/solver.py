@@ -48,11 +48,25 @@ class Loss:
         return self(s, y)[0]
 
     def _logistic(self, s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # From one exp and one log, stable for any z, in the scores' dtype: p = sigmoid(|z|) gives
+        # log(1 + e^-|z|) = -log p and sigmoid(z) = 1/2 + sign(z) (p - 1/2) (absolute error ~1e-16, never NaN).
+        # np.log is vectorised where log1p is not, and np.where on a mask cost as much as the exp (measured on
+        # 4 x 160k: 32 -> 23 ms in float64, 26 -> 6 ms in float32).
         z = s[..., 0]
-        e = np.exp(-np.abs(z))  # log(1 + e^z) and sigmoid(z) from one exp, stable for any z (faster than logaddexp)
-        p = 1.0 / (1.0 + e)
-        loss = np.maximum(z, 0.0) + np.log1p(e) - y * z
-        return loss, (np.where(z >= 0, p, e * p) - y)[..., None]
+        p = np.abs(z)
+        np.negative(p, out=p)
+        np.exp(p, out=p)
+        p += 1.0
+        np.reciprocal(p, out=p)
+        loss = np.log(p)
+        np.negative(loss, out=loss)
+        loss += np.maximum(z, 0.0)
+        loss -= y * z
+        p -= 0.5
+        np.copysign(p, z, out=p)
+        p += 0.5
+        p -= y
+        return loss, p[..., None]
 
     def _hinge_loss(self, s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sign = 2.0 * y - 1.0
@@ -294,13 +308,31 @@ def _schedule(settings: Settings, step: int) -> float:
 
 def _mean_loss(models: ParallelModels, loss: Loss, X: np.ndarray, y: np.ndarray,
                weights: np.ndarray | None = None) -> np.ndarray:
-    """Each model's mean (row-weighted, when ``weights`` are given) loss on (X, y)."""
-    out = np.zeros(models.W.shape[0])
+    """Each model's mean (row-weighted, when ``weights`` are given) loss on (X, y). Equal models (polished to
+    one optimum) are evaluated once, and all the others in one product per block of rows."""
+    count, dim, outputs = models.W.shape
+    _, first, inverse = np.unique(np.concatenate([models.W.reshape(count, -1), models.b], axis=1), axis=0,
+                                  return_index=True, return_inverse=True)
+    if len(first) < count:
+        distinct = ParallelModels(models.W[first], models.b[first])
+        return _mean_loss(distinct, loss, X, y, weights)[inverse.ravel()]
+    stacked = models.W.transpose(1, 0, 2).reshape(dim, count * outputs)
+    out = np.zeros(count)
     for start in range(0, X.shape[0], 8192):
-        scores = np.matmul(X[start:start + 8192][None], models.W) + models.b[:, None, :]
+        chunk = X[start:start + 8192] @ stacked
+        scores = chunk.reshape(len(chunk), count, outputs).transpose(1, 0, 2) + models.b[:, None, :]
         values = loss.value(scores, y[start:start + 8192])
         out += values.sum(axis=1) if weights is None else values @ weights[start:start + 8192]
     return out / max(X.shape[0], 1)
+
+
+def _transposed_float32(X: np.ndarray, rows: int = 2048) -> np.ndarray:
+    """``X.T`` as a C-contiguous float32 array, copied a block of rows at a time: a block stays in cache while
+    it is scattered into columns (28 ms on 160k x 50 float64, where one strided copy took 77 ms)."""
+    out = np.empty((X.shape[1], X.shape[0]), dtype=np.float32)
+    for start in range(0, X.shape[0], rows):
+        out[:, start:start + rows] = X[start:start + rows].T
+    return out
 
 
 SMOOTH_LOSSES = frozenset({"logistic", "softmax_loss", "squared_loss", "huber_loss", "eps_insensitive_squared_loss"})
@@ -335,8 +367,10 @@ def polish(models: ParallelModels, start_loss: np.ndarray, X: np.ndarray, y: np.
     n = len(y)
     size = dim * columns
     # (d, n) float32: W.T @ XT and XT @ G.T measured 2-3x faster than X @ W, X.T @ G in float64 (the passes
-    # over X are memory-bound); the loss and its sums stay float64
-    XT = np.ascontiguousarray(X.T, dtype=np.float32)
+    # over X are memory-bound). The scores come out of that product with float32 precision, so the loss is
+    # computed in float32 too (4x faster than float64: vectorised exp / log); every sum is taken in float64.
+    XT = _transposed_float32(X)
+    y32, scaled32 = y.astype(np.float32), scaled.astype(np.float32)
 
     def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         W = (theta[:size] - theta[size:2 * size]) if split else theta[:size]
@@ -344,13 +378,15 @@ def polish(models: ParallelModels, start_loss: np.ndarray, X: np.ndarray, y: np.
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         W, b = unpack(theta)
-        scores = ((W.T.astype(np.float32) @ XT) + b[:, None]).reshape(len(keys), outputs, n).transpose(0, 2, 1)
-        values, grad = loss(scores, y)
-        grad *= scaled[None, :, None]
+        scores = W.T.astype(np.float32) @ XT
+        scores += b.astype(np.float32)[:, None]
+        values, grad = loss(scores.reshape(len(keys), outputs, n).transpose(0, 2, 1), y32)
+        grad *= scaled32[None, :, None]
         flat = np.ascontiguousarray(grad.transpose(0, 2, 1)).reshape(columns, n)
-        gW = (XT @ flat.T.astype(np.float32)).astype(np.float64) + wd * W
-        gb = flat.sum(axis=1) + bias_wd * b
-        value = float((values @ scaled).sum() + 0.5 * np.sum(wd * W * W) + 0.5 * np.sum(bias_wd * b * b))
+        gW = (XT @ flat.T).astype(np.float64) + wd * W
+        gb = flat.sum(axis=1, dtype=np.float64) + bias_wd * b
+        value = float((values.astype(np.float64) @ scaled).sum() + 0.5 * np.sum(wd * W * W)
+                      + 0.5 * np.sum(bias_wd * b * b))
         if not split:
             return value, np.concatenate([gW.ravel(), gb])
         value += float(np.sum(l1 * (theta[:size] + theta[size:2 * size]).reshape(dim, columns)))

@@ -231,17 +231,20 @@ def _select(models: solver.ParallelModels, scaler: Scaler, hp: dict[str, Any], l
     X, y = data.features[:limit], data.labels[:limit]
     if isinstance(X, np.ndarray):
         X = X.astype(np.float64)  # once, not per model (see LinearModel.raw)
-    best: tuple[float, int, LinearModel] | None = None
     default = 0.5 if hp["loss"] == "logistic" else 0.0
+    chosen: list[tuple[int, LinearModel]] = []
     seen: list[tuple[np.ndarray, np.ndarray]] = []
     for index in range(models.W.shape[0]):
         W, b = models.select(index)
         if any(np.array_equal(W, W2) and np.array_equal(b, b2) for W2, b2 in seen):
             continue  # the same weights as an earlier model (polished to one optimum): same rank, first wins
         seen.append((W, b))
-        weights, bias = scaler.unfold(W, b)
-        model = LinearModel(weights, bias, hp["predictor_type"], hp["loss"], default)
-        raw = model.raw(X)
+        chosen.append((index, LinearModel(*scaler.unfold(W, b), hp["predictor_type"], hp["loss"], default)))
+    width = chosen[0][1].weights.shape[1]
+    raws = np.asarray(X @ np.concatenate([model.weights for _, model in chosen], axis=1))  # one pass over X
+    best: tuple[float, int, LinearModel] | None = None
+    for j, (index, model) in enumerate(chosen):
+        raw = raws[:, j * width:(j + 1) * width] + model.bias
         loss_value = float(np.mean(loss.value(raw[None], y)))
         score = model.outputs(X, raw)["score"]
         kwargs = {"beta": hp["f_beta"], "target_precision": hp["target_precision"],

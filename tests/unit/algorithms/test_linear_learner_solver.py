@@ -29,6 +29,42 @@ def test_loss_gradient_matches_finite_differences(name):
     np.testing.assert_allclose(grad, numeric, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logistic_loss_and_gradient_exact_and_finite_at_extreme_scores(dtype):
+    z = np.array([-800.0, -40.0, -3.0, -1e-30, -0.0, 0.0, 2.5, 40.0, 800.0])
+    y = np.array([0, 1, 0, 1, 0, 1, 1, 0, 1], dtype=float)
+    value, grad = solver.Loss("logistic")(z.astype(dtype)[None, :, None], y.astype(dtype))
+    assert value.dtype == dtype and grad.dtype == dtype  # the polish computes it in float32
+    z32 = z.astype(dtype).astype(np.float64)  # the scores as the loss saw them
+    expected_value = np.logaddexp(0.0, z32) - y * z32
+    expected_grad = 0.5 * (1.0 + np.tanh(0.5 * z32)) - y
+    tolerance = 1e-15 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(value[0], expected_value, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(grad[0, :, 0], expected_grad, rtol=0, atol=tolerance)
+
+
+def test_binary_metrics_equal_scikit_learn_with_ties_and_one_class():
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(4)
+    for case in range(60):
+        n = int(rng.integers(1, 200))
+        y = (rng.random(n) < [0.0, 1.0, rng.random()][case % 3]).astype(float)  # only 0s, only 1s, mixed
+        score = np.round(rng.random(n), 1 + case % 3)  # many tied scores
+        predicted = (score > rng.random()).astype(float)
+        beta = [0.5, 1.0, 2.0][case % 3]
+        got = {metric.name: metric.value for metric in evaluation.binary_metrics(y, score, predicted, beta)}
+        expected = {"binary_classification_accuracy": skm.accuracy_score(y, predicted),
+                    f"binary_f_{beta:.3f}": skm.fbeta_score(y, predicted, beta=beta, zero_division=0),
+                    "precision": skm.precision_score(y, predicted, zero_division=0),
+                    "recall": skm.recall_score(y, predicted, zero_division=0)}
+        if len(np.unique(y)) == 2:
+            expected["roc_auc_score"] = skm.roc_auc_score(y, score)
+        assert got.keys() == expected.keys()
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, abs=1e-12), name
+
+
 def test_best_threshold_each_criterion_meets_its_target():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 400).astype(float)
