@@ -248,7 +248,7 @@ class StreamedChannel(threading.Thread):
         return f"ClientError: Could not download {uri} for channel '{self.channel}': {describe_s3_error(exc, uri)}."
 
     def _mark(self, ref: ObjectRef, kind: str, text: str) -> None:
-        name = ref.rel.replace("/", "%2F") + "." + kind
+        name = _marker(ref.rel, kind)
         # Written, then renamed: a reader never sees a marker without its content.
         tmp = f".tmp-{threading.get_ident()}-{name}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=self._markers_fd)
@@ -257,16 +257,22 @@ class StreamedChannel(threading.Thread):
         os.replace(tmp, name, src_dir_fd=self._markers_fd, dst_dir_fd=self._markers_fd)
 
 
+def _marker(rel: str, kind: str) -> str:
+    """The name of a channel file's ``kind`` marker (done / failed / upto / ranged) in the channel's marker
+    directory: the file's path in the channel, '/' spelled %2F, then ``.kind``."""
+    return rel.replace("/", "%2F") + "." + kind
+
+
 class _Follower(io.RawIOBase):
     def __init__(self, path: Path, marks: Path, rel: str) -> None:
         self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
-        self._done = marks / (rel.replace("/", "%2F") + ".done")
-        self._failed = marks / (rel.replace("/", "%2F") + ".failed")
+        self._done = marks / _marker(rel, "done")
+        self._failed = marks / _marker(rel, "failed")
         self._size: int | None = None
         self._pos = 0
         # A file filled by ranges has holes until it is complete: read only its published complete prefix.
-        self._upto = marks / (rel.replace("/", "%2F") + ".upto")
-        self._ranged = (marks / (rel.replace("/", "%2F") + ".ranged")).exists()
+        self._upto = marks / _marker(rel, "upto")
+        self._ranged = (marks / _marker(rel, "ranged")).exists()
         self._limit = 0
 
     def readable(self) -> bool:
@@ -315,13 +321,13 @@ def wait_complete(data_dir: Path, channel: str) -> None:
     root = data_dir / channel
     if not marks.is_dir() or not root.is_dir():
         return
-    pending = {p.relative_to(root).as_posix().replace("/", "%2F") for p in root.rglob("*") if p.is_file()}
+    pending = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     while pending:
-        for name in list(pending):
-            if (marks / f"{name}.done").exists():
-                pending.discard(name)
-            elif (marks / f"{name}.failed").exists():
-                raise ChannelError((marks / f"{name}.failed").read_text())
+        for rel in list(pending):
+            if (marks / _marker(rel, "done")).exists():
+                pending.discard(rel)
+            elif (marks / _marker(rel, "failed")).exists():
+                raise ChannelError((marks / _marker(rel, "failed")).read_text())
         if pending:
             time.sleep(POLL_SECONDS * 5)
 
@@ -333,19 +339,19 @@ def final_size(path: Path, data_dir: Path, channel: str) -> int:
     marks = markers_dir(data_dir, channel)
     if not marks.is_dir():
         return path.stat().st_size
-    name = path.relative_to(data_dir / channel).as_posix().replace("/", "%2F")
+    rel = path.relative_to(data_dir / channel).as_posix()
     for kind in ("ranged", "done"):
         try:
-            return int((marks / f"{name}.{kind}").read_text())
+            return int((marks / _marker(rel, kind)).read_text())
         except (FileNotFoundError, ValueError):
             pass
     while True:
         try:
-            return int((marks / f"{name}.done").read_text())
+            return int((marks / _marker(rel, "done")).read_text())
         except (FileNotFoundError, ValueError):
             pass
-        if (marks / f"{name}.failed").exists():
-            raise ChannelError((marks / f"{name}.failed").read_text())
+        if (marks / _marker(rel, "failed")).exists():
+            raise ChannelError((marks / _marker(rel, "failed")).read_text())
         time.sleep(POLL_SECONDS * 5)
 
 

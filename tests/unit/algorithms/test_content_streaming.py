@@ -84,6 +84,21 @@ def _read_in_thread(data_dir, content_type: str, mode: str):
     return thread, result
 
 
+def _read_while_held(data_dir, store, feeder, name: str, size: int, content_type: str, mode: str = "FastFile"):
+    """Read channel 'train' in a thread while the download of ``name`` (``size`` bytes) is held at its middle:
+    the reader consumes the first quarter before the rest arrives (the file not done yet); then let the download
+    go on and wait for both. The reader's result (``data`` or ``error``)."""
+    thread, result = _read_in_thread(data_dir, content_type, mode)
+    store.paused.wait(60)
+    wait_for(lambda: reader_position(os.getpid(), data_dir / "train" / name) >= size // 4,
+             what="the reader to consume the first part")
+    assert not (data_dir / fastfile.MARKERS / "train" / f"{name}.done").exists() and thread.is_alive()
+    store.release.set()
+    thread.join(60)
+    feeder.join(10)
+    return result
+
+
 @pytest.mark.parametrize("ranged", [False, True])
 @pytest.mark.parametrize("mode", ["FastFile", "File"])
 def test_read_channel_streamed_csv_download_paused_midway_first_part_consumed_same_rows(tmp_path, monkeypatch,
@@ -95,15 +110,8 @@ def test_read_channel_streamed_csv_download_paused_midway_first_part_consumed_sa
     store = GatedStore(pause_at=len(body) // 2)
     data_dir, spec, feeder = _channel(tmp_path, store, {"train/a.csv": body}, mode)
     feeder.start()
-    thread, result = _read_in_thread(data_dir, "text/csv", mode)
-    store.paused.wait(60)
     # The download is held at its middle: the reader has consumed what arrived, not waited for the rest.
-    wait_for(lambda: reader_position(os.getpid(), data_dir / "train" / "a.csv") >= len(body) // 4,
-             what="the reader to consume the first part")
-    assert not (data_dir / fastfile.MARKERS / "train" / "a.csv.done").exists() and thread.is_alive()
-    store.release.set()
-    thread.join(60)
-    feeder.join(10)
+    result = _read_while_held(data_dir, store, feeder, "a.csv", len(body), "text/csv", mode)
     assert feeder.error is None and "error" not in result
     whole = read_channel("train", data_dir=_downloaded(tmp_path, store, spec), content_type="text/csv")
     _same(result["data"], whole)
@@ -184,13 +192,7 @@ def test_read_channel_streamed_recordio_decoded_into_one_array_as_it_downloads(t
     store = GatedStore(pause_at=len(body) // 2, fail=fail)
     data_dir, spec, feeder = _channel(tmp_path, store, {"train/a.rec": body})
     feeder.start()
-    thread, result = _read_in_thread(data_dir, "application/x-recordio-protobuf", "FastFile")
-    wait_for(lambda: reader_position(os.getpid(), data_dir / "train" / "a.rec") >= len(body) // 4,
-             what="the reader to decode the first part")
-    assert not (data_dir / fastfile.MARKERS / "train" / "a.rec.done").exists() and thread.is_alive()
-    store.release.set()
-    thread.join(60)
-    feeder.join(10)
+    result = _read_while_held(data_dir, store, feeder, "a.rec", len(body), "application/x-recordio-protobuf")
     if fail:
         assert isinstance(result.get("error"), DataError) and str(result["error"]) == feeder.error
         assert feeder.error.startswith("ClientError: Could not download s3://b/train/a.rec for channel 'train'")
