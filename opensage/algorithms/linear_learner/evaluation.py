@@ -62,7 +62,7 @@ def roc_auc(score: np.ndarray, y: np.ndarray) -> float:
     _, tp, fp, positives = _curve(score.astype(np.float64), y.astype(np.float64))
     tpr = np.r_[0.0, tp] / positives
     fpr = np.r_[0.0, fp] / (len(y) - positives)
-    return float(np.trapezoid(tpr, fpr))
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)  # trapezoids (np.trapezoid needs numpy 2)
 
 
 def multiclass_metrics(y: np.ndarray, probabilities: np.ndarray, top_k: int, beta: float) -> list[Metric]:
