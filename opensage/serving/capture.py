@@ -88,6 +88,7 @@ class DataCapture:
         self._buffers: dict[tuple[str, str, str], list[str]] = {}
         self._pending: list[_Batch] = []  # not yet stored, oldest first
         self._lock = threading.Lock()
+        self._stage_lock = threading.Lock()  # one flush at a time from taking the buffer to queueing its batches
         self._send_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -118,20 +119,23 @@ class DataCapture:
     def flush(self, force: bool = False) -> int:
         """Turn the buffer into batches (spooled) and store what can be stored; returns records stored.
 
-        While the store is failing, a flush before the backoff is over only spools (unless ``force``)."""
-        with self._lock:
-            buffers, self._buffers = self._buffers, {}
-        for (base, hour, _endpoint), lines in buffers.items():
-            bucket, key_prefix = split_s3_uri(f"{base}/{hour}")
-            name = f"{datetime.now(UTC).strftime('%M-%S-%f')[:-3]}-{uuid.uuid4().hex[:8]}.jsonl"
-            batch = _Batch(bucket, f"{key_prefix}/{name}", ("\n".join(lines) + "\n").encode(), len(lines))
-            if self.spool_dir is not None:
-                batch.spool(self.spool_dir)
+        While the store is failing, a flush before the backoff is over only spools (unless ``force``). A flush
+        called while another is under way (the flush thread's) waits for it: it returns once the records
+        captured before the call are stored or kept, never while they sit between the buffer and the store."""
+        with self._stage_lock:  # records taken from the buffer are queued before another flush looks at the queue
             with self._lock:
-                self._pending.append(batch)
+                buffers, self._buffers = self._buffers, {}
+            for (base, hour, _endpoint), lines in buffers.items():
+                bucket, key_prefix = split_s3_uri(f"{base}/{hour}")
+                name = f"{datetime.now(UTC).strftime('%M-%S-%f')[:-3]}-{uuid.uuid4().hex[:8]}.jsonl"
+                batch = _Batch(bucket, f"{key_prefix}/{name}", ("\n".join(lines) + "\n").encode(), len(lines))
+                if self.spool_dir is not None:
+                    batch.spool(self.spool_dir)
+                with self._lock:
+                    self._pending.append(batch)
         if not force and time.monotonic() < self._retry_at:
             return 0
-        return self._send_pending()
+        return self._send_pending()  # waits for a send under way: its batches are then stored or still queued
 
     def _send_pending(self) -> int:
         with self._send_lock:

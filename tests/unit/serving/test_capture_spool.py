@@ -98,3 +98,38 @@ def test_capture_without_spool_dir_keeps_failed_records_in_memory_and_retries() 
     store.down = False
     assert capture.flush(force=True) == 3 and capture.pending == 0
     assert len(_stored_ids(store)) == 3
+
+
+def test_capture_flush_during_a_background_flush_returns_once_its_records_are_stored(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    # The flush thread has taken the buffer and is spooling it when a caller flushes (the control plane's
+    # shutdown, a test): the caller's flush must not return before those records are stored (it returned at
+    # once with nothing to send, and the records appeared only later: a flaky CI test of shadow capture).
+    import threading
+
+    from opensage.serving import capture as capture_module
+
+    store = MemoryStore()
+    store.ensure_bucket("cap-bucket")
+    capture = DataCapture(lambda: store, spool_dir=tmp_path / "spool")
+    _capture(capture, 3)
+    spooling, release = threading.Event(), threading.Event()
+    real_spool = capture_module._Batch.spool
+
+    def slow_spool(batch, directory):
+        spooling.set()
+        release.wait(10)
+        real_spool(batch, directory)
+
+    monkeypatch.setattr(capture_module._Batch, "spool", slow_spool)
+    background = threading.Thread(target=capture.flush)
+    background.start()
+    assert spooling.wait(10)
+    done = threading.Event()
+    caller = threading.Thread(target=lambda: (capture.flush(), done.set()))
+    caller.start()
+    assert not done.wait(0.3)  # waits for the flush under way instead of returning with nothing sent
+    release.set()
+    caller.join(10)
+    background.join(10)
+    assert done.is_set() and sorted(_stored_ids(store)) == ["id-0", "id-1", "id-2"]
