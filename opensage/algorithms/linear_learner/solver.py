@@ -187,8 +187,8 @@ def fit(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: 
     """Train ``len(candidates)`` models on standardised ``X`` (n, d); early-stop and keep each model's best
     epoch by the mean loss on ``validation`` (else on the training data).
 
-    Every model's weights and bias live in one matrix ``P`` ((d + 1) x M*K, the bias as the last row against a
-    column of ones), so a mini-batch costs two matrix products for all M models and one fused optimizer update:
+    Every model's weights and bias live in one matrix ``P`` ((d + 1) x M*K, the bias as the last row), so a
+    mini-batch costs two matrix products for all M models and one fused optimizer update:
     with small mini-batches the per-step Python overhead, not the arithmetic, is the cost."""
     rng = np.random.default_rng(settings.seed)
     n, dim = X.shape
@@ -213,25 +213,28 @@ def fit(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: 
     grad_buf, step_buf = np.empty_like(P), np.empty_like(P)
     b1, b2, mu = settings.beta_1, settings.beta_2, settings.momentum
     optimizer = settings.optimizer
-    augmented = np.empty((n, dim + 1))  # X with a column of ones (the bias row of P)
-    augmented[:, :dim] = X
-    augmented[:, dim] = 1.0
     size = settings.mini_batch_size
+    weights_P, bias_P = P[:dim], P[dim]  # views: the bias row is added to the scores, not multiplied by ones
     best_loss = np.full(count, np.inf)
     best = ParallelModels(models.W.copy(), models.b.copy(), np.zeros(count, dtype=np.int64))
     stale, overall, t = 0, np.inf, 0
     for epoch in range(settings.epochs):
-        order = rng.permutation(n)  # one shuffled copy per epoch: the mini-batches are contiguous slices
-        Xa = np.take(augmented, order, axis=0)  # measured 3x faster than take(out=) or fancy indexing
+        # Each mini-batch's rows are gathered from X as it is used: no shuffled copy of X per epoch (nor one
+        # with a column of ones): on a VM a fresh n x d array costs its first touch, measured 0.16-0.28 s for
+        # 64 MB in a job's fresh process, more than gathering every batch (5-10 us each).
+        order = rng.permutation(n)
         ye, we = y[order], weights[order]
         total = np.zeros(count)
         for begin in range(0, n, size):
-            Xb, yb, wb = Xa[begin:begin + size], ye[begin:begin + size], we[begin:begin + size]
-            scores = (Xb @ P).reshape(len(yb), count, outputs).transpose(1, 0, 2)
+            Xb = np.take(X, order[begin:begin + size], axis=0)
+            yb, wb = ye[begin:begin + size], we[begin:begin + size]
+            scores = (Xb @ weights_P + bias_P).reshape(len(yb), count, outputs).transpose(1, 0, 2)
             values, grad = loss(scores, yb)
             total += values @ wb
             grad *= (wb / len(yb))[None, :, None]
-            np.matmul(Xb.T, grad.transpose(1, 0, 2).reshape(len(yb), columns), out=grad_buf)
+            flat = grad.transpose(1, 0, 2).reshape(len(yb), columns)
+            np.matmul(Xb.T, flat, out=grad_buf[:dim])
+            flat.sum(axis=0, out=grad_buf[dim])
             grad_buf += reg * P
             t += 1
             scale = _schedule(settings, t)

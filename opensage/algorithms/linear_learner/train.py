@@ -31,6 +31,7 @@ AUTO_WD = (0.0, 1e-4, 1e-3, 1e-2)
 MAX_DENSE_BYTES = 4 << 30
 POLISH_MAX_VALUES = 50_000_000  # rows x features up to which models are polished by full-batch L-BFGS
 POLISH_ITERATIONS = 200
+RAW_BLOCK = 8192  # rows cast to the weights' dtype at a time when scoring
 
 log = logging.getLogger("opensage.algorithms")
 
@@ -108,7 +109,10 @@ class Scaler:
         self.y_scale = y_std if y_std > 1e-12 else 1.0
 
     def features(self, X: np.ndarray) -> np.ndarray:
-        return (X - self.mean) / self.scale
+        out = X.astype(np.float64)  # the one new array (X - mean, then / scale, made two)
+        out -= self.mean
+        out /= self.scale
+        return out
 
     def labels(self, y: np.ndarray, kind: str) -> np.ndarray:
         return (y - self.y_mean) / self.y_scale if kind == REGRESSOR else y.astype(np.float64)
@@ -187,7 +191,10 @@ class LinearModel:
 
     def raw(self, X: Any) -> np.ndarray:
         if isinstance(X, np.ndarray) and X.dtype != self.weights.dtype:
-            X = X.astype(self.weights.dtype)  # float32 @ float64 takes numpy's slow non-BLAS loop (~4x)
+            # float32 @ float64 takes numpy's slow non-BLAS loop (~4x): rows are cast a block at a time, never
+            # as one copy of X (a fresh array that size costs its first touch: see solver.fit)
+            return np.concatenate([X[start:start + RAW_BLOCK].astype(self.weights.dtype) @ self.weights
+                                   for start in range(0, max(len(X), 1), RAW_BLOCK)]) + self.bias
         return np.asarray(X @ self.weights) + self.bias
 
     def outputs(self, X: Any, raw: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -229,8 +236,6 @@ def _select(models: solver.ParallelModels, scaler: Scaler, hp: dict[str, Any], l
     assert data.labels is not None
     limit = hp["num_calibration_samples"] or len(data.labels)
     X, y = data.features[:limit], data.labels[:limit]
-    if isinstance(X, np.ndarray):
-        X = X.astype(np.float64)  # once, not per model (see LinearModel.raw)
     default = 0.5 if hp["loss"] == "logistic" else 0.0
     chosen: list[tuple[int, LinearModel]] = []
     seen: list[tuple[np.ndarray, np.ndarray]] = []
@@ -241,7 +246,9 @@ def _select(models: solver.ParallelModels, scaler: Scaler, hp: dict[str, Any], l
         seen.append((W, b))
         chosen.append((index, LinearModel(*scaler.unfold(W, b), hp["predictor_type"], hp["loss"], default)))
     width = chosen[0][1].weights.shape[1]
-    raws = np.asarray(X @ np.concatenate([model.weights for _, model in chosen], axis=1))  # one pass over X
+    together = LinearModel(np.concatenate([model.weights for _, model in chosen], axis=1),
+                           np.zeros(width * len(chosen)), hp["predictor_type"], hp["loss"], default)
+    raws = together.raw(X)  # every model's scores in one pass over X
     best: tuple[float, int, LinearModel] | None = None
     for j, (index, model) in enumerate(chosen):
         raw = raws[:, j * width:(j + 1) * width] + model.bias

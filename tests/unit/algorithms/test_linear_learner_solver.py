@@ -106,3 +106,33 @@ def test_sample_weights_balanced_positive_and_multiclass():
                                 "balance_multiclass_weights": "true"})
     weights = sample_weights(np.array([0, 0, 1, 2], dtype=float), hp)
     np.testing.assert_allclose(np.bincount([0, 0, 1, 2], weights=weights), [4 / 3, 4 / 3, 4 / 3])
+
+
+def _peak_bytes(call):  # type: ignore[no-untyped-def]
+    import tracemalloc  # numpy reports its array buffers to tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_fit_and_scoring_make_no_full_size_copy_of_the_rows():
+    """SGD gathers each mini-batch's rows from X, and scoring casts float32 rows a block at a time: no n x d
+    array is made (a fresh one costs its first touch; a shuffled copy with a column of ones, then another per
+    epoch, made the peak 2-3x X)."""
+    from opensage.algorithms.linear_learner.train import LinearModel
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40_000, 50))  # 16 MB
+    y = (X[:, 0] > 0).astype(np.float64)
+    candidates = [solver.Candidate(0.1, 0.0, 0.0), solver.Candidate(0.01, 1e-3, 0.0)]
+    settings = solver.Settings(epochs=2, mini_batch_size=100)
+    peak = _peak_bytes(lambda: solver.fit(X, y, np.ones(len(y)), solver.Loss("logistic"), 1, candidates, settings))
+    assert peak < X.nbytes / 4
+    model = LinearModel(rng.normal(size=(50, 1)), np.zeros(1), "binary_classifier", "logistic", 0.5)
+    X32 = X.astype(np.float32)
+    assert _peak_bytes(lambda: model.raw(X32)) < X.nbytes / 4
+    np.testing.assert_allclose(model.raw(X32), X32.astype(np.float64) @ model.weights, rtol=1e-12)
