@@ -309,16 +309,27 @@ def _schedule(settings: Settings, step: int) -> float:
     return max(factor ** (step // every), minimum_ratio)
 
 
+def distinct_models(models: ParallelModels) -> tuple[np.ndarray, np.ndarray]:
+    """(first, inverse): the index of the first model of each group of equal models (weights and bias alike,
+    as polished models that share (wd, l1) are), ascending, and each model's position in ``first``."""
+    count = models.W.shape[0]
+    rows = np.concatenate([models.W.reshape(count, -1), models.b.reshape(count, -1)], axis=1)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # np.unique orders the groups by value: renumber them by first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.ravel()]
+
+
 def _mean_loss(models: ParallelModels, loss: Loss, X: np.ndarray, y: np.ndarray,
                weights: np.ndarray | None = None) -> np.ndarray:
     """Each model's mean (row-weighted, when ``weights`` are given) loss on (X, y). Equal models (polished to
     one optimum) are evaluated once, and all the others in one product per block of rows."""
     count, dim, outputs = models.W.shape
-    _, first, inverse = np.unique(np.concatenate([models.W.reshape(count, -1), models.b], axis=1), axis=0,
-                                  return_index=True, return_inverse=True)
+    first, inverse = distinct_models(models)
     if len(first) < count:
         distinct = ParallelModels(models.W[first], models.b[first])
-        return _mean_loss(distinct, loss, X, y, weights)[inverse.ravel()]
+        return _mean_loss(distinct, loss, X, y, weights)[inverse]
     stacked = models.W.transpose(1, 0, 2).reshape(dim, count * outputs)
     out = np.zeros(count)
     for start in range(0, X.shape[0], 8192):

@@ -237,14 +237,12 @@ def _select(models: solver.ParallelModels, scaler: Scaler, hp: dict[str, Any], l
     limit = hp["num_calibration_samples"] or len(data.labels)
     X, y = data.features[:limit], data.labels[:limit]
     default = 0.5 if hp["loss"] == "logistic" else 0.0
-    chosen: list[tuple[int, LinearModel]] = []
-    seen: list[tuple[np.ndarray, np.ndarray]] = []
-    for index in range(models.W.shape[0]):
-        W, b = models.select(index)
-        if any(np.array_equal(W, W2) and np.array_equal(b, b2) for W2, b2 in seen):
-            continue  # the same weights as an earlier model (polished to one optimum): same rank, first wins
-        seen.append((W, b))
-        chosen.append((index, LinearModel(*scaler.unfold(W, b), hp["predictor_type"], hp["loss"], default)))
+    # models with the same weights as an earlier one (polished to one optimum) have its rank: the first wins
+    first, _ = solver.distinct_models(models)
+    chosen = [(int(index), LinearModel(*scaler.unfold(*models.select(index)), hp["predictor_type"], hp["loss"],
+                                       default)) for index in first]
+    kwargs = {"beta": hp["f_beta"], "target_precision": hp["target_precision"],
+              "target_recall": hp["target_recall"], "default": default}
     width = chosen[0][1].weights.shape[1]
     together = LinearModel(np.concatenate([model.weights for _, model in chosen], axis=1),
                            np.zeros(width * len(chosen)), hp["predictor_type"], hp["loss"], default)
@@ -254,8 +252,6 @@ def _select(models: solver.ParallelModels, scaler: Scaler, hp: dict[str, Any], l
         raw = raws[:, j * width:(j + 1) * width] + model.bias
         loss_value = float(np.mean(loss.value(raw[None], y)))
         score = model.outputs(X, raw)["score"]
-        kwargs = {"beta": hp["f_beta"], "target_precision": hp["target_precision"],
-                  "target_recall": hp["target_recall"], "default": default}
         rank, threshold = evaluation.selection(hp["predictor_type"], hp["binary_classifier_model_selection_criteria"],
                                                y, score if model.kind == BINARY else raw, loss_value, **kwargs)
         if not np.isfinite(rank):

@@ -136,3 +136,11 @@ def test_fit_and_scoring_make_no_full_size_copy_of_the_rows():
     X32 = X.astype(np.float32)
     assert _peak_bytes(lambda: model.raw(X32)) < X.nbytes / 4
     np.testing.assert_allclose(model.raw(X32), X32.astype(np.float64) @ model.weights, rtol=1e-12)
+
+
+def test_distinct_models_groups_equal_weights_and_biases_in_order_of_first_appearance():
+    W = np.array([[[2.0]], [[1.0]], [[2.0]], [[1.0]], [[1.0]]])
+    b = np.array([[0.0], [0.0], [0.0], [0.0], [5.0]])  # the last differs from model 1 by its bias only
+    first, inverse = solver.distinct_models(solver.ParallelModels(W, b))
+    assert first.tolist() == [0, 1, 4]
+    assert inverse.tolist() == [0, 1, 0, 1, 2]
