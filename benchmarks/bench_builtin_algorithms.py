@@ -19,7 +19,9 @@ of ours running:
 
 References (quality metric beside each time, same metric on both sides):
 
-* linear-learner (binary): StandardScaler + LogisticRegression (lbfgs), test accuracy.
+* linear-learner (binary): StandardScaler + LogisticRegression (lbfgs), test accuracy. The job with SageMaker's
+  defaults (8 parallel models, selection with threshold calibration: more work than one fit), and as
+  ``linear-learner:one-model`` with the reference's problem (one model, wd = 1 / (C n), threshold 0.5).
 * kmeans: KMeans (k-means++, n_init 1), test mean squared distance to the closest centre.
 * pca: PCA (svd_solver auto: covariance_eigh for tall data in scikit-learn 1.9), fraction of the training variance the components keep (job: from its model artifact).
 * knn: KNeighborsClassifier (fit + predicting the test set), test accuracy.
@@ -98,6 +100,12 @@ class Case:
     needs_model: bool = False
     data: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""  # a second case of one image (other hyperparameters): its row is "<name> (<variant>)"
+
+    @property
+    def key(self) -> str:
+        """What ``--only`` and the result rows call it: the image, or ``<image>:<variant>``."""
+        return f"{self.name}:{self.variant}" if self.variant else self.name
 
 
 # ----------------------------------------------------------------------------------------- cases
@@ -168,13 +176,18 @@ def cases(scale: float, only: set[str] | None = None, scales: dict[str, float] |
     def want(*names: str) -> bool:
         nonlocal factor
         chosen = [name for name in names if only is None or name in only]
-        factor = (scales or {}).get(chosen[0], scale) if chosen else scale
+        # a variant's data set is its image's: it takes that --scale-of unless it has its own
+        factor = next((scales[x] for x in (*chosen[:1], names[0]) if x in (scales or {})), scale) if chosen \
+            else scale
         return bool(chosen)
 
     out: list[Case] = []
 
-    # linear-learner: binary classifier.
-    if want("linear-learner"):
+    # linear-learner: binary classifier, with SageMaker's defaults (8 parallel models, model selection with
+    # threshold calibration) and, as variant "one-model", the reference's own problem: one model, L2 as
+    # LogisticRegression's C=1 (wd = 1 / (C n): its objective is C * sum of losses + |w|^2 / 2), no penalty on
+    # the bias, the 0.5 threshold - the same work on both sides, so the ratio measures the implementation.
+    if want("linear-learner", "linear-learner:one-model"):
         X, y = make_classification(n(20000), 50, n_informative=20, random_state=0)
         X, y = X.astype(np.float32), y.astype(np.float32)
         Xtr, ytr, Xte, yte = _split(X, y, n(4000))
@@ -186,11 +199,15 @@ def cases(scale: float, only: set[str] | None = None, scales: dict[str, float] |
 
             return float(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(Xtr, ytr).score(Xte, yte))
 
-        out.append(Case("linear-learner", "linear_learner", "StandardScaler + LogisticRegression", "test accuracy",
-                        {"predictor_type": "binary_classifier", "feature_dim": 50, "mini_batch_size": 100},
-                        {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}, ll_ref,
-                        lambda m, _: m["test:binary_classification_accuracy"],
-                        data=f"make_classification {len(X):,} × 50, {len(Xte):,} test"))
+        ll_defaults = {"predictor_type": "binary_classifier", "feature_dim": 50, "mini_batch_size": 100}
+        ll_one = {**ll_defaults, "num_models": 1, "wd": 1.0 / len(Xtr), "l1": 0.0, "bias_wd_mult": 0.0,
+                  "binary_classifier_model_selection_criteria": "loss_function"}
+        for variant, hyperparameters in (("", ll_defaults), ("one-model", ll_one)):
+            out.append(Case("linear-learner", "linear_learner", "StandardScaler + LogisticRegression",
+                            "test accuracy", hyperparameters,
+                            {"train": (RECORDIO, (Xtr, ytr)), "test": (RECORDIO, (Xte, yte))}, ll_ref,
+                            lambda m, _: m["test:binary_classification_accuracy"],
+                            data=f"make_classification {len(X):,} × 50, {len(Xte):,} test", variant=variant))
 
     # kmeans
     if want("kmeans"):
@@ -502,11 +519,11 @@ def direct_root(case: Case) -> Path:
     """An /opt/ml tree with the case's channels (the tests' ``ml_root``), written once per algorithm."""
     from tests.algorithms.firstparty_support import ml_root
 
-    if case.name not in _ROOTS:
+    if case.key not in _ROOTS:
         tmp = _tempdir()
-        _ROOTS[case.name] = ml_root(tmp, case.hyperparameters, {c: v for c, (_, v) in case.channels.items()},
-                                    {c: {"ContentType": ct} for c, (ct, _) in case.channels.items()})
-    return _ROOTS[case.name]
+        _ROOTS[case.key] = ml_root(tmp, case.hyperparameters, {c: v for c, (_, v) in case.channels.items()},
+                                   {c: {"ContentType": ct} for c, (ct, _) in case.channels.items()})
+    return _ROOTS[case.key]
 
 
 def run_direct(case: Case) -> dict[str, Any]:
@@ -559,7 +576,7 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
                            "command": " ".join([".venv/bin/python", "benchmarks/bench_builtin_algorithms.py",
                                                 *sys.argv[1:]]), "algorithms": []}
     data_started = time.perf_counter()
-    selected = [c for c in cases(scale, only, scales, pca_features) if only is None or c.name in only]
+    selected = [c for c in cases(scale, only, scales, pca_features) if only is None or c.key in only]
     out["data_seconds"] = time.perf_counter() - data_started  # generating the data sets, not timed per job
     wprefix = PREFIX + "-warm" if small_warmup else PREFIX
     # "job": the platform as configured by --zygotes; "fresh": a second platform with zygotes off (the
@@ -574,7 +591,7 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
         os.environ.pop("OPENSAGE_ZYGOTES", None)
         readers = {side: model_reader(p) for side, p in platforms.items()}
         for case in selected:
-            row: dict[str, Any] = {"name": case.name, "reference_name": case.reference_name, "metric": case.metric,
+            row: dict[str, Any] = {"name": case.key, "reference_name": case.reference_name, "metric": case.metric,
                                    "data": case.data, "import": import_time(case.module), "reference": [],
                                    "direct": [], "loadavg": os.getloadavg()}
             runners: dict[str, Callable[[], dict[str, Any]]] = {"reference": lambda c=case: run_reference(c)}
@@ -582,8 +599,8 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
                 runners["direct"] = lambda c=case: run_direct(c)
             warm = case  # the untimed warm-up jobs: the case itself, or its small twin (--small-warmup)
             if small_warmup:
-                twins = cases(1.0, {case.name}, None, pca_features)  # lda's block also builds ntm
-                warm = next(c for c in twins if c.name == case.name)
+                twins = cases(1.0, {case.key}, None, pca_features)  # lda's block also builds ntm
+                warm = next(c for c in twins if c.key == case.key)
             for side, p in platforms.items():
                 if small_warmup:
                     upload(p, warm, PREFIX + "-warm")
@@ -601,7 +618,7 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
                 for side in names[i % len(names):] + names[:i % len(names)]:
                     row[side].append(runners[side]())
             out["algorithms"].append(row)
-            print(f"{case.name}: reference {_median(row['reference'], 'wall'):.2f} s, job "
+            print(f"{case.key}: reference {_median(row['reference'], 'wall'):.2f} s, job "
                   f"{_median(row['job'], 'wall'):.2f} s", file=sys.stderr, flush=True)
     out["loadavg_after"] = os.getloadavg()
     out["total_minutes"] = (time.perf_counter() - started) / 60
