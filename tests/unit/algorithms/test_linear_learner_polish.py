@@ -48,3 +48,26 @@ def test_fit_polish_l1_model_stays_sparse_at_lasso_optimum():
 
     ref = Lasso(alpha=0.1, tol=1e-10, max_iter=100_000).fit(X, y)
     np.testing.assert_allclose(sparse, ref.coef_, atol=2e-3)
+
+
+def test_fit_polish_stops_sgd_after_its_warm_steps_and_still_reaches_the_optimum():
+    X, y = _data()
+    n = len(y)
+    sgd_batches = []
+
+    class Counting(solver.Loss):
+        def __call__(self, s, labels):  # type: ignore[no-untyped-def]
+            if len(labels) < n:  # a mini-batch (the polish's evaluations see every row)
+                sgd_batches.append(len(labels))
+            return super().__call__(s, labels)
+
+    loss = Counting("logistic")
+    candidates = [solver.Candidate(0.1, 1.0 / n, 0.0), solver.Candidate(0.3, 1.0 / n, 0.0)]
+    settings = solver.Settings(epochs=15, mini_batch_size=100, polish=True, polish_warm_steps=5)
+    models = solver.fit(X, y, np.ones(n), loss, 1, candidates, settings)
+    assert sgd_batches == [100] * 5  # 5 of the epoch's 40 mini-batches: only the polish's starting point
+    ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(X, y)
+    for m in range(2):
+        reached = float(np.mean(loss.value((X @ models.W[m, :, 0] + models.b[m, 0])[None, :, None], y)))
+        optimum = float(np.mean(loss.value((X @ ref.coef_[0] + ref.intercept_[0])[None, :, None], y)))
+        assert abs(reached - optimum) < 1e-4 * optimum
