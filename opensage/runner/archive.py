@@ -143,7 +143,7 @@ def _compress_level(root_fd: int, entries: list[tuple[str, os.stat_result]], roo
     except OSError:
         return GZIP_LEVEL  # gone or replaced meanwhile: packing decides what to do with it
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode) or not _fd_path(fd).startswith(root_real.rstrip("/") + "/"):
+        if not _regular_inside(fd, root_real):
             return GZIP_LEVEL
         step = (size - SAMPLE_BYTES) // (SAMPLES - 1)
         sample = b"".join(os.pread(fd, SAMPLE_BYTES, i * step) for i in range(SAMPLES))
@@ -161,10 +161,15 @@ def _fd_path(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
+def _regular_inside(fd: int, root_real: str) -> bool:
+    """The opened file is a regular file under ``root_real`` (checked on the descriptor, not a path)."""
+    return stat.S_ISREG(os.fstat(fd).st_mode) and _fd_path(fd).startswith(root_real.rstrip("/") + "/")
+
+
 def _add_file(tar: tarfile.TarFile, rel: str, fd: int, root_real: str) -> int:
     """Add the opened file as ``rel`` when it is a regular file inside ``root_real``; 1 if added."""
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode) or not _fd_path(fd).startswith(root_real.rstrip("/") + "/"):
+        if not _regular_inside(fd, root_real):
             return 0
         info = tar.gettarinfo(fileobj=fh, arcname=rel)
         info.uname = info.gname = ""
@@ -183,7 +188,7 @@ def _add_link(tar: tarfile.TarFile, rel: str, root_fd: int, root_real: str) -> i
     except OSError:
         fd = None
     if fd is not None:
-        if stat.S_ISREG(os.fstat(fd).st_mode) and _fd_path(fd).startswith(root_real.rstrip("/") + "/"):
+        if _regular_inside(fd, root_real):
             return _add_file(tar, rel, fd, root_real)
         os.close(fd)
     info = tarfile.TarInfo(rel)

@@ -318,6 +318,9 @@ def _schedule(settings: Settings, step: int) -> float:
     return max(factor ** (step // every), minimum_ratio)
 
 
+ROW_BLOCK = 8192  # rows scored at a time over a whole channel: no (n, models) float64 temporary of all rows
+
+
 def distinct_models(models: ParallelModels) -> tuple[np.ndarray, np.ndarray]:
     """(first, inverse): the index of the first model of each group of equal models (weights and bias alike,
     as polished models that share (wd, l1) are), ascending, and each model's position in ``first``."""
@@ -341,11 +344,11 @@ def _mean_loss(models: ParallelModels, loss: Loss, X: np.ndarray, y: np.ndarray,
         return _mean_loss(distinct, loss, X, y, weights)[inverse]
     stacked = models.W.transpose(1, 0, 2).reshape(dim, count * outputs)
     out = np.zeros(count)
-    for start in range(0, X.shape[0], 8192):
-        chunk = X[start:start + 8192] @ stacked
+    for start in range(0, X.shape[0], ROW_BLOCK):
+        chunk = X[start:start + ROW_BLOCK] @ stacked
         scores = chunk.reshape(len(chunk), count, outputs).transpose(1, 0, 2) + models.b[:, None, :]
-        values = loss.value(scores, y[start:start + 8192])
-        out += values.sum(axis=1) if weights is None else values @ weights[start:start + 8192]
+        values = loss.value(scores, y[start:start + ROW_BLOCK])
+        out += values.sum(axis=1) if weights is None else values @ weights[start:start + ROW_BLOCK]
     return out / max(X.shape[0], 1)
 
 

@@ -31,7 +31,6 @@ AUTO_WD = (0.0, 1e-4, 1e-3, 1e-2)
 MAX_DENSE_BYTES = 4 << 30
 POLISH_MAX_VALUES = 50_000_000  # rows x features up to which models are polished by full-batch L-BFGS
 POLISH_ITERATIONS = 200
-RAW_BLOCK = 8192  # rows cast to the weights' dtype at a time when scoring
 
 log = logging.getLogger("opensage.algorithms")
 
@@ -193,8 +192,8 @@ class LinearModel:
         if isinstance(X, np.ndarray) and X.dtype != self.weights.dtype:
             # float32 @ float64 takes numpy's slow non-BLAS loop (~4x): rows are cast a block at a time, never
             # as one copy of X (a fresh array that size costs its first touch: see solver.fit)
-            return np.concatenate([X[start:start + RAW_BLOCK].astype(self.weights.dtype) @ self.weights
-                                   for start in range(0, max(len(X), 1), RAW_BLOCK)]) + self.bias
+            return np.concatenate([X[start:start + solver.ROW_BLOCK].astype(self.weights.dtype) @ self.weights
+                                   for start in range(0, max(len(X), 1), solver.ROW_BLOCK)]) + self.bias
         return np.asarray(X @ self.weights) + self.bias
 
     def outputs(self, X: Any, raw: np.ndarray | None = None) -> dict[str, np.ndarray]:
