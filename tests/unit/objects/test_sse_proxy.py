@@ -279,3 +279,117 @@ def test_proxy_connection_cap_follows_the_open_files_limit(monkeypatch, tmp_path
         server._start_proxy()
     # A quarter of the descriptors, like the control plane (a fixed 4096 took them all where the limit is 4096).
     assert caps == [1024]
+
+
+# -- large bodies move socket to socket in the kernel ------------------------------------------------
+def _pipes() -> int:
+    return sum(os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:") for fd in os.listdir("/proc/self/fd")
+               if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+def _own_proxy(seaweed: SeaweedServer) -> SseKmsProxy:
+    assert seaweed.ports is not None
+    proxy = SseKmsProxy("127.0.0.1", 0, "", 0, authority=CredentialAuthority(
+        Credentials(seaweed.access_key, seaweed.secret_key)),
+        backend_socket=seaweed._socket_path("s3", seaweed.ports.s3_backend))
+    proxy.start()
+    return proxy
+
+
+def test_proxy_splices_large_bodies_and_the_connection_carries_the_next_request(seaweed: SeaweedServer, root,  # noqa: ANN001
+                                                                                monkeypatch) -> None:
+    from opensage.objects import sse_proxy
+
+    spliced: list[int] = []
+    real = sse_proxy._splice
+
+    async def counting(src: int, dst: int, count: int, timeout: float) -> int:
+        moved = await real(src, dst, count, timeout)
+        spliced.append(moved)
+        return moved
+
+    monkeypatch.setattr(sse_proxy, "_splice", counting)
+    big, small = os.urandom(24 * 1024 * 1024 + 7), os.urandom(100_000)
+    root.put_object(Bucket=BUCKET, Key="splice-big", Body=big)
+    root.put_object(Bucket=BUCKET, Key="splice-small", Body=small)
+    proxy = _own_proxy(seaweed)
+    try:
+        client = _client(f"http://127.0.0.1:{proxy.port}", seaweed.access_key, seaweed.secret_key)
+        assert client.get_object(Bucket=BUCKET, Key="splice-big")["Body"].read() == big
+        assert len(spliced) == 1 and 0 < spliced[0] <= len(big)  # the rest after what the reader held
+        ranged = client.get_object(Bucket=BUCKET, Key="splice-big", Range="bytes=1000-5243879")["Body"].read()
+        assert ranged == big[1000:5243880]
+        assert client.get_object(Bucket=BUCKET, Key="splice-small")["Body"].read() == small
+        assert len(spliced) == 2  # the small body went through Python
+        assert client.get_object(Bucket=BUCKET, Key="splice-big")["Body"].read() == big
+        assert proxy.connections == 1  # one kept-alive connection carried all four answers
+    finally:
+        proxy.stop()
+
+
+def test_proxy_client_gone_mid_splice_leaves_no_descriptor_and_the_proxy_serving(seaweed: SeaweedServer,
+                                                                                root) -> None:  # noqa: ANN001
+    data = os.urandom(32 * 1024 * 1024)
+    root.put_object(Bucket=BUCKET, Key="splice-cut", Body=data)
+    proxy = _own_proxy(seaweed)
+    try:
+        client = _client(f"http://127.0.0.1:{proxy.port}", seaweed.access_key, seaweed.secret_key)
+        url = client.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "splice-cut"})
+        target = url.split(f":{proxy.port}", 1)[1]
+        pipes = _pipes()
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as conn:
+                conn.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{proxy.port}\r\n\r\n".encode())
+                got = 0
+                while got < 3 * 1024 * 1024:
+                    got += len(conn.recv(1 << 20))
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        deadline = time.monotonic() + 10  # closed with a reset: the proxy notices at its next move
+        while (proxy.connections or _pipes() != pipes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proxy.connections == 0 and _pipes() == pipes
+        assert client.get_object(Bucket=BUCKET, Key="splice-cut")["Body"].read() == data
+    finally:
+        proxy.stop()
+
+
+def test_proxy_backend_answer_cut_short_ends_the_client_connection_and_the_proxy_goes_on() -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from botocore.exceptions import ResponseStreamingError
+    from urllib3.exceptions import ProtocolError
+
+    class Backend(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            if self.path.startswith("/bucket/cut"):  # promises 8 MB, sends 3 MB, hangs up
+                self.send_response(200)
+                self.send_header("Content-Length", str(8 * 1024 * 1024))
+                self.end_headers()
+                self.wfile.write(b"x" * (3 * 1024 * 1024))
+                self.close_connection = True
+                return
+            body = b"<ListAllMyBucketsResult/>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    ak, sk = "AKIAPROXYCUTSHORT000", "proxy-cut-secret"
+    proxy = SseKmsProxy("127.0.0.1", free_port(), "127.0.0.1", backend.server_address[1], {ak: sk})
+    proxy.start()
+    try:
+        client = _client(f"http://127.0.0.1:{proxy.port}", ak, sk)
+        body = client.get_object(Bucket="bucket", Key="cut")["Body"]
+        with pytest.raises((ResponseStreamingError, ProtocolError)):
+            body.read()
+        assert client.list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
+    finally:
+        proxy.stop()
+        backend.shutdown()
