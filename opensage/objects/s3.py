@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
 MAX_CONCURRENCY = 8
+_GET_CHUNK = 1024 * 1024
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
 
@@ -158,11 +160,42 @@ class S3Store:
     def get_to_file(self, bucket: str, key: str, dest: Path) -> None:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if self._get_whole_to_file(bucket, key, dest):
+            return
         try:
             # s3transfer writes to a temporary name and renames, so dest is never half-written.
             self._transfer(lambda m: m.download(bucket, key, str(dest)))
         except _client_error() as exc:
             raise _translate(exc, bucket, key) from exc
+
+    def _get_whole_to_file(self, bucket: str, key: str, dest: Path) -> bool:
+        """An object below the multipart threshold in one GET, written to a temporary name and renamed; False
+        (nothing written) for a larger one or a body cut short: s3transfer's managed download does those, in
+        parts, with its retries. For a small object the managed download cost a HEAD, a transfer manager and
+        its threads: 22 ms vs 9 ms a file through the S3 proxy (a channel of many files: seconds)."""
+        from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except _client_error() as exc:
+            raise _translate(exc, bucket, key) from exc
+        body = response["Body"]
+        try:
+            if int(response.get("ContentLength") or 0) >= MULTIPART_THRESHOLD:
+                return False
+            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+            try:
+                with open(tmp, "wb") as out:
+                    for chunk in body.iter_chunks(_GET_CHUNK):
+                        out.write(chunk)
+                os.replace(tmp, dest)
+            except (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ConnectionError):
+                return False
+            finally:
+                tmp.unlink(missing_ok=True)
+            return True
+        finally:
+            body.close()
 
     def open_read(self, bucket: str, key: str) -> BinaryIO:
         try:

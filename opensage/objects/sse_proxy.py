@@ -425,9 +425,10 @@ class SseKmsProxy:
         """Relay a body of ``length`` bytes from weed to the client; False if weed's answer ended short.
 
         A large body moves socket to socket in the kernel (``_splice``), after what weed's reader already holds:
-        copied through asyncio's buffers, 200 MB of a job's channel cost the proxy's thread 0.43 s of CPU,
-        spliced 0.23-0.3 s (on 2 cores the job's own process competes with it). The backend connection serves
-        this one request only, so its transport never needs to read again once the splice takes over."""
+        copied through asyncio's buffers, 200 MB of a job's channel cost the control plane's process 0.30-0.36 s
+        of CPU, spliced 0.19-0.27 s (benchmarks/bench_channel_download.py; on 2 cores the job competes with it).
+        The backend connection serves this one request only, so its transport never reads again once the splice
+        takes over."""
         remaining = length
         buffered = getattr(up_reader, "_buffer", None)  # asyncio has no public "bytes held" of a StreamReader
         if length >= SPLICE_MIN and buffered is not None and _plain_sockets(up_writer, writer):

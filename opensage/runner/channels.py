@@ -42,6 +42,7 @@ class ObjectRef:
     bucket: str
     key: str
     rel: str  # path under input/data/<channel>/
+    size: int | None = None  # from the listing (None: named by a manifest, not listed)
 
 
 @dataclass
@@ -88,7 +89,8 @@ def _list_objects(store: ObjectStore, channel: str, uri: str) -> list[ObjectRef]
     except Exception as exc:  # noqa: BLE001 - botocore's text alone does not say what to fix
         raise ChannelError(f"ClientError: Could not list S3 URL \"{uri}\" given in input data source for channel "
                            f"'{channel}': {describe_s3_error(exc, uri)}.") from exc
-    refs = [ObjectRef(bucket, i.key, _relative_name(prefix, i.key)) for i in infos if not i.key.endswith("/")]
+    refs = [ObjectRef(bucket, i.key, _relative_name(prefix, i.key), i.size) for i in infos
+            if not i.key.endswith("/")]
     if not refs:
         raise ChannelError(
             f"ClientError: No S3 objects found under S3 URL \"{uri}\" given in input data source for channel "

@@ -144,7 +144,9 @@ class StreamedChannel(threading.Thread):
             self._files.append((ref, os.fdopen(fd, "wb", buffering=0)))
         if self.plan.channel.compression != "Gzip" and hasattr(self.store, "open_range"):
             for ref, out in self._files:
-                size = self.store.size(ref.bucket, ref.key)  # type: ignore[attr-defined]
+                # The listing's size where there was one: a HEAD per object cost ~8 ms through the S3 proxy,
+                # before the job could start (a channel of 200 files: 1.6 s).
+                size = ref.size if ref.size is not None else self.store.size(ref.bucket, ref.key)  # type: ignore[attr-defined]
                 if size >= RANGED_MIN:
                     self._sizes[ref.rel] = size
                     self._mark(ref, "ranged", str(size))  # before the job starts: follow() sees it

@@ -263,3 +263,60 @@ def test_open_range_missing_key_raises_object_not_found(store: ObjectStore, buck
         store.open_range(bucket, "nope", 0, 10)
     with pytest.raises(ObjectNotFound):
         store.size(bucket, "nope")
+
+
+# -- S3Store.get_to_file: one GET for a small object --------------------------------------------------
+def _s3_store(seaweed: SeaweedServer) -> tuple[S3Store, str, list[str]]:
+    store = S3Store(seaweed.endpoint_url, seaweed.access_key, seaweed.secret_key)
+    name = f"getfile-{os.getpid()}-{next(_bucket_numbers)}"
+    store.ensure_bucket(name)
+    calls: list[str] = []
+    store.client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    return store, name, calls
+
+
+def test_s3_get_to_file_small_object_is_one_get_and_a_large_one_goes_by_parts(
+    seaweed: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The managed download costs a HEAD, a transfer manager and its threads per object: 22 ms vs 9 ms here.
+    monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    monkeypatch.setattr(s3_module, "MULTIPART_CHUNKSIZE", 5 * 1024 * 1024)
+    store, bucket, calls = _s3_store(seaweed)
+    small, large = os.urandom(3 * 1024 * 1024 + 5), os.urandom(11 * 1024 * 1024 + 3)
+    store.put_bytes(bucket, "small", small)
+    store.put_bytes(bucket, "large", large)
+    calls.clear()
+    store.get_to_file(bucket, "small", tmp_path / "small")
+    assert calls == ["GetObject"] and (tmp_path / "small").read_bytes() == small
+    calls.clear()
+    store.get_to_file(bucket, "large", tmp_path / "large")
+    assert (tmp_path / "large").read_bytes() == large
+    assert calls[0] == "GetObject" and "HeadObject" in calls and calls.count("GetObject") >= 3  # then by parts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["large", "small"]  # no temporary left
+
+
+def test_s3_get_to_file_body_cut_short_falls_back_to_the_managed_download(
+    seaweed: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ResponseStreamingError
+    from botocore.response import StreamingBody
+
+    store, bucket, calls = _s3_store(seaweed)
+    data = os.urandom(2 * 1024 * 1024)
+    store.put_bytes(bucket, "cut", data)
+    real = StreamingBody.iter_chunks
+    cuts = [1]
+
+    def cut_once(self: StreamingBody, chunk_size: int = 1024):  # noqa: ANN202
+        for i, chunk in enumerate(real(self, chunk_size)):
+            if i == 1 and cuts:
+                cuts.pop()
+                raise ResponseStreamingError(error="connection reset mid-body")
+            yield chunk
+
+    monkeypatch.setattr(StreamingBody, "iter_chunks", cut_once)
+    calls.clear()
+    store.get_to_file(bucket, "cut", tmp_path / "cut")
+    assert not cuts and (tmp_path / "cut").read_bytes() == data
+    assert calls[:2] == ["GetObject", "HeadObject"]  # the managed download took over
+    assert [p.name for p in tmp_path.iterdir()] == ["cut"]

@@ -367,3 +367,28 @@ def test_agent_builtin_exits_zero_before_streamed_file_mode_download_fails_job_f
     started.cancel()
     assert result.exit_code != 0
     assert "Could not download s3://b/train/a.csv for channel 'train'" in (result.failure_reason or "")
+
+
+class _SizeCountingStore(_RangeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = 0
+
+    def size(self, bucket: str, key: str) -> int:
+        self.heads += 1
+        return super().size(bucket, key)
+
+
+def test_streamed_channel_takes_sizes_from_the_listing_not_a_request_per_object(tmp_path, monkeypatch):
+    # Each HEAD is a round trip through the S3 proxy (~8 ms) before the job starts; the listing has the sizes.
+    monkeypatch.setattr(fastfile, "RANGED_MIN", 1000)
+    objects = {f"train/part-{i:03d}.csv": _csv_bytes(300 + i) for i in range(40)}
+    store, spec, data_dir = _setup(tmp_path, objects, store_cls=_SizeCountingStore)
+    (feeder,) = channels.prepare_channels(store, [spec], data_dir, 0, 1, stream_fastfile=True)
+    feeder.start()
+    for key, body in objects.items():
+        rel = key.removeprefix("train/")
+        assert fastfile.follow(data_dir / "train" / rel, data_dir, "train").read() == body
+    feeder.join(5)
+    assert feeder.error is None and store.heads == 0
+    assert len(store.ranges) >= 40  # every object was large enough to go by ranges, sized without a HEAD
