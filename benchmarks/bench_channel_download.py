@@ -4,10 +4,11 @@ Two cases, each on one fresh ``opensage up`` (``--home`` a temporary directory),
 (``opensage.runner.channels`` / ``fastfile``, ``opensage.objects.s3.S3Store``) running in this process:
 
 * ``many`` — a File-mode channel of ``--files`` small objects (4 KB each, as a channel of many CSV shards or
-  images), ``channels.download_channel`` (8 workers). Side by side in one run, alternating: ``managed`` (what
-  ``S3Store.get_to_file`` did before: s3transfer's managed download for every object — HEAD, transfer manager,
-  threads) and ``one GET`` (``S3Store.get_to_file`` now: one GET streamed to the file below the multipart
-  threshold). Wall seconds and this process's CPU seconds.
+  images), ``channels.download_channel`` (8 workers), then the same files uploaded back (8 threads, as the
+  agent uploads a processing job's outputs). Side by side in one run, alternating: ``managed`` (what
+  ``S3Store.get_to_file`` / ``put_file`` did before: s3transfer's managed transfer for every object — for a
+  download a HEAD first — a transfer manager and its threads) and ``one request`` (now: one GET / PutObject
+  below the multipart threshold). Wall seconds and this process's CPU seconds.
 * ``streamed`` — one ``--mb`` MB object as the built-ins receive a channel (``fastfile.StreamedChannel``: ranged GETs
   written at their offsets while the algorithm reads). Wall seconds and CPU seconds (user + system) of this
   process (the agent's part), the ``opensage up`` process (the S3 proxy relays every byte) and weed. A change to
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +41,16 @@ from opensage.runner import channels, fastfile  # noqa: E402
 from opensage.runner.channels import ObjectRef  # noqa: E402
 
 
-class ManagedDownloadStore(S3Store):
-    """``get_to_file`` as it was: s3transfer's managed download for every object (the baseline)."""
+class ManagedTransferStore(S3Store):
+    """``get_to_file`` / ``put_file`` as they were: s3transfer's managed transfer for every object (the baseline)."""
 
     def get_to_file(self, bucket: str, key: str, dest: Path) -> None:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         self._transfer(lambda m: m.download(bucket, key, str(dest)))
+
+    def put_file(self, bucket: str, key: str, src: Path) -> None:
+        self._transfer(lambda m: m.upload(str(src), bucket, key))
 
 
 def _cpu(pid: int) -> float:
@@ -73,20 +78,27 @@ def case_many(p: common.Platform, url: str, creds: dict[str, str], files: int, r
     for i in range(files):
         p.put(common.BUCKET, f"many/part-{i:05d}.csv", os.urandom(4096))
     refs = [_ref(f"many/part-{i:05d}.csv", f"part-{i:05d}.csv", 4096) for i in range(files)]
-    runs: dict[str, list[tuple[float, float]]] = {"managed (before)": [], "one GET (now)": []}
+    names = {"managed (before)": ManagedTransferStore, "one request (now)": S3Store}
+    runs: dict[str, list[tuple[float, float]]] = {f"{d}, {n}": [] for d in ("download", "upload") for n in names}
     for _ in range(repeats):
-        for name, cls in (("managed (before)", ManagedDownloadStore), ("one GET (now)", S3Store)):
+        for name, cls in names.items():
             store = cls(url, creds["access_key"], creds["secret_key"])
             store.client  # noqa: B018 - the client is made once per job, before its channels
             into = Path(tempfile.mkdtemp(prefix="bench-many-"))
             t0, c0 = time.perf_counter(), _self_cpu()
             channels.download_channel(store, _plan(refs), into)
-            runs[name].append((time.perf_counter() - t0, _self_cpu() - c0))
-            assert len(list((into / "train").iterdir())) == files
+            runs[f"download, {name}"].append((time.perf_counter() - t0, _self_cpu() - c0))
+            written = sorted((into / "train").iterdir())
+            assert len(written) == files
+            t0, c0 = time.perf_counter(), _self_cpu()
+            with ThreadPoolExecutor(8) as pool:  # as the agent uploads a processing job's output files
+                list(pool.map(lambda f, s=store: s.put_file(common.BUCKET, f"many-out/{f.name}", f), written))
+            runs[f"upload, {name}"].append((time.perf_counter() - t0, _self_cpu() - c0))
             shutil.rmtree(into)
     rows = [f"| {name} | {files} × 4 KB | {_med([w for w, _ in v]):.2f} ({', '.join(f'{w:.2f}' for w, _ in v)}) "
             f"| {_med([c for _, c in v]):.2f} |" for name, v in runs.items()]
-    return ["| get_to_file | objects | wall s (median; runs) | agent-side CPU s |", "|---|---|---|---|", *rows]
+    return ["| get_to_file / put_file | objects | wall s (median; runs) | agent-side CPU s |", "|---|---|---|---|",
+            *rows]
 
 
 def case_streamed(p: common.Platform, url: str, creds: dict[str, str], mb: int, repeats: int) -> list[str]:

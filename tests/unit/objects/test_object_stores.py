@@ -320,3 +320,22 @@ def test_s3_get_to_file_body_cut_short_falls_back_to_the_managed_download(
     assert not cuts and (tmp_path / "cut").read_bytes() == data
     assert calls[:2] == ["GetObject", "HeadObject"]  # the managed download took over
     assert [p.name for p in tmp_path.iterdir()] == ["cut"]
+
+
+def test_s3_put_file_small_is_one_put_object_and_a_large_one_goes_multipart(
+    seaweed: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    monkeypatch.setattr(s3_module, "MULTIPART_CHUNKSIZE", 5 * 1024 * 1024)
+    store, bucket, calls = _s3_store(seaweed)
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.write_bytes(os.urandom(3 * 1024 * 1024 + 1))
+    large.write_bytes(os.urandom(11 * 1024 * 1024 + 2))
+    calls.clear()
+    store.put_file(bucket, "out/small", small)
+    assert calls == ["PutObject"]
+    calls.clear()
+    store.put_file(bucket, "out/large", large)
+    assert calls[0] == "CreateMultipartUpload" and calls.count("UploadPart") == 3
+    assert store.get_bytes(bucket, "out/small") == small.read_bytes()
+    assert store.get_bytes(bucket, "out/large") == large.read_bytes()
