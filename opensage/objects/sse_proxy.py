@@ -440,7 +440,10 @@ class SseKmsProxy:
                 writer.write(data)
                 remaining -= len(data)
             await self._flush(writer)  # our bytes reach the client's socket after what asyncio holds
-            moved = await _splice(_socket_of(up_writer), _socket_of(writer), remaining, self.timeout)
+            src, dst = _socket_of(up_writer), _socket_of(writer)
+            if dst < 0:  # closed meanwhile (its transport saw the client go)
+                raise _ClientGone()
+            moved = await _splice(src, dst, remaining, self.timeout) if src >= 0 else 0
             return moved == remaining
         while remaining > 0:
             data = await asyncio.wait_for(up_reader.read(min(_CHUNK, remaining)), self.timeout)
@@ -487,6 +490,7 @@ class SseKmsProxy:
 
 
 def _socket_of(writer: asyncio.StreamWriter) -> int:
+    """The transport's socket descriptor; -1 once the transport has closed it."""
     return writer.transport.get_extra_info("socket").fileno()
 
 

@@ -117,13 +117,13 @@ def test_prepare_channels_without_stream_flag_downloads_fastfile_before_start(tm
 
 def test_prepare_channels_file_mode_sequential_channels_streamed_for_builtins_only(tmp_path):
     body = _csv_bytes(500)
-    store, _, data_dir = _setup(tmp_path, {"train/a.csv": body, "auxiliary/vocab.txt": b"a\nb\n"},
-                                store_cls=MemoryStore)
-    specs = [ChannelSpec(name=n, s3_uri=f"s3://b/{n}/", input_mode="File") for n in ("train", "auxiliary")]
-    # A built-in (stream_fastfile): 'train' is read through content.py, so it streams; 'auxiliary' (NTM opens
-    # vocab.txt as a file) is on disk before the algorithm starts, as File mode promises.
+    store, _, data_dir = _setup(tmp_path, {"train/a.csv": body, "test/b.csv": body,
+                                           "auxiliary/vocab.txt": b"a\nb\n"}, store_cls=MemoryStore)
+    specs = [ChannelSpec(name=n, s3_uri=f"s3://b/{n}/", input_mode="File") for n in ("train", "test", "auxiliary")]
+    # A built-in (stream_fastfile): 'train' and 'test' are read through content.py, so they stream; 'auxiliary'
+    # (NTM opens vocab.txt as a file) is on disk before the algorithm starts, as File mode promises.
     feeders = channels.prepare_channels(store, specs, data_dir, 0, 1, stream_fastfile=True)
-    assert [f.plan.channel.name for f in feeders] == ["train"]
+    assert [f.plan.channel.name for f in feeders] == ["train", "test"]
     assert (data_dir / "auxiliary" / "vocab.txt").read_bytes() == b"a\nb\n"
     feeders[0].start()
     assert fastfile.follow(data_dir / "train" / "a.csv", data_dir, "train").read() == body
