@@ -37,6 +37,12 @@ def bucket(store: ObjectStore) -> str:
     return name
 
 
+def multipart_from_5_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 multipart (5 MiB is S3's minimum part size) without huge test files."""
+    monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    monkeypatch.setattr(s3_module, "MULTIPART_CHUNKSIZE", 5 * 1024 * 1024)
+
+
 def test_put_bytes_then_get_bytes_roundtrips(store: ObjectStore, bucket: str) -> None:
     store.put_bytes(bucket, "dir/obj.bin", b"\x00\x01hello")
     assert store.get_bytes(bucket, "dir/obj.bin") == b"\x00\x01hello"
@@ -134,9 +140,7 @@ def test_get_to_file_missing_key_raises_and_leaves_no_file(
 def test_put_file_large_multipart_roundtrips_through_get_to_file(
     store: ObjectStore, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Force S3 multipart (5 MiB is S3's minimum part size) without a huge test file.
-    monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
-    monkeypatch.setattr(s3_module, "MULTIPART_CHUNKSIZE", 5 * 1024 * 1024)
+    multipart_from_5_mib(monkeypatch)
     src = tmp_path / "big.bin"
     data = os.urandom(12 * 1024 * 1024 + 123)
     src.write_bytes(data)
@@ -279,8 +283,7 @@ def test_s3_get_to_file_small_object_is_one_get_and_a_large_one_goes_by_parts(
     seaweed: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The managed download costs a HEAD, a transfer manager and its threads per object: 22 ms vs 9 ms here.
-    monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
-    monkeypatch.setattr(s3_module, "MULTIPART_CHUNKSIZE", 5 * 1024 * 1024)
+    multipart_from_5_mib(monkeypatch)
     store, bucket, calls = _s3_store(seaweed)
     small, large = os.urandom(3 * 1024 * 1024 + 5), os.urandom(11 * 1024 * 1024 + 3)
     store.put_bytes(bucket, "small", small)
@@ -325,8 +328,7 @@ def test_s3_get_to_file_body_cut_short_falls_back_to_the_managed_download(
 def test_s3_put_file_small_is_one_put_object_and_a_large_one_goes_multipart(
     seaweed: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
-    monkeypatch.setattr(s3_module, "MULTIPART_CHUNKSIZE", 5 * 1024 * 1024)
+    multipart_from_5_mib(monkeypatch)
     store, bucket, calls = _s3_store(seaweed)
     small, large = tmp_path / "small", tmp_path / "large"
     small.write_bytes(os.urandom(3 * 1024 * 1024 + 1))

@@ -10,6 +10,8 @@ import threading
 import time
 import zlib
 from base64 import b64encode
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -57,6 +59,30 @@ def _send(endpoint: str, method: str, target: str, headers: Headers, body: bytes
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def _fake_backend(answer: Callable[[BaseHTTPRequestHandler], None]) -> ThreadingHTTPServer:
+    """A stand-in for weed on a free port, serving from a thread: ``answer(handler)`` answers each GET."""
+
+    class Backend(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            answer(self)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    return backend
+
+
+def _reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, length: int | None = None) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Length", str(len(body) if length is None else length))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def _missing(client, key: str) -> bool:  # noqa: ANN001
@@ -203,24 +229,14 @@ def test_proxy_large_object_round_trips_through_both_directions(seaweed: Seaweed
 def test_proxy_read_while_backend_restarts_is_retried_until_it_answers() -> None:
     """A restarted weed listens before its filer is ready and answers 500: while the supervisor says it is
     restarting, a GET is asked again (not relayed as 500); once it is up, a 500 is relayed as is."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     answers = [500, 500, 200]
 
-    class Backend(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-            status = answers.pop(0) if answers else 500
-            body = b"<ListAllMyBucketsResult/>" if status == 200 else b"<Error><Code>InternalError</Code></Error>"
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        status = answers.pop(0) if answers else 500
+        _reply(handler, status, b"<ListAllMyBucketsResult/>" if status == 200 else
+               b"<Error><Code>InternalError</Code></Error>")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    backend = _fake_backend(answer)
     restarting = [True]
     ak, sk = "AKIAPROXYRESTART0000", "proxy-restart-secret"
     proxy = SseKmsProxy("127.0.0.1", free_port(), "127.0.0.1", backend.server_address[1], {ak: sk},
@@ -354,33 +370,17 @@ def test_proxy_client_gone_mid_splice_leaves_no_descriptor_and_the_proxy_serving
 
 
 def test_proxy_backend_answer_cut_short_ends_the_client_connection_and_the_proxy_goes_on() -> None:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from botocore.exceptions import ResponseStreamingError
     from urllib3.exceptions import ProtocolError
 
-    class Backend(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        if handler.path.startswith("/bucket/cut"):  # promises 8 MB, sends 3 MB, hangs up
+            _reply(handler, 200, b"x" * (3 * 1024 * 1024), length=8 * 1024 * 1024)
+            handler.close_connection = True
+        else:
+            _reply(handler, 200, b"<ListAllMyBucketsResult/>")
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-            if self.path.startswith("/bucket/cut"):  # promises 8 MB, sends 3 MB, hangs up
-                self.send_response(200)
-                self.send_header("Content-Length", str(8 * 1024 * 1024))
-                self.end_headers()
-                self.wfile.write(b"x" * (3 * 1024 * 1024))
-                self.close_connection = True
-                return
-            body = b"<ListAllMyBucketsResult/>"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    backend = _fake_backend(answer)
     ak, sk = "AKIAPROXYCUTSHORT000", "proxy-cut-secret"
     proxy = SseKmsProxy("127.0.0.1", free_port(), "127.0.0.1", backend.server_address[1], {ak: sk})
     proxy.start()
