@@ -506,9 +506,12 @@ async def _splice(src: int, dst: int, count: int, timeout: float) -> int:
     closed meanwhile (the client reset, the proxy stopping) cannot close one under us. ``_ClientGone`` when
     the client goes away or stalls for ``timeout``."""
     loop = asyncio.get_running_loop()
-    src, dst = os.dup(src), os.dup(dst)
-    pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    held_fds: list[int] = []  # closed on the way out, however far the setup got
     try:
+        for fd in (src, dst):
+            held_fds.append(os.dup(fd))
+        held_fds.extend(os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
+        src, dst, pipe_r, pipe_w = held_fds
         with contextlib.suppress(OSError):
             fcntl.fcntl(pipe_w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)  # fewer, larger moves (default 64 KB)
         flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
@@ -535,7 +538,7 @@ async def _splice(src: int, dst: int, count: int, timeout: float) -> int:
             moved += sent
         return moved
     finally:
-        for fd in (pipe_r, pipe_w, src, dst):
+        for fd in held_fds:
             os.close(fd)
 
 
