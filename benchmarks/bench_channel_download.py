@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -51,11 +52,6 @@ class ManagedTransferStore(S3Store):
 
     def put_file(self, bucket: str, key: str, src: Path) -> None:
         self._transfer(lambda m: m.upload(str(src), bucket, key))
-
-
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _self_cpu() -> float:
@@ -95,8 +91,8 @@ def case_many(p: common.Platform, url: str, creds: dict[str, str], files: int, r
                 list(pool.map(lambda f, s=store: s.put_file(common.BUCKET, f"many-out/{f.name}", f), written))
             runs[f"upload, {name}"].append((time.perf_counter() - t0, _self_cpu() - c0))
             shutil.rmtree(into)
-    rows = [f"| {name} | {files} × 4 KB | {_med([w for w, _ in v]):.2f} ({', '.join(f'{w:.2f}' for w, _ in v)}) "
-            f"| {_med([c for _, c in v]):.2f} |" for name, v in runs.items()]
+    rows = [f"| {name} | {files} × 4 KB | {statistics.median([w for w, _ in v]):.2f} ({', '.join(f'{w:.2f}' for w, _ in v)}) "
+            f"| {statistics.median([c for _, c in v]):.2f} |" for name, v in runs.items()]
     return ["| get_to_file / put_file | objects | wall s (median; runs) | agent-side CPU s |", "|---|---|---|---|",
             *rows]
 
@@ -112,14 +108,14 @@ def case_streamed(p: common.Platform, url: str, creds: dict[str, str], mb: int, 
         store.client  # noqa: B018
         into = Path(tempfile.mkdtemp(prefix="bench-streamed-"))
         ref = _ref("streamed/part-0", "part-0", size)
-        c0 = (_self_cpu(), _cpu(p.pid), sum(_cpu(w) for w in weed))
+        c0 = (_self_cpu(), common.process_cpu(p.pid)[0], sum(common.process_cpu(w)[0] for w in weed))
         t0 = time.perf_counter()
         feeder = fastfile.StreamedChannel(store, _plan([ref]), into)
         feeder.prepare()
         feeder.start()
         feeder.join()
         wall = time.perf_counter() - t0
-        c1 = (_self_cpu(), _cpu(p.pid), sum(_cpu(w) for w in weed))
+        c1 = (_self_cpu(), common.process_cpu(p.pid)[0], sum(common.process_cpu(w)[0] for w in weed))
         assert feeder.error is None and (into / "train" / "part-0").stat().st_size == size, feeder.error
         shutil.rmtree(into)
         if r:
@@ -127,10 +123,6 @@ def case_streamed(p: common.Platform, url: str, creds: dict[str, str], mb: int, 
                         f"{c1[2] - c0[2]:.2f} | {sum(c1) - sum(c0):.2f} |")
     return ["| run | object | wall s | agent CPU s | `opensage up` (S3 proxy) CPU s | weed CPU s | total CPU s |",
             "|---|---|---|---|---|---|---|", *rows]
-
-
-def _med(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
 
 
 def main(argv: list[str] | None = None) -> int:

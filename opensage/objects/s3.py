@@ -88,8 +88,14 @@ def _client_with_keys(**kwargs: Any) -> Any:
 
 
 def warm_botocore_loader() -> None:
-    """Zygote / spare agent preload hook: load S3's botocore data before forking, and make the shared
-    session with one client (its class and endpoint data then cached) before the job's keys exist."""
+    """Zygote preload hook: load S3's botocore data before forking."""
+    botocore_loader()
+
+
+def warm_client_session() -> None:
+    """Spare agent preload: S3's botocore data, and the shared session with one client made (its class and
+    endpoint data then cached) before the job's keys exist. Not for zygotes: a job's toolkit makes its client
+    from the job's environment (``boto3_session``), never on the shared session."""
     botocore_loader()
     _client_with_keys(endpoint_url="http://127.0.0.1:1", aws_access_key_id="preload",
                       aws_secret_access_key="preload", region_name="us-east-1")

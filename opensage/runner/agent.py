@@ -638,9 +638,9 @@ def _wait_as_spare() -> Path | None:
             import opensage.images  # noqa: F401
             import opensage.runner.fastfile  # noqa: F401
             import opensage.runner.zygote  # noqa: F401
-            from opensage.objects.s3 import warm_botocore_loader
+            from opensage.objects.s3 import warm_client_session
 
-            warm_botocore_loader()
+            warm_client_session()
         except Exception:  # noqa: BLE001 - the job imports them itself and reports what fails
             pass
 

@@ -41,8 +41,8 @@ def test_boto3_session_resolves_credentials_from_the_environment_at_use(monkeypa
 def test_s3_store_clients_with_keys_share_one_session_until_the_aws_environment_changes(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # A session costs ~15 ms to make, a client on a made one ~8 ms: a job's agent makes its client on the
-    # session its spare preloaded (warm_botocore_loader).
-    s3_module.warm_botocore_loader()
+    # session its spare preloaded (warm_client_session).
+    s3_module.warm_client_session()
     made = []
     real = s3_module.boto3_session
     monkeypatch.setattr(s3_module, "boto3_session", lambda: made.append(1) or real())
