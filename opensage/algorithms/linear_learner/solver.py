@@ -4,15 +4,15 @@
 data trains them all (the design SageMaker's linear learner uses for ``num_models``). Losses give their
 gradient with respect to the scores in closed form; L2 (``wd``) is added to the gradient, L1 is applied as a
 proximal (soft-threshold) step so that weights can reach exactly zero. Each model keeps the weights of its
-best epoch (by the early-stopping loss). With ``Settings.polish`` (smooth losses), SGD stops after
-``polish_after`` epochs and ``polish`` solves each model's objective by full-batch L-BFGS-B, once per distinct
-(wd, l1): a polished model replaces its SGD weights only where it lowers the watched loss.
+best epoch (by the early-stopping loss). With ``Settings.polish`` (smooth losses) no SGD runs: ``polish``
+solves each model's objective by full-batch L-BFGS-B from zero, once per distinct (wd, l1); SGD is the
+fallback where that fails (a non-finite result) and the trainer of the other losses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -144,18 +144,14 @@ class Settings:
     patience: int = 3
     tolerance: float = 0.001
     seed: int = 0
-    # Full-batch L-BFGS polish (smooth losses): SGD runs polish_after epochs (or until early stopping / the
-    # epochs end), then polish() solves each model's objective to convergence from there. Measured on 160k x 50
-    # logistic: the second SGD epoch already gains < 1% and 15 epochs stop ~2% short of the optimum; one SGD
-    # epoch + ~40 full-batch evaluations reach it (the reference's accuracy) in a fraction of the time.
-    # SGD is only the polish's starting point: an epoch stops after polish_warm_steps mini-batches. Measured
-    # (8 parallel models and 1, mini-batches of 100; 50k x 100, 100k x 30, 800k x 50): from 1,000 or 2,000
-    # mini-batches L-BFGS-B needed as many evaluations as from a whole epoch (10-15) and reached the same loss;
-    # on 800k x 50, 8 models 3.0-3.2 -> 2.1-2.4 s, 1 model 1.2-1.35 -> 0.8-0.9 s. From 200-400 it needed up
-    # to twice as many on two of four sets: 2,000 is the margin.
+    # Full-batch L-BFGS polish (smooth losses) instead of SGD: polish() solves each model's objective to
+    # convergence from zero. Measured on 160k x 50 logistic: 15 SGD epochs stop ~2% short of the optimum.
+    # SGD as the polish's starting point (its first epoch, up to 2,000 mini-batches) saved no evaluation:
+    # from zero L-BFGS-B needed as many or fewer and reached an equal or lower objective (8 models, features
+    # standardised; logistic 50k x 100 15 vs 14, 100k x 30 12 vs 12, 800k x 50 14 vs 14, 160k x 50 14 vs 12-14;
+    # softmax 100k x 40 k=10 22 vs 24; squared 200k x 50 10 vs 30; huber 6 vs 4), so the SGD epoch (0.2-0.3 s
+    # at 160k x 50, 1 s at 800k x 50) was spent for nothing.
     polish: bool = False
-    polish_after: int = 1
-    polish_warm_steps: int = 2000
     polish_iterations: int = 200
 
 
@@ -195,7 +191,15 @@ def fit(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: 
 
     Every model's weights and bias live in one matrix ``P`` ((d + 1) x M*K, the bias as the last row), so a
     mini-batch costs two matrix products for all M models and one fused optimizer update:
-    with small mini-batches the per-step Python overhead, not the arithmetic, is the cost."""
+    with small mini-batches the per-step Python overhead, not the arithmetic, is the cost.
+
+    With ``settings.polish`` the models are ``polish``'s optimum from zero instead (one epoch reported); SGD
+    runs only where the polish fails."""
+    if settings.polish:
+        polished = _fit_by_polish(X, y, weights, loss, outputs, candidates, settings, validation, on_epoch)
+        if polished is not None:
+            return polished
+        settings = replace(settings, polish=False)
     rng = np.random.default_rng(settings.seed)
     n, dim = X.shape
     count = len(candidates)
@@ -232,8 +236,6 @@ def fit(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: 
         ye, we = y[order], weights[order]
         total, rows = np.zeros(count), 0
         for begin in range(0, n, size):
-            if settings.polish and begin >= settings.polish_warm_steps * size:
-                break  # the polish's starting point is found (see Settings)
             Xb = np.take(X, order[begin:begin + size], axis=0)
             yb, wb = ye[begin:begin + size], we[begin:begin + size]
             scores = (Xb @ weights_P + bias_P).reshape(len(yb), count, outputs).transpose(1, 0, 2)
@@ -291,18 +293,28 @@ def fit(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: 
         else:
             stale = 0
         overall = min(overall, current)
-        if settings.polish and epoch + 1 >= settings.polish_after:
-            break
-    if settings.polish:
-        polished = polish(best, best_loss, X, y, weights, loss, candidates, settings)
-        if validation is None:
-            watched = _mean_loss(polished, loss, X, y, weights)
-        else:
-            watched = _mean_loss(polished, loss, *validation)
-        improved = np.isfinite(watched) & (watched < best_loss)
-        best.W[improved], best.b[improved] = polished.W[improved], polished.b[improved]
-        best.best_epoch[improved] = epoch
     return best
+
+
+def _fit_by_polish(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: int,
+                   candidates: list[Candidate], settings: Settings, validation: tuple[np.ndarray, np.ndarray] | None,
+                   on_epoch: EpochHook | None) -> ParallelModels | None:
+    """Every model at its objective's optimum, ``polish`` started from zero weights (bias ``init_bias``),
+    reported as epoch 0 as ``fit`` reports an epoch; None where a loss comes out non-finite."""
+    count, dim = len(candidates), X.shape[1]
+    start = ParallelModels(np.zeros((count, dim, outputs)),
+                           np.full((count, outputs), settings.init_bias if settings.use_bias else 0.0),
+                           np.zeros(count, dtype=np.int64))
+    polished = polish(start, X, y, weights, loss, candidates, settings)
+    if polished is None:
+        return None
+    train_loss = _mean_loss(polished, loss, X, y, weights)
+    watched = train_loss if validation is None else _mean_loss(polished, loss, *validation)
+    if not (np.all(np.isfinite(train_loss)) and np.all(np.isfinite(watched))):
+        return None
+    if on_epoch is not None:
+        on_epoch(0, train_loss, None if validation is None else watched)
+    return polished
 
 
 def _unpack(P: np.ndarray, count: int, outputs: int) -> ParallelModels:
@@ -364,13 +376,14 @@ def _transposed_float32(X: np.ndarray, rows: int = 2048) -> np.ndarray:
 SMOOTH_LOSSES = frozenset({"logistic", "softmax_loss", "squared_loss", "huber_loss", "eps_insensitive_squared_loss"})
 
 
-def polish(models: ParallelModels, start_loss: np.ndarray, X: np.ndarray, y: np.ndarray, weights: np.ndarray,
-           loss: Loss, candidates: list[Candidate], settings: Settings) -> ParallelModels:
+def polish(models: ParallelModels, X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss,
+           candidates: list[Candidate], settings: Settings) -> ParallelModels | None:
     """Full-batch L-BFGS-B on each model's own objective (mean weighted loss + wd/2 |W|^2 +
-    bias_wd_mult wd/2 b^2 + l1 |W|_1, the objective its SGD steps descend), from its SGD weights.
+    bias_wd_mult wd/2 b^2 + l1 |W|_1, the objective SGD's steps descend), from ``models``' weights; None
+    where the solution is not finite.
 
     Models that share (wd, l1) share the optimum (they differ only in learning rate), so one solve per
-    distinct pair, started from the pair's best model by ``start_loss``; all pairs go through one L-BFGS-B
+    distinct pair, started from the pair's first model; all pairs go through one L-BFGS-B
     run on the sum of their (separable) objectives, so each function evaluation is two matrix products for
     all of them. L1 uses the split W = U - V with U, V >= 0: smooth and bound-constrained, and weights that
     L1 removes end exactly on the bound (0), as the proximal SGD step leaves them."""
@@ -381,7 +394,7 @@ def polish(models: ParallelModels, start_loss: np.ndarray, X: np.ndarray, y: np.
     for m, candidate in enumerate(candidates):
         groups.setdefault((candidate.wd, candidate.l1), []).append(m)
     keys = list(groups)
-    starts = [min(groups[key], key=lambda m: start_loss[m]) for key in keys]
+    starts = [groups[key][0] for key in keys]
     columns = len(keys) * outputs
     wd = np.repeat([key[0] for key in keys], outputs)
     l1 = np.repeat([key[1] for key in keys], outputs)
@@ -427,9 +440,9 @@ def polish(models: ParallelModels, start_loss: np.ndarray, X: np.ndarray, y: np.
     bounds += [(None, None) if settings.use_bias else (0.0, 0.0)] * columns
     result = minimize(objective, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
                       options={"maxiter": settings.polish_iterations, "gtol": 1e-4, "ftol": 1e-9})
-    polished = ParallelModels(models.W.copy(), models.b.copy(), models.best_epoch.copy())
     if not np.all(np.isfinite(result.x)):
-        return polished
+        return None
+    polished = ParallelModels(models.W.copy(), models.b.copy(), models.best_epoch.copy())
     W, b = unpack(result.x)
     W = W.reshape(dim, len(keys), outputs).transpose(1, 0, 2)
     b = b.reshape(len(keys), outputs)

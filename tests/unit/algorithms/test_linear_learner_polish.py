@@ -1,4 +1,5 @@
-"""Linear learner's full-batch L-BFGS polish after SGD: the optimum of each model's own objective."""
+"""Linear learner's full-batch L-BFGS polish (from zero, SGD only where it fails): the optimum of each model's own
+objective."""
 
 import numpy as np
 from sklearn.datasets import make_classification
@@ -50,24 +51,46 @@ def test_fit_polish_l1_model_stays_sparse_at_lasso_optimum():
     np.testing.assert_allclose(sparse, ref.coef_, atol=2e-3)
 
 
-def test_fit_polish_stops_sgd_after_its_warm_steps_and_still_reaches_the_optimum():
-    X, y = _data()
-    n = len(y)
-    sgd_batches = []
-
+def _counting_loss(n, batches):
     class Counting(solver.Loss):
         def __call__(self, s, labels):  # type: ignore[no-untyped-def]
             if len(labels) < n:  # a mini-batch (the polish's evaluations see every row)
-                sgd_batches.append(len(labels))
+                batches.append(len(labels))
             return super().__call__(s, labels)
 
-    loss = Counting("logistic")
+    return Counting("logistic")
+
+
+def test_fit_polish_runs_no_sgd_reports_one_epoch_and_reaches_the_optimum():
+    X, y = _data()
+    n = len(y)
+    sgd_batches: list[int] = []
+    epochs = []
+    loss = _counting_loss(n, sgd_batches)
     candidates = [solver.Candidate(0.1, 1.0 / n, 0.0), solver.Candidate(0.3, 1.0 / n, 0.0)]
-    settings = solver.Settings(epochs=15, mini_batch_size=100, polish=True, polish_warm_steps=5)
-    models = solver.fit(X, y, np.ones(n), loss, 1, candidates, settings)
-    assert sgd_batches == [100] * 5  # 5 of the epoch's 40 mini-batches: only the polish's starting point
+    settings = solver.Settings(epochs=15, mini_batch_size=100, polish=True)
+    models = solver.fit(X, y, np.ones(n), loss, 1, candidates, settings,
+                        on_epoch=lambda epoch, train, watched: epochs.append((epoch, train.copy(), watched)))
+    assert sgd_batches == []  # the polish starts from zero: no SGD epoch before it
     ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(X, y)
+    optimum = float(np.mean(loss.value((X @ ref.coef_[0] + ref.intercept_[0])[None, :, None], y)))
     for m in range(2):
         reached = float(np.mean(loss.value((X @ models.W[m, :, 0] + models.b[m, 0])[None, :, None], y)))
-        optimum = float(np.mean(loss.value((X @ ref.coef_[0] + ref.intercept_[0])[None, :, None], y)))
         assert abs(reached - optimum) < 1e-4 * optimum
+    [(epoch, train_loss, watched)] = epochs  # one epoch reported: the polished models' training loss
+    assert epoch == 0 and watched is None
+    np.testing.assert_allclose(train_loss, optimum, rtol=1e-4)
+
+
+def test_fit_falls_back_to_sgd_where_the_polish_fails(monkeypatch):
+    X, y = _data()
+    n = len(y)
+    sgd_batches: list[int] = []
+    monkeypatch.setattr(solver, "polish", lambda *args, **kwargs: None)  # as for a non-finite solution
+    settings = solver.Settings(epochs=2, mini_batch_size=100, polish=True)
+    models = solver.fit(X, y, np.ones(n), _counting_loss(n, sgd_batches), 1,
+                        [solver.Candidate(0.1, 1.0 / n, 0.0)], settings)
+    assert sgd_batches == [100] * 80  # two whole epochs of SGD
+    accuracy = float(np.mean(((X @ models.W[0, :, 0] + models.b[0, 0]) > 0) == y))
+    reference = LogisticRegression(C=1.0).fit(X, y).score(X, y)  # 0.71 on this data
+    assert accuracy >= reference - 0.01
