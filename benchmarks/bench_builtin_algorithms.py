@@ -1,7 +1,7 @@
 """The nine first-party built-ins as platform jobs vs their reference library, on the same data and cores.
 
 For each algorithm, ``--repeats`` rounds of (reference, job, direct), the order rotating each round, nothing else
-of ours running:
+of ours running (each timed run waits for a quiet machine first: ``settle``):
 
 * ``reference``: this process, its libraries imported beforehand, data already in memory as numpy/scipy:
   the reference's ``fit`` plus the evaluation the job also does on its test/validation channel (the job
@@ -546,6 +546,27 @@ def run_direct(case: Case) -> dict[str, Any]:
     return {"wall": wall, "cpu": xgbbench._children_cpu() - cpu0, "metric": metric}
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+
+def settle(busy: float = 0.1, window: float = 0.1, limit: float = 5.0) -> None:
+    """Wait (at most ``limit`` s) until the machine is quiet: under ``busy`` of its CPU used over ``window``.
+    What a job leaves running after its end (the platform's spare agent loading for the next job, ~0.65 s of
+    CPU: executors/local.py) then lands in no timed run - neither the reference nor the next job."""
+    if not os.path.exists("/proc/stat"):
+        return
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        total0, idle0 = _cpu_ticks()
+        time.sleep(window)
+        total1, idle1 = _cpu_ticks()
+        if total1 > total0 and 1 - (idle1 - idle0) / (total1 - total0) < busy:
+            return
+
+
 def run_reference(case: Case) -> dict[str, float]:
     cpu0 = time.process_time()
     t0 = time.perf_counter()
@@ -616,6 +637,7 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
             names = list(runners)
             for i in range(repeats):  # rotate which side goes first, so drift hits all of them
                 for side in names[i % len(names):] + names[:i % len(names)]:
+                    settle()
                     row[side].append(runners[side]())
             out["algorithms"].append(row)
             print(f"{case.key}: reference {_median(row['reference'], 'wall'):.2f} s, job "

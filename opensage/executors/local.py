@@ -1,10 +1,20 @@
 """Runs job agents as subprocesses of this machine (each in its own session / process group).
 
-A spare agent (``python -m opensage.runner.agent --spare``) is started after each submit: it imports the
-agent and boto3 and loads botocore's S3 data, then waits on its stdin for the next job directory, so a job
+A spare agent (``python -m opensage.runner.agent --spare``) is started when a job's agent exits: it imports
+the agent and boto3 and loads botocore's S3 data, then waits on its stdin for the next job directory, so a job
 starts without an interpreter start and those imports (~0.3 s measured, benchmarks/RESULTS.md "Training
 start"). It holds nothing of any job until it is given one, and is used only while the environment it was
 started with is still the one an agent would get; it exits when its stdin closes (this process ended).
+
+When: the spare's start costs ~0.65 s of CPU (interpreter, boto3, botocore's data). Started beside the job
+just submitted (as first built) it took that from the job's first second on a 2-core machine, even at
+SCHED_IDLE (linear-learner's solve 0.31-0.34 s with no spare starting, 0.43-0.62 s with one); started only at
+an agent's exit, jobs submitted back to back (a pipeline's steps, a tuner's next job, a loop) found it still
+loading (first line of a script job 0.29 -> 0.82 s). So a job submitted alone (no agent running, none ended in
+the last ``BACK_TO_BACK_SECONDS``) gets its successor's spare when its agent exits; a job submitted while
+others run or right after one ended gets it at once, loaded by the time the next comes. The spare runs at
+SCHED_IDLE where it can leave that class again (``can_leave_idle_priority``), returning to normal scheduling
+when it is given a job: beside jobs still running it uses only CPU they leave.
 """
 
 from __future__ import annotations
@@ -14,12 +24,47 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 AGENT_MODULE = "opensage.runner.agent"
 SPARE_FLAG = "--spare"
 SPARE_ENV = "OPENSAGE_SPARE_AGENT"  # "0": every agent is a fresh process
+CAP_SYS_NICE = 23  # linux/capability.h
+# A submit this soon after an agent's exit is taken for jobs coming back to back: the next spare starts at once
+# (a spare loads in ~0.5 s; a tuner or a pipeline submits its next job within a few polls of the last's end).
+BACK_TO_BACK_SECONDS = 0.5
+
+
+def spare_enabled() -> bool:
+    return os.environ.get(SPARE_ENV, "1").lower() not in ("0", "false", "no", "off")
+
+
+def can_leave_idle_priority() -> bool:
+    """Whether a thread of this process may go back from SCHED_IDLE to normal scheduling. That needs
+    CAP_SYS_NICE (sched(7): an unprivileged thread may leave SCHED_IDLE only as far as RLIMIT_NICE allows,
+    by default not at all; root in a container may lack the capability), and a job must never run at idle
+    priority, so a spare is put there only when this holds."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_NICE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def set_scheduling(tid: int, idle: bool) -> bool:
+    """Put thread ``tid`` (0: the calling one; a process's pid: its main thread) at SCHED_IDLE or back to
+    SCHED_OTHER; threads it starts afterwards inherit the class. False where the kernel refused."""
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 class LocalExecutor:
@@ -31,6 +76,9 @@ class LocalExecutor:
         self._jobdirs: dict[int, str] = {}
         self._spare: tuple[subprocess.Popen[bytes], dict[str, str]] | None = None
         self._spare_lock = threading.Lock()
+        self._spare_idle = can_leave_idle_priority()
+        self._closed = False
+        self._last_exit = -float("inf")  # time.monotonic() of the last agent exit seen
         self._exit_listeners: list[Callable[[], None]] = []
 
     def on_agent_exit(self, listener: Callable[[], None]) -> None:
@@ -58,11 +106,20 @@ class LocalExecutor:
         self._children[proc.pid] = proc
         self._jobdirs[proc.pid] = str(jobdir)
         self._watch(proc)
-        self._start_spare(env)
+        if self._back_to_back(proc):
+            self._start_spare(env)
         return str(proc.pid)
 
+    def _back_to_back(self, submitted: subprocess.Popen[bytes]) -> bool:
+        """Whether jobs are coming faster than a spare loads after an agent's exit: another agent is running, or
+        one exited in the last ``BACK_TO_BACK_SECONDS`` (see the module doc)."""
+        if time.monotonic() - self._last_exit < BACK_TO_BACK_SECONDS:
+            return True
+        return any(proc is not submitted and proc.poll() is None for proc in list(self._children.values()))
+
     def _watch(self, proc: subprocess.Popen[bytes]) -> None:
-        if not self._exit_listeners:
+        """On the agent's exit: wake the listeners, then start a spare for the next job (if none is there)."""
+        if not self._exit_listeners and not spare_enabled():
             return
 
         def wait() -> None:
@@ -70,11 +127,13 @@ class LocalExecutor:
                 proc.wait()
             except Exception:  # noqa: BLE001 - nothing to tell; the reconciler's poll still sees the end
                 return
+            self._last_exit = time.monotonic()
             for listener in list(self._exit_listeners):
                 try:
                     listener()
                 except Exception:  # noqa: BLE001 - a listener only wakes a loop
                     pass
+            self._start_spare(agent_env())
 
         threading.Thread(target=wait, name=f"agent-exit-{proc.pid}", daemon=True).start()
 
@@ -97,10 +156,10 @@ class LocalExecutor:
         return None
 
     def _start_spare(self, env: dict[str, str]) -> None:
-        if os.environ.get(SPARE_ENV, "1").lower() in ("0", "false", "no", "off"):
+        if not spare_enabled():
             return
         with self._spare_lock:
-            if self._spare is not None:
+            if self._spare is not None or self._closed:
                 return
             try:
                 proc = subprocess.Popen(
@@ -109,12 +168,15 @@ class LocalExecutor:
                     start_new_session=True, close_fds=True, cwd="/", env=env)
             except OSError:
                 return  # the next job starts a fresh agent, as without a spare
+            if self._spare_idle:  # at once, before its interpreter starts the preload thread (which inherits it)
+                set_scheduling(proc.pid, idle=True)
             self._spare = (proc, env)
 
     def close(self) -> None:
         """End the idle spare agent (running agents are left alone: they outlive the control plane)."""
         with self._spare_lock:
             spare, self._spare = self._spare, None
+            self._closed = True
         if spare is not None:
             _discard(spare[0])
 

@@ -625,7 +625,13 @@ def _wait_as_spare() -> Path | None:
     stdin; work in it and log to its agent.log as a fresh agent would. None: stdin closed, no job came.
 
     The imports run on a thread so that a job given early is taken at once: the working directory is what
-    identifies this process as the job's agent (``process_alive``) until it writes agent.pid."""
+    identifies this process as the job's agent (``process_alive``) until it writes agent.pid. Until then it
+    runs at SCHED_IDLE where it can leave it (the executor put its main thread there too): it uses only CPU
+    that no job wants."""
+    from opensage.executors.local import can_leave_idle_priority, set_scheduling
+
+    if can_leave_idle_priority():
+        set_scheduling(0, idle=True)
 
     def preload() -> None:
         try:
@@ -651,6 +657,14 @@ def _wait_as_spare() -> Path | None:
         return None
     jobdir = Path(os.fsdecode(line[:-1])).resolve()
     os.chdir(jobdir)
+    # back to normal scheduling before anything of the job: what this thread starts inherits its class
+    restored = True
+    for tid in (0, loading.native_id if loading.is_alive() else None):
+        try:
+            if tid is not None and os.sched_getscheduler(tid) == os.SCHED_IDLE:
+                restored = set_scheduling(tid, idle=False) and restored
+        except (OSError, AttributeError):  # the thread ended meanwhile; no SCHED_IDLE on this platform
+            pass
     loading.join()
     log_fd = os.open(jobdir / "agent.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     null_fd = os.open(os.devnull, os.O_RDONLY)
@@ -658,6 +672,8 @@ def _wait_as_spare() -> Path | None:
         os.dup2(fd, target)
     os.close(log_fd)
     os.close(null_fd)
+    if not restored:
+        print("job agent: could not leave SCHED_IDLE; the job runs at idle priority", file=sys.stderr)
     return jobdir
 
 
