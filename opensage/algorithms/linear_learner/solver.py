@@ -299,13 +299,9 @@ def fit(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: 
 def _fit_by_polish(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: int,
                    candidates: list[Candidate], settings: Settings, validation: tuple[np.ndarray, np.ndarray] | None,
                    on_epoch: EpochHook | None) -> ParallelModels | None:
-    """Every model at its objective's optimum, ``polish`` started from zero weights (bias ``init_bias``),
-    reported as epoch 0 as ``fit`` reports an epoch; None where a loss comes out non-finite."""
-    count, dim = len(candidates), X.shape[1]
-    start = ParallelModels(np.zeros((count, dim, outputs)),
-                           np.full((count, outputs), settings.init_bias if settings.use_bias else 0.0),
-                           np.zeros(count, dtype=np.int64))
-    polished = polish(start, X, y, weights, loss, candidates, settings)
+    """Every model at its objective's optimum (``polish``), reported as epoch 0 as ``fit`` reports an epoch;
+    None where a loss comes out non-finite."""
+    polished = polish(X, y, weights, loss, outputs, candidates, settings)
     if polished is None:
         return None
     train_loss = _mean_loss(polished, loss, X, y, weights)
@@ -376,31 +372,29 @@ def _transposed_float32(X: np.ndarray, rows: int = 2048) -> np.ndarray:
 SMOOTH_LOSSES = frozenset({"logistic", "softmax_loss", "squared_loss", "huber_loss", "eps_insensitive_squared_loss"})
 
 
-def polish(models: ParallelModels, X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss,
+def polish(X: np.ndarray, y: np.ndarray, weights: np.ndarray, loss: Loss, outputs: int,
            candidates: list[Candidate], settings: Settings) -> ParallelModels | None:
     """Full-batch L-BFGS-B on each model's own objective (mean weighted loss + wd/2 |W|^2 +
-    bias_wd_mult wd/2 b^2 + l1 |W|_1, the objective SGD's steps descend), from ``models``' weights; None
-    where the solution is not finite.
+    bias_wd_mult wd/2 b^2 + l1 |W|_1, the objective SGD's steps descend), from zero weights (bias
+    ``init_bias``); None where the solution is not finite.
 
     Models that share (wd, l1) share the optimum (they differ only in learning rate), so one solve per
-    distinct pair, started from the pair's first model; all pairs go through one L-BFGS-B
+    distinct pair; all pairs go through one L-BFGS-B
     run on the sum of their (separable) objectives, so each function evaluation is two matrix products for
     all of them. L1 uses the split W = U - V with U, V >= 0: smooth and bound-constrained, and weights that
     L1 removes end exactly on the bound (0), as the proximal SGD step leaves them."""
     from scipy.optimize import minimize
 
-    count, dim, outputs = models.W.shape
+    count, dim = len(candidates), X.shape[1]
     groups: dict[tuple[float, float], list[int]] = {}
     for m, candidate in enumerate(candidates):
         groups.setdefault((candidate.wd, candidate.l1), []).append(m)
     keys = list(groups)
-    starts = [groups[key][0] for key in keys]
     columns = len(keys) * outputs
     wd = np.repeat([key[0] for key in keys], outputs)
     l1 = np.repeat([key[1] for key in keys], outputs)
     split = bool(l1.any())
-    W0 = models.W[starts].transpose(1, 0, 2).reshape(dim, columns)
-    b0 = models.b[starts].reshape(columns) if settings.use_bias else np.zeros(columns)
+    b0 = np.full(columns, settings.init_bias if settings.use_bias else 0.0)
     scaled = weights / max(len(y), 1)  # SGD's objective: the mean over rows of the weighted loss
     bias_wd = settings.bias_wd_mult * wd
     n = len(y)
@@ -432,17 +426,15 @@ def polish(models: ParallelModels, X: np.ndarray, y: np.ndarray, weights: np.nda
         l1_grad = np.broadcast_to(l1, (dim, columns)).ravel()
         return value, np.concatenate([gW.ravel() + l1_grad, -gW.ravel() + l1_grad, gb])
 
-    if split:
-        theta0 = np.concatenate([np.maximum(W0, 0).ravel(), np.maximum(-W0, 0).ravel(), b0])
-        bounds = [(0.0, None)] * (2 * size)
-    else:
-        theta0, bounds = np.concatenate([W0.ravel(), b0]), [(None, None)] * size
+    theta0 = np.concatenate([np.zeros(2 * size if split else size), b0])  # W = 0 (U = V = 0 when split)
+    bounds = [(0.0, None)] * (2 * size) if split else [(None, None)] * size
     bounds += [(None, None) if settings.use_bias else (0.0, 0.0)] * columns
     result = minimize(objective, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
                       options={"maxiter": settings.polish_iterations, "gtol": 1e-4, "ftol": 1e-9})
     if not np.all(np.isfinite(result.x)):
         return None
-    polished = ParallelModels(models.W.copy(), models.b.copy(), models.best_epoch.copy())
+    polished = ParallelModels(np.empty((count, dim, outputs)), np.empty((count, outputs)),
+                              np.zeros(count, dtype=np.int64))
     W, b = unpack(result.x)
     W = W.reshape(dim, len(keys), outputs).transpose(1, 0, 2)
     b = b.reshape(len(keys), outputs)
