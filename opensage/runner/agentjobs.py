@@ -1,5 +1,6 @@
-"""What every reconciler of agent-run jobs (training, transform) shares: the pass over active jobs, adoption
-after a restart, forwarding a stop, noticing a dead agent, and stopping agents at platform shutdown.
+"""What every reconciler of agent-run jobs (training, processing, transform) shares: the pass over active jobs,
+adoption after a restart, forwarding a stop, noticing a dead agent, reading every log line at a job's end, and
+stopping agents at platform shutdown.
 
 Subclasses provide ``_launch``, ``_ingest``, ``_conclude``, ``_stopped_before_start``, ``_fail(job, reason)``
 and ``GONE_REASON``; everything they know about a running job is in its row, so nothing here is in memory
@@ -8,6 +9,7 @@ except a grace timer and the set of jobs already adopted.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 ACTIVE = ("InProgress", "Stopping")
 # A dead agent may have written result.json just before we looked; re-check for this long before failing.
 GONE_GRACE_SECONDS = 2.0
+# Passes of ``_ingest`` at a job's end (each takes up to logtail.MAX_READ per file): a bound, not a budget.
+MAX_DRAIN_PASSES = 1000
 SHUTDOWN_REASON = ("InternalServerError: the OpenSage platform was shut down while the job was running. "
                    "Start the job again.")
 
@@ -138,7 +142,7 @@ class AgentJobReconciler(ReconcileLoop):
             job = self.d.resources.save(job, self.d.clock.time())
         results = [JobResult.read(d) for d in jobdirs]
         if all(r is not None for r in results):
-            self._conclude(job, results, platform_shutdown)
+            self._conclude(self._ingest_to_end(job), results, platform_shutdown)
             return
         alive = [self.executor.is_running(h) for h in handles]
         if any(r is None and not a for r, a in zip(results, alive, strict=True)):
@@ -150,7 +154,18 @@ class AgentJobReconciler(ReconcileLoop):
                         self.executor.kill(h)
                 self._kill_leftovers(handles, jobdirs)
                 lost = [i for i, (r, a) in enumerate(zip(results, alive, strict=True)) if r is None and not a]
-                self._hosts_lost(job, lost, platform_shutdown)
+                self._hosts_lost(self._ingest_to_end(job), lost, platform_shutdown)
+
+    def _ingest_to_end(self, job: Resource) -> Resource:
+        """Every line the agents wrote, once all their results are in: an agent writes its result last, so
+        what it logged after this pass's first ``_ingest`` (its final lines, a last metric) and what one pass
+        does not take (``logtail.MAX_READ`` per file) is read now, before the job is concluded."""
+        for _ in range(MAX_DRAIN_PASSES):
+            before = copy.deepcopy(job.state)
+            job = self._ingest(job)
+            if job.state == before:
+                break
+        return job
 
     def _hosts_lost(self, job: Resource, lost: list[int], platform_shutdown: bool) -> None:
         """Hosts (indexes) whose agent ended without a result; every other host is already killed. The job
