@@ -31,13 +31,15 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--min-age", type=int)
 args = parser.parse_args()
 spark = SparkSession.builder.appName("preprocess").getOrCreate()
-print("master", spark.sparkContext.master, "memory", spark.conf.get("spark.executor.memory"), flush=True)
-print("env", os.environ.get("MY_EXPORT"), flush=True)
+# One string per print: jobs run with PYTHONUNBUFFERED, so each argument of print() is a write of its own, and the
+# JVM's log4j lines (same pipe) can land between them.
+print(f"master {spark.sparkContext.master} memory {spark.conf.get('spark.executor.memory')}", flush=True)
+print(f"env {os.environ.get('MY_EXPORT')}", flush=True)
 df = spark.read.csv("/opt/ml/processing/input/raw", header=True, inferSchema=True)
 shout = udf(shout_text)
 adults = df.filter(df.age >= args.min_age).withColumn("name", shout(df.name))
 adults.coalesce(1).write.mode("overwrite").csv("/opt/ml/processing/output/adults", header=True)
-print("adults", adults.count(), flush=True)
+print(f"adults {adults.count()}", flush=True)
 spark.stop()
 """
 

@@ -29,8 +29,8 @@ PREPROCESS = textwrap.dedent("""\
     parser.add_argument("--min-rings", type=int, required=True)
     args = parser.parse_args()
     spark = SparkSession.builder.appName("PySparkAbalone").getOrCreate()
-    print("master", spark.sparkContext.master, "shuffle", spark.conf.get("spark.sql.shuffle.partitions"),
-          flush=True)
+    # One string per print (see DEPS_APP below).
+    print(f"master {spark.sparkContext.master} shuffle {spark.conf.get('spark.sql.shuffle.partitions')}", flush=True)
     df = spark.read.csv("/opt/ml/processing/input/abalone", header=True, inferSchema=True)
     df = df.withColumn("sex_code", udf(sex_code, "int")(col("sex")))
     kept = df.filter((col("rings") >= args.min_rings) & (col("length") >= MIN_LENGTH))
@@ -44,7 +44,7 @@ PREPROCESS = textwrap.dedent("""\
     (train, validation) = lines.randomSplit([0.8, 0.2], seed=0)
     train.saveAsTextFile("/opt/ml/processing/train/abalone")  # the output dir exists
     validation.saveAsTextFile("/opt/ml/processing/validation/abalone")
-    print("rows kept", kept.count(), flush=True)
+    print(f"rows kept {kept.count()}", flush=True)
     spark.stop()
 """)
 
@@ -111,13 +111,15 @@ DEPS_APP = textwrap.dedent("""\
 
     spark = SparkSession.builder.appName("deps").getOrCreate()
     sc = spark.sparkContext
-    print("master", sc.master, flush=True)
-    print("jars", sc._jsc.sc().listJars().mkString(","), flush=True)  # --jars reached Spark
+    # One string per print: jobs run with PYTHONUNBUFFERED, so each argument of print() is a write of its own, and
+    # the JVM's log4j lines (same pipe) can land between them.
+    print(f"master {sc.master}", flush=True)
+    print(f"jars {sc._jsc.sc().listJars().mkString(',')}", flush=True)  # --jars reached Spark
     found = sc._jvm.java.lang.Thread.currentThread().getContextClassLoader().getResource("opensage/marker.txt")
-    print("jar resource", found is not None, flush=True)
-    print("file on driver", open(SparkFiles.get("lookup.txt")).read().strip(), flush=True)
+    print(f"jar resource {found is not None}", flush=True)
+    print(f"file on driver {open(SparkFiles.get('lookup.txt')).read().strip()}", flush=True)
     seen = sc.parallelize(range(24), 12).map(lambda _: open(SparkFiles.get("lookup.txt")).read().strip())
-    print("file on executors", sorted(set(seen.collect())), flush=True)
+    print(f"file on executors {sorted(set(seen.collect()))}", flush=True)
     spark.stop()  # the event log is complete now; the job goes on a while (more work after Spark)
     import time
     time.sleep(25)

@@ -132,7 +132,8 @@ SPARK_APP = textwrap.dedent("""\
     df = spark.read.csv("/opt/ml/processing/input/census", header=True, inferSchema=True)
     high = df.filter(df[args.column] >= threshold)
     high.coalesce(1).write.mode("overwrite").csv("/opt/ml/processing/high", header=True)
-    print("shuffle", spark.conf.get("spark.sql.shuffle.partitions"), "high", high.count(), flush=True)
+    # One string per print: each argument would be a write of its own (PYTHONUNBUFFERED), log4j lines between.
+    print(f"shuffle {spark.conf.get('spark.sql.shuffle.partitions')} high {high.count()}", flush=True)
     spark.stop()
 """)
 
