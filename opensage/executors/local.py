@@ -184,6 +184,25 @@ class LocalExecutor:
         """Remember the job directory of a handle from an earlier control plane (stronger pid-reuse check)."""
         self._jobdirs[int(handle)] = str(Path(jobdir).resolve())
 
+    def find_agent(self, jobdir: Path) -> str | None:
+        """The handle of a live agent working in ``jobdir``, whoever started it (None: there is none).
+
+        For an agent a control plane submitted and died before recording: its ``agent.pid``, else (it had not
+        written one yet) a scan of /proc for the agent naming ``jobdir`` on its command line or, a spare, as
+        its working directory."""
+        jobdir_s = str(Path(jobdir).resolve())
+        try:
+            pid = int((Path(jobdir_s) / "agent.pid").read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and process_alive(pid, jobdir_s):
+            return str(pid)
+        try:
+            pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+        except OSError:
+            return None
+        return next((str(p) for p in pids if p != os.getpid() and process_alive(p, jobdir_s)), None)
+
     def kill_job(self, handle: str, jobdir: Path) -> int:
         """Kill what is left of a job whose agent is gone (or going): the agent's group and the job's user.
 
@@ -229,7 +248,10 @@ class LocalExecutor:
             return
         try:
             if group:
-                os.killpg(pid, sig)
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:  # a spare just handed its job leads no group yet: itself then
+                    os.kill(pid, sig)
             else:
                 os.kill(pid, sig)
         except ProcessLookupError:

@@ -156,6 +156,31 @@ class AgentJobReconciler(ReconcileLoop):
                 lost = [i for i, (r, a) in enumerate(zip(results, alive, strict=True)) if r is None and not a]
                 self._hosts_lost(self._ingest_to_end(job), lost, platform_shutdown)
 
+    def _end_agents_left_in(self, root: Path) -> None:
+        """Before a launch deletes ``root``: a control plane killed between submitting this job's agents and
+        saving their handles left the row saying "not launched" while the agents run in root's host
+        directories. Deleting their files and starting second agents would run the job twice at once in the
+        same directories (the old agent's result could conclude the new launch), so they are killed first, with
+        the processes they started, and the launch starts the job afresh."""
+        find = getattr(self.executor, "find_agent", None)
+        if find is None or not root.is_dir():
+            return
+        found = [(handle, d) for d in sorted(p for p in root.iterdir() if p.is_dir())
+                 if (handle := find(d)) is not None]
+        if not found:
+            return
+        log.warning("%s: %d agent(s) of an unrecorded launch still ran in %s; killing them before the launch",
+                    self.KIND, len(found), root)
+        adopt = getattr(self.executor, "adopt", None)
+        for handle, jobdir in found:
+            if adopt is not None:
+                adopt(handle, jobdir)
+            self.executor.kill(handle)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and any(self.executor.is_running(h) for h, _ in found):
+            time.sleep(0.05)
+        self._kill_leftovers([h for h, _ in found], [d for _, d in found])
+
     def _ingest_to_end(self, job: Resource) -> Resource:
         """Every line the agents wrote, once all their results are in: an agent writes its result last, so
         what it logged after this pass's first ``_ingest`` (its final lines, a last metric) and what one pass

@@ -89,6 +89,7 @@ class ProcessingReconciler(AgentJobReconciler):
             return
         count = int(((req.get("ProcessingResources") or {}).get("ClusterConfig") or {}).get("InstanceCount") or 1)
         root = self.d.settings.jobs_dir / f"processing-{job.name}"
+        self._end_agents_left_in(root)
         if root.exists():
             shutil.rmtree(root)  # leftovers of an older job with this name (names are unique in the store)
         now = self.d.clock.time()

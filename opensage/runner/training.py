@@ -229,6 +229,7 @@ class TrainingReconciler(InterruptionsMixin, AgentJobReconciler):
             self._fail(job, f"ClientError: {exc}")
             return
         root = self.d.settings.jobs_dir / job.name
+        self._end_agents_left_in(root)
         if root.exists():
             shutil.rmtree(root)  # leftovers of an older job with this name (names are unique in the store)
         self._start_hosts(job, resolved, first=True)

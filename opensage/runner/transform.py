@@ -101,6 +101,7 @@ class TransformReconciler(AgentJobReconciler):
             return
         count = int(req["TransformResources"].get("InstanceCount") or 1)
         root = self.d.settings.jobs_dir / job.name
+        self._end_agents_left_in(root)
         if root.exists():
             shutil.rmtree(root)
         now = self.d.clock.time()

@@ -100,3 +100,63 @@ def test_job_that_ended_between_passes_is_concluded_with_every_log_line(tmp_path
     assert len(lines) == 3000 and lines[-1].startswith("line 002999 ")
     assert "the last line" in messages
     app.processing.shutdown()
+
+
+def test_agent_of_a_launch_the_control_plane_died_before_recording_is_killed_before_the_relaunch(
+        tmp_path, monkeypatch):
+    """The control plane dies between submitting a job's agent and saving its handle: the row says "not
+    launched" while the agent runs. The next control plane launches the job again; it must first end that
+    agent (and what it started) - not delete the files under it and run a second one beside it."""
+    import os
+
+    from opensage.executors.local import process_alive
+
+    monkeypatch.setenv("OPENSAGE_ENVIRONMENTS", "platform")  # the platform's interpreter: no environment built
+    s3 = tmp_path / "s3"
+    s3.mkdir()
+    settings = Settings.build(tmp_path / "home", port=free_port(), s3_endpoint=f"file://{s3}")
+    first = create_app(settings, run_background=False)
+    objects = open_store(object_store_spec(settings))
+    objects.ensure_bucket("bucket1")
+    objects.put_bytes("bucket1", "code/job.py", b"import time\nprint('started', flush=True)\ntime.sleep(60)\n"
+                                                b"print('done', flush=True)\n")
+    ProcessingService(first.deps).create_processing_job(None, {
+        "ProcessingJobName": "unrecorded", "RoleArn": ROLE,
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
+                                                  "VolumeSizeInGB": 30}},
+        "AppSpecification": {"ImageUri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310",
+                             "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/job.py"]},
+        "ProcessingInputs": [{"InputName": "code", "S3Input": {
+            "S3Uri": "s3://bucket1/code/job.py", "LocalPath": "/opt/ml/processing/input/code",
+            "S3DataType": "S3Prefix"}}],
+    })
+    before = first.deps.resources.get("processing-job", "unrecorded")  # the row as the dead plane left it
+    first.processing.run_once()  # submits the agent; the save of its handle is what the crash loses
+    launched = first.deps.resources.get("processing-job", "unrecorded")
+    old_pid, jobdir = int(launched.state["_handles"][0]), launched.state["_jobdirs"][0]
+    log = Path(jobdir) / "logs" / "algo-1.log"
+    deadline = time.time() + 60
+    while not (log.exists() and b"started" in log.read_bytes()):  # the job's command runs
+        assert time.time() < deadline, "the job did not start"
+        time.sleep(0.1)
+    launched_handles = list(launched.state["_handles"])
+    launched.state = before.state  # undo the save: the row says what it said before the launch
+    first.deps.resources.save(launched, time.time())
+    first.processing.shutdown(stop_jobs=False)
+
+    second = create_app(settings, run_background=False)
+    second.processing.run_once()  # launches again
+    relaunched = second.deps.resources.get("processing-job", "unrecorded")
+    assert relaunched.state["_handles"] != launched_handles
+    assert not process_alive(old_pid), "the first agent still runs beside the second"
+    script = "/opt/ml/processing/input/code/job.py"
+    user_pids = [p for p in os.listdir("/proc") if p.isdigit() and _runs(int(p), script)]
+    assert len(user_pids) <= 1, "the first launch's command still runs"
+    second.processing.shutdown()
+
+
+def _runs(pid: int, arg: str) -> bool:
+    try:
+        return arg.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
