@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TextIO
 
 PROCESSING_ROOT = "/opt/ml/processing"
 CONFIG_PATHS = ("/opt/ml/input/data/conf/configuration.json", "/opt/ml/processing/input/conf/configuration.json")
@@ -459,16 +459,18 @@ def run(argv: list[str]) -> int:
         copier.start()
     tail: deque[str] = deque(maxlen=40)
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # stdout and stderr stay apart, line by line (the application's prints reach the JVM's stdout, log4j
+        # writes to its stderr): one pipe for both let a log4j line land inside a print's line.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 errors="replace", env=env, cwd=work)
         # StopProcessingJob: SIGTERM to us -> to Spark's JVM (unshare and spark-submit exec it), whose
         # shutdown hooks close the event log; the agent SIGKILLs what is left after its grace period.
         signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            tail.append(line.rstrip("\n"))
+        assert proc.stdout is not None and proc.stderr is not None
+        err_copier = threading.Thread(target=_copy_lines, args=(proc.stderr, sys.stderr, tail), daemon=True)
+        err_copier.start()
+        _copy_lines(proc.stdout, sys.stdout, tail)
+        err_copier.join()
         code = proc.wait()
     finally:
         if copier is not None:
@@ -484,6 +486,13 @@ def run(argv: list[str]) -> int:
                        "code: " + "\n".join(errors[-10:]))
         return code
     return 0
+
+
+def _copy_lines(source: IO[str], target: TextIO, tail: deque[str]) -> None:
+    for line in source:
+        target.write(line)  # one line, one write
+        target.flush()
+        tail.append(line.rstrip("\n"))
 
 
 def main() -> None:

@@ -223,59 +223,77 @@ def build_env(spec: JobSpec, base_dir: str, namespace: bool, ml_root: Path) -> d
 # ----------------------------------------------------------------------------------------- logs
 
 
-class LogPump(threading.Thread):
-    """Copies the child's merged stdout/stderr to ``algo-<n>.log`` as ``<epoch-ms> <text>`` lines.
+class LogSink:
+    """A job's ``algo-<n>.log``, written by the pumps of its stdout and of its stderr: ``<epoch-ms> <text>``
+    lines, each pump's batch in one write under a lock, so the two streams' lines never mix within a line."""
 
-    Each read from the pipe is written and flushed at once, so a line reaches the file within a few ms.
+    def __init__(self, log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by close() after both pumps
+        self._lock = threading.Lock()
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        stamp = int(time.time() * 1000)
+        texts = [(raw[:-1] if raw.endswith(b"\r") else raw).decode("utf-8", errors="replace") for raw in lines]
+        data = "".join(f"{stamp} {text}\n" for text in texts).encode()
+        with self._lock:
+            if self._out.closed:  # a pump still reading after run_command gave up waiting for it
+                return
+            self._out.write(data)
+            self.tail.extend(t for t in texts if t.strip())
+
+    def close(self) -> None:
+        with self._lock:
+            self._out.close()
+
+
+class LogPump(threading.Thread):
+    """Copies one output stream of the child (stdout or stderr) to the job's ``LogSink``, line by line.
+
+    The two streams have a pipe each and are split into lines separately, as SageMaker's container log
+    driver does: with PYTHONUNBUFFERED, ``print(a, b)`` is one write per argument, and a single pipe for both
+    let a line on stderr (log4j, tqdm, a warning) land inside a stdout line - breaking it for the reader and
+    for MetricDefinitions. Each read is written at once, so a line reaches the file within a few ms.
     """
 
-    def __init__(self, source: BinaryIO, log_path: Path) -> None:
-        super().__init__(name="log-pump", daemon=True)
+    def __init__(self, source: BinaryIO, sink: LogSink, name: str = "log-pump") -> None:
+        super().__init__(name=name, daemon=True)
         self.source = source
-        self.log_path = log_path
-        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self.lines = 0
+        self.sink = sink
 
     def run(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         fd = self.source.fileno()
         pending = b""
-        with open(self.log_path, "ab") as out:
-            while True:
-                try:
-                    chunk = os.read(fd, 1 << 16)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    break
-                pending = self._emit(out, pending + chunk)
-                out.flush()
-            if pending:
-                self._write(out, pending)
-                out.flush()
-
-    def _emit(self, out: BinaryIO, data: bytes) -> bytes:
-        """Write every complete (or overlong) line in ``data``; return the unfinished rest."""
-        start = 0
         while True:
-            nl = data.find(b"\n", start)
-            if nl < 0 or nl - start > MAX_LINE_BYTES:
-                if len(data) - start >= MAX_LINE_BYTES:
-                    self._write(out, data[start:start + MAX_LINE_BYTES])
-                    start += MAX_LINE_BYTES
-                    continue
-                return data[start:]
-            self._write(out, data[start:nl])
-            start = nl + 1
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            lines, pending = split_lines(pending + chunk)
+            self.sink.write_lines(lines)
+        if pending:
+            self.sink.write_lines([pending])
 
-    def _write(self, out: BinaryIO, raw: bytes) -> None:
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        text = raw.decode("utf-8", errors="replace")
-        out.write(f"{int(time.time() * 1000)} {text}\n".encode())
-        self.lines += 1
-        if text.strip():
-            self.tail.append(text)
+
+def split_lines(data: bytes) -> tuple[list[bytes], bytes]:
+    """The complete (or overlong: cut at MAX_LINE_BYTES) lines in ``data``, and the unfinished rest."""
+    lines: list[bytes] = []
+    start = 0
+    while True:
+        nl = data.find(b"\n", start)
+        if nl < 0 or nl - start > MAX_LINE_BYTES:
+            if len(data) - start >= MAX_LINE_BYTES:
+                lines.append(data[start:start + MAX_LINE_BYTES])
+                start += MAX_LINE_BYTES
+                continue
+            return lines, data[start:]
+        lines.append(data[start:nl])
+        start = nl + 1
 
 
 # ----------------------------------------------------------------------------------------- running
@@ -340,7 +358,7 @@ def _popen(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,  # a pipe of its own: see LogPump
         close_fds=True,
     )
 
@@ -556,8 +574,11 @@ def run_command(
     except OSError as exc:
         return Outcome(None, start_error=f"could not start the command {spec.command!r}: {exc}")
     assert proc.stdout is not None
-    pump = LogPump(proc.stdout, log_path)
-    pump.start()
+    sink = LogSink(log_path)
+    streams = [proc.stdout] + ([proc.stderr] if proc.stderr is not None else [])
+    pumps = [LogPump(stream, sink, f"log-pump-{i + 1}") for i, stream in enumerate(streams)]
+    for pump in pumps:
+        pump.start()
     if on_start is not None:
         on_start()
     outcome = _supervise(proc, spec, control)
@@ -566,9 +587,12 @@ def run_command(
         remove_job_shm(uid)  # after the kill: no process of the job can make a new segment now
     if uid is not None:  # the job's /tmp (and HOME in it); rmtree never follows links
         shutil.rmtree(ml_root.parent / "tmp", ignore_errors=True)
-    pump.join(timeout=5)
-    proc.stdout.close()
-    outcome.tail = list(pump.tail)
+    for pump in pumps:
+        pump.join(timeout=5)
+    for stream in streams:
+        stream.close()
+    sink.close()
+    outcome.tail = list(sink.tail)
     return outcome
 
 

@@ -123,10 +123,11 @@ def module_command(command: list[str]) -> tuple[str, str, list[str]] | None:
 class ZygoteChild:
     """The subset of ``subprocess.Popen`` the agent's supervision uses, for a child of a zygote."""
 
-    def __init__(self, conn: socket.socket, pid: int, stdout: Any) -> None:
+    def __init__(self, conn: socket.socket, pid: int, stdout: Any, stderr: Any = None) -> None:
         self._conn = conn
         self.pid = pid
         self.stdout = stdout
+        self.stderr = stderr
         self.returncode: int | None = None
         self._buffer = b""
 
@@ -227,15 +228,17 @@ def find(zygote_dir: Path, python: str, module: str, env: dict[str, str]) -> Pat
 def start_child(sock_path: Path, module: str, args: list[str], env: dict[str, str], options: dict[str, Any],
                 timeout: float = 10.0) -> ZygoteChild:
     """Ask the zygote at ``sock_path`` for a child running ``python -m module args`` with ``env`` and the
-    jobexec ``options``; its stdout and stderr go to a pipe whose read end is the result's ``stdout``.
-    Raises OSError when the zygote cannot be reached (the caller then starts the command the usual way)."""
+    jobexec ``options``; its stdout and its stderr go to a pipe each, whose read ends are the result's
+    ``stdout`` and ``stderr`` (as ``sandbox._popen``'s). Raises OSError when the zygote cannot be reached (the
+    caller then starts the command the usual way)."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(timeout)
     read_fd, write_fd = os.pipe()
+    err_read_fd, err_write_fd = os.pipe()
     try:
         _unix_call(conn, "connect", sock_path)
         payload = json.dumps({"module": module, "args": args, "env": env, "options": options}).encode()
-        _send_message(conn, payload, [write_fd])
+        _send_message(conn, payload, [write_fd, err_write_fd])
         line = b""
         while not line.endswith(b"\n"):
             chunk = conn.recv(1)
@@ -247,11 +250,12 @@ def start_child(sock_path: Path, module: str, args: list[str], env: dict[str, st
         pid = int(line.split()[1])
     except (OSError, ValueError):
         conn.close()
-        os.close(read_fd)
-        os.close(write_fd)
+        for fd in (read_fd, write_fd, err_read_fd, err_write_fd):
+            os.close(fd)
         raise
     os.close(write_fd)
-    return ZygoteChild(conn, pid, os.fdopen(read_fd, "rb", buffering=0))
+    os.close(err_write_fd)
+    return ZygoteChild(conn, pid, os.fdopen(read_fd, "rb", buffering=0), os.fdopen(err_read_fd, "rb", buffering=0))
 
 
 # ============================================================================== the zygote process
@@ -387,10 +391,11 @@ def _child(conn: socket.socket, server: _Server) -> None:
         conn.close()
         request = json.loads(body)
         out = fds[0]
+        err = fds[1] if len(fds) > 1 else out  # one descriptor: an agent of an older release
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out, 1)
-        os.dup2(out, 2)
+        os.dup2(err, 2)
         for fd in (null, *fds):
             if fd > 2:
                 os.close(fd)

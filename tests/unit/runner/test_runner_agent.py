@@ -350,6 +350,31 @@ def test_agent_overlong_line_split_at_256_kib(tmp_path: Path) -> None:
     assert [len(t) for t in texts] == [256 * 1024, 10, 3]
 
 
+def test_agent_stdout_lines_stay_whole_while_stderr_writes(tmp_path: Path) -> None:
+    """Jobs run with PYTHONUNBUFFERED: ``print("epoch", i, "loss", x)`` is a write per argument. stderr (a
+    progress bar, log4j) writing meanwhile must not land inside that line (one pipe for both did): each stream
+    is split into lines on its own, as SageMaker's log driver does."""
+    code = """
+        import sys, threading
+        done = threading.Event()
+        def noise():
+            while not done.is_set():
+                sys.stderr.write("progress-bar-update\\n")
+        t = threading.Thread(target=noise)
+        t.start()
+        for i in range(3000):
+            print("epoch", i, "loss", 0.5)
+        done.set()
+        t.join()
+    """
+    jobdir = make_job(tmp_path, py(code))
+    assert run_agent(jobdir, timeout=120).exit_code == 0
+    texts = log_texts(jobdir)
+    epochs = [t for t in texts if "epoch" in t]
+    assert epochs == [f"epoch {i} loss 0.5" for i in range(3000)]
+    assert set(texts) - set(epochs) == {"progress-bar-update"}
+
+
 # ----------------------------------------------------------------------------------------- artifacts
 
 

@@ -47,6 +47,8 @@ PROBE = textwrap.dedent("""
         except OSError:
             pass
     out["sockets"] = sockets
+    out["stdout_is_stderr"] = os.readlink("/proc/self/fd/1") == os.readlink("/proc/self/fd/2")
+    print("probe stderr", file=sys.stderr, flush=True)
     with open("/opt/ml/model/probe.json", "w") as fh:
         json.dump(out, fh)
     print("probe ran", flush=True)
@@ -118,6 +120,10 @@ def test_training_job_forked_from_zygote_runs_as_job_user_without_platform_secre
     for what in ("credentials", "zygote_socket_dir"):
         assert probe[what] in ("PermissionError", "FileNotFoundError"), (what, probe)
     assert probe["sockets"] == [], "the zygote's sockets leaked into the job"
+    # stdout and stderr are pipes of their own (split into lines apart, as sandbox._popen's), both logged
+    assert probe["stdout_is_stderr"] is False
+    log = (home / "jobs" / "z1" / "algo-1" / "logs" / "algo-1.log").read_text()
+    assert " probe ran\n" in log and " probe stderr\n" in log
     assert second["uid"] != probe["uid"] and second["random"] != probe["random"]  # reseeded per child
 
 
