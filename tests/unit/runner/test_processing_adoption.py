@@ -15,25 +15,31 @@ from tests.conftest import ROLE, free_port
 SCRIPT = b"import time\nprint('working', flush=True)\ntime.sleep(2)\nprint('done', flush=True)\n"
 
 
-def test_processing_job_running_when_control_plane_restarts_is_adopted_and_completes(tmp_path):
+def _platform_with_job(tmp_path: Path, name: str, script: bytes, **settings_kw: object):
+    """An in-process control plane (no background loops) on a file:// store, with processing job ``name``
+    created to run ``script`` (on the pytorch-training image); returns (app, settings)."""
     s3 = tmp_path / "s3"
     s3.mkdir()
-    settings = Settings.build(tmp_path / "home", port=free_port(), s3_endpoint=f"file://{s3}",
-                              stop_grace_seconds=5)
-    first = create_app(settings, run_background=False)
+    settings = Settings.build(tmp_path / "home", port=free_port(), s3_endpoint=f"file://{s3}", **settings_kw)
+    app = create_app(settings, run_background=False)
     objects = open_store(object_store_spec(settings))
     objects.ensure_bucket("bucket1")
-    objects.put_bytes("bucket1", "code/job.py", SCRIPT)
-    ProcessingService(first.deps).create_processing_job(None, {
-        "ProcessingJobName": "adopt-me", "RoleArn": ROLE,
+    objects.put_bytes("bucket1", f"code/{name}.py", script)
+    ProcessingService(app.deps).create_processing_job(None, {
+        "ProcessingJobName": name, "RoleArn": ROLE,
         "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
                                                   "VolumeSizeInGB": 30}},
         "AppSpecification": {"ImageUri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310",
-                             "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/job.py"]},
+                             "ContainerEntrypoint": ["python3", f"/opt/ml/processing/input/code/{name}.py"]},
         "ProcessingInputs": [{"InputName": "code", "S3Input": {
-            "S3Uri": "s3://bucket1/code/job.py", "LocalPath": "/opt/ml/processing/input/code",
+            "S3Uri": f"s3://bucket1/code/{name}.py", "LocalPath": "/opt/ml/processing/input/code",
             "S3DataType": "S3Prefix"}}],
     })
+    return app, settings
+
+
+def test_processing_job_running_when_control_plane_restarts_is_adopted_and_completes(tmp_path):
+    first, settings = _platform_with_job(tmp_path, "adopt-me", SCRIPT, stop_grace_seconds=5)
     first.processing.run_once()  # launches the agent
     launched = first.deps.resources.get("processing-job", "adopt-me")
     assert launched.status == "InProgress" and launched.state["_handles"]
@@ -67,23 +73,7 @@ def test_job_that_ended_between_passes_is_concluded_with_every_log_line(tmp_path
 
     monkeypatch.setattr(logtail, "MAX_READ", 64 * 1024)
     monkeypatch.setenv("OPENSAGE_ENVIRONMENTS", "platform")  # the platform's interpreter: no environment built
-    s3 = tmp_path / "s3"
-    s3.mkdir()
-    settings = Settings.build(tmp_path / "home", port=free_port(), s3_endpoint=f"file://{s3}")
-    app = create_app(settings, run_background=False)
-    objects = open_store(object_store_spec(settings))
-    objects.ensure_bucket("bucket1")
-    objects.put_bytes("bucket1", "code/loud.py", LOUD)
-    ProcessingService(app.deps).create_processing_job(None, {
-        "ProcessingJobName": "loud", "RoleArn": ROLE,
-        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
-                                                  "VolumeSizeInGB": 30}},
-        "AppSpecification": {"ImageUri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310",
-                             "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/loud.py"]},
-        "ProcessingInputs": [{"InputName": "code", "S3Input": {
-            "S3Uri": "s3://bucket1/code/loud.py", "LocalPath": "/opt/ml/processing/input/code",
-            "S3DataType": "S3Prefix"}}],
-    })
+    app, settings = _platform_with_job(tmp_path, "loud", LOUD)
     app.processing.run_once()  # launches the agent
     jobdir = Path(app.deps.resources.get("processing-job", "loud").state["_jobdirs"][0])
     deadline = time.time() + 300
@@ -112,24 +102,8 @@ def test_agent_of_a_launch_the_control_plane_died_before_recording_is_killed_bef
     from opensage.executors.local import process_alive
 
     monkeypatch.setenv("OPENSAGE_ENVIRONMENTS", "platform")  # the platform's interpreter: no environment built
-    s3 = tmp_path / "s3"
-    s3.mkdir()
-    settings = Settings.build(tmp_path / "home", port=free_port(), s3_endpoint=f"file://{s3}")
-    first = create_app(settings, run_background=False)
-    objects = open_store(object_store_spec(settings))
-    objects.ensure_bucket("bucket1")
-    objects.put_bytes("bucket1", "code/job.py", b"import time\nprint('started', flush=True)\ntime.sleep(60)\n"
-                                                b"print('done', flush=True)\n")
-    ProcessingService(first.deps).create_processing_job(None, {
-        "ProcessingJobName": "unrecorded", "RoleArn": ROLE,
-        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
-                                                  "VolumeSizeInGB": 30}},
-        "AppSpecification": {"ImageUri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310",
-                             "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/job.py"]},
-        "ProcessingInputs": [{"InputName": "code", "S3Input": {
-            "S3Uri": "s3://bucket1/code/job.py", "LocalPath": "/opt/ml/processing/input/code",
-            "S3DataType": "S3Prefix"}}],
-    })
+    first, settings = _platform_with_job(tmp_path, "unrecorded", b"import time\nprint('started', flush=True)\n"
+                                         b"time.sleep(60)\nprint('done', flush=True)\n")
     before = first.deps.resources.get("processing-job", "unrecorded")  # the row as the dead plane left it
     first.processing.run_once()  # submits the agent; the save of its handle is what the crash loses
     launched = first.deps.resources.get("processing-job", "unrecorded")
@@ -149,7 +123,7 @@ def test_agent_of_a_launch_the_control_plane_died_before_recording_is_killed_bef
     relaunched = second.deps.resources.get("processing-job", "unrecorded")
     assert relaunched.state["_handles"] != launched_handles
     assert not process_alive(old_pid), "the first agent still runs beside the second"
-    script = "/opt/ml/processing/input/code/job.py"
+    script = "/opt/ml/processing/input/code/unrecorded.py"
     user_pids = [p for p in os.listdir("/proc") if p.isdigit() and _runs(int(p), script)]
     assert len(user_pids) <= 1, "the first launch's command still runs"
     second.processing.shutdown()
