@@ -587,8 +587,9 @@ def run_command(
         remove_job_shm(uid)  # after the kill: no process of the job can make a new segment now
     if uid is not None:  # the job's /tmp (and HOME in it); rmtree never follows links
         shutil.rmtree(ml_root.parent / "tmp", ignore_errors=True)
+    drained_by = time.monotonic() + 5  # a background child may hold a pipe open: wait 5 s in all, not per pump
     for pump in pumps:
-        pump.join(timeout=5)
+        pump.join(timeout=max(0.0, drained_by - time.monotonic()))
     for stream in streams:
         stream.close()
     sink.close()
