@@ -191,11 +191,8 @@ class LocalExecutor:
         written one yet) a scan of /proc for the agent naming ``jobdir`` on its command line or, a spare, as
         its working directory."""
         jobdir_s = str(Path(jobdir).resolve())
-        try:
-            pid = int((Path(jobdir_s) / "agent.pid").read_text().strip())
-        except (OSError, ValueError):
-            pid = 0
-        if pid and process_alive(pid, jobdir_s):
+        pid = recorded_agent(jobdir_s)
+        if pid is not None:
             return str(pid)
         try:
             pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
@@ -290,6 +287,15 @@ def _discard(proc: subprocess.Popen[bytes]) -> None:
     except (OSError, subprocess.TimeoutExpired):
         proc.kill()
         proc.wait()
+
+
+def recorded_agent(jobdir: str) -> int | None:
+    """The pid in ``<jobdir>/agent.pid`` if that agent still runs in ``jobdir`` (checked in /proc), else None."""
+    try:
+        pid = int((Path(jobdir) / "agent.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if process_alive(pid, str(Path(jobdir).resolve())) else None
 
 
 def process_alive(pid: int, jobdir: str | None = None) -> bool:

@@ -148,13 +148,9 @@ class _NodeLauncher:
 
     def _adopted_pid(self, jobdir: str) -> int | None:
         """The agent of ``jobdir`` started by an earlier launcher, if it still runs (checked in /proc)."""
-        from opensage.executors.local import process_alive
+        from opensage.executors.local import recorded_agent
 
-        try:
-            pid = int((Path(jobdir) / "agent.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if process_alive(pid, str(Path(jobdir).resolve())) else None
+        return recorded_agent(jobdir)
 
     def signal(self, jobdir: str, sig: int, group: bool) -> None:
         proc = self.procs.get(jobdir)

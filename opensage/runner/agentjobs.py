@@ -172,14 +172,13 @@ class AgentJobReconciler(ReconcileLoop):
         log.warning("%s: %d agent(s) of an unrecorded launch still ran in %s; killing them before the launch",
                     self.KIND, len(found), root)
         adopt = getattr(self.executor, "adopt", None)
-        for handle, jobdir in found:
-            if adopt is not None:
+        if adopt is not None:
+            for handle, jobdir in found:
                 adopt(handle, jobdir)
-            self.executor.kill(handle)
+        self._kill_leftovers([h for h, _ in found], [d for _, d in found])  # the agents' groups and job users
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline and any(self.executor.is_running(h) for h, _ in found):
             time.sleep(0.05)
-        self._kill_leftovers([h for h, _ in found], [d for _, d in found])
 
     def _ingest_to_end(self, job: Resource) -> Resource:
         """Every line the agents wrote, once all their results are in: an agent writes its result last, so
