@@ -199,11 +199,17 @@ def test_train_process_streamed_channel_parsed_while_downloading_model_identical
     root = tmp_path / "streamed"
     proc, feeder = _start_streamed(root, mode, store, body)
     try:
-        # The download is held at its middle: the algorithm reads the first half before the rest exists.
-        wait_for(lambda: reader_position(proc.pid, root / "input" / "data" / "train" / "part-0.csv")
-                 >= len(body) // 4 or proc.poll() is not None, what="the algorithm to read the first part")
+        # The download is held at its middle: the algorithm reads the first half before the rest exists. The
+        # position is the one seen while waiting: read again later, the reader may be between descriptors (0).
+        seen = [0]
+
+        def read_far() -> bool:
+            seen[0] = max(seen[0], reader_position(proc.pid, root / "input" / "data" / "train" / "part-0.csv"))
+            return seen[0] >= len(body) // 4 or proc.poll() is not None
+
+        wait_for(read_far, what="the algorithm to read the first part")
         assert proc.poll() is None, proc.communicate()
-        assert reader_position(proc.pid, root / "input" / "data" / "train" / "part-0.csv") >= len(body) // 4
+        assert seen[0] >= len(body) // 4
     finally:
         store.release.set()
     out, err = proc.communicate(timeout=300)
