@@ -225,15 +225,19 @@ def build_env(spec: JobSpec, base_dir: str, namespace: bool, ml_root: Path) -> d
 
 class LogSink:
     """A job's ``algo-<n>.log``, written by the pumps of its stdout and of its stderr: ``<epoch-ms> <text>``
-    lines, each pump's batch in one write under a lock, so the two streams' lines never mix within a line."""
+    lines, each pump's batch in one write under a lock, so the two streams' lines never mix within a line.
+
+    The failure-reason tail keeps the last lines of each stream (a traceback on stderr is not pushed out
+    by stdout lines that its pump happened to write later), merged back in the order they arrived."""
 
     def __init__(self, log_path: Path) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._out = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by close() after both pumps
         self._lock = threading.Lock()
-        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._tails: dict[str, deque[tuple[int, str]]] = {}
+        self._arrived = 0
 
-    def write_lines(self, lines: list[bytes]) -> None:
+    def write_lines(self, lines: list[bytes], stream: str = "stdout") -> None:
         if not lines:
             return
         stamp = int(time.time() * 1000)
@@ -243,7 +247,17 @@ class LogSink:
             if self._out.closed:  # a pump still reading after run_command gave up waiting for it
                 return
             self._out.write(data)
-            self.tail.extend(t for t in texts if t.strip())
+            tail = self._tails.setdefault(stream, deque(maxlen=TAIL_LINES))
+            for text in texts:
+                if text.strip():
+                    self._arrived += 1
+                    tail.append((self._arrived, text))
+
+    @property
+    def tail(self) -> list[str]:
+        """The last TAIL_LINES non-blank lines of each stream, in arrival order."""
+        with self._lock:
+            return [text for _, text in sorted(line for tail in self._tails.values() for line in tail)]
 
     def close(self) -> None:
         with self._lock:
@@ -259,10 +273,11 @@ class LogPump(threading.Thread):
     for MetricDefinitions. Each read is written at once, so a line reaches the file within a few ms.
     """
 
-    def __init__(self, source: BinaryIO, sink: LogSink, name: str = "log-pump") -> None:
+    def __init__(self, source: BinaryIO, sink: LogSink, name: str = "log-pump", stream: str = "stdout") -> None:
         super().__init__(name=name, daemon=True)
         self.source = source
         self.sink = sink
+        self.stream = stream
 
     def run(self) -> None:
         fd = self.source.fileno()
@@ -275,9 +290,9 @@ class LogPump(threading.Thread):
             if not chunk:
                 break
             lines, pending = split_lines(pending + chunk)
-            self.sink.write_lines(lines)
+            self.sink.write_lines(lines, self.stream)
         if pending:
-            self.sink.write_lines([pending])
+            self.sink.write_lines([pending], self.stream)
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], bytes]:
@@ -576,7 +591,8 @@ def run_command(
     assert proc.stdout is not None
     sink = LogSink(log_path)
     streams = [proc.stdout] + ([proc.stderr] if proc.stderr is not None else [])
-    pumps = [LogPump(stream, sink, f"log-pump-{i + 1}") for i, stream in enumerate(streams)]
+    names = ("stdout", "stderr")[:len(streams)]
+    pumps = [LogPump(stream, sink, f"log-pump-{name}", name) for name, stream in zip(names, streams, strict=True)]
     for pump in pumps:
         pump.start()
     if on_start is not None:
@@ -593,7 +609,7 @@ def run_command(
     for stream in streams:
         stream.close()
     sink.close()
-    outcome.tail = list(sink.tail)
+    outcome.tail = sink.tail
     return outcome
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from opensage.executors.local import LocalExecutor, agent_env
+from opensage.runner.agent import failure_reason
 from opensage.runner.jobspec import ChannelSpec, JobResult, JobSpec, ObjectStoreSpec
-from opensage.runner.sandbox import namespace_supported
+from opensage.runner.sandbox import LogSink, Outcome, namespace_supported
 
 BUCKET = "bkt"
 
@@ -373,6 +374,19 @@ def test_agent_stdout_lines_stay_whole_while_stderr_writes(tmp_path: Path) -> No
     epochs = [t for t in texts if "epoch" in t]
     assert epochs == [f"epoch {i} loss 0.5" for i in range(3000)]
     assert set(texts) - set(epochs) == {"progress-bar-update"}
+
+
+def test_failure_tail_keeps_stderr_lines_that_arrived_before_later_stdout_lines(tmp_path: Path) -> None:
+    """The two streams' pumps run independently: a job's error on stderr can be written to the log before its
+    last stdout lines (CI saw "KeyError" pushed out of a 10-line tail by 30 stdout lines pumped after it).
+    The tail keeps each stream's last lines, in arrival order."""
+    sink = LogSink(tmp_path / "algo-1.log")
+    sink.write_lines([b"KeyError: 'label'"], "stderr")
+    sink.write_lines([f"step {i}".encode() for i in range(30)], "stdout")
+    sink.close()
+    assert sink.tail == ["KeyError: 'label'"] + [f"step {i}" for i in range(20, 30)]
+    reason = failure_reason(Outcome(3, tail=sink.tail), tmp_path) or ""
+    assert "exit code 3" in reason and "KeyError: 'label'" in reason and "step 29" in reason
 
 
 # ----------------------------------------------------------------------------------------- artifacts
