@@ -3,6 +3,10 @@
 An executor runs ``python -m opensage.runner.agent <jobdir>`` somewhere; all results come back through
 files in the job directory (see ``opensage.runner.jobspec``). The handle is an opaque string that the
 control plane stores, so a restarted control plane can adopt running jobs.
+
+Optional methods, looked up with ``getattr`` by the reconcilers (``runner/agentjobs.py``): ``adopt(handle,
+jobdir)``, ``kill_job(handle, jobdir) -> int`` (what a dead agent left), ``end_agent_in(jobdir) -> bool`` (an
+agent no handle was recorded for: a control plane killed between a submit and saving its handle).
 """
 
 from __future__ import annotations

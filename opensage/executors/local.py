@@ -200,6 +200,19 @@ class LocalExecutor:
             return None
         return next((str(p) for p in pids if p != os.getpid() and process_alive(p, jobdir_s)), None)
 
+    def end_agent_in(self, jobdir: Path, wait: float = 10.0) -> bool:
+        """End the live agent working in ``jobdir`` whoever started it (``find_agent``), with what it
+        started, waiting up to ``wait`` s for it to be gone; False if there was none."""
+        handle = self.find_agent(jobdir)
+        if handle is None:
+            return False
+        self.adopt(handle, jobdir)  # is_running checks the pid against the job dir from now on
+        self.kill_job(handle, jobdir)  # the agent's group and the job's user
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and self.is_running(handle):
+            time.sleep(0.05)
+        return True
+
     def kill_job(self, handle: str, jobdir: Path) -> int:
         """Kill what is left of a job whose agent is gone (or going): the agent's group and the job's user.
 

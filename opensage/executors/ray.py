@@ -162,6 +162,25 @@ class _NodeLauncher:
         except ProcessLookupError:
             pass
 
+    def end_agent(self, jobdir: str) -> bool:
+        """End the agent working in ``jobdir`` on this node - this launcher's child or one started by any
+        other (``LocalExecutor.find_agent``: agent.pid, else /proc) - with what it started; False: none."""
+        from opensage.executors.local import LocalExecutor
+
+        local = LocalExecutor(self.python)
+        proc = self.procs.pop(jobdir, None)
+        self.gpu_ids.pop(jobdir, None)
+        if proc is not None and proc.poll() is None:
+            local.adopt(str(proc.pid), Path(jobdir))
+            local.kill_job(str(proc.pid), Path(jobdir))  # its group and the job's user
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log.warning("ray: the agent of %s did not end within 10 s of SIGKILL", jobdir)
+            local.end_agent_in(Path(jobdir))  # one the killed agent's group did not hold
+            return True
+        return local.end_agent_in(Path(jobdir))
+
     # -- endpoint replicas (executors/ray_replicas.py): the model server runs here, bound to this node's address
     def _replica_manager(self) -> Any:
         if self._replicas is None:
@@ -317,6 +336,22 @@ class RayExecutor:
         waited = time.monotonic() - group.since
         self._try_launch(group, spec.host_index, wait=max(0.0, LAUNCH_WAIT_SECONDS - waited))
         return f"{HANDLE_PREFIX}{group.name}-{spec.host_index}"
+
+    def end_agent_in(self, jobdir: Path) -> bool:
+        """End an agent working in ``jobdir`` that no handle was recorded for, on whichever node runs it (every
+        live node's launcher looks on its node; a local-executor platform's agent is looked for here)."""
+        import ray
+
+        jobdir = Path(jobdir).resolve()
+        found = self._local.end_agent_in(jobdir)
+        self.connect()
+        launchers = [self._launcher(n["NodeID"]) for n in ray.nodes() if n.get("Alive")]
+        for launcher in launchers:
+            try:
+                found = bool(ray.get(launcher.end_agent.remote(str(jobdir)), timeout=CALL_TIMEOUT + 15)) or found
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+                log.warning("ray: could not look for an agent of %s on a node", jobdir)
+        return found
 
     def adopt(self, handle: str, jobdir: Path) -> None:
         """A handle from an earlier control plane: remember its job dir."""

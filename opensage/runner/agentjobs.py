@@ -160,25 +160,15 @@ class AgentJobReconciler(ReconcileLoop):
         """Before a launch deletes ``root``: a control plane killed between submitting this job's agents and
         saving their handles left the row saying "not launched" while the agents run in root's host
         directories. Deleting their files and starting second agents would run the job twice at once in the
-        same directories (the old agent's result could conclude the new launch), so they are killed first, with
-        the processes they started, and the launch starts the job afresh."""
-        find = getattr(self.executor, "find_agent", None)
-        if find is None or not root.is_dir():
+        same directories (the old agent's result could conclude the new launch), so the executor ends them
+        first (``end_agent_in``: the agent, what it started, waited for), and the launch starts afresh."""
+        end = getattr(self.executor, "end_agent_in", None)
+        if end is None or not root.is_dir():
             return
-        found = [(handle, d) for d in sorted(p for p in root.iterdir() if p.is_dir())
-                 if (handle := find(d)) is not None]
-        if not found:
-            return
-        log.warning("%s: %d agent(s) of an unrecorded launch still ran in %s; killing them before the launch",
-                    self.KIND, len(found), root)
-        adopt = getattr(self.executor, "adopt", None)
-        if adopt is not None:
-            for handle, jobdir in found:
-                adopt(handle, jobdir)
-        self._kill_leftovers([h for h, _ in found], [d for _, d in found])  # the agents' groups and job users
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and any(self.executor.is_running(h) for h, _ in found):
-            time.sleep(0.05)
+        ended = [d for d in sorted(p for p in root.iterdir() if p.is_dir()) if end(d)]
+        if ended:
+            log.warning("%s: ended %d agent(s) of an unrecorded launch still running in %s before the launch",
+                        self.KIND, len(ended), root)
 
     def _ingest_to_end(self, job: Resource) -> Resource:
         """Every line the agents wrote, once all their results are in: an agent writes its result last, so

@@ -278,6 +278,52 @@ def test_create_training_job_on_ray_executor_placed_completed_and_adopted_after_
         stop_platform(p2)
 
 
+_UNRECORDED_LAUNCH = r"""
+import json, os, sys, time
+from pathlib import Path
+from opensage.executors.instance_types import InstanceTypes
+from opensage.executors.ray import RayExecutor
+from opensage.runner.jobspec import JobSpec, ObjectStoreSpec
+
+address, root, types = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+jobdir = root / "unrecorded" / "algo-1"
+(jobdir / "ml" / "input" / "config").mkdir(parents=True)
+(root / "store" / "bkt").mkdir(parents=True)
+JobSpec(job_name="unrecorded", job_arn="arn:aws:sagemaker:us-east-1:000000000000:training-job/unrecorded",
+        kind="training", command=[sys.executable, "-c", "import time; print('started', flush=True); time.sleep(300)"],
+        environment={}, channels=[], object_store=ObjectStoreSpec(f"file://{root / 'store'}"),
+        model_s3_uri="s3://bkt/out/model.tar.gz", output_s3_uri="s3://bkt/out/output.tar.gz").write(jobdir)
+namespace = "osr-unrecorded"
+first = RayExecutor(address, namespace, InstanceTypes.load(types))
+handle = first.submit(jobdir)  # the control plane that submits this dies before saving the handle
+log = jobdir / "logs" / "algo-1.log"
+deadline = time.time() + 90
+while not (log.exists() and b"started" in log.read_bytes()):
+    assert time.time() < deadline, "the job never started"
+    time.sleep(0.1)
+pid = int((jobdir / "agent.pid").read_text().split()[0])
+second = RayExecutor(address, namespace, InstanceTypes.load(types))  # the next control plane: no handle
+ended = second.end_agent_in(jobdir)
+gone = not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+print(json.dumps({"ended": ended, "agent_gone": gone, "running": first.is_running(handle),
+                  "again": second.end_agent_in(jobdir)}))
+first.kill(handle)
+"""
+
+
+def test_agent_of_a_launch_no_handle_was_recorded_for_is_ended_on_its_ray_node(ray_cluster, tmp_path):
+    """A control plane killed between submitting a job's agent to Ray and saving its handle: the next one, about
+    to launch the job again, asks every node's launcher to end that agent first (without it, the relaunch
+    deleted the job's files under the running agent, and the launcher refused to start a second one for the
+    same directory, so the old agent's result concluded the new launch)."""
+    types = tmp_path / "instance-types.json"
+    types.write_text(json.dumps(INSTANCE_TYPES))
+    out = _ray_driver(ray_cluster, _UNRECORDED_LAUNCH, str(tmp_path), str(types))
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"ended": True, "agent_gone": True, "running": False, "again": False}, result
+
+
 def test_create_training_job_larger_than_cluster_waits_with_insufficient_capacity_then_stops(ray_cluster,
                                                                                            tmp_path):
     home = tmp_path / "home"
