@@ -164,22 +164,19 @@ class _NodeLauncher:
 
     def end_agent(self, jobdir: str) -> bool:
         """End the agent working in ``jobdir`` on this node - this launcher's child or one started by any
-        other (``LocalExecutor.find_agent``: agent.pid, else /proc) - with what it started; False: none."""
+        other - with what it started (``LocalExecutor.end_agent_in``); False: none. A child of this launcher
+        is reaped, so a later ``start`` of the dir is not refused."""
         from opensage.executors.local import LocalExecutor
 
-        local = LocalExecutor(self.python)
+        found = LocalExecutor(self.python).end_agent_in(Path(jobdir))
         proc = self.procs.pop(jobdir, None)
         self.gpu_ids.pop(jobdir, None)
-        if proc is not None and proc.poll() is None:
-            local.adopt(str(proc.pid), Path(jobdir))
-            local.kill_job(str(proc.pid), Path(jobdir))  # its group and the job's user
+        if proc is not None:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 log.warning("ray: the agent of %s did not end within 10 s of SIGKILL", jobdir)
-            local.end_agent_in(Path(jobdir))  # one the killed agent's group did not hold
-            return True
-        return local.end_agent_in(Path(jobdir))
+        return found
 
     # -- endpoint replicas (executors/ray_replicas.py): the model server runs here, bound to this node's address
     def _replica_manager(self) -> Any:
