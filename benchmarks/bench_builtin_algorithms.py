@@ -516,13 +516,26 @@ _ROOTS: dict[str, Path] = {}
 
 
 def direct_root(case: Case) -> Path:
-    """An /opt/ml tree with the case's channels (the tests' ``ml_root``), written once per algorithm."""
+    """An /opt/ml tree with the case's channels (the tests' ``ml_root``), written once per algorithm; recordIO
+    channels hold the objects ``upload`` puts in S3 (two shards, ``dense_recordio``'s bytes), so the job and
+    the algorithm alone read the same files."""
     from tests.algorithms.firstparty_support import ml_root
 
     if case.key not in _ROOTS:
         tmp = _tempdir()
-        _ROOTS[case.key] = ml_root(tmp, case.hyperparameters, {c: v for c, (_, v) in case.channels.items()},
-                                   {c: {"ContentType": ct} for c, (ct, _) in case.channels.items()})
+        _ROOTS[case.key] = root = ml_root(tmp, case.hyperparameters, {c: b"" for c in case.channels},
+                                          {c: {"ContentType": ct} for c, (ct, _) in case.channels.items()})
+        for channel, (_, value) in case.channels.items():
+            directory = root / "input" / "data" / channel
+            (directory / "part-0").unlink()
+            if isinstance(value, bytes):
+                (directory / "part-0").write_bytes(value)
+                continue
+            features, labels = value
+            half = features.shape[0] // 2
+            for i, (lo, hi) in enumerate(((0, half), (half, features.shape[0]))):
+                (directory / f"matrix_{i}.pbr").write_bytes(
+                    dense_recordio(features[lo:hi], None if labels is None else labels[lo:hi]))
     return _ROOTS[case.key]
 
 
@@ -544,6 +557,58 @@ def run_direct(case: Case) -> dict[str, Any]:
         raise RuntimeError(f"direct {case.name} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
     metric = case.job_metric(quality_metrics(done.stdout), root / "model")
     return {"wall": wall, "cpu": xgbbench._children_cpu() - cpu0, "metric": metric}
+
+
+# The job's algorithm without the platform, as a zygote runs it: a helper process imports what the zygote
+# preloads (untimed), then forks a child that runs the module as __main__ on the local /opt/ml tree; the child
+# is timed from the fork to its exit (wall, and its CPU from wait4).
+FORKED_HELPER = r"""
+import json, os, runpy, sys, time
+from opensage.runner import zygote
+module, root, log = sys.argv[1], sys.argv[2], sys.argv[3]
+zygote.preload(module)
+os.environ.update(SAGEMAKER_BASE_DIR=root, PYTHONUNBUFFERED="1")
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    zygote._fresh_process_state()
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = zygote._exit_status(exc)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps({"wall": time.perf_counter() - t0, "cpu": usage.ru_utime + usage.ru_stime,
+                  "code": os.waitstatus_to_exitcode(status)}))
+"""
+
+
+def run_forked(case: Case) -> dict[str, Any]:
+    """The algorithm alone, as the job's zygote child runs it but without the platform (no agent, S3 delivery,
+    sandbox or upload): forked from a process with the zygote's imports done, reading local files (the page
+    cache). job - this = what the platform adds; this / reference = the algorithm against its reference."""
+    from tests.algorithms.firstparty_support import quality_metrics
+
+    root = direct_root(case)
+    shutil.rmtree(root / "model", ignore_errors=True)
+    (root / "model").mkdir()
+    log = root / "forked.log"
+    done = subprocess.run([sys.executable, "-c", FORKED_HELPER, f"opensage.algorithms.{case.module}.train",
+                           str(root), str(log)], capture_output=True, text=True, cwd=common.REPO)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"forked {case.name} failed: {done.stderr[-2000:]}")
+    timing = json.loads(done.stdout.strip().splitlines()[-1])
+    output = log.read_text()
+    if timing["code"] != 0:
+        raise RuntimeError(f"forked {case.name} exited {timing['code']}: {output[-2000:]}")
+    return {"wall": timing["wall"], "cpu": timing["cpu"],
+            "metric": case.job_metric(quality_metrics(output), root / "model")}
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -584,7 +649,7 @@ def import_time(module: str) -> float:
 
 def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
         zygotes: str = "compare", scales: dict[str, float] | None = None, pca_features: int = 50,
-        direct: bool = True, small_warmup: bool = False) -> dict[str, Any]:
+        direct: bool = True, small_warmup: bool = False, forked: bool = False) -> dict[str, Any]:
     import sklearn.cluster  # noqa: F401  (imported before timing: the references exclude import time)
     import sklearn.decomposition  # noqa: F401
     import sklearn.ensemble  # noqa: F401
@@ -618,6 +683,9 @@ def run(repeats: int, scale: float, only: set[str] | None, platform: str = "up",
             runners: dict[str, Callable[[], dict[str, Any]]] = {"reference": lambda c=case: run_reference(c)}
             if direct:  # --no-direct: skip the platform-less algorithm process (saves a run per round at scale)
                 runners["direct"] = lambda c=case: run_direct(c)
+            if forked:  # --forked: the algorithm alone as a zygote child runs it, local files
+                row["forked"] = []
+                runners["forked"] = lambda c=case: run_forked(c)
             warm = case  # the untimed warm-up jobs: the case itself, or its small twin (--small-warmup)
             if small_warmup:
                 twins = cases(1.0, {case.key}, None, pca_features)  # lda's block also builds ntm
@@ -659,6 +727,8 @@ def _fmt(v: float) -> str:
 
 def markdown(r: dict[str, Any]) -> str:
     compare = r.get("zygotes") == "compare"
+    forked = any(a.get("forked") for a in r["algorithms"])
+    alone_head = " algorithm alone wall s | alone ÷ reference | job − alone s |" if forked else ""
     rows = [
         f"Platform: {'`opensage up` (SeaweedFS S3)' if r['platform'] == 'up' else 'in-process control plane (tests/conftest.py start_server, file:// object store; real agent and algorithm processes)'}. "
         f"{r['repeats']} rotating round(s) per algorithm: medians; wall seconds with every run in brackets. "
@@ -669,18 +739,22 @@ def markdown(r: dict[str, Any]) -> str:
            "path before them); *after* = a platform with zygotes on, its zygote warmed by untimed jobs (each side "
            "gets the same untimed jobs first); both platforms open at once, rounds interleaved. " if compare else "")
         + "Direct process = `python -m opensage.algorithms.<m>.train` on a local /opt/ml tree (a fresh algorithm "
-        "process without the platform).",
+        "process without the platform)."
+        + (" Algorithm alone = the same module run in a child forked from a process with the zygote's imports done "
+           "(as the job's zygote child runs it), on a local /opt/ml tree holding the job's objects (page cache): no "
+           "agent, S3 delivery, sandbox or upload; ÷ reference is the algorithm against its reference, job − alone "
+           "what the platform adds." if forked else ""),
         "",
     ]
     if compare:
         rows += ["| algorithm | data | reference | reference wall s | job wall s before (fresh process) | ratio before "
-                 "| job wall s after (zygote) | ratio after | job CPU s before / after | direct process wall s | "
-                 "quality: reference / job | load (1 min) |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                 "| job wall s after (zygote) | ratio after | job CPU s before / after | direct process wall s |"
+                 + alone_head + " quality: reference / job | load (1 min) |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * (3 if forked else 0)]
     else:
         rows += ["| algorithm | data | reference | reference wall s | job wall s (create→Completed) | ratio | "
-                 "job CPU s | direct process wall s | quality: reference / job | load (1 min) |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+                 "job CPU s | direct process wall s |" + alone_head + " quality: reference / job | load (1 min) |",
+                 "|---|---|---|---|---|---|---|---|---|---|" + "---|" * (3 if forked else 0)]
     for a in r["algorithms"]:
         ref, job = a["reference"], a["job"]
         cells = [a["name"], a["data"], a["reference_name"], xgbbench._cell(ref, "wall").split(" |")[0]]
@@ -694,8 +768,14 @@ def markdown(r: dict[str, Any]) -> str:
         else:
             cells += [xgbbench._cell(job, "wall").split(" |")[0], f"{_median(job, 'wall') / _median(ref, 'wall'):.2f}×",
                       f"{_median(job, 'job_cpu'):.2f}"]
-        cells += [f"{_median(a['direct'], 'wall'):.2f}" if a["direct"] else "—",
-                  f"{a['metric']}: {_fmt(_median(ref, 'metric'))} / {_fmt(_median(job, 'metric'))}",
+        cells += [f"{_median(a['direct'], 'wall'):.2f}" if a["direct"] else "—"]
+        if forked:
+            alone = a.get("forked") or []
+            cells += [xgbbench._cell(alone, "wall").split(" |")[0] if alone else "—",
+                      f"{_median(alone, 'wall') / _median(ref, 'wall'):.2f}×" if alone else "—",
+                      f"{_median(job, 'wall') - _median(alone, 'wall'):.2f}" if alone else "—"]
+        cells += [f"{a['metric']}: {_fmt(_median(ref, 'metric'))} / {_fmt(_median(job, 'metric'))}"
+                  + (f" / alone {_fmt(_median(a['forked'], 'metric'))}" if a.get("forked") else ""),
                   f"{a['loadavg'][0]:.1f}"]
         rows.append("| " + " | ".join(cells) + " |")
     rows += [
@@ -751,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pca-features", type=int, default=50, help="pca's data width (columns)")
     ap.add_argument("--no-direct", action="store_true",
                     help="skip the direct algorithm process (python -m ...train without the platform)")
+    ap.add_argument("--forked", action="store_true",
+                    help="also time the algorithm alone: forked from a process with the zygote's imports, local "
+                         "files (job - forked = what the platform adds)")
     ap.add_argument("--small-warmup", action="store_true",
                     help="the untimed warm-up jobs (zygote start) on the default-size (scale 1) twin of each data set")
     ap.add_argument("--only", help="comma-separated image names (linear-learner,kmeans,...)")
@@ -773,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         scales = {name: float(f) for name, _, f in (x.partition("=") for x in args.scale_of.split(",") if x)}
         result = run(args.repeats, args.scale, set(args.only.split(",")) if args.only else None, args.platform,
                      args.zygotes, scales, args.pca_features, not args.no_direct,
-                     args.small_warmup)
+                     args.small_warmup, args.forked)
     print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))

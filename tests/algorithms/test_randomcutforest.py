@@ -93,6 +93,82 @@ def test_score_point_cut_off_at_root_is_log2_sample_size():
     assert near.max() < far and near.min() > 0
 
 
+def _score_by_definition(model, x):
+    """One row's score, tree by tree and node by node as the score is defined (AWS's random-cut-forest
+    library): the leaf's score, then backed up to the root through each node's separation probability."""
+    total = 0.0
+    for root, mass in zip(model.roots, model.tree_mass, strict=True):
+        path, node = [int(root)], int(root)
+        while model.left[node] >= 0:
+            node = int(model.left[node] if x[model.dim[node]] <= model.cut[node] else model.right[node])
+            path.append(node)
+        depth, leaf_mass = len(path) - 1, float(model.mass[node])
+        if np.all(x == model.low[node]):
+            score = (1.0 - leaf_mass / (2.0 * float(model.mass[root]))) / (depth + math.log2(leaf_mass + 1.0))
+        else:
+            score = 1.0 / (depth + 1.0)
+        for level in range(depth - 1, -1, -1):
+            at = path[level]
+            old = float((model.high[at] - model.low[at]).sum())
+            new = float((np.maximum(model.high[at], x) - np.minimum(model.low[at], x)).sum())
+            prob = 1.0 - old / new if new > 0 else 0.0
+            score = prob / (level + 1.0) + (1.0 - prob) * score
+        total += score * math.log2(float(mass) + 1.0)
+    return total / len(model.roots)
+
+
+def test_scores_of_all_trees_at_once_equal_the_definition_row_by_row(monkeypatch):
+    """Forest.score walks every (row, tree) pair at once and stops backing a pair up at the first box that
+    holds its row: the scores equal the definition's for training rows (seen leaves), shifted rows, rows far
+    outside every box and rows outside in one dimension only, whatever the block size."""
+    from opensage.algorithms.randomcutforest import forest
+
+    X, _ = _with_anomalies(n=600, anomalies=6, seed=3)
+    model = forest.build(X, 20, 64, seed=1)
+    one_dim_out = np.array(X[:5], dtype=np.float64)
+    one_dim_out[:, 2] = 50.0
+    rows = np.vstack([X[:40], X[:30] + 0.3, np.full((2, 5), -1e6), one_dim_out]).astype(np.float64)
+    expected = np.array([_score_by_definition(model, row) for row in rows])
+    assert model.score(rows) == pytest.approx(expected, rel=1e-12)
+    monkeypatch.setattr(forest, "PAIRS", 7 * len(model.roots))  # blocks of 7 rows
+    assert model.score(rows) == pytest.approx(expected, rel=1e-12)
+    assert model.score(rows[3:4])[0] == pytest.approx(expected[3], rel=1e-12)
+
+
+def test_built_trees_hold_the_random_cut_invariants():
+    """forest.build grows every tree a level at a time: each node's box is exactly its points' box (its
+    children's boxes together), its mass its children's, its cut inside its box and between its children; a
+    leaf holds equal points only; each tree holds its sample; and a cut's dimension is drawn in proportion to
+    its span (two dimensions spanning 9:1, over 4,000 roots)."""
+    from opensage.algorithms.randomcutforest import forest
+
+    X, _ = _with_anomalies(n=500, anomalies=5, seed=4)
+    X = np.vstack([X, X[:50]])  # duplicates: leaves of more than one point
+    model = forest.build(X, 30, 128, seed=2)
+    assert list(model.roots) == list(range(30)) and set(model.tree_mass) == {128}
+    inner = np.flatnonzero(model.left >= 0)
+    left, right = model.left[inner], model.right[inner]
+    assert np.array_equal(right, left + 1)
+    assert np.array_equal(model.mass[left] + model.mass[right], model.mass[inner])
+    assert np.array_equal(np.minimum(model.low[left], model.low[right]), model.low[inner])
+    assert np.array_equal(np.maximum(model.high[left], model.high[right]), model.high[inner])
+    rows, dims, cuts = np.arange(len(inner)), model.dim[inner], model.cut[inner]
+    assert np.all(model.low[inner][rows, dims] <= cuts) and np.all(cuts < model.high[inner][rows, dims])
+    assert np.all(model.high[left][rows, dims] <= cuts) and np.all(model.low[right][rows, dims] > cuts)
+    leaves = np.flatnonzero(model.left < 0)
+    assert np.array_equal(model.low[leaves], model.high[leaves]) and np.all(model.right[leaves] == -1)
+    assert model.mass[leaves].sum() == 30 * 128
+    for leaf in leaves[:200]:  # a leaf's point is a row of the data
+        assert np.any(np.all(X == model.low[leaf], axis=1))
+
+    rng = np.random.default_rng(0)
+    wide = np.c_[rng.uniform(0, 9, 400), rng.uniform(0, 1, 400)]
+    roots = forest.build(wide, 4000, 64, seed=5)
+    span = roots.high[roots.roots] - roots.low[roots.roots]
+    expected = float(np.mean(span[:, 0] / span.sum(axis=1)))  # ~0.9 (each root's own sample's box)
+    assert float(np.mean(roots.dim[roots.roots] == 0)) == pytest.approx(expected, abs=0.02)  # > 4 sd
+
+
 def test_train_bad_hyperparameters_fail_naming_them(tmp_path):
     X, _ = _with_anomalies(n=200, anomalies=0)
     root = ml_root(tmp_path, {"feature_dim": 5, "num_trees": 10}, {"train": (X, None)})
