@@ -169,6 +169,21 @@ def test_built_trees_hold_the_random_cut_invariants():
     assert float(np.mean(roots.dim[roots.roots] == 0)) == pytest.approx(expected, abs=0.02)  # > 4 sd
 
 
+def test_a_model_whose_children_are_not_adjacent_is_refused_at_load():
+    """The walk takes a node's right child as left + 1 (as both builders ever used numbered them): a model file
+    that breaks it is refused, not scored wrong."""
+    from opensage.algorithms.randomcutforest import forest
+
+    X, _ = _with_anomalies(n=300, anomalies=0)
+    arrays = forest.build(X, 3, 32, seed=0).arrays()
+    forest.Forest.from_arrays(arrays)
+    inner = int(np.flatnonzero(arrays["left"] >= 0)[0])
+    arrays["right"] = arrays["right"].copy()
+    arrays["right"][inner] += 1
+    with pytest.raises(ValueError, match="right child"):
+        forest.Forest.from_arrays(arrays)
+
+
 def test_train_bad_hyperparameters_fail_naming_them(tmp_path):
     X, _ = _with_anomalies(n=200, anomalies=0)
     root = ml_root(tmp_path, {"feature_dim": 5, "num_trees": 10}, {"train": (X, None)})

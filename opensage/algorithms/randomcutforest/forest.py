@@ -29,6 +29,11 @@ class Forest:
     roots: np.ndarray
     tree_mass: np.ndarray
 
+    def __post_init__(self) -> None:
+        inner = self.left >= 0
+        if not np.array_equal(self.right[inner], self.left[inner] + 1):  # both builders ever used made them so
+            raise ValueError("random cut forest: a node's right child must follow its left child")
+
     def arrays(self) -> dict[str, np.ndarray]:
         return dict(self.__dict__)
 
@@ -51,7 +56,10 @@ class Forest:
         level's numpy calls cover all trees, and only the pairs still above their leaf (one call per level and
         tree took ~57 ms for a single row of 100 trees: a served request)."""
         trees = len(self.roots)
+        X = np.ascontiguousarray(X)
+        values, width = X.ravel(), X.shape[1]
         pair_row = np.repeat(np.arange(len(X)), trees)
+        pair_at = pair_row * width  # a pair's row in ``values``
         node = np.tile(self.roots, len(X))
         # levels[l] = (pairs whose node at depth l is inner, that node): exactly the pairs the score backs up
         # through at level l
@@ -59,13 +67,13 @@ class Forest:
         alive = np.arange(len(node))
         while alive.size:
             at = node[alive]
-            inner = self.left[at] >= 0
-            alive, at = alive[inner], at[inner]
+            child = self.left[at]
+            inner = child >= 0
+            alive, at, child = alive[inner], at[inner], child[inner]
             if not alive.size:
                 break
             levels.append((alive, at))
-            go_left = X[pair_row[alive], self.dim[at]] <= self.cut[at]
-            node[alive] = np.where(go_left, self.left[at], self.right[at])
+            node[alive] = child + (values[pair_at[alive] + self.dim[at]] > self.cut[at])  # right = left + 1
         depth = np.zeros(len(node), dtype=np.int64)
         for alive, _ in levels:
             depth[alive] += 1
