@@ -6,7 +6,7 @@ test rows) and what a served request does (score a few rows), in this process, o
 ``--repeats`` wall seconds per row count. Compare two trees by running this from a worktree of each (``cd`` into
 it: ``PYTHONPATH`` alone would import the main tree's package first).
 
-    .venv/bin/python benchmarks/bench_rcf_forest.py [--trees 100] [--samples 256] [--rows 10000]
+    .venv/bin/python benchmarks/bench_rcf_forest.py [--trees 100] [--samples 256] [--rows 10000] [--features 5]
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trees", type=int, default=100)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--rows", type=int, default=10000)
+    ap.add_argument("--features", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
-    X, _ = _with_anomalies(n=args.rows, anomalies=args.rows // 100)
+    X, _ = _with_anomalies(n=args.rows, dims=args.features, anomalies=args.rows // 100)
     X = X.astype(np.float64)
     load = os.getloadavg()
     builds = []
@@ -40,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         model = forest.build(X, args.trees, args.samples, seed=0)
         builds.append(time.perf_counter() - started)
-    rows = ["| what | wall s (best of {}) |".format(args.repeats), "|---|---|",
-            f"| build {args.trees} trees × {args.samples} samples | {min(builds):.3f} |"]
+    rows = [f"| what | wall s (best of {args.repeats}) |", "|---|---|",
+            f"| build {args.trees} trees × {args.samples} samples, {args.features} features | {min(builds):.3f} |"]
     for n in (1, 10, 2000, len(X)):
         times = []
         for _ in range(args.repeats):

@@ -130,22 +130,28 @@ def test_scores_of_all_trees_at_once_equal_the_definition_row_by_row(monkeypatch
     rows = np.vstack([X[:40], X[:30] + 0.3, np.full((2, 5), -1e6), one_dim_out]).astype(np.float64)
     expected = np.array([_score_by_definition(model, row) for row in rows])
     assert model.score(rows) == pytest.approx(expected, rel=1e-12)
-    monkeypatch.setattr(forest, "PAIRS", 7 * len(model.roots))  # blocks of 7 rows
+    monkeypatch.setattr(forest, "SCORE_VALUES", 7 * len(model.roots) * 5)  # blocks of 7 rows
     assert model.score(rows) == pytest.approx(expected, rel=1e-12)
     assert model.score(rows[3:4])[0] == pytest.approx(expected[3], rel=1e-12)
 
 
-def test_built_trees_hold_the_random_cut_invariants():
-    """forest.build grows every tree a level at a time: each node's box is exactly its points' box (its
-    children's boxes together), its mass its children's, its cut inside its box and between its children; a
-    leaf holds equal points only; each tree holds its sample; and a cut's dimension is drawn in proportion to
-    its span (two dimensions spanning 9:1, over 4,000 roots)."""
+@pytest.mark.parametrize("build_values", [None, 3 * 128 * 5], ids=["all trees at once", "three trees at a time"])
+def test_built_trees_hold_the_random_cut_invariants(monkeypatch, build_values):
+    """forest.build grows trees a level at a time, as many together as fit BUILD_VALUES: each node's box is
+    exactly its points' box (its children's boxes together), its mass its children's, its cut inside its box and
+    between its children; a leaf holds equal points only; each tree holds its sample; and a cut's dimension is
+    drawn in proportion to its span (two dimensions spanning 9:1, over 4,000 roots)."""
     from opensage.algorithms.randomcutforest import forest
 
+    if build_values is not None:
+        monkeypatch.setattr(forest, "BUILD_VALUES", build_values)
     X, _ = _with_anomalies(n=500, anomalies=5, seed=4)
     X = np.vstack([X, X[:50]])  # duplicates: leaves of more than one point
     model = forest.build(X, 30, 128, seed=2)
-    assert list(model.roots) == list(range(30)) and set(model.tree_mass) == {128}
+    children = np.r_[model.left[model.left >= 0], model.right[model.right >= 0]]
+    assert len(set(model.roots)) == 30 and not np.isin(model.roots, children).any()
+    assert len(children) + 30 == len(model.mass) and len(set(children)) == len(children)  # a node, one parent
+    assert set(model.tree_mass) == {128} and np.all(model.mass[model.roots] == 128)
     inner = np.flatnonzero(model.left >= 0)
     left, right = model.left[inner], model.right[inner]
     assert np.array_equal(right, left + 1)
