@@ -135,8 +135,9 @@ def test_scores_of_all_trees_at_once_equal_the_definition_row_by_row(monkeypatch
     assert model.score(rows[3:4])[0] == pytest.approx(expected[3], rel=1e-12)
 
 
-@pytest.mark.parametrize("build_values", [None, 3 * 128 * 5], ids=["all trees at once", "three trees at a time"])
-def test_built_trees_hold_the_random_cut_invariants(monkeypatch, build_values):
+@pytest.mark.parametrize(("build_values", "reduceat_max_width"), [(None, None), (3 * 128 * 5, None), (None, 0)],
+                         ids=["all trees at once", "three trees at a time", "boxes by padded blocks"])
+def test_built_trees_hold_the_random_cut_invariants(monkeypatch, build_values, reduceat_max_width):
     """forest.build grows trees a level at a time, as many together as fit BUILD_VALUES: each node's box is
     exactly its points' box (its children's boxes together), its mass its children's, its cut inside its box and
     between its children; a leaf holds equal points only; each tree holds its sample; and a cut's dimension is
@@ -145,6 +146,8 @@ def test_built_trees_hold_the_random_cut_invariants(monkeypatch, build_values):
 
     if build_values is not None:
         monkeypatch.setattr(forest, "BUILD_VALUES", build_values)
+    if reduceat_max_width is not None:  # the path of rows wider than REDUCEAT_MAX_WIDTH
+        monkeypatch.setattr(forest, "REDUCEAT_MAX_WIDTH", reduceat_max_width)
     X, _ = _with_anomalies(n=500, anomalies=5, seed=4)
     X = np.vstack([X, X[:50]])  # duplicates: leaves of more than one point
     model = forest.build(X, 30, 128, seed=2)
