@@ -147,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(home, ignore_errors=True)
     print("\n".join(out))
-    print(f"Load average (1/5/15 min) before / after: {' '.join(f'{x:.2f}' for x in load)} / "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}. Command: `.venv/bin/python "
-          f"benchmarks/bench_channel_download.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
+    print(common.load_and_command(load, "bench_channel_download.py", argv))
     return 0
 
 

@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import bench_training_start as common  # noqa: E402  (report helpers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - started)
         rows.append(f"| score {n:,} rows | {min(times):.4f} |")
     print("\n".join(rows))
-    print(f"\n{len(model.mass):,} nodes. Load average (1/5/15 min) before / after: {' '.join(f'{x:.2f}' for x in load)} / "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}. Command: `.venv/bin/python benchmarks/bench_rcf_forest.py "
-          f"{' '.join(argv if argv is not None else sys.argv[1:])}`")
+    print(f"\n{len(model.mass):,} nodes. {common.load_and_command(load, 'bench_rcf_forest.py', argv)}")
     return 0
 
 

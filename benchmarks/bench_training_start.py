@@ -503,6 +503,13 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def load_and_command(load_before: tuple[float, ...], script: str, argv: list[str] | None) -> str:
+    """The footer of a report: load averages before / after and the command that produced it."""
+    args = " ".join(argv if argv is not None else sys.argv[1:])
+    return (f"Load average (1/5/15 min) before / after: {' '.join(f'{x:.2f}' for x in load_before)} / "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}. Command: `.venv/bin/python benchmarks/{script} {args}`")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--platform", choices=("up", "inproc", "both"), default="up")

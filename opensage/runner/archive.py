@@ -121,14 +121,15 @@ def make_tar_gz(src_dir: Path, dest_file: Path, within: Path | None = None) -> i
     return count
 
 
-# Level 1, not tarfile's 9 nor gzip's own 6: a 6 MB model took 3.2 s at 9 and 0.26 s at 6 for an archive
-# within 1% of the size; a random cut forest's 6 MB of float64 boxes 0.37 s at 6 and 0.09 s at 1 (43% of the
-# size instead of 39%), an XGBoost model's JSON 3.5x faster at 1 for 21% of the size instead of 17%: on a job's
-# path the seconds count, a few percent of a local object's size do not. Model weights (float arrays) hardly compress and zlib is slow on them at any level: a
-# kNN model (9 MB: float32 points, compressible labels) took 0.47-0.53 s at 6 for 11% smaller, 0.06 s stored
-# (measured on this project's 2-core VMs). So the archive is stored (gzip level 0: still gzip, read by every
-# reader, written at copy speed) when SAMPLES spread over the largest file compress to more than STORE_RATIO
-# at level 1: compression is kept where it saves a quarter or more (text, JSON, XGBoost's trees).
+# Level 1, not tarfile's 9 nor gzip's own 6: a 6 MB model took 3.2 s at 9 and 0.26 s at 6 for an archive within
+# 1% of the size; a random cut forest's 6 MB of float64 boxes 0.37 s at 6 and 0.09 s at 1 (43% of the size
+# instead of 39%), an XGBoost model's JSON 3.5x faster at 1 for 21% of the size instead of 17%: on a job's path
+# the seconds count, a few percent of a local object's size do not. Model weights (float arrays) hardly compress
+# and zlib is slow on them at any level: a kNN model (9 MB: float32 points, compressible labels) took 0.47-0.53
+# s at 6 for 11% smaller, 0.06 s stored (measured on this project's 2-core VMs). So the archive is stored (gzip
+# level 0: still gzip, read by every reader, written at copy speed) when SAMPLES spread over the largest file
+# compress to more than STORE_RATIO at level 1: compression is kept where it saves a quarter or more (text,
+# JSON, XGBoost's trees).
 GZIP_LEVEL = 1
 STORE_RATIO = 0.75
 SAMPLES, SAMPLE_BYTES = 8, 128 << 10
