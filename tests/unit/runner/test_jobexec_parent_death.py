@@ -4,8 +4,6 @@ restart to be adopted)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -18,8 +16,12 @@ from opensage.runner.sandbox import JOBEXEC
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 
 
-def _spawn_from_a_thread(extra: list[str]) -> int:
-    """Start ``jobexec [extra] -- sleep 30`` from a thread that ends right after; return its pid."""
+def _spawn_from_a_thread(extra: list[str]) -> subprocess.Popen:
+    """Start ``jobexec [extra] -- sleep 30`` from a thread that ends right after; return its Popen.
+
+    The caller keeps the Popen and polls it: a Popen dropped while its process runs joins subprocess's
+    ``_active`` list, and any later Popen in the worker (another test's leftover thread) reaps it, so a bare
+    ``os.waitpid`` on the pid fails with ECHILD (seen in CI)."""
     started: list[subprocess.Popen] = []
 
     def spawn() -> None:
@@ -29,28 +31,28 @@ def _spawn_from_a_thread(extra: list[str]) -> int:
     worker = threading.Thread(target=spawn)
     worker.start()
     worker.join()
-    return started[0].pid
+    return started[0]
 
 
-def _alive_after(pid: int, seconds: float) -> bool:
+def _alive_after(proc: subprocess.Popen, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
+        if proc.poll() is not None:
             return False
         time.sleep(0.05)
     return True
 
 
 def test_jobexec_command_dies_with_the_thread_that_spawned_it():
-    pid = _spawn_from_a_thread([])
-    assert not _alive_after(pid, 3)
+    proc = _spawn_from_a_thread([])
+    assert not _alive_after(proc, 3)
 
 
 def test_jobexec_outlive_parent_survives_the_spawning_thread():
-    pid = _spawn_from_a_thread(["--outlive-parent"])
+    proc = _spawn_from_a_thread(["--outlive-parent"])
     try:
-        assert _alive_after(pid, 1.5)
+        assert _alive_after(proc, 1.5)
+        assert proc.returncode is None
     finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        proc.kill()
+        proc.wait()
