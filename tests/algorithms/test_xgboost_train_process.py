@@ -153,6 +153,27 @@ def test_train_process_libsvm_is_default_content_type(tmp_path):
     assert result.stdout.startswith("[0]\ttrain-rmse:")
 
 
+def test_train_process_parquet_channels_label_first_column(tmp_path):
+    """application/x-parquet (SageMaker XGBoost 1.2+): the first column is the label, any numeric column type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    X, y = _breast_cancer()
+    root = tmp_path / "ml"
+    _write_config(root, {"num_round": "20", "objective": "binary:logistic", "eval_metric": "error"},
+                  {ch: {"ContentType": "application/x-parquet"} for ch in ("train", "validation")})
+    for channel, rows in (("train", slice(0, 450)), ("validation", slice(450, None))):
+        (root / "input" / "data" / channel).mkdir(parents=True)
+        columns = {"label": pa.array(y[rows].astype(np.int64))} | {f"f{i}": X[rows, i] for i in range(X.shape[1])}
+        pq.write_table(pa.table(columns), root / "input" / "data" / channel / "part-0.parquet")
+    result = _run(root)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert "\tvalidation-error:" in last and float(last.rsplit(":", 1)[1]) < 0.1, last
+    booster = load_booster(root / "model" / "xgboost-model")
+    assert booster.num_features() == X.shape[1]
+
+
 # ---------------------------------------------------------------------------------------------- streamed channels
 
 

@@ -216,7 +216,7 @@ def test_float32_columns_read_from_arrow_buffers_keep_values_and_nulls_across_ch
 
 def test_reading_csv_channels_does_not_import_pandas(tmp_path):
     """A job reads its CSV channel (label, weights, features; or features only) without pandas: importing it cost
-    every CSV job ~0.45 s (a zygote child has not imported it). (pyarrow.parquet's read_table imports it itself.)"""
+    every CSV job ~0.45 s (a zygote child has not imported it). (Parquet: the next test.)"""
     import subprocess
     import sys
 
@@ -230,6 +230,35 @@ a = read_channel("train", data_dir=Path({str(tmp_path)!r}), content_type="text/c
 b = read_channel("train", data_dir=Path({str(tmp_path)!r}), content_type="text/csv", require_labels=False)
 assert list(a.labels) == [1, 0] and list(a.weights[:1]) == [0.5] and np.isnan(a.weights[1]), a
 assert b.features.shape == (2, 4) and b.features[1, 2] == 4, b
+print("pandas" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
+def test_reading_parquet_channels_and_requests_does_not_import_pandas(tmp_path):
+    """Parquet channels (a path, and a whole file as Pipe mode reads it) and Parquet request bodies are read with
+    ``ParquetFile.read``: ``pyarrow.parquet.read_table`` imports pandas (~0.45 s in a zygote child)."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "train").mkdir()
+    pq.write_table(pa.table({"y": pa.array([1.0, 0.0]), "a": pa.array([2, 4]), "b": pa.array([3.5, 5.5])}),
+                   tmp_path / "train" / "a.parquet")
+    script = f"""
+import sys
+from pathlib import Path
+from opensage.algorithms.content import Source, _read_parquet_source, parse_payload, read_channel
+path = Path({str(tmp_path)!r}) / "train" / "a.parquet"
+a = read_channel("train", data_dir=path.parent.parent, content_type="application/x-parquet")
+assert list(a.labels) == [1, 0] and a.features.tolist() == [[2, 3.5], [4, 5.5]], a
+b = _read_parquet_source("train", Source(name="a.parquet", payload=path.read_bytes()))
+assert list(b.labels) == [1, 0] and b.features.tolist() == [[2, 3.5], [4, 5.5]], b
+assert parse_payload(path.read_bytes(), "application/x-parquet").tolist() == [[1, 2, 3.5], [0, 4, 5.5]]
 print("pandas" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
