@@ -67,6 +67,9 @@ class Settings:
     reconcile_interval: float = 0.2  # seconds between reconciler passes when idle
     stop_grace_seconds: int = 120
     serverless_idle_seconds: float = 300.0  # a serverless variant with no request for this long scales to zero
+    # An unpacked model (<home>/models) no endpoint or running transform uses, and not deployed for this long,
+    # is deleted (serving/model_cache.py); 0 keeps every one.
+    model_cache_idle_seconds: float = 3600.0
     # Where job agents run: "local" (subprocesses) or "ray" (a Ray cluster at ray_address; executors/ray.py).
     executor: str = "local"
     ray_address: str | None = None  # HOST:PORT of the cluster's GCS, or None = "auto" (this node's cluster)
@@ -139,6 +142,7 @@ class Settings:
             "s3_endpoint": env.get("OPENSAGE_S3_ENDPOINT"),
             "region": env.get("OPENSAGE_REGION", "us-east-1"),
             "serverless_idle_seconds": float(env.get("OPENSAGE_SERVERLESS_IDLE_SECONDS", "300")),
+            "model_cache_idle_seconds": float(env.get("OPENSAGE_MODEL_CACHE_IDLE_SECONDS", "3600")),
             "executor": env.get("OPENSAGE_EXECUTOR", "local"),
             "ray_address": env.get("OPENSAGE_RAY_ADDRESS"),
             "instance_types_file": Path(env["OPENSAGE_INSTANCE_TYPES"]) if env.get("OPENSAGE_INSTANCE_TYPES") else None,

@@ -59,6 +59,7 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
         self._known: set[str] = set()
         self._old_routes: dict[str, tuple[EndpointRoute | None, list[dict], float]] = {}
         self._stopper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="replica-stop")
+        self._next_model_collection = 0.0  # time.monotonic() of the next pass of _collect_staged_models
         # CloudWatch alarms (``firing(names) -> [(name, reason)]``) for AutoRollbackConfiguration; set by app.
         self.alarms: Any | None = None
 
@@ -86,7 +87,24 @@ class DeploymentReconciler(RollingMixin, ReconcileLoop):
             except Exception as e:
                 log.exception("endpoint %s: reconcile failed", ep.name)
                 self._fail(ep, f"InternalServerError: {type(e).__name__}: {e}")
+        self._collect_staged_models()
         return busy
+
+    def _collect_staged_models(self) -> None:
+        """Unpacked models nothing uses any more are deleted (serving/model_cache.py). Here, in the thread that
+        stages endpoints' models, so a directory is never staged for a fleet and removed before it is saved."""
+        idle = self.d.settings.model_cache_idle_seconds
+        now = time.monotonic()
+        if idle <= 0 or now < self._next_model_collection:
+            return
+        from opensage.serving import model_cache
+
+        self._next_model_collection = now + model_cache.interval(idle)
+        draining = [fleets for _route, fleets, _since in self._old_routes.values()]
+        try:
+            model_cache.collect(self.d.resources, self.d.settings.home, idle, extra=draining)
+        except Exception:  # noqa: BLE001 - housekeeping: endpoints go on; the next pass tries again
+            log.exception("removing unused staged models failed")
 
     # -- one endpoint --------------------------------------------------------------------------------
     def _reconcile(self, ep: Resource) -> bool:

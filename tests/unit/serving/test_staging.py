@@ -148,3 +148,102 @@ def test_staged_model_dir_https_and_s3_spellings_share_a_directory(tmp_path: Pat
     s3 = staged_model_dir(tmp_path, "s3://bucket1/job/model.tar.gz", "v1")
     assert staged_model_dir(tmp_path, "https://bucket1.s3.amazonaws.com/job/model.tar.gz", "v1") == s3
     assert staged_model_dir(tmp_path, "https://s3.us-east-1.amazonaws.com/bucket1/job/model.tar.gz", "v1") == s3
+
+
+# ---------------------------------------------------------------------------------------------- removing unused
+
+
+def _staged_versions(store: CountingFileStore, models: Path, url: str, key: str) -> tuple[Path, Path]:
+    store.put_bytes("bucket1", key, tar_gz({"weights": b"v1"}))
+    first = stage_model(store, models, url)
+    store.put_bytes("bucket1", key, tar_gz({"weights": b"v2"}))
+    return first, stage_model(store, models, url)
+
+
+def test_remove_unused_deletes_only_idle_directories_nothing_names(store: CountingFileStore,
+                                                                  tmp_path: Path) -> None:
+    """Re-training to one output path leaves a directory per version: those no fleet names, no running transform
+    stages from and not handed out for the idle time go, with their source files."""
+    import os
+    import time
+
+    from opensage.serving.staging import remove_unused
+
+    models = tmp_path / "models"
+    old, new = _staged_versions(store, models, URL, "job/output/model.tar.gz")
+    other_url = "s3://bucket1/other/model.tar.gz"
+    other_old, other_new = _staged_versions(store, models, other_url, "other/model.tar.gz")
+    empty = stage_model(store, models, None)
+    # Recently handed out: nothing goes, whatever names it.
+    assert remove_unused(models, in_use=set(), urls_in_use=set(), idle_seconds=60) == []
+    an_hour_ago = time.time() - 3600
+    for source in models.glob("*.source.json"):
+        os.utime(source, (an_hour_ago, an_hour_ago))
+    removed = remove_unused(models, in_use={new}, urls_in_use={other_url}, idle_seconds=60)
+    assert removed == [old]
+    assert not old.exists() and not Path(f"{old}.source.json").exists()
+    assert (new / "weights").read_bytes() == b"v2"
+    assert other_old.is_dir() and other_new.is_dir() and empty.is_dir()  # a running transform's URL: all kept
+    assert sorted(p.name for p in models.iterdir() if p.name.startswith(".")) == [".lock"]  # no trash left
+    # Handed out again (a cache hit) marks it used: kept for another idle time, then gone once unnamed.
+    assert stage_model(store, models, other_url) == other_new
+    assert remove_unused(models, in_use={new}, urls_in_use=set(), idle_seconds=60) == [other_old]
+    assert other_new.is_dir()
+    assert set(remove_unused(models, in_use=set(), urls_in_use=set(), idle_seconds=60, now=time.time() + 120)) == {
+        new, other_new}
+    assert empty.is_dir()
+    # A removed version is staged again when asked for (one more download, same place).
+    downloads = store.downloads
+    assert (stage_model(store, models, URL) / "weights").read_bytes() == b"v2"
+    assert store.downloads == downloads + 1
+
+
+def test_remove_unused_waits_for_a_stager_handing_out_the_directory(store: CountingFileStore,
+                                                                    tmp_path: Path) -> None:
+    """The decision and the rename happen under the exclusive lock a cache hit takes shared: a directory being
+    handed out (here: a process holding the shared lock) is not removed under it, and once handed out it is
+    recently used, so it stays."""
+    import fcntl
+    import os
+    import threading
+    import time
+
+    from opensage.serving.staging import remove_unused
+
+    models = tmp_path / "models"
+    store.put_bytes("bucket1", "job/output/model.tar.gz", tar_gz({"weights": b"v1"}))
+    staged = stage_model(store, models, URL)
+    old = time.time() - 3600
+    os.utime(f"{staged}.source.json", (old, old))
+    fd = os.open(models / ".lock", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a stager between "exists" and "mark used"
+    result: list[list[Path]] = []
+    collector = threading.Thread(target=lambda: result.append(
+        remove_unused(models, in_use=set(), urls_in_use=set(), idle_seconds=60)))
+    collector.start()
+    time.sleep(0.3)
+    assert collector.is_alive() and staged.is_dir()  # waiting for the lock
+    os.utime(f"{staged}.source.json")  # the stager marks it used, then lets go
+    os.close(fd)
+    collector.join(10)
+    assert result == [[]] and (staged / "weights").read_bytes() == b"v1"
+
+
+def test_remove_unused_handles_directories_without_source_file_by_their_mtime(tmp_path: Path) -> None:
+    """Directories staged by a release that wrote no source file: judged by their own mtime."""
+    import os
+    import time
+
+    from opensage.serving.staging import remove_unused
+
+    models = tmp_path / "models"
+    legacy = models / ("a" * 32)
+    legacy.mkdir(parents=True)
+    (legacy / "weights").write_bytes(b"x")
+    fresh = models / ("b" * 32)
+    fresh.mkdir()
+    old = time.time() - 7200
+    os.utime(legacy, (old, old))
+    assert remove_unused(models, in_use=set(), urls_in_use={"s3://bucket1/x"}, idle_seconds=3600) == [legacy]
+    assert fresh.is_dir() and not legacy.exists()
+    assert remove_unused(tmp_path / "missing", in_use=set(), urls_in_use=set(), idle_seconds=0) == []
