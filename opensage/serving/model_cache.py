@@ -11,6 +11,11 @@ this, each re-trained model stayed on disk for ever. In use is:
   stages in its own process, so which directory it got is not known here;
 - anything handed out within ``idle_seconds`` (a fleet being started, not yet saved).
 
+Multi-model caches (``<home>/plans/multi-model/<hash of the prefix>``, where a multi-model server stages its
+TargetModels) are removed whole once no endpoint names one, no running transform serves its prefix, and none
+of its models was handed out for ``idle_seconds``. Inside a cache still in use nothing is removed here: its
+servers know which models they hold.
+
 The deployment reconciler calls ``collect`` from its own thread (the one that stages endpoints' models), at
 most every ``interval(idle_seconds)``.
 """
@@ -24,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from opensage.runner.transform_worker import TRANSFORM_FILE
-from opensage.serving.plan import PIPELINE_FILE
-from opensage.serving.staging import remove_unused
+from opensage.serving.plan import MULTI_MODEL_CACHES, PIPELINE_FILE, multi_model_cache_dir
+from opensage.serving.staging import remove_idle_root, remove_unused
 from opensage.states import TABLES
 from opensage.store.resources import ResourceRepository
 
@@ -42,12 +47,18 @@ def interval(idle_seconds: float) -> float:
 
 
 def collect(resources: ResourceRepository, home: Path, idle_seconds: float, extra: Iterable[Any] = ()) -> list[Path]:
-    """Remove the staged model directories under ``<home>/models`` nothing uses (module docstring); return them."""
-    models_root = home / "models"
-    if not models_root.is_dir():
+    """Remove the staged model directories and multi-model caches nothing uses (module docstring); return them."""
+    models_root, plans = home / "models", home / "plans"
+    multi_model_root = plans / MULTI_MODEL_CACHES
+    if not models_root.is_dir() and not multi_model_root.is_dir():
         return []
     in_use, urls = in_use_by(resources, home, extra)
-    removed = remove_unused(models_root, in_use, urls, idle_seconds)
+    removed = remove_unused(models_root, in_use, urls, idle_seconds) if models_root.is_dir() else []
+    if multi_model_root.is_dir():
+        serving = in_use | {multi_model_cache_dir(plans, url) for url in urls}
+        for cache in sorted(multi_model_root.iterdir()):
+            if not cache.name.startswith(".") and cache not in serving and remove_idle_root(cache, idle_seconds):
+                removed.append(cache)
     if removed:
         log.info("removed %d unused staged model director%s: %s", len(removed), "y" if len(removed) == 1 else "ies",
                  ", ".join(p.name for p in removed))
@@ -55,16 +66,18 @@ def collect(resources: ResourceRepository, home: Path, idle_seconds: float, extr
 
 
 def in_use_by(resources: ResourceRepository, home: Path, extra: Iterable[Any] = ()) -> tuple[set[Path], set[str]]:
-    """(directories named by endpoints and ``extra``, S3 URLs of running transform jobs' models)."""
+    """(staged directories and multi-model caches named by endpoints and ``extra``, S3 URLs of running
+    transform jobs' models)."""
     models_root, pipelines_root = home / "models", home / "plans" / "pipelines"
+    multi_model_root = home / "plans" / MULTI_MODEL_CACHES
     endpoints = resources.in_status(ENDPOINT_KIND, tuple(TABLES[ENDPOINT_KIND][1]))
     in_use: set[Path] = set()
     for text in _strings([*(ep.state for ep in endpoints), *extra]):
         path = Path(text)
-        if path.parent == models_root:
+        if path.parent in (models_root, multi_model_root):
             in_use.add(path)
         elif path.parent == pipelines_root:
-            in_use.update(_pipeline_model_dirs(path / PIPELINE_FILE, models_root))
+            in_use.update(_pipeline_model_dirs(path / PIPELINE_FILE, (models_root, multi_model_root)))
     urls: set[str] = set()
     for job in resources.in_status(TRANSFORM_KIND, _RUNNING_TRANSFORM):
         sources: list[Any] = []
@@ -80,13 +93,13 @@ def in_use_by(resources: ResourceRepository, home: Path, extra: Iterable[Any] = 
     return in_use, urls
 
 
-def _pipeline_model_dirs(plan: Path, models_root: Path) -> Iterator[Path]:
+def _pipeline_model_dirs(plan: Path, roots: tuple[Path, ...]) -> Iterator[Path]:
     try:
         spec = json.loads(plan.read_text())
     except (OSError, ValueError):
         return
     for text in _strings(spec):
-        if Path(text).parent == models_root:
+        if Path(text).parent in roots:
             yield Path(text)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 PIPELINE_KIND = "pipeline"
 PIPELINE_FILE = "pipeline.json"
+MULTI_MODEL_CACHES = "multi-model"  # under a plan's work_root
 MULTI_MODEL_ENV = "OPENSAGE_MULTI_MODEL_URL"  # the S3 prefix a multi-model server loads TargetModels from
 MAX_LOADED_ENV = "OPENSAGE_MULTI_MODEL_MAX_LOADED"
 OBJECT_STORE_ENV = "OPENSAGE_OBJECT_STORE_URL"  # how a model server reaches the object store (file://, http://)
@@ -56,6 +57,12 @@ def container_hostnames(containers: list[dict[str, Any]]) -> list[str]:
 def execution_mode(model_request: dict[str, Any]) -> str:
     """``Serial`` (the default: an inference pipeline) or ``Direct`` (TargetContainerHostname picks one)."""
     return (model_request.get("InferenceExecutionConfig") or {}).get("Mode") or "Serial"
+
+
+def multi_model_cache_dir(work_root: Path, prefix: str) -> Path:
+    """Where the multi-model servers of ``prefix`` (the container's ModelDataUrl) stage their TargetModels:
+    shared by every replica, worker and transform job serving that prefix."""
+    return work_root / MULTI_MODEL_CACHES / hashlib.sha256(prefix.encode()).hexdigest()[:24]
 
 
 def multi_model_url(prefix: str, target_model: str) -> str:
@@ -94,7 +101,7 @@ def _single(container: dict[str, Any], stage: Callable[[str | None], Path], work
     if not prefix:
         raise ValueError("A container with Mode MultiModel needs ModelDataUrl: the S3 prefix that holds the "
                          "model archives (e.g. s3://bucket/models/).")
-    cache = work_root / "multi-model" / hashlib.sha256(prefix.encode()).hexdigest()[:24]
+    cache = multi_model_cache_dir(work_root, prefix)
     cache.mkdir(parents=True, exist_ok=True)
     env[MULTI_MODEL_ENV] = prefix
     if object_store_url:

@@ -208,6 +208,31 @@ def remove_unused(models_root: Path, in_use: Collection[Path], urls_in_use: Coll
     return removed
 
 
+def remove_idle_root(root: Path, idle_seconds: float, now: float | None = None) -> bool:
+    """Delete a whole staging root (a multi-model cache nothing serves from any more) when none of its
+    directories was handed out for ``idle_seconds``; whether it was. Under the root's exclusive lock, so no
+    stager is handed a directory of it meanwhile."""
+    now = time.time() if now is None else now
+    try:
+        changed = root.stat().st_mtime  # before the lock: creating the lock file would touch it
+    except OSError:
+        return False
+    with _locked(root, exclusive=True):
+        try:
+            last_used = max([changed, *(p.stat().st_mtime for p in root.glob(f"*{_SOURCE_SUFFIX}"))])
+        except OSError:
+            return False
+        if now - last_used < idle_seconds:
+            return False
+        away = root.with_name(f"{_TMP_PREFIX}unused-{root.name}")
+        try:
+            os.rename(root, away)
+        except OSError:
+            return False
+    shutil.rmtree(away, ignore_errors=True)
+    return True
+
+
 def _normalized(url: str) -> str | None:
     try:
         return normalize_s3_url(url)

@@ -98,5 +98,24 @@ def test_retrained_model_update_endpoint_then_delete_frees_unused_model_director
         _until(lambda: _staged(home) == [])
         assert not (home / "models" / f"{v2_dir.name}.source.json").exists()
         assert "removed 1 unused staged model directory" in p.log.read_text()
+
+        # A multi-model endpoint's cache of TargetModels goes with the last endpoint serving its prefix.
+        s3.put_object(Bucket=bucket, Key="per-customer/customer-7.tar.gz", Body=_model_tar_gz(tmp_path, flip=False))
+        sm.create_model(ModelName="per-customer", ExecutionRoleArn=ROLE, PrimaryContainer={
+            "Image": XGBOOST_IMAGE, "Mode": "MultiModel", "ModelDataUrl": f"s3://{bucket}/per-customer/"})
+        sm.create_endpoint_config(EndpointConfigName="per-customer", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "per-customer", "InitialInstanceCount": 1,
+            "InstanceType": "ml.m5.large"}])
+        sm.create_endpoint(EndpointName="per-customer", EndpointConfigName="per-customer")
+        _wait_in_service(sm, "per-customer")
+        answer = runtime.invoke_endpoint(EndpointName="per-customer", ContentType="text/csv", Body=b"2.0,0,0",
+                                         TargetModel="customer-7.tar.gz")["Body"].read()
+        assert float(answer.decode().strip()) > 0.5
+        [cache] = list((home / "plans" / "multi-model").iterdir())
+        assert [d for d in cache.iterdir() if d.is_dir()]  # customer-7's model, staged there
+        time.sleep(3)  # idle, but its endpoint still serves it
+        assert cache.is_dir()
+        sm.delete_endpoint(EndpointName="per-customer")
+        _until(lambda: not cache.exists())
     finally:
         stop_platform(p)

@@ -88,3 +88,41 @@ def test_interval_is_a_tenth_of_the_idle_time_within_bounds() -> None:
     assert model_cache.interval(3600) == 360
     assert model_cache.interval(2) == 1
     assert model_cache.interval(86400) == 600
+
+
+def test_multi_model_caches_removed_whole_only_when_nothing_serves_their_prefix_and_idle(
+        resources: ResourceRepository, tmp_path: Path) -> None:
+    """A multi-model endpoint stages its TargetModels into one cache per prefix: kept while an endpoint names
+    it, a running transform serves its prefix, or one of its models was handed out lately; else removed whole.
+    Inside a cache still in use nothing is touched (its servers hold the models they loaded)."""
+    from opensage.serving.plan import multi_model_cache_dir
+
+    home = tmp_path / "home"
+    plans = home / "plans"
+
+    def cache(prefix: str, used_ago: float) -> Path:
+        root = multi_model_cache_dir(plans, prefix)
+        model = root / ("0" * 32)
+        model.mkdir(parents=True)
+        (root / f"{model.name}.source.json").write_text("{}")
+        when = time.time() - used_ago
+        for path in (root, root / f"{model.name}.source.json"):
+            os.utime(path, (when, when))
+        return root
+
+    served = cache("s3://bucket1/mme/served/", 3600)
+    transformed = cache("s3://bucket1/mme/transform/", 3600)
+    recent = cache("s3://bucket1/mme/recent/", 5)
+    gone = cache("s3://bucket1/mme/gone/", 3600)
+    _add(resources, "endpoint", "mme", "InService", state={"_fleet": {"variants": [
+        {"model_dir": str(served), "replicas": []}]}})
+    _add(resources, "model", "mm", "Created", request={"PrimaryContainer": {
+        "Image": "x", "Mode": "MultiModel", "ModelDataUrl": "s3://bucket1/mme/transform/"}})
+    _add(resources, "transform-job", "t", "InProgress", request={"ModelName": "mm"})
+
+    removed = model_cache.collect(resources, home, idle_seconds=60)
+    assert removed == [gone]
+    assert not gone.exists() and served.is_dir() and transformed.is_dir() and recent.is_dir()
+    assert (served / ("0" * 32)).is_dir()  # a served cache's idle model stays
+    assert sorted(p.name for p in (plans / "multi-model").iterdir()) == sorted(
+        p.name for p in (served, transformed, recent))  # no trash left
