@@ -5,9 +5,11 @@ A container with ``Mode: MultiModel`` is served with ``OPENSAGE_MULTI_MODEL_URL`
 the prefix); the first request for it downloads ``<prefix><TargetModel>``, unpacks it (``serving/staging``,
 cached on disk per URL, shared by the replicas of the host), builds the container kind's usual handler over
 that directory (built-in algorithm or script mode) and loads it. Loaded models are kept in an LRU cache of
-at most ``OPENSAGE_MULTI_MODEL_MAX_LOADED`` models (default 32; 0 = load per request, as
-``ModelCacheSetting: Disabled``); ``OPENSAGE_MULTI_MODEL_MAX_MEMORY_MB`` also evicts the least recently used
-models while the process's resident memory is above it.
+at most ``OPENSAGE_MULTI_MODEL_MAX_LOADED`` models (default 32); ``OPENSAGE_MULTI_MODEL_MAX_MEMORY_MB`` also
+evicts the least recently used models while the process's resident memory is above it. 0 loaded models (as
+``ModelCacheSetting: Disabled``) loads the model for each request from a directory of its own and deletes
+it from disk after the invocation, as SageMaker does; cached models stay on disk until no endpoint serves
+the prefix (serving/model_cache.py).
 
 The server answers ``/ping`` at once (nothing is loaded up front), and loads happen on the prediction
 thread, so ``/ping`` never waits for one. A missing TargetModel, or one with no object behind it, answers
@@ -88,6 +90,7 @@ class MultiModelHandler:
         self.store: ObjectStore | None = None
         self.loaded: OrderedDict[str, Handler] = OrderedDict()
         self.loads = 0  # models loaded so far (evicted ones reloaded count again)
+        self._uncached: dict[str, Path] = {}  # target -> its own directory, while loaded (max_loaded 0)
         self._lock = threading.Lock()
 
     @classmethod
@@ -127,10 +130,11 @@ class MultiModelHandler:
                 log(f"could not load {target}: {type(exc).__name__}: {exc}")
                 return Response(500, f"Could not load model {target} ({multi_model_url(self.prefix, target)}): "
                                      f"{type(exc).__name__}: {exc}".encode(), "text/plain")
-            response = handler.invoke(request)
-            if self.max_loaded == 0:
-                self._evict(target)
-            return response
+            try:
+                return handler.invoke(request)
+            finally:
+                if self.max_loaded == 0:
+                    self._evict(target)
 
     # -- the cache
     def _handler(self, target: str) -> Handler:
@@ -138,13 +142,23 @@ class MultiModelHandler:
         if handler is not None:
             self.loaded.move_to_end(target)
             return handler
-        from opensage.serving.staging import stage_model
+        from opensage.serving.staging import remove_uncached, stage_model, unpack_uncached
 
         assert self.store is not None, "load() first"
         started = time.monotonic()
-        model_dir = stage_model(self.store, self.cache_root, multi_model_url(self.prefix, target))
-        handler = self.factory(model_dir)
-        handler.load()
+        url = multi_model_url(self.prefix, target)
+        if self.max_loaded == 0:
+            model_dir = unpack_uncached(self.store, self.cache_root, url)
+            self._uncached[target] = model_dir
+        else:
+            model_dir = stage_model(self.store, self.cache_root, url)
+        try:
+            handler = self.factory(model_dir)
+            handler.load()
+        except BaseException:
+            if self._uncached.get(target) == model_dir:
+                remove_uncached(self._uncached.pop(target))
+            raise
         self.loads += 1
         self.loaded[target] = handler
         log(f"loaded {target} in {time.monotonic() - started:.2f} s ({len(self.loaded)} model(s) loaded)")
@@ -164,6 +178,10 @@ class MultiModelHandler:
         if self.loaded.pop(target, None) is not None:
             gc.collect()
             log(f"unloaded {target} ({len(self.loaded)} model(s) loaded)")
+        if target in self._uncached:
+            from opensage.serving.staging import remove_uncached
+
+            remove_uncached(self._uncached.pop(target))
 
 
 def _check_target(target: str) -> str | None:

@@ -95,12 +95,7 @@ def stage_model(store: ObjectStore, models_root: Path, model_data_url: str | Non
             if target.exists():
                 _mark_used(target, model_data_url, version)
                 return target
-        if key.endswith((".tar.gz", ".tgz")):
-            extract_tar_gz(archive, tmp / "model", label=model_data_url)
-            archive.unlink()
-        else:
-            (tmp / "model").mkdir()
-            archive.rename(tmp / "model" / Path(key).name)
+        _unpack(archive, key, tmp / "model", model_data_url)
         with _locked(models_root, exclusive=False):
             try:
                 (tmp / "model").rename(target)
@@ -113,6 +108,42 @@ def stage_model(store: ObjectStore, models_root: Path, model_data_url: str | Non
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _unpack(archive: Path, key: str, dest: Path, label: str) -> None:
+    """``archive`` (the object at ``key``) -> ``dest``: extracted when it is a .tar.gz, else placed inside."""
+    if key.endswith((".tar.gz", ".tgz")):
+        extract_tar_gz(archive, dest, label=label)
+        archive.unlink()
+    else:
+        dest.mkdir()
+        archive.rename(dest / Path(key).name)
+
+
+def unpack_uncached(store: ObjectStore, work_root: Path, model_data_url: str) -> Path:
+    """The model unpacked into a directory of its own under ``work_root``, shared with nobody and cached for
+    nobody: the caller deletes it with ``remove_uncached`` once done (a multi-model server with
+    ``ModelCacheSetting: Disabled``, which SageMaker deletes from disk right after the invocation). One left
+    by a killed process is removed as a stale temporary directory. Raises as ``stage_model``."""
+    bucket, key = split_s3_uri(model_data_url)
+    work_root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(work_root)
+    tmp = work_root / f"{_TMP_PREFIX}uncached-{os.getpid()}-{time.time_ns()}"
+    tmp.mkdir()
+    try:
+        archive = tmp / "model.tar.gz"
+        store.get_to_file(bucket, key, archive)
+        _unpack(archive, key, tmp / "model", model_data_url)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp / "model"
+
+
+def remove_uncached(model_dir: Path) -> None:
+    """Delete what ``unpack_uncached`` returned."""
+    if model_dir.parent.name.startswith(f"{_TMP_PREFIX}uncached-"):
+        shutil.rmtree(model_dir.parent, ignore_errors=True)
 
 
 def _source_file(target: Path) -> Path:

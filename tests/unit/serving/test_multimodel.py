@@ -71,12 +71,41 @@ def test_multimodel_lru_evicts_least_recently_used(store, tmp_path):
     assert list(handler.loaded) == ["a.tar.gz", "b.tar.gz"]
 
 
-def test_multimodel_cache_disabled_loads_every_time(store, tmp_path):
+def test_multimodel_cache_disabled_loads_every_time_and_deletes_it_from_disk(store, tmp_path):
+    """ModelCacheSetting Disabled: SageMaker unloads the model and deletes it from disk after each invocation."""
     handler = _handler(store, tmp_path, 0)
+    seen: list[Path] = []
+
+    class Recording(EchoHandler):
+        def load(self) -> None:
+            seen.append(self.model_dir)
+            assert (self.model_dir / "name").is_file()
+            super().load()
+
+    handler.factory = Recording
     for _ in range(3):
         assert _call(handler, "a.tar.gz").body == b"a"
     assert EchoHandler.loads == ["a", "a", "a"]
     assert not handler.loaded
+    assert len(set(seen)) == 3 and not any(d.exists() for d in seen)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # nothing cached, nothing left
+
+    class Failing(EchoHandler):
+        def invoke(self, request: Request) -> Response:
+            raise RuntimeError("the model's code failed")
+
+    handler.factory = Failing
+    with pytest.raises(RuntimeError):
+        _call(handler, "b.tar.gz")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []
+
+
+def test_multimodel_cached_models_stay_on_disk_for_the_next_load(store, tmp_path):
+    handler = _handler(store, tmp_path, 1)
+    for target in ("a", "b", "a"):
+        assert _call(handler, f"{target}.tar.gz").body == target.encode()
+    staged = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert len(staged) == 2 and EchoHandler.loads == ["a", "b", "a"]
 
 
 def test_multimodel_missing_target_model_is_validation_error(store, tmp_path):
