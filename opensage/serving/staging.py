@@ -33,6 +33,7 @@ from opensage.runner.archive import extract_tar_gz
 _TMP_PREFIX = ".tmp-"
 _SOURCE_SUFFIX = ".source.json"
 _LOCK_FILE = ".lock"
+_UNCACHED = "uncached-"  # unpack_uncached's temporary directories: .tmp-uncached-<pid>-<ns>
 EMPTY = "empty"  # the directory of a model without ModelDataUrl
 _STALE_TMP_SECONDS = 6 * 3600  # a stager that crashed left its temporary directory behind
 
@@ -76,13 +77,9 @@ def stage_model(store: ObjectStore, models_root: Path, model_data_url: str | Non
     models_root.mkdir(parents=True, exist_ok=True)
     if version is not None:
         target = staged_model_dir(models_root, model_data_url, version)
-        with _locked(models_root, exclusive=False):
-            if target.exists():
-                _mark_used(target, model_data_url, version)
-                return target
-    _remove_stale_tmp(models_root)
-    tmp = models_root / f"{_TMP_PREFIX}{os.getpid()}-{time.time_ns()}"
-    tmp.mkdir()
+        if _hand_out_cached(target, model_data_url, version):
+            return target
+    tmp = _new_tmp(models_root, "")
     try:
         archive = tmp / "model.tar.gz"
         store.get_to_file(bucket, key, archive)
@@ -91,10 +88,8 @@ def stage_model(store: ObjectStore, models_root: Path, model_data_url: str | Non
         if version is None or object_version(store, bucket, key) != version:
             version = _file_digest(archive)
         target = staged_model_dir(models_root, model_data_url, version)
-        with _locked(models_root, exclusive=False):
-            if target.exists():
-                _mark_used(target, model_data_url, version)
-                return target
+        if _hand_out_cached(target, model_data_url, version):
+            return target
         _unpack(archive, key, tmp / "model", model_data_url)
         with _locked(models_root, exclusive=False):
             try:
@@ -108,6 +103,23 @@ def stage_model(store: ObjectStore, models_root: Path, model_data_url: str | Non
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _hand_out_cached(target: Path, url: str, version: str) -> bool:
+    """Whether ``target`` is staged already; if so it is marked used, under the shared lock."""
+    with _locked(target.parent, exclusive=False):
+        if target.exists():
+            _mark_used(target, url, version)
+            return True
+    return False
+
+
+def _new_tmp(root: Path, tag: str) -> Path:
+    """A new temporary directory under ``root`` (stale ones of dead stagers removed first)."""
+    _remove_stale_tmp(root)
+    tmp = root / f"{_TMP_PREFIX}{tag}{os.getpid()}-{time.time_ns()}"
+    tmp.mkdir()
+    return tmp
 
 
 def _unpack(archive: Path, key: str, dest: Path, label: str) -> None:
@@ -127,9 +139,7 @@ def unpack_uncached(store: ObjectStore, work_root: Path, model_data_url: str) ->
     by a killed process is removed as a stale temporary directory. Raises as ``stage_model``."""
     bucket, key = split_s3_uri(model_data_url)
     work_root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(work_root)
-    tmp = work_root / f"{_TMP_PREFIX}uncached-{os.getpid()}-{time.time_ns()}"
-    tmp.mkdir()
+    tmp = _new_tmp(work_root, _UNCACHED)
     try:
         archive = tmp / "model.tar.gz"
         store.get_to_file(bucket, key, archive)
@@ -142,7 +152,7 @@ def unpack_uncached(store: ObjectStore, work_root: Path, model_data_url: str) ->
 
 def remove_uncached(model_dir: Path) -> None:
     """Delete what ``unpack_uncached`` returned."""
-    if model_dir.parent.name.startswith(f"{_TMP_PREFIX}uncached-"):
+    if model_dir.parent.name.startswith(f"{_TMP_PREFIX}{_UNCACHED}"):
         shutil.rmtree(model_dir.parent, ignore_errors=True)
 
 
