@@ -137,12 +137,12 @@ class Settings:
         creds = Credentials.load_or_create(home_path / "credentials.json")
         values: dict = {
             "host": env.get("OPENSAGE_HOST", "127.0.0.1"),
-            "port": int(env.get("OPENSAGE_PORT", "7420")),
+            "port": int(_number(env, "OPENSAGE_PORT", 7420, whole=True)),
             "db_url": env.get("OPENSAGE_DB"),
             "s3_endpoint": env.get("OPENSAGE_S3_ENDPOINT"),
             "region": env.get("OPENSAGE_REGION", "us-east-1"),
-            "serverless_idle_seconds": float(env.get("OPENSAGE_SERVERLESS_IDLE_SECONDS", "300")),
-            "model_cache_idle_seconds": float(env.get("OPENSAGE_MODEL_CACHE_IDLE_SECONDS", "3600")),
+            "serverless_idle_seconds": _number(env, "OPENSAGE_SERVERLESS_IDLE_SECONDS", 300.0),
+            "model_cache_idle_seconds": _number(env, "OPENSAGE_MODEL_CACHE_IDLE_SECONDS", 3600.0),
             "executor": env.get("OPENSAGE_EXECUTOR", "local"),
             "ray_address": env.get("OPENSAGE_RAY_ADDRESS"),
             "instance_types_file": Path(env["OPENSAGE_INSTANCE_TYPES"]) if env.get("OPENSAGE_INSTANCE_TYPES") else None,
@@ -151,6 +151,25 @@ class Settings:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(home=home_path, credentials=creds, **values)
+
+
+class SettingError(ValueError):
+    """An OPENSAGE_* variable the platform cannot use; the message names it and says what it takes."""
+
+
+def _number(env: Mapping[str, str], name: str, default: float, whole: bool = False) -> float:
+    """A non-negative number from ``name`` (``default`` when unset or empty); SettingError otherwise."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        value = -1
+    if not value >= 0 or value == float("inf"):
+        kind = "a whole number" if whole else "a number of seconds"
+        raise SettingError(f"{name}={raw!r} is not usable: give {kind}, 0 or more (default {default:g}).")
+    return value
 
 
 def _seconds(env: Mapping[str, str], name: str) -> float | None:

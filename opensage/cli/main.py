@@ -16,7 +16,7 @@ import click
 from opensage.cli.clientconfig import env_exports, write_client_config
 from opensage.cli.interrupt import interrupt
 from opensage.cli.pipeline import pipeline
-from opensage.settings import Settings
+from opensage.settings import SettingError, Settings
 
 
 def _default_home() -> str:
@@ -71,10 +71,13 @@ def up(home: str, host: str, port: int, db: str | None, s3_endpoint: str | None,
     lock = _lock(home_path)
     # Python's default SIGTERM skips `finally`; make it unwind so SeaweedFS and jobs are stopped too.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    settings = Settings.build(home_path, host=host, port=port, db_url=db, s3_endpoint=s3_endpoint,
-                              executor=executor, ray_address=ray_address,
-                              ray_capacity_wait_seconds=ray_capacity_wait,
-                              instance_types_file=Path(instance_types).resolve() if instance_types else None)
+    try:
+        settings = Settings.build(home_path, host=host, port=port, db_url=db, s3_endpoint=s3_endpoint,
+                                  executor=executor, ray_address=ray_address,
+                                  ray_capacity_wait_seconds=ray_capacity_wait,
+                                  instance_types_file=Path(instance_types).resolve() if instance_types else None)
+    except SettingError as exc:
+        raise click.ClickException(str(exc)) from None
     from opensage.credentials import CredentialAuthority
 
     # One authority for the control plane and the S3 proxy: both accept jobs' temporary credentials.

@@ -51,3 +51,24 @@ def test_settings_ray_capacity_wait_from_environment(tmp_path: Path, monkeypatch
     assert Settings.build(tmp_path).ray_capacity_wait_seconds == 7.5
     monkeypatch.delenv("OPENSAGE_RAY_CAPACITY_WAIT_SECONDS")
     assert Settings.build(tmp_path).ray_capacity_wait_seconds is None
+
+
+@pytest.mark.parametrize(("name", "raw"), [("OPENSAGE_MODEL_CACHE_IDLE_SECONDS", "an hour"),
+                                           ("OPENSAGE_SERVERLESS_IDLE_SECONDS", "-5"),
+                                           ("OPENSAGE_PORT", "80.5")])
+def test_up_malformed_numeric_setting_is_a_clear_error_not_a_traceback(tmp_path: Path, served: dict, name: str,
+                                                                        raw: str, monkeypatch: pytest.MonkeyPatch
+                                                                        ) -> None:
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+    monkeypatch.setenv(name, raw)
+    result = CliRunner().invoke(cli.main, ["up", "--home", str(tmp_path / "home"), "--s3-endpoint",
+                                           "http://127.0.0.1:9"])
+    assert result.exit_code == 1, result.output
+    assert f"Error: {name}={raw!r} is not usable" in result.output
+    assert "Traceback" not in result.output and "settings" not in served
+
+
+def test_settings_model_cache_idle_seconds_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.build(tmp_path).model_cache_idle_seconds == 3600
+    monkeypatch.setenv("OPENSAGE_MODEL_CACHE_IDLE_SECONDS", "0")
+    assert Settings.build(tmp_path).model_cache_idle_seconds == 0
