@@ -16,7 +16,7 @@ from opensage.settings import Settings
 PROFILE = "opensage"
 # botocore service names (client names) the control plane answers; their config keys are derived.
 CONTROL_PLANE_SERVICES = ("sagemaker", "sagemaker-runtime", "sts", "logs", "cloudwatch", "iam",
-                          "application-autoscaling", "sqs")
+                          "application-autoscaling", "sqs", "sagemaker-metrics")
 # botocore loads it into every client (name=module); a Python without opensage skips it silently.
 GUARD_PLUGIN = "opensage=opensage.cli.awsguard"
 

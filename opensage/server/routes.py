@@ -122,6 +122,33 @@ def build_routes(dispatcher: Dispatcher, authority: auth.Credentials,
             out["connection"] = "close"
         return Response(payload, status, out)
 
+    async def sagemaker_metrics(request: Request) -> Response:
+        """SageMaker Metrics (rest-json: PUT /BatchPutMetrics, POST /BatchGetMetrics), signed as "sagemaker"."""
+        ctx = RequestContext()
+        headers = dict(request.headers)
+        body: bytes | None = None
+        try:
+            pending = auth.check_headers(headers, authority)
+            body = await read_body(request.receive, headers, MAX_CONTROL_BODY, _control_too_large)
+            raw_path = _raw_path(request)
+            query = request.scope.get("query_string", b"").decode()
+            ident = auth.check_body(pending, request.method, raw_path, query, headers, body)
+            ctx.access_key, ctx.region, ctx.principal = ident.access_key, ident.region, ident.principal
+            req = parser.parse_rest_json("sagemaker-metrics", request.method, unquote(raw_path), query, headers,
+                                         body)
+            status, out_headers, payload = serializer.rest_json_response(
+                req.operation, await dispatcher.dispatch_async(ctx, req))
+            out_headers["x-amzn-RequestId"] = ctx.request_id
+            return Response(payload, status, out_headers, media_type="application/json")
+        except ServiceError as err:
+            return _error(err, ctx, "rest-json", body_read=body is not None)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except Exception:
+            log.exception("unexpected error (request %s, caller %s)", ctx.request_id, ctx.caller)
+            return _error(InternalFailure(f"Internal error (request id {ctx.request_id})."), ctx, "rest-json",
+                          body_read=body is not None)
+
     async def health_route(request: Request) -> Response:
         if health is None:
             return JSONResponse({"status": "ok"})
@@ -138,6 +165,8 @@ def build_routes(dispatcher: Dispatcher, authority: auth.Credentials,
         Route("/_opensage/health", health_route, methods=["GET"]),
         Route("/service/{prefix}/operation/{operation}", rpc_v2_cbor, methods=["POST"]),
         Route("/", control_plane, methods=["POST"]),
+        Route("/BatchPutMetrics", sagemaker_metrics, methods=["PUT"]),
+        Route("/BatchGetMetrics", sagemaker_metrics, methods=["POST"]),
     ]
 
 

@@ -431,14 +431,18 @@ class RegistryService:
             keys = {i: (str(k[0]), k[1]) for i, k in keys.items()}
         request = {**params, "SortOrder": params.get("SortOrder") or "Descending"}
         items, token = page(self.d, "Search", request, hits, lambda r: keys[id(r)])
-        out: dict[str, Any] = {"Results": [{resource: r} for r in items]}
+        from opensage.services.experiments import SEARCH_RESOURCES
+
+        member = SEARCH_RESOURCES.get(resource, resource)  # ExperimentTrial records are SearchRecord.Trial
+        out: dict[str, Any] = {"Results": [{member: r} for r in items]}
         if token:
             out["NextToken"] = token
         return out
 
     @staticmethod
     def _identity(resource: str, record: dict[str, Any]) -> str:
-        return str(record.get(f"{resource}Arn") or record.get("ModelPackageArn") or record.get("TrainingJobArn") or "")
+        return str(record.get(f"{resource}Arn") or record.get("ModelPackageArn") or record.get("TrainingJobArn")
+                   or record.get("TrialComponentArn") or record.get("TrialArn") or "")
 
     def _search_records(self, ctx, resource: str) -> list[dict[str, Any]]:
         if resource == "ModelPackage":
@@ -460,8 +464,13 @@ class RegistryService:
                 token = listed.get("NextToken")
                 if not token:
                     return out
+        from opensage.services.experiments import SEARCH_RESOURCES
+
+        if resource in SEARCH_RESOURCES and "experiments" in self.services:
+            return self.services["experiments"].search_records(ctx, resource)
         raise ValidationException(f"Search over {resource} is not supported here; this platform searches "
-                                  "TrainingJob, ModelPackage and ModelPackageGroup.")
+                                  "TrainingJob, ModelPackage, ModelPackageGroup, Experiment, ExperimentTrial and "
+                                  "ExperimentTrialComponent.")
 
     def _tags(self, arn: str) -> list[dict[str, str]]:
         items, _ = self.d.tags.list(arn, None, 50)

@@ -1,0 +1,421 @@
+"""SageMaker Experiments: experiments, trials (SDK v2's "run groups") and trial components (its "runs"), their
+associations, and the metrics SDK v2's ``Run.log_metric`` sends to the ``sagemaker-metrics`` service.
+
+Rows: ``experiment``; ``experiment-trial`` (``parent_arn`` = its experiment's ARN); ``experiment-trial-component``
+with the names of the trials it is associated with (``state["_trials"]``, many to many as in SageMaker) and its
+metric points (``state["_metrics"]``: name -> [[timestamp, step, value], ...]). ARNs lower-case the name, as
+SageMaker writes them, so lookups go by ARN and names are unique regardless of case. SageMaker's wording: a
+duplicate is a ValidationException "... already exists" (what the SDK's ``_load_or_create`` matches), a missing
+one ResourceNotFound "... does not exist".
+
+Describe answers a trial component's ``Metrics`` as SageMaker summarises them (Count, Min, Max, Last, Avg,
+StdDev, TimeStamp of the last point); ``BatchGetMetrics`` answers the points themselves, by step or by period.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from opensage.arns import with_lower_case_name
+from opensage.errors import ResourceNotFound, ValidationException
+from opensage.registry.paging import page
+from opensage.services.base import Deps, epoch
+from opensage.store.resources import AlreadyExists, ConcurrentUpdate, ListQuery, Resource
+
+EXPERIMENT = "experiment"
+TRIAL = "experiment-trial"
+COMPONENT = "experiment-trial-component"
+CREATED = "Created"  # rows have no status in the API: one value for the store
+MAX_METRIC_POINTS = 100_000  # per metric of a trial component: older points are dropped beyond it
+_PERIOD_SECONDS = {"OneMinute": 60, "FiveMinute": 300, "OneHour": 3600}
+# Search's Resource -> the SearchRecord member its results are under
+SEARCH_RESOURCES = {"Experiment": "Experiment", "ExperimentTrial": "Trial", "ExperimentTrialComponent": "TrialComponent"}
+
+
+class ExperimentsService:
+    def __init__(self, deps: Deps) -> None:
+        self.d = deps
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _arn(self, kind: str, name: str) -> str:
+        return with_lower_case_name(self.d.arns.sagemaker(kind, name))
+
+    def _get(self, kind: str, name: str, label: str) -> Resource:
+        arn = name if name.startswith("arn:") else self._arn(kind, name)
+        res = self.d.resources.get_by_arn(with_lower_case_name(arn))
+        if res is None or res.kind != kind:
+            raise ResourceNotFound(f"{label} '{arn}' does not exist.")
+        return res
+
+    def _create(self, kind: str, name: str, label: str, request: dict[str, Any], state: dict[str, Any],
+                parent_arn: str | None = None) -> str:
+        from opensage.store.tags import check_user_tags
+
+        check_user_tags(request.get("Tags") or [])
+        arn = self._arn(kind, name)
+        if self.d.resources.get_by_arn(arn) is not None:
+            raise ValidationException(f"{label} '{name}' already exists.")
+        now = self.d.clock.time()
+        body = {k: v for k, v in request.items() if k != "Tags"}
+        try:
+            self.d.resources.create(Resource(kind, name, arn, CREATED, now, now, body, state, parent_arn=parent_arn))
+        except AlreadyExists:
+            raise ValidationException(f"{label} '{name}' already exists.") from None
+        self.d.tags.put(arn, request.get("Tags") or [])
+        return arn
+
+    def _update(self, res: Resource, change) -> Resource:  # noqa: ANN001 - change(res) edits it in place
+        """Apply ``change`` and save, re-reading the row when another writer (the metrics thread) got there first."""
+        for _ in range(20):
+            change(res)
+            try:
+                return self.d.resources.save(res, self.d.clock.time())
+            except ConcurrentUpdate:
+                fresh = self.d.resources.get_by_arn(res.arn)
+                if fresh is None:
+                    raise ResourceNotFound(f"'{res.arn}' does not exist.") from None
+                res = fresh
+        raise ValidationException(f"'{res.arn}' is being changed by another request; try again.")
+
+    def _user(self, ctx) -> dict[str, Any]:  # noqa: ANN001
+        return {"UserProfileArn": f"arn:aws:iam::{self.d.settings.account}:user/opensage",
+                "UserProfileName": getattr(ctx, "access_key", None) or "opensage"}
+
+    def _page(self, operation: str, params: dict[str, Any], rows: list[Resource]) -> tuple[list[Resource], str | None]:
+        after, before = epoch(params.get("CreatedAfter")), epoch(params.get("CreatedBefore"))
+        rows = [r for r in rows if (after is None or r.creation_time > after)
+                and (before is None or r.creation_time < before)]
+        by_name = params.get("SortBy") == "Name"
+        request = {**params, "SortOrder": params.get("SortOrder") or "Descending"}
+        return page(self.d, operation, request, rows,
+                    lambda r: ((r.name.lower(), r.name) if by_name else (r.creation_time, r.name)))
+
+    def _all(self, kind: str) -> list[Resource]:
+        return self.d.resources.in_status(kind, (CREATED,))
+
+    # -- experiments -----------------------------------------------------------------------------------
+    def create_experiment(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["ExperimentName"]
+        return {"ExperimentArn": self._create(EXPERIMENT, name, "Experiment", params,
+                                              {"CreatedBy": self._user(ctx)})}
+
+    def describe_experiment(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(EXPERIMENT, params["ExperimentName"], "Experiment")
+        out = {"ExperimentName": res.name, "ExperimentArn": res.arn,
+               "DisplayName": res.request.get("DisplayName") or res.name, "CreationTime": res.creation_time,
+               "CreatedBy": res.state.get("CreatedBy") or {}, "LastModifiedTime": res.last_modified_time,
+               "LastModifiedBy": res.state.get("LastModifiedBy") or res.state.get("CreatedBy") or {}}
+        if res.request.get("Description"):
+            out["Description"] = res.request["Description"]
+        return out
+
+    def update_experiment(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(EXPERIMENT, params["ExperimentName"], "Experiment")
+
+        def change(r: Resource) -> None:
+            r.request.update({k: params[k] for k in ("DisplayName", "Description") if k in params})
+            r.state["LastModifiedBy"] = self._user(ctx)
+
+        return {"ExperimentArn": self._update(res, change).arn}
+
+    def delete_experiment(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(EXPERIMENT, params["ExperimentName"], "Experiment")
+        trials, _ = self.d.resources.list(TRIAL, ListQuery(parent_arn=res.arn, limit=1))
+        if trials:
+            raise ValidationException(f"Experiment '{res.name}' has trials (e.g. '{trials[0].name}'): delete them "
+                                      "before the experiment.")
+        self.d.resources.delete(EXPERIMENT, res.name)
+        self.d.tags.drop_all(res.arn)
+        return {"ExperimentArn": res.arn}
+
+    def list_experiments(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        items, token = self._page("ListExperiments", params, self._all(EXPERIMENT))
+        out: dict[str, Any] = {"ExperimentSummaries": [{
+            "ExperimentArn": r.arn, "ExperimentName": r.name, "DisplayName": r.request.get("DisplayName") or r.name,
+            "CreationTime": r.creation_time, "LastModifiedTime": r.last_modified_time} for r in items]}
+        if token:
+            out["NextToken"] = token
+        return out
+
+    # -- trials ----------------------------------------------------------------------------------------
+    def create_trial(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        experiment = self._get(EXPERIMENT, params["ExperimentName"], "Experiment")
+        request = {**params, "ExperimentName": experiment.name}
+        return {"TrialArn": self._create(TRIAL, params["TrialName"], "Trial", request,
+                                         {"CreatedBy": self._user(ctx)}, parent_arn=experiment.arn)}
+
+    def describe_trial(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(TRIAL, params["TrialName"], "Trial")
+        out = {"TrialName": res.name, "TrialArn": res.arn, "DisplayName": res.request.get("DisplayName") or res.name,
+               "ExperimentName": res.request["ExperimentName"], "CreationTime": res.creation_time,
+               "CreatedBy": res.state.get("CreatedBy") or {}, "LastModifiedTime": res.last_modified_time,
+               "LastModifiedBy": res.state.get("LastModifiedBy") or res.state.get("CreatedBy") or {}}
+        if res.request.get("MetadataProperties"):
+            out["MetadataProperties"] = res.request["MetadataProperties"]
+        return out
+
+    def update_trial(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(TRIAL, params["TrialName"], "Trial")
+
+        def change(r: Resource) -> None:
+            if "DisplayName" in params:
+                r.request["DisplayName"] = params["DisplayName"]
+            r.state["LastModifiedBy"] = self._user(ctx)
+
+        return {"TrialArn": self._update(res, change).arn}
+
+    def delete_trial(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(TRIAL, params["TrialName"], "Trial")
+        for component in self._components_of(res.name):
+            self._update(component, lambda c: c.state.__setitem__(
+                "_trials", [t for t in c.state.get("_trials", []) if t.lower() != res.name.lower()]))
+        self.d.resources.delete(TRIAL, res.name)
+        self.d.tags.drop_all(res.arn)
+        return {"TrialArn": res.arn}
+
+    def list_trials(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        rows = self._all(TRIAL)
+        if params.get("ExperimentName"):
+            experiment = self._get(EXPERIMENT, params["ExperimentName"], "Experiment")
+            rows = [r for r in rows if r.parent_arn == experiment.arn]
+        if params.get("TrialComponentName"):
+            component = self._get(COMPONENT, params["TrialComponentName"], "TrialComponent")
+            names = {t.lower() for t in component.state.get("_trials", [])}
+            rows = [r for r in rows if r.name.lower() in names]
+        items, token = self._page("ListTrials", params, rows)
+        out: dict[str, Any] = {"TrialSummaries": [{
+            "TrialArn": r.arn, "TrialName": r.name, "DisplayName": r.request.get("DisplayName") or r.name,
+            "CreationTime": r.creation_time, "LastModifiedTime": r.last_modified_time} for r in items]}
+        if token:
+            out["NextToken"] = token
+        return out
+
+    # -- trial components --------------------------------------------------------------------------------
+    def create_trial_component(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        _check_parameters(params.get("Parameters") or {})
+        state = {"CreatedBy": self._user(ctx), "_trials": [], "_metrics": {}}
+        return {"TrialComponentArn": self._create(COMPONENT, params["TrialComponentName"], "TrialComponent",
+                                                  params, state)}
+
+    def describe_trial_component(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(COMPONENT, params["TrialComponentName"], "TrialComponent")
+        req = res.request
+        out: dict[str, Any] = {
+            "TrialComponentName": res.name, "TrialComponentArn": res.arn,
+            "DisplayName": req.get("DisplayName") or res.name, "CreationTime": res.creation_time,
+            "CreatedBy": res.state.get("CreatedBy") or {}, "LastModifiedTime": res.last_modified_time,
+            "LastModifiedBy": res.state.get("LastModifiedBy") or res.state.get("CreatedBy") or {},
+            "Parameters": req.get("Parameters") or {}, "InputArtifacts": req.get("InputArtifacts") or {},
+            "OutputArtifacts": req.get("OutputArtifacts") or {},
+            "Metrics": _summaries(res.state.get("_metrics") or {}, res.state.get("Source"))}
+        for key in ("Status", "StartTime", "EndTime", "MetadataProperties"):
+            if req.get(key) is not None:
+                out[key] = req[key]
+        if res.state.get("Source"):
+            out["Source"] = res.state["Source"]
+            out["Sources"] = [res.state["Source"]]
+        return out
+
+    def update_trial_component(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(COMPONENT, params["TrialComponentName"], "TrialComponent")
+        _check_parameters(params.get("Parameters") or {})
+
+        def change(r: Resource) -> None:
+            req = r.request
+            for key in ("DisplayName", "Status", "StartTime", "EndTime"):
+                if key in params:
+                    req[key] = params[key]
+            for key in ("Parameters", "InputArtifacts", "OutputArtifacts"):
+                merged = {**(req.get(key) or {}), **(params.get(key) or {})}
+                for removed in params.get(f"{key}ToRemove") or []:
+                    merged.pop(removed, None)
+                req[key] = merged
+            r.state["LastModifiedBy"] = self._user(ctx)
+
+        return {"TrialComponentArn": self._update(res, change).arn}
+
+    def delete_trial_component(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        res = self._get(COMPONENT, params["TrialComponentName"], "TrialComponent")
+        if res.state.get("_trials"):
+            raise ValidationException(f"TrialComponent '{res.name}' is associated with trial "
+                                      f"'{res.state['_trials'][0]}': disassociate it from every trial first.")
+        self.d.resources.delete(COMPONENT, res.name)
+        self.d.tags.drop_all(res.arn)
+        return {"TrialComponentArn": res.arn}
+
+    def list_trial_components(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        given = [k for k in ("ExperimentName", "TrialName", "SourceArn") if params.get(k)]
+        if len(given) > 1:
+            raise ValidationException(f"Specify at most one of ExperimentName, TrialName and SourceArn (got "
+                                      f"{' and '.join(given)}).")
+        rows = self._all(COMPONENT)
+        if params.get("TrialName"):
+            rows = self._components_of(self._get(TRIAL, params["TrialName"], "Trial").name, rows)
+        elif params.get("ExperimentName"):
+            experiment = self._get(EXPERIMENT, params["ExperimentName"], "Experiment")
+            trials = {t.name.lower() for t in self._all(TRIAL) if t.parent_arn == experiment.arn}
+            rows = [r for r in rows if trials & {t.lower() for t in r.state.get("_trials", [])}]
+        elif params.get("SourceArn"):
+            wanted = params["SourceArn"].lower()
+            rows = [r for r in rows if ((r.state.get("Source") or {}).get("SourceArn") or "").lower() == wanted]
+        items, token = self._page("ListTrialComponents", params, rows)
+        out: dict[str, Any] = {"TrialComponentSummaries": [_component_summary(r) for r in items]}
+        if token:
+            out["NextToken"] = token
+        return out
+
+    def _components_of(self, trial: str, rows: list[Resource] | None = None) -> list[Resource]:
+        rows = self._all(COMPONENT) if rows is None else rows
+        return [r for r in rows if trial.lower() in {t.lower() for t in r.state.get("_trials", [])}]
+
+    def associate_trial_component(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        trial = self._get(TRIAL, params["TrialName"], "Trial")
+        component = self._get(COMPONENT, params["TrialComponentName"], "TrialComponent")
+
+        def change(c: Resource) -> None:
+            names = c.state.setdefault("_trials", [])
+            if trial.name.lower() not in {t.lower() for t in names}:
+                names.append(trial.name)
+
+        self._update(component, change)
+        return {"TrialComponentArn": component.arn, "TrialArn": trial.arn}
+
+    def disassociate_trial_component(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        trial = self._get(TRIAL, params["TrialName"], "Trial")
+        component = self._get(COMPONENT, params["TrialComponentName"], "TrialComponent")
+        if trial.name.lower() not in {t.lower() for t in component.state.get("_trials", [])}:
+            raise ResourceNotFound(f"TrialComponent '{component.name}' is not associated with Trial '{trial.name}'.")
+        self._update(component, lambda c: c.state.__setitem__(
+            "_trials", [t for t in c.state.get("_trials", []) if t.lower() != trial.name.lower()]))
+        return {"TrialComponentArn": component.arn, "TrialArn": trial.arn}
+
+    # -- Search (services/registry.py's Search asks for these records) -------------------------------------
+    def search_records(self, ctx, resource: str) -> list[dict[str, Any]]:  # noqa: ANN001
+        """Search records of ``resource`` (one of ``SEARCH_RESOURCES``): Describe's output, Tags, and for a
+        trial component its ``Parents`` (the trials it is associated with and their experiments), for a trial
+        its ``TrialComponentSummaries`` (what SDK v2's ``Run`` searches by ``Parents.TrialName``)."""
+        def tags(arn: str) -> list[dict[str, str]]:
+            items, _ = self.d.tags.list(arn, None, 50)
+            return items
+
+        if resource == "Experiment":
+            return [{**self.describe_experiment(ctx, {"ExperimentName": r.arn}), "Tags": tags(r.arn)}
+                    for r in self._all(EXPERIMENT)]
+        trials = {t.name.lower(): t for t in self._all(TRIAL)}
+        components = self._all(COMPONENT)
+        if resource == "ExperimentTrial":
+            return [{**self.describe_trial(ctx, {"TrialName": t.arn}), "Tags": tags(t.arn),
+                     "TrialComponentSummaries": [{
+                         "TrialComponentName": c.name, "TrialComponentArn": c.arn, "CreationTime": c.creation_time,
+                         "CreatedBy": c.state.get("CreatedBy") or {}} for c in self._components_of(t.name, components)]}
+                    for t in trials.values()]
+        out = []
+        for c in components:
+            parents = [{"TrialName": trials[n.lower()].name, "ExperimentName": trials[n.lower()].request["ExperimentName"]}
+                       for n in c.state.get("_trials", []) if n.lower() in trials]
+            out.append({**self.describe_trial_component(ctx, {"TrialComponentName": c.arn}), "Tags": tags(c.arn),
+                        "Parents": parents})
+        return out
+
+    # -- sagemaker-metrics ---------------------------------------------------------------------------------
+    def batch_put_metrics(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        """Every datum is kept; a datum that cannot be (a value that is not a finite number) is reported in
+        ``Errors`` with its index, as the service does, and the others are stored."""
+        component = self._get(COMPONENT, params["TrialComponentName"], "TrialComponent")
+        errors: list[dict[str, Any]] = []
+        accepted: list[tuple[str, float, int | None, float]] = []
+        for index, datum in enumerate(params.get("MetricData") or []):
+            value = datum.get("Value")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                errors.append({"Code": "METRIC_LIMIT_EXCEEDED" if value is None else "VALIDATION_ERROR",
+                               "MetricIndex": index})
+                continue
+            accepted.append((datum["MetricName"], epoch(datum.get("Timestamp")) or self.d.clock.time(),
+                             datum.get("Step"), float(value)))
+
+        def change(c: Resource) -> None:
+            metrics = c.state.setdefault("_metrics", {})
+            for name, when, step, value in accepted:
+                points = metrics.setdefault(name, [])
+                points.append([when, step, value])
+                if len(points) > MAX_METRIC_POINTS:
+                    del points[:len(points) - MAX_METRIC_POINTS]
+
+        if accepted:
+            self._update(component, change)
+        return {"Errors": errors} if errors else {}
+
+    def batch_get_metrics(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
+        results = []
+        for query in params.get("MetricQueries") or []:
+            try:
+                component = self._get(COMPONENT, query["ResourceArn"], "TrialComponent")
+            except ResourceNotFound as exc:
+                results.append({"Status": "ValidationError", "Message": str(exc), "XAxisValues": [],
+                                "MetricValues": []})
+                continue
+            points = (component.state.get("_metrics") or {}).get(query["MetricName"]) or []
+            start, end = query.get("Start"), query.get("End")
+            points = [p for p in points if (start is None or p[0] >= start) and (end is None or p[0] <= end)]
+            if not points:
+                results.append({"Status": "MetricNotFound", "XAxisValues": [], "MetricValues": []})
+                continue
+            by_step = query.get("XAxisType") == "IterationNumber" or query.get("Period") == "IterationNumber"
+            period = _PERIOD_SECONDS.get(query.get("Period") or "", 60)
+            groups: dict[int, list[float]] = {}
+            for when, step, value in points:
+                key = int(step or 0) if by_step else int(when // period * period)
+                groups.setdefault(key, []).append(value)
+            xs = sorted(groups)
+            results.append({"Status": "Complete", "XAxisValues": xs,
+                            "MetricValues": [_stat(groups[x], query.get("MetricStat") or "Avg") for x in xs]})
+        return {"MetricQueryResults": results}
+
+
+def _check_parameters(parameters: dict[str, Any]) -> None:
+    for name, value in parameters.items():
+        if not isinstance(value, dict) or len(set(value) & {"StringValue", "NumberValue"}) != 1:
+            raise ValidationException(f"Parameters.{name}: give exactly one of StringValue and NumberValue.")
+
+
+def _component_summary(r: Resource) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "TrialComponentName": r.name, "TrialComponentArn": r.arn, "DisplayName": r.request.get("DisplayName") or r.name,
+        "CreationTime": r.creation_time, "CreatedBy": r.state.get("CreatedBy") or {},
+        "LastModifiedTime": r.last_modified_time,
+        "LastModifiedBy": r.state.get("LastModifiedBy") or r.state.get("CreatedBy") or {}}
+    for key in ("Status", "StartTime", "EndTime"):
+        if r.request.get(key) is not None:
+            out[key] = r.request[key]
+    if r.state.get("Source"):
+        out["TrialComponentSource"] = r.state["Source"]
+    return out
+
+
+def _summaries(metrics: dict[str, list[list[Any]]], source: dict[str, Any] | None) -> list[dict[str, Any]]:
+    out = []
+    for name in sorted(metrics):
+        values = [p[2] for p in metrics[name]]
+        if not values:
+            continue
+        last = max(metrics[name], key=lambda p: (p[0], -1 if p[1] is None else p[1]))
+        summary = {"MetricName": name, "TimeStamp": last[0], "Max": max(values), "Min": min(values),
+                   "Last": last[2], "Count": len(values), "Avg": sum(values) / len(values),
+                   "StdDev": _stdev(values)}
+        if source and source.get("SourceArn"):
+            summary["SourceArn"] = source["SourceArn"]
+        out.append(summary)
+    return out
+
+
+def _stdev(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _stat(values: list[float], stat: str) -> float:
+    return {"Min": min, "Max": max, "Count": len, "Last": lambda v: v[-1], "StdDev": _stdev,
+            "Avg": lambda v: sum(v) / len(v)}.get(stat, lambda v: sum(v) / len(v))(values)
