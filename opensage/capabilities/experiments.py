@@ -1,10 +1,12 @@
 """SageMaker Experiments (opensage/services/experiments.py): experiments, trials, trial components and their
-metrics, what SDK v2's ``sagemaker.experiments.Run`` / ``load_run`` / ``list_runs`` call."""
+metrics, what SDK v2's ``sagemaker.experiments.Run`` / ``load_run`` / ``list_runs`` call; and the lineage
+artifacts and associations a run's logged graphs and artifacts become (opensage/services/lineage.py)."""
 
 from __future__ import annotations
 
 from opensage.capabilities import CapabilityContext
 from opensage.services.experiments import ExperimentsService
+from opensage.services.lineage import LineageService
 
 
 def install(ctx: CapabilityContext) -> None:
@@ -12,3 +14,4 @@ def install(ctx: CapabilityContext) -> None:
     ctx.dispatcher.register("sagemaker", service)
     ctx.dispatcher.register("sagemaker-metrics", service)
     ctx.services["experiments"] = service
+    ctx.dispatcher.register("sagemaker", LineageService(ctx.deps))

@@ -124,3 +124,28 @@ def test_batch_put_metrics_summarised_in_describe_and_answered_by_batch_get_metr
     with pytest.raises(ClientError) as raised:
         metrics.batch_put_metrics(TrialComponentName="no-such-run", MetricData=data[:1])
     assert _code(raised)[0] == "ResourceNotFound"
+
+
+def test_lineage_artifacts_and_associations_with_a_trial_component(sm):
+    tc = sm.create_trial_component(TrialComponentName="evaluation")["TrialComponentArn"]
+    arn = sm.create_artifact(ArtifactName="roc", ArtifactType="ROCCurve",
+                             Source={"SourceUri": "s3://b/roc.json", "SourceTypes": [
+                                 {"SourceIdType": "S3ETag", "Value": "abc"}]})["ArtifactArn"]
+    assert ":artifact/" in arn
+    assert sm.describe_artifact(ArtifactArn=arn)["Source"]["SourceUri"] == "s3://b/roc.json"
+    assert [a["ArtifactArn"] for a in sm.list_artifacts(SourceUri="s3://b/roc.json")["ArtifactSummaries"]] == [arn]
+    sm.add_association(SourceArn=tc, DestinationArn=arn, AssociationType="Produced")
+    with pytest.raises(ClientError) as raised:
+        sm.add_association(SourceArn=tc, DestinationArn=arn, AssociationType="Produced")
+    assert _code(raised)[0] == "ValidationException" and "already exists" in _code(raised)[1]
+    with pytest.raises(ClientError) as raised:
+        sm.add_association(SourceArn=tc, DestinationArn=arn.replace("artifact/", "artifact/0"))
+    assert _code(raised)[0] == "ResourceNotFound"
+    [summary] = sm.list_associations(DestinationArn=arn)["AssociationSummaries"]
+    assert (summary["SourceArn"], summary["AssociationType"], summary["DestinationType"],
+            summary["DestinationName"]) == (tc, "Produced", "ROCCurve", "roc")
+    sm.delete_artifact(ArtifactArn=arn)
+    assert sm.list_associations(SourceArn=tc)["AssociationSummaries"] == []
+    with pytest.raises(ClientError) as raised:
+        sm.describe_artifact(ArtifactArn=arn)
+    assert _code(raised)[0] == "ResourceNotFound"

@@ -34,6 +34,7 @@ def test_run_logs_parameters_metrics_file_around_training_job_whose_code_loads_t
         for epoch, loss in enumerate([0.61, 0.42, 0.35]):
             run.log_metric(name="train:loss", value=loss, step=epoch)
         run.log_file(str(train), name="training-data", is_output=False)
+        run.log_confusion_matrix([1, 0, 1, 1], [1, 0, 0, 1], title="held-out")
         est = Estimator(image_uri=sagemaker.image_uris.retrieve("xgboost", "us-east-1", "1.7-1"), role=ROLE,
                         instance_count=1, instance_type="ml.m5.large", sagemaker_session=sm_session,
                         output_path=f"s3://{bucket}/e2e/experiments/out",
@@ -63,6 +64,17 @@ def test_run_logs_parameters_metrics_file_around_training_job_whose_code_loads_t
     data = record["InputArtifacts"]["training-data"]["Value"]
     key = data.removeprefix(f"s3://{bucket}/")
     assert sm_session.read_s3_file(bucket, key) == train.read_text()  # the logged file is in S3
+
+    # The confusion matrix: a JSON document in S3, a lineage artifact the run produced.
+    produced = sm_session.sagemaker_client.list_associations(SourceArn=record["TrialComponentArn"])
+    [association] = produced["AssociationSummaries"]
+    assert (association["AssociationType"], association["DestinationType"]) == ("Produced", "ConfusionMatrix")
+    artifact = sm_session.sagemaker_client.describe_artifact(ArtifactArn=association["DestinationArn"])
+    matrix_uri = artifact["Source"]["SourceUri"]
+    import json
+
+    matrix = json.loads(sm_session.read_s3_file(bucket, matrix_uri.removeprefix(f"s3://{bucket}/")))
+    assert matrix["type"] == "ConfusionMatrix" and matrix["title"] == "held-out"
 
     runs = list_runs(experiment_name=experiment, sagemaker_session=sm_session)
     assert [(r.experiment_name, r.run_name) for r in runs] == [(experiment, "xgb-depth-3")]
