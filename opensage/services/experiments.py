@@ -167,9 +167,10 @@ class ExperimentsService:
 
     def delete_trial(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         res = self._get(TRIAL, params["TrialName"], "Trial")
-        for component in self._components_of(res.name):
-            self._update(component, lambda c: c.state.__setitem__(
-                "_trials", [t for t in c.state.get("_trials", []) if t.lower() != res.name.lower()]))
+        components = self._components_of(res.name)
+        if components:  # SageMaker: "All trial components that make up the trial must be deleted first."
+            raise ValidationException(f"Trial '{res.name}' has trial components (e.g. '{components[0].name}'): "
+                                      "disassociate or delete them before the trial.")
         self.d.resources.delete(TRIAL, res.name)
         self.d.tags.drop_all(res.arn)
         return {"TrialArn": res.arn}

@@ -81,14 +81,21 @@ def test_experiment_trial_component_lifecycle_associations_and_lists(sm):
         sm.list_trial_components(ExperimentName="Churn", TrialName="churn-xgb")
     assert _code(raised)[0] == "ValidationException"
 
-    # Deleting: an associated component, an experiment with trials are refused; a trial takes its associations.
+    # Deleting goes bottom up, as in SageMaker: components out of their trials, trials, then the experiment.
     with pytest.raises(ClientError) as raised:
         sm.delete_trial_component(TrialComponentName="xgb-depth-3")
     assert "disassociate" in _code(raised)[1]
     with pytest.raises(ClientError) as raised:
+        sm.delete_trial(TrialName="churn-xgb")
+    assert "has trial components" in _code(raised)[1]
+    with pytest.raises(ClientError) as raised:
         sm.delete_experiment(ExperimentName="Churn")
     assert "delete them" in _code(raised)[1]
     sm.disassociate_trial_component(TrialComponentName="xgb-depth-3", TrialName="churn-ll")
+    sm.disassociate_trial_component(TrialComponentName="xgb-depth-3", TrialName="churn-xgb")
+    with pytest.raises(ClientError) as raised:
+        sm.disassociate_trial_component(TrialComponentName="xgb-depth-3", TrialName="churn-xgb")
+    assert _code(raised)[0] == "ResourceNotFound"
     sm.delete_trial(TrialName="churn-xgb")
     sm.delete_trial(TrialName="churn-ll")
     sm.delete_trial_component(TrialComponentName="xgb-depth-3")

@@ -88,3 +88,13 @@ def test_run_logs_parameters_metrics_file_around_training_job_whose_code_loads_t
     row = table.iloc[0]
     assert (row["max_depth"], row["objective"]) == (3.0, "binary:logistic")
     assert (row["train:loss - Last"], row["validation:auc - Max"]) == (0.35, 0.98)
+
+    # The notebooks' clean-up: the experiment with its run groups and runs.
+    from botocore.exceptions import ClientError
+    from sagemaker.experiments.experiment import Experiment
+
+    Experiment.load(experiment_name=experiment, sagemaker_session=sm_session)._delete_all(action="--force")
+    with pytest.raises(ClientError, match="does not exist"):
+        sm_session.sagemaker_client.describe_trial_component(TrialComponentName=run_component)
+    with pytest.raises(ClientError, match="does not exist"):
+        sm_session.sagemaker_client.describe_experiment(ExperimentName=experiment)
