@@ -15,6 +15,7 @@ StdDev, TimeStamp of the last point); ``BatchGetMetrics`` answers the points the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from opensage.arns import with_lower_case_name
@@ -79,17 +80,38 @@ class ExperimentsService:
         raise ValidationException(f"'{res.arn}' is being changed by another request; try again.")
 
     def _user(self, ctx) -> dict[str, Any]:  # noqa: ANN001
-        return {"UserProfileArn": f"arn:aws:iam::{self.d.settings.account}:user/opensage",
-                "UserProfileName": getattr(ctx, "access_key", None) or "opensage"}
+        return user_context(self.d, ctx)
 
-    def _page(self, operation: str, params: dict[str, Any], rows: list[Resource]) -> tuple[list[Resource], str | None]:
-        after, before = epoch(params.get("CreatedAfter")), epoch(params.get("CreatedBefore"))
-        rows = [r for r in rows if (after is None or r.creation_time > after)
-                and (before is None or r.creation_time < before)]
-        by_name = params.get("SortBy") == "Name"
-        request = {**params, "SortOrder": params.get("SortOrder") or "Descending"}
-        return page(self.d, operation, request, rows,
-                    lambda r: ((r.name.lower(), r.name) if by_name else (r.creation_time, r.name)))
+    def _listing(self, operation: str, params: dict[str, Any], rows: list[Resource], member: str,
+                 summary: Callable[[Resource], dict[str, Any]]) -> dict[str, Any]:
+        items, token = created_page(self.d, operation, params, rows)
+        out: dict[str, Any] = {member: [summary(r) for r in items]}
+        if token:
+            out["NextToken"] = token
+        return out
+
+    def _delete(self, res: Resource) -> None:
+        self.d.resources.delete(res.kind, res.name)
+        self.d.tags.drop_all(res.arn)
+
+    @staticmethod
+    def _brief(res: Resource) -> dict[str, Any]:
+        return {"DisplayName": res.request.get("DisplayName") or res.name, "CreationTime": res.creation_time,
+                "LastModifiedTime": res.last_modified_time}
+
+    def _record(self, res: Resource) -> dict[str, Any]:
+        """What every Describe / summary of these rows has: names, times and who."""
+        created_by = res.state.get("CreatedBy") or {}
+        return {"DisplayName": res.request.get("DisplayName") or res.name, "CreationTime": res.creation_time,
+                "CreatedBy": created_by, "LastModifiedTime": res.last_modified_time,
+                "LastModifiedBy": res.state.get("LastModifiedBy") or created_by}
+
+    def _update_members(self, ctx, res: Resource, members: tuple[str, ...], params: dict[str, Any]) -> Resource:  # noqa: ANN001
+        def change(r: Resource) -> None:
+            r.request.update({k: params[k] for k in members if k in params})
+            r.state["LastModifiedBy"] = self._user(ctx)
+
+        return self._update(res, change)
 
     def _all(self, kind: str) -> list[Resource]:
         return self.d.resources.in_status(kind, (CREATED,))
@@ -102,22 +124,14 @@ class ExperimentsService:
 
     def describe_experiment(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         res = self._get(EXPERIMENT, params["ExperimentName"], "Experiment")
-        out = {"ExperimentName": res.name, "ExperimentArn": res.arn,
-               "DisplayName": res.request.get("DisplayName") or res.name, "CreationTime": res.creation_time,
-               "CreatedBy": res.state.get("CreatedBy") or {}, "LastModifiedTime": res.last_modified_time,
-               "LastModifiedBy": res.state.get("LastModifiedBy") or res.state.get("CreatedBy") or {}}
+        out = {"ExperimentName": res.name, "ExperimentArn": res.arn, **self._record(res)}
         if res.request.get("Description"):
             out["Description"] = res.request["Description"]
         return out
 
     def update_experiment(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         res = self._get(EXPERIMENT, params["ExperimentName"], "Experiment")
-
-        def change(r: Resource) -> None:
-            r.request.update({k: params[k] for k in ("DisplayName", "Description") if k in params})
-            r.state["LastModifiedBy"] = self._user(ctx)
-
-        return {"ExperimentArn": self._update(res, change).arn}
+        return {"ExperimentArn": self._update_members(ctx, res, ("DisplayName", "Description"), params).arn}
 
     def delete_experiment(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         res = self._get(EXPERIMENT, params["ExperimentName"], "Experiment")
@@ -125,18 +139,12 @@ class ExperimentsService:
         if trials:
             raise ValidationException(f"Experiment '{res.name}' has trials (e.g. '{trials[0].name}'): delete them "
                                       "before the experiment.")
-        self.d.resources.delete(EXPERIMENT, res.name)
-        self.d.tags.drop_all(res.arn)
+        self._delete(res)
         return {"ExperimentArn": res.arn}
 
     def list_experiments(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
-        items, token = self._page("ListExperiments", params, self._all(EXPERIMENT))
-        out: dict[str, Any] = {"ExperimentSummaries": [{
-            "ExperimentArn": r.arn, "ExperimentName": r.name, "DisplayName": r.request.get("DisplayName") or r.name,
-            "CreationTime": r.creation_time, "LastModifiedTime": r.last_modified_time} for r in items]}
-        if token:
-            out["NextToken"] = token
-        return out
+        return self._listing("ListExperiments", params, self._all(EXPERIMENT), "ExperimentSummaries",
+                             lambda r: {"ExperimentArn": r.arn, "ExperimentName": r.name, **self._brief(r)})
 
     # -- trials ----------------------------------------------------------------------------------------
     def create_trial(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
@@ -147,23 +155,15 @@ class ExperimentsService:
 
     def describe_trial(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         res = self._get(TRIAL, params["TrialName"], "Trial")
-        out = {"TrialName": res.name, "TrialArn": res.arn, "DisplayName": res.request.get("DisplayName") or res.name,
-               "ExperimentName": res.request["ExperimentName"], "CreationTime": res.creation_time,
-               "CreatedBy": res.state.get("CreatedBy") or {}, "LastModifiedTime": res.last_modified_time,
-               "LastModifiedBy": res.state.get("LastModifiedBy") or res.state.get("CreatedBy") or {}}
+        out = {"TrialName": res.name, "TrialArn": res.arn, "ExperimentName": res.request["ExperimentName"],
+               **self._record(res)}
         if res.request.get("MetadataProperties"):
             out["MetadataProperties"] = res.request["MetadataProperties"]
         return out
 
     def update_trial(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         res = self._get(TRIAL, params["TrialName"], "Trial")
-
-        def change(r: Resource) -> None:
-            if "DisplayName" in params:
-                r.request["DisplayName"] = params["DisplayName"]
-            r.state["LastModifiedBy"] = self._user(ctx)
-
-        return {"TrialArn": self._update(res, change).arn}
+        return {"TrialArn": self._update_members(ctx, res, ("DisplayName",), params).arn}
 
     def delete_trial(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
         res = self._get(TRIAL, params["TrialName"], "Trial")
@@ -171,8 +171,7 @@ class ExperimentsService:
         if components:  # SageMaker: "All trial components that make up the trial must be deleted first."
             raise ValidationException(f"Trial '{res.name}' has trial components (e.g. '{components[0].name}'): "
                                       "disassociate or delete them before the trial.")
-        self.d.resources.delete(TRIAL, res.name)
-        self.d.tags.drop_all(res.arn)
+        self._delete(res)
         return {"TrialArn": res.arn}
 
     def list_trials(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
@@ -184,13 +183,8 @@ class ExperimentsService:
             component = self._get(COMPONENT, params["TrialComponentName"], "TrialComponent")
             names = {t.lower() for t in component.state.get("_trials", [])}
             rows = [r for r in rows if r.name.lower() in names]
-        items, token = self._page("ListTrials", params, rows)
-        out: dict[str, Any] = {"TrialSummaries": [{
-            "TrialArn": r.arn, "TrialName": r.name, "DisplayName": r.request.get("DisplayName") or r.name,
-            "CreationTime": r.creation_time, "LastModifiedTime": r.last_modified_time} for r in items]}
-        if token:
-            out["NextToken"] = token
-        return out
+        return self._listing("ListTrials", params, rows, "TrialSummaries",
+                             lambda r: {"TrialArn": r.arn, "TrialName": r.name, **self._brief(r)})
 
     # -- trial components --------------------------------------------------------------------------------
     def create_trial_component(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
@@ -203,10 +197,7 @@ class ExperimentsService:
         res = self._get(COMPONENT, params["TrialComponentName"], "TrialComponent")
         req = res.request
         out: dict[str, Any] = {
-            "TrialComponentName": res.name, "TrialComponentArn": res.arn,
-            "DisplayName": req.get("DisplayName") or res.name, "CreationTime": res.creation_time,
-            "CreatedBy": res.state.get("CreatedBy") or {}, "LastModifiedTime": res.last_modified_time,
-            "LastModifiedBy": res.state.get("LastModifiedBy") or res.state.get("CreatedBy") or {},
+            "TrialComponentName": res.name, "TrialComponentArn": res.arn, **self._record(res),
             "Parameters": req.get("Parameters") or {}, "InputArtifacts": req.get("InputArtifacts") or {},
             "OutputArtifacts": req.get("OutputArtifacts") or {},
             "Metrics": _summaries(res.state.get("_metrics") or {}, res.state.get("Source"))}
@@ -241,8 +232,7 @@ class ExperimentsService:
         if res.state.get("_trials"):
             raise ValidationException(f"TrialComponent '{res.name}' is associated with trial "
                                       f"'{res.state['_trials'][0]}': disassociate it from every trial first.")
-        self.d.resources.delete(COMPONENT, res.name)
-        self.d.tags.drop_all(res.arn)
+        self._delete(res)
         return {"TrialComponentArn": res.arn}
 
     def list_trial_components(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
@@ -260,10 +250,15 @@ class ExperimentsService:
         elif params.get("SourceArn"):
             wanted = params["SourceArn"].lower()
             rows = [r for r in rows if ((r.state.get("Source") or {}).get("SourceArn") or "").lower() == wanted]
-        items, token = self._page("ListTrialComponents", params, rows)
-        out: dict[str, Any] = {"TrialComponentSummaries": [_component_summary(r) for r in items]}
-        if token:
-            out["NextToken"] = token
+        return self._listing("ListTrialComponents", params, rows, "TrialComponentSummaries", self._component_summary)
+
+    def _component_summary(self, r: Resource) -> dict[str, Any]:
+        out: dict[str, Any] = {"TrialComponentName": r.name, "TrialComponentArn": r.arn, **self._record(r)}
+        for key in ("Status", "StartTime", "EndTime"):
+            if r.request.get(key) is not None:
+                out[key] = r.request[key]
+        if r.state.get("Source"):
+            out["TrialComponentSource"] = r.state["Source"]
         return out
 
     def _components_of(self, trial: str, rows: list[Resource] | None = None) -> list[Resource]:
@@ -380,18 +375,23 @@ def _check_parameters(parameters: dict[str, Any]) -> None:
             raise ValidationException(f"Parameters.{name}: give exactly one of StringValue and NumberValue.")
 
 
-def _component_summary(r: Resource) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "TrialComponentName": r.name, "TrialComponentArn": r.arn, "DisplayName": r.request.get("DisplayName") or r.name,
-        "CreationTime": r.creation_time, "CreatedBy": r.state.get("CreatedBy") or {},
-        "LastModifiedTime": r.last_modified_time,
-        "LastModifiedBy": r.state.get("LastModifiedBy") or r.state.get("CreatedBy") or {}}
-    for key in ("Status", "StartTime", "EndTime"):
-        if r.request.get(key) is not None:
-            out[key] = r.request[key]
-    if r.state.get("Source"):
-        out["TrialComponentSource"] = r.state["Source"]
-    return out
+def user_context(deps: Deps, ctx) -> dict[str, Any]:  # noqa: ANN001
+    """CreatedBy / LastModifiedBy of Experiments and lineage records: this platform's one user."""
+    return {"UserProfileArn": f"arn:aws:iam::{deps.settings.account}:user/opensage",
+            "UserProfileName": getattr(ctx, "access_key", None) or "opensage"}
+
+
+def created_page(deps: Deps, operation: str, params: dict[str, Any], rows: list[Resource]
+                 ) -> tuple[list[Resource], str | None]:
+    """One page of ``rows`` filtered by CreatedAfter / CreatedBefore, sorted by SortBy Name or CreationTime
+    (the default), SortOrder Descending by default: the List calls of Experiments and lineage."""
+    after, before = epoch(params.get("CreatedAfter")), epoch(params.get("CreatedBefore"))
+    rows = [r for r in rows if (after is None or r.creation_time > after)
+            and (before is None or r.creation_time < before)]
+    by_name = params.get("SortBy") == "Name"
+    request = {**params, "SortOrder": params.get("SortOrder") or "Descending"}
+    return page(deps, operation, request, rows,
+                lambda r: ((r.name.lower(), r.name) if by_name else (r.creation_time, r.name)))
 
 
 def _summaries(metrics: dict[str, list[list[Any]]], source: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -14,8 +14,8 @@ import uuid
 from typing import Any
 
 from opensage.errors import ResourceNotFound, ValidationException
-from opensage.registry.paging import page
-from opensage.services.base import Deps, epoch
+from opensage.services.base import Deps
+from opensage.services.experiments import created_page, user_context
 from opensage.store.resources import AlreadyExists, Resource
 
 ARTIFACT = "lineage-artifact"
@@ -34,15 +34,10 @@ class LineageService:
         return res
 
     def _user(self, ctx) -> dict[str, Any]:  # noqa: ANN001
-        return {"UserProfileArn": f"arn:aws:iam::{self.d.settings.account}:user/opensage",
-                "UserProfileName": getattr(ctx, "access_key", None) or "opensage"}
+        return user_context(self.d, ctx)
 
     def _page(self, operation: str, params: dict[str, Any], rows: list[Resource]) -> tuple[list[Resource], str | None]:
-        after, before = epoch(params.get("CreatedAfter")), epoch(params.get("CreatedBefore"))
-        rows = [r for r in rows if (after is None or r.creation_time > after)
-                and (before is None or r.creation_time < before)]
-        request = {**params, "SortOrder": params.get("SortOrder") or "Descending"}
-        return page(self.d, operation, request, rows, lambda r: (r.creation_time, r.name))
+        return created_page(self.d, operation, {**params, "SortBy": "CreationTime"}, rows)
 
     # -- artifacts ---------------------------------------------------------------------------------------
     def create_artifact(self, ctx, params: dict[str, Any]) -> dict[str, Any]:
