@@ -14,4 +14,5 @@ def install(ctx: CapabilityContext) -> None:
     ctx.dispatcher.register("sagemaker", service)
     ctx.dispatcher.register("sagemaker-metrics", service)
     ctx.services["experiments"] = service
+    ctx.deps.on_job_end.setdefault("training-job", []).append(service.record_training_job)
     ctx.dispatcher.register("sagemaker", LineageService(ctx.deps))

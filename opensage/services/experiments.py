@@ -286,6 +286,50 @@ class ExperimentsService:
             "_trials", [t for t in c.state.get("_trials", []) if t.lower() != trial.name.lower()]))
         return {"TrialComponentArn": component.arn, "TrialArn": trial.arn}
 
+    # -- a training job's own trial component -------------------------------------------------------------
+    def record_training_job(self, job: Resource) -> None:
+        """Deps.on_job_end hook: a training job created with an ExperimentConfig gets the trial component
+        SageMaker makes for it, ``<job>-aws-training-job`` (Source = the job), with its hyperparameters, inputs,
+        model, status, times and final metrics, associated with the config's TrialName when that trial exists.
+        ExperimentAnalytics shows it as a row beside the runs. Made when the job ends (SageMaker makes it at
+        the start and keeps it in step)."""
+        config = job.request.get("ExperimentConfig") or {}
+        if not config:
+            return
+        from opensage.services.training import describe
+
+        d = describe(job)
+        spec, resources = d.get("AlgorithmSpecification") or {}, d.get("ResourceConfig") or {}
+        parameters = {name: _parameter(value) for name, value in (d.get("HyperParameters") or {}).items()}
+        parameters.update({k: v for k, v in (("SageMaker.ImageUri", {"StringValue": spec.get("TrainingImage")}),
+                                             ("SageMaker.InstanceType", {"StringValue": resources.get("InstanceType")}),
+                                             ("SageMaker.InstanceCount", {"NumberValue": resources.get("InstanceCount")}))
+                           if next(iter(v.values())) is not None})
+        inputs = {c["ChannelName"]: {"Value": c["DataSource"]["S3DataSource"]["S3Uri"]}
+                  for c in d.get("InputDataConfig") or [] if (c.get("DataSource") or {}).get("S3DataSource")}
+        outputs = {}
+        if (d.get("ModelArtifacts") or {}).get("S3ModelArtifacts"):
+            outputs["SageMaker.ModelArtifact"] = {"Value": d["ModelArtifacts"]["S3ModelArtifacts"]}
+        status = {"PrimaryStatus": job.status, **({"Message": d["FailureReason"]} if d.get("FailureReason") else {})}
+        name = f"{job.name}-aws-training-job"
+        request = {"TrialComponentName": name, "DisplayName": name, "Status": status,
+                   "StartTime": d.get("TrainingStartTime") or job.creation_time,
+                   "EndTime": d.get("TrainingEndTime") or job.last_modified_time, "Parameters": parameters,
+                   "InputArtifacts": inputs, "OutputArtifacts": outputs}
+        metrics = {m["MetricName"]: [[epoch(m.get("Timestamp")) or job.last_modified_time, None, float(m["Value"])]]
+                   for m in d.get("FinalMetricDataList") or []}
+        state = {"CreatedBy": {}, "_trials": [], "_metrics": metrics,
+                 "Source": {"SourceArn": job.arn, "SourceType": "SageMakerTrainingJob"}}
+        try:
+            self._create(COMPONENT, name, "TrialComponent", request, state)
+        except ValidationException:  # made by an earlier end of this job (a restart): keep the first record
+            return
+        if config.get("TrialName"):
+            try:
+                self.associate_trial_component(None, {"TrialName": config["TrialName"], "TrialComponentName": name})
+            except ResourceNotFound:
+                pass  # the trial named in the config does not exist (SageMaker would have refused the job)
+
     # -- Search (services/registry.py's Search asks for these records) -------------------------------------
     def search_records(self, ctx, resource: str) -> list[dict[str, Any]]:  # noqa: ANN001
         """Search records of ``resource`` (one of ``SEARCH_RESOURCES``): Describe's output, Tags, and for a
@@ -367,6 +411,15 @@ class ExperimentsService:
             results.append({"Status": "Complete", "XAxisValues": xs,
                             "MetricValues": [_stat(groups[x], query.get("MetricStat") or "Avg") for x in xs]})
         return {"MetricQueryResults": results}
+
+
+def _parameter(value: str) -> dict[str, Any]:
+    """A hyperparameter as a trial component parameter: a number where it reads as one."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return {"StringValue": str(value)}
+    return {"NumberValue": number} if math.isfinite(number) else {"StringValue": str(value)}
 
 
 def _check_parameters(parameters: dict[str, Any]) -> None:

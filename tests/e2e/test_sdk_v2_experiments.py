@@ -83,11 +83,21 @@ def test_run_logs_parameters_metrics_file_around_training_job_whose_code_loads_t
     # The notebooks' comparison table: one row per run, its parameters and metric summaries as columns.
     from sagemaker.analytics import ExperimentAnalytics
 
+    # The training job has a row of its own, as in SageMaker: its trial component, in the run's group.
     table = ExperimentAnalytics(experiment_name=experiment, sagemaker_session=sm_session).dataframe()
-    assert list(table["TrialComponentName"]) == [run_component]
-    row = table.iloc[0]
+    job_component = f"{job['TrainingJobName']}-aws-training-job"
+    assert sorted(table["TrialComponentName"]) == sorted([run_component, job_component])
+    row = table[table["TrialComponentName"] == run_component].iloc[0]
     assert (row["max_depth"], row["objective"]) == (3.0, "binary:logistic")
     assert (row["train:loss - Last"], row["validation:auc - Max"]) == (0.35, 0.98)
+    job_row = table[table["TrialComponentName"] == job_component].iloc[0]
+    assert (job_row["num_round"], job_row["SageMaker.InstanceType"]) == (10.0, "ml.m5.large")
+    final = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
+    assert final and all(job_row[f"{name} - Last"] == pytest.approx(value) for name, value in final.items())
+    job_record = sm_session.sagemaker_client.describe_trial_component(TrialComponentName=job_component)
+    assert job_record["Source"] == {"SourceArn": job["TrainingJobArn"], "SourceType": "SageMakerTrainingJob"}
+    assert job_record["Status"]["PrimaryStatus"] == "Completed"
+    assert job_record["OutputArtifacts"]["SageMaker.ModelArtifact"]["Value"] == est.model_data
 
     # The notebooks' clean-up: the experiment with its run groups and runs.
     from botocore.exceptions import ClientError
