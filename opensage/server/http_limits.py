@@ -16,7 +16,7 @@ adds, to uvicorn's httptools protocol:
 Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``, as before.
 
 InvokeEndpoint's fast path (``runtime_app``): POST /endpoints/... goes straight to the runtime route
-(``routes.RuntimeEndpoint``) instead of through the whole app (uvicorn's proxy-headers middleware, Starlette's
+(``routes.RestJsonEndpoint``) instead of through the whole app (uvicorn's proxy-headers middleware, Starlette's
 error and exception middleware, its router), which that route needs none of: it catches its own errors and
 answers them AWS-style. Its response head and body leave in one write (``_OneWrite``) instead of two. Each
 layer costs little, but this route is on every inference request's critical path (issue 14).

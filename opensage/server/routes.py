@@ -122,33 +122,6 @@ def build_routes(dispatcher: Dispatcher, authority: auth.Credentials,
             out["connection"] = "close"
         return Response(payload, status, out)
 
-    async def sagemaker_metrics(request: Request) -> Response:
-        """SageMaker Metrics (rest-json: PUT /BatchPutMetrics, POST /BatchGetMetrics), signed as "sagemaker"."""
-        ctx = RequestContext()
-        headers = dict(request.headers)
-        body: bytes | None = None
-        try:
-            pending = auth.check_headers(headers, authority)
-            body = await read_body(request.receive, headers, MAX_CONTROL_BODY, _control_too_large)
-            raw_path = _raw_path(request)
-            query = request.scope.get("query_string", b"").decode()
-            ident = auth.check_body(pending, request.method, raw_path, query, headers, body)
-            ctx.access_key, ctx.region, ctx.principal = ident.access_key, ident.region, ident.principal
-            req = parser.parse_rest_json("sagemaker-metrics", request.method, unquote(raw_path), query, headers,
-                                         body)
-            status, out_headers, payload = serializer.rest_json_response(
-                req.operation, await dispatcher.dispatch_async(ctx, req))
-            out_headers["x-amzn-RequestId"] = ctx.request_id
-            return Response(payload, status, out_headers, media_type="application/json")
-        except ServiceError as err:
-            return _error(err, ctx, "rest-json", body_read=body is not None)
-        except ClientDisconnect:
-            return Response(status_code=400)
-        except Exception:
-            log.exception("unexpected error (request %s, caller %s)", ctx.request_id, ctx.caller)
-            return _error(InternalFailure(f"Internal error (request id {ctx.request_id})."), ctx, "rest-json",
-                          body_read=body is not None)
-
     async def health_route(request: Request) -> Response:
         if health is None:
             return JSONResponse({"status": "ok"})
@@ -160,27 +133,35 @@ def build_routes(dispatcher: Dispatcher, authority: auth.Credentials,
         ok = all(state == "ok" for state in components.values())
         return JSONResponse({"status": "ok" if ok else "degraded", "components": components}, 200 if ok else 503)
 
+    metrics = RestJsonEndpoint(dispatcher, authority, "sagemaker-metrics", MAX_CONTROL_BODY, _control_too_large)
     return [
-        Route("/endpoints/{rest:path}", RuntimeEndpoint(dispatcher, authority), methods=["POST"]),
+        Route("/endpoints/{rest:path}", RestJsonEndpoint(dispatcher, authority), methods=["POST"]),
         Route("/_opensage/health", health_route, methods=["GET"]),
         Route("/service/{prefix}/operation/{operation}", rpc_v2_cbor, methods=["POST"]),
         Route("/", control_plane, methods=["POST"]),
-        Route("/BatchPutMetrics", sagemaker_metrics, methods=["PUT"]),
-        Route("/BatchGetMetrics", sagemaker_metrics, methods=["POST"]),
+        # SageMaker Metrics (rest-json, signed as "sagemaker"): what SDK v2's Run.log_metric sends
+        Route("/BatchPutMetrics", metrics, methods=["PUT"]),
+        Route("/BatchGetMetrics", metrics, methods=["POST"]),
     ]
 
 
-class RuntimeEndpoint:
-    """POST /endpoints/... (SageMaker Runtime, rest-json) as a plain ASGI app: the InvokeEndpoint hot path.
+class RestJsonEndpoint:
+    """A rest-json service's routes as a plain ASGI app: POST /endpoints/... (SageMaker Runtime, the
+    InvokeEndpoint hot path, by default) and SageMaker Metrics.
 
     Same steps and answers as the other routes (SigV4 check, parse, dispatch, serialize, ``_error``), minus
     Starlette's per-request Request object and wrappers: the scope's headers, path and body are read
     directly, as ``Request`` would present them.
     """
 
-    def __init__(self, dispatcher: Dispatcher, credentials: auth.Credentials) -> None:
+    def __init__(self, dispatcher: Dispatcher, credentials: auth.Credentials, service: str = "sagemaker-runtime",
+                 max_body: int = MAX_RUNTIME_BODY, too_large: Callable[[int | None], ServiceError] | None = None
+                 ) -> None:
         self.dispatcher = dispatcher
         self.credentials = credentials
+        self.service = service
+        self.max_body = max_body
+        self.too_large = too_large or _runtime_too_large
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = RequestContext()
@@ -188,13 +169,12 @@ class RuntimeEndpoint:
         body: bytes | None = None
         try:
             pending = auth.check_headers(headers, self.credentials)
-            body = await read_body(receive, headers, MAX_RUNTIME_BODY, _runtime_too_large)
+            body = await read_body(receive, headers, self.max_body, self.too_large)
             method, raw_path = scope["method"], _scope_raw_path(scope)
             ident = auth.check_body(pending, method, raw_path, scope.get("query_string", b"").decode(), headers,
                                     body)
             ctx.access_key, ctx.region, ctx.principal = ident.access_key, ident.region, ident.principal
-            req = parser.parse_rest_json("sagemaker-runtime", method, unquote(raw_path), _url_query(scope),
-                                         headers, body)
+            req = parser.parse_rest_json(self.service, method, unquote(raw_path), _url_query(scope), headers, body)
             result = await self.dispatcher.dispatch_async(ctx, req)
             status, out_headers, payload = serializer.rest_json_response(req.operation, result)
             out_headers["x-amzn-RequestId"] = ctx.request_id
@@ -217,11 +197,11 @@ class RuntimeEndpoint:
         await response(scope, receive, send)
 
 
-def runtime_endpoint(app: Any) -> RuntimeEndpoint | None:
+def runtime_endpoint(app: Any) -> RestJsonEndpoint | None:
     """The app's runtime route (``http_limits`` serves POST /endpoints/... with it directly), if it has one."""
     for route in getattr(app, "routes", None) or ():
         endpoint = getattr(route, "app", None)
-        if isinstance(endpoint, RuntimeEndpoint) and getattr(route, "path", "") == "/endpoints/{rest:path}":
+        if isinstance(endpoint, RestJsonEndpoint) and getattr(route, "path", "") == "/endpoints/{rest:path}":
             return endpoint
     return None
 

@@ -15,6 +15,7 @@ StdDev, TimeStamp of the last point); ``BatchGetMetrics`` answers the points the
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -368,8 +369,7 @@ class ExperimentsService:
         for index, datum in enumerate(params.get("MetricData") or []):
             value = datum.get("Value")
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                errors.append({"Code": "METRIC_LIMIT_EXCEEDED" if value is None else "VALIDATION_ERROR",
-                               "MetricIndex": index})
+                errors.append({"Code": "VALIDATION_ERROR", "MetricIndex": index})
                 continue
             accepted.append((datum["MetricName"], epoch(datum.get("Timestamp")) or self.d.clock.time(),
                              datum.get("Step"), float(value)))
@@ -455,7 +455,7 @@ def _summaries(metrics: dict[str, list[list[Any]]], source: dict[str, Any] | Non
             continue
         last = max(metrics[name], key=lambda p: (p[0], -1 if p[1] is None else p[1]))
         summary = {"MetricName": name, "TimeStamp": last[0], "Max": max(values), "Min": min(values),
-                   "Last": last[2], "Count": len(values), "Avg": sum(values) / len(values),
+                   "Last": last[2], "Count": len(values), "Avg": statistics.fmean(values),
                    "StdDev": _stdev(values)}
         if source and source.get("SourceArn"):
             summary["SourceArn"] = source["SourceArn"]
@@ -464,12 +464,10 @@ def _summaries(metrics: dict[str, list[list[Any]]], source: dict[str, Any] | Non
 
 
 def _stdev(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _stat(values: list[float], stat: str) -> float:
+    """``stat`` is one of botocore's MetricStat values (the request is validated against the model)."""
     return {"Min": min, "Max": max, "Count": len, "Last": lambda v: v[-1], "StdDev": _stdev,
-            "Avg": lambda v: sum(v) / len(v)}.get(stat, lambda v: sum(v) / len(v))(values)
+            "Avg": statistics.fmean}[stat](values)

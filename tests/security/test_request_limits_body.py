@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from opensage.api.dispatch import Dispatcher
 from opensage.credentials import CredentialAuthority
 from opensage.server.http_limits import server_config
-from opensage.server.routes import MAX_CONTROL_BODY, MAX_RUNTIME_BODY, RuntimeEndpoint, build_routes
+from opensage.server.routes import MAX_CONTROL_BODY, MAX_RUNTIME_BODY, RestJsonEndpoint, build_routes
 from opensage.settings import Credentials as PlatformCredentials
 from tests.conftest import free_port
 
@@ -209,5 +209,5 @@ def test_runtime_endpoint_chunked_body_is_capped_without_starlette():
     dispatcher = Dispatcher()
     dispatcher.register("sagemaker-runtime", _Answers())
     headers = signed_headers(7420, RUNTIME, b"", {})
-    status, pulled = _run_chunked(RuntimeEndpoint(dispatcher, CredentialAuthority(ROOT)), RUNTIME, headers)
+    status, pulled = _run_chunked(RestJsonEndpoint(dispatcher, CredentialAuthority(ROOT)), RUNTIME, headers)
     assert status == 413 and pulled <= MAX_RUNTIME_BODY + (1 << 20)

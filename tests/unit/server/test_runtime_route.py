@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from opensage.api.dispatch import Dispatcher
 from opensage.credentials import CredentialAuthority
 from opensage.errors import ValidationError
-from opensage.server.routes import RuntimeEndpoint, build_routes
+from opensage.server.routes import RestJsonEndpoint, build_routes
 from opensage.settings import Credentials as PlatformCredentials
 
 CREDS = {"AKID": "secret"}
@@ -133,7 +133,7 @@ def test_endpoints_path_other_method_is_405(client):
 def test_runtime_endpoint_body_in_several_messages_is_joined(runtime):
     dispatcher = Dispatcher()
     dispatcher.register("sagemaker-runtime", runtime)
-    app = RuntimeEndpoint(dispatcher, CREDS)
+    app = RestJsonEndpoint(dispatcher, CREDS)
     path = "/endpoints/my-ep/invocations"
     signed = _signed(path, b"1,2,3", {"Content-Type": "text/csv"})
     messages = [{"type": "http.request", "body": b"1,", "more_body": True},
